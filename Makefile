@@ -1,0 +1,65 @@
+# coupon — see README.md. Two commands set everything up on a fresh machine:
+#   make run    the whole local stack in the foreground with a demo
+#   make test   unit and integration tests (real MariaDB, Redis and DTM)
+SHELL := /bin/bash
+GO    ?= go
+BIN   := bin
+PKGS  := ./...
+
+PROTOC_GEN := --plugin=protoc-gen-go=$$($(GO) tool -n protoc-gen-go) \
+	--plugin=protoc-gen-go-grpc=$$($(GO) tool -n protoc-gen-go-grpc)
+
+.PHONY: all build generate lint test test-short bench run up down deps clean
+
+all: build
+
+deps:
+	deploy/local/deps.sh
+
+build:
+	@mkdir -p $(BIN)
+	$(GO) build -o $(BIN)/coupon ./cmd/coupon
+	@if [ -d cmd/coordinator ]; then $(GO) build -o $(BIN)/coordinator ./cmd/coordinator; fi
+	@if [ -d examples/shop/cmd/shop ]; then $(GO) build -o $(BIN)/shop ./examples/shop/cmd/shop; fi
+
+# Regenerates the committed gRPC code; CI fails if this leaves a diff.
+generate:
+	cd proto && protoc -I . $(PROTOC_GEN) \
+		--go_out=. --go_opt=paths=source_relative \
+		--go-grpc_out=. --go-grpc_opt=paths=source_relative coupon/v1/*.proto
+	@if [ -d examples/shop/proto ]; then \
+		protoc -I examples/shop/proto $(PROTOC_GEN) \
+		--go_out=examples/shop/proto --go_opt=paths=source_relative \
+		--go-grpc_out=examples/shop/proto --go-grpc_opt=paths=source_relative \
+		examples/shop/proto/shop/v1/*.proto; fi
+
+lint:
+	$(GO) vet $(PKGS)
+	$(GO) tool staticcheck $(PKGS)
+
+# Integration tests need MariaDB on 127.0.0.1:3306 and Redis on :6379
+# (deploy/local/deps.sh starts or installs them). Each test package uses
+# its own databases and Redis key prefix and removes them afterwards.
+test: deps
+	$(GO) test -race -count=1 -timeout 20m $(PKGS)
+
+test-short:
+	$(GO) test -count=1 -short $(PKGS)
+
+bench: build
+	deploy/local/bench.sh
+
+up: build
+	deploy/local/up.sh
+
+down:
+	deploy/local/down.sh
+
+# The whole local stack in the foreground: dependencies, migrations, the
+# coordinator, the coupon service and the sample shop; then the demo. Ctrl-C
+# stops everything it started.
+run: build
+	deploy/local/run.sh
+
+clean:
+	rm -rf $(BIN) .run

@@ -1,0 +1,95 @@
+package main
+
+import (
+	"fmt"
+	"strings"
+
+	"github.com/spf13/viper"
+
+	"github.com/opencoupon/coupon/internal/app"
+	"github.com/opencoupon/coupon/participant"
+	couponmysql "github.com/opencoupon/coupon/participant/mysql"
+)
+
+// loadConfig reads the optional YAML file and COUPON_* environment
+// overrides (key grpc.addr ← COUPON_GRPC_ADDR). Lists in the environment
+// are comma-separated.
+func loadConfig(file string) (app.Config, string, error) {
+	v := viper.New()
+	d := participant.DefaultConfig()
+	defaults := map[string]any{
+		"grpc.addr":               "127.0.0.1:9090",
+		"ops.addr":                "127.0.0.1:9091",
+		"node_id":                 1,
+		"default_deadline":        "5s",
+		"log.level":               "info",
+		"mysql.main_dsn":          "root@tcp(127.0.0.1:3306)/coupon_main",
+		"mysql.shard_dsns":        []string{"root@tcp(127.0.0.1:3306)/coupon_shard_0", "root@tcp(127.0.0.1:3306)/coupon_shard_1"},
+		"mysql.tables_per_shard":  8,
+		"mysql.max_open_conns":    40,
+		"mysql.max_idle_conns":    40,
+		"redis.addrs":             []string{"127.0.0.1:6379"},
+		"redis.cluster":           false,
+		"redis.password":          "",
+		"redis.db":                0,
+		"redis.key_prefix":        "coupon:",
+		"redis.pool_size":         128,
+		"claim.write_timeout":     d.ClaimWriteTimeout.String(),
+		"claim.inflight_ttl":      d.RequestInFlightTTL.String(),
+		"claim.request_ttl":       d.RequestDoneTTL.String(),
+		"stock.settle":            d.StockSettle.String(),
+		"stock.max_sub_keys":      d.MaxSubStock,
+	}
+	for k, val := range defaults {
+		v.SetDefault(k, val)
+	}
+	v.SetEnvPrefix("COUPON")
+	v.SetEnvKeyReplacer(strings.NewReplacer(".", "_"))
+	v.AutomaticEnv()
+	if file != "" {
+		v.SetConfigFile(file)
+		if err := v.ReadInConfig(); err != nil {
+			return app.Config{}, "", fmt.Errorf("read config %s: %w", file, err)
+		}
+	}
+	list := func(key string) []string {
+		var out []string
+		for _, s := range v.GetStringSlice(key) {
+			for _, p := range strings.Split(s, ",") {
+				if p = strings.TrimSpace(p); p != "" {
+					out = append(out, p)
+				}
+			}
+		}
+		return out
+	}
+	cfg := app.Config{
+		GRPCAddr:        v.GetString("grpc.addr"),
+		OpsAddr:         v.GetString("ops.addr"),
+		NodeID:          v.GetInt64("node_id"),
+		DefaultDeadline: v.GetDuration("default_deadline"),
+		MySQL: couponmysql.Config{
+			MainDSN:        v.GetString("mysql.main_dsn"),
+			ShardDSNs:      list("mysql.shard_dsns"),
+			TablesPerShard: v.GetInt("mysql.tables_per_shard"),
+			MaxOpenConns:   v.GetInt("mysql.max_open_conns"),
+			MaxIdleConns:   v.GetInt("mysql.max_idle_conns"),
+		},
+		Redis: app.RedisConfig{
+			Addrs:    list("redis.addrs"),
+			Cluster:  v.GetBool("redis.cluster"),
+			Password: v.GetString("redis.password"),
+			DB:       v.GetInt("redis.db"),
+			Prefix:   v.GetString("redis.key_prefix"),
+			PoolSize: v.GetInt("redis.pool_size"),
+		},
+		Service: participant.Config{
+			ClaimWriteTimeout:  v.GetDuration("claim.write_timeout"),
+			RequestInFlightTTL: v.GetDuration("claim.inflight_ttl"),
+			RequestDoneTTL:     v.GetDuration("claim.request_ttl"),
+			StockSettle:        v.GetDuration("stock.settle"),
+			MaxSubStock:        v.GetInt32("stock.max_sub_keys"),
+		},
+	}
+	return cfg, v.GetString("log.level"), nil
+}

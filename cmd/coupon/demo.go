@@ -1,0 +1,114 @@
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"os"
+	"text/tabwriter"
+	"time"
+
+	"google.golang.org/genproto/googleapis/rpc/errdetails"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/types/known/timestamppb"
+
+	couponv1 "github.com/opencoupon/coupon/proto/coupon/v1"
+)
+
+// demo drives a running service through the admin and claim flows and
+// prints what happened.
+func demo(ctx context.Context, args []string) error {
+	fs := flag.NewFlagSet("demo", flag.ContinueOnError)
+	addr := fs.String("addr", "127.0.0.1:9090", "coupon gRPC address")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	conn, err := grpc.NewClient(*addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		return err
+	}
+	defer conn.Close()
+	admin, coupons := couponv1.NewAdminServiceClient(conn), couponv1.NewCouponServiceClient(conn)
+	ctx, cancel := context.WithTimeout(ctx, time.Minute)
+	defer cancel()
+
+	run := fmt.Sprintf("demo-%d", time.Now().UnixNano())
+	now := time.Now()
+	camp, err := admin.CreateCampaign(ctx, &couponv1.CreateCampaignRequest{
+		RequestId: run + "-campaign", Name: "Demo double eleven", CampaignType: "PROMOTION", CreatedBy: "alice",
+		StartTime: timestamppb.New(now.Add(-time.Minute)), EndTime: timestamppb.New(now.Add(7 * 24 * time.Hour)),
+	})
+	if err != nil {
+		return fmt.Errorf("create campaign: %w", err)
+	}
+	tpl, err := admin.CreateTemplate(ctx, &couponv1.CreateTemplateRequest{
+		RequestId: run + "-template", CampaignId: camp.Id, Name: "¥10 off ¥50 food", CouponType: couponv1.CouponTemplate_FIXED_AMOUNT,
+		DiscountAmount: 1000, MinOrderAmount: 5000, ProductLines: []string{"food"}, TotalStock: 3, PerUserLimit: 1,
+		ValidFrom: timestamppb.New(now.Add(-time.Minute)), ValidUntil: timestamppb.New(now.Add(7 * 24 * time.Hour)),
+		ValidDaysAfterClaim: 3, CreatedBy: "alice",
+	})
+	if err != nil {
+		return fmt.Errorf("create template: %w", err)
+	}
+	fmt.Printf("campaign %d %q created by alice; template %d %q is %s (stock %d, 1 per user)\n",
+		camp.Id, camp.Name, tpl.Id, tpl.Name, tpl.Status, tpl.TotalStock)
+	if _, err := admin.ApproveTemplate(ctx, &couponv1.ApproveTemplateRequest{TemplateId: tpl.Id, ApprovedBy: "alice"}); err != nil {
+		fmt.Printf("alice approves her own template: refused, %s\n", describe(err))
+	}
+	if tpl, err = admin.ApproveTemplate(ctx, &couponv1.ApproveTemplateRequest{TemplateId: tpl.Id, ApprovedBy: "bob"}); err != nil {
+		return fmt.Errorf("approve: %w", err)
+	}
+	fmt.Printf("bob approves it: template is %s\n\n", tpl.Status)
+
+	steps := []struct {
+		what string
+		req  *couponv1.ClaimCouponRequest
+	}{
+		{"user 1001 claims", &couponv1.ClaimCouponRequest{RequestId: run + "-a", UserId: 1001, TemplateId: tpl.Id}},
+		{"user 1001 retries the same request", &couponv1.ClaimCouponRequest{RequestId: run + "-a", UserId: 1001, TemplateId: tpl.Id}},
+		{"user 1001 claims again (new request)", &couponv1.ClaimCouponRequest{RequestId: run + "-b", UserId: 1001, TemplateId: tpl.Id}},
+		{"user 1002 claims", &couponv1.ClaimCouponRequest{RequestId: run + "-c", UserId: 1002, TemplateId: tpl.Id}},
+		{"user 1003 claims", &couponv1.ClaimCouponRequest{RequestId: run + "-d", UserId: 1003, TemplateId: tpl.Id}},
+		{"user 1004 claims", &couponv1.ClaimCouponRequest{RequestId: run + "-e", UserId: 1004, TemplateId: tpl.Id}},
+		{"user 1005 reuses 1002's request id", &couponv1.ClaimCouponRequest{RequestId: run + "-c", UserId: 1005, TemplateId: tpl.Id}},
+	}
+	w := tabwriter.NewWriter(os.Stdout, 2, 4, 2, ' ', 0)
+	fmt.Fprintln(w, "STEP\tREQUEST\tRESULT\tCOUPON\tEXPIRES")
+	for _, s := range steps {
+		c, err := coupons.ClaimCoupon(ctx, s.req)
+		if err != nil {
+			fmt.Fprintf(w, "%s\t%s\trefused: %s\t-\t-\n", s.what, s.req.RequestId[len(run):], describe(err))
+			continue
+		}
+		fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%s\n", s.what, s.req.RequestId[len(run):], c.Status, c.Code, c.ExpireAt.AsTime().Format(time.DateTime))
+	}
+	if err := w.Flush(); err != nil {
+		return err
+	}
+	st, err := admin.GetTemplateStats(ctx, &couponv1.GetTemplateStatsRequest{TemplateId: tpl.Id})
+	if err != nil {
+		return fmt.Errorf("stats: %w", err)
+	}
+	fmt.Printf("\nstats: total %d, remaining %d, issued %d (available %d, locked %d, used %d, expired %d)\n",
+		st.TotalStock, st.RemainingStock, st.Issued, st.Available, st.Locked, st.Used, st.Expired)
+	if st.Issued != st.TotalStock-st.RemainingStock {
+		return fmt.Errorf("stats do not add up: issued %d != total %d - remaining %d", st.Issued, st.TotalStock, st.RemainingStock)
+	}
+	return nil
+}
+
+// describe renders a gRPC error as "Code REASON".
+func describe(err error) string {
+	st, ok := status.FromError(err)
+	if !ok {
+		return err.Error()
+	}
+	for _, d := range st.Details() {
+		if ei, ok := d.(*errdetails.ErrorInfo); ok {
+			return fmt.Sprintf("%s %s", st.Code(), ei.Reason)
+		}
+	}
+	return fmt.Sprintf("%s %s", st.Code(), st.Message())
+}

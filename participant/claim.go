@@ -1,0 +1,312 @@
+package participant
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"time"
+)
+
+// Sentinel errors that stores return and the service turns into refusals.
+var (
+	// ErrSoldOut: every sub-key of the template's stock is empty.
+	ErrSoldOut = errors.New("sold out")
+	// ErrStockMissing: the counters are gone (Redis lost them) and must be rebuilt.
+	ErrStockMissing = errors.New("stock counters missing")
+	// ErrDuplicateRequest: the shard already holds a coupon for the request ID.
+	ErrDuplicateRequest = errors.New("duplicate request id")
+	// ErrCommitUnknown: the commit's outcome is unknown (connection lost or
+	// deadline passed while committing). Stock is then not given back: the
+	// record may exist, and a retry with the same request ID finds it.
+	ErrCommitUnknown = errors.New("commit outcome unknown")
+)
+
+// ClaimRequest asks for one coupon of a template for a user.
+type ClaimRequest struct {
+	RequestID  string
+	UserID     int64
+	TemplateID int64
+}
+
+func (r ClaimRequest) validate() error {
+	if err := CheckRequestID("request_id", r.RequestID); err != nil {
+		return err
+	}
+	if err := checkID("user_id", r.UserID); err != nil {
+		return err
+	}
+	return checkID("template_id", r.TemplateID)
+}
+
+func (r ClaimRequest) fingerprint() string { return fmt.Sprintf("%d:%d", r.UserID, r.TemplateID) }
+
+func requestConflict(id string) error {
+	return Errorf(EREFUSED, ReasonRequestIDConflict, "request_id %q was used for a different claim", id)
+}
+
+// Claim issues one coupon. It is idempotent on the request ID: a retry gets
+// the coupon of the first success, and the same ID with other parameters is
+// refused with REQUEST_ID_CONFLICT. Stock is taken atomically in Redis and
+// given back when the record is definitely not written.
+func (s *Service) Claim(ctx context.Context, r ClaimRequest) (*Coupon, error) {
+	if err := r.validate(); err != nil {
+		return nil, err
+	}
+	fp := r.fingerprint()
+	for {
+		started, heldFP, _, err := s.stock.BeginRequest(ctx, r.RequestID, fp, s.cfg.RequestInFlightTTL)
+		if err != nil {
+			return nil, Unavailable("begin request", err)
+		}
+		if started {
+			break
+		}
+		if heldFP != fp {
+			return nil, requestConflict(r.RequestID)
+		}
+		// Another call with this request ID is in flight or has finished.
+		if c, err := s.replay(ctx, r); c != nil || err != nil {
+			return c, err
+		}
+		if err := pause(ctx, 5*time.Millisecond); err != nil {
+			return nil, Unavailable("wait for the same request in flight", err)
+		}
+	}
+	c, err := s.claim(ctx, r)
+	if ferr := s.stock.FinishRequest(context.WithoutCancel(ctx), r.RequestID, fp, err == nil, s.cfg.RequestDoneTTL); ferr != nil {
+		s.log.WarnContext(ctx, "finish request", "request_id", r.RequestID, "err", ferr)
+	}
+	if err != nil {
+		return nil, err
+	}
+	c.Status = c.EffectiveStatus(s.now())
+	return c, nil
+}
+
+// replay returns the coupon an earlier call with the same request ID made.
+func (s *Service) replay(ctx context.Context, r ClaimRequest) (*Coupon, error) {
+	c, err := s.coupons.ByRequest(ctx, r.UserID, r.RequestID)
+	if err != nil {
+		if ErrorCode(err) == ENOTFOUND {
+			return nil, nil
+		}
+		return nil, err
+	}
+	if c.TemplateID != r.TemplateID {
+		return nil, requestConflict(r.RequestID)
+	}
+	c.Status = c.EffectiveStatus(s.now())
+	return c, nil
+}
+
+func pause(ctx context.Context, d time.Duration) error {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-t.C:
+		return nil
+	}
+}
+
+func (s *Service) claim(ctx context.Context, r ClaimRequest) (*Coupon, error) {
+	// The shard's unique key is the durable record of the request: an
+	// earlier success whose Redis marker has expired is found here.
+	if c, err := s.replay(ctx, r); c != nil || err != nil {
+		return c, err
+	}
+	t, err := s.catalog.GetTemplate(ctx, r.TemplateID)
+	if err != nil {
+		return nil, err
+	}
+	now := s.now().UTC()
+	if t.Status != TemplateActive || now.Before(t.ValidFrom) || !now.Before(t.ValidUntil) {
+		return nil, Errorf(EREFUSED, ReasonTemplateNotActive, "template %d is not open for claims", t.ID)
+	}
+	camp, err := s.catalog.GetCampaign(ctx, t.CampaignID)
+	if err != nil {
+		return nil, err
+	}
+	if !camp.Open(now) {
+		return nil, Errorf(EREFUSED, ReasonCampaignNotActive, "campaign %d is not running", camp.ID)
+	}
+	if t.PerUserLimit > 0 {
+		// A cheap early refusal so that a user at the limit takes no stock;
+		// the shard transaction below is what enforces the limit exactly.
+		n, err := s.coupons.Claimed(ctx, r.UserID, t.ID)
+		if err != nil {
+			return nil, err
+		}
+		if n >= t.PerUserLimit {
+			return nil, userLimit(t)
+		}
+	}
+	ticket, err := s.take(ctx, t, uint64(r.UserID))
+	if err != nil {
+		return nil, err
+	}
+	id := s.ids.Next()
+	c := &Coupon{
+		ID: id, Code: CouponCode(id), TemplateID: t.ID, CampaignID: t.CampaignID, UserID: r.UserID,
+		RequestID: r.RequestID, Status: CouponAvailable, ClaimedAt: now, ExpireAt: t.ExpireAt(now),
+	}
+	wctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), s.cfg.ClaimWriteTimeout)
+	defer cancel()
+	err = s.coupons.Insert(wctx, Claim{Coupon: c, PerUserLimit: t.PerUserLimit})
+	if err == nil {
+		return c, nil
+	}
+	if errors.Is(err, ErrCommitUnknown) {
+		s.log.WarnContext(ctx, "claim commit outcome unknown; stock left taken", "request_id", r.RequestID, "template_id", t.ID, "err", err)
+		return nil, Unavailable("write coupon", err)
+	}
+	// Nothing was written: the unit goes back.
+	if gerr := s.stock.Give(context.WithoutCancel(ctx), ticket); gerr != nil {
+		s.log.WarnContext(ctx, "give stock back", "template_id", t.ID, "err", gerr)
+	}
+	if errors.Is(err, ErrDuplicateRequest) {
+		if c, rerr := s.replay(ctx, r); c != nil || rerr != nil {
+			return c, rerr
+		}
+		return nil, Unavailable("write coupon", err)
+	}
+	if ErrorReason(err) == ReasonUserLimitReached {
+		return nil, userLimit(t)
+	}
+	return nil, err
+}
+
+func userLimit(t *Template) error {
+	return Errorf(EREFUSED, ReasonUserLimitReached, "per-user limit of %d reached for template %d", t.PerUserLimit, t.ID)
+}
+
+// take takes one unit of stock, rebuilding lost counters first.
+func (s *Service) take(ctx context.Context, t *Template, hint uint64) (Ticket, error) {
+	for range 3 {
+		tk, err := s.stock.Take(ctx, t.ID, t.SubStockCount, hint)
+		switch {
+		case err == nil:
+			return tk, nil
+		case errors.Is(err, ErrSoldOut):
+			return Ticket{}, Errorf(EREFUSED, ReasonSoldOut, "template %d is sold out", t.ID)
+		case errors.Is(err, ErrStockMissing):
+			if err := s.rebuildStock(ctx, t.ID); err != nil {
+				return Ticket{}, err
+			}
+		default:
+			return Ticket{}, Unavailable("take stock", err)
+		}
+	}
+	return Ticket{}, Errorf(EUNAVAILABLE, ReasonUnavailable, "stock counters of template %d keep vanishing", t.ID)
+}
+
+// rebuildStock recreates a template's counters from MySQL: remaining =
+// total − issued. One replica rebuilds under a lease while the others wait.
+// It first drops every sub-key so that no claim takes from a survivor, then
+// waits StockSettle so that claims which took stock before the loss have
+// committed (their writes are bounded by ClaimWriteTimeout) and are counted.
+func (s *Service) rebuildStock(ctx context.Context, templateID int64) error {
+	t, err := s.catalog.GetTemplate(ctx, templateID)
+	if err != nil {
+		return err
+	}
+	unlock, ok, err := s.stock.Lock(ctx, fmt.Sprintf("rebuild:%d", t.ID), s.cfg.StockSettle+time.Minute)
+	if err != nil {
+		return Unavailable("lock stock rebuild", err)
+	}
+	if !ok {
+		return s.awaitStock(ctx, t)
+	}
+	defer unlock()
+	if _, ok, err := s.stock.Remaining(ctx, t.ID, t.SubStockCount); err != nil {
+		return Unavailable("read stock", err)
+	} else if ok {
+		return nil // another replica finished a rebuild just now
+	}
+	if err := s.stock.Reset(ctx, t.ID, t.SubStockCount); err != nil {
+		return Unavailable("reset stock", err)
+	}
+	if err := pause(ctx, s.cfg.StockSettle); err != nil {
+		return Unavailable("settle before stock rebuild", err)
+	}
+	// Re-read: stock may have been added while we waited.
+	if t, err = s.catalog.GetTemplate(ctx, templateID); err != nil {
+		return err
+	}
+	issued, err := s.coupons.Issued(ctx, t.ID)
+	if err != nil {
+		return err
+	}
+	remaining := max(t.TotalStock-issued, 0)
+	if err := s.stock.Set(ctx, t.ID, t.SubStockCount, remaining); err != nil {
+		return Unavailable("set stock", err)
+	}
+	s.log.WarnContext(ctx, "stock counters rebuilt", "template_id", t.ID, "total", t.TotalStock, "issued", issued, "remaining", remaining)
+	return nil
+}
+
+func (s *Service) awaitStock(ctx context.Context, t *Template) error {
+	deadline := time.Now().Add(s.cfg.StockSettle + 10*time.Second)
+	for time.Now().Before(deadline) {
+		if _, ok, err := s.stock.Remaining(ctx, t.ID, t.SubStockCount); err == nil && ok {
+			return nil
+		}
+		if err := pause(ctx, 20*time.Millisecond+rand.N(10*time.Millisecond)); err != nil {
+			return Unavailable("wait for stock rebuild", err)
+		}
+	}
+	return Errorf(EUNAVAILABLE, ReasonUnavailable, "stock of template %d is being rebuilt", t.ID)
+}
+
+// ListUserCoupons lists a user's coupons from their shard with effective statuses.
+func (s *Service) ListUserCoupons(ctx context.Context, userID int64, f CouponFilter, p Page) ([]*Coupon, string, error) {
+	if err := checkID("user_id", userID); err != nil {
+		return nil, "", err
+	}
+	if f.TemplateID < 0 {
+		return nil, "", Invalid("template_id", "must not be negative")
+	}
+	if f.Status < 0 || f.Status > CouponExpired {
+		return nil, "", Invalid("status", "unknown coupon status %d", f.Status)
+	}
+	p, err := checkPage(p)
+	if err != nil {
+		return nil, "", err
+	}
+	f.Now = s.now()
+	cs, next, err := s.coupons.ListByUser(ctx, userID, f, p)
+	if err != nil {
+		return nil, "", err
+	}
+	s.effective(cs)
+	return cs, next, nil
+}
+
+// GetCoupon reads one of the user's coupons by code or ID.
+func (s *Service) GetCoupon(ctx context.Context, userID int64, code string, id int64) (*Coupon, error) {
+	if err := checkID("user_id", userID); err != nil {
+		return nil, err
+	}
+	var (
+		c   *Coupon
+		err error
+	)
+	switch {
+	case code != "":
+		if !ValidCode(code) {
+			return nil, Invalid("coupon_code", "is not a coupon code")
+		}
+		c, err = s.coupons.ByCode(ctx, userID, code)
+	case id > 0:
+		c, err = s.coupons.ByID(ctx, userID, id)
+	default:
+		return nil, Invalid("coupon_code", "coupon_code or coupon_id is required")
+	}
+	if err != nil {
+		return nil, err
+	}
+	c.Status = c.EffectiveStatus(s.now())
+	return c, nil
+}

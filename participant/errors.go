@@ -1,0 +1,90 @@
+package participant
+
+import (
+	"errors"
+	"fmt"
+)
+
+// Code classifies an error for the transport: one gRPC code per Code.
+type Code string
+
+// Error codes. The gRPC adapter maps each to exactly one status code.
+const (
+	EINVALID     Code = "invalid"     // bad input: InvalidArgument
+	ENOTFOUND    Code = "not_found"   // NotFound
+	EREFUSED     Code = "refused"     // business refusal: FailedPrecondition
+	EABORTED     Code = "aborted"     // TCC Try refusal: Aborted, so DTM rolls back
+	ERATELIMIT   Code = "rate_limit"  // ResourceExhausted
+	EUNAVAILABLE Code = "unavailable" // transient: Unavailable, retry
+	EINTERNAL    Code = "internal"    // Internal
+)
+
+// Reasons are stable, machine-readable and sent as google.rpc.ErrorInfo.reason.
+const (
+	ReasonInvalidArgument        = "INVALID_ARGUMENT"
+	ReasonNotFound               = "NOT_FOUND"
+	ReasonSoldOut                = "SOLD_OUT"
+	ReasonUserLimitReached       = "USER_LIMIT_REACHED"
+	ReasonTemplateNotActive      = "TEMPLATE_NOT_ACTIVE"
+	ReasonCampaignNotActive      = "CAMPAIGN_NOT_ACTIVE"
+	ReasonRequestIDConflict      = "REQUEST_ID_CONFLICT"
+	ReasonApproverIsCreator      = "APPROVER_IS_CREATOR"
+	ReasonInvalidStateTransition = "INVALID_STATE_TRANSITION"
+	ReasonTemplateNotEditable    = "TEMPLATE_NOT_EDITABLE"
+	ReasonCouponNotAvailable     = "COUPON_NOT_AVAILABLE"
+	ReasonCouponExpired          = "COUPON_EXPIRED"
+	ReasonRuleNotMet             = "RULE_NOT_MET"
+	ReasonDailyUseLimitReached   = "DAILY_USE_LIMIT_REACHED"
+	ReasonNotOwner               = "NOT_OWNER"
+	ReasonMissingBarrier         = "MISSING_BARRIER"
+	ReasonRateLimited            = "RATE_LIMITED"
+	ReasonUnavailable            = "UNAVAILABLE"
+	ReasonInvalidRule            = "INVALID_RULE"
+	ReasonInternal               = "INTERNAL"
+)
+
+// Error is the one error type of the domain: a code for the transport, a
+// stable reason for machines and a message for people.
+type Error struct {
+	Code     Code
+	Reason   string
+	Message  string
+	Metadata map[string]string
+}
+
+func (e *Error) Error() string { return e.Message }
+
+// Errorf returns an *Error with a formatted message.
+func Errorf(code Code, reason, format string, args ...any) *Error {
+	return &Error{Code: code, Reason: reason, Message: fmt.Sprintf(format, args...)}
+}
+
+// Invalid returns an EINVALID error naming the offending field.
+func Invalid(field, format string, args ...any) *Error {
+	e := Errorf(EINVALID, ReasonInvalidArgument, field+": "+format, args...)
+	e.Metadata = map[string]string{"field": field}
+	return e
+}
+
+// ErrorCode returns the code of err, EINTERNAL for errors that are not *Error.
+func ErrorCode(err error) Code {
+	var e *Error
+	if errors.As(err, &e) {
+		return e.Code
+	}
+	return EINTERNAL
+}
+
+// ErrorReason returns the reason of err, ReasonInternal for foreign errors.
+func ErrorReason(err error) string {
+	var e *Error
+	if errors.As(err, &e) {
+		return e.Reason
+	}
+	return ReasonInternal
+}
+
+// Unavailable wraps a transient infrastructure error.
+func Unavailable(what string, err error) error {
+	return &Error{Code: EUNAVAILABLE, Reason: ReasonUnavailable, Message: what + ": " + err.Error()}
+}

@@ -1,0 +1,277 @@
+package mysql
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/opencoupon/coupon/participant"
+)
+
+var _ participant.Coupons = (*Store)(nil)
+
+const couponCols = `id, code, template_id, campaign_id, user_id, request_id, status, claimed_at, expire_at,
+ order_no, discount_amount, used_at`
+
+func scanCoupon(r scanner) (*participant.Coupon, error) {
+	var c participant.Coupon
+	var used sql.NullTime
+	err := r.Scan(&c.ID, &c.Code, &c.TemplateID, &c.CampaignID, &c.UserID, &c.RequestID, &c.Status,
+		&c.ClaimedAt, &c.ExpireAt, &c.OrderNo, &c.DiscountAmount, &used)
+	c.UsedAt = used.Time
+	return &c, err
+}
+
+// Claimed reads the user's claim count for the template.
+func (s *Store) Claimed(ctx context.Context, userID, templateID int64) (int32, error) {
+	sh := s.ShardOf(userID)
+	var n int32
+	err := sh.DB.QueryRowContext(ctx, `SELECT claimed FROM claim_count_`+sh.Suffix()+` WHERE user_id = ? AND template_id = ?`,
+		userID, templateID).Scan(&n)
+	if errors.Is(err, sql.ErrNoRows) {
+		return 0, nil
+	}
+	return n, wrap("read claim count", err)
+}
+
+// Insert counts the claim against the per-user limit and writes the coupon
+// in one transaction on the user's shard.
+func (s *Store) Insert(ctx context.Context, cl participant.Claim) error {
+	c := cl.Coupon
+	sh := s.ShardOf(c.UserID)
+	err := s.inTx(ctx, sh.DB, func(tx *sql.Tx) error {
+		// Affected rows: 1 inserted, 2 incremented, 0 unchanged (at the limit).
+		res, err := tx.ExecContext(ctx, `INSERT INTO claim_count_`+sh.Suffix()+` (user_id, template_id, claimed) VALUES (?,?,1)
+ ON DUPLICATE KEY UPDATE claimed = IF(? = 0 OR claimed < ?, claimed + 1, claimed)`,
+			c.UserID, c.TemplateID, cl.PerUserLimit, cl.PerUserLimit)
+		if err != nil {
+			return err
+		}
+		if n, err := res.RowsAffected(); err != nil {
+			return err
+		} else if n == 0 {
+			return participant.Errorf(participant.EREFUSED, participant.ReasonUserLimitReached, "per-user limit reached")
+		}
+		_, err = tx.ExecContext(ctx, `INSERT INTO coupon_`+sh.Suffix()+` (id, code, template_id, campaign_id, user_id,
+ request_id, status, claimed_at, expire_at, updated_at) VALUES (?,?,?,?,?,?,?,?,?,?)`,
+			c.ID, c.Code, c.TemplateID, c.CampaignID, c.UserID, c.RequestID, c.Status, c.ClaimedAt.UTC(), c.ExpireAt.UTC(), c.ClaimedAt.UTC())
+		if key, dup := isDuplicate(err); dup && strings.Contains(key, "uk_request") {
+			return participant.ErrDuplicateRequest
+		}
+		return err
+	})
+	switch {
+	case err == nil, errors.Is(err, participant.ErrDuplicateRequest), errors.Is(err, participant.ErrCommitUnknown):
+		return err
+	case errors.Is(err, context.DeadlineExceeded), errors.Is(err, context.Canceled):
+		// The transaction never committed: database/sql rolls it back.
+		return participant.Unavailable("write coupon", err)
+	}
+	return wrap("write coupon", err)
+}
+
+func (s *Store) one(ctx context.Context, userID int64, where string, arg any, what string) (*participant.Coupon, error) {
+	sh := s.ShardOf(userID)
+	c, err := scanCoupon(sh.DB.QueryRowContext(ctx, `SELECT `+couponCols+` FROM coupon_`+sh.Suffix()+` WHERE `+where+` AND user_id = ?`, arg, userID))
+	if errors.Is(err, sql.ErrNoRows) {
+		return nil, notFound("coupon", arg)
+	}
+	return c, wrap(what, err)
+}
+
+// ByRequest finds the coupon a request ID produced.
+func (s *Store) ByRequest(ctx context.Context, userID int64, requestID string) (*participant.Coupon, error) {
+	return s.one(ctx, userID, "request_id = ?", requestID, "read coupon by request id")
+}
+
+// ByCode reads one of the user's coupons by code.
+func (s *Store) ByCode(ctx context.Context, userID int64, code string) (*participant.Coupon, error) {
+	return s.one(ctx, userID, "code = ?", code, "read coupon")
+}
+
+// ByID reads one of the user's coupons by ID.
+func (s *Store) ByID(ctx context.Context, userID, id int64) (*participant.Coupon, error) {
+	return s.one(ctx, userID, "id = ?", id, "read coupon")
+}
+
+// statusClause filters by effective status (see Coupon.EffectiveStatus).
+func statusClause(f participant.CouponFilter) (string, []any) {
+	switch f.Status {
+	case participant.CouponAvailable:
+		return " AND status = 1 AND expire_at > ?", []any{f.Now.UTC()}
+	case participant.CouponExpired:
+		return " AND (status = 4 OR (status = 1 AND expire_at <= ?))", []any{f.Now.UTC()}
+	case participant.CouponLocked, participant.CouponUsed:
+		return " AND status = ?", []any{f.Status}
+	}
+	return "", nil
+}
+
+// ListByUser pages through a user's coupons, newest first.
+func (s *Store) ListByUser(ctx context.Context, userID int64, f participant.CouponFilter, p participant.Page) ([]*participant.Coupon, string, error) {
+	after, err := afterID(p.After)
+	if err != nil {
+		return nil, "", err
+	}
+	sh := s.ShardOf(userID)
+	q := `SELECT ` + couponCols + ` FROM coupon_` + sh.Suffix() + ` WHERE user_id = ?`
+	args := []any{userID}
+	if f.TemplateID > 0 {
+		q += " AND template_id = ?"
+		args = append(args, f.TemplateID)
+	}
+	sc, sargs := statusClause(f)
+	q += sc
+	args = append(args, sargs...)
+	if after > 0 {
+		q += " AND id < ?"
+		args = append(args, after)
+	}
+	q += " ORDER BY id DESC LIMIT ?"
+	args = append(args, p.Size+1)
+	out, err := s.list(ctx, sh.DB, q, args)
+	if err != nil {
+		return nil, "", wrap("list user coupons", err)
+	}
+	next := ""
+	if len(out) > p.Size {
+		out = out[:p.Size]
+		next = strconv.FormatInt(out[len(out)-1].ID, 10)
+	}
+	return out, next, nil
+}
+
+func (s *Store) list(ctx context.Context, db *sql.DB, q string, args []any) ([]*participant.Coupon, error) {
+	rows, err := db.QueryContext(ctx, q, args...)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	var out []*participant.Coupon
+	for rows.Next() {
+		c, err := scanCoupon(rows)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, c)
+	}
+	return out, rows.Err()
+}
+
+// ListByTemplate pages through a template's coupons table by table. The
+// page token is "table:lastID".
+func (s *Store) ListByTemplate(ctx context.Context, templateID int64, f participant.CouponFilter, p participant.Page) ([]*participant.Coupon, string, error) {
+	table, after := 0, int64(0)
+	if p.After != "" {
+		ts, is, ok := strings.Cut(p.After, ":")
+		var err1, err2 error
+		table, err1 = strconv.Atoi(ts)
+		after, err2 = strconv.ParseInt(is, 10, 64)
+		if !ok || err1 != nil || err2 != nil || table < 0 || table >= s.Tables() || after < 0 {
+			return nil, "", participant.Invalid("page_token", "is malformed")
+		}
+	}
+	var out []*participant.Coupon
+	for ; table < s.Tables(); table, after = table+1, 0 {
+		db := s.shards[table/s.perShard]
+		q := fmt.Sprintf(`SELECT %s FROM coupon_%04d WHERE template_id = ?`, couponCols, table)
+		args := []any{templateID}
+		sc, sargs := statusClause(f)
+		q += sc + " AND id > ? ORDER BY id LIMIT ?"
+		args = append(append(args, sargs...), after, p.Size-len(out))
+		cs, err := s.list(ctx, db, q, args)
+		if err != nil {
+			return nil, "", wrap("list template coupons", err)
+		}
+		out = append(out, cs...)
+		if len(out) == p.Size {
+			return out, fmt.Sprintf("%d:%d", table, out[len(out)-1].ID), nil
+		}
+	}
+	return out, "", nil
+}
+
+// perShard runs one UNION ALL query per shard database over all its tables.
+func (s *Store) perShardQuery(ctx context.Context, sel func(table int) string, args func() []any, scan func(*sql.Rows) error) error {
+	for i, db := range s.shards {
+		var parts []string
+		var all []any
+		for _, t := range s.TablesOf(i) {
+			parts = append(parts, sel(t))
+			all = append(all, args()...)
+		}
+		rows, err := db.QueryContext(ctx, strings.Join(parts, " UNION ALL "), all...)
+		if err != nil {
+			return err
+		}
+		for rows.Next() {
+			if err := scan(rows); err != nil {
+				rows.Close()
+				return err
+			}
+		}
+		err = rows.Err()
+		rows.Close()
+		if err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// Issued counts the template's coupons in every table.
+func (s *Store) Issued(ctx context.Context, templateID int64) (int64, error) {
+	var total int64
+	err := s.perShardQuery(ctx,
+		func(t int) string { return fmt.Sprintf("SELECT COUNT(*) FROM coupon_%04d WHERE template_id = ?", t) },
+		func() []any { return []any{templateID} },
+		func(r *sql.Rows) error {
+			var n int64
+			err := r.Scan(&n)
+			total += n
+			return err
+		})
+	return total, wrap("count issued coupons", err)
+}
+
+// Stats counts the template's coupons by effective status.
+func (s *Store) Stats(ctx context.Context, templateID int64, now time.Time) (participant.TemplateStats, error) {
+	var st participant.TemplateStats
+	now = now.UTC()
+	err := s.perShardQuery(ctx,
+		func(t int) string {
+			return fmt.Sprintf("SELECT status, expire_at <= ?, COUNT(*) FROM coupon_%04d WHERE template_id = ? GROUP BY status, expire_at <= ?", t)
+		},
+		func() []any { return []any{now, templateID, now} },
+		func(r *sql.Rows) error {
+			var status participant.CouponStatus
+			var expired bool
+			var n int64
+			if err := r.Scan(&status, &expired, &n); err != nil {
+				return err
+			}
+			c := participant.Coupon{Status: status}
+			if expired {
+				c.ExpireAt = now
+			} else {
+				c.ExpireAt = now.Add(time.Hour)
+			}
+			switch c.EffectiveStatus(now) {
+			case participant.CouponAvailable:
+				st.Available += n
+			case participant.CouponLocked:
+				st.Locked += n
+			case participant.CouponUsed:
+				st.Used += n
+			case participant.CouponExpired:
+				st.Expired += n
+			}
+			st.Issued += n
+			return nil
+		})
+	return st, wrap("count template coupons", err)
+}

@@ -1,0 +1,204 @@
+// Package mysql stores the coupon service's data in MySQL (MariaDB): the
+// catalog (campaigns, templates, stock operations) in one main database and
+// coupon records sharded by user ID over many tables in several databases.
+//
+// The shard map is configuration: Tables tables numbered 0..Tables-1 are
+// spread evenly over the shard databases in order, and a user's table is a
+// pure function of the user ID (see TableOf). Table names carry the global
+// table number, so a table keeps its name if it moves to another database.
+package mysql
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"net"
+	"time"
+
+	"github.com/go-sql-driver/mysql"
+
+	"github.com/opencoupon/coupon/participant"
+)
+
+// Config says where the data lives.
+type Config struct {
+	MainDSN   string
+	ShardDSNs []string
+	// TablesPerShard coupon tables live in every shard database.
+	TablesPerShard int
+	// Pool sizes per database; MariaDB's default max_connections is 151.
+	MaxOpenConns int
+	MaxIdleConns int
+}
+
+// Store is the MySQL side of the service.
+type Store struct {
+	main     *sql.DB
+	shards   []*sql.DB
+	perShard int
+}
+
+// Open connects to every database and checks that each answers.
+func Open(ctx context.Context, cfg Config) (*Store, error) {
+	if cfg.MainDSN == "" || len(cfg.ShardDSNs) == 0 {
+		return nil, errors.New("mysql: main and at least one shard DSN are required")
+	}
+	if cfg.TablesPerShard <= 0 || cfg.TablesPerShard > 1000 {
+		return nil, fmt.Errorf("mysql: tables per shard %d out of range 1..1000", cfg.TablesPerShard)
+	}
+	if cfg.MaxOpenConns <= 0 {
+		cfg.MaxOpenConns = 20
+	}
+	if cfg.MaxIdleConns <= 0 || cfg.MaxIdleConns > cfg.MaxOpenConns {
+		cfg.MaxIdleConns = cfg.MaxOpenConns
+	}
+	s := &Store{perShard: cfg.TablesPerShard}
+	open := func(dsn string) (*sql.DB, error) {
+		c, err := mysql.ParseDSN(dsn)
+		if err != nil {
+			return nil, fmt.Errorf("parse dsn: %w", err)
+		}
+		c.ParseTime = true
+		c.Loc = time.UTC
+		c.InterpolateParams = true
+		if c.Timeout == 0 {
+			c.Timeout = 3 * time.Second
+		}
+		conn, err := mysql.NewConnector(c)
+		if err != nil {
+			return nil, err
+		}
+		db := sql.OpenDB(conn)
+		db.SetMaxOpenConns(cfg.MaxOpenConns)
+		db.SetMaxIdleConns(cfg.MaxIdleConns)
+		db.SetConnMaxLifetime(30 * time.Minute)
+		if err := db.PingContext(ctx); err != nil {
+			db.Close()
+			return nil, fmt.Errorf("ping %s/%s: %w", c.Addr, c.DBName, err)
+		}
+		return db, nil
+	}
+	var err error
+	if s.main, err = open(cfg.MainDSN); err != nil {
+		return nil, fmt.Errorf("open main database: %w", err)
+	}
+	for i, dsn := range cfg.ShardDSNs {
+		db, err := open(dsn)
+		if err != nil {
+			s.Close()
+			return nil, fmt.Errorf("open shard %d: %w", i, err)
+		}
+		s.shards = append(s.shards, db)
+	}
+	return s, nil
+}
+
+// Close closes every pool.
+func (s *Store) Close() error {
+	var errs []error
+	if s.main != nil {
+		errs = append(errs, s.main.Close())
+	}
+	for _, db := range s.shards {
+		errs = append(errs, db.Close())
+	}
+	return errors.Join(errs...)
+}
+
+// Main is the main database.
+func (s *Store) Main() *sql.DB { return s.main }
+
+// Tables is the total number of coupon tables.
+func (s *Store) Tables() int { return s.perShard * len(s.shards) }
+
+// TableOf is the global number of the user's coupon table. The user ID is
+// mixed first (splitmix64) so that sequential IDs spread evenly.
+func TableOf(userID int64, tables int) int {
+	z := uint64(userID) + 0x9e3779b97f4a7c15
+	z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9
+	z = (z ^ (z >> 27)) * 0x94d049bb133111eb
+	z ^= z >> 31
+	return int(z % uint64(tables))
+}
+
+// Shard is where one user's coupons live.
+type Shard struct {
+	DB    *sql.DB
+	Index int // shard database number
+	Table int // global table number
+}
+
+// Suffix is the table-name suffix, e.g. "0007".
+func (sh Shard) Suffix() string { return fmt.Sprintf("%04d", sh.Table) }
+
+// ShardOf routes a user to their shard.
+func (s *Store) ShardOf(userID int64) Shard {
+	t := TableOf(userID, s.Tables())
+	i := t / s.perShard
+	return Shard{DB: s.shards[i], Index: i, Table: t}
+}
+
+// ShardDBs lists the shard databases in order.
+func (s *Store) ShardDBs() []*sql.DB { return s.shards }
+
+// TablesOf lists the global table numbers in shard database i.
+func (s *Store) TablesOf(i int) []int {
+	ts := make([]int, s.perShard)
+	for j := range ts {
+		ts[j] = i*s.perShard + j
+	}
+	return ts
+}
+
+// mysqlErr classifies driver errors.
+func isDuplicate(err error) (key string, ok bool) {
+	var me *mysql.MySQLError
+	if errors.As(err, &me) && me.Number == 1062 {
+		return me.Message, true
+	}
+	return "", false
+}
+
+// isRetryable: the server rolled the transaction back (deadlock, lock wait).
+func isRetryable(err error) bool {
+	var me *mysql.MySQLError
+	return errors.As(err, &me) && (me.Number == 1213 || me.Number == 1205)
+}
+
+// wrap turns an infrastructure error into a domain error: server-side
+// errors stay internal, lost connections and deadlines become transient.
+func wrap(what string, err error) error {
+	if err == nil {
+		return nil
+	}
+	var pe *participant.Error
+	if errors.As(err, &pe) {
+		return err
+	}
+	var me *mysql.MySQLError
+	var ne net.Error
+	switch {
+	case errors.Is(err, context.DeadlineExceeded), errors.Is(err, context.Canceled),
+		errors.Is(err, mysql.ErrInvalidConn), errors.Is(err, sql.ErrConnDone), errors.As(err, &ne):
+		return participant.Unavailable(what, err)
+	case errors.As(err, &me) && (me.Number == 1213 || me.Number == 1205 || me.Number == 1040):
+		return participant.Unavailable(what, err)
+	}
+	return fmt.Errorf("%s: %w", what, err)
+}
+
+func notFound(what string, id any) error {
+	return participant.Errorf(participant.ENOTFOUND, participant.ReasonNotFound, "%s %v not found", what, id)
+}
+
+func nullTime(t time.Time) sql.NullTime {
+	if t.IsZero() {
+		return sql.NullTime{}
+	}
+	return sql.NullTime{Time: t.UTC(), Valid: true}
+}
+
+func nullString(s string) sql.NullString {
+	return sql.NullString{String: s, Valid: s != ""}
+}

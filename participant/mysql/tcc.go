@@ -1,0 +1,177 @@
+package mysql
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/dtm-labs/client/dtmcli"
+
+	"github.com/opencoupon/coupon/participant"
+)
+
+var _ participant.Branches = (*Store)(nil)
+
+// BarrierTable is DTM's barrier table inside every shard database.
+const BarrierTable = "barrier"
+
+// Ledger operations.
+const (
+	OpLock    = "LOCK"
+	OpConsume = "CONSUME"
+	OpRelease = "RELEASE"
+)
+
+func barrier(br participant.Branch) *dtmcli.BranchBarrier {
+	return &dtmcli.BranchBarrier{
+		TransType: br.TransType, Gid: br.GID, BranchID: br.BranchID, Op: br.Op,
+		DBType: dtmcli.DBTypeMysql, BarrierTableName: BarrierTable,
+	}
+}
+
+// branch runs fn under the DTM barrier in one transaction on the user's
+// shard, then reads the coupon as it stands (also when the barrier skipped
+// fn). Deadlocks are retried: the barrier rows rolled back with them.
+func (s *Store) branch(ctx context.Context, br participant.Branch, userID int64, code string, fn func(tx *sql.Tx, sh Shard) error) (*participant.Coupon, error) {
+	sh := s.ShardOf(userID)
+	var err error
+	for attempt := 0; attempt < 5; attempt++ {
+		var tx *sql.Tx
+		tx, err = sh.DB.BeginTx(ctx, nil)
+		if err != nil {
+			break
+		}
+		err = barrier(br).Call(tx, func(tx *sql.Tx) error { return fn(tx, sh) })
+		if !isRetryable(err) {
+			break
+		}
+	}
+	if err != nil {
+		return nil, wrap("coupon branch "+br.Op, err)
+	}
+	return s.ByCode(ctx, userID, code)
+}
+
+// lockCoupon reads the user's coupon FOR UPDATE, with when it was locked.
+func lockCoupon(ctx context.Context, tx *sql.Tx, sh Shard, userID int64, code string) (*participant.Coupon, sql.NullTime, error) {
+	var lockedAt sql.NullTime
+	var c participant.Coupon
+	var used sql.NullTime
+	err := tx.QueryRowContext(ctx, `SELECT `+couponCols+`, locked_at FROM coupon_`+sh.Suffix()+
+		` WHERE code = ? AND user_id = ? FOR UPDATE`, code, userID).Scan(&c.ID, &c.Code, &c.TemplateID, &c.CampaignID,
+		&c.UserID, &c.RequestID, &c.Status, &c.ClaimedAt, &c.ExpireAt, &c.OrderNo, &c.DiscountAmount, &used, &lockedAt)
+	if errors.Is(err, sql.ErrNoRows) {
+		return nil, lockedAt, notFound("coupon", code)
+	}
+	c.UsedAt = used.Time
+	return &c, lockedAt, err
+}
+
+func ledger(ctx context.Context, tx *sql.Tx, op string, br participant.Branch, c *participant.Coupon, orderNo string, discount int64, now time.Time) error {
+	_, err := tx.ExecContext(ctx, `INSERT INTO coupon_ledger (op, order_no, gid, branch_id, coupon_id, coupon_code,
+ user_id, template_id, discount_amount, created_at) VALUES (?,?,?,?,?,?,?,?,?,?)`,
+		op, orderNo, br.GID, br.BranchID, c.ID, c.Code, c.UserID, c.TemplateID, discount, now)
+	return err
+}
+
+// Lock reserves the coupon for an order (TCC Try).
+func (s *Store) Lock(ctx context.Context, br participant.Branch, userID int64, code string, decide func(*participant.Coupon) (participant.Reservation, error)) (*participant.Coupon, error) {
+	return s.branch(ctx, br, userID, code, func(tx *sql.Tx, sh Shard) error {
+		c, _, err := lockCoupon(ctx, tx, sh, userID, code)
+		if err != nil {
+			return err
+		}
+		res, err := decide(c)
+		if participant.IsAlreadyLocked(err) {
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+		day := res.Day.UTC().Format(time.DateOnly)
+		for _, l := range res.Limits {
+			r, err := tx.ExecContext(ctx, `INSERT INTO daily_use (user_id, day, template_id, used) VALUES (?,?,?,1)
+ ON DUPLICATE KEY UPDATE used = IF(? = 0 OR used < ?, used + 1, used)`, userID, day, l.TemplateID, l.Limit, l.Limit)
+			if err != nil {
+				return err
+			}
+			if n, err := r.RowsAffected(); err != nil {
+				return err
+			} else if n == 0 {
+				scope := "all coupons"
+				if l.TemplateID != 0 {
+					scope = fmt.Sprintf("template %d", l.TemplateID)
+				}
+				return participant.Errorf(participant.EABORTED, participant.ReasonDailyUseLimitReached,
+					"daily use limit of %d reached for %s", l.Limit, scope)
+			}
+		}
+		if _, err := tx.ExecContext(ctx, `UPDATE coupon_`+sh.Suffix()+` SET status = ?, order_no = ?, discount_amount = ?,
+ locked_at = ?, updated_at = ? WHERE id = ?`, participant.CouponLocked, res.OrderNo, res.Discount, res.Day.UTC(), res.Day.UTC(), c.ID); err != nil {
+			return err
+		}
+		return ledger(ctx, tx, OpLock, br, c, res.OrderNo, res.Discount, res.Day.UTC())
+	})
+}
+
+// Consume marks the coupon locked by orderNo as used (TCC Confirm).
+func (s *Store) Consume(ctx context.Context, br participant.Branch, userID int64, code, orderNo string, now time.Time) (*participant.Coupon, error) {
+	return s.branch(ctx, br, userID, code, func(tx *sql.Tx, sh Shard) error {
+		c, _, err := lockCoupon(ctx, tx, sh, userID, code)
+		if err != nil {
+			return err
+		}
+		if c.Status != participant.CouponLocked || c.OrderNo != orderNo {
+			return nil // already consumed, or never locked by this order
+		}
+		if _, err := tx.ExecContext(ctx, `UPDATE coupon_`+sh.Suffix()+` SET status = ?, used_at = ?, updated_at = ? WHERE id = ?`,
+			participant.CouponUsed, now, now, c.ID); err != nil {
+			return err
+		}
+		return ledger(ctx, tx, OpConsume, br, c, orderNo, c.DiscountAmount, now)
+	})
+}
+
+// Release gives the coupon locked by orderNo back (TCC Cancel).
+func (s *Store) Release(ctx context.Context, br participant.Branch, userID int64, code, orderNo string, now time.Time) (*participant.Coupon, error) {
+	return s.branch(ctx, br, userID, code, func(tx *sql.Tx, sh Shard) error {
+		c, lockedAt, err := lockCoupon(ctx, tx, sh, userID, code)
+		if err != nil {
+			return err
+		}
+		if c.Status != participant.CouponLocked || c.OrderNo != orderNo {
+			return nil // never locked by this order, or already released
+		}
+		next := participant.CouponAvailable
+		if !now.Before(c.ExpireAt) {
+			next = participant.CouponExpired
+		}
+		if _, err := tx.ExecContext(ctx, `UPDATE coupon_`+sh.Suffix()+` SET status = ?, order_no = '', discount_amount = 0,
+ locked_at = NULL, updated_at = ? WHERE id = ?`, next, now, c.ID); err != nil {
+			return err
+		}
+		if lockedAt.Valid {
+			if _, err := tx.ExecContext(ctx, `UPDATE daily_use SET used = used - 1 WHERE user_id = ? AND day = ?
+ AND template_id IN (0, ?) AND used > 0`, userID, lockedAt.Time.Format(time.DateOnly), c.TemplateID); err != nil {
+				return err
+			}
+		}
+		return ledger(ctx, tx, OpRelease, br, c, orderNo, c.DiscountAmount, now)
+	})
+}
+
+// Owner scans every table for the code.
+func (s *Store) Owner(ctx context.Context, code string) (int64, bool, error) {
+	var owner int64
+	found := false
+	err := s.perShardQuery(ctx,
+		func(t int) string { return fmt.Sprintf("SELECT user_id FROM coupon_%04d WHERE code = ?", t) },
+		func() []any { return []any{code} },
+		func(r *sql.Rows) error {
+			found = true
+			return r.Scan(&owner)
+		})
+	return owner, found, wrap("find coupon owner", err)
+}

@@ -1,0 +1,107 @@
+package participant
+
+import (
+	"context"
+	"time"
+)
+
+// Page asks for one page of a listing. After is an opaque cursor produced
+// by the store (empty for the first page).
+type Page struct {
+	Size  int
+	After string
+}
+
+// Catalog keeps campaigns, templates and stock operations (the main database).
+type Catalog interface {
+	// CreateCampaign stores c and sets its ID. When c.RequestID was used
+	// before it returns the campaign created then and replayed=true.
+	CreateCampaign(ctx context.Context, c *Campaign) (replayed bool, err error)
+	// UpdateCampaign applies fn to the campaign inside a transaction.
+	UpdateCampaign(ctx context.Context, id int64, fn func(*Campaign) error) (*Campaign, error)
+	GetCampaign(ctx context.Context, id int64) (*Campaign, error)
+	ListCampaigns(ctx context.Context, status CampaignStatus, p Page) ([]*Campaign, string, error)
+
+	CreateTemplate(ctx context.Context, t *Template) (replayed bool, err error)
+	// UpdateTemplate applies fn to the template inside a transaction and bumps its version.
+	UpdateTemplate(ctx context.Context, id int64, fn func(*Template) error) (*Template, error)
+	GetTemplate(ctx context.Context, id int64) (*Template, error)
+	ListTemplates(ctx context.Context, campaignID int64, status TemplateStatus, p Page) ([]*Template, string, error)
+	// AddStock adds amount to the template's total stock once per requestID.
+	AddStock(ctx context.Context, op StockOp) (t *Template, replayed bool, err error)
+}
+
+// StockOp is one idempotent stock top-up.
+type StockOp struct {
+	RequestID     string
+	TemplateID    int64
+	Amount        int64
+	SubStockCount int32
+	Operator      string
+}
+
+// Claim is a coupon to be written to its owner's shard.
+type Claim struct {
+	Coupon       *Coupon
+	PerUserLimit int32
+}
+
+// Coupons keeps coupon records, sharded by user ID.
+type Coupons interface {
+	// Claimed is how many coupons of the template the user has claimed.
+	Claimed(ctx context.Context, userID, templateID int64) (int32, error)
+	// Insert writes the coupon and counts it against the per-user limit in
+	// one local transaction. It returns EREFUSED/USER_LIMIT_REACHED when the
+	// limit is reached and ErrDuplicateRequest when the request ID exists.
+	Insert(ctx context.Context, c Claim) error
+	ByRequest(ctx context.Context, userID int64, requestID string) (*Coupon, error)
+	ByCode(ctx context.Context, userID int64, code string) (*Coupon, error)
+	ByID(ctx context.Context, userID, id int64) (*Coupon, error)
+	ListByUser(ctx context.Context, userID int64, f CouponFilter, p Page) ([]*Coupon, string, error)
+	ListByTemplate(ctx context.Context, templateID int64, f CouponFilter, p Page) ([]*Coupon, string, error)
+	// Issued counts every coupon of the template across all shards.
+	Issued(ctx context.Context, templateID int64) (int64, error)
+	// Stats counts the template's coupons by effective status at now.
+	Stats(ctx context.Context, templateID int64, now time.Time) (TemplateStats, error)
+}
+
+// CouponFilter narrows a coupon listing. Zero values match everything.
+type CouponFilter struct {
+	Status     CouponStatus
+	TemplateID int64
+	Now        time.Time
+}
+
+// Stock is the live remaining stock of templates (Redis).
+type Stock interface {
+	// Take takes one unit. It returns a Ticket to give the unit back with,
+	// ErrSoldOut, or ErrStockMissing when the counters must be rebuilt.
+	Take(ctx context.Context, templateID int64, subKeys int32, hint uint64) (Ticket, error)
+	// Give returns a unit taken with t, unless the counters were rebuilt since.
+	Give(ctx context.Context, t Ticket) error
+	// Remaining sums the sub-keys; ok is false when any sub-key is missing.
+	Remaining(ctx context.Context, templateID int64, subKeys int32) (n int64, ok bool, err error)
+	// Reset drops the template's counters so that no claim can take from them.
+	Reset(ctx context.Context, templateID int64, subKeys int32) error
+	// Set writes fresh counters holding remaining units over subKeys keys.
+	Set(ctx context.Context, templateID int64, subKeys int32, remaining int64) error
+	// Add adds n units to existing counters; ok is false when they are missing.
+	Add(ctx context.Context, templateID int64, subKeys int32, n int64) (ok bool, err error)
+	// Lock takes a named lease for ttl; the returned func releases it.
+	Lock(ctx context.Context, name string, ttl time.Duration) (unlock func(), ok bool, err error)
+
+	// BeginRequest marks requestID as in flight with fingerprint fp. When
+	// another holder has it, it returns that holder's fingerprint and done
+	// state with started=false.
+	BeginRequest(ctx context.Context, requestID, fp string, ttl time.Duration) (started bool, heldFP string, done bool, err error)
+	// FinishRequest records requestID as done (kept for ttl) or, when ok is
+	// false, forgets it so that a retry starts afresh.
+	FinishRequest(ctx context.Context, requestID, fp string, ok bool, ttl time.Duration) error
+}
+
+// Ticket proves a unit was taken from one sub-key of one counter generation.
+type Ticket struct {
+	TemplateID int64
+	Sub        int32
+	Generation string
+}

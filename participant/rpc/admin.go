@@ -1,0 +1,161 @@
+package rpc
+
+import (
+	"context"
+	"log/slog"
+
+	"github.com/opencoupon/coupon/participant"
+	couponv1 "github.com/opencoupon/coupon/proto/coupon/v1"
+)
+
+// Admin serves coupon.v1.AdminService.
+type Admin struct {
+	couponv1.UnimplementedAdminServiceServer
+	svc *participant.Service
+	log *slog.Logger
+}
+
+var _ couponv1.AdminServiceServer = (*Admin)(nil)
+
+// NewAdmin returns the admin server.
+func NewAdmin(svc *participant.Service, log *slog.Logger) *Admin { return &Admin{svc: svc, log: log} }
+
+func (a *Admin) err(ctx context.Context, err error) error { return Status(ctx, a.log, err) }
+
+// CreateCampaign creates an ACTIVE campaign.
+func (a *Admin) CreateCampaign(ctx context.Context, r *couponv1.CreateCampaignRequest) (*couponv1.Campaign, error) {
+	c, err := a.svc.CreateCampaign(ctx, &participant.Campaign{
+		RequestID: r.RequestId, Name: r.Name, Description: r.Description, Type: r.CampaignType,
+		StartTime: tm(r.StartTime), EndTime: tm(r.EndTime), CreatedBy: r.CreatedBy,
+	})
+	if err != nil {
+		return nil, a.err(ctx, err)
+	}
+	return campaignPB(c), nil
+}
+
+// UpdateCampaign changes a campaign.
+func (a *Admin) UpdateCampaign(ctx context.Context, r *couponv1.UpdateCampaignRequest) (*couponv1.Campaign, error) {
+	c, err := a.svc.UpdateCampaign(ctx, r.CampaignId, participant.CampaignChange{
+		Name: r.Name, Description: r.Description, Type: r.CampaignType, Status: participant.CampaignStatus(r.Status),
+		StartTime: tm(r.StartTime), EndTime: tm(r.EndTime), UpdatedBy: r.UpdatedBy,
+	})
+	if err != nil {
+		return nil, a.err(ctx, err)
+	}
+	return campaignPB(c), nil
+}
+
+// GetCampaign reads a campaign.
+func (a *Admin) GetCampaign(ctx context.Context, r *couponv1.GetCampaignRequest) (*couponv1.Campaign, error) {
+	c, err := a.svc.GetCampaign(ctx, r.CampaignId)
+	if err != nil {
+		return nil, a.err(ctx, err)
+	}
+	return campaignPB(c), nil
+}
+
+// ListCampaigns lists campaigns, newest first.
+func (a *Admin) ListCampaigns(ctx context.Context, r *couponv1.ListCampaignsRequest) (*couponv1.ListCampaignsResponse, error) {
+	cs, next, err := a.svc.ListCampaigns(ctx, participant.CampaignStatus(r.Status), participant.Page{Size: int(r.PageSize), After: r.PageToken})
+	if err != nil {
+		return nil, a.err(ctx, err)
+	}
+	out := &couponv1.ListCampaignsResponse{NextPageToken: next}
+	for _, c := range cs {
+		out.Campaigns = append(out.Campaigns, campaignPB(c))
+	}
+	return out, nil
+}
+
+// CreateTemplate creates a PENDING_APPROVAL template.
+func (a *Admin) CreateTemplate(ctx context.Context, r *couponv1.CreateTemplateRequest) (*couponv1.CouponTemplate, error) {
+	t, err := a.svc.CreateTemplate(ctx, &participant.Template{
+		RequestID: r.RequestId, CampaignID: r.CampaignId, Name: r.Name, Description: r.Description, Logo: r.Logo,
+		Type: participant.CouponType(r.CouponType), DiscountAmount: r.DiscountAmount, PercentOff: r.PercentOff,
+		MaxDiscount: r.MaxDiscount, MinOrderAmount: r.MinOrderAmount, ProductLines: r.ProductLines,
+		UsageRule: r.UsageRule, TotalStock: r.TotalStock, PerUserLimit: r.PerUserLimit, DailyUseLimit: r.DailyUseLimit,
+		ValidFrom: tm(r.ValidFrom), ValidUntil: tm(r.ValidUntil), ValidDaysAfterClaim: r.ValidDaysAfterClaim,
+		CreatedBy: r.CreatedBy, SubStockCount: r.SubStockCount,
+	})
+	if err != nil {
+		return nil, a.err(ctx, err)
+	}
+	return templatePB(t), nil
+}
+
+// UpdateTemplate changes a template.
+func (a *Admin) UpdateTemplate(ctx context.Context, r *couponv1.UpdateTemplateRequest) (*couponv1.CouponTemplate, error) {
+	t, err := a.svc.UpdateTemplate(ctx, r.TemplateId, participant.TemplateChange{
+		Name: r.Name, Description: r.Description, Logo: r.Logo, UsageRule: r.UsageRule,
+		Status: participant.TemplateStatus(r.Status), PerUserLimit: r.PerUserLimit, DailyUseLimit: r.DailyUseLimit,
+		DiscountAmount: r.DiscountAmount, MaxDiscount: r.MaxDiscount, MinOrderAmount: r.MinOrderAmount,
+		PercentOff: r.PercentOff, ValidUntil: tm(r.ValidUntil), UpdatedBy: r.UpdatedBy,
+	})
+	if err != nil {
+		return nil, a.err(ctx, err)
+	}
+	return templatePB(t), nil
+}
+
+// ApproveTemplate activates a template; the approver must not be its creator.
+func (a *Admin) ApproveTemplate(ctx context.Context, r *couponv1.ApproveTemplateRequest) (*couponv1.CouponTemplate, error) {
+	t, err := a.svc.ApproveTemplate(ctx, r.TemplateId, r.ApprovedBy)
+	if err != nil {
+		return nil, a.err(ctx, err)
+	}
+	return templatePB(t), nil
+}
+
+// GetTemplate reads a template.
+func (a *Admin) GetTemplate(ctx context.Context, r *couponv1.GetTemplateRequest) (*couponv1.CouponTemplate, error) {
+	t, err := a.svc.GetTemplate(ctx, r.TemplateId)
+	if err != nil {
+		return nil, a.err(ctx, err)
+	}
+	return templatePB(t), nil
+}
+
+// ListTemplates lists templates.
+func (a *Admin) ListTemplates(ctx context.Context, r *couponv1.ListTemplatesRequest) (*couponv1.ListTemplatesResponse, error) {
+	ts, next, err := a.svc.ListTemplates(ctx, r.CampaignId, participant.TemplateStatus(r.Status), participant.Page{Size: int(r.PageSize), After: r.PageToken})
+	if err != nil {
+		return nil, a.err(ctx, err)
+	}
+	out := &couponv1.ListTemplatesResponse{NextPageToken: next}
+	for _, t := range ts {
+		out.Templates = append(out.Templates, templatePB(t))
+	}
+	return out, nil
+}
+
+// AddStock tops up stock once per request ID.
+func (a *Admin) AddStock(ctx context.Context, r *couponv1.AddStockRequest) (*couponv1.AddStockResponse, error) {
+	res, err := a.svc.AddStock(ctx, participant.StockOp{
+		RequestID: r.RequestId, TemplateID: r.TemplateId, Amount: r.Amount, SubStockCount: r.SubStockCount, Operator: r.Operator,
+	})
+	if err != nil {
+		return nil, a.err(ctx, err)
+	}
+	return &couponv1.AddStockResponse{
+		TemplateId: res.Template.ID, TotalStock: res.Template.TotalStock, RemainingStock: res.Remaining, Replayed: res.Replayed,
+	}, nil
+}
+
+// GetTemplateStats counts a template's coupons.
+func (a *Admin) GetTemplateStats(ctx context.Context, r *couponv1.GetTemplateStatsRequest) (*couponv1.TemplateStats, error) {
+	st, err := a.svc.TemplateStats(ctx, r.TemplateId)
+	if err != nil {
+		return nil, a.err(ctx, err)
+	}
+	return statsPB(st), nil
+}
+
+// ListCoupons lists a template's coupons across shards.
+func (a *Admin) ListCoupons(ctx context.Context, r *couponv1.ListCouponsRequest) (*couponv1.ListCouponsResponse, error) {
+	cs, next, err := a.svc.ListTemplateCoupons(ctx, r.TemplateId, participant.CouponStatus(r.Status), participant.Page{Size: int(r.PageSize), After: r.PageToken})
+	if err != nil {
+		return nil, a.err(ctx, err)
+	}
+	return &couponv1.ListCouponsResponse{Coupons: couponsPB(cs), NextPageToken: next}, nil
+}

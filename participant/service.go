@@ -1,0 +1,116 @@
+// Package participant is the coupon service's domain: campaigns, templates,
+// claims and the TCC branches, with no transport or driver code. Storage
+// and counters come in through the small interfaces in ports.go.
+package participant
+
+import (
+	"errors"
+	"log/slog"
+	"time"
+
+	"github.com/opencoupon/coupon/participant/rules"
+)
+
+// Config tunes the service. Zero values take the defaults of DefaultConfig.
+type Config struct {
+	// ClaimWriteTimeout bounds the time from taking stock to committing the
+	// coupon. StockSettle must exceed it: a rebuild waits that long for
+	// claims in flight before it counts the records.
+	ClaimWriteTimeout time.Duration
+	StockSettle       time.Duration
+	// RequestInFlightTTL is how long a crashed claim can block its retries.
+	RequestInFlightTTL time.Duration
+	// RequestDoneTTL is how long Redis remembers a finished request ID; past
+	// it the shard's unique key still stops duplicates.
+	RequestDoneTTL time.Duration
+	// MaxSubStock caps the sub-keys of one template's stock.
+	MaxSubStock int32
+	// MaxDailyUses is the risk rule: coupons one user may use per UTC day
+	// across all templates; negative disables it.
+	MaxDailyUses int32
+}
+
+// DefaultConfig is what the local stack runs with.
+func DefaultConfig() Config {
+	return Config{
+		ClaimWriteTimeout:  2 * time.Second,
+		StockSettle:        3 * time.Second,
+		RequestInFlightTTL: 10 * time.Second,
+		RequestDoneTTL:     24 * time.Hour,
+		MaxSubStock:        64,
+		MaxDailyUses:       3,
+	}
+}
+
+func (c Config) withDefaults() (Config, error) {
+	d := DefaultConfig()
+	if c.ClaimWriteTimeout <= 0 {
+		c.ClaimWriteTimeout = d.ClaimWriteTimeout
+	}
+	if c.StockSettle <= 0 {
+		c.StockSettle = d.StockSettle
+	}
+	if c.RequestInFlightTTL <= 0 {
+		c.RequestInFlightTTL = d.RequestInFlightTTL
+	}
+	if c.RequestDoneTTL <= 0 {
+		c.RequestDoneTTL = d.RequestDoneTTL
+	}
+	if c.MaxSubStock <= 0 {
+		c.MaxSubStock = d.MaxSubStock
+	}
+	if c.MaxDailyUses == 0 {
+		c.MaxDailyUses = d.MaxDailyUses
+	}
+	if c.StockSettle <= c.ClaimWriteTimeout {
+		return c, errors.New("config: stock settle time must exceed the claim write timeout")
+	}
+	return c, nil
+}
+
+// Service implements the coupon use cases.
+type Service struct {
+	catalog Catalog
+	coupons Coupons
+	stock   Stock
+	// branches runs the TCC branches; nil when the store does not support them.
+	branches Branches
+	rules    *rules.Cache
+	ids      *IDGen
+	cfg      Config
+	log      *slog.Logger
+	now      func() time.Time
+}
+
+// Deps are what a Service needs.
+type Deps struct {
+	Catalog  Catalog
+	Coupons  Coupons
+	Stock    Stock
+	Branches Branches
+	IDs      *IDGen
+	Log      *slog.Logger
+	// Now defaults to time.Now; tests inject a clock.
+	Now func() time.Time
+}
+
+// NewService wires a Service.
+func NewService(d Deps, cfg Config) (*Service, error) {
+	cfg, err := cfg.withDefaults()
+	if err != nil {
+		return nil, err
+	}
+	if d.Catalog == nil || d.Coupons == nil || d.Stock == nil || d.Branches == nil || d.IDs == nil {
+		return nil, errors.New("participant: catalog, coupons, stock, branches and ids are required")
+	}
+	if d.Log == nil {
+		d.Log = slog.New(slog.DiscardHandler)
+	}
+	if d.Now == nil {
+		d.Now = time.Now
+	}
+	return &Service{
+		catalog: d.Catalog, coupons: d.Coupons, stock: d.Stock, branches: d.Branches, rules: rules.NewCache(4096),
+		ids: d.IDs, cfg: cfg, log: d.Log, now: d.Now,
+	}, nil
+}
