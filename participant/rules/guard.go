@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"math"
 	"reflect"
+	"regexp/syntax"
 
 	"github.com/expr-lang/expr"
 	"github.com/expr-lang/expr/ast"
@@ -39,6 +40,10 @@ const (
 	fnConcat = "$concat"
 	fnPlus   = "$plus" // + with an operand of unknown type
 )
+
+// maxRegexpInsts bounds the size of a compiled matches pattern; it is also
+// the size up to which Go's regexp uses its fast backtracker.
+const maxRegexpInsts = 500
 
 // maxStringBytes bounds strings built by +, which could otherwise double in
 // size with every let.
@@ -319,8 +324,19 @@ func (g *guard) binary(node *ast.Node, n *ast.BinaryNode) {
 		}
 		ast.Patch(node, and)
 	case "matches":
-		if _, ok := n.Right.(*ast.StringNode); !ok {
+		pattern, ok := n.Right.(*ast.StringNode)
+		if !ok {
 			g.fail(n, "the pattern of matches must be a string literal")
+			return
+		}
+		// Matching costs up to one step per instruction per input byte.
+		re, err := syntax.Parse(pattern.Value, syntax.Perl)
+		if err != nil {
+			return // expr reports it
+		}
+		prog, err := syntax.Compile(re.Simplify())
+		if err == nil && len(prog.Inst) > maxRegexpInsts {
+			g.fail(n.Right, "the pattern of matches is too complex (%d instructions; the limit is %d)", len(prog.Inst), maxRegexpInsts)
 		}
 	}
 }

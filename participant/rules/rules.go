@@ -10,10 +10,11 @@
 //     time, and +, - and * on integers (and sum) fail with ErrOverflow instead
 //     of wrapping around.
 //   - Cost is bounded. Sources are at most MaxSourceBytes long and MaxNodes
-//     nodes big, ranges (a..b) are only allowed as `x in 1000..5000` with literal
-//     bounds, and inside a predicate (the second argument of any, all, filter,
-//     map, sum, ...) no list but a list literal may appear, so predicates never
-//     nest over order data and a rule's cost is linear in the number of items.
+//     nodes big. Inside a predicate (the second argument of any, all, filter,
+//     map, sum, ...) no list but a literal may appear and predicates nest at
+//     most two deep, so a rule's cost is linear in the order's size. Ranges
+//     are only allowed as `x in 1000..5000`, strings built with + are capped,
+//     and matches takes a small literal pattern.
 //   - Evaluation is deterministic: builtins that read the clock or parse data
 //     (now, date, fromJSON, ...) are not available.
 package rules

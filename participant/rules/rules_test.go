@@ -77,6 +77,7 @@ func TestMatch(t *testing.T) {
 		{"ternary", `order.currency == "CNY" ? order.amount >= 5000 : order.amount >= 700`, foodOrder, true},
 		{"optional chaining", `(find(order.items, .product_line == "shop")?.amount ?? 0) == 0`, foodOrder, true},
 		{"pipe", `order.items | any(.quantity > 1)`, foodOrder, true},
+		{"operands of unknown type", `first(["FOOD-"]) + "NOODLE" == order.items[0].sku && first([1]) + 1 == 2`, foodOrder, true},
 		{"constant folding", `9223372036854775806 + 1 == 9223372036854775807`, empty, true},
 	}
 	for _, tt := range tests {
@@ -142,6 +143,8 @@ func TestCompileRejects(t *testing.T) {
 		{"range outside in", `len(1..1000000000) > 0`, "ranges are only allowed", 6},
 		{"range with computed bound", `order.amount in 0..order.user_id`, "ranges are only allowed", 18},
 		{"dynamic pattern", `order.currency matches order.order_no`, "pattern of matches must be a string literal", 16},
+		{"complex pattern", `order.order_no matches "(a|b)*(a{1,900})c"`, "pattern of matches is too complex", 24},
+		{"bad pattern", `order.order_no matches "(a"`, "error parsing regexp", 0},
 		{"nested loop over items", `any(order.items, any(order.items, .amount > 0))`, "only list literals may be used, not .items", 0},
 		{"in over items inside predicate", `any(order.items, .sku in map(order.items, .sku))`, "only list literals may be used", 0},
 		{"list variable inside predicate", `let xs = order.items; any(order.items, len(xs) > 1)`, "only list literals may be used, not xs", 0},
