@@ -1,0 +1,69 @@
+// Package coupontcc enlists a coupon in an order service's DTM TCC global
+// transaction: one call registers the coupon service's Lock, Consume and
+// Unlock as the branch's Try, Confirm and Cancel, runs the Try and returns the
+// discount. It links only the DTM client and the coupon API.
+package coupontcc
+
+import (
+	"context"
+	"errors"
+	"fmt"
+
+	"github.com/dtm-labs/client/dtmgrpc"
+	couponv1 "github.com/opencoupon/coupon/proto/coupon/v1"
+	"google.golang.org/genproto/googleapis/rpc/errdetails"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+)
+
+// Enlist adds the coupon req.CouponCode to the global transaction tcc and
+// locks it for req.Order (the TCC Try). couponTarget is the coupon service's
+// gRPC address as the DTM server reaches it, e.g. "127.0.0.1:9090": DTM calls
+// ConsumeCoupon there when the transaction commits and UnlockCoupon when it
+// rolls back, with the same request.
+//
+// The response carries the discount and the payable amount for the order.
+// A coupon that cannot be used comes back as a gRPC Aborted error; Refusal
+// tells its reason. The caller returns any error from its TCC function so DTM
+// rolls the transaction back.
+//
+// ctx bounds the Try call. Like TccGrpc.CallBranch, Enlist must not be called
+// concurrently on one tcc.
+func Enlist(ctx context.Context, tcc *dtmgrpc.TccGrpc, couponTarget string, req *couponv1.CouponBranchRequest) (*couponv1.CouponBranchResponse, error) {
+	if req.GetCouponCode() == "" || req.GetOrder().GetOrderNo() == "" || req.GetUserId() == 0 {
+		return nil, errors.New("enlist coupon: user_id, coupon_code and order.order_no are required")
+	}
+	// CallBranch runs the Try under tcc.Context, which the caller set up for
+	// the whole transaction; ctx narrows it for this call only.
+	saved := tcc.Context
+	tcc.Context = ctx
+	defer func() { tcc.Context = saved }()
+
+	resp := new(couponv1.CouponBranchResponse)
+	err := tcc.CallBranch(req,
+		couponTarget+couponv1.CouponService_LockCoupon_FullMethodName,
+		couponTarget+couponv1.CouponService_ConsumeCoupon_FullMethodName,
+		couponTarget+couponv1.CouponService_UnlockCoupon_FullMethodName,
+		resp)
+	if err != nil {
+		return nil, fmt.Errorf("lock coupon %s: %w", req.GetCouponCode(), err)
+	}
+	return resp, nil
+}
+
+// Refusal reports whether err is a TCC Try refusing its branch (a gRPC
+// Aborted status, which makes DTM roll back) and the google.rpc.ErrorInfo
+// reason given, such as the coupon service's "COUPON_NOT_AVAILABLE" or
+// "RULE_NOT_MET". err may be wrapped.
+func Refusal(err error) (reason string, ok bool) {
+	st, isStatus := status.FromError(err)
+	if err == nil || !isStatus || st.Code() != codes.Aborted {
+		return "", false
+	}
+	for _, d := range st.Details() {
+		if info, isInfo := d.(*errdetails.ErrorInfo); isInfo {
+			return info.GetReason(), true
+		}
+	}
+	return "", true
+}
