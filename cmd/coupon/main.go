@@ -3,6 +3,7 @@
 //	coupon serve   [--config FILE]   serve gRPC and the ops HTTP endpoints
 //	coupon migrate [--config FILE]   create the databases and apply migrations
 //	coupon demo    [--addr ADDR]     run the scripted demo against a running service
+//	coupon bench   claim|tcc [flags] run a benchmark (see internal/bench)
 package main
 
 import (
@@ -33,6 +34,8 @@ func main() {
 		err = migrate(ctx, args)
 	case "demo":
 		err = demo(ctx, args)
+	case "bench":
+		err = bench(ctx, args)
 	case "-h", "--help", "help":
 		usage()
 		return
@@ -47,10 +50,11 @@ func main() {
 }
 
 func usage() {
-	fmt.Fprintln(os.Stderr, `usage: coupon <serve|migrate|demo> [flags]
+	fmt.Fprintln(os.Stderr, `usage: coupon <serve|migrate|demo|bench> [flags]
   serve   --config FILE   serve the coupon gRPC API and ops HTTP
   migrate --config FILE   create databases and apply migrations (idempotent)
-  demo    --addr ADDR     run the scripted demo against a running service`)
+  demo    --addr ADDR     run the scripted demo against a running service
+  bench   claim|tcc       run a benchmark (make bench runs both)`)
 }
 
 func newLogger(level string) *slog.Logger {
