@@ -14,6 +14,7 @@ import (
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
+	shopv1 "github.com/opencoupon/coupon/examples/shop/proto/shop/v1"
 	couponv1 "github.com/opencoupon/coupon/proto/coupon/v1"
 )
 
@@ -22,6 +23,7 @@ import (
 func demo(ctx context.Context, args []string) error {
 	fs := flag.NewFlagSet("demo", flag.ContinueOnError)
 	addr := fs.String("addr", "127.0.0.1:9090", "coupon gRPC address")
+	shop := fs.String("shop", "127.0.0.1:9190", "sample shop gRPC address (empty skips the orders)")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -76,12 +78,14 @@ func demo(ctx context.Context, args []string) error {
 	}
 	w := tabwriter.NewWriter(os.Stdout, 2, 4, 2, ' ', 0)
 	fmt.Fprintln(w, "STEP\tREQUEST\tRESULT\tCOUPON\tEXPIRES")
+	codes := map[int64]string{}
 	for _, s := range steps {
 		c, err := coupons.ClaimCoupon(ctx, s.req)
 		if err != nil {
 			fmt.Fprintf(w, "%s\t%s\trefused: %s\t-\t-\n", s.what, s.req.RequestId[len(run):], describe(err))
 			continue
 		}
+		codes[c.UserId] = c.Code
 		fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%s\n", s.what, s.req.RequestId[len(run):], c.Status, c.Code, c.ExpireAt.AsTime().Format(time.DateTime))
 	}
 	if err := w.Flush(); err != nil {
@@ -96,7 +100,63 @@ func demo(ctx context.Context, args []string) error {
 	if st.Issued != st.TotalStock-st.RemainingStock {
 		return fmt.Errorf("stats do not add up: issued %d != total %d - remaining %d", st.Issued, st.TotalStock, st.RemainingStock)
 	}
-	return nil
+	if *shop == "" {
+		return nil
+	}
+	return demoOrders(ctx, *shop, coupons, run, codes)
+}
+
+// demoOrders places three orders through the sample shop, each one DTM TCC
+// transaction over the coupon, the payment and the order row.
+func demoOrders(ctx context.Context, addr string, coupons couponv1.CouponServiceClient, run string, codes map[int64]string) error {
+	conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		return err
+	}
+	defer conn.Close()
+	orders, pay := shopv1.NewOrderServiceClient(conn), shopv1.NewPaymentServiceClient(conn)
+	for _, u := range []int64{1001, 1003} {
+		if _, err := pay.Deposit(ctx, &shopv1.DepositRequest{UserId: u, Amount: 100_00}); err != nil {
+			fmt.Printf("\nshop at %s not reachable (%s): skipping the orders\n", addr, describe(err))
+			return nil
+		}
+	}
+	fmt.Printf("\nOrders through the sample shop (one DTM TCC transaction each: coupon + payment + order row)\n")
+	steps := []struct {
+		what   string
+		user   int64
+		amount int64
+		line   string
+	}{
+		{"user 1001 pays ¥80 of food with the coupon", 1001, 80_00, "food"},
+		{"user 1002 (no balance) orders ¥80 of food", 1002, 80_00, "food"},
+		{"user 1003 orders ¥30 of food (below ¥50)", 1003, 30_00, "food"},
+	}
+	w := tabwriter.NewWriter(os.Stdout, 2, 4, 2, ' ', 0)
+	fmt.Fprintln(w, "ORDER\tSTATUS\tDISCOUNT\tPAYABLE\tREASON\tCOUPON AFTER")
+	for i, s := range steps {
+		code := codes[s.user]
+		o, err := orders.CreateOrder(ctx, &shopv1.CreateOrderRequest{
+			OrderNo: fmt.Sprintf("%s-order-%d", run, i+1), UserId: s.user, Amount: s.amount, Currency: "CNY",
+			ProductLine: s.line, CouponCode: code,
+		})
+		if err != nil {
+			fmt.Fprintf(w, "%s\terror: %s\t-\t-\t-\t-\n", s.what, describe(err))
+			continue
+		}
+		after := "-"
+		if code != "" {
+			if c, err := coupons.GetCoupon(ctx, &couponv1.GetCouponRequest{UserId: s.user, CouponCode: code}); err == nil {
+				after = c.Status.String()
+			}
+		}
+		reason := o.FailureReason
+		if reason == "" {
+			reason = "-"
+		}
+		fmt.Fprintf(w, "%s\t%s\t%d\t%d\t%s\t%s\n", s.what, o.Status, o.DiscountAmount, o.PayableAmount, reason, after)
+	}
+	return w.Flush()
 }
 
 // describe renders a gRPC error as "Code REASON".

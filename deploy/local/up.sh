@@ -37,6 +37,10 @@ migrate() {
 		die "bin/coupon migrate failed"
 	# The coordinator may not have a migrate command; its --help says. A failed
 	# coordinator migration shows up below as a coordinator that stays unhealthy.
+	if [ -x bin/shop ]; then
+		run_logged "$RUN/shop-migrate.log" timeout 300 bin/shop migrate --config deploy/local/shop.yaml ||
+			die "bin/shop migrate failed"
+	fi
 	local help
 	help=$(timeout 10 bin/coordinator --help 2>&1) || true
 	if grep -qw migrate <<<"$help"; then
