@@ -60,19 +60,6 @@ func checkID(field string, id int64) error {
 	return nil
 }
 
-func checkWindow(fromField string, from, until time.Time) error {
-	if from.IsZero() {
-		return Invalid(fromField, "is required")
-	}
-	if until.IsZero() {
-		return Invalid("end of window", "is required")
-	}
-	if !from.Before(until) {
-		return Invalid(fromField, "must be before the end of the window")
-	}
-	return nil
-}
-
 func (c *Campaign) validate() error {
 	if c.RequestID != "" {
 		if err := CheckRequestID("request_id", c.RequestID); err != nil {
@@ -140,7 +127,7 @@ func (s *Service) UpdateCampaign(ctx context.Context, id int64, ch CampaignChang
 	if ch.Status != 0 && (ch.Status < CampaignActive || ch.Status > CampaignEnded) {
 		return nil, Invalid("status", "unknown campaign status %d", ch.Status)
 	}
-	return s.catalog.UpdateCampaign(ctx, id, func(c *Campaign) error {
+	c, err := s.catalog.UpdateCampaign(ctx, id, func(c *Campaign) error {
 		if ch.Name != nil {
 			c.Name = *ch.Name
 		}
@@ -168,6 +155,11 @@ func (s *Service) UpdateCampaign(ctx context.Context, id int64, ch CampaignChang
 		c.UpdatedAt = s.now().UTC()
 		return nil
 	})
+	if err != nil {
+		return nil, err
+	}
+	s.invalidateCampaign(ctx, id)
+	return c, nil
 }
 
 // GetCampaign returns a campaign.
@@ -368,7 +360,7 @@ func (s *Service) UpdateTemplate(ctx context.Context, id int64, ch TemplateChang
 	if ch.Status != 0 && (ch.Status < TemplatePendingApproval || ch.Status > TemplateEnded) {
 		return nil, Invalid("status", "unknown template status %d", ch.Status)
 	}
-	return s.catalog.UpdateTemplate(ctx, id, func(t *Template) error {
+	t, err := s.catalog.UpdateTemplate(ctx, id, func(t *Template) error {
 		if t.Status == TemplateEnded {
 			return Errorf(EREFUSED, ReasonTemplateNotEditable, "template %d has ended", t.ID)
 		}
@@ -421,6 +413,11 @@ func (s *Service) UpdateTemplate(ctx context.Context, id int64, ch TemplateChang
 		t.UpdatedAt = s.now().UTC()
 		return nil
 	})
+	if err != nil {
+		return nil, err
+	}
+	s.templates.invalidate(ctx, id)
+	return t, nil
 }
 
 func templateStatusName(s TemplateStatus) string {
@@ -463,6 +460,7 @@ func (s *Service) ApproveTemplate(ctx context.Context, id int64, approver string
 	if err != nil {
 		return nil, err
 	}
+	s.templates.invalidate(ctx, t.ID)
 	// No claim can have taken stock before approval, so the counters start
 	// at the whole stock. If this fails the first claim rebuilds them.
 	if err := s.stock.Set(ctx, t.ID, t.SubStockCount, t.TotalStock); err != nil {
@@ -524,6 +522,9 @@ func (s *Service) AddStock(ctx context.Context, op StockOp) (AddStockResult, err
 		return AddStockResult{}, err
 	}
 	res := AddStockResult{Template: t, Replayed: replayed}
+	if !replayed {
+		s.templates.invalidate(ctx, t.ID)
+	}
 	if !replayed && t.Status != TemplatePendingApproval {
 		if t.SubStockCount != before.SubStockCount {
 			// A new split needs fresh counters: drop the old ones and rebuild.

@@ -34,7 +34,7 @@ func (s *Service) ApplicableCoupons(ctx context.Context, userID int64, o Order) 
 	for _, c := range cs {
 		t, ok := templates[c.TemplateID]
 		if !ok {
-			if t, err = s.catalog.GetTemplate(ctx, c.TemplateID); err != nil {
+			if t, _, err = s.templates.Get(ctx, c.TemplateID); err != nil {
 				return nil, err
 			}
 			templates[c.TemplateID] = t

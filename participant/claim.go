@@ -112,12 +112,23 @@ func pause(ctx context.Context, d time.Duration) error {
 }
 
 func (s *Service) claim(ctx context.Context, r ClaimRequest) (*Coupon, error) {
-	// The shard's unique key is the durable record of the request: an
-	// earlier success whose Redis marker has expired is found here.
-	if c, err := s.replay(ctx, r); c != nil || err != nil {
-		return c, err
+	c, err := s.issue(ctx, r)
+	if ErrorCode(err) == EREFUSED && ErrorReason(err) != ReasonRequestIDConflict {
+		// A refusal may answer a retry of a claim that succeeded before and
+		// whose Redis marker is gone (expired, or Redis lost its data): the
+		// shard's unique key on request_id is the durable record.
+		if prev, rerr := s.replay(ctx, r); prev != nil || rerr != nil {
+			return prev, rerr
+		}
 	}
-	t, err := s.catalog.GetTemplate(ctx, r.TemplateID)
+	return c, err
+}
+
+// issue checks the template and campaign, takes a unit of stock and writes
+// the coupon. A request ID written before surfaces at the insert as
+// ErrDuplicateRequest and is answered with the earlier coupon.
+func (s *Service) issue(ctx context.Context, r ClaimRequest) (*Coupon, error) {
+	t, camp, err := s.templates.Get(ctx, r.TemplateID)
 	if err != nil {
 		return nil, err
 	}
@@ -125,23 +136,8 @@ func (s *Service) claim(ctx context.Context, r ClaimRequest) (*Coupon, error) {
 	if t.Status != TemplateActive || now.Before(t.ValidFrom) || !now.Before(t.ValidUntil) {
 		return nil, Errorf(EREFUSED, ReasonTemplateNotActive, "template %d is not open for claims", t.ID)
 	}
-	camp, err := s.catalog.GetCampaign(ctx, t.CampaignID)
-	if err != nil {
-		return nil, err
-	}
 	if !camp.Open(now) {
 		return nil, Errorf(EREFUSED, ReasonCampaignNotActive, "campaign %d is not running", camp.ID)
-	}
-	if t.PerUserLimit > 0 {
-		// A cheap early refusal so that a user at the limit takes no stock;
-		// the shard transaction below is what enforces the limit exactly.
-		n, err := s.coupons.Claimed(ctx, r.UserID, t.ID)
-		if err != nil {
-			return nil, err
-		}
-		if n >= t.PerUserLimit {
-			return nil, userLimit(t)
-		}
 	}
 	ticket, err := s.take(ctx, t, uint64(r.UserID))
 	if err != nil {

@@ -25,6 +25,11 @@ type Config struct {
 	RequestDoneTTL time.Duration
 	// MaxSubStock caps the sub-keys of one template's stock.
 	MaxSubStock int32
+	// TemplateRefresh bounds how stale a replica's in-memory template may
+	// be: admin changes reach every replica within about this long.
+	TemplateRefresh time.Duration
+	// TemplateRedisTTL bounds staleness when invalidating Redis failed.
+	TemplateRedisTTL time.Duration
 	// MaxDailyUses is the risk rule: coupons one user may use per UTC day
 	// across all templates; negative disables it.
 	MaxDailyUses int32
@@ -39,6 +44,8 @@ func DefaultConfig() Config {
 		RequestDoneTTL:     24 * time.Hour,
 		MaxSubStock:        64,
 		MaxDailyUses:       3,
+		TemplateRefresh:    time.Second,
+		TemplateRedisTTL:   time.Minute,
 	}
 }
 
@@ -59,6 +66,12 @@ func (c Config) withDefaults() (Config, error) {
 	if c.MaxSubStock <= 0 {
 		c.MaxSubStock = d.MaxSubStock
 	}
+	if c.TemplateRefresh <= 0 {
+		c.TemplateRefresh = d.TemplateRefresh
+	}
+	if c.TemplateRedisTTL <= 0 {
+		c.TemplateRedisTTL = d.TemplateRedisTTL
+	}
 	if c.MaxDailyUses == 0 {
 		c.MaxDailyUses = d.MaxDailyUses
 	}
@@ -76,10 +89,12 @@ type Service struct {
 	// branches runs the TCC branches; nil when the store does not support them.
 	branches Branches
 	rules    *rules.Cache
-	ids      *IDGen
-	cfg      Config
-	log      *slog.Logger
-	now      func() time.Time
+	// templates caches templates for the claim and TCC paths.
+	templates *templateCache
+	ids       *IDGen
+	cfg       Config
+	log       *slog.Logger
+	now       func() time.Time
 }
 
 // Deps are what a Service needs.
@@ -88,8 +103,10 @@ type Deps struct {
 	Coupons  Coupons
 	Stock    Stock
 	Branches Branches
-	IDs      *IDGen
-	Log      *slog.Logger
+	// Blobs is the shared second level of the template cache.
+	Blobs Blobs
+	IDs   *IDGen
+	Log   *slog.Logger
 	// Now defaults to time.Now; tests inject a clock.
 	Now func() time.Time
 }
@@ -100,8 +117,8 @@ func NewService(d Deps, cfg Config) (*Service, error) {
 	if err != nil {
 		return nil, err
 	}
-	if d.Catalog == nil || d.Coupons == nil || d.Stock == nil || d.Branches == nil || d.IDs == nil {
-		return nil, errors.New("participant: catalog, coupons, stock, branches and ids are required")
+	if d.Catalog == nil || d.Coupons == nil || d.Stock == nil || d.Branches == nil || d.Blobs == nil || d.IDs == nil {
+		return nil, errors.New("participant: catalog, coupons, stock, branches, blobs and ids are required")
 	}
 	if d.Log == nil {
 		d.Log = slog.New(slog.DiscardHandler)
@@ -109,8 +126,13 @@ func NewService(d Deps, cfg Config) (*Service, error) {
 	if d.Now == nil {
 		d.Now = time.Now
 	}
-	return &Service{
+	s := &Service{
 		catalog: d.Catalog, coupons: d.Coupons, stock: d.Stock, branches: d.Branches, rules: rules.NewCache(4096),
 		ids: d.IDs, cfg: cfg, log: d.Log, now: d.Now,
-	}, nil
+	}
+	s.templates = &templateCache{
+		catalog: d.Catalog, blobs: d.Blobs, stock: d.Stock, log: d.Log, now: d.Now,
+		refresh: cfg.TemplateRefresh, redisTTL: cfg.TemplateRedisTTL, m: map[int64]*cached{},
+	}
+	return s, nil
 }

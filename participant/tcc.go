@@ -137,7 +137,7 @@ func (s *Service) decide(ctx context.Context, c *Coupon, r BranchRequest, now ti
 	if c.Status != CouponAvailable {
 		return Reservation{}, refuse(ReasonCouponNotAvailable, "coupon %s is %s", c.Code, c.Status)
 	}
-	t, err := s.catalog.GetTemplate(ctx, c.TemplateID)
+	t, _, err := s.templates.Get(ctx, c.TemplateID)
 	if err != nil {
 		return Reservation{}, err
 	}

@@ -96,8 +96,9 @@ func Open(ctx context.Context, cfg Config, log *slog.Logger) (*App, error) {
 		rdb.Close()
 		return nil, err
 	}
+	stock := couponredis.New(rdb, cfg.Redis.Prefix)
 	svc, err := participant.NewService(participant.Deps{
-		Catalog: store, Coupons: store, Branches: store, Stock: couponredis.New(rdb, cfg.Redis.Prefix), IDs: ids, Log: log,
+		Catalog: store, Coupons: store, Branches: store, Stock: stock, Blobs: stock, IDs: ids, Log: log,
 	}, cfg.Service)
 	if err != nil {
 		store.Close()

@@ -39,8 +39,14 @@ func (s *Store) Claimed(ctx context.Context, userID, templateID int64) (int32, e
 }
 
 // Insert counts the claim against the per-user limit and writes the coupon
-// in one transaction on the user's shard.
+// in one transaction on the user's shard, batched with concurrent claims
+// (see batch.go).
 func (s *Store) Insert(ctx context.Context, cl participant.Claim) error {
+	return s.submit(ctx, cl)
+}
+
+// insertOne is Insert for one claim in its own transaction.
+func (s *Store) insertOne(ctx context.Context, cl participant.Claim) error {
 	c := cl.Coupon
 	sh := s.ShardOf(c.UserID)
 	err := s.inTx(ctx, sh.DB, func(tx *sql.Tx) error {

@@ -14,6 +14,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"sync"
 	"time"
 
 	"github.com/go-sql-driver/mysql"
@@ -37,6 +38,8 @@ type Store struct {
 	main     *sql.DB
 	shards   []*sql.DB
 	perShard int
+	batchers []*batcher
+	wg       sync.WaitGroup
 }
 
 // Open connects to every database and checks that each answers.
@@ -91,11 +94,18 @@ func Open(ctx context.Context, cfg Config) (*Store, error) {
 		}
 		s.shards = append(s.shards, db)
 	}
+	s.startBatchers()
 	return s, nil
 }
 
-// Close closes every pool.
+// Close stops the claim batchers (after the claims already queued) and
+// closes every pool.
 func (s *Store) Close() error {
+	for _, b := range s.batchers {
+		close(b.queue)
+	}
+	s.wg.Wait()
+	s.batchers = nil
 	var errs []error
 	if s.main != nil {
 		errs = append(errs, s.main.Close())
@@ -190,13 +200,6 @@ func wrap(what string, err error) error {
 
 func notFound(what string, id any) error {
 	return participant.Errorf(participant.ENOTFOUND, participant.ReasonNotFound, "%s %v not found", what, id)
-}
-
-func nullTime(t time.Time) sql.NullTime {
-	if t.IsZero() {
-		return sql.NullTime{}
-	}
-	return sql.NullTime{Time: t.UTC(), Valid: true}
 }
 
 func nullString(s string) sql.NullString {

@@ -214,20 +214,18 @@ func (s *Stock) requestKey(id string) string { return s.prefix + "req:" + id }
 
 // BeginRequest marks a request in flight, or reports who holds it.
 func (s *Stock) BeginRequest(ctx context.Context, requestID, fp string, ttl time.Duration) (bool, string, bool, error) {
-	for {
-		held, err := beginScript.Run(ctx, s.rdb, []string{s.requestKey(requestID)}, "P|"+fp, ttl.Milliseconds()).Text()
-		if err != nil {
-			return false, "", false, fmt.Errorf("begin request %s: %w", requestID, err)
-		}
-		if held == "" {
-			return true, "", false, nil
-		}
-		state, heldFP, ok := strings.Cut(held, "|")
-		if !ok {
-			return false, held, false, nil
-		}
-		return false, heldFP, state == "D", nil
+	held, err := beginScript.Run(ctx, s.rdb, []string{s.requestKey(requestID)}, "P|"+fp, ttl.Milliseconds()).Text()
+	if err != nil {
+		return false, "", false, fmt.Errorf("begin request %s: %w", requestID, err)
 	}
+	if held == "" {
+		return true, "", false, nil
+	}
+	state, heldFP, ok := strings.Cut(held, "|")
+	if !ok {
+		return false, held, false, nil
+	}
+	return false, heldFP, state == "D", nil
 }
 
 var forgetScript = goredis.NewScript(`
@@ -254,4 +252,41 @@ func token() string {
 	b := make([]byte, 8)
 	_, _ = rand.Read(b)
 	return hex.EncodeToString(b)
+}
+
+func (s *Stock) blobKey(key string) string { return s.prefix + "cache:" + key }
+
+// GetBlob reads a cached value.
+func (s *Stock) GetBlob(ctx context.Context, key string) ([]byte, bool, error) {
+	b, err := s.rdb.Get(ctx, s.blobKey(key)).Bytes()
+	if errors.Is(err, goredis.Nil) {
+		return nil, false, nil
+	}
+	if err != nil {
+		return nil, false, fmt.Errorf("get %s: %w", key, err)
+	}
+	return b, true, nil
+}
+
+// PutBlob caches a value for ttl.
+func (s *Stock) PutBlob(ctx context.Context, key string, v []byte, ttl time.Duration) error {
+	if err := s.rdb.Set(ctx, s.blobKey(key), v, ttl).Err(); err != nil {
+		return fmt.Errorf("set %s: %w", key, err)
+	}
+	return nil
+}
+
+// DelBlobs drops cached values (one command per key: keys may live on
+// different cluster slots).
+func (s *Stock) DelBlobs(ctx context.Context, keys ...string) error {
+	_, err := s.rdb.Pipelined(ctx, func(p goredis.Pipeliner) error {
+		for _, k := range keys {
+			p.Del(ctx, s.blobKey(k))
+		}
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("delete cached values: %w", err)
+	}
+	return nil
 }

@@ -1,0 +1,284 @@
+package mysql
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"sort"
+	"strings"
+
+	"github.com/opencoupon/coupon/participant"
+)
+
+// Claims are written in batches: concurrent claims for one shard database
+// are grouped into one transaction (multi-row upserts of the per-user
+// counts and multi-row inserts of the coupons). A batch takes whatever has
+// queued while the previous one committed, so it adds no latency when the
+// service is idle and grows with load. Each caller still gets its own
+// answer: the per-user limit is decided claim by claim on rows the batch
+// has locked, and any batch that fails as a whole is retried claim by claim
+// so that one bad claim cannot fail the others.
+
+const (
+	maxBatch       = 128
+	batchWorkers   = 4
+	batchQueueSize = 8192
+)
+
+type claimJob struct {
+	ctx   context.Context
+	claim participant.Claim
+	table int
+	done  chan error
+}
+
+type batcher struct {
+	db    *sql.DB
+	queue chan *claimJob
+}
+
+func (s *Store) startBatchers() {
+	s.batchers = make([]*batcher, len(s.shards))
+	for i, db := range s.shards {
+		b := &batcher{db: db, queue: make(chan *claimJob, batchQueueSize)}
+		s.batchers[i] = b
+		for range batchWorkers {
+			s.wg.Add(1)
+			go func() {
+				defer s.wg.Done()
+				b.run(s)
+			}()
+		}
+	}
+}
+
+func (b *batcher) run(s *Store) {
+	for first := range b.queue {
+		jobs := []*claimJob{first}
+	fill:
+		for len(jobs) < maxBatch {
+			select {
+			case j, ok := <-b.queue:
+				if !ok {
+					break fill
+				}
+				jobs = append(jobs, j)
+			default:
+				break fill
+			}
+		}
+		s.writeBatch(b.db, jobs)
+	}
+}
+
+// submit queues a claim and waits for its batch.
+func (s *Store) submit(ctx context.Context, cl participant.Claim) error {
+	sh := s.ShardOf(cl.Coupon.UserID)
+	j := &claimJob{ctx: ctx, claim: cl, table: sh.Table, done: make(chan error, 1)}
+	select {
+	case s.batchers[sh.Index].queue <- j:
+	case <-ctx.Done():
+		return participant.Unavailable("queue coupon write", ctx.Err())
+	}
+	// Once queued the job is written or failed by the batch; its outcome
+	// must be waited for, since the row may commit.
+	return <-j.done
+}
+
+func (s *Store) writeBatch(db *sql.DB, jobs []*claimJob) {
+	live := jobs[:0]
+	for _, j := range jobs {
+		if err := j.ctx.Err(); err != nil {
+			j.done <- participant.Unavailable("write coupon", err) // not written: give the stock back
+			continue
+		}
+		live = append(live, j)
+	}
+	if len(live) == 0 {
+		return
+	}
+	if len(live) == 1 {
+		live[0].done <- s.insertOne(live[0].ctx, live[0].claim)
+		return
+	}
+	// The batch runs on its own deadline: callers' contexts are each bounded
+	// by the claim write timeout, and the earliest bounds the batch.
+	ctx := live[0].ctx
+	for _, j := range live[1:] {
+		if d1, ok := j.ctx.Deadline(); ok {
+			if d0, ok0 := ctx.Deadline(); !ok0 || d1.Before(d0) {
+				ctx = j.ctx
+			}
+		}
+	}
+	results, err := s.tryBatch(ctx, db, live)
+	switch {
+	case err == nil:
+		for i, j := range live {
+			j.done <- results[i]
+		}
+	case errors.Is(err, participant.ErrCommitUnknown):
+		for _, j := range live {
+			j.done <- err
+		}
+	default:
+		// Nothing of the batch was written: each claim on its own.
+		for _, j := range live {
+			j.done <- s.insertOne(j.ctx, j.claim)
+		}
+	}
+}
+
+type countKey struct {
+	table            int
+	user, templateID int64
+}
+
+// tryBatch writes the batch in one transaction and returns each claim's
+// outcome (nil, USER_LIMIT_REACHED or ErrDuplicateRequest), or an error for
+// the whole batch, in which case nothing was written (except with
+// ErrCommitUnknown).
+func (s *Store) tryBatch(ctx context.Context, db *sql.DB, jobs []*claimJob) ([]error, error) {
+	results := make([]error, len(jobs))
+	byTable := map[int][]int{}
+	for i, j := range jobs {
+		byTable[j.table] = append(byTable[j.table], i)
+	}
+	tables := make([]int, 0, len(byTable))
+	for t := range byTable {
+		tables = append(tables, t)
+	}
+	sort.Ints(tables)
+	err := s.inTx(ctx, db, func(tx *sql.Tx) error {
+		for i := range results {
+			results[i] = nil
+		}
+		for _, t := range tables {
+			if err := writeTable(ctx, tx, t, jobs, byTable[t], results); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	return results, err
+}
+
+func writeTable(ctx context.Context, tx *sql.Tx, table int, jobs []*claimJob, idx []int, results []error) error {
+	suffix := fmt.Sprintf("%04d", table)
+	// 1. Create and lock every count row the batch touches, in key order so
+	// that concurrent batches lock in the same order.
+	var keys []countKey
+	seen := map[countKey]bool{}
+	for _, i := range idx {
+		c := jobs[i].claim.Coupon
+		k := countKey{table, c.UserID, c.TemplateID}
+		if !seen[k] {
+			seen[k] = true
+			keys = append(keys, k)
+		}
+	}
+	sort.Slice(keys, func(a, b int) bool {
+		if keys[a].user != keys[b].user {
+			return keys[a].user < keys[b].user
+		}
+		return keys[a].templateID < keys[b].templateID
+	})
+	args := make([]any, 0, 2*len(keys))
+	for _, k := range keys {
+		args = append(args, k.user, k.templateID)
+	}
+	if _, err := tx.ExecContext(ctx, `INSERT INTO claim_count_`+suffix+` (user_id, template_id, claimed) VALUES `+
+		placeholders("(?,?,0)", len(keys))+` ON DUPLICATE KEY UPDATE claimed = claimed`, args...); err != nil {
+		return err
+	}
+	counts := make(map[countKey]int32, len(keys))
+	rows, err := tx.QueryContext(ctx, `SELECT user_id, template_id, claimed FROM claim_count_`+suffix+
+		` WHERE (user_id, template_id) IN (`+placeholders("(?,?)", len(keys))+`)`, args...)
+	if err != nil {
+		return err
+	}
+	for rows.Next() {
+		var k countKey
+		var n int32
+		if err := rows.Scan(&k.user, &k.templateID, &n); err != nil {
+			rows.Close()
+			return err
+		}
+		k.table = table
+		counts[k] = n
+	}
+	rows.Close()
+	if err := rows.Err(); err != nil {
+		return err
+	}
+	// 2. Request IDs already written (a retry whose Redis marker is gone),
+	// or twice in this batch.
+	reqArgs := make([]any, 0, len(idx))
+	for _, i := range idx {
+		reqArgs = append(reqArgs, jobs[i].claim.Coupon.RequestID)
+	}
+	existing := map[string]bool{}
+	rows, err = tx.QueryContext(ctx, `SELECT request_id FROM coupon_`+suffix+` WHERE request_id IN (`+placeholders("?", len(idx))+`)`, reqArgs...)
+	if err != nil {
+		return err
+	}
+	for rows.Next() {
+		var r string
+		if err := rows.Scan(&r); err != nil {
+			rows.Close()
+			return err
+		}
+		existing[r] = true
+	}
+	rows.Close()
+	if err := rows.Err(); err != nil {
+		return err
+	}
+	// 3. Decide claim by claim, in arrival order.
+	var ins []any
+	n := 0
+	for _, i := range idx {
+		c := jobs[i].claim.Coupon
+		if existing[c.RequestID] {
+			results[i] = participant.ErrDuplicateRequest
+			continue
+		}
+		k := countKey{table, c.UserID, c.TemplateID}
+		if limit := jobs[i].claim.PerUserLimit; limit > 0 && counts[k] >= limit {
+			results[i] = participant.Errorf(participant.EREFUSED, participant.ReasonUserLimitReached, "per-user limit reached")
+			continue
+		}
+		counts[k]++
+		existing[c.RequestID] = true
+		ins = append(ins, c.ID, c.Code, c.TemplateID, c.CampaignID, c.UserID, c.RequestID, c.Status,
+			c.ClaimedAt.UTC(), c.ExpireAt.UTC(), c.ClaimedAt.UTC())
+		n++
+	}
+	if n == 0 {
+		return nil
+	}
+	upd := make([]any, 0, 3*len(keys))
+	for _, k := range keys {
+		upd = append(upd, k.user, k.templateID, counts[k])
+	}
+	if _, err := tx.ExecContext(ctx, `INSERT INTO claim_count_`+suffix+` (user_id, template_id, claimed) VALUES `+
+		placeholders("(?,?,?)", len(keys))+` ON DUPLICATE KEY UPDATE claimed = VALUES(claimed)`, upd...); err != nil {
+		return err
+	}
+	_, err = tx.ExecContext(ctx, `INSERT INTO coupon_`+suffix+` (id, code, template_id, campaign_id, user_id,
+ request_id, status, claimed_at, expire_at, updated_at) VALUES `+placeholders("(?,?,?,?,?,?,?,?,?,?)", n), ins...)
+	return err
+}
+
+func placeholders(one string, n int) string {
+	var b strings.Builder
+	b.Grow(n * (len(one) + 1))
+	for i := range n {
+		if i > 0 {
+			b.WriteByte(',')
+		}
+		b.WriteString(one)
+	}
+	return b.String()
+}

@@ -1,0 +1,188 @@
+package participant
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"strconv"
+	"sync"
+	"time"
+)
+
+// Blobs is a shared cache of opaque values (Redis), the second level of the
+// template cache.
+type Blobs interface {
+	GetBlob(ctx context.Context, key string) ([]byte, bool, error)
+	PutBlob(ctx context.Context, key string, v []byte, ttl time.Duration) error
+	DelBlobs(ctx context.Context, keys ...string) error
+}
+
+// templateCache serves templates and their campaigns to the claim and TCC
+// paths from memory. An entry older than the refresh interval is served
+// while one background reload replaces it (stale-while-revalidate), so an
+// admin change reaches every replica within about one refresh interval.
+// Reloads read Redis first; on a Redis miss one replica refills it from
+// MySQL under a lease while the others wait briefly, so replicas do not
+// stampede the database. When Redis fails, cached entries keep serving.
+type templateCache struct {
+	catalog Catalog
+	blobs   Blobs
+	stock   Stock // for the fill lease
+	log     interface {
+		WarnContext(context.Context, string, ...any)
+	}
+	refresh  time.Duration
+	redisTTL time.Duration
+	now      func() time.Time
+
+	mu sync.RWMutex
+	m  map[int64]*cached
+}
+
+type cached struct {
+	Template  *Template
+	Campaign  *Campaign
+	loaded    time.Time
+	reloading bool
+}
+
+func (c *templateCache) key(id int64) string { return "tpl:" + strconv.FormatInt(id, 10) }
+
+// Get returns the template and its campaign. Callers must not modify them.
+func (c *templateCache) Get(ctx context.Context, id int64) (*Template, *Campaign, error) {
+	c.mu.RLock()
+	e := c.m[id]
+	c.mu.RUnlock()
+	if e != nil {
+		if c.now().Sub(e.loaded) >= c.refresh {
+			c.reloadAsync(id)
+		}
+		return e.Template, e.Campaign, nil
+	}
+	e, err := c.load(ctx, id)
+	if err != nil {
+		return nil, nil, err
+	}
+	c.mu.Lock()
+	c.m[id] = e
+	c.mu.Unlock()
+	return e.Template, e.Campaign, nil
+}
+
+func (c *templateCache) reloadAsync(id int64) {
+	c.mu.Lock()
+	e := c.m[id]
+	if e == nil || e.reloading {
+		c.mu.Unlock()
+		return
+	}
+	e.reloading = true
+	c.mu.Unlock()
+	go func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		fresh, err := c.load(ctx, id)
+		c.mu.Lock()
+		defer c.mu.Unlock()
+		if err != nil {
+			if ErrorCode(err) == ENOTFOUND {
+				delete(c.m, id)
+				return
+			}
+			e.reloading = false // keep serving the old entry; retry on a later read
+			c.log.WarnContext(ctx, "reload template", "template_id", id, "err", err)
+			return
+		}
+		c.m[id] = fresh
+	}()
+}
+
+// load reads Redis, then MySQL (refilling Redis under a lease).
+func (c *templateCache) load(ctx context.Context, id int64) (*cached, error) {
+	if e, ok := c.fromRedis(ctx, id); ok {
+		return e, nil
+	}
+	unlock, leased, err := c.stock.Lock(ctx, "tplfill:"+strconv.FormatInt(id, 10), 5*time.Second)
+	if err == nil && !leased {
+		// Another replica is filling Redis: wait for it a little.
+		for range 10 {
+			if pause(ctx, 10*time.Millisecond) != nil {
+				break
+			}
+			if e, ok := c.fromRedis(ctx, id); ok {
+				return e, nil
+			}
+		}
+	}
+	if leased {
+		defer unlock()
+	}
+	t, err := c.catalog.GetTemplate(ctx, id)
+	if err != nil {
+		return nil, err
+	}
+	camp, err := c.catalog.GetCampaign(ctx, t.CampaignID)
+	if err != nil {
+		return nil, err
+	}
+	e := &cached{Template: t, Campaign: camp, loaded: c.now()}
+	if b, err := json.Marshal(e); err == nil {
+		if err := c.blobs.PutBlob(ctx, c.key(id), b, c.redisTTL); err != nil {
+			c.log.WarnContext(ctx, "cache template in redis", "template_id", id, "err", err)
+		}
+	}
+	return e, nil
+}
+
+func (c *templateCache) fromRedis(ctx context.Context, id int64) (*cached, bool) {
+	b, ok, err := c.blobs.GetBlob(ctx, c.key(id))
+	if err != nil || !ok {
+		return nil, false
+	}
+	var e cached
+	if err := json.Unmarshal(b, &e); err != nil || e.Template == nil || e.Campaign == nil {
+		return nil, false
+	}
+	e.loaded = c.now()
+	return &e, true
+}
+
+// invalidate drops templates from this replica and from Redis, so that the
+// next read here, and the next refresh elsewhere, load them from MySQL.
+func (c *templateCache) invalidate(ctx context.Context, ids ...int64) {
+	keys := make([]string, len(ids))
+	c.mu.Lock()
+	for i, id := range ids {
+		delete(c.m, id)
+		keys[i] = c.key(id)
+	}
+	c.mu.Unlock()
+	if len(keys) == 0 {
+		return
+	}
+	if err := c.blobs.DelBlobs(ctx, keys...); err != nil {
+		// Other replicas then see the change when the Redis entry expires.
+		c.log.WarnContext(ctx, "invalidate cached templates", "ids", fmt.Sprint(ids), "err", err)
+	}
+}
+
+// invalidateCampaign drops every template of a campaign.
+func (s *Service) invalidateCampaign(ctx context.Context, campaignID int64) {
+	var ids []int64
+	p := Page{Size: 500}
+	for {
+		ts, next, err := s.catalog.ListTemplates(ctx, campaignID, 0, p)
+		if err != nil {
+			s.log.WarnContext(ctx, "list templates to invalidate", "campaign_id", campaignID, "err", err)
+			break
+		}
+		for _, t := range ts {
+			ids = append(ids, t.ID)
+		}
+		if next == "" {
+			break
+		}
+		p.After = next
+	}
+	s.templates.invalidate(ctx, ids...)
+}
