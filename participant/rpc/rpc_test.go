@@ -423,3 +423,31 @@ func TestTemplateLifecycle(t *testing.T) {
 		t.Fatal("unexpected cancel")
 	}
 }
+
+func TestClaimGivesStockBackWhenInsertFails(t *testing.T) {
+	f := newFixture(t)
+	tpl := f.template(t, 5, 0)
+	const user = 77
+	sh := f.srv.App.Store().ShardOf(user)
+	table := "coupon_" + sh.Suffix()
+	if _, err := sh.DB.ExecContext(ctxT(t), "RENAME TABLE "+table+" TO "+table+"_away"); err != nil {
+		t.Fatal(err)
+	}
+	_, err := f.srv.Coupons.ClaimCoupon(ctxT(t), &couponv1.ClaimCouponRequest{RequestId: "broken-1", UserId: user, TemplateId: tpl.Id})
+	if _, err2 := sh.DB.ExecContext(context.Background(), "RENAME TABLE "+table+"_away TO "+table); err2 != nil {
+		t.Fatal(err2)
+	}
+	if err == nil {
+		t.Fatal("claim succeeded with the coupon table gone")
+	}
+	if st := f.stats(t, tpl.Id); st.RemainingStock != 5 || st.Issued != 0 {
+		t.Fatalf("after the failed insert stats = %+v, want remaining 5 (stock given back), issued 0", st)
+	}
+	c, err := f.srv.Coupons.ClaimCoupon(ctxT(t), &couponv1.ClaimCouponRequest{RequestId: "broken-1", UserId: user, TemplateId: tpl.Id})
+	if err != nil {
+		t.Fatalf("retry after the fault: %v", err)
+	}
+	if st := f.stats(t, tpl.Id); st.RemainingStock != 4 || st.Issued != 1 {
+		t.Fatalf("after the retry stats = %+v, want remaining 4, issued 1 (coupon %s)", st, c.Code)
+	}
+}
