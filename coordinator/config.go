@@ -122,13 +122,17 @@ type StoreConfig struct {
 //     finished yet; the cron then calls those Confirm/Cancel branches again,
 //     which TCC branches must tolerate anyway (DTM's barrier makes them
 //     idempotent). Nothing is lost once a transaction's status is final.
-//   - READ-COMMITTED sessions take no gap locks on the store's tables, which
-//     is what makes concurrent upserts and inserts into trans_branch_op
-//     deadlock under MariaDB's default REPEATABLE-READ (dtm-labs/dtm#478);
-//     every DTM write is either a single conditional statement or a
-//     SELECT ... FOR UPDATE on the global row, both correct under it. The
-//     deadlocks that remain are retried (TransientRetries 3) when the call
-//     can be repeated safely.
+//   - READ-COMMITTED store sessions, against dtm-labs/dtm#478: MariaDB may
+//     plan DTM's status change (UPDATE ... WHERE status=? AND gid=?, as in
+//     Submit) as a range scan of the (status, next_cron_time) index, which
+//     under its default REPEATABLE-READ next-key-locks every transaction in
+//     that status until commit, so concurrent Submits deadlock; the batched
+//     upserts into trans_branch_op deadlock on gap locks the same way.
+//     READ-COMMITTED takes no such gap locks, and its semi-consistent reads
+//     skip non-matching rows without waiting for their locks. DTM's writes
+//     stay correct under it: each is one conditional statement, or a
+//     SELECT ... FOR UPDATE of the global row. Deadlocks that remain are
+//     retried (TransientRetries 3) where the call can be repeated safely.
 //   - A pool of 30 connections (MariaDB allows 151 in all, shared by two
 //     coordinators and the services), with as many kept idle so a burst
 //     opens none; DTM's own default of 500 would exhaust the server.

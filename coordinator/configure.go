@@ -107,7 +107,7 @@ func port(addr string) int64 {
 func mysqlDSN(s StoreConfig) string {
 	c := mysql.NewConfig()
 	c.User, c.Passwd = s.User, s.Password
-	c.Net, c.Addr = "tcp", fmt.Sprintf("%s:%d", s.Host, s.Port)
+	c.Net, c.Addr = "tcp", net.JoinHostPort(s.Host, strconv.Itoa(s.Port))
 	c.DBName = s.DB
 	c.Timeout = 5 * time.Second
 	return c.FormatDSN()

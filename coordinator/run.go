@@ -123,11 +123,6 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) error {
 		grpcSrv.Stop()
 	}
 	stopWork()
-	if cfg.Store.Driver == MySQL && !cfg.UpdateBranchSync {
-		// Give the flushers a batch interval to write the last results;
-		// any lost are redone by a cron (see DefaultConfig).
-		sleep(stopCtx, 2*dtmsvr.UpdateBranchAsyncInterval)
-	}
 	workersDone := make(chan struct{})
 	go func() {
 		workers.Wait()
@@ -137,6 +132,11 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) error {
 	case <-workersDone:
 	case <-stopCtx.Done():
 		log.Warn("stopping with a cron pass unfinished; another pass will redo it")
+	}
+	if cfg.Store.Driver == MySQL && !cfg.UpdateBranchSync {
+		// Give the flushers a batch interval to write the last results;
+		// any lost are redone by a cron (see DefaultConfig).
+		sleep(stopCtx, 2*dtmsvr.UpdateBranchAsyncInterval)
 	}
 	log.Info("coordinator stopped")
 	return runErr

@@ -124,8 +124,6 @@ type participant struct {
 	db      *sql.DB
 	barrier string
 
-	nobarrier bool
-
 	mu       sync.Mutex
 	gate     *gate
 	confirms map[string]int
@@ -232,9 +230,6 @@ func (p *participant) handler(op string) grpc.MethodHandler {
 				<-g.release
 				return nil, status.Error(codes.Unavailable, "held until the coordinator crashed")
 			}
-		}
-		if p.nobarrier {
-			return &emptypb.Empty{}, nil
 		}
 		bb, err := dtmgrpc.BarrierFromGrpc(ctx)
 		if err != nil {
