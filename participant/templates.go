@@ -186,3 +186,18 @@ func (s *Service) invalidateCampaign(ctx context.Context, campaignID int64) {
 	}
 	s.templates.invalidate(ctx, ids...)
 }
+
+// PublicTemplate reads a template for the user side from the template
+// cache: it may be up to one refresh interval stale, which is what lets it
+// serve hot reads without touching MySQL.
+func (s *Service) PublicTemplate(ctx context.Context, id int64) (*Template, error) {
+	if err := checkID("template_id", id); err != nil {
+		return nil, err
+	}
+	t, _, err := s.templates.Get(ctx, id)
+	if err != nil {
+		return nil, err
+	}
+	cp := *t
+	return &cp, nil
+}

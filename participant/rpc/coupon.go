@@ -37,7 +37,7 @@ func (c *Coupons) GetCampaign(ctx context.Context, r *couponv1.GetCampaignReques
 
 // GetTemplate reads a template.
 func (c *Coupons) GetTemplate(ctx context.Context, r *couponv1.GetTemplateRequest) (*couponv1.CouponTemplate, error) {
-	t, err := c.svc.GetTemplate(ctx, r.TemplateId)
+	t, err := c.svc.PublicTemplate(ctx, r.TemplateId)
 	if err != nil {
 		return nil, c.err(ctx, err)
 	}
