@@ -128,16 +128,10 @@ func (s *Service) claim(ctx context.Context, r ClaimRequest) (*Coupon, error) {
 // the coupon. A request ID written before surfaces at the insert as
 // ErrDuplicateRequest and is answered with the earlier coupon.
 func (s *Service) issue(ctx context.Context, r ClaimRequest) (*Coupon, error) {
-	t, camp, err := s.templates.Get(ctx, r.TemplateID)
+	now := s.now().UTC()
+	t, err := s.claimable(ctx, r.TemplateID, now)
 	if err != nil {
 		return nil, err
-	}
-	now := s.now().UTC()
-	if t.Status != TemplateActive || now.Before(t.ValidFrom) || !now.Before(t.ValidUntil) {
-		return nil, Errorf(EREFUSED, ReasonTemplateNotActive, "template %d is not open for claims", t.ID)
-	}
-	if !camp.Open(now) {
-		return nil, Errorf(EREFUSED, ReasonCampaignNotActive, "campaign %d is not running", camp.ID)
 	}
 	ticket, err := s.take(ctx, t, uint64(r.UserID))
 	if err != nil {
@@ -172,6 +166,22 @@ func (s *Service) issue(ctx context.Context, r ClaimRequest) (*Coupon, error) {
 		return nil, userLimit(t)
 	}
 	return nil, err
+}
+
+// claimable reads the template (from the template cache) and refuses it
+// unless it and its campaign are open for claims at now.
+func (s *Service) claimable(ctx context.Context, id int64, now time.Time) (*Template, error) {
+	t, camp, err := s.templates.Get(ctx, id)
+	if err != nil {
+		return nil, err
+	}
+	if t.Status != TemplateActive || now.Before(t.ValidFrom) || !now.Before(t.ValidUntil) {
+		return nil, Errorf(EREFUSED, ReasonTemplateNotActive, "template %d is not open for claims", t.ID)
+	}
+	if !camp.Open(now) {
+		return nil, Errorf(EREFUSED, ReasonCampaignNotActive, "campaign %d is not running", camp.ID)
+	}
+	return t, nil
 }
 
 func userLimit(t *Template) error {
@@ -271,6 +281,7 @@ func (s *Service) ListUserCoupons(ctx context.Context, userID int64, f CouponFil
 	if err != nil {
 		return nil, "", err
 	}
+	s.finishBinds(ctx, userID)
 	f.Now = s.now()
 	cs, next, err := s.coupons.ListByUser(ctx, userID, f, p)
 	if err != nil {
@@ -285,6 +296,7 @@ func (s *Service) GetCoupon(ctx context.Context, userID int64, code string, id i
 	if err := checkID("user_id", userID); err != nil {
 		return nil, err
 	}
+	s.finishBinds(ctx, userID)
 	var (
 		c   *Coupon
 		err error

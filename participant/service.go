@@ -33,6 +33,12 @@ type Config struct {
 	// MaxDailyUses is the risk rule: coupons one user may use per UTC day
 	// across all templates; negative disables it.
 	MaxDailyUses int32
+	// SweepInterval is how often the expiry sweeper runs and AuditInterval
+	// how often the stock audit runs; negative disables the job on this
+	// replica. SweepBatch caps the coupons one sweep statement expires.
+	SweepInterval time.Duration
+	SweepBatch    int
+	AuditInterval time.Duration
 }
 
 // DefaultConfig is what the local stack runs with.
@@ -46,6 +52,9 @@ func DefaultConfig() Config {
 		MaxDailyUses:       3,
 		TemplateRefresh:    time.Second,
 		TemplateRedisTTL:   time.Minute,
+		SweepInterval:      30 * time.Second,
+		SweepBatch:         500,
+		AuditInterval:      time.Minute,
 	}
 }
 
@@ -75,6 +84,15 @@ func (c Config) withDefaults() (Config, error) {
 	if c.MaxDailyUses == 0 {
 		c.MaxDailyUses = d.MaxDailyUses
 	}
+	if c.SweepInterval == 0 {
+		c.SweepInterval = d.SweepInterval
+	}
+	if c.SweepBatch <= 0 {
+		c.SweepBatch = d.SweepBatch
+	}
+	if c.AuditInterval == 0 {
+		c.AuditInterval = d.AuditInterval
+	}
 	if c.StockSettle <= c.ClaimWriteTimeout {
 		return c, errors.New("config: stock settle time must exceed the claim write timeout")
 	}
@@ -88,7 +106,9 @@ type Service struct {
 	stock   Stock
 	// branches runs the TCC branches; nil when the store does not support them.
 	branches Branches
-	rules    *rules.Cache
+	// phones keeps claims by phone number; nil disables them.
+	phones Phones
+	rules  *rules.Cache
 	// templates caches templates for the claim and TCC paths.
 	templates *templateCache
 	ids       *IDGen
@@ -105,8 +125,10 @@ type Deps struct {
 	Branches Branches
 	// Blobs is the shared second level of the template cache.
 	Blobs Blobs
-	IDs   *IDGen
-	Log   *slog.Logger
+	// Phones is optional: without it claims by phone are refused.
+	Phones Phones
+	IDs    *IDGen
+	Log    *slog.Logger
 	// Now defaults to time.Now; tests inject a clock.
 	Now func() time.Time
 }
@@ -127,7 +149,7 @@ func NewService(d Deps, cfg Config) (*Service, error) {
 		d.Now = time.Now
 	}
 	s := &Service{
-		catalog: d.Catalog, coupons: d.Coupons, stock: d.Stock, branches: d.Branches, rules: rules.NewCache(4096),
+		catalog: d.Catalog, coupons: d.Coupons, stock: d.Stock, branches: d.Branches, phones: d.Phones, rules: rules.NewCache(4096),
 		ids: d.IDs, cfg: cfg, log: d.Log, now: d.Now,
 	}
 	s.templates = &templateCache{

@@ -14,6 +14,7 @@ import (
 	"net/http/pprof"
 	"runtime/debug"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/go-sql-driver/mysql"
@@ -42,6 +43,8 @@ type Config struct {
 	MySQL           couponmysql.Config
 	Redis           RedisConfig
 	Service         participant.Config
+	// Now is the service's clock; nil means time.Now. Tests inject one.
+	Now func() time.Time
 }
 
 // RedisConfig selects a single Redis (one address) or a Redis Cluster
@@ -98,7 +101,7 @@ func Open(ctx context.Context, cfg Config, log *slog.Logger) (*App, error) {
 	}
 	stock := couponredis.New(rdb, cfg.Redis.Prefix)
 	svc, err := participant.NewService(participant.Deps{
-		Catalog: store, Coupons: store, Branches: store, Stock: stock, Blobs: stock, IDs: ids, Log: log,
+		Catalog: store, Coupons: store, Branches: store, Phones: store, Stock: stock, Blobs: stock, IDs: ids, Log: log, Now: cfg.Now,
 	}, cfg.Service)
 	if err != nil {
 		store.Close()
@@ -181,6 +184,13 @@ func (a *App) ServeListeners(ctx context.Context, lis, ops net.Listener) error {
 			errc <- fmt.Errorf("grpc: %w", err)
 		}
 	}()
+	// The background jobs run on every replica; a lease keeps one of each active.
+	jctx, stopJobs := context.WithCancel(ctx)
+	var jobs sync.WaitGroup
+	jobs.Go(func() { participant.NewSweeper(a.svc, a.store).Run(jctx) })
+	jobs.Go(func() { participant.NewAuditor(a.svc).Run(jctx) })
+	defer jobs.Wait()
+	defer stopJobs()
 	a.health.SetServingStatus("", healthpb.HealthCheckResponse_SERVING)
 	a.log.Info("coupon service serving", "grpc", lis.Addr().String(), "ops", addrOf(ops))
 	var err error

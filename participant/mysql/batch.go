@@ -192,9 +192,12 @@ func writeTable(ctx context.Context, tx *sql.Tx, table int, jobs []*claimJob, id
 		placeholders("(?,?,0)", len(keys))+` ON DUPLICATE KEY UPDATE claimed = claimed`, args...); err != nil {
 		return err
 	}
+	// A locking read: a plain one would answer from the snapshot the
+	// transaction took at its first read, which may predate commits to
+	// this table's counts when the batch spans several tables.
 	counts := make(map[countKey]int32, len(keys))
 	rows, err := tx.QueryContext(ctx, `SELECT user_id, template_id, claimed FROM claim_count_`+suffix+
-		` WHERE (user_id, template_id) IN (`+placeholders("(?,?)", len(keys))+`)`, args...)
+		` WHERE (user_id, template_id) IN (`+placeholders("(?,?)", len(keys))+`) FOR UPDATE`, args...)
 	if err != nil {
 		return err
 	}

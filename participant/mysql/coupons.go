@@ -229,10 +229,16 @@ func (s *Store) perShardQuery(ctx context.Context, sel func(table int) string, a
 	return nil
 }
 
-// Issued counts the template's coupons in every table.
+// Issued counts the template's coupons in every table, pending phone
+// claims included. Pending rows are counted first: a coupon that moves to
+// its user in between is counted twice (stock undersold for a moment),
+// never zero times (oversold).
 func (s *Store) Issued(ctx context.Context, templateID int64) (int64, error) {
-	var total int64
-	err := s.perShardQuery(ctx,
+	total, err := s.PendingIssued(ctx, templateID)
+	if err != nil {
+		return 0, err
+	}
+	err = s.perShardQuery(ctx,
 		func(t int) string { return fmt.Sprintf("SELECT COUNT(*) FROM coupon_%04d WHERE template_id = ?", t) },
 		func() []any { return []any{templateID} },
 		func(r *sql.Rows) error {
@@ -279,5 +285,29 @@ func (s *Store) Stats(ctx context.Context, templateID int64, now time.Time) (par
 			st.Issued += n
 			return nil
 		})
-	return st, wrap("count template coupons", err)
+	if err != nil {
+		return st, wrap("count template coupons", err)
+	}
+	// Coupons claimed by phone and not yet bound are issued and AVAILABLE
+	// until they expire; one being moved right now may show twice.
+	err = s.perShardQuery(ctx,
+		func(t int) string {
+			return fmt.Sprintf("SELECT expire_at <= ?, COUNT(*) FROM pending_coupon_%04d WHERE template_id = ? GROUP BY expire_at <= ?", t)
+		},
+		func() []any { return []any{now, templateID, now} },
+		func(r *sql.Rows) error {
+			var expired bool
+			var n int64
+			if err := r.Scan(&expired, &n); err != nil {
+				return err
+			}
+			if expired {
+				st.Expired += n
+			} else {
+				st.Available += n
+			}
+			st.Issued += n
+			return nil
+		})
+	return st, wrap("count pending coupons", err)
 }

@@ -27,7 +27,7 @@ import (
 )
 
 func TestMain(m *testing.M) {
-	logger.InitLog("error") // the DTM client logs every call at info otherwise
+	logger.InitLog("fatal") // the DTM client logs every call, and refusals at error
 	os.Exit(m.Run())
 }
 

@@ -1,13 +1,189 @@
-// Package tccbench is a benchmark of the coupon service (work in progress).
+// Package tccbench measures global TCC transactions per second through a DTM
+// coordinator with the coupon service as participant (lock + confirm), with
+// the sample shop's payment branch added, and with a textbook participant
+// (one barrier and one UPDATE per branch, as in DTM's own examples) as the
+// reference, all in one run against the same coordinator.
+//
+// The participants run in this process; the coordinator is the separate
+// cmd/coordinator binary, reached with --dtm. `coupon bench tcc` runs it and
+// deploy/local/bench.sh drives it with the MySQL and the Redis store.
 package tccbench
 
 import (
 	"context"
 	"errors"
+	"flag"
+	"fmt"
 	"io"
+	"log/slog"
+	"os"
+	"runtime/pprof"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/dtm-labs/logger"
 )
 
-// Main runs the benchmark with command-line args and prints its report to out.
+// Scenario names, as given to --scenarios.
+const (
+	ScenarioCoupon        = "coupon"
+	ScenarioCouponPayment = "coupon+payment"
+	ScenarioTextbook      = "textbook"
+)
+
+var allScenarios = []string{ScenarioCoupon, ScenarioCouponPayment, ScenarioTextbook}
+
+// options are the command-line flags.
+type options struct {
+	dtm         string
+	store       string
+	duration    time.Duration
+	warmup      time.Duration
+	concurrency int
+	scenarios   []string
+	mysql       string
+	redis       string
+	prefix      string
+	maxRate     int
+	conns       int
+	keep        bool
+	cpuProfile  string
+	logLevel    slog.Level
+}
+
+func parse(args []string, out io.Writer) (options, error) {
+	var o options
+	fs := flag.NewFlagSet("coupon bench tcc", flag.ContinueOnError)
+	fs.SetOutput(out)
+	fs.StringVar(&o.dtm, "dtm", "", "DTM coordinator gRPC address, e.g. 127.0.0.1:36790 (required)")
+	fs.StringVar(&o.store, "store", "mysql", "label of the coordinator's store in the report: mysql or redis")
+	fs.DurationVar(&o.duration, "duration", 15*time.Second, "measured time per scenario")
+	fs.DurationVar(&o.warmup, "warmup", 3*time.Second, "unmeasured load before each scenario")
+	fs.IntVar(&o.concurrency, "concurrency", 64, "concurrent global transactions")
+	scenarios := fs.String("scenarios", strings.Join(allScenarios, ","), "comma-separated scenarios to run, in order: "+strings.Join(allScenarios, ", "))
+	fs.StringVar(&o.mysql, "mysql", "root@tcp(127.0.0.1:3306)/", "MariaDB server DSN without a database name")
+	fs.StringVar(&o.redis, "redis", "127.0.0.1:6379", "Redis address of the coupon service")
+	fs.StringVar(&o.prefix, "prefix", "couponbench", "name prefix of the bench's databases and Redis keys; they are dropped at start and end")
+	fs.IntVar(&o.maxRate, "max-rate", 4000, "transactions per second the prepared data must last for (warmup + duration); a scenario that runs out ends early")
+	fs.IntVar(&o.conns, "conns", 10, "MySQL pool size of each participant database (coupon main, 2 shards, payment, textbook)")
+	fs.BoolVar(&o.keep, "keep", false, "keep the databases and Redis keys at the end, for inspection")
+	fs.StringVar(&o.cpuProfile, "cpuprofile", "", "write a CPU profile of this process (participants and client) over the measured runs to this file")
+	level := fs.String("log-level", "warn", "log level of the in-process services")
+	if err := fs.Parse(args); err != nil {
+		return o, err
+	}
+	if fs.NArg() > 0 {
+		return o, fmt.Errorf("unexpected arguments %q", fs.Args())
+	}
+	if o.dtm == "" {
+		return o, errors.New("--dtm is required")
+	}
+	if err := o.logLevel.UnmarshalText([]byte(*level)); err != nil {
+		return o, fmt.Errorf("--log-level: %w", err)
+	}
+	for s := range strings.SplitSeq(*scenarios, ",") {
+		s = strings.TrimSpace(s)
+		if s == "" {
+			continue
+		}
+		if !slices.Contains(allScenarios, s) {
+			return o, fmt.Errorf("--scenarios: unknown scenario %q (want %s)", s, strings.Join(allScenarios, ", "))
+		}
+		if slices.Contains(o.scenarios, s) {
+			return o, fmt.Errorf("--scenarios: %q given twice", s)
+		}
+		o.scenarios = append(o.scenarios, s)
+	}
+	switch {
+	case len(o.scenarios) == 0:
+		return o, errors.New("--scenarios: none given")
+	case o.duration <= 0 || o.warmup < 0:
+		return o, errors.New("--duration must be positive and --warmup not negative")
+	case o.concurrency < 1 || o.concurrency > 4096:
+		return o, errors.New("--concurrency must be in 1..4096")
+	case o.maxRate < 1:
+		return o, errors.New("--max-rate must be positive")
+	case o.conns < 1 || o.conns > 50:
+		return o, errors.New("--conns must be in 1..50")
+	case !validPrefix(o.prefix):
+		return o, fmt.Errorf("--prefix %q: want 1-40 lower-case letters, digits or underscores, starting with a letter", o.prefix)
+	}
+	return o, nil
+}
+
+func validPrefix(s string) bool {
+	if len(s) == 0 || len(s) > 40 || s[0] < 'a' || s[0] > 'z' {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		if c := s[i]; !(c >= 'a' && c <= 'z' || c >= '0' && c <= '9' || c == '_') {
+			return false
+		}
+	}
+	return true
+}
+
+// Main runs the benchmark with command-line args and prints its report to
+// out: one line per scenario, then the ratio of the coupon scenario to the
+// textbook one. It fails when a committed transaction's effects are not all
+// there, or when any transaction failed.
 func Main(ctx context.Context, args []string, out io.Writer) error {
-	return errors.New("not implemented yet")
+	o, err := parse(args, out)
+	if err != nil {
+		return err
+	}
+	// The DTM client logs every call at info, and formats each call's
+	// request and reply for its log whatever the level.
+	logger.InitLog("error")
+	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: o.logLevel}))
+
+	b, err := setup(ctx, o, log)
+	if err != nil {
+		return err
+	}
+	defer func() {
+		if cerr := b.close(context.WithoutCancel(ctx)); cerr != nil {
+			log.Warn("clean up", "err", cerr)
+		}
+	}()
+
+	if o.cpuProfile != "" {
+		f, err := os.Create(o.cpuProfile)
+		if err != nil {
+			return fmt.Errorf("cpu profile: %w", err)
+		}
+		defer f.Close()
+		if err := pprof.StartCPUProfile(f); err != nil {
+			return fmt.Errorf("cpu profile: %w", err)
+		}
+		defer pprof.StopCPUProfile()
+	}
+
+	rates := map[string]float64{}
+	var failed []string
+	for _, sc := range b.scenarios {
+		r, err := b.run(ctx, sc)
+		if err != nil {
+			return fmt.Errorf("scenario %s: %w", sc.name, err)
+		}
+		fmt.Fprintln(out, r.line(o.store))
+		for _, e := range r.topErrors(3) {
+			fmt.Fprintf(out, "  error %s\n", e)
+		}
+		if r.ranOut {
+			fmt.Fprintf(out, "  note: the prepared data ran out after %s; raise --max-rate for a full run\n", r.elapsed.Round(10*time.Millisecond))
+		}
+		if r.errors > 0 || r.unsettled > 0 {
+			failed = append(failed, fmt.Sprintf("%s: %d failed, %d committed but not settled", sc.name, r.errors, r.unsettled))
+		}
+		rates[sc.name] = r.rate()
+	}
+	if c, t := rates[ScenarioCoupon], rates[ScenarioTextbook]; c > 0 && t > 0 {
+		fmt.Fprintf(out, "ratio coupon/textbook=%.2f\n", c/t)
+	}
+	if len(failed) > 0 {
+		return fmt.Errorf("bench tcc: %s", strings.Join(failed, "; "))
+	}
+	return nil
 }

@@ -1,0 +1,89 @@
+package mysql
+
+import (
+	"context"
+	"database/sql"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/opencoupon/coupon/participant"
+)
+
+var _ participant.Expirer = (*Store)(nil)
+
+// ShardTables lists the coupon tables of each shard database.
+func (s *Store) ShardTables() [][]int {
+	out := make([][]int, len(s.shards))
+	for i := range s.shards {
+		out[i] = s.TablesOf(i)
+	}
+	return out
+}
+
+// ExpireBatch expires up to limit AVAILABLE coupons of one table whose
+// expire_at is not after now. The statement walks idx_expire (status,
+// expire_at) from its start, so it reads only the rows it changes; each
+// batch is its own short statement, holding its row locks briefly.
+func (s *Store) ExpireBatch(ctx context.Context, table int, now time.Time, limit int) (int, error) {
+	if table < 0 || table >= s.Tables() || limit <= 0 {
+		return 0, fmt.Errorf("expire coupons: table %d or limit %d out of range", table, limit)
+	}
+	now = now.UTC()
+	res, err := s.shards[table/s.perShard].ExecContext(ctx, fmt.Sprintf(`UPDATE coupon_%04d FORCE INDEX (idx_expire)
+ SET status = ?, updated_at = ? WHERE status = ? AND expire_at <= ? ORDER BY expire_at LIMIT ?`, table),
+		participant.CouponExpired, now, participant.CouponAvailable, now, limit)
+	if err != nil {
+		return 0, wrap("expire coupons", err)
+	}
+	n, err := res.RowsAffected()
+	return int(n), wrap("expire coupons", err)
+}
+
+// endBatch caps the templates ended in one transaction.
+const endBatch = 500
+
+// EndTemplates moves ACTIVE and PAUSED templates whose valid_until has
+// passed to ENDED, bumping their version as every change does.
+func (s *Store) EndTemplates(ctx context.Context, now time.Time) ([]int64, error) {
+	now = now.UTC()
+	var all []int64
+	for {
+		var ids []int64
+		err := s.inTx(ctx, s.main, func(tx *sql.Tx) error {
+			ids = ids[:0]
+			rows, err := tx.QueryContext(ctx, `SELECT id FROM coupon_template
+ WHERE status IN (?, ?) AND valid_until <= ? ORDER BY id LIMIT ? FOR UPDATE`,
+				participant.TemplateActive, participant.TemplatePaused, now, endBatch)
+			if err != nil {
+				return err
+			}
+			for rows.Next() {
+				var id int64
+				if err := rows.Scan(&id); err != nil {
+					rows.Close()
+					return err
+				}
+				ids = append(ids, id)
+			}
+			rows.Close()
+			if err := rows.Err(); err != nil || len(ids) == 0 {
+				return err
+			}
+			args := []any{participant.TemplateEnded, now}
+			for _, id := range ids {
+				args = append(args, id)
+			}
+			_, err = tx.ExecContext(ctx, `UPDATE coupon_template SET status = ?, version = version + 1, updated_at = ?
+ WHERE id IN (?`+strings.Repeat(",?", len(ids)-1)+`)`, args...)
+			return err
+		})
+		if err != nil {
+			return all, wrap("end templates", err)
+		}
+		all = append(all, ids...)
+		if len(ids) < endBatch {
+			return all, nil
+		}
+	}
+}

@@ -1,0 +1,432 @@
+package participant
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"log/slog"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// ReasonPhoneBoundToOtherUser refuses binding a phone that another user holds.
+const ReasonPhoneBoundToOtherUser = "PHONE_BOUND_TO_OTHER_USER"
+
+// ErrPhoneBound: a store refused a pending coupon because the phone was
+// bound to a user meanwhile; the claim goes to the user instead.
+var ErrPhoneBound = errors.New("phone bound to a user")
+
+// Phone is a normalised E.164 phone number, e.g. +8613800138000. It prints
+// and logs masked (+86138****8000); E164 gives the number itself.
+type Phone string
+
+const phoneHint = "must be an E.164 number such as +8613800138000 or an 11-digit mainland mobile number"
+
+// ParsePhone normalises s: E.164 (with its leading +), or an 11-digit
+// mainland China mobile number (1[3-9] and 9 digits), which gets +86.
+// Spaces and hyphens are ignored; +86 numbers must be mainland mobiles.
+// The error never repeats s, which may be personal data.
+func ParsePhone(s string) (Phone, error) {
+	s = strings.TrimSpace(s)
+	if len(s) > 32 {
+		return "", Invalid("phone", phoneHint)
+	}
+	var b strings.Builder
+	for i := 0; i < len(s); i++ {
+		switch c := s[i]; {
+		case c >= '0' && c <= '9':
+			b.WriteByte(c)
+		case c == '+' && i == 0:
+			b.WriteByte(c)
+		case c == ' ' || c == '-':
+		default:
+			return "", Invalid("phone", phoneHint)
+		}
+	}
+	v := b.String()
+	if !strings.HasPrefix(v, "+") {
+		if !mainlandMobile(v) {
+			return "", Invalid("phone", phoneHint)
+		}
+		v = "+86" + v
+	}
+	d := v[1:]
+	if len(d) < 8 || len(d) > 15 || d[0] == '0' {
+		return "", Invalid("phone", phoneHint)
+	}
+	if strings.HasPrefix(d, "86") && !mainlandMobile(d[2:]) {
+		return "", Invalid("phone", "a +86 number must be a mainland mobile number (1[3-9] and 9 digits)")
+	}
+	return Phone(v), nil
+}
+
+func mainlandMobile(d string) bool {
+	if len(d) != 11 || d[0] != '1' || d[1] < '3' || d[1] > '9' {
+		return false
+	}
+	for i := 2; i < len(d); i++ {
+		if d[i] < '0' || d[i] > '9' {
+			return false
+		}
+	}
+	return true
+}
+
+// E164 is the number itself, for storage.
+func (p Phone) E164() string { return string(p) }
+
+// Number is the number's digits as an integer. E.164 numbers have at most
+// 15 digits and no leading zero, so it is exact and one-to-one; stores
+// shard on it.
+func (p Phone) Number() int64 {
+	n, _ := strconv.ParseInt(strings.TrimPrefix(string(p), "+"), 10, 64)
+	return n
+}
+
+// Masked hides the middle digits: +86138****8000.
+func (p Phone) Masked() string {
+	d := strings.TrimPrefix(string(p), "+")
+	if len(d) < 8 {
+		return "****"
+	}
+	head, tail := max(1, len(d)-8), 4
+	if len(d)-head-tail < 4 {
+		tail = 2
+	}
+	return "+" + d[:head] + "****" + d[len(d)-tail:]
+}
+
+// String is Masked, so that a Phone formatted into a message or log line
+// never shows the whole number.
+func (p Phone) String() string { return p.Masked() }
+
+// LogValue makes slog log the masked number.
+func (p Phone) LogValue() slog.Value { return slog.StringValue(p.Masked()) }
+
+// PendingClaim is a coupon to be written to a phone's shard.
+type PendingClaim struct {
+	Phone  Phone
+	Coupon *Coupon
+	// PerPhoneLimit is the template's per-user limit, applied to the phone.
+	PerPhoneLimit int32
+}
+
+// Phones keeps the coupons claimed by phone numbers not yet bound to a
+// user, sharded by phone, and moves them to the user's shard when the phone
+// is bound. The two shards are different databases, so a move is a sequence
+// of idempotent steps rather than one transaction:
+//
+//  0. AddBindIntent records (user, phone) in the user's shard;
+//  1. MarkBind binds the phone to the user and marks its pending coupons
+//     with the user, in one transaction in the phone's shard;
+//  2. CopyBound copies the marked coupons into the user's shard, keeping
+//     their ID, code and request ID, and counts each one actually inserted
+//     in the user's claim count, in one transaction (the primary key makes
+//     a repeated copy a no-op);
+//  3. DeleteBound deletes the copied coupons from the phone's shard;
+//  4. RemoveBindIntent drops the record of step 0.
+//
+// A crash anywhere leaves the intent of step 0 behind; the next BindPhone,
+// ListUserCoupons or GetCoupon of the user runs steps 1 to 4 again and
+// finishes the move. Once a phone is bound no coupon can be added to it
+// (claims go straight to the user), so after any run's step 3 nothing is
+// left to move and the intent may go.
+type Phones interface {
+	// PhoneOwner is the user the phone is bound to, 0 when it is not bound.
+	PhoneOwner(ctx context.Context, p Phone) (int64, error)
+	// PendingClaimed counts the phone's pending coupons of the template.
+	PendingClaimed(ctx context.Context, p Phone, templateID int64) (int32, error)
+	// InsertPending writes the coupon for the phone in one local
+	// transaction that holds the phone's lock and enforces PerPhoneLimit
+	// exactly. It returns ErrPhoneBound when the phone is bound,
+	// EREFUSED/USER_LIMIT_REACHED at the limit, ErrDuplicateRequest when
+	// the request ID exists and ErrCommitUnknown like Coupons.Insert.
+	InsertPending(ctx context.Context, c PendingClaim) error
+	// PendingByRequest finds the pending coupon a request ID produced.
+	PendingByRequest(ctx context.Context, p Phone, requestID string) (*Coupon, error)
+
+	// AddBindIntent is step 0 of a move: it records (user, phone) in the
+	// user's shard.
+	AddBindIntent(ctx context.Context, userID int64, p Phone) error
+	// MarkBind is step 1: it binds the phone to the user and marks the
+	// phone's pending coupons with the user, or refuses with
+	// EREFUSED/PHONE_BOUND_TO_OTHER_USER.
+	MarkBind(ctx context.Context, userID int64, p Phone) error
+	// CopyBound is step 2: it copies the marked coupons into the user's
+	// shard (once each) and returns them as they stand there.
+	CopyBound(ctx context.Context, userID int64, p Phone) ([]*Coupon, error)
+	// DeleteBound is step 3: it deletes the copied coupons from the phone's shard.
+	DeleteBound(ctx context.Context, userID int64, p Phone, ids []int64) error
+	// RemoveBindIntent is step 4: it forgets the intent of step 0.
+	RemoveBindIntent(ctx context.Context, userID int64, p Phone) error
+	// BindIntents lists the phones with an intent of the user, usually none.
+	BindIntents(ctx context.Context, userID int64) ([]Phone, error)
+}
+
+// PhoneClaimRequest asks for one coupon of a template for a phone number.
+type PhoneClaimRequest struct {
+	RequestID  string
+	Phone      string
+	TemplateID int64
+}
+
+func (s *Service) phonesReady() error {
+	if s.phones == nil {
+		return Errorf(EINTERNAL, ReasonInternal, "claims by phone are not configured")
+	}
+	return nil
+}
+
+// phoneFingerprint identifies the claim to the request-ID records in Redis,
+// keeping the number itself out of Redis.
+func phoneFingerprint(p Phone, templateID int64) string {
+	h := sha256.Sum256([]byte(p.E164()))
+	return fmt.Sprintf("phone:%s:%d", hex.EncodeToString(h[:12]), templateID)
+}
+
+// ClaimByPhone issues one coupon to a phone number. While the phone is not
+// bound the coupon waits in the phone's shard with no user (UserID 0), its
+// expiry fixed at claim time, and the template's per-user limit applies to
+// the phone; once the phone is bound the claim is made for its user. Stock
+// comes from the same counters as Claim's, and the request ID is idempotent
+// in the same namespace: reusing one of Claim's IDs here is a conflict.
+func (s *Service) ClaimByPhone(ctx context.Context, r PhoneClaimRequest) (*Coupon, error) {
+	if err := CheckRequestID("request_id", r.RequestID); err != nil {
+		return nil, err
+	}
+	p, err := ParsePhone(r.Phone)
+	if err != nil {
+		return nil, err
+	}
+	if err := checkID("template_id", r.TemplateID); err != nil {
+		return nil, err
+	}
+	if err := s.phonesReady(); err != nil {
+		return nil, err
+	}
+	fp := phoneFingerprint(p, r.TemplateID)
+	for {
+		started, heldFP, _, err := s.stock.BeginRequest(ctx, r.RequestID, fp, s.cfg.RequestInFlightTTL)
+		if err != nil {
+			return nil, Unavailable("begin request", err)
+		}
+		if started {
+			break
+		}
+		if heldFP != fp {
+			return nil, requestConflict(r.RequestID)
+		}
+		if c, err := s.replayPhone(ctx, p, r); c != nil || err != nil {
+			return c, err
+		}
+		if err := pause(ctx, 5*time.Millisecond); err != nil {
+			return nil, Unavailable("wait for the same request in flight", err)
+		}
+	}
+	c, err := s.claimPhone(ctx, p, r)
+	if ferr := s.stock.FinishRequest(context.WithoutCancel(ctx), r.RequestID, fp, err == nil, s.cfg.RequestDoneTTL); ferr != nil {
+		s.log.WarnContext(ctx, "finish request", "request_id", r.RequestID, "err", ferr)
+	}
+	if err != nil {
+		return nil, err
+	}
+	c.Status = c.EffectiveStatus(s.now())
+	return c, nil
+}
+
+// replayPhone returns the coupon an earlier call with the same request ID
+// made: pending in the phone's shard or, once moved, in its user's. A move
+// copies before it deletes and binds before it copies, so a coupon missing
+// from the phone's shard is in the user's.
+func (s *Service) replayPhone(ctx context.Context, p Phone, r PhoneClaimRequest) (*Coupon, error) {
+	c, err := s.phones.PendingByRequest(ctx, p, r.RequestID)
+	if ErrorCode(err) == ENOTFOUND {
+		owner, oerr := s.phones.PhoneOwner(ctx, p)
+		if oerr != nil || owner == 0 {
+			return nil, oerr
+		}
+		c, err = s.coupons.ByRequest(ctx, owner, r.RequestID)
+		if ErrorCode(err) == ENOTFOUND {
+			return nil, nil
+		}
+	}
+	if err != nil {
+		return nil, err
+	}
+	if c.TemplateID != r.TemplateID {
+		return nil, requestConflict(r.RequestID)
+	}
+	c.Status = c.EffectiveStatus(s.now())
+	return c, nil
+}
+
+func (s *Service) claimPhone(ctx context.Context, p Phone, r PhoneClaimRequest) (*Coupon, error) {
+	if c, err := s.replayPhone(ctx, p, r); c != nil || err != nil {
+		return c, err
+	}
+	owner, err := s.phones.PhoneOwner(ctx, p)
+	if err != nil {
+		return nil, err
+	}
+	if owner != 0 {
+		return s.claim(ctx, ClaimRequest{RequestID: r.RequestID, UserID: owner, TemplateID: r.TemplateID})
+	}
+	now := s.now().UTC()
+	t, err := s.claimable(ctx, r.TemplateID, now)
+	if err != nil {
+		return nil, err
+	}
+	if t.PerUserLimit > 0 {
+		// A cheap early refusal so that a phone at the limit takes no
+		// stock; InsertPending enforces the limit exactly.
+		n, err := s.phones.PendingClaimed(ctx, p, t.ID)
+		if err != nil {
+			return nil, err
+		}
+		if n >= t.PerUserLimit {
+			return nil, userLimit(t)
+		}
+	}
+	ticket, err := s.take(ctx, t, uint64(p.Number()))
+	if err != nil {
+		return nil, err
+	}
+	id := s.ids.Next()
+	c := &Coupon{
+		ID: id, Code: CouponCode(id), TemplateID: t.ID, CampaignID: t.CampaignID,
+		RequestID: r.RequestID, Status: CouponAvailable, ClaimedAt: now, ExpireAt: t.ExpireAt(now),
+	}
+	wctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), s.cfg.ClaimWriteTimeout)
+	defer cancel()
+	err = s.phones.InsertPending(wctx, PendingClaim{Phone: p, Coupon: c, PerPhoneLimit: t.PerUserLimit})
+	if err == nil {
+		return c, nil
+	}
+	if errors.Is(err, ErrCommitUnknown) {
+		s.log.WarnContext(ctx, "phone claim commit outcome unknown; stock left taken", "request_id", r.RequestID, "template_id", t.ID, "phone", p, "err", err)
+		return nil, Unavailable("write pending coupon", err)
+	}
+	// Nothing was written: the unit goes back.
+	if gerr := s.stock.Give(context.WithoutCancel(ctx), ticket); gerr != nil {
+		s.log.WarnContext(ctx, "give stock back", "template_id", t.ID, "err", gerr)
+	}
+	switch {
+	case errors.Is(err, ErrDuplicateRequest):
+		if c, rerr := s.replayPhone(ctx, p, r); c != nil || rerr != nil {
+			return c, rerr
+		}
+		return nil, Unavailable("write pending coupon", err)
+	case errors.Is(err, ErrPhoneBound):
+		// Bound while we claimed: the claim is the user's now.
+		owner, err := s.phones.PhoneOwner(ctx, p)
+		if err != nil {
+			return nil, err
+		}
+		if owner == 0 {
+			return nil, Errorf(EINTERNAL, ReasonInternal, "phone %s reported bound but has no user", p)
+		}
+		return s.claim(ctx, ClaimRequest{RequestID: r.RequestID, UserID: owner, TemplateID: r.TemplateID})
+	case ErrorReason(err) == ReasonUserLimitReached:
+		return nil, userLimit(t)
+	}
+	return nil, err
+}
+
+// BindPhone binds the phone to the user and moves the coupons claimed by it
+// to the user (see Phones for the steps). It returns the coupons this call
+// moved, including those of an earlier bind that stopped half way; a repeat
+// returns none. Moved coupons count towards the user's per-user limits even
+// past them: a limit refuses claims, it never drops coupons claimed within
+// it. A phone belongs to at most one user (another user is refused with
+// PHONE_BOUND_TO_OTHER_USER); a user may bind several phones.
+func (s *Service) BindPhone(ctx context.Context, userID int64, phone string) ([]*Coupon, error) {
+	if err := checkID("user_id", userID); err != nil {
+		return nil, err
+	}
+	p, err := ParsePhone(phone)
+	if err != nil {
+		return nil, err
+	}
+	if err := s.phonesReady(); err != nil {
+		return nil, err
+	}
+	// Refuse early, before an intent is written for nothing; MarkBind
+	// checks again under the phone's lock.
+	owner, err := s.phones.PhoneOwner(ctx, p)
+	if err != nil {
+		return nil, err
+	}
+	if owner != 0 && owner != userID {
+		return nil, boundToOther(p)
+	}
+	if err := s.phones.AddBindIntent(ctx, userID, p); err != nil {
+		return nil, err
+	}
+	cs, err := s.move(ctx, userID, p)
+	if err != nil {
+		return nil, err
+	}
+	s.log.InfoContext(ctx, "phone bound", "user_id", userID, "phone", p, "moved", len(cs))
+	return cs, nil
+}
+
+func boundToOther(p Phone) error {
+	return Errorf(EREFUSED, ReasonPhoneBoundToOtherUser, "phone %s is bound to another user", p)
+}
+
+// move runs steps 1 to 4 of a move whose intent is recorded.
+func (s *Service) move(ctx context.Context, userID int64, p Phone) ([]*Coupon, error) {
+	if err := s.phones.MarkBind(ctx, userID, p); err != nil {
+		if ErrorReason(err) == ReasonPhoneBoundToOtherUser {
+			// The intent can never be carried out: drop it so that reads
+			// stop trying.
+			if rerr := s.phones.RemoveBindIntent(ctx, userID, p); rerr != nil {
+				return nil, rerr
+			}
+		}
+		return nil, err
+	}
+	cs, err := s.phones.CopyBound(ctx, userID, p)
+	if err != nil {
+		return nil, err
+	}
+	ids := make([]int64, len(cs))
+	for i, c := range cs {
+		ids[i] = c.ID
+	}
+	if err := s.phones.DeleteBound(ctx, userID, p, ids); err != nil {
+		return nil, err
+	}
+	if err := s.phones.RemoveBindIntent(ctx, userID, p); err != nil {
+		return nil, err
+	}
+	s.effective(cs)
+	return cs, nil
+}
+
+// finishBinds completes the user's binds that a crash left half done, so
+// that reads never miss coupons in the middle of a move. With nothing to
+// finish it costs one primary-key lookup. Failures are logged, not
+// returned: the read still shows what the user's shard holds, and the next
+// read tries again.
+func (s *Service) finishBinds(ctx context.Context, userID int64) {
+	if s.phones == nil {
+		return
+	}
+	ps, err := s.phones.BindIntents(ctx, userID)
+	if err != nil {
+		s.log.WarnContext(ctx, "read bind intents", "user_id", userID, "err", err)
+		return
+	}
+	for _, p := range ps {
+		cs, err := s.move(ctx, userID, p)
+		if err != nil {
+			s.log.WarnContext(ctx, "finish phone bind", "user_id", userID, "phone", p, "err", err)
+			continue
+		}
+		s.log.InfoContext(ctx, "unfinished phone bind finished", "user_id", userID, "phone", p, "moved", len(cs))
+	}
+}
