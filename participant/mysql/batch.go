@@ -166,94 +166,42 @@ func (s *Store) tryBatch(ctx context.Context, db *sql.DB, jobs []*claimJob) ([]e
 
 func writeTable(ctx context.Context, tx *sql.Tx, table int, jobs []*claimJob, idx []int, results []error) error {
 	suffix := fmt.Sprintf("%04d", table)
-	// 1. Create and lock every count row the batch touches, in key order so
-	// that concurrent batches lock in the same order.
-	var keys []countKey
+	// Claims of templates with a per-user limit need their counts locked
+	// and read; the others only add to theirs.
+	var limited, free []countKey
 	seen := map[countKey]bool{}
 	for _, i := range idx {
 		c := jobs[i].claim.Coupon
 		k := countKey{table, c.UserID, c.TemplateID}
-		if !seen[k] {
-			seen[k] = true
-			keys = append(keys, k)
+		if seen[k] {
+			continue
+		}
+		seen[k] = true
+		if jobs[i].claim.PerUserLimit > 0 {
+			limited = append(limited, k)
+		} else {
+			free = append(free, k)
 		}
 	}
-	sort.Slice(keys, func(a, b int) bool {
-		if keys[a].user != keys[b].user {
-			return keys[a].user < keys[b].user
-		}
-		return keys[a].templateID < keys[b].templateID
-	})
-	args := make([]any, 0, 2*len(keys))
-	for _, k := range keys {
-		args = append(args, k.user, k.templateID)
-	}
-	if _, err := tx.ExecContext(ctx, `INSERT INTO claim_count_`+suffix+` (user_id, template_id, claimed) VALUES `+
-		placeholders("(?,?,0)", len(keys))+` ON DUPLICATE KEY UPDATE claimed = claimed`, args...); err != nil {
-		return err
-	}
-	// A locking read: a plain one would answer from the snapshot the
-	// transaction took at its first read, which may predate commits to
-	// this table's counts when the batch spans several tables.
-	counts := make(map[countKey]int32, len(keys))
-	rows, err := tx.QueryContext(ctx, `SELECT user_id, template_id, claimed FROM claim_count_`+suffix+
-		` WHERE (user_id, template_id) IN (`+placeholders("(?,?)", len(keys))+`) FOR UPDATE`, args...)
+	counts, err := lockCounts(ctx, tx, suffix, limited)
 	if err != nil {
 		return err
 	}
-	for rows.Next() {
-		var k countKey
-		var n int32
-		if err := rows.Scan(&k.user, &k.templateID, &n); err != nil {
-			rows.Close()
-			return err
-		}
-		k.table = table
-		counts[k] = n
-	}
-	rows.Close()
-	if err := rows.Err(); err != nil {
-		return err
-	}
-	// 2. Request IDs already written (a retry whose Redis marker is gone),
-	// or twice in this batch.
-	reqArgs := make([]any, 0, len(idx))
-	for _, i := range idx {
-		reqArgs = append(reqArgs, jobs[i].claim.Coupon.RequestID)
-	}
-	existing := map[string]bool{}
-	rows, err = tx.QueryContext(ctx, `SELECT request_id FROM coupon_`+suffix+` WHERE request_id IN (`+placeholders("?", len(idx))+`)`, reqArgs...)
-	if err != nil {
-		return err
-	}
-	for rows.Next() {
-		var r string
-		if err := rows.Scan(&r); err != nil {
-			rows.Close()
-			return err
-		}
-		existing[r] = true
-	}
-	rows.Close()
-	if err := rows.Err(); err != nil {
-		return err
-	}
-	// 3. Decide claim by claim, in arrival order.
+	adds := map[countKey]int32{}
 	var ins []any
 	n := 0
-	for _, i := range idx {
+	for _, i := range idx { // in arrival order
 		c := jobs[i].claim.Coupon
-		if existing[c.RequestID] {
-			results[i] = participant.ErrDuplicateRequest
-			continue
-		}
 		k := countKey{table, c.UserID, c.TemplateID}
-		if limit := jobs[i].claim.PerUserLimit; limit > 0 && counts[k] >= limit {
-			results[i] = participant.Errorf(participant.EREFUSED, participant.ReasonUserLimitReached, "per-user limit reached")
-			continue
+		if limit := jobs[i].claim.PerUserLimit; limit > 0 {
+			if counts[k] >= limit {
+				results[i] = participant.Errorf(participant.EREFUSED, participant.ReasonUserLimitReached, "per-user limit reached")
+				continue
+			}
+			counts[k]++
+		} else {
+			adds[k]++
 		}
-		counts[k]++
-		existing[c.RequestID] = true
 		ins = append(ins, c.ID, c.Code, c.TemplateID, c.CampaignID, c.UserID, c.RequestID, c.Status,
 			c.ClaimedAt.UTC(), c.ExpireAt.UTC(), c.ClaimedAt.UTC())
 		n++
@@ -261,17 +209,81 @@ func writeTable(ctx context.Context, tx *sql.Tx, table int, jobs []*claimJob, id
 	if n == 0 {
 		return nil
 	}
-	upd := make([]any, 0, 3*len(keys))
-	for _, k := range keys {
-		upd = append(upd, k.user, k.templateID, counts[k])
-	}
-	if _, err := tx.ExecContext(ctx, `INSERT INTO claim_count_`+suffix+` (user_id, template_id, claimed) VALUES `+
-		placeholders("(?,?,?)", len(keys))+` ON DUPLICATE KEY UPDATE claimed = VALUES(claimed)`, upd...); err != nil {
+	// A request ID written before (a retry whose Redis marker is gone) fails
+	// this insert on the unique key; the batch is then retried claim by
+	// claim, which answers that claim with ErrDuplicateRequest.
+	if _, err := tx.ExecContext(ctx, `INSERT INTO coupon_`+suffix+` (id, code, template_id, campaign_id, user_id,
+ request_id, status, claimed_at, expire_at, updated_at) VALUES `+placeholders("(?,?,?,?,?,?,?,?,?,?)", n), ins...); err != nil {
 		return err
 	}
-	_, err = tx.ExecContext(ctx, `INSERT INTO coupon_`+suffix+` (id, code, template_id, campaign_id, user_id,
- request_id, status, claimed_at, expire_at, updated_at) VALUES `+placeholders("(?,?,?,?,?,?,?,?,?,?)", n), ins...)
-	return err
+	if len(limited) > 0 {
+		upd := make([]any, 0, 3*len(limited))
+		for _, k := range limited {
+			upd = append(upd, k.user, k.templateID, counts[k])
+		}
+		if _, err := tx.ExecContext(ctx, `INSERT INTO claim_count_`+suffix+` (user_id, template_id, claimed) VALUES `+
+			placeholders("(?,?,?)", len(limited))+` ON DUPLICATE KEY UPDATE claimed = VALUES(claimed)`, upd...); err != nil {
+			return err
+		}
+	}
+	if len(free) > 0 {
+		sortKeys(free)
+		upd := make([]any, 0, 3*len(free))
+		for _, k := range free {
+			upd = append(upd, k.user, k.templateID, adds[k])
+		}
+		if _, err := tx.ExecContext(ctx, `INSERT INTO claim_count_`+suffix+` (user_id, template_id, claimed) VALUES `+
+			placeholders("(?,?,?)", len(free))+` ON DUPLICATE KEY UPDATE claimed = claimed + VALUES(claimed)`, upd...); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func sortKeys(keys []countKey) {
+	sort.Slice(keys, func(a, b int) bool {
+		if keys[a].user != keys[b].user {
+			return keys[a].user < keys[b].user
+		}
+		return keys[a].templateID < keys[b].templateID
+	})
+}
+
+// lockCounts creates and locks the count rows of keys, in key order so that
+// concurrent batches lock in the same order, and reads them.
+func lockCounts(ctx context.Context, tx *sql.Tx, suffix string, keys []countKey) (map[countKey]int32, error) {
+	counts := make(map[countKey]int32, len(keys))
+	if len(keys) == 0 {
+		return counts, nil
+	}
+	sortKeys(keys)
+	args := make([]any, 0, 2*len(keys))
+	for _, k := range keys {
+		args = append(args, k.user, k.templateID)
+	}
+	if _, err := tx.ExecContext(ctx, `INSERT INTO claim_count_`+suffix+` (user_id, template_id, claimed) VALUES `+
+		placeholders("(?,?,0)", len(keys))+` ON DUPLICATE KEY UPDATE claimed = claimed`, args...); err != nil {
+		return nil, err
+	}
+	// A locking read: a plain one would answer from the snapshot the
+	// transaction took at its first read, which may predate commits to
+	// this table's counts when the batch spans several tables.
+	rows, err := tx.QueryContext(ctx, `SELECT user_id, template_id, claimed FROM claim_count_`+suffix+
+		` WHERE (user_id, template_id) IN (`+placeholders("(?,?)", len(keys))+`) FOR UPDATE`, args...)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	table := keys[0].table
+	for rows.Next() {
+		k := countKey{table: table}
+		var n int32
+		if err := rows.Scan(&k.user, &k.templateID, &n); err != nil {
+			return nil, err
+		}
+		counts[k] = n
+	}
+	return counts, rows.Err()
 }
 
 func placeholders(one string, n int) string {
