@@ -356,10 +356,13 @@ func TestAuditNoFalseRepairWhileClaiming(t *testing.T) {
 		})
 	}
 	// Audit back to back for longer than a settle window while claims are
-	// in flight the whole time.
+	// in flight the whole time, sweeping in between: neither may disturb
+	// the claims.
+	sweeper := participant.NewSweeper(e.svc, e.store)
 	deadline := time.Now().Add(e.srv.Config.Service.StockSettle*2 + 500*time.Millisecond)
 	for time.Now().Before(deadline) {
 		mustRun(t, "auditor", auditor.RunOnce)
+		mustRun(t, "sweeper", sweeper.RunOnce)
 	}
 	close(stop)
 	wg.Wait()

@@ -52,7 +52,7 @@ func Start(tb testing.TB, opts ...Option) *Server {
 			MaxOpenConns:   16,
 		},
 		Redis:   app.RedisConfig{Addrs: []string{testenv.RedisAddr()}, Prefix: name + ":", PoolSize: 64},
-		Service: participant.Config{ClaimWriteTimeout: 500 * time.Millisecond, StockSettle: time.Second},
+		Service: participant.Config{ClaimWriteTimeout: 2 * time.Second, StockSettle: 2500 * time.Millisecond},
 	}
 	for _, o := range opts {
 		o(&cfg)

@@ -24,20 +24,44 @@ func (s *Store) ShardTables() [][]int {
 // ExpireBatch expires up to limit AVAILABLE coupons of one table whose
 // expire_at is not after now. The statement walks idx_expire (status,
 // expire_at) from its start, so it reads only the rows it changes; each
-// batch is its own short statement, holding its row locks briefly.
+// batch is its own short transaction.
 func (s *Store) ExpireBatch(ctx context.Context, table int, now time.Time, limit int) (int, error) {
 	if table < 0 || table >= s.Tables() || limit <= 0 {
 		return 0, fmt.Errorf("expire coupons: table %d or limit %d out of range", table, limit)
 	}
 	now = now.UTC()
-	res, err := s.shards[table/s.perShard].ExecContext(ctx, fmt.Sprintf(`UPDATE coupon_%04d FORCE INDEX (idx_expire)
+	var n int64
+	err := readCommitted(ctx, s.shards[table/s.perShard], func(tx *sql.Tx) error {
+		res, err := tx.ExecContext(ctx, fmt.Sprintf(`UPDATE coupon_%04d FORCE INDEX (idx_expire)
  SET status = ?, updated_at = ? WHERE status = ? AND expire_at <= ? ORDER BY expire_at LIMIT ?`, table),
-		participant.CouponExpired, now, participant.CouponAvailable, now, limit)
+			participant.CouponExpired, now, participant.CouponAvailable, now, limit)
+		if err != nil {
+			return err
+		}
+		n, err = res.RowsAffected()
+		return err
+	})
 	if err != nil {
 		return 0, wrap("expire coupons", err)
 	}
-	n, err := res.RowsAffected()
-	return int(n), wrap("expire coupons", err)
+	return int(n), nil
+}
+
+// readCommitted runs fn in a READ COMMITTED transaction. The sweep's range
+// scans would otherwise take next-key locks on the gaps where claims
+// insert new coupons (and TCC moves coupons between statuses), making
+// claims wait on, or deadlock with, the sweep; under READ COMMITTED they
+// lock only the rows they change.
+func readCommitted(ctx context.Context, db *sql.DB, fn func(*sql.Tx) error) error {
+	tx, err := db.BeginTx(ctx, &sql.TxOptions{Isolation: sql.LevelReadCommitted})
+	if err != nil {
+		return err
+	}
+	if err := fn(tx); err != nil {
+		_ = tx.Rollback()
+		return err
+	}
+	return tx.Commit()
 }
 
 // endBatch caps the templates ended in one transaction.
@@ -50,7 +74,7 @@ func (s *Store) EndTemplates(ctx context.Context, now time.Time) ([]int64, error
 	var all []int64
 	for {
 		var ids []int64
-		err := s.inTx(ctx, s.main, func(tx *sql.Tx) error {
+		err := readCommitted(ctx, s.main, func(tx *sql.Tx) error {
 			ids = ids[:0]
 			rows, err := tx.QueryContext(ctx, `SELECT id FROM coupon_template
  WHERE status IN (?, ?) AND valid_until <= ? ORDER BY id LIMIT ? FOR UPDATE`,

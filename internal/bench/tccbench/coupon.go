@@ -50,12 +50,7 @@ func (b *bench) couponScenario(ctx context.Context, name, short string, base int
 		user := base + int64(i)
 		req := &couponv1.CouponBranchRequest{UserId: user, CouponCode: codes[i], Order: &couponv1.Order{
 			OrderNo: gid, UserId: user, Amount: orderAmount, Currency: "CNY", ProductLine: "food"}}
-		t0 := time.Now()
-		var t1, t2 time.Time
-		defer func() { phases.add(t1.Sub(t0), t2.Sub(t1), time.Since(t2)) }()
 		return dtmgrpc.TccGlobalTransaction2(b.o.dtm, gid, func(t *dtmgrpc.TccGrpc) { t.Context = ctx }, func(t *dtmgrpc.TccGrpc) error {
-			t1 = time.Now()
-			defer func() { t2 = time.Now() }()
 			resp, err := coupontcc.Enlist(ctx, t, b.couponAddr, req)
 			if err != nil || !payment {
 				return err
@@ -208,31 +203,3 @@ func queryEach(ctx context.Context, db *sql.DB, q string, args []any, fn func(*s
 	}
 	return rows.Err()
 }
-
-type phaseStats struct {
-	mu sync.Mutex
-	n int
-	d [3]time.Duration
-}
-
-func (p *phaseStats) add(a, b, c time.Duration) {
-	p.mu.Lock()
-	p.n++
-	p.d[0] += a
-	p.d[1] += b
-	p.d[2] += c
-	p.mu.Unlock()
-}
-
-func (p *phaseStats) String() string {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	if p.n == 0 {
-		return "none"
-	}
-	s := fmt.Sprintf("prepare=%s branches=%s submit=%s", p.d[0]/time.Duration(p.n), p.d[1]/time.Duration(p.n), p.d[2]/time.Duration(p.n))
-	*p = phaseStats{}
-	return s
-}
-
-var phases phaseStats

@@ -78,9 +78,10 @@ func (b *bench) dsn(role string) string {
 
 func (b *bench) redisPrefix() string { return b.o.prefix + ":" }
 
-// items is how many transactions a scenario prepares for.
+// items is how many transactions a scenario prepares for, over all rounds.
 func (b *bench) items() int {
-	return int((b.o.warmup + b.o.duration).Seconds()*float64(b.o.maxRate)) + b.o.concurrency
+	d := time.Duration(b.o.rounds)*b.o.warmup + b.o.duration
+	return int(d.Seconds()*float64(b.o.maxRate)) + b.o.rounds*b.o.concurrency
 }
 
 // setup drops what an earlier run left, then starts the participants the

@@ -29,16 +29,16 @@ type result struct {
 	committed int
 	elapsed   time.Duration
 	lat       []time.Duration
-	// errors counts failed transactions over the whole run, warmup
+	// errors counts failed transactions over the whole run, warmups
 	// included; errs groups them by message.
 	errors int
 	errs   map[string]int
 	// unsettled counts committed transactions whose effects were still
-	// missing when the wait for them ended; settle is how long it took
-	// after the last transaction for all to be there.
+	// missing when the wait for them ended; settle is the longest it took,
+	// after a slice's last transaction, for all to be there.
 	unsettled int
 	settle    time.Duration
-	// ranOut: the prepared items ran out before the duration did.
+	// ranOut: a round's prepared items ran out before its time did.
 	ranOut bool
 }
 
@@ -90,21 +90,24 @@ type worker struct {
 	errs      map[string]int
 }
 
-// run drives the scenario with --concurrency clients, each running one
-// global transaction after another on the next unused item: --warmup
-// unmeasured, then --duration measured. Then it waits until every
-// committed transaction has all its effects.
-func (b *bench) run(ctx context.Context, sc *scenario) (*result, error) {
+// slice runs round of the scenario into r: --concurrency clients, each
+// running one global transaction after another on the next unused item of
+// the round's share, for --warmup unmeasured and then its share of
+// --duration measured. Then it waits until every committed transaction has
+// all its effects, so that the next slice starts with no Confirm pending.
+func (b *bench) slice(ctx context.Context, sc *scenario, round int, r *result) error {
+	lo, hi := round*sc.n/b.o.rounds, (round+1)*sc.n/b.o.rounds
 	var next atomic.Int64
+	next.Store(int64(lo))
 	var ranOutAt atomic.Int64 // unix nanoseconds; 0 while items last
-	start := time.Now()
-	from := start.Add(b.o.warmup)
-	to := from.Add(b.o.duration)
-	workers := make([]worker, b.o.concurrency)
-	b.log.Info("scenario starts", "scenario", sc.name, "items", sc.n, "concurrency", b.o.concurrency)
+	from := time.Now().Add(b.o.warmup)
+	to := from.Add(b.o.duration / time.Duration(b.o.rounds))
+	b.log.Info("slice starts", "scenario", sc.name, "round", round, "items", hi-lo, "concurrency", b.o.concurrency)
 	if b.o.warmup > 0 {
-		time.AfterFunc(b.o.warmup, func() { b.log.Info("measured window starts", "scenario", sc.name) })
+		t := time.AfterFunc(b.o.warmup, func() { b.log.Info("measured window starts", "scenario", sc.name, "round", round) })
+		defer t.Stop()
 	}
+	workers := make([]worker, b.o.concurrency)
 	var wg sync.WaitGroup
 	for w := range workers {
 		wk := &workers[w]
@@ -116,7 +119,7 @@ func (b *bench) run(ctx context.Context, sc *scenario) (*result, error) {
 					return
 				}
 				i := int(next.Add(1) - 1)
-				if i >= sc.n {
+				if i >= hi {
 					ranOutAt.CompareAndSwap(0, began.UnixNano())
 					return
 				}
@@ -138,22 +141,20 @@ func (b *bench) run(ctx context.Context, sc *scenario) (*result, error) {
 	}
 	wg.Wait()
 	if err := ctx.Err(); err != nil {
-		return nil, err
+		return err
 	}
 	finished := time.Now()
-	b.log.Info("measured window ended", "scenario", sc.name)
+	b.log.Info("measured window ended", "scenario", sc.name, "round", round)
 	b.logPools(sc.name)
-	b.log.Info("phases", "scenario", sc.name, "avg", phases.String())
 
-	r := &result{name: sc.name, errs: map[string]int{}}
 	if at := ranOutAt.Load(); at != 0 {
 		r.ranOut = true
 		to = time.Unix(0, at)
 		if !to.After(from) {
-			return nil, fmt.Errorf("the %d prepared items ran out during the warmup; raise --max-rate", sc.n)
+			return fmt.Errorf("the %d items prepared for round %d ran out during the warmup; raise --max-rate", hi-lo, round)
 		}
 	}
-	r.elapsed = to.Sub(from)
+	r.elapsed += to.Sub(from)
 	var committed []int
 	for _, wk := range workers {
 		committed = append(committed, wk.committed...)
@@ -167,19 +168,18 @@ func (b *bench) run(ctx context.Context, sc *scenario) (*result, error) {
 			r.errors += n
 		}
 	}
-	slices.Sort(r.lat)
 	r.committed = len(r.lat)
 
 	missing, err := b.settle(ctx, sc, committed)
 	if err != nil {
-		return nil, err
+		return err
 	}
-	r.unsettled = len(missing)
-	r.settle = time.Since(finished)
+	r.unsettled += len(missing)
+	r.settle = max(r.settle, time.Since(finished))
 	if len(missing) > 0 {
-		r.errs[fmt.Sprintf("committed but not settled after %s, e.g. item %d", settleTimeout, missing[0])] = len(missing)
+		r.errs[fmt.Sprintf("committed but not settled after %s, e.g. item %d", settleTimeout, missing[0])] += len(missing)
 	}
-	return r, nil
+	return nil
 }
 
 // settle polls until every committed item's transaction has all its

@@ -40,6 +40,7 @@ type options struct {
 	store       string
 	duration    time.Duration
 	warmup      time.Duration
+	rounds      int
 	concurrency int
 	scenarios   []string
 	mysql       string
@@ -59,13 +60,14 @@ func parse(args []string, out io.Writer) (options, error) {
 	fs.StringVar(&o.dtm, "dtm", "", "DTM coordinator gRPC address, e.g. 127.0.0.1:36790 (required)")
 	fs.StringVar(&o.store, "store", "mysql", "label of the coordinator's store in the report: mysql or redis")
 	fs.DurationVar(&o.duration, "duration", 15*time.Second, "measured time per scenario")
-	fs.DurationVar(&o.warmup, "warmup", 3*time.Second, "unmeasured load before each scenario")
+	fs.DurationVar(&o.warmup, "warmup", 2*time.Second, "unmeasured load before each round of a scenario")
+	fs.IntVar(&o.rounds, "rounds", 3, "rounds the scenarios take turns in, each round running every scenario for its share of --duration, so that a change in the machine's load affects them alike")
 	fs.IntVar(&o.concurrency, "concurrency", 64, "concurrent global transactions")
 	scenarios := fs.String("scenarios", strings.Join(allScenarios, ","), "comma-separated scenarios to run, in order: "+strings.Join(allScenarios, ", "))
 	fs.StringVar(&o.mysql, "mysql", "root@tcp(127.0.0.1:3306)/", "MariaDB server DSN without a database name")
 	fs.StringVar(&o.redis, "redis", "127.0.0.1:6379", "Redis address of the coupon service")
 	fs.StringVar(&o.prefix, "prefix", "couponbench", "name prefix of the bench's databases and Redis keys; they are dropped at start and end")
-	fs.IntVar(&o.maxRate, "max-rate", 4000, "transactions per second the prepared data must last for (warmup + duration); a scenario that runs out ends early")
+	fs.IntVar(&o.maxRate, "max-rate", 3000, "transactions per second the prepared data must last for (warmups + duration); a round that runs out ends early")
 	fs.IntVar(&o.conns, "conns", 10, "MySQL pool size of each participant database (coupon main, 2 shards, payment, textbook)")
 	fs.BoolVar(&o.keep, "keep", false, "keep the databases and Redis keys at the end, for inspection")
 	fs.StringVar(&o.cpuProfile, "cpuprofile", "", "write a CPU profile of this process (participants and client) over the measured runs to this file")
@@ -100,6 +102,8 @@ func parse(args []string, out io.Writer) (options, error) {
 		return o, errors.New("--scenarios: none given")
 	case o.duration <= 0 || o.warmup < 0:
 		return o, errors.New("--duration must be positive and --warmup not negative")
+	case o.rounds < 1 || o.rounds > 100:
+		return o, errors.New("--rounds must be in 1..100")
 	case o.concurrency < 1 || o.concurrency > 4096:
 		return o, errors.New("--concurrency must be in 1..4096")
 	case o.maxRate < 1:
@@ -160,19 +164,29 @@ func Main(ctx context.Context, args []string, out io.Writer) error {
 		defer pprof.StopCPUProfile()
 	}
 
+	results := make([]*result, len(b.scenarios))
+	for i, sc := range b.scenarios {
+		results[i] = &result{name: sc.name, errs: map[string]int{}}
+	}
+	for round := range o.rounds {
+		for i, sc := range b.scenarios {
+			if err := b.slice(ctx, sc, round, results[i]); err != nil {
+				return fmt.Errorf("scenario %s: %w", sc.name, err)
+			}
+		}
+	}
+
 	rates := map[string]float64{}
 	var failed []string
-	for _, sc := range b.scenarios {
-		r, err := b.run(ctx, sc)
-		if err != nil {
-			return fmt.Errorf("scenario %s: %w", sc.name, err)
-		}
+	for i, sc := range b.scenarios {
+		r := results[i]
+		slices.Sort(r.lat)
 		fmt.Fprintln(out, r.line(o.store))
 		for _, e := range r.topErrors(3) {
 			fmt.Fprintf(out, "  error %s\n", e)
 		}
 		if r.ranOut {
-			fmt.Fprintf(out, "  note: the prepared data ran out after %s; raise --max-rate for a full run\n", r.elapsed.Round(10*time.Millisecond))
+			fmt.Fprintf(out, "  note: the prepared data ran out, %s measured; raise --max-rate for a full run\n", r.elapsed.Round(10*time.Millisecond))
 		}
 		if r.errors > 0 || r.unsettled > 0 {
 			failed = append(failed, fmt.Sprintf("%s: %d failed, %d committed but not settled", sc.name, r.errors, r.unsettled))

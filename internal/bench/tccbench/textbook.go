@@ -4,7 +4,6 @@ import (
 	"context"
 	"database/sql"
 	"fmt"
-	"time"
 
 	"github.com/dtm-labs/client/dtmcli"
 	"github.com/dtm-labs/client/dtmgrpc"
@@ -169,12 +168,7 @@ func (b *bench) textbookScenario(ctx context.Context, name, short string, base i
 	sc := &scenario{name: name, short: short, n: n}
 	sc.tx = func(ctx context.Context, gid string, i int) error {
 		req := wrapperspb.Int64(base + int64(i))
-		t0 := time.Now()
-		var t1, t2 time.Time
-		defer func() { phases.add(t1.Sub(t0), t2.Sub(t1), time.Since(t2)) }()
 		return dtmgrpc.TccGlobalTransaction2(b.o.dtm, gid, func(t *dtmgrpc.TccGrpc) { t.Context = ctx }, func(t *dtmgrpc.TccGrpc) error {
-			t1 = time.Now()
-			defer func() { t2 = time.Now() }()
 			return t.CallBranch(req, url+"TransOutTry", url+"TransOutConfirm", url+"TransOutCancel", &emptypb.Empty{})
 		})
 	}
