@@ -19,6 +19,7 @@ import (
 
 	"github.com/go-sql-driver/mysql"
 	goredis "github.com/redis/go-redis/v9"
+	"golang.org/x/time/rate"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/health"
@@ -40,6 +41,7 @@ type Config struct {
 	NodeID   int64
 	// DefaultDeadline applies to calls that arrive without one.
 	DefaultDeadline time.Duration
+	RateLimit       RateLimit
 	MySQL           couponmysql.Config
 	Redis           RedisConfig
 	Service         participant.Config
@@ -109,7 +111,8 @@ func Open(ctx context.Context, cfg Config, log *slog.Logger) (*App, error) {
 		return nil, err
 	}
 	a := &App{cfg: cfg, log: log, store: store, rdb: rdb, svc: svc, health: health.NewServer()}
-	a.grpc = grpc.NewServer(grpc.ChainUnaryInterceptor(a.recoverer, a.deadline))
+	lim := &limiter{cfg: cfg.RateLimit, m: map[string]*rate.Limiter{}}
+	a.grpc = grpc.NewServer(grpc.ChainUnaryInterceptor(a.recoverer, lim.unary, a.deadline))
 	couponv1.RegisterAdminServiceServer(a.grpc, rpc.NewAdmin(svc, log))
 	couponv1.RegisterCouponServiceServer(a.grpc, rpc.NewCoupons(svc, log))
 	healthpb.RegisterHealthServer(a.grpc, a.health)
