@@ -44,6 +44,9 @@ func loadConfig(file string) (app.Config, string, error) {
 		"stock.audit_interval":     d.AuditInterval.String(),
 		"expiry.sweep_interval":    d.SweepInterval.String(),
 		"expiry.batch":             d.SweepBatch,
+		"cache.template_refresh":   d.TemplateRefresh.String(),
+		"cache.template_redis_ttl": d.TemplateRedisTTL.String(),
+		"risk.max_daily_uses":      d.MaxDailyUses,
 	}
 	for k, val := range defaults {
 		v.SetDefault(k, val)
@@ -95,6 +98,9 @@ func loadConfig(file string) (app.Config, string, error) {
 			RequestDoneTTL:     v.GetDuration("claim.request_ttl"),
 			StockSettle:        v.GetDuration("stock.settle"),
 			MaxSubStock:        v.GetInt32("stock.max_sub_keys"),
+			TemplateRefresh:    v.GetDuration("cache.template_refresh"),
+			TemplateRedisTTL:   v.GetDuration("cache.template_redis_ttl"),
+			MaxDailyUses:       v.GetInt32("risk.max_daily_uses"),
 			AuditInterval:      v.GetDuration("stock.audit_interval"),
 			SweepInterval:      v.GetDuration("expiry.sweep_interval"),
 			SweepBatch:         v.GetInt("expiry.batch"),
