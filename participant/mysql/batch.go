@@ -22,7 +22,7 @@ import (
 
 const (
 	maxBatch       = 128
-	batchWorkers   = 4
+	batchWorkers   = 12
 	batchQueueSize = 8192
 )
 

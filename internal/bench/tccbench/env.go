@@ -12,10 +12,13 @@ import (
 	"strings"
 	"time"
 
+	"github.com/dtm-labs/client/dtmgrpc/dtmgimp"
+	"github.com/dtm-labs/client/dtmgrpc/dtmgpb"
 	"github.com/go-sql-driver/mysql"
 	goredis "github.com/redis/go-redis/v9"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/protobuf/types/known/emptypb"
 
 	"github.com/opencoupon/coupon/examples/shop"
 	shopv1 "github.com/opencoupon/coupon/examples/shop/proto/shop/v1"
@@ -95,6 +98,9 @@ func setup(ctx context.Context, o options, log *slog.Logger) (_ *bench, err erro
 			}
 		}
 	}()
+	if err := b.pingCoordinator(ctx); err != nil {
+		return nil, err
+	}
 	if err := b.dropAll(ctx); err != nil {
 		return nil, err
 	}
@@ -133,6 +139,21 @@ func setup(ctx context.Context, o options, log *slog.Logger) (_ *bench, err erro
 		b.scenarios = append(b.scenarios, sc)
 	}
 	return b, nil
+}
+
+// pingCoordinator asks the coordinator for a gid, so that a wrong --dtm
+// fails at once rather than as one error per transaction.
+func (b *bench) pingCoordinator(ctx context.Context) error {
+	conn, err := dtmgimp.GetGrpcConn(b.o.dtm, false)
+	if err != nil {
+		return fmt.Errorf("dial coordinator %s: %w", b.o.dtm, err)
+	}
+	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	if _, err := dtmgpb.NewDtmClient(conn).NewGid(ctx, &emptypb.Empty{}, grpc.WaitForReady(true)); err != nil {
+		return fmt.Errorf("coordinator %s does not answer: %w", b.o.dtm, err)
+	}
+	return nil
 }
 
 // close stops the participants and, unless --keep, drops the databases and
@@ -268,8 +289,8 @@ func (b *bench) startCoupon(ctx context.Context) error {
 			MainDSN:        b.dsn(dbMain),
 			ShardDSNs:      []string{b.dsn(dbShard0), b.dsn(dbShard1)},
 			TablesPerShard: tablesPerShard,
-			MaxOpenConns:   b.o.conns,
-			MaxIdleConns:   b.o.conns,
+			MaxOpenConns:   b.o.couponConns,
+			MaxIdleConns:   b.o.couponConns,
 		},
 		Redis:   app.RedisConfig{Addrs: []string{b.o.redis}, Prefix: b.redisPrefix(), PoolSize: 16},
 		Service: participant.DefaultConfig(),

@@ -102,6 +102,7 @@ func (b *bench) slice(ctx context.Context, sc *scenario, round int, r *result) e
 	var ranOutAt atomic.Int64 // unix nanoseconds; 0 while items last
 	from := time.Now().Add(b.o.warmup)
 	to := from.Add(b.o.duration / time.Duration(b.o.rounds))
+	calls.take()
 	b.log.Info("slice starts", "scenario", sc.name, "round", round, "items", hi-lo, "concurrency", b.o.concurrency)
 	if b.o.warmup > 0 {
 		t := time.AfterFunc(b.o.warmup, func() { b.log.Info("measured window starts", "scenario", sc.name, "round", round) })
@@ -144,7 +145,7 @@ func (b *bench) slice(ctx context.Context, sc *scenario, round int, r *result) e
 		return err
 	}
 	finished := time.Now()
-	b.log.Info("measured window ended", "scenario", sc.name, "round", round)
+	b.log.Info("measured window ended", "scenario", sc.name, "round", round, "mean_calls", calls.take())
 	b.logPools(sc.name)
 
 	if at := ranOutAt.Load(); at != 0 {

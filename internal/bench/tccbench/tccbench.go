@@ -48,6 +48,7 @@ type options struct {
 	prefix      string
 	maxRate     int
 	conns       int
+	couponConns int
 	keep        bool
 	cpuProfile  string
 	logLevel    slog.Level
@@ -62,13 +63,14 @@ func parse(args []string, out io.Writer) (options, error) {
 	fs.DurationVar(&o.duration, "duration", 15*time.Second, "measured time per scenario")
 	fs.DurationVar(&o.warmup, "warmup", 2*time.Second, "unmeasured load before each round of a scenario")
 	fs.IntVar(&o.rounds, "rounds", 3, "rounds the scenarios take turns in, each round running every scenario for its share of --duration, so that a change in the machine's load affects them alike")
-	fs.IntVar(&o.concurrency, "concurrency", 64, "concurrent global transactions")
+	fs.IntVar(&o.concurrency, "concurrency", 32, "concurrent global transactions (more only adds latency once the machine is saturated)")
 	scenarios := fs.String("scenarios", strings.Join(allScenarios, ","), "comma-separated scenarios to run, in order: "+strings.Join(allScenarios, ", "))
 	fs.StringVar(&o.mysql, "mysql", "root@tcp(127.0.0.1:3306)/", "MariaDB server DSN without a database name")
 	fs.StringVar(&o.redis, "redis", "127.0.0.1:6379", "Redis address of the coupon service")
 	fs.StringVar(&o.prefix, "prefix", "couponbench", "name prefix of the bench's databases and Redis keys; they are dropped at start and end")
 	fs.IntVar(&o.maxRate, "max-rate", 3000, "transactions per second the prepared data must last for (warmups + duration); a round that runs out ends early")
-	fs.IntVar(&o.conns, "conns", 10, "MySQL pool size of each participant database (coupon main, 2 shards, payment, textbook)")
+	fs.IntVar(&o.couponConns, "coupon-conns", 15, "MySQL pool size of each coupon database (main and 2 shards; main serves only cache misses)")
+	fs.IntVar(&o.conns, "conns", 10, "MySQL pool size of the payment and the textbook databases")
 	fs.BoolVar(&o.keep, "keep", false, "keep the databases and Redis keys at the end, for inspection")
 	fs.StringVar(&o.cpuProfile, "cpuprofile", "", "write a CPU profile of this process (participants and client) over the measured runs to this file")
 	level := fs.String("log-level", "warn", "log level of the in-process services")
@@ -98,6 +100,8 @@ func parse(args []string, out io.Writer) (options, error) {
 		o.scenarios = append(o.scenarios, s)
 	}
 	switch {
+	case o.store != "mysql" && o.store != "redis" && o.store != "boltdb":
+		return o, fmt.Errorf("--store %q: want mysql, redis or boltdb", o.store)
 	case len(o.scenarios) == 0:
 		return o, errors.New("--scenarios: none given")
 	case o.duration <= 0 || o.warmup < 0:
@@ -108,8 +112,10 @@ func parse(args []string, out io.Writer) (options, error) {
 		return o, errors.New("--concurrency must be in 1..4096")
 	case o.maxRate < 1:
 		return o, errors.New("--max-rate must be positive")
-	case o.conns < 1 || o.conns > 50:
-		return o, errors.New("--conns must be in 1..50")
+	case o.conns < 1 || o.conns > 50 || o.couponConns < 1 || o.couponConns > 50:
+		return o, errors.New("--conns and --coupon-conns must be in 1..50")
+	case !strings.HasSuffix(o.mysql, "/"):
+		return o, fmt.Errorf("--mysql %q: want a DSN without database name or parameters, ending in /", o.mysql)
 	case !validPrefix(o.prefix):
 		return o, fmt.Errorf("--prefix %q: want 1-40 lower-case letters, digits or underscores, starting with a letter", o.prefix)
 	}
@@ -134,13 +140,17 @@ func validPrefix(s string) bool {
 // there, or when any transaction failed.
 func Main(ctx context.Context, args []string, out io.Writer) error {
 	o, err := parse(args, out)
+	if errors.Is(err, flag.ErrHelp) {
+		return nil
+	}
 	if err != nil {
 		return err
 	}
-	// The DTM client logs every call at info, and formats each call's
-	// request and reply for its log whatever the level.
-	logger.InitLog("error")
 	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: o.logLevel}))
+	// The DTM client logs every call at info and every failed one, with a
+	// stack, at error; the bench counts and reports failures itself.
+	logger.WithLogger(dtmLog{log})
+	installCallTimes()
 
 	b, err := setup(ctx, o, log)
 	if err != nil {
@@ -200,4 +210,18 @@ func Main(ctx context.Context, args []string, out io.Writer) error {
 		return fmt.Errorf("bench tcc: %s", strings.Join(failed, "; "))
 	}
 	return nil
+}
+
+// dtmLog routes the DTM client's log to slog at debug.
+type dtmLog struct{ log *slog.Logger }
+
+func (l dtmLog) Debugf(format string, args ...any) { l.logf(format, args) }
+func (l dtmLog) Infof(format string, args ...any)  { l.logf(format, args) }
+func (l dtmLog) Warnf(format string, args ...any)  { l.logf(format, args) }
+func (l dtmLog) Errorf(format string, args ...any) { l.logf(format, args) }
+
+func (l dtmLog) logf(format string, args []any) {
+	if ctx := context.Background(); l.log.Enabled(ctx, slog.LevelDebug) {
+		l.log.DebugContext(ctx, fmt.Sprintf(format, args...), "component", "dtm")
+	}
 }

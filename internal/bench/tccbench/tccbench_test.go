@@ -30,7 +30,7 @@ func TestMainReport(t *testing.T) {
 	var out bytes.Buffer
 	err := tccbench.Main(ctx, []string{
 		"--dtm", dtm.GRPCAddr, "--store", "mysql", "--duration", "1s", "--warmup", "200ms",
-		"--rounds", "2", "--concurrency", "8", "--max-rate", "1000", "--conns", "4", "--prefix", prefix,
+		"--rounds", "2", "--concurrency", "8", "--max-rate", "1000", "--conns", "4", "--coupon-conns", "4", "--prefix", prefix,
 		"--mysql", testenv.MySQLServer(), "--redis", testenv.RedisAddr(),
 	}, &out)
 	t.Logf("report:\n%s", out.String())
