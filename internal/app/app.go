@@ -78,6 +78,7 @@ type App struct {
 	log     *slog.Logger
 	store   *couponmysql.Store
 	rdb     goredis.UniversalClient
+	stock   *couponredis.Stock
 	svc     *participant.Service
 	grpc    *grpc.Server
 	health  *health.Server
@@ -110,7 +111,7 @@ func Open(ctx context.Context, cfg Config, log *slog.Logger) (*App, error) {
 		rdb.Close()
 		return nil, err
 	}
-	a := &App{cfg: cfg, log: log, store: store, rdb: rdb, svc: svc, health: health.NewServer()}
+	a := &App{cfg: cfg, log: log, store: store, rdb: rdb, stock: stock, svc: svc, health: health.NewServer()}
 	lim := &limiter{cfg: cfg.RateLimit, m: map[string]*rate.Limiter{}}
 	a.grpc = grpc.NewServer(grpc.ChainUnaryInterceptor(a.recoverer, lim.unary, a.deadline))
 	couponv1.RegisterAdminServiceServer(a.grpc, rpc.NewAdmin(svc, log))
@@ -131,7 +132,9 @@ func (a *App) Redis() goredis.UniversalClient { return a.rdb }
 
 // Close releases the connections.
 func (a *App) Close() error {
-	return errors.Join(a.store.Close(), a.rdb.Close())
+	err := a.store.Close() // drains the claim batches first
+	a.stock.Close()
+	return errors.Join(err, a.rdb.Close())
 }
 
 func (a *App) recoverer(ctx context.Context, req any, info *grpc.UnaryServerInfo, h grpc.UnaryHandler) (resp any, err error) {

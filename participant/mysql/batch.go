@@ -22,7 +22,7 @@ import (
 
 const (
 	maxBatch       = 128
-	batchWorkers   = 12
+	batchWorkers   = 1
 	batchQueueSize = 8192
 )
 
@@ -136,9 +136,12 @@ type countKey struct {
 }
 
 // tryBatch writes the batch in one transaction and returns each claim's
-// outcome (nil, USER_LIMIT_REACHED or ErrDuplicateRequest), or an error for
-// the whole batch, in which case nothing was written (except with
-// ErrCommitUnknown).
+// outcome (nil or USER_LIMIT_REACHED), or an error for the whole batch, in
+// which case nothing was written (except with ErrCommitUnknown). Whatever
+// does not depend on a read goes in one multi-statement round trip: the
+// count rows of limited templates are created and locked together, read
+// table by table, and then every coupon insert and count update of the
+// batch is sent at once.
 func (s *Store) tryBatch(ctx context.Context, db *sql.DB, jobs []*claimJob) ([]error, error) {
 	results := make([]error, len(jobs))
 	byTable := map[int][]int{}
@@ -150,25 +153,61 @@ func (s *Store) tryBatch(ctx context.Context, db *sql.DB, jobs []*claimJob) ([]e
 		tables = append(tables, t)
 	}
 	sort.Ints(tables)
+	plans := make([]*tablePlan, len(tables))
+	for n, t := range tables {
+		plans[n] = planTable(t, jobs, byTable[t])
+	}
 	err := s.inTx(ctx, db, func(tx *sql.Tx) error {
 		for i := range results {
 			results[i] = nil
 		}
-		for _, t := range tables {
-			if err := writeTable(ctx, tx, t, jobs, byTable[t], results); err != nil {
+		var lockSQL []string
+		var lockArgs []any
+		for _, p := range plans {
+			if q, args := p.lockStatement(); q != "" {
+				lockSQL = append(lockSQL, q)
+				lockArgs = append(lockArgs, args...)
+			}
+		}
+		if len(lockSQL) > 0 {
+			if _, err := tx.ExecContext(ctx, strings.Join(lockSQL, ";\n"), lockArgs...); err != nil {
 				return err
 			}
 		}
-		return nil
+		var writeSQL []string
+		var writeArgs []any
+		for _, p := range plans {
+			counts, err := p.readCounts(ctx, tx)
+			if err != nil {
+				return err
+			}
+			q, args := p.decide(jobs, counts, results)
+			writeSQL = append(writeSQL, q...)
+			writeArgs = append(writeArgs, args...)
+		}
+		if len(writeSQL) == 0 {
+			return nil
+		}
+		// A request ID written before (a retry whose Redis marker is gone)
+		// fails its insert on the unique key; the batch is then retried
+		// claim by claim, which answers that claim with ErrDuplicateRequest.
+		_, err := tx.ExecContext(ctx, strings.Join(writeSQL, ";\n"), writeArgs...)
+		return err
 	})
 	return results, err
 }
 
-func writeTable(ctx context.Context, tx *sql.Tx, table int, jobs []*claimJob, idx []int, results []error) error {
-	suffix := fmt.Sprintf("%04d", table)
-	// Claims of templates with a per-user limit need their counts locked
-	// and read; the others only add to theirs.
-	var limited, free []countKey
+// tablePlan is one table's share of a batch.
+type tablePlan struct {
+	table   int
+	suffix  string
+	idx     []int
+	limited []countKey // templates with a per-user limit: locked and read
+	free    []countKey // the others: only added to
+}
+
+func planTable(table int, jobs []*claimJob, idx []int) *tablePlan {
+	p := &tablePlan{table: table, suffix: fmt.Sprintf("%04d", table), idx: idx}
 	seen := map[countKey]bool{}
 	for _, i := range idx {
 		c := jobs[i].claim.Coupon
@@ -178,21 +217,68 @@ func writeTable(ctx context.Context, tx *sql.Tx, table int, jobs []*claimJob, id
 		}
 		seen[k] = true
 		if jobs[i].claim.PerUserLimit > 0 {
-			limited = append(limited, k)
+			p.limited = append(p.limited, k)
 		} else {
-			free = append(free, k)
+			p.free = append(p.free, k)
 		}
 	}
-	counts, err := lockCounts(ctx, tx, suffix, limited)
-	if err != nil {
-		return err
+	// Lock in key order, so that concurrent batches lock in the same order.
+	sortKeys(p.limited)
+	sortKeys(p.free)
+	return p
+}
+
+func keyArgs(keys []countKey) []any {
+	args := make([]any, 0, 2*len(keys))
+	for _, k := range keys {
+		args = append(args, k.user, k.templateID)
 	}
+	return args
+}
+
+// lockStatement creates (at 0) and locks the limited count rows.
+func (p *tablePlan) lockStatement() (string, []any) {
+	if len(p.limited) == 0 {
+		return "", nil
+	}
+	return `INSERT INTO claim_count_` + p.suffix + ` (user_id, template_id, claimed) VALUES ` +
+		placeholders("(?,?,0)", len(p.limited)) + ` ON DUPLICATE KEY UPDATE claimed = claimed`, keyArgs(p.limited)
+}
+
+// readCounts reads the locked counts. It must be a locking read: a plain
+// one would answer from the snapshot the transaction took at its first
+// read, which may predate commits to this table's counts.
+func (p *tablePlan) readCounts(ctx context.Context, tx *sql.Tx) (map[countKey]int32, error) {
+	counts := make(map[countKey]int32, len(p.limited))
+	if len(p.limited) == 0 {
+		return counts, nil
+	}
+	rows, err := tx.QueryContext(ctx, `SELECT user_id, template_id, claimed FROM claim_count_`+p.suffix+
+		` WHERE (user_id, template_id) IN (`+placeholders("(?,?)", len(p.limited))+`) FOR UPDATE`, keyArgs(p.limited)...)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	for rows.Next() {
+		k := countKey{table: p.table}
+		var n int32
+		if err := rows.Scan(&k.user, &k.templateID, &n); err != nil {
+			return nil, err
+		}
+		counts[k] = n
+	}
+	return counts, rows.Err()
+}
+
+// decide answers each claim in arrival order and returns the statements
+// that write the accepted ones.
+func (p *tablePlan) decide(jobs []*claimJob, counts map[countKey]int32, results []error) ([]string, []any) {
 	adds := map[countKey]int32{}
 	var ins []any
 	n := 0
-	for _, i := range idx { // in arrival order
+	for _, i := range p.idx {
 		c := jobs[i].claim.Coupon
-		k := countKey{table, c.UserID, c.TemplateID}
+		k := countKey{p.table, c.UserID, c.TemplateID}
 		if limit := jobs[i].claim.PerUserLimit; limit > 0 {
 			if counts[k] >= limit {
 				results[i] = participant.Errorf(participant.EREFUSED, participant.ReasonUserLimitReached, "per-user limit reached")
@@ -207,37 +293,32 @@ func writeTable(ctx context.Context, tx *sql.Tx, table int, jobs []*claimJob, id
 		n++
 	}
 	if n == 0 {
-		return nil
+		return nil, nil
 	}
-	// A request ID written before (a retry whose Redis marker is gone) fails
-	// this insert on the unique key; the batch is then retried claim by
-	// claim, which answers that claim with ErrDuplicateRequest.
-	if _, err := tx.ExecContext(ctx, `INSERT INTO coupon_`+suffix+` (id, code, template_id, campaign_id, user_id,
- request_id, status, claimed_at, expire_at, updated_at) VALUES `+placeholders("(?,?,?,?,?,?,?,?,?,?)", n), ins...); err != nil {
-		return err
-	}
-	if len(limited) > 0 {
-		upd := make([]any, 0, 3*len(limited))
-		for _, k := range limited {
-			upd = append(upd, k.user, k.templateID, counts[k])
+	stmts := []string{`INSERT INTO coupon_` + p.suffix + ` (id, code, template_id, campaign_id, user_id,
+ request_id, status, claimed_at, expire_at, updated_at) VALUES ` + placeholders("(?,?,?,?,?,?,?,?,?,?)", n)}
+	args := ins
+	if len(p.limited) > 0 {
+		stmts = append(stmts, `INSERT INTO claim_count_`+p.suffix+` (user_id, template_id, claimed) VALUES `+
+			placeholders("(?,?,?)", len(p.limited))+` ON DUPLICATE KEY UPDATE claimed = VALUES(claimed)`)
+		for _, k := range p.limited {
+			args = append(args, k.user, k.templateID, counts[k])
 		}
-		if _, err := tx.ExecContext(ctx, `INSERT INTO claim_count_`+suffix+` (user_id, template_id, claimed) VALUES `+
-			placeholders("(?,?,?)", len(limited))+` ON DUPLICATE KEY UPDATE claimed = VALUES(claimed)`, upd...); err != nil {
-			return err
+	}
+	var free []countKey
+	for _, k := range p.free {
+		if adds[k] > 0 {
+			free = append(free, k)
 		}
 	}
 	if len(free) > 0 {
-		sortKeys(free)
-		upd := make([]any, 0, 3*len(free))
+		stmts = append(stmts, `INSERT INTO claim_count_`+p.suffix+` (user_id, template_id, claimed) VALUES `+
+			placeholders("(?,?,?)", len(free))+` ON DUPLICATE KEY UPDATE claimed = claimed + VALUES(claimed)`)
 		for _, k := range free {
-			upd = append(upd, k.user, k.templateID, adds[k])
-		}
-		if _, err := tx.ExecContext(ctx, `INSERT INTO claim_count_`+suffix+` (user_id, template_id, claimed) VALUES `+
-			placeholders("(?,?,?)", len(free))+` ON DUPLICATE KEY UPDATE claimed = claimed + VALUES(claimed)`, upd...); err != nil {
-			return err
+			args = append(args, k.user, k.templateID, adds[k])
 		}
 	}
-	return nil
+	return stmts, args
 }
 
 func sortKeys(keys []countKey) {
@@ -247,43 +328,6 @@ func sortKeys(keys []countKey) {
 		}
 		return keys[a].templateID < keys[b].templateID
 	})
-}
-
-// lockCounts creates and locks the count rows of keys, in key order so that
-// concurrent batches lock in the same order, and reads them.
-func lockCounts(ctx context.Context, tx *sql.Tx, suffix string, keys []countKey) (map[countKey]int32, error) {
-	counts := make(map[countKey]int32, len(keys))
-	if len(keys) == 0 {
-		return counts, nil
-	}
-	sortKeys(keys)
-	args := make([]any, 0, 2*len(keys))
-	for _, k := range keys {
-		args = append(args, k.user, k.templateID)
-	}
-	if _, err := tx.ExecContext(ctx, `INSERT INTO claim_count_`+suffix+` (user_id, template_id, claimed) VALUES `+
-		placeholders("(?,?,0)", len(keys))+` ON DUPLICATE KEY UPDATE claimed = claimed`, args...); err != nil {
-		return nil, err
-	}
-	// A locking read: a plain one would answer from the snapshot the
-	// transaction took at its first read, which may predate commits to
-	// this table's counts when the batch spans several tables.
-	rows, err := tx.QueryContext(ctx, `SELECT user_id, template_id, claimed FROM claim_count_`+suffix+
-		` WHERE (user_id, template_id) IN (`+placeholders("(?,?)", len(keys))+`) FOR UPDATE`, args...)
-	if err != nil {
-		return nil, err
-	}
-	defer rows.Close()
-	table := keys[0].table
-	for rows.Next() {
-		k := countKey{table: table}
-		var n int32
-		if err := rows.Scan(&k.user, &k.templateID, &n); err != nil {
-			return nil, err
-		}
-		counts[k] = n
-	}
-	return counts, rows.Err()
 }
 
 func placeholders(one string, n int) string {

@@ -65,6 +65,8 @@ func Open(ctx context.Context, cfg Config) (*Store, error) {
 		c.ParseTime = true
 		c.Loc = time.UTC
 		c.InterpolateParams = true
+		// Claim batches send their writes as one multi-statement round trip.
+		c.MultiStatements = true
 		if c.Timeout == 0 {
 			c.Timeout = 3 * time.Second
 		}

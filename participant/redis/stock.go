@@ -27,14 +27,18 @@ import (
 type Stock struct {
 	rdb    goredis.UniversalClient
 	prefix string
+	pipe   *pipe
 }
 
 var _ participant.Stock = (*Stock)(nil)
 
 // New returns a Stock whose keys all start with prefix (e.g. "coupon:").
 func New(rdb goredis.UniversalClient, prefix string) *Stock {
-	return &Stock{rdb: rdb, prefix: prefix}
+	return &Stock{rdb: rdb, prefix: prefix, pipe: newPipe(rdb)}
 }
+
+// Close stops the pipeline workers; no call may be in flight or follow.
+func (s *Stock) Close() { close(s.pipe.ch) }
 
 func (s *Stock) subKey(templateID int64, i int32) string {
 	return fmt.Sprintf("%sstock:{%d.%d}", s.prefix, templateID, i)
@@ -58,7 +62,7 @@ func (s *Stock) Take(ctx context.Context, templateID int64, k int32, hint uint64
 	start := int32(hint % uint64(k))
 	for j := range k {
 		i := (start + j) % k
-		res, err := takeScript.Run(ctx, s.rdb, []string{s.subKey(templateID, i)}).Slice()
+		res, err := s.evalSha(ctx, takeScript, []string{s.subKey(templateID, i)}).Slice()
 		if err != nil {
 			return participant.Ticket{}, fmt.Errorf("take stock of template %d: %w", templateID, err)
 		}
@@ -84,7 +88,7 @@ return -1
 
 // Give returns one unit to the sub-key and generation it was taken from.
 func (s *Stock) Give(ctx context.Context, t participant.Ticket) error {
-	if err := giveScript.Run(ctx, s.rdb, []string{s.subKey(t.TemplateID, t.Sub)}, t.Generation, 1).Err(); err != nil {
+	if err := s.evalSha(ctx, giveScript, []string{s.subKey(t.TemplateID, t.Sub)}, t.Generation, 1).Err(); err != nil {
 		return fmt.Errorf("give stock of template %d: %w", t.TemplateID, err)
 	}
 	return nil
@@ -214,7 +218,7 @@ func (s *Stock) requestKey(id string) string { return s.prefix + "req:" + id }
 
 // BeginRequest marks a request in flight, or reports who holds it.
 func (s *Stock) BeginRequest(ctx context.Context, requestID, fp string, ttl time.Duration) (bool, string, bool, error) {
-	held, err := beginScript.Run(ctx, s.rdb, []string{s.requestKey(requestID)}, "P|"+fp, ttl.Milliseconds()).Text()
+	held, err := s.evalSha(ctx, beginScript, []string{s.requestKey(requestID)}, "P|"+fp, ttl.Milliseconds()).Text()
 	if err != nil {
 		return false, "", false, fmt.Errorf("begin request %s: %w", requestID, err)
 	}
@@ -238,9 +242,9 @@ func (s *Stock) FinishRequest(ctx context.Context, requestID, fp string, ok bool
 	key := s.requestKey(requestID)
 	var err error
 	if ok {
-		err = s.rdb.Set(ctx, key, "D|"+fp, ttl).Err()
+		err = s.pipe.do(ctx, func(pl goredis.Pipeliner) goredis.Cmder { return pl.Set(ctx, key, "D|"+fp, ttl) }, nil).Err()
 	} else {
-		err = forgetScript.Run(ctx, s.rdb, []string{key}, "P|"+fp).Err()
+		err = s.evalSha(ctx, forgetScript, []string{key}, "P|"+fp).Err()
 	}
 	if err != nil {
 		return fmt.Errorf("finish request %s: %w", requestID, err)

@@ -1,0 +1,97 @@
+package redis
+
+import (
+	"context"
+	"errors"
+	"strings"
+
+	goredis "github.com/redis/go-redis/v9"
+)
+
+// Concurrent calls on the claim path (request markers, stock takes) are
+// sent together: a few workers each drain whatever calls have queued and
+// send them as one pipeline, so a burst of claims costs a handful of
+// round trips and syscalls instead of one each. An idle service sends each
+// call at once.
+
+const (
+	pipeWorkers = 4
+	pipeMax     = 256
+	pipeQueue   = 8192
+)
+
+type pipeOp struct {
+	ctx   context.Context
+	build func(goredis.Pipeliner) goredis.Cmder
+	cmd   goredis.Cmder
+	done  chan struct{}
+}
+
+type pipe struct {
+	rdb goredis.UniversalClient
+	ch  chan *pipeOp
+}
+
+func newPipe(rdb goredis.UniversalClient) *pipe {
+	p := &pipe{rdb: rdb, ch: make(chan *pipeOp, pipeQueue)}
+	for range pipeWorkers {
+		go p.run()
+	}
+	return p
+}
+
+func (p *pipe) run() {
+	for first := range p.ch {
+		ops := []*pipeOp{first}
+	fill:
+		for len(ops) < pipeMax {
+			select {
+			case op := <-p.ch:
+				ops = append(ops, op)
+			default:
+				break fill
+			}
+		}
+		// The pipeline is not tied to one caller's context; each command
+		// is bounded by the client's read and write timeouts.
+		_, _ = p.rdb.Pipelined(context.Background(), func(pl goredis.Pipeliner) error {
+			for _, op := range ops {
+				op.cmd = op.build(pl)
+			}
+			return nil
+		})
+		for _, op := range ops {
+			close(op.done)
+		}
+	}
+}
+
+// do runs one command through the pipeline and returns it once answered.
+// A script the server does not know yet (NOSCRIPT after a restart or on a
+// new cluster node) is retried on its own, which loads it.
+func (p *pipe) do(ctx context.Context, build func(goredis.Pipeliner) goredis.Cmder, retry func() goredis.Cmder) goredis.Cmder {
+	op := &pipeOp{ctx: ctx, build: build, done: make(chan struct{})}
+	select {
+	case p.ch <- op:
+	case <-ctx.Done():
+		return retry() // fails fast on the cancelled context
+	}
+	<-op.done
+	if err := op.cmd.Err(); err != nil && retry != nil && isNoScript(err) {
+		return retry()
+	}
+	return op.cmd
+}
+
+func isNoScript(err error) bool {
+	return err != nil && !errors.Is(err, goredis.Nil) && strings.HasPrefix(err.Error(), "NOSCRIPT")
+}
+
+// evalSha queues a script call; on NOSCRIPT it runs it directly (EVALSHA,
+// then EVAL), which loads it for next time.
+func (s *Stock) evalSha(ctx context.Context, script *goredis.Script, keys []string, args ...any) *goredis.Cmd {
+	cmd := s.pipe.do(ctx,
+		func(pl goredis.Pipeliner) goredis.Cmder { return script.EvalSha(ctx, pl, keys, args...) },
+		func() goredis.Cmder { return script.Run(ctx, s.rdb, keys, args...) })
+	return cmd.(*goredis.Cmd)
+}
