@@ -32,24 +32,36 @@ func barrier(br participant.Branch) *dtmcli.BranchBarrier {
 }
 
 // branch runs fn under the DTM barrier in one transaction on the user's
-// shard, then reads the coupon as it stands (also when the barrier skipped
-// fn). Deadlocks are retried: the barrier rows rolled back with them.
-func (s *Store) branch(ctx context.Context, br participant.Branch, userID int64, code string, fn func(tx *sql.Tx, sh Shard) error) (*participant.Coupon, error) {
+// shard and returns the coupon as fn left it; when the barrier skipped fn
+// (a duplicate, null compensation or a hanging Try) it reads the coupon as
+// it stands. Deadlocks are retried: the barrier rows rolled back with them.
+func (s *Store) branch(ctx context.Context, br participant.Branch, userID int64, code string, fn func(tx *sql.Tx, sh Shard) (*participant.Coupon, error)) (*participant.Coupon, error) {
 	sh := s.ShardOf(userID)
-	var err error
+	var (
+		err error
+		got *participant.Coupon
+	)
 	for attempt := 0; attempt < 5; attempt++ {
 		var tx *sql.Tx
 		tx, err = sh.DB.BeginTx(ctx, nil)
 		if err != nil {
 			break
 		}
-		err = barrier(br).Call(tx, func(tx *sql.Tx) error { return fn(tx, sh) })
+		got = nil
+		err = barrier(br).Call(tx, func(tx *sql.Tx) error {
+			c, err := fn(tx, sh)
+			got = c
+			return err
+		})
 		if !isRetryable(err) {
 			break
 		}
 	}
 	if err != nil {
 		return nil, wrap("coupon branch "+br.Op, err)
+	}
+	if got != nil {
+		return got, nil
 	}
 	return s.ByCode(ctx, userID, code)
 }
@@ -78,71 +90,73 @@ func ledger(ctx context.Context, tx *sql.Tx, op string, br participant.Branch, c
 
 // Lock reserves the coupon for an order (TCC Try).
 func (s *Store) Lock(ctx context.Context, br participant.Branch, userID int64, code string, decide func(*participant.Coupon) (participant.Reservation, error)) (*participant.Coupon, error) {
-	return s.branch(ctx, br, userID, code, func(tx *sql.Tx, sh Shard) error {
+	return s.branch(ctx, br, userID, code, func(tx *sql.Tx, sh Shard) (*participant.Coupon, error) {
 		c, _, err := lockCoupon(ctx, tx, sh, userID, code)
 		if err != nil {
-			return err
+			return nil, err
 		}
 		res, err := decide(c)
 		if participant.IsAlreadyLocked(err) {
-			return nil
+			return c, nil
 		}
 		if err != nil {
-			return err
+			return nil, err
 		}
 		day := res.Day.UTC().Format(time.DateOnly)
 		for _, l := range res.Limits {
 			r, err := tx.ExecContext(ctx, `INSERT INTO daily_use (user_id, day, template_id, used) VALUES (?,?,?,1)
  ON DUPLICATE KEY UPDATE used = IF(? = 0 OR used < ?, used + 1, used)`, userID, day, l.TemplateID, l.Limit, l.Limit)
 			if err != nil {
-				return err
+				return nil, err
 			}
 			if n, err := r.RowsAffected(); err != nil {
-				return err
+				return nil, err
 			} else if n == 0 {
 				scope := "all coupons"
 				if l.TemplateID != 0 {
 					scope = fmt.Sprintf("template %d", l.TemplateID)
 				}
-				return participant.Errorf(participant.EABORTED, participant.ReasonDailyUseLimitReached,
+				return nil, participant.Errorf(participant.EABORTED, participant.ReasonDailyUseLimitReached,
 					"daily use limit of %d reached for %s", l.Limit, scope)
 			}
 		}
 		if _, err := tx.ExecContext(ctx, `UPDATE coupon_`+sh.Suffix()+` SET status = ?, order_no = ?, discount_amount = ?,
  locked_at = ?, updated_at = ? WHERE id = ?`, participant.CouponLocked, res.OrderNo, res.Discount, res.Day.UTC(), res.Day.UTC(), c.ID); err != nil {
-			return err
+			return nil, err
 		}
-		return ledger(ctx, tx, OpLock, br, c, res.OrderNo, res.Discount, res.Day.UTC())
+		c.Status, c.OrderNo, c.DiscountAmount = participant.CouponLocked, res.OrderNo, res.Discount
+		return c, ledger(ctx, tx, OpLock, br, c, res.OrderNo, res.Discount, res.Day.UTC())
 	})
 }
 
 // Consume marks the coupon locked by orderNo as used (TCC Confirm).
 func (s *Store) Consume(ctx context.Context, br participant.Branch, userID int64, code, orderNo string, now time.Time) (*participant.Coupon, error) {
-	return s.branch(ctx, br, userID, code, func(tx *sql.Tx, sh Shard) error {
+	return s.branch(ctx, br, userID, code, func(tx *sql.Tx, sh Shard) (*participant.Coupon, error) {
 		c, _, err := lockCoupon(ctx, tx, sh, userID, code)
 		if err != nil {
-			return err
+			return nil, err
 		}
 		if c.Status != participant.CouponLocked || c.OrderNo != orderNo {
-			return nil // already consumed, or never locked by this order
+			return c, nil // already consumed, or never locked by this order
 		}
 		if _, err := tx.ExecContext(ctx, `UPDATE coupon_`+sh.Suffix()+` SET status = ?, used_at = ?, updated_at = ? WHERE id = ?`,
 			participant.CouponUsed, now, now, c.ID); err != nil {
-			return err
+			return nil, err
 		}
-		return ledger(ctx, tx, OpConsume, br, c, orderNo, c.DiscountAmount, now)
+		c.Status, c.UsedAt = participant.CouponUsed, now
+		return c, ledger(ctx, tx, OpConsume, br, c, orderNo, c.DiscountAmount, now)
 	})
 }
 
 // Release gives the coupon locked by orderNo back (TCC Cancel).
 func (s *Store) Release(ctx context.Context, br participant.Branch, userID int64, code, orderNo string, now time.Time) (*participant.Coupon, error) {
-	return s.branch(ctx, br, userID, code, func(tx *sql.Tx, sh Shard) error {
+	return s.branch(ctx, br, userID, code, func(tx *sql.Tx, sh Shard) (*participant.Coupon, error) {
 		c, lockedAt, err := lockCoupon(ctx, tx, sh, userID, code)
 		if err != nil {
-			return err
+			return nil, err
 		}
 		if c.Status != participant.CouponLocked || c.OrderNo != orderNo {
-			return nil // never locked by this order, or already released
+			return c, nil // never locked by this order, or already released
 		}
 		next := participant.CouponAvailable
 		if !now.Before(c.ExpireAt) {
@@ -150,15 +164,17 @@ func (s *Store) Release(ctx context.Context, br participant.Branch, userID int64
 		}
 		if _, err := tx.ExecContext(ctx, `UPDATE coupon_`+sh.Suffix()+` SET status = ?, order_no = '', discount_amount = 0,
  locked_at = NULL, updated_at = ? WHERE id = ?`, next, now, c.ID); err != nil {
-			return err
+			return nil, err
 		}
 		if lockedAt.Valid {
 			if _, err := tx.ExecContext(ctx, `UPDATE daily_use SET used = used - 1 WHERE user_id = ? AND day = ?
  AND template_id IN (0, ?) AND used > 0`, userID, lockedAt.Time.Format(time.DateOnly), c.TemplateID); err != nil {
-				return err
+				return nil, err
 			}
 		}
-		return ledger(ctx, tx, OpRelease, br, c, orderNo, c.DiscountAmount, now)
+		released := *c
+		released.Status, released.OrderNo, released.DiscountAmount = next, "", 0
+		return &released, ledger(ctx, tx, OpRelease, br, c, orderNo, c.DiscountAmount, now)
 	})
 }
 
