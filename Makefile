@@ -46,7 +46,7 @@ test: deps
 test-short:
 	$(GO) test -count=1 -short $(PKGS)
 
-bench: build
+bench: up
 	deploy/local/bench.sh
 
 up: build

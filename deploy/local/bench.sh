@@ -164,7 +164,12 @@ tcc_redis() {
 
 # ---- claim benchmark: the lead adds `bin/coupon bench claim ...` here. ----
 bench_claim() {
-	: # bin/coupon bench claim ...
+	# Drives the local stack (make up) over gRPC; verifies from MySQL and Redis.
+	curl -fsS --max-time 2 -o /dev/null http://127.0.0.1:9091/healthz ||
+		die "coupon service not answering on 127.0.0.1:9091; run make up first"
+	local claim_args=()
+	read -ra claim_args <<<"${COUPON_BENCH_CLAIM_ARGS:-}"
+	"$BIN/coupon" bench claim --addr 127.0.0.1:9090 --pidfile "$RUN/coupon.pid" "${claim_args[@]}"
 }
 
 quiet
