@@ -9,6 +9,8 @@
 #   COUPON_BENCH_STORES    stores to run, default "mysql redis"
 #   COUPON_BENCH_DTM_DB    MySQL store database, default coupon_bench_dtm (dropped)
 #   COUPON_BENCH_BIN       where coupon and coordinator are, default bin
+#   COUPON_BENCH_CLAIM     0 skips the claim benchmark
+#   COUPON_BENCH_CLAIM_ARGS extra flags for `coupon bench claim`
 set -euo pipefail
 # shellcheck source-path=SCRIPTDIR source=lib.sh
 . "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
@@ -180,4 +182,6 @@ for store in $STORES; do
 	*) die "COUPON_BENCH_STORES: unknown store $store (mysql or redis)" ;;
 	esac
 done
-bench_claim
+if [ "${COUPON_BENCH_CLAIM:-1}" != 0 ]; then
+	bench_claim
+fi

@@ -5,6 +5,7 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
+	"strings"
 	"time"
 
 	"github.com/dtm-labs/client/dtmcli"
@@ -81,10 +82,13 @@ func lockCoupon(ctx context.Context, tx *sql.Tx, sh Shard, userID int64, code st
 	return &c, lockedAt, err
 }
 
-func ledger(ctx context.Context, tx *sql.Tx, op string, br participant.Branch, c *participant.Coupon, orderNo string, discount int64, now time.Time) error {
-	_, err := tx.ExecContext(ctx, `INSERT INTO coupon_ledger (op, order_no, gid, branch_id, coupon_id, coupon_code,
- user_id, template_id, discount_amount, created_at) VALUES (?,?,?,?,?,?,?,?,?,?)`,
-		op, orderNo, br.GID, br.BranchID, c.ID, c.Code, c.UserID, c.TemplateID, discount, now)
+// writeWithLedger runs the change statements and appends the ledger row
+// in one multi-statement round trip of the branch's transaction.
+func writeWithLedger(ctx context.Context, tx *sql.Tx, stmts []string, args []any, op string, br participant.Branch, c *participant.Coupon, orderNo string, discount int64, now time.Time) error {
+	stmts = append(stmts, `INSERT INTO coupon_ledger (op, order_no, gid, branch_id, coupon_id, coupon_code,
+ user_id, template_id, discount_amount, created_at) VALUES (?,?,?,?,?,?,?,?,?,?)`)
+	args = append(args, op, orderNo, br.GID, br.BranchID, c.ID, c.Code, c.UserID, c.TemplateID, discount, now)
+	_, err := tx.ExecContext(ctx, strings.Join(stmts, ";\n"), args...)
 	return err
 }
 
@@ -120,12 +124,14 @@ func (s *Store) Lock(ctx context.Context, br participant.Branch, userID int64, c
 					"daily use limit of %d reached for %s", l.Limit, scope)
 			}
 		}
-		if _, err := tx.ExecContext(ctx, `UPDATE coupon_`+sh.Suffix()+` SET status = ?, order_no = ?, discount_amount = ?,
- locked_at = ?, updated_at = ? WHERE id = ?`, participant.CouponLocked, res.OrderNo, res.Discount, res.Day.UTC(), res.Day.UTC(), c.ID); err != nil {
+		update := `UPDATE coupon_` + sh.Suffix() + ` SET status = ?, order_no = ?, discount_amount = ?, locked_at = ?, updated_at = ? WHERE id = ?`
+		if err := writeWithLedger(ctx, tx, []string{update},
+			[]any{participant.CouponLocked, res.OrderNo, res.Discount, res.Day.UTC(), res.Day.UTC(), c.ID},
+			OpLock, br, c, res.OrderNo, res.Discount, res.Day.UTC()); err != nil {
 			return nil, err
 		}
 		c.Status, c.OrderNo, c.DiscountAmount = participant.CouponLocked, res.OrderNo, res.Discount
-		return c, ledger(ctx, tx, OpLock, br, c, res.OrderNo, res.Discount, res.Day.UTC())
+		return c, nil
 	})
 }
 
@@ -139,12 +145,13 @@ func (s *Store) Consume(ctx context.Context, br participant.Branch, userID int64
 		if c.Status != participant.CouponLocked || c.OrderNo != orderNo {
 			return c, nil // already consumed, or never locked by this order
 		}
-		if _, err := tx.ExecContext(ctx, `UPDATE coupon_`+sh.Suffix()+` SET status = ?, used_at = ?, updated_at = ? WHERE id = ?`,
-			participant.CouponUsed, now, now, c.ID); err != nil {
+		update := `UPDATE coupon_` + sh.Suffix() + ` SET status = ?, used_at = ?, updated_at = ? WHERE id = ?`
+		if err := writeWithLedger(ctx, tx, []string{update}, []any{participant.CouponUsed, now, now, c.ID},
+			OpConsume, br, c, orderNo, c.DiscountAmount, now); err != nil {
 			return nil, err
 		}
 		c.Status, c.UsedAt = participant.CouponUsed, now
-		return c, ledger(ctx, tx, OpConsume, br, c, orderNo, c.DiscountAmount, now)
+		return c, nil
 	})
 }
 
@@ -162,19 +169,20 @@ func (s *Store) Release(ctx context.Context, br participant.Branch, userID int64
 		if !now.Before(c.ExpireAt) {
 			next = participant.CouponExpired
 		}
-		if _, err := tx.ExecContext(ctx, `UPDATE coupon_`+sh.Suffix()+` SET status = ?, order_no = '', discount_amount = 0,
- locked_at = NULL, updated_at = ? WHERE id = ?`, next, now, c.ID); err != nil {
-			return nil, err
-		}
+		stmts := []string{`UPDATE coupon_` + sh.Suffix() + ` SET status = ?, order_no = '', discount_amount = 0, locked_at = NULL, updated_at = ? WHERE id = ?`}
+		args := []any{next, now, c.ID}
 		if lockedAt.Valid {
-			if _, err := tx.ExecContext(ctx, `UPDATE daily_use SET used = used - 1 WHERE user_id = ? AND day = ?
- AND template_id IN (0, ?) AND used > 0`, userID, lockedAt.Time.Format(time.DateOnly), c.TemplateID); err != nil {
-				return nil, err
-			}
+			// Give back exactly what Try counted: the template's and the
+			// all-templates count of the day it locked.
+			stmts = append(stmts, `UPDATE daily_use SET used = used - 1 WHERE user_id = ? AND day = ? AND template_id IN (0, ?) AND used > 0`)
+			args = append(args, userID, lockedAt.Time.Format(time.DateOnly), c.TemplateID)
+		}
+		if err := writeWithLedger(ctx, tx, stmts, args, OpRelease, br, c, orderNo, c.DiscountAmount, now); err != nil {
+			return nil, err
 		}
 		released := *c
 		released.Status, released.OrderNo, released.DiscountAmount = next, "", 0
-		return &released, ledger(ctx, tx, OpRelease, br, c, orderNo, c.DiscountAmount, now)
+		return &released, nil
 	})
 }
 

@@ -63,7 +63,7 @@ func parse(args []string, out io.Writer) (options, error) {
 	fs.DurationVar(&o.duration, "duration", 15*time.Second, "measured time per scenario")
 	fs.DurationVar(&o.warmup, "warmup", 2*time.Second, "unmeasured load before each round of a scenario")
 	fs.IntVar(&o.rounds, "rounds", 3, "rounds the scenarios take turns in, each round running every scenario for its share of --duration, so that a change in the machine's load affects them alike")
-	fs.IntVar(&o.concurrency, "concurrency", 32, "concurrent global transactions (more only adds latency once the machine is saturated)")
+	fs.IntVar(&o.concurrency, "concurrency", 64, "concurrent global transactions (more only adds latency once the machine is saturated)")
 	scenarios := fs.String("scenarios", strings.Join(allScenarios, ","), "comma-separated scenarios to run, in order: "+strings.Join(allScenarios, ", "))
 	fs.StringVar(&o.mysql, "mysql", "root@tcp(127.0.0.1:3306)/", "MariaDB server DSN without a database name")
 	fs.StringVar(&o.redis, "redis", "127.0.0.1:6379", "Redis address of the coupon service")
