@@ -152,6 +152,11 @@ func (s *Store) ListByUser(ctx context.Context, userID int64, f participant.Coup
 }
 
 func (s *Store) list(ctx context.Context, db *sql.DB, q string, args []any) ([]*participant.Coupon, error) {
+	return queryCoupons(ctx, db, scanCoupon, q, args)
+}
+
+// queryCoupons runs q and scans every row with scan.
+func queryCoupons(ctx context.Context, db *sql.DB, scan func(scanner) (*participant.Coupon, error), q string, args []any) ([]*participant.Coupon, error) {
 	rows, err := db.QueryContext(ctx, q, args...)
 	if err != nil {
 		return nil, err
@@ -159,7 +164,7 @@ func (s *Store) list(ctx context.Context, db *sql.DB, q string, args []any) ([]*
 	defer rows.Close()
 	var out []*participant.Coupon
 	for rows.Next() {
-		c, err := scanCoupon(rows)
+		c, err := scan(rows)
 		if err != nil {
 			return nil, err
 		}

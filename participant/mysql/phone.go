@@ -290,20 +290,7 @@ func copyCoupon(ctx context.Context, tx *sql.Tx, sh Shard, c *participant.Coupon
 }
 
 func (s *Store) listPending(ctx context.Context, sh Shard, q string, args ...any) ([]*participant.Coupon, error) {
-	rows, err := sh.DB.QueryContext(ctx, q, args...)
-	if err != nil {
-		return nil, err
-	}
-	defer rows.Close()
-	var out []*participant.Coupon
-	for rows.Next() {
-		c, err := scanPending(rows)
-		if err != nil {
-			return nil, err
-		}
-		out = append(out, c)
-	}
-	return out, rows.Err()
+	return queryCoupons(ctx, sh.DB, scanPending, q, args)
 }
 
 // DeleteBound deletes copied coupons from the phone's table (move step 3).

@@ -7,7 +7,6 @@ import (
 	"log/slog"
 	"slices"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -178,32 +177,7 @@ func TestClaimByPhone(t *testing.T) {
 // refusal reasons.
 func claimAllByPhone(t *testing.T, cl couponv1.CouponServiceClient, n int, req func(i int) *couponv1.ClaimCouponByPhoneRequest) (map[string]int, []*couponv1.Coupon) {
 	t.Helper()
-	var (
-		mu      sync.Mutex
-		reasons = map[string]int{}
-		got     []*couponv1.Coupon
-		wg      sync.WaitGroup
-	)
-	start := make(chan struct{})
-	for i := range n {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			<-start
-			c, err := cl.ClaimCouponByPhone(ctxT(t), req(i))
-			mu.Lock()
-			defer mu.Unlock()
-			if err != nil {
-				code, reason := reasonOf(err)
-				reasons[fmt.Sprintf("%s/%s", code, reason)]++
-				return
-			}
-			got = append(got, c)
-		}()
-	}
-	close(start)
-	wg.Wait()
-	return reasons, got
+	return concurrently(t, n, func(i int) (*couponv1.Coupon, error) { return cl.ClaimCouponByPhone(ctxT(t), req(i)) })
 }
 
 func TestClaimByPhoneNeverOversells(t *testing.T) {

@@ -98,6 +98,13 @@ func (f *fixture) stats(t *testing.T, id int64) *couponv1.TemplateStats {
 // claimAll runs n claims at once and counts successes and refusal reasons.
 func claimAll(t *testing.T, cl couponv1.CouponServiceClient, n int, req func(i int) *couponv1.ClaimCouponRequest) (map[string]int, []*couponv1.Coupon) {
 	t.Helper()
+	return concurrently(t, n, func(i int) (*couponv1.Coupon, error) { return cl.ClaimCoupon(ctxT(t), req(i)) })
+}
+
+// concurrently starts n calls at once and counts successes and refusal
+// reasons ("Code/REASON").
+func concurrently(t *testing.T, n int, call func(i int) (*couponv1.Coupon, error)) (map[string]int, []*couponv1.Coupon) {
+	t.Helper()
 	var (
 		mu      sync.Mutex
 		reasons = map[string]int{}
@@ -110,7 +117,7 @@ func claimAll(t *testing.T, cl couponv1.CouponServiceClient, n int, req func(i i
 		go func() {
 			defer wg.Done()
 			<-start
-			c, err := cl.ClaimCoupon(ctxT(t), req(i))
+			c, err := call(i)
 			mu.Lock()
 			defer mu.Unlock()
 			if err != nil {
