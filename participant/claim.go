@@ -53,9 +53,17 @@ func (s *Service) Claim(ctx context.Context, r ClaimRequest) (*Coupon, error) {
 	if err := r.validate(); err != nil {
 		return nil, err
 	}
-	fp := r.fingerprint()
+	return s.idempotent(ctx, r.RequestID, r.fingerprint(),
+		func() (*Coupon, error) { return s.replay(ctx, r) },
+		func() (*Coupon, error) { return s.claim(ctx, r) })
+}
+
+// idempotent runs issue once per request ID: a call whose ID is in flight
+// or done with the same fingerprint waits for, and answers with, the coupon
+// replay finds; another fingerprint is REQUEST_ID_CONFLICT.
+func (s *Service) idempotent(ctx context.Context, requestID, fp string, replay, issue func() (*Coupon, error)) (*Coupon, error) {
 	for {
-		started, heldFP, _, err := s.stock.BeginRequest(ctx, r.RequestID, fp, s.cfg.RequestInFlightTTL)
+		started, heldFP, _, err := s.stock.BeginRequest(ctx, requestID, fp, s.cfg.RequestInFlightTTL)
 		if err != nil {
 			return nil, Unavailable("begin request", err)
 		}
@@ -63,19 +71,19 @@ func (s *Service) Claim(ctx context.Context, r ClaimRequest) (*Coupon, error) {
 			break
 		}
 		if heldFP != fp {
-			return nil, requestConflict(r.RequestID)
+			return nil, requestConflict(requestID)
 		}
 		// Another call with this request ID is in flight or has finished.
-		if c, err := s.replay(ctx, r); c != nil || err != nil {
+		if c, err := replay(); c != nil || err != nil {
 			return c, err
 		}
 		if err := pause(ctx, 5*time.Millisecond); err != nil {
 			return nil, Unavailable("wait for the same request in flight", err)
 		}
 	}
-	c, err := s.claim(ctx, r)
-	if ferr := s.stock.FinishRequest(context.WithoutCancel(ctx), r.RequestID, fp, err == nil, s.cfg.RequestDoneTTL); ferr != nil {
-		s.log.WarnContext(ctx, "finish request", "request_id", r.RequestID, "err", ferr)
+	c, err := issue()
+	if ferr := s.stock.FinishRequest(context.WithoutCancel(ctx), requestID, fp, err == nil, s.cfg.RequestDoneTTL); ferr != nil {
+		s.log.WarnContext(ctx, "finish request", "request_id", requestID, "err", ferr)
 	}
 	if err != nil {
 		return nil, err

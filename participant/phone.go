@@ -9,7 +9,6 @@ import (
 	"log/slog"
 	"strconv"
 	"strings"
-	"time"
 )
 
 // ReasonPhoneBoundToOtherUser refuses binding a phone that another user holds.
@@ -207,34 +206,9 @@ func (s *Service) ClaimByPhone(ctx context.Context, r PhoneClaimRequest) (*Coupo
 	if err := s.phonesReady(); err != nil {
 		return nil, err
 	}
-	fp := phoneFingerprint(p, r.TemplateID)
-	for {
-		started, heldFP, _, err := s.stock.BeginRequest(ctx, r.RequestID, fp, s.cfg.RequestInFlightTTL)
-		if err != nil {
-			return nil, Unavailable("begin request", err)
-		}
-		if started {
-			break
-		}
-		if heldFP != fp {
-			return nil, requestConflict(r.RequestID)
-		}
-		if c, err := s.replayPhone(ctx, p, r); c != nil || err != nil {
-			return c, err
-		}
-		if err := pause(ctx, 5*time.Millisecond); err != nil {
-			return nil, Unavailable("wait for the same request in flight", err)
-		}
-	}
-	c, err := s.claimPhone(ctx, p, r)
-	if ferr := s.stock.FinishRequest(context.WithoutCancel(ctx), r.RequestID, fp, err == nil, s.cfg.RequestDoneTTL); ferr != nil {
-		s.log.WarnContext(ctx, "finish request", "request_id", r.RequestID, "err", ferr)
-	}
-	if err != nil {
-		return nil, err
-	}
-	c.Status = c.EffectiveStatus(s.now())
-	return c, nil
+	return s.idempotent(ctx, r.RequestID, phoneFingerprint(p, r.TemplateID),
+		func() (*Coupon, error) { return s.replayPhone(ctx, p, r) },
+		func() (*Coupon, error) { return s.claimPhone(ctx, p, r) })
 }
 
 // replayPhone returns the coupon an earlier call with the same request ID
