@@ -6,6 +6,9 @@ ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 # shellcheck disable=SC2034 # used by the scripts that source this file
 RUN=${COUPON_RUN_DIR:-$ROOT/.run}
 PROG=$(basename "$0")
+# The DTM client's logger reads LOG_LEVEL when it loads and complains when it
+# is unset; our binaries set their own levels afterwards.
+export LOG_LEVEL=${LOG_LEVEL:-WARN}
 
 die() {
 	printf '%s: %s\n' "$PROG" "$*" >&2
