@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/dtm-labs/client/dtmcli"
+	"github.com/go-sql-driver/mysql"
 
 	"github.com/opencoupon/coupon/participant"
 )
@@ -82,6 +83,26 @@ func lockCoupon(ctx context.Context, tx *sql.Tx, sh Shard, userID int64, code st
 	return &c, lockedAt, err
 }
 
+func isCheckFailed(err error) bool {
+	var me *mysql.MySQLError
+	return errors.As(err, &me) && me.Number == 4025
+}
+
+func describeLimits(ls []participant.DailyLimit) string {
+	var parts []string
+	for _, l := range ls {
+		if l.Limit == 0 {
+			continue
+		}
+		if l.TemplateID == 0 {
+			parts = append(parts, fmt.Sprintf("%d a day across coupons", l.Limit))
+		} else {
+			parts = append(parts, fmt.Sprintf("%d a day for template %d", l.Limit, l.TemplateID))
+		}
+	}
+	return strings.Join(parts, ", ")
+}
+
 // writeWithLedger runs the change statements and appends the ledger row
 // in one multi-statement round trip of the branch's transaction.
 func writeWithLedger(ctx context.Context, tx *sql.Tx, stmts []string, args []any, op string, br participant.Branch, c *participant.Coupon, orderNo string, discount int64, now time.Time) error {
@@ -106,28 +127,26 @@ func (s *Store) Lock(ctx context.Context, br participant.Branch, userID int64, c
 		if err != nil {
 			return nil, err
 		}
+		// The daily counts, the coupon and its ledger row in one round trip;
+		// a count past its cap fails the CHECK on daily_use (error 4025).
 		day := res.Day.UTC().Format(time.DateOnly)
-		for _, l := range res.Limits {
-			r, err := tx.ExecContext(ctx, `INSERT INTO daily_use (user_id, day, template_id, used) VALUES (?,?,?,1)
- ON DUPLICATE KEY UPDATE used = IF(? = 0 OR used < ?, used + 1, used)`, userID, day, l.TemplateID, l.Limit, l.Limit)
-			if err != nil {
-				return nil, err
-			}
-			if n, err := r.RowsAffected(); err != nil {
-				return nil, err
-			} else if n == 0 {
-				scope := "all coupons"
-				if l.TemplateID != 0 {
-					scope = fmt.Sprintf("template %d", l.TemplateID)
-				}
-				return nil, participant.Errorf(participant.EABORTED, participant.ReasonDailyUseLimitReached,
-					"daily use limit of %d reached for %s", l.Limit, scope)
+		var stmts []string
+		var args []any
+		if len(res.Limits) > 0 {
+			stmts = append(stmts, `INSERT INTO daily_use (user_id, day, template_id, used, cap) VALUES `+
+				placeholders("(?,?,?,1,?)", len(res.Limits))+` ON DUPLICATE KEY UPDATE used = used + 1, cap = VALUES(cap)`)
+			for _, l := range res.Limits {
+				args = append(args, userID, day, l.TemplateID, l.Limit)
 			}
 		}
-		update := `UPDATE coupon_` + sh.Suffix() + ` SET status = ?, order_no = ?, discount_amount = ?, locked_at = ?, updated_at = ? WHERE id = ?`
-		if err := writeWithLedger(ctx, tx, []string{update},
-			[]any{participant.CouponLocked, res.OrderNo, res.Discount, res.Day.UTC(), res.Day.UTC(), c.ID},
-			OpLock, br, c, res.OrderNo, res.Discount, res.Day.UTC()); err != nil {
+		stmts = append(stmts, `UPDATE coupon_`+sh.Suffix()+` SET status = ?, order_no = ?, discount_amount = ?, locked_at = ?, updated_at = ? WHERE id = ?`)
+		args = append(args, participant.CouponLocked, res.OrderNo, res.Discount, res.Day.UTC(), res.Day.UTC(), c.ID)
+		err = writeWithLedger(ctx, tx, stmts, args, OpLock, br, c, res.OrderNo, res.Discount, res.Day.UTC())
+		if isCheckFailed(err) {
+			return nil, participant.Errorf(participant.EABORTED, participant.ReasonDailyUseLimitReached,
+				"daily use limit reached (%s)", describeLimits(res.Limits))
+		}
+		if err != nil {
 			return nil, err
 		}
 		c.Status, c.OrderNo, c.DiscountAmount = participant.CouponLocked, res.OrderNo, res.Discount

@@ -392,6 +392,11 @@ func TestTCCDailyUseLimit(t *testing.T) {
 		}
 	}
 	e.waitStatus(t, 41, b.Code, couponv1.Coupon_AVAILABLE)
+	// The branch itself says why.
+	req := branchReq(41, b.Code, "o-daily-direct")
+	req.Order.Amount = 30000
+	_, err = e.srv.Coupons.LockCoupon(branchCtx(t, "g-daily-direct", "try"), req)
+	wantErr(t, err, codes.Aborted, "DAILY_USE_LIMIT_REACHED")
 	// Cancelling gives the day's use back: a failed payment does not use up the limit.
 	c := e.claim(t, tpl.Id, 42)
 	d := e.claim(t, tpl.Id, 42)
