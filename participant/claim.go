@@ -63,7 +63,7 @@ func (s *Service) Claim(ctx context.Context, r ClaimRequest) (*Coupon, error) {
 // replay finds; another fingerprint is REQUEST_ID_CONFLICT.
 func (s *Service) idempotent(ctx context.Context, requestID, fp string, replay, issue func() (*Coupon, error)) (*Coupon, error) {
 	for {
-		started, heldFP, _, err := s.stock.BeginRequest(ctx, requestID, fp, s.cfg.RequestInFlightTTL)
+		started, heldFP, err := s.stock.BeginRequest(ctx, requestID, fp, s.cfg.RequestInFlightTTL)
 		if err != nil {
 			return nil, Unavailable("begin request", err)
 		}

@@ -48,8 +48,6 @@ type Claim struct {
 
 // Coupons keeps coupon records, sharded by user ID.
 type Coupons interface {
-	// Claimed is how many coupons of the template the user has claimed.
-	Claimed(ctx context.Context, userID, templateID int64) (int32, error)
 	// Insert writes the coupon and counts it against the per-user limit in
 	// one local transaction. It returns EREFUSED/USER_LIMIT_REACHED when the
 	// limit is reached and ErrDuplicateRequest when the request ID exists.
@@ -91,9 +89,9 @@ type Stock interface {
 	Lock(ctx context.Context, name string, ttl time.Duration) (unlock func(), ok bool, err error)
 
 	// BeginRequest marks requestID as in flight with fingerprint fp. When
-	// another holder has it, it returns that holder's fingerprint and done
-	// state with started=false.
-	BeginRequest(ctx context.Context, requestID, fp string, ttl time.Duration) (started bool, heldFP string, done bool, err error)
+	// another call holds it (in flight or done), it returns that call's
+	// fingerprint with started=false.
+	BeginRequest(ctx context.Context, requestID, fp string, ttl time.Duration) (started bool, heldFP string, err error)
 	// FinishRequest records requestID as done (kept for ttl) or, when ok is
 	// false, forgets it so that a retry starts afresh.
 	FinishRequest(ctx context.Context, requestID, fp string, ok bool, ttl time.Duration) error

@@ -26,7 +26,8 @@ func scanCoupon(r scanner) (*participant.Coupon, error) {
 	return &c, err
 }
 
-// Claimed reads the user's claim count for the template.
+// Claimed reads the user's claim count for the template (the count that
+// enforces per_user_limit).
 func (s *Store) Claimed(ctx context.Context, userID, templateID int64) (int32, error) {
 	sh := s.ShardOf(userID)
 	var n int32

@@ -217,19 +217,19 @@ return redis.call('GET', KEYS[1]) or ''
 func (s *Stock) requestKey(id string) string { return s.prefix + "req:" + id }
 
 // BeginRequest marks a request in flight, or reports who holds it.
-func (s *Stock) BeginRequest(ctx context.Context, requestID, fp string, ttl time.Duration) (bool, string, bool, error) {
+func (s *Stock) BeginRequest(ctx context.Context, requestID, fp string, ttl time.Duration) (bool, string, error) {
 	held, err := s.evalSha(ctx, beginScript, []string{s.requestKey(requestID)}, "P|"+fp, ttl.Milliseconds()).Text()
 	if err != nil {
-		return false, "", false, fmt.Errorf("begin request %s: %w", requestID, err)
+		return false, "", fmt.Errorf("begin request %s: %w", requestID, err)
 	}
 	if held == "" {
-		return true, "", false, nil
+		return true, "", nil
 	}
-	state, heldFP, ok := strings.Cut(held, "|")
+	_, heldFP, ok := strings.Cut(held, "|") // "P|fp" in flight, "D|fp" done
 	if !ok {
-		return false, held, false, nil
+		return false, held, nil
 	}
-	return false, heldFP, state == "D", nil
+	return false, heldFP, nil
 }
 
 var forgetScript = goredis.NewScript(`
