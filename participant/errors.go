@@ -10,13 +10,15 @@ type Code string
 
 // Error codes. The gRPC adapter maps each to exactly one status code.
 const (
-	EINVALID     Code = "invalid"     // bad input: InvalidArgument
-	ENOTFOUND    Code = "not_found"   // NotFound
-	EREFUSED     Code = "refused"     // business refusal: FailedPrecondition
-	EABORTED     Code = "aborted"     // TCC Try refusal: Aborted, so DTM rolls back
-	ERATELIMIT   Code = "rate_limit"  // ResourceExhausted
-	EUNAVAILABLE Code = "unavailable" // transient: Unavailable, retry
-	EINTERNAL    Code = "internal"    // Internal
+	EINVALID         Code = "invalid"         // bad input: InvalidArgument
+	EUNAUTHENTICATED Code = "unauthenticated" // no valid credential: Unauthenticated
+	EPERMISSION      Code = "permission"      // credential without the right: PermissionDenied
+	ENOTFOUND        Code = "not_found"       // NotFound
+	EREFUSED         Code = "refused"         // business refusal: FailedPrecondition
+	EABORTED         Code = "aborted"         // TCC Try refusal: Aborted, so DTM rolls back
+	ERATELIMIT       Code = "rate_limit"      // ResourceExhausted
+	EUNAVAILABLE     Code = "unavailable"     // transient: Unavailable, retry
+	EINTERNAL        Code = "internal"        // Internal
 )
 
 // Reasons are stable, machine-readable and sent as google.rpc.ErrorInfo.reason.
@@ -41,6 +43,10 @@ const (
 	ReasonUnavailable            = "UNAVAILABLE"
 	ReasonInvalidRule            = "INVALID_RULE"
 	ReasonInternal               = "INTERNAL"
+	ReasonUnauthenticated        = "UNAUTHENTICATED"
+	ReasonPermissionDenied       = "PERMISSION_DENIED"
+	ReasonIdentityMismatch       = "IDENTITY_MISMATCH"
+	ReasonCouponNotReturnable    = "COUPON_NOT_RETURNABLE"
 )
 
 // Error is the one error type of the domain: a code for the transport, a

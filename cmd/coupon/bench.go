@@ -3,22 +3,33 @@ package main
 import (
 	"context"
 	"fmt"
+	"io"
 	"os"
+	"sort"
+	"strings"
 
 	"github.com/opencoupon/coupon/internal/bench/claimbench"
 	"github.com/opencoupon/coupon/internal/bench/tccbench"
 )
 
-// bench runs one of the benchmarks: claim or tcc.
+// benches maps a benchmark's name to its entry point; files add theirs from init.
+var benches = map[string]func(ctx context.Context, args []string, out io.Writer) error{
+	"claim": claimbench.Main,
+	"tcc":   tccbench.Main,
+}
+
 func bench(ctx context.Context, args []string) error {
+	names := make([]string, 0, len(benches))
+	for n := range benches {
+		names = append(names, n)
+	}
+	sort.Strings(names)
 	if len(args) == 0 {
-		return fmt.Errorf("usage: coupon bench <claim|tcc> [flags]")
+		return fmt.Errorf("usage: coupon bench <%s> [flags]", strings.Join(names, "|"))
 	}
-	switch args[0] {
-	case "claim":
-		return claimbench.Main(ctx, args[1:], os.Stdout)
-	case "tcc":
-		return tccbench.Main(ctx, args[1:], os.Stdout)
+	run, ok := benches[args[0]]
+	if !ok {
+		return fmt.Errorf("unknown benchmark %q (one of %s)", args[0], strings.Join(names, ", "))
 	}
-	return fmt.Errorf("unknown benchmark %q (claim or tcc)", args[0])
+	return run(ctx, args[1:], os.Stdout)
 }

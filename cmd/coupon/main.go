@@ -3,58 +3,97 @@
 //	coupon serve   [--config FILE]   serve gRPC and the ops HTTP endpoints
 //	coupon migrate [--config FILE]   create the databases and apply migrations
 //	coupon demo    [--addr ADDR]     run the scripted demo against a running service
-//	coupon bench   claim|tcc [flags] run a benchmark (see internal/bench)
+//	coupon bench   NAME [flags]      run a benchmark (see internal/bench)
+//
+// Each subcommand lives in its own file and registers itself in commands.
 package main
 
 import (
 	"context"
+	"errors"
 	"flag"
 	"fmt"
 	"log/slog"
 	"os"
 	"os/signal"
+	"sort"
 	"syscall"
 
 	"github.com/opencoupon/coupon/internal/app"
 )
+
+// command is one subcommand: what it is for (one line for usage) and what runs it.
+type command struct {
+	usage string
+	run   func(ctx context.Context, args []string) error
+}
+
+// commands maps a subcommand's name to it; files add theirs from init.
+var commands = map[string]command{
+	"serve":   {"serve   --config FILE   serve the coupon gRPC API and ops HTTP", serve},
+	"migrate": {"migrate --config FILE   create databases and apply migrations (idempotent)", migrate},
+	"demo":    {"demo    --addr ADDR     run the scripted demo against a running service", demo},
+	"bench":   {"bench   NAME [flags]    run a benchmark (make bench runs them)", bench},
+}
+
+// exitError ends the process with a chosen status (a command's documented
+// exit codes, e.g. 1 for findings and 2 for an error).
+type exitError struct {
+	code int
+	err  error
+}
+
+func (e *exitError) Error() string { return e.err.Error() }
+func (e *exitError) Unwrap() error { return e.err }
+
+// exitCode makes err end the process with code.
+func exitCode(code int, err error) error { return &exitError{code: code, err: err} }
 
 func main() {
 	if len(os.Args) < 2 {
 		usage()
 		os.Exit(2)
 	}
-	cmd, args := os.Args[1], os.Args[2:]
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	defer stop()
-	var err error
-	switch cmd {
-	case "serve":
-		err = serve(ctx, args)
-	case "migrate":
-		err = migrate(ctx, args)
-	case "demo":
-		err = demo(ctx, args)
-	case "bench":
-		err = bench(ctx, args)
-	case "-h", "--help", "help":
+	name, args := os.Args[1], os.Args[2:]
+	if name == "-h" || name == "--help" || name == "help" {
 		usage()
 		return
-	default:
+	}
+	cmd, ok := commands[name]
+	if !ok {
 		usage()
 		os.Exit(2)
 	}
-	if err != nil {
-		fmt.Fprintf(os.Stderr, "coupon %s: %v\n", cmd, err)
-		os.Exit(1)
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	err := cmd.run(ctx, args)
+	stop()
+	if err == nil {
+		return
 	}
+	code := 1
+	var ee *exitError
+	if errors.As(err, &ee) {
+		code = ee.code
+	}
+	if errors.Is(err, flag.ErrHelp) {
+		os.Exit(2)
+	}
+	if ee == nil || ee.err != nil && ee.err.Error() != "" {
+		fmt.Fprintf(os.Stderr, "coupon %s: %v\n", name, err)
+	}
+	os.Exit(code)
 }
 
 func usage() {
-	fmt.Fprintln(os.Stderr, `usage: coupon <serve|migrate|demo|bench> [flags]
-  serve   --config FILE   serve the coupon gRPC API and ops HTTP
-  migrate --config FILE   create databases and apply migrations (idempotent)
-  demo    --addr ADDR     run the scripted demo against a running service
-  bench   claim|tcc       run a benchmark (make bench runs both)`)
+	names := make([]string, 0, len(commands))
+	for n := range commands {
+		names = append(names, n)
+	}
+	sort.Strings(names)
+	fmt.Fprintln(os.Stderr, "usage: coupon <command> [flags]")
+	for _, n := range names {
+		fmt.Fprintln(os.Stderr, "  "+commands[n].usage)
+	}
 }
 
 func newLogger(level string) *slog.Logger {

@@ -18,13 +18,15 @@ import (
 const Domain = "coupon"
 
 var codeOf = map[participant.Code]codes.Code{
-	participant.EINVALID:     codes.InvalidArgument,
-	participant.ENOTFOUND:    codes.NotFound,
-	participant.EREFUSED:     codes.FailedPrecondition,
-	participant.EABORTED:     codes.Aborted,
-	participant.ERATELIMIT:   codes.ResourceExhausted,
-	participant.EUNAVAILABLE: codes.Unavailable,
-	participant.EINTERNAL:    codes.Internal,
+	participant.EINVALID:         codes.InvalidArgument,
+	participant.EUNAUTHENTICATED: codes.Unauthenticated,
+	participant.EPERMISSION:      codes.PermissionDenied,
+	participant.ENOTFOUND:        codes.NotFound,
+	participant.EREFUSED:         codes.FailedPrecondition,
+	participant.EABORTED:         codes.Aborted,
+	participant.ERATELIMIT:       codes.ResourceExhausted,
+	participant.EUNAVAILABLE:     codes.Unavailable,
+	participant.EINTERNAL:        codes.Internal,
 }
 
 // Status maps any error to a gRPC status carrying a google.rpc.ErrorInfo.

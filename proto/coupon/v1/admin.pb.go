@@ -395,6 +395,9 @@ type CreateTemplateRequest struct {
 	CreatedBy           string                    `protobuf:"bytes,19,opt,name=created_by,json=createdBy,proto3" json:"created_by,omitempty"`
 	// 0 picks a count from the stock size.
 	SubStockCount int32 `protobuf:"varint,20,opt,name=sub_stock_count,json=subStockCount,proto3" json:"sub_stock_count,omitempty"`
+	// Whether a coupon used by an order comes back when the order is refunded
+	// (ReturnCoupon). Unset means true.
+	Returnable    *bool `protobuf:"varint,21,opt,name=returnable,proto3,oneof" json:"returnable,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -569,6 +572,13 @@ func (x *CreateTemplateRequest) GetSubStockCount() int32 {
 	return 0
 }
 
+func (x *CreateTemplateRequest) GetReturnable() bool {
+	if x != nil && x.Returnable != nil {
+		return *x.Returnable
+	}
+	return false
+}
+
 // UpdateTemplateRequest changes presentation fields at any time, and moves the status
 // between ACTIVE, PAUSED and ENDED. Money rules change only while PENDING_APPROVAL.
 type UpdateTemplateRequest struct {
@@ -587,8 +597,10 @@ type UpdateTemplateRequest struct {
 	MinOrderAmount *int64                 `protobuf:"varint,12,opt,name=min_order_amount,json=minOrderAmount,proto3,oneof" json:"min_order_amount,omitempty"`
 	ValidUntil     *timestamppb.Timestamp `protobuf:"bytes,13,opt,name=valid_until,json=validUntil,proto3" json:"valid_until,omitempty"`
 	UpdatedBy      string                 `protobuf:"bytes,14,opt,name=updated_by,json=updatedBy,proto3" json:"updated_by,omitempty"`
-	unknownFields  protoimpl.UnknownFields
-	sizeCache      protoimpl.SizeCache
+	// A money rule: changes only while PENDING_APPROVAL.
+	Returnable    *bool `protobuf:"varint,15,opt,name=returnable,proto3,oneof" json:"returnable,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *UpdateTemplateRequest) Reset() {
@@ -717,6 +729,13 @@ func (x *UpdateTemplateRequest) GetUpdatedBy() string {
 		return x.UpdatedBy
 	}
 	return ""
+}
+
+func (x *UpdateTemplateRequest) GetReturnable() bool {
+	if x != nil && x.Returnable != nil {
+		return *x.Returnable
+	}
+	return false
 }
 
 type ApproveTemplateRequest struct {
@@ -1246,6 +1265,548 @@ func (x *ListCouponsResponse) GetNextPageToken() string {
 	return ""
 }
 
+type LookupCouponsRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// One of coupon_code or user_id.
+	CouponCode    string `protobuf:"bytes,1,opt,name=coupon_code,json=couponCode,proto3" json:"coupon_code,omitempty"`
+	UserId        int64  `protobuf:"varint,2,opt,name=user_id,json=userId,proto3" json:"user_id,omitempty"`
+	PageSize      int32  `protobuf:"varint,3,opt,name=page_size,json=pageSize,proto3" json:"page_size,omitempty"`
+	PageToken     string `protobuf:"bytes,4,opt,name=page_token,json=pageToken,proto3" json:"page_token,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *LookupCouponsRequest) Reset() {
+	*x = LookupCouponsRequest{}
+	mi := &file_coupon_v1_admin_proto_msgTypes[16]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *LookupCouponsRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*LookupCouponsRequest) ProtoMessage() {}
+
+func (x *LookupCouponsRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_coupon_v1_admin_proto_msgTypes[16]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use LookupCouponsRequest.ProtoReflect.Descriptor instead.
+func (*LookupCouponsRequest) Descriptor() ([]byte, []int) {
+	return file_coupon_v1_admin_proto_rawDescGZIP(), []int{16}
+}
+
+func (x *LookupCouponsRequest) GetCouponCode() string {
+	if x != nil {
+		return x.CouponCode
+	}
+	return ""
+}
+
+func (x *LookupCouponsRequest) GetUserId() int64 {
+	if x != nil {
+		return x.UserId
+	}
+	return 0
+}
+
+func (x *LookupCouponsRequest) GetPageSize() int32 {
+	if x != nil {
+		return x.PageSize
+	}
+	return 0
+}
+
+func (x *LookupCouponsRequest) GetPageToken() string {
+	if x != nil {
+		return x.PageToken
+	}
+	return ""
+}
+
+// LedgerEntry is one row of the coupon ledger: what a branch did to a coupon.
+type LedgerEntry struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Id    int64                  `protobuf:"varint,1,opt,name=id,proto3" json:"id,omitempty"`
+	// LOCK, CONSUME, RELEASE, RETURN.
+	Op             string                 `protobuf:"bytes,2,opt,name=op,proto3" json:"op,omitempty"`
+	OrderNo        string                 `protobuf:"bytes,3,opt,name=order_no,json=orderNo,proto3" json:"order_no,omitempty"`
+	Gid            string                 `protobuf:"bytes,4,opt,name=gid,proto3" json:"gid,omitempty"`
+	BranchId       string                 `protobuf:"bytes,5,opt,name=branch_id,json=branchId,proto3" json:"branch_id,omitempty"`
+	CouponCode     string                 `protobuf:"bytes,6,opt,name=coupon_code,json=couponCode,proto3" json:"coupon_code,omitempty"`
+	UserId         int64                  `protobuf:"varint,7,opt,name=user_id,json=userId,proto3" json:"user_id,omitempty"`
+	TemplateId     int64                  `protobuf:"varint,8,opt,name=template_id,json=templateId,proto3" json:"template_id,omitempty"`
+	DiscountAmount int64                  `protobuf:"varint,9,opt,name=discount_amount,json=discountAmount,proto3" json:"discount_amount,omitempty"`
+	CreatedAt      *timestamppb.Timestamp `protobuf:"bytes,10,opt,name=created_at,json=createdAt,proto3" json:"created_at,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
+}
+
+func (x *LedgerEntry) Reset() {
+	*x = LedgerEntry{}
+	mi := &file_coupon_v1_admin_proto_msgTypes[17]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *LedgerEntry) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*LedgerEntry) ProtoMessage() {}
+
+func (x *LedgerEntry) ProtoReflect() protoreflect.Message {
+	mi := &file_coupon_v1_admin_proto_msgTypes[17]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use LedgerEntry.ProtoReflect.Descriptor instead.
+func (*LedgerEntry) Descriptor() ([]byte, []int) {
+	return file_coupon_v1_admin_proto_rawDescGZIP(), []int{17}
+}
+
+func (x *LedgerEntry) GetId() int64 {
+	if x != nil {
+		return x.Id
+	}
+	return 0
+}
+
+func (x *LedgerEntry) GetOp() string {
+	if x != nil {
+		return x.Op
+	}
+	return ""
+}
+
+func (x *LedgerEntry) GetOrderNo() string {
+	if x != nil {
+		return x.OrderNo
+	}
+	return ""
+}
+
+func (x *LedgerEntry) GetGid() string {
+	if x != nil {
+		return x.Gid
+	}
+	return ""
+}
+
+func (x *LedgerEntry) GetBranchId() string {
+	if x != nil {
+		return x.BranchId
+	}
+	return ""
+}
+
+func (x *LedgerEntry) GetCouponCode() string {
+	if x != nil {
+		return x.CouponCode
+	}
+	return ""
+}
+
+func (x *LedgerEntry) GetUserId() int64 {
+	if x != nil {
+		return x.UserId
+	}
+	return 0
+}
+
+func (x *LedgerEntry) GetTemplateId() int64 {
+	if x != nil {
+		return x.TemplateId
+	}
+	return 0
+}
+
+func (x *LedgerEntry) GetDiscountAmount() int64 {
+	if x != nil {
+		return x.DiscountAmount
+	}
+	return 0
+}
+
+func (x *LedgerEntry) GetCreatedAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.CreatedAt
+	}
+	return nil
+}
+
+type CouponRecord struct {
+	state  protoimpl.MessageState `protogen:"open.v1"`
+	Coupon *Coupon                `protobuf:"bytes,1,opt,name=coupon,proto3" json:"coupon,omitempty"`
+	// Oldest first.
+	Ledger        []*LedgerEntry `protobuf:"bytes,2,rep,name=ledger,proto3" json:"ledger,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CouponRecord) Reset() {
+	*x = CouponRecord{}
+	mi := &file_coupon_v1_admin_proto_msgTypes[18]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CouponRecord) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CouponRecord) ProtoMessage() {}
+
+func (x *CouponRecord) ProtoReflect() protoreflect.Message {
+	mi := &file_coupon_v1_admin_proto_msgTypes[18]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CouponRecord.ProtoReflect.Descriptor instead.
+func (*CouponRecord) Descriptor() ([]byte, []int) {
+	return file_coupon_v1_admin_proto_rawDescGZIP(), []int{18}
+}
+
+func (x *CouponRecord) GetCoupon() *Coupon {
+	if x != nil {
+		return x.Coupon
+	}
+	return nil
+}
+
+func (x *CouponRecord) GetLedger() []*LedgerEntry {
+	if x != nil {
+		return x.Ledger
+	}
+	return nil
+}
+
+type LookupCouponsResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Records       []*CouponRecord        `protobuf:"bytes,1,rep,name=records,proto3" json:"records,omitempty"`
+	NextPageToken string                 `protobuf:"bytes,2,opt,name=next_page_token,json=nextPageToken,proto3" json:"next_page_token,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *LookupCouponsResponse) Reset() {
+	*x = LookupCouponsResponse{}
+	mi := &file_coupon_v1_admin_proto_msgTypes[19]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *LookupCouponsResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*LookupCouponsResponse) ProtoMessage() {}
+
+func (x *LookupCouponsResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_coupon_v1_admin_proto_msgTypes[19]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use LookupCouponsResponse.ProtoReflect.Descriptor instead.
+func (*LookupCouponsResponse) Descriptor() ([]byte, []int) {
+	return file_coupon_v1_admin_proto_rawDescGZIP(), []int{19}
+}
+
+func (x *LookupCouponsResponse) GetRecords() []*CouponRecord {
+	if x != nil {
+		return x.Records
+	}
+	return nil
+}
+
+func (x *LookupCouponsResponse) GetNextPageToken() string {
+	if x != nil {
+		return x.NextPageToken
+	}
+	return ""
+}
+
+type ListAuditLogRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Filters; empty or zero matches everything.
+	EntityType    string                 `protobuf:"bytes,1,opt,name=entity_type,json=entityType,proto3" json:"entity_type,omitempty"`
+	EntityId      int64                  `protobuf:"varint,2,opt,name=entity_id,json=entityId,proto3" json:"entity_id,omitempty"`
+	Identity      string                 `protobuf:"bytes,3,opt,name=identity,proto3" json:"identity,omitempty"`
+	Since         *timestamppb.Timestamp `protobuf:"bytes,4,opt,name=since,proto3" json:"since,omitempty"`
+	Until         *timestamppb.Timestamp `protobuf:"bytes,5,opt,name=until,proto3" json:"until,omitempty"`
+	PageSize      int32                  `protobuf:"varint,6,opt,name=page_size,json=pageSize,proto3" json:"page_size,omitempty"`
+	PageToken     string                 `protobuf:"bytes,7,opt,name=page_token,json=pageToken,proto3" json:"page_token,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListAuditLogRequest) Reset() {
+	*x = ListAuditLogRequest{}
+	mi := &file_coupon_v1_admin_proto_msgTypes[20]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListAuditLogRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListAuditLogRequest) ProtoMessage() {}
+
+func (x *ListAuditLogRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_coupon_v1_admin_proto_msgTypes[20]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListAuditLogRequest.ProtoReflect.Descriptor instead.
+func (*ListAuditLogRequest) Descriptor() ([]byte, []int) {
+	return file_coupon_v1_admin_proto_rawDescGZIP(), []int{20}
+}
+
+func (x *ListAuditLogRequest) GetEntityType() string {
+	if x != nil {
+		return x.EntityType
+	}
+	return ""
+}
+
+func (x *ListAuditLogRequest) GetEntityId() int64 {
+	if x != nil {
+		return x.EntityId
+	}
+	return 0
+}
+
+func (x *ListAuditLogRequest) GetIdentity() string {
+	if x != nil {
+		return x.Identity
+	}
+	return ""
+}
+
+func (x *ListAuditLogRequest) GetSince() *timestamppb.Timestamp {
+	if x != nil {
+		return x.Since
+	}
+	return nil
+}
+
+func (x *ListAuditLogRequest) GetUntil() *timestamppb.Timestamp {
+	if x != nil {
+		return x.Until
+	}
+	return nil
+}
+
+func (x *ListAuditLogRequest) GetPageSize() int32 {
+	if x != nil {
+		return x.PageSize
+	}
+	return 0
+}
+
+func (x *ListAuditLogRequest) GetPageToken() string {
+	if x != nil {
+		return x.PageToken
+	}
+	return ""
+}
+
+// AuditEntry is one admin change, written in the same transaction as the change.
+type AuditEntry struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Id    int64                  `protobuf:"varint,1,opt,name=id,proto3" json:"id,omitempty"`
+	// The authenticated caller.
+	Identity string `protobuf:"bytes,2,opt,name=identity,proto3" json:"identity,omitempty"`
+	// The full gRPC method, e.g. /coupon.v1.AdminService/ApproveTemplate.
+	Method string `protobuf:"bytes,3,opt,name=method,proto3" json:"method,omitempty"`
+	// campaign, template or stock.
+	EntityType string `protobuf:"bytes,4,opt,name=entity_type,json=entityType,proto3" json:"entity_type,omitempty"`
+	EntityId   int64  `protobuf:"varint,5,opt,name=entity_id,json=entityId,proto3" json:"entity_id,omitempty"`
+	// The entity as JSON before and after the change; before is empty for a creation.
+	BeforeJson    string                 `protobuf:"bytes,6,opt,name=before_json,json=beforeJson,proto3" json:"before_json,omitempty"`
+	AfterJson     string                 `protobuf:"bytes,7,opt,name=after_json,json=afterJson,proto3" json:"after_json,omitempty"`
+	CreatedAt     *timestamppb.Timestamp `protobuf:"bytes,8,opt,name=created_at,json=createdAt,proto3" json:"created_at,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *AuditEntry) Reset() {
+	*x = AuditEntry{}
+	mi := &file_coupon_v1_admin_proto_msgTypes[21]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *AuditEntry) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*AuditEntry) ProtoMessage() {}
+
+func (x *AuditEntry) ProtoReflect() protoreflect.Message {
+	mi := &file_coupon_v1_admin_proto_msgTypes[21]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use AuditEntry.ProtoReflect.Descriptor instead.
+func (*AuditEntry) Descriptor() ([]byte, []int) {
+	return file_coupon_v1_admin_proto_rawDescGZIP(), []int{21}
+}
+
+func (x *AuditEntry) GetId() int64 {
+	if x != nil {
+		return x.Id
+	}
+	return 0
+}
+
+func (x *AuditEntry) GetIdentity() string {
+	if x != nil {
+		return x.Identity
+	}
+	return ""
+}
+
+func (x *AuditEntry) GetMethod() string {
+	if x != nil {
+		return x.Method
+	}
+	return ""
+}
+
+func (x *AuditEntry) GetEntityType() string {
+	if x != nil {
+		return x.EntityType
+	}
+	return ""
+}
+
+func (x *AuditEntry) GetEntityId() int64 {
+	if x != nil {
+		return x.EntityId
+	}
+	return 0
+}
+
+func (x *AuditEntry) GetBeforeJson() string {
+	if x != nil {
+		return x.BeforeJson
+	}
+	return ""
+}
+
+func (x *AuditEntry) GetAfterJson() string {
+	if x != nil {
+		return x.AfterJson
+	}
+	return ""
+}
+
+func (x *AuditEntry) GetCreatedAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.CreatedAt
+	}
+	return nil
+}
+
+type ListAuditLogResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Entries       []*AuditEntry          `protobuf:"bytes,1,rep,name=entries,proto3" json:"entries,omitempty"`
+	NextPageToken string                 `protobuf:"bytes,2,opt,name=next_page_token,json=nextPageToken,proto3" json:"next_page_token,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListAuditLogResponse) Reset() {
+	*x = ListAuditLogResponse{}
+	mi := &file_coupon_v1_admin_proto_msgTypes[22]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListAuditLogResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListAuditLogResponse) ProtoMessage() {}
+
+func (x *ListAuditLogResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_coupon_v1_admin_proto_msgTypes[22]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListAuditLogResponse.ProtoReflect.Descriptor instead.
+func (*ListAuditLogResponse) Descriptor() ([]byte, []int) {
+	return file_coupon_v1_admin_proto_rawDescGZIP(), []int{22}
+}
+
+func (x *ListAuditLogResponse) GetEntries() []*AuditEntry {
+	if x != nil {
+		return x.Entries
+	}
+	return nil
+}
+
+func (x *ListAuditLogResponse) GetNextPageToken() string {
+	if x != nil {
+		return x.NextPageToken
+	}
+	return ""
+}
+
 var File_coupon_v1_admin_proto protoreflect.FileDescriptor
 
 const file_coupon_v1_admin_proto_rawDesc = "" +
@@ -1287,7 +1848,7 @@ const file_coupon_v1_admin_proto_rawDesc = "" +
 	"\x06status\x18\x03 \x01(\x0e2\x1a.coupon.v1.Campaign.StatusR\x06status\"r\n" +
 	"\x15ListCampaignsResponse\x121\n" +
 	"\tcampaigns\x18\x01 \x03(\v2\x13.coupon.v1.CampaignR\tcampaigns\x12&\n" +
-	"\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken\"\xa6\x06\n" +
+	"\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken\"\xda\x06\n" +
 	"\x15CreateTemplateRequest\x12\x1d\n" +
 	"\n" +
 	"request_id\x18\x01 \x01(\tR\trequestId\x12\x1f\n" +
@@ -1318,7 +1879,11 @@ const file_coupon_v1_admin_proto_rawDesc = "" +
 	"\x16valid_days_after_claim\x18\x12 \x01(\x05R\x13validDaysAfterClaim\x12\x1d\n" +
 	"\n" +
 	"created_by\x18\x13 \x01(\tR\tcreatedBy\x12&\n" +
-	"\x0fsub_stock_count\x18\x14 \x01(\x05R\rsubStockCount\"\xf0\x05\n" +
+	"\x0fsub_stock_count\x18\x14 \x01(\x05R\rsubStockCount\x12#\n" +
+	"\n" +
+	"returnable\x18\x15 \x01(\bH\x00R\n" +
+	"returnable\x88\x01\x01B\r\n" +
+	"\v_returnable\"\xa4\x06\n" +
 	"\x15UpdateTemplateRequest\x12\x1f\n" +
 	"\vtemplate_id\x18\x01 \x01(\x03R\n" +
 	"templateId\x12\x17\n" +
@@ -1339,7 +1904,11 @@ const file_coupon_v1_admin_proto_rawDesc = "" +
 	"\vvalid_until\x18\r \x01(\v2\x1a.google.protobuf.TimestampR\n" +
 	"validUntil\x12\x1d\n" +
 	"\n" +
-	"updated_by\x18\x0e \x01(\tR\tupdatedByB\a\n" +
+	"updated_by\x18\x0e \x01(\tR\tupdatedBy\x12#\n" +
+	"\n" +
+	"returnable\x18\x0f \x01(\bH\n" +
+	"R\n" +
+	"returnable\x88\x01\x01B\a\n" +
 	"\x05_nameB\x0e\n" +
 	"\f_descriptionB\a\n" +
 	"\x05_logoB\x11\n" +
@@ -1349,7 +1918,8 @@ const file_coupon_v1_admin_proto_rawDesc = "" +
 	"\x10_discount_amountB\x0e\n" +
 	"\f_percent_offB\x0f\n" +
 	"\r_max_discountB\x13\n" +
-	"\x11_min_order_amount\"Z\n" +
+	"\x11_min_order_amountB\r\n" +
+	"\v_returnable\"Z\n" +
 	"\x16ApproveTemplateRequest\x12\x1f\n" +
 	"\vtemplate_id\x18\x01 \x01(\x03R\n" +
 	"templateId\x12\x1f\n" +
@@ -1395,7 +1965,62 @@ const file_coupon_v1_admin_proto_rawDesc = "" +
 	"page_token\x18\x04 \x01(\tR\tpageToken\"j\n" +
 	"\x13ListCouponsResponse\x12+\n" +
 	"\acoupons\x18\x01 \x03(\v2\x11.coupon.v1.CouponR\acoupons\x12&\n" +
-	"\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken2\xa8\a\n" +
+	"\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken\"\x8c\x01\n" +
+	"\x14LookupCouponsRequest\x12\x1f\n" +
+	"\vcoupon_code\x18\x01 \x01(\tR\n" +
+	"couponCode\x12\x17\n" +
+	"\auser_id\x18\x02 \x01(\x03R\x06userId\x12\x1b\n" +
+	"\tpage_size\x18\x03 \x01(\x05R\bpageSize\x12\x1d\n" +
+	"\n" +
+	"page_token\x18\x04 \x01(\tR\tpageToken\"\xb6\x02\n" +
+	"\vLedgerEntry\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\x03R\x02id\x12\x0e\n" +
+	"\x02op\x18\x02 \x01(\tR\x02op\x12\x19\n" +
+	"\border_no\x18\x03 \x01(\tR\aorderNo\x12\x10\n" +
+	"\x03gid\x18\x04 \x01(\tR\x03gid\x12\x1b\n" +
+	"\tbranch_id\x18\x05 \x01(\tR\bbranchId\x12\x1f\n" +
+	"\vcoupon_code\x18\x06 \x01(\tR\n" +
+	"couponCode\x12\x17\n" +
+	"\auser_id\x18\a \x01(\x03R\x06userId\x12\x1f\n" +
+	"\vtemplate_id\x18\b \x01(\x03R\n" +
+	"templateId\x12'\n" +
+	"\x0fdiscount_amount\x18\t \x01(\x03R\x0ediscountAmount\x129\n" +
+	"\n" +
+	"created_at\x18\n" +
+	" \x01(\v2\x1a.google.protobuf.TimestampR\tcreatedAt\"i\n" +
+	"\fCouponRecord\x12)\n" +
+	"\x06coupon\x18\x01 \x01(\v2\x11.coupon.v1.CouponR\x06coupon\x12.\n" +
+	"\x06ledger\x18\x02 \x03(\v2\x16.coupon.v1.LedgerEntryR\x06ledger\"r\n" +
+	"\x15LookupCouponsResponse\x121\n" +
+	"\arecords\x18\x01 \x03(\v2\x17.coupon.v1.CouponRecordR\arecords\x12&\n" +
+	"\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken\"\x8f\x02\n" +
+	"\x13ListAuditLogRequest\x12\x1f\n" +
+	"\ventity_type\x18\x01 \x01(\tR\n" +
+	"entityType\x12\x1b\n" +
+	"\tentity_id\x18\x02 \x01(\x03R\bentityId\x12\x1a\n" +
+	"\bidentity\x18\x03 \x01(\tR\bidentity\x120\n" +
+	"\x05since\x18\x04 \x01(\v2\x1a.google.protobuf.TimestampR\x05since\x120\n" +
+	"\x05until\x18\x05 \x01(\v2\x1a.google.protobuf.TimestampR\x05until\x12\x1b\n" +
+	"\tpage_size\x18\x06 \x01(\x05R\bpageSize\x12\x1d\n" +
+	"\n" +
+	"page_token\x18\a \x01(\tR\tpageToken\"\x89\x02\n" +
+	"\n" +
+	"AuditEntry\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\x03R\x02id\x12\x1a\n" +
+	"\bidentity\x18\x02 \x01(\tR\bidentity\x12\x16\n" +
+	"\x06method\x18\x03 \x01(\tR\x06method\x12\x1f\n" +
+	"\ventity_type\x18\x04 \x01(\tR\n" +
+	"entityType\x12\x1b\n" +
+	"\tentity_id\x18\x05 \x01(\x03R\bentityId\x12\x1f\n" +
+	"\vbefore_json\x18\x06 \x01(\tR\n" +
+	"beforeJson\x12\x1d\n" +
+	"\n" +
+	"after_json\x18\a \x01(\tR\tafterJson\x129\n" +
+	"\n" +
+	"created_at\x18\b \x01(\v2\x1a.google.protobuf.TimestampR\tcreatedAt\"o\n" +
+	"\x14ListAuditLogResponse\x12/\n" +
+	"\aentries\x18\x01 \x03(\v2\x15.coupon.v1.AuditEntryR\aentries\x12&\n" +
+	"\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken2\xcd\b\n" +
 	"\fAdminService\x12G\n" +
 	"\x0eCreateCampaign\x12 .coupon.v1.CreateCampaignRequest\x1a\x13.coupon.v1.Campaign\x12G\n" +
 	"\x0eUpdateCampaign\x12 .coupon.v1.UpdateCampaignRequest\x1a\x13.coupon.v1.Campaign\x12A\n" +
@@ -1408,7 +2033,9 @@ const file_coupon_v1_admin_proto_rawDesc = "" +
 	"\rListTemplates\x12\x1f.coupon.v1.ListTemplatesRequest\x1a .coupon.v1.ListTemplatesResponse\x12C\n" +
 	"\bAddStock\x12\x1a.coupon.v1.AddStockRequest\x1a\x1b.coupon.v1.AddStockResponse\x12P\n" +
 	"\x10GetTemplateStats\x12\".coupon.v1.GetTemplateStatsRequest\x1a\x18.coupon.v1.TemplateStats\x12L\n" +
-	"\vListCoupons\x12\x1d.coupon.v1.ListCouponsRequest\x1a\x1e.coupon.v1.ListCouponsResponseB7Z5github.com/opencoupon/coupon/proto/coupon/v1;couponv1b\x06proto3"
+	"\vListCoupons\x12\x1d.coupon.v1.ListCouponsRequest\x1a\x1e.coupon.v1.ListCouponsResponse\x12R\n" +
+	"\rLookupCoupons\x12\x1f.coupon.v1.LookupCouponsRequest\x1a .coupon.v1.LookupCouponsResponse\x12O\n" +
+	"\fListAuditLog\x12\x1e.coupon.v1.ListAuditLogRequest\x1a\x1f.coupon.v1.ListAuditLogResponseB7Z5github.com/opencoupon/coupon/proto/coupon/v1;couponv1b\x06proto3"
 
 var (
 	file_coupon_v1_admin_proto_rawDescOnce sync.Once
@@ -1422,7 +2049,7 @@ func file_coupon_v1_admin_proto_rawDescGZIP() []byte {
 	return file_coupon_v1_admin_proto_rawDescData
 }
 
-var file_coupon_v1_admin_proto_msgTypes = make([]protoimpl.MessageInfo, 16)
+var file_coupon_v1_admin_proto_msgTypes = make([]protoimpl.MessageInfo, 23)
 var file_coupon_v1_admin_proto_goTypes = []any{
 	(*CreateCampaignRequest)(nil),   // 0: coupon.v1.CreateCampaignRequest
 	(*UpdateCampaignRequest)(nil),   // 1: coupon.v1.UpdateCampaignRequest
@@ -1440,62 +2067,81 @@ var file_coupon_v1_admin_proto_goTypes = []any{
 	(*GetTemplateStatsRequest)(nil), // 13: coupon.v1.GetTemplateStatsRequest
 	(*ListCouponsRequest)(nil),      // 14: coupon.v1.ListCouponsRequest
 	(*ListCouponsResponse)(nil),     // 15: coupon.v1.ListCouponsResponse
-	(*timestamppb.Timestamp)(nil),   // 16: google.protobuf.Timestamp
-	(Campaign_Status)(0),            // 17: coupon.v1.Campaign.Status
-	(*Campaign)(nil),                // 18: coupon.v1.Campaign
-	(CouponTemplate_CouponType)(0),  // 19: coupon.v1.CouponTemplate.CouponType
-	(CouponTemplate_Status)(0),      // 20: coupon.v1.CouponTemplate.Status
-	(*CouponTemplate)(nil),          // 21: coupon.v1.CouponTemplate
-	(Coupon_Status)(0),              // 22: coupon.v1.Coupon.Status
-	(*Coupon)(nil),                  // 23: coupon.v1.Coupon
-	(*TemplateStats)(nil),           // 24: coupon.v1.TemplateStats
+	(*LookupCouponsRequest)(nil),    // 16: coupon.v1.LookupCouponsRequest
+	(*LedgerEntry)(nil),             // 17: coupon.v1.LedgerEntry
+	(*CouponRecord)(nil),            // 18: coupon.v1.CouponRecord
+	(*LookupCouponsResponse)(nil),   // 19: coupon.v1.LookupCouponsResponse
+	(*ListAuditLogRequest)(nil),     // 20: coupon.v1.ListAuditLogRequest
+	(*AuditEntry)(nil),              // 21: coupon.v1.AuditEntry
+	(*ListAuditLogResponse)(nil),    // 22: coupon.v1.ListAuditLogResponse
+	(*timestamppb.Timestamp)(nil),   // 23: google.protobuf.Timestamp
+	(Campaign_Status)(0),            // 24: coupon.v1.Campaign.Status
+	(*Campaign)(nil),                // 25: coupon.v1.Campaign
+	(CouponTemplate_CouponType)(0),  // 26: coupon.v1.CouponTemplate.CouponType
+	(CouponTemplate_Status)(0),      // 27: coupon.v1.CouponTemplate.Status
+	(*CouponTemplate)(nil),          // 28: coupon.v1.CouponTemplate
+	(Coupon_Status)(0),              // 29: coupon.v1.Coupon.Status
+	(*Coupon)(nil),                  // 30: coupon.v1.Coupon
+	(*TemplateStats)(nil),           // 31: coupon.v1.TemplateStats
 }
 var file_coupon_v1_admin_proto_depIdxs = []int32{
-	16, // 0: coupon.v1.CreateCampaignRequest.start_time:type_name -> google.protobuf.Timestamp
-	16, // 1: coupon.v1.CreateCampaignRequest.end_time:type_name -> google.protobuf.Timestamp
-	17, // 2: coupon.v1.UpdateCampaignRequest.status:type_name -> coupon.v1.Campaign.Status
-	16, // 3: coupon.v1.UpdateCampaignRequest.start_time:type_name -> google.protobuf.Timestamp
-	16, // 4: coupon.v1.UpdateCampaignRequest.end_time:type_name -> google.protobuf.Timestamp
-	17, // 5: coupon.v1.ListCampaignsRequest.status:type_name -> coupon.v1.Campaign.Status
-	18, // 6: coupon.v1.ListCampaignsResponse.campaigns:type_name -> coupon.v1.Campaign
-	19, // 7: coupon.v1.CreateTemplateRequest.coupon_type:type_name -> coupon.v1.CouponTemplate.CouponType
-	16, // 8: coupon.v1.CreateTemplateRequest.valid_from:type_name -> google.protobuf.Timestamp
-	16, // 9: coupon.v1.CreateTemplateRequest.valid_until:type_name -> google.protobuf.Timestamp
-	20, // 10: coupon.v1.UpdateTemplateRequest.status:type_name -> coupon.v1.CouponTemplate.Status
-	16, // 11: coupon.v1.UpdateTemplateRequest.valid_until:type_name -> google.protobuf.Timestamp
-	20, // 12: coupon.v1.ListTemplatesRequest.status:type_name -> coupon.v1.CouponTemplate.Status
-	21, // 13: coupon.v1.ListTemplatesResponse.templates:type_name -> coupon.v1.CouponTemplate
-	22, // 14: coupon.v1.ListCouponsRequest.status:type_name -> coupon.v1.Coupon.Status
-	23, // 15: coupon.v1.ListCouponsResponse.coupons:type_name -> coupon.v1.Coupon
-	0,  // 16: coupon.v1.AdminService.CreateCampaign:input_type -> coupon.v1.CreateCampaignRequest
-	1,  // 17: coupon.v1.AdminService.UpdateCampaign:input_type -> coupon.v1.UpdateCampaignRequest
-	2,  // 18: coupon.v1.AdminService.GetCampaign:input_type -> coupon.v1.GetCampaignRequest
-	3,  // 19: coupon.v1.AdminService.ListCampaigns:input_type -> coupon.v1.ListCampaignsRequest
-	5,  // 20: coupon.v1.AdminService.CreateTemplate:input_type -> coupon.v1.CreateTemplateRequest
-	6,  // 21: coupon.v1.AdminService.UpdateTemplate:input_type -> coupon.v1.UpdateTemplateRequest
-	7,  // 22: coupon.v1.AdminService.ApproveTemplate:input_type -> coupon.v1.ApproveTemplateRequest
-	8,  // 23: coupon.v1.AdminService.GetTemplate:input_type -> coupon.v1.GetTemplateRequest
-	9,  // 24: coupon.v1.AdminService.ListTemplates:input_type -> coupon.v1.ListTemplatesRequest
-	11, // 25: coupon.v1.AdminService.AddStock:input_type -> coupon.v1.AddStockRequest
-	13, // 26: coupon.v1.AdminService.GetTemplateStats:input_type -> coupon.v1.GetTemplateStatsRequest
-	14, // 27: coupon.v1.AdminService.ListCoupons:input_type -> coupon.v1.ListCouponsRequest
-	18, // 28: coupon.v1.AdminService.CreateCampaign:output_type -> coupon.v1.Campaign
-	18, // 29: coupon.v1.AdminService.UpdateCampaign:output_type -> coupon.v1.Campaign
-	18, // 30: coupon.v1.AdminService.GetCampaign:output_type -> coupon.v1.Campaign
-	4,  // 31: coupon.v1.AdminService.ListCampaigns:output_type -> coupon.v1.ListCampaignsResponse
-	21, // 32: coupon.v1.AdminService.CreateTemplate:output_type -> coupon.v1.CouponTemplate
-	21, // 33: coupon.v1.AdminService.UpdateTemplate:output_type -> coupon.v1.CouponTemplate
-	21, // 34: coupon.v1.AdminService.ApproveTemplate:output_type -> coupon.v1.CouponTemplate
-	21, // 35: coupon.v1.AdminService.GetTemplate:output_type -> coupon.v1.CouponTemplate
-	10, // 36: coupon.v1.AdminService.ListTemplates:output_type -> coupon.v1.ListTemplatesResponse
-	12, // 37: coupon.v1.AdminService.AddStock:output_type -> coupon.v1.AddStockResponse
-	24, // 38: coupon.v1.AdminService.GetTemplateStats:output_type -> coupon.v1.TemplateStats
-	15, // 39: coupon.v1.AdminService.ListCoupons:output_type -> coupon.v1.ListCouponsResponse
-	28, // [28:40] is the sub-list for method output_type
-	16, // [16:28] is the sub-list for method input_type
-	16, // [16:16] is the sub-list for extension type_name
-	16, // [16:16] is the sub-list for extension extendee
-	0,  // [0:16] is the sub-list for field type_name
+	23, // 0: coupon.v1.CreateCampaignRequest.start_time:type_name -> google.protobuf.Timestamp
+	23, // 1: coupon.v1.CreateCampaignRequest.end_time:type_name -> google.protobuf.Timestamp
+	24, // 2: coupon.v1.UpdateCampaignRequest.status:type_name -> coupon.v1.Campaign.Status
+	23, // 3: coupon.v1.UpdateCampaignRequest.start_time:type_name -> google.protobuf.Timestamp
+	23, // 4: coupon.v1.UpdateCampaignRequest.end_time:type_name -> google.protobuf.Timestamp
+	24, // 5: coupon.v1.ListCampaignsRequest.status:type_name -> coupon.v1.Campaign.Status
+	25, // 6: coupon.v1.ListCampaignsResponse.campaigns:type_name -> coupon.v1.Campaign
+	26, // 7: coupon.v1.CreateTemplateRequest.coupon_type:type_name -> coupon.v1.CouponTemplate.CouponType
+	23, // 8: coupon.v1.CreateTemplateRequest.valid_from:type_name -> google.protobuf.Timestamp
+	23, // 9: coupon.v1.CreateTemplateRequest.valid_until:type_name -> google.protobuf.Timestamp
+	27, // 10: coupon.v1.UpdateTemplateRequest.status:type_name -> coupon.v1.CouponTemplate.Status
+	23, // 11: coupon.v1.UpdateTemplateRequest.valid_until:type_name -> google.protobuf.Timestamp
+	27, // 12: coupon.v1.ListTemplatesRequest.status:type_name -> coupon.v1.CouponTemplate.Status
+	28, // 13: coupon.v1.ListTemplatesResponse.templates:type_name -> coupon.v1.CouponTemplate
+	29, // 14: coupon.v1.ListCouponsRequest.status:type_name -> coupon.v1.Coupon.Status
+	30, // 15: coupon.v1.ListCouponsResponse.coupons:type_name -> coupon.v1.Coupon
+	23, // 16: coupon.v1.LedgerEntry.created_at:type_name -> google.protobuf.Timestamp
+	30, // 17: coupon.v1.CouponRecord.coupon:type_name -> coupon.v1.Coupon
+	17, // 18: coupon.v1.CouponRecord.ledger:type_name -> coupon.v1.LedgerEntry
+	18, // 19: coupon.v1.LookupCouponsResponse.records:type_name -> coupon.v1.CouponRecord
+	23, // 20: coupon.v1.ListAuditLogRequest.since:type_name -> google.protobuf.Timestamp
+	23, // 21: coupon.v1.ListAuditLogRequest.until:type_name -> google.protobuf.Timestamp
+	23, // 22: coupon.v1.AuditEntry.created_at:type_name -> google.protobuf.Timestamp
+	21, // 23: coupon.v1.ListAuditLogResponse.entries:type_name -> coupon.v1.AuditEntry
+	0,  // 24: coupon.v1.AdminService.CreateCampaign:input_type -> coupon.v1.CreateCampaignRequest
+	1,  // 25: coupon.v1.AdminService.UpdateCampaign:input_type -> coupon.v1.UpdateCampaignRequest
+	2,  // 26: coupon.v1.AdminService.GetCampaign:input_type -> coupon.v1.GetCampaignRequest
+	3,  // 27: coupon.v1.AdminService.ListCampaigns:input_type -> coupon.v1.ListCampaignsRequest
+	5,  // 28: coupon.v1.AdminService.CreateTemplate:input_type -> coupon.v1.CreateTemplateRequest
+	6,  // 29: coupon.v1.AdminService.UpdateTemplate:input_type -> coupon.v1.UpdateTemplateRequest
+	7,  // 30: coupon.v1.AdminService.ApproveTemplate:input_type -> coupon.v1.ApproveTemplateRequest
+	8,  // 31: coupon.v1.AdminService.GetTemplate:input_type -> coupon.v1.GetTemplateRequest
+	9,  // 32: coupon.v1.AdminService.ListTemplates:input_type -> coupon.v1.ListTemplatesRequest
+	11, // 33: coupon.v1.AdminService.AddStock:input_type -> coupon.v1.AddStockRequest
+	13, // 34: coupon.v1.AdminService.GetTemplateStats:input_type -> coupon.v1.GetTemplateStatsRequest
+	14, // 35: coupon.v1.AdminService.ListCoupons:input_type -> coupon.v1.ListCouponsRequest
+	16, // 36: coupon.v1.AdminService.LookupCoupons:input_type -> coupon.v1.LookupCouponsRequest
+	20, // 37: coupon.v1.AdminService.ListAuditLog:input_type -> coupon.v1.ListAuditLogRequest
+	25, // 38: coupon.v1.AdminService.CreateCampaign:output_type -> coupon.v1.Campaign
+	25, // 39: coupon.v1.AdminService.UpdateCampaign:output_type -> coupon.v1.Campaign
+	25, // 40: coupon.v1.AdminService.GetCampaign:output_type -> coupon.v1.Campaign
+	4,  // 41: coupon.v1.AdminService.ListCampaigns:output_type -> coupon.v1.ListCampaignsResponse
+	28, // 42: coupon.v1.AdminService.CreateTemplate:output_type -> coupon.v1.CouponTemplate
+	28, // 43: coupon.v1.AdminService.UpdateTemplate:output_type -> coupon.v1.CouponTemplate
+	28, // 44: coupon.v1.AdminService.ApproveTemplate:output_type -> coupon.v1.CouponTemplate
+	28, // 45: coupon.v1.AdminService.GetTemplate:output_type -> coupon.v1.CouponTemplate
+	10, // 46: coupon.v1.AdminService.ListTemplates:output_type -> coupon.v1.ListTemplatesResponse
+	12, // 47: coupon.v1.AdminService.AddStock:output_type -> coupon.v1.AddStockResponse
+	31, // 48: coupon.v1.AdminService.GetTemplateStats:output_type -> coupon.v1.TemplateStats
+	15, // 49: coupon.v1.AdminService.ListCoupons:output_type -> coupon.v1.ListCouponsResponse
+	19, // 50: coupon.v1.AdminService.LookupCoupons:output_type -> coupon.v1.LookupCouponsResponse
+	22, // 51: coupon.v1.AdminService.ListAuditLog:output_type -> coupon.v1.ListAuditLogResponse
+	38, // [38:52] is the sub-list for method output_type
+	24, // [24:38] is the sub-list for method input_type
+	24, // [24:24] is the sub-list for extension type_name
+	24, // [24:24] is the sub-list for extension extendee
+	0,  // [0:24] is the sub-list for field type_name
 }
 
 func init() { file_coupon_v1_admin_proto_init() }
@@ -1505,6 +2151,7 @@ func file_coupon_v1_admin_proto_init() {
 	}
 	file_coupon_v1_types_proto_init()
 	file_coupon_v1_admin_proto_msgTypes[1].OneofWrappers = []any{}
+	file_coupon_v1_admin_proto_msgTypes[5].OneofWrappers = []any{}
 	file_coupon_v1_admin_proto_msgTypes[6].OneofWrappers = []any{}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
@@ -1512,7 +2159,7 @@ func file_coupon_v1_admin_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_coupon_v1_admin_proto_rawDesc), len(file_coupon_v1_admin_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   16,
+			NumMessages:   23,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -31,6 +31,8 @@ const (
 	AdminService_AddStock_FullMethodName         = "/coupon.v1.AdminService/AddStock"
 	AdminService_GetTemplateStats_FullMethodName = "/coupon.v1.AdminService/GetTemplateStats"
 	AdminService_ListCoupons_FullMethodName      = "/coupon.v1.AdminService/ListCoupons"
+	AdminService_LookupCoupons_FullMethodName    = "/coupon.v1.AdminService/LookupCoupons"
+	AdminService_ListAuditLog_FullMethodName     = "/coupon.v1.AdminService/ListAuditLog"
 )
 
 // AdminServiceClient is the client API for AdminService service.
@@ -54,6 +56,10 @@ type AdminServiceClient interface {
 	GetTemplateStats(ctx context.Context, in *GetTemplateStatsRequest, opts ...grpc.CallOption) (*TemplateStats, error)
 	// ListCoupons lists the coupons of a template across every shard.
 	ListCoupons(ctx context.Context, in *ListCouponsRequest, opts ...grpc.CallOption) (*ListCouponsResponse, error)
+	// LookupCoupons finds coupons by code (any user) or by user, each with its ledger history.
+	LookupCoupons(ctx context.Context, in *LookupCouponsRequest, opts ...grpc.CallOption) (*LookupCouponsResponse, error)
+	// ListAuditLog reads the audit log of admin changes, newest first.
+	ListAuditLog(ctx context.Context, in *ListAuditLogRequest, opts ...grpc.CallOption) (*ListAuditLogResponse, error)
 }
 
 type adminServiceClient struct {
@@ -184,6 +190,26 @@ func (c *adminServiceClient) ListCoupons(ctx context.Context, in *ListCouponsReq
 	return out, nil
 }
 
+func (c *adminServiceClient) LookupCoupons(ctx context.Context, in *LookupCouponsRequest, opts ...grpc.CallOption) (*LookupCouponsResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(LookupCouponsResponse)
+	err := c.cc.Invoke(ctx, AdminService_LookupCoupons_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *adminServiceClient) ListAuditLog(ctx context.Context, in *ListAuditLogRequest, opts ...grpc.CallOption) (*ListAuditLogResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ListAuditLogResponse)
+	err := c.cc.Invoke(ctx, AdminService_ListAuditLog_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // AdminServiceServer is the server API for AdminService service.
 // All implementations must embed UnimplementedAdminServiceServer
 // for forward compatibility.
@@ -205,6 +231,10 @@ type AdminServiceServer interface {
 	GetTemplateStats(context.Context, *GetTemplateStatsRequest) (*TemplateStats, error)
 	// ListCoupons lists the coupons of a template across every shard.
 	ListCoupons(context.Context, *ListCouponsRequest) (*ListCouponsResponse, error)
+	// LookupCoupons finds coupons by code (any user) or by user, each with its ledger history.
+	LookupCoupons(context.Context, *LookupCouponsRequest) (*LookupCouponsResponse, error)
+	// ListAuditLog reads the audit log of admin changes, newest first.
+	ListAuditLog(context.Context, *ListAuditLogRequest) (*ListAuditLogResponse, error)
 	mustEmbedUnimplementedAdminServiceServer()
 }
 
@@ -250,6 +280,12 @@ func (UnimplementedAdminServiceServer) GetTemplateStats(context.Context, *GetTem
 }
 func (UnimplementedAdminServiceServer) ListCoupons(context.Context, *ListCouponsRequest) (*ListCouponsResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method ListCoupons not implemented")
+}
+func (UnimplementedAdminServiceServer) LookupCoupons(context.Context, *LookupCouponsRequest) (*LookupCouponsResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method LookupCoupons not implemented")
+}
+func (UnimplementedAdminServiceServer) ListAuditLog(context.Context, *ListAuditLogRequest) (*ListAuditLogResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method ListAuditLog not implemented")
 }
 func (UnimplementedAdminServiceServer) mustEmbedUnimplementedAdminServiceServer() {}
 func (UnimplementedAdminServiceServer) testEmbeddedByValue()                      {}
@@ -488,6 +524,42 @@ func _AdminService_ListCoupons_Handler(srv interface{}, ctx context.Context, dec
 	return interceptor(ctx, in, info, handler)
 }
 
+func _AdminService_LookupCoupons_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(LookupCouponsRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AdminServiceServer).LookupCoupons(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: AdminService_LookupCoupons_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AdminServiceServer).LookupCoupons(ctx, req.(*LookupCouponsRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _AdminService_ListAuditLog_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ListAuditLogRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AdminServiceServer).ListAuditLog(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: AdminService_ListAuditLog_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AdminServiceServer).ListAuditLog(ctx, req.(*ListAuditLogRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // AdminService_ServiceDesc is the grpc.ServiceDesc for AdminService service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -542,6 +614,14 @@ var AdminService_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "ListCoupons",
 			Handler:    _AdminService_ListCoupons_Handler,
+		},
+		{
+			MethodName: "LookupCoupons",
+			Handler:    _AdminService_LookupCoupons_Handler,
+		},
+		{
+			MethodName: "ListAuditLog",
+			Handler:    _AdminService_ListAuditLog_Handler,
 		},
 	},
 	Streams:  []grpc.StreamDesc{},

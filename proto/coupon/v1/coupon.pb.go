@@ -721,6 +721,137 @@ func (x *CouponBranchResponse) GetOrderNo() string {
 	return ""
 }
 
+type ReturnCouponRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Required; the idempotency key of the return.
+	RequestId  string `protobuf:"bytes,1,opt,name=request_id,json=requestId,proto3" json:"request_id,omitempty"`
+	UserId     int64  `protobuf:"varint,2,opt,name=user_id,json=userId,proto3" json:"user_id,omitempty"`
+	CouponCode string `protobuf:"bytes,3,opt,name=coupon_code,json=couponCode,proto3" json:"coupon_code,omitempty"`
+	// The refunded order that used the coupon.
+	OrderNo       string `protobuf:"bytes,4,opt,name=order_no,json=orderNo,proto3" json:"order_no,omitempty"`
+	Reason        string `protobuf:"bytes,5,opt,name=reason,proto3" json:"reason,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ReturnCouponRequest) Reset() {
+	*x = ReturnCouponRequest{}
+	mi := &file_coupon_v1_coupon_proto_msgTypes[12]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ReturnCouponRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ReturnCouponRequest) ProtoMessage() {}
+
+func (x *ReturnCouponRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_coupon_v1_coupon_proto_msgTypes[12]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ReturnCouponRequest.ProtoReflect.Descriptor instead.
+func (*ReturnCouponRequest) Descriptor() ([]byte, []int) {
+	return file_coupon_v1_coupon_proto_rawDescGZIP(), []int{12}
+}
+
+func (x *ReturnCouponRequest) GetRequestId() string {
+	if x != nil {
+		return x.RequestId
+	}
+	return ""
+}
+
+func (x *ReturnCouponRequest) GetUserId() int64 {
+	if x != nil {
+		return x.UserId
+	}
+	return 0
+}
+
+func (x *ReturnCouponRequest) GetCouponCode() string {
+	if x != nil {
+		return x.CouponCode
+	}
+	return ""
+}
+
+func (x *ReturnCouponRequest) GetOrderNo() string {
+	if x != nil {
+		return x.OrderNo
+	}
+	return ""
+}
+
+func (x *ReturnCouponRequest) GetReason() string {
+	if x != nil {
+		return x.Reason
+	}
+	return ""
+}
+
+type ReturnCouponResponse struct {
+	state  protoimpl.MessageState `protogen:"open.v1"`
+	Coupon *Coupon                `protobuf:"bytes,1,opt,name=coupon,proto3" json:"coupon,omitempty"`
+	// True when request_id had been applied before and nothing changed now.
+	Replayed      bool `protobuf:"varint,2,opt,name=replayed,proto3" json:"replayed,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ReturnCouponResponse) Reset() {
+	*x = ReturnCouponResponse{}
+	mi := &file_coupon_v1_coupon_proto_msgTypes[13]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ReturnCouponResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ReturnCouponResponse) ProtoMessage() {}
+
+func (x *ReturnCouponResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_coupon_v1_coupon_proto_msgTypes[13]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ReturnCouponResponse.ProtoReflect.Descriptor instead.
+func (*ReturnCouponResponse) Descriptor() ([]byte, []int) {
+	return file_coupon_v1_coupon_proto_rawDescGZIP(), []int{13}
+}
+
+func (x *ReturnCouponResponse) GetCoupon() *Coupon {
+	if x != nil {
+		return x.Coupon
+	}
+	return nil
+}
+
+func (x *ReturnCouponResponse) GetReplayed() bool {
+	if x != nil {
+		return x.Replayed
+	}
+	return false
+}
+
 var File_coupon_v1_coupon_proto protoreflect.FileDescriptor
 
 const file_coupon_v1_coupon_proto_rawDesc = "" +
@@ -779,7 +910,18 @@ const file_coupon_v1_coupon_proto_rawDesc = "" +
 	"\x06status\x18\x02 \x01(\x0e2\x18.coupon.v1.Coupon.StatusR\x06status\x12'\n" +
 	"\x0fdiscount_amount\x18\x03 \x01(\x03R\x0ediscountAmount\x12%\n" +
 	"\x0epayable_amount\x18\x04 \x01(\x03R\rpayableAmount\x12\x19\n" +
-	"\border_no\x18\x05 \x01(\tR\aorderNo2\xe8\x06\n" +
+	"\border_no\x18\x05 \x01(\tR\aorderNo\"\xa1\x01\n" +
+	"\x13ReturnCouponRequest\x12\x1d\n" +
+	"\n" +
+	"request_id\x18\x01 \x01(\tR\trequestId\x12\x17\n" +
+	"\auser_id\x18\x02 \x01(\x03R\x06userId\x12\x1f\n" +
+	"\vcoupon_code\x18\x03 \x01(\tR\n" +
+	"couponCode\x12\x19\n" +
+	"\border_no\x18\x04 \x01(\tR\aorderNo\x12\x16\n" +
+	"\x06reason\x18\x05 \x01(\tR\x06reason\"]\n" +
+	"\x14ReturnCouponResponse\x12)\n" +
+	"\x06coupon\x18\x01 \x01(\v2\x11.coupon.v1.CouponR\x06coupon\x12\x1a\n" +
+	"\breplayed\x18\x02 \x01(\bR\breplayed2\xdb\b\n" +
 	"\rCouponService\x12A\n" +
 	"\vGetCampaign\x12\x1d.coupon.v1.GetCampaignRequest\x1a\x13.coupon.v1.Campaign\x12G\n" +
 	"\vGetTemplate\x12\x1d.coupon.v1.GetTemplateRequest\x1a\x19.coupon.v1.CouponTemplate\x12?\n" +
@@ -792,7 +934,10 @@ const file_coupon_v1_coupon_proto_rawDesc = "" +
 	"\n" +
 	"LockCoupon\x12\x1e.coupon.v1.CouponBranchRequest\x1a\x1f.coupon.v1.CouponBranchResponse\x12P\n" +
 	"\rConsumeCoupon\x12\x1e.coupon.v1.CouponBranchRequest\x1a\x1f.coupon.v1.CouponBranchResponse\x12O\n" +
-	"\fUnlockCoupon\x12\x1e.coupon.v1.CouponBranchRequest\x1a\x1f.coupon.v1.CouponBranchResponseB7Z5github.com/opencoupon/coupon/proto/coupon/v1;couponv1b\x06proto3"
+	"\fUnlockCoupon\x12\x1e.coupon.v1.CouponBranchRequest\x1a\x1f.coupon.v1.CouponBranchResponse\x12L\n" +
+	"\tUseCoupon\x12\x1e.coupon.v1.CouponBranchRequest\x1a\x1f.coupon.v1.CouponBranchResponse\x12R\n" +
+	"\x0fUseCouponRevert\x12\x1e.coupon.v1.CouponBranchRequest\x1a\x1f.coupon.v1.CouponBranchResponse\x12O\n" +
+	"\fReturnCoupon\x12\x1e.coupon.v1.ReturnCouponRequest\x1a\x1f.coupon.v1.ReturnCouponResponseB7Z5github.com/opencoupon/coupon/proto/coupon/v1;couponv1b\x06proto3"
 
 var (
 	file_coupon_v1_coupon_proto_rawDescOnce sync.Once
@@ -806,7 +951,7 @@ func file_coupon_v1_coupon_proto_rawDescGZIP() []byte {
 	return file_coupon_v1_coupon_proto_rawDescData
 }
 
-var file_coupon_v1_coupon_proto_msgTypes = make([]protoimpl.MessageInfo, 12)
+var file_coupon_v1_coupon_proto_msgTypes = make([]protoimpl.MessageInfo, 14)
 var file_coupon_v1_coupon_proto_goTypes = []any{
 	(*ClaimCouponRequest)(nil),            // 0: coupon.v1.ClaimCouponRequest
 	(*ClaimCouponByPhoneRequest)(nil),     // 1: coupon.v1.ClaimCouponByPhoneRequest
@@ -820,50 +965,59 @@ var file_coupon_v1_coupon_proto_goTypes = []any{
 	(*ListApplicableCouponsResponse)(nil), // 9: coupon.v1.ListApplicableCouponsResponse
 	(*CouponBranchRequest)(nil),           // 10: coupon.v1.CouponBranchRequest
 	(*CouponBranchResponse)(nil),          // 11: coupon.v1.CouponBranchResponse
-	(*Coupon)(nil),                        // 12: coupon.v1.Coupon
-	(Coupon_Status)(0),                    // 13: coupon.v1.Coupon.Status
-	(*Order)(nil),                         // 14: coupon.v1.Order
-	(*GetCampaignRequest)(nil),            // 15: coupon.v1.GetCampaignRequest
-	(*GetTemplateRequest)(nil),            // 16: coupon.v1.GetTemplateRequest
-	(*Campaign)(nil),                      // 17: coupon.v1.Campaign
-	(*CouponTemplate)(nil),                // 18: coupon.v1.CouponTemplate
+	(*ReturnCouponRequest)(nil),           // 12: coupon.v1.ReturnCouponRequest
+	(*ReturnCouponResponse)(nil),          // 13: coupon.v1.ReturnCouponResponse
+	(*Coupon)(nil),                        // 14: coupon.v1.Coupon
+	(Coupon_Status)(0),                    // 15: coupon.v1.Coupon.Status
+	(*Order)(nil),                         // 16: coupon.v1.Order
+	(*GetCampaignRequest)(nil),            // 17: coupon.v1.GetCampaignRequest
+	(*GetTemplateRequest)(nil),            // 18: coupon.v1.GetTemplateRequest
+	(*Campaign)(nil),                      // 19: coupon.v1.Campaign
+	(*CouponTemplate)(nil),                // 20: coupon.v1.CouponTemplate
 }
 var file_coupon_v1_coupon_proto_depIdxs = []int32{
-	12, // 0: coupon.v1.BindPhoneResponse.coupons:type_name -> coupon.v1.Coupon
-	13, // 1: coupon.v1.ListUserCouponsRequest.status:type_name -> coupon.v1.Coupon.Status
-	12, // 2: coupon.v1.ListUserCouponsResponse.coupons:type_name -> coupon.v1.Coupon
-	14, // 3: coupon.v1.ListApplicableCouponsRequest.order:type_name -> coupon.v1.Order
-	12, // 4: coupon.v1.ApplicableCoupon.coupon:type_name -> coupon.v1.Coupon
+	14, // 0: coupon.v1.BindPhoneResponse.coupons:type_name -> coupon.v1.Coupon
+	15, // 1: coupon.v1.ListUserCouponsRequest.status:type_name -> coupon.v1.Coupon.Status
+	14, // 2: coupon.v1.ListUserCouponsResponse.coupons:type_name -> coupon.v1.Coupon
+	16, // 3: coupon.v1.ListApplicableCouponsRequest.order:type_name -> coupon.v1.Order
+	14, // 4: coupon.v1.ApplicableCoupon.coupon:type_name -> coupon.v1.Coupon
 	8,  // 5: coupon.v1.ListApplicableCouponsResponse.coupons:type_name -> coupon.v1.ApplicableCoupon
-	14, // 6: coupon.v1.CouponBranchRequest.order:type_name -> coupon.v1.Order
-	13, // 7: coupon.v1.CouponBranchResponse.status:type_name -> coupon.v1.Coupon.Status
-	15, // 8: coupon.v1.CouponService.GetCampaign:input_type -> coupon.v1.GetCampaignRequest
-	16, // 9: coupon.v1.CouponService.GetTemplate:input_type -> coupon.v1.GetTemplateRequest
-	0,  // 10: coupon.v1.CouponService.ClaimCoupon:input_type -> coupon.v1.ClaimCouponRequest
-	1,  // 11: coupon.v1.CouponService.ClaimCouponByPhone:input_type -> coupon.v1.ClaimCouponByPhoneRequest
-	2,  // 12: coupon.v1.CouponService.BindPhone:input_type -> coupon.v1.BindPhoneRequest
-	4,  // 13: coupon.v1.CouponService.ListUserCoupons:input_type -> coupon.v1.ListUserCouponsRequest
-	6,  // 14: coupon.v1.CouponService.GetCoupon:input_type -> coupon.v1.GetCouponRequest
-	7,  // 15: coupon.v1.CouponService.ListApplicableCoupons:input_type -> coupon.v1.ListApplicableCouponsRequest
-	10, // 16: coupon.v1.CouponService.LockCoupon:input_type -> coupon.v1.CouponBranchRequest
-	10, // 17: coupon.v1.CouponService.ConsumeCoupon:input_type -> coupon.v1.CouponBranchRequest
-	10, // 18: coupon.v1.CouponService.UnlockCoupon:input_type -> coupon.v1.CouponBranchRequest
-	17, // 19: coupon.v1.CouponService.GetCampaign:output_type -> coupon.v1.Campaign
-	18, // 20: coupon.v1.CouponService.GetTemplate:output_type -> coupon.v1.CouponTemplate
-	12, // 21: coupon.v1.CouponService.ClaimCoupon:output_type -> coupon.v1.Coupon
-	12, // 22: coupon.v1.CouponService.ClaimCouponByPhone:output_type -> coupon.v1.Coupon
-	3,  // 23: coupon.v1.CouponService.BindPhone:output_type -> coupon.v1.BindPhoneResponse
-	5,  // 24: coupon.v1.CouponService.ListUserCoupons:output_type -> coupon.v1.ListUserCouponsResponse
-	12, // 25: coupon.v1.CouponService.GetCoupon:output_type -> coupon.v1.Coupon
-	9,  // 26: coupon.v1.CouponService.ListApplicableCoupons:output_type -> coupon.v1.ListApplicableCouponsResponse
-	11, // 27: coupon.v1.CouponService.LockCoupon:output_type -> coupon.v1.CouponBranchResponse
-	11, // 28: coupon.v1.CouponService.ConsumeCoupon:output_type -> coupon.v1.CouponBranchResponse
-	11, // 29: coupon.v1.CouponService.UnlockCoupon:output_type -> coupon.v1.CouponBranchResponse
-	19, // [19:30] is the sub-list for method output_type
-	8,  // [8:19] is the sub-list for method input_type
-	8,  // [8:8] is the sub-list for extension type_name
-	8,  // [8:8] is the sub-list for extension extendee
-	0,  // [0:8] is the sub-list for field type_name
+	16, // 6: coupon.v1.CouponBranchRequest.order:type_name -> coupon.v1.Order
+	15, // 7: coupon.v1.CouponBranchResponse.status:type_name -> coupon.v1.Coupon.Status
+	14, // 8: coupon.v1.ReturnCouponResponse.coupon:type_name -> coupon.v1.Coupon
+	17, // 9: coupon.v1.CouponService.GetCampaign:input_type -> coupon.v1.GetCampaignRequest
+	18, // 10: coupon.v1.CouponService.GetTemplate:input_type -> coupon.v1.GetTemplateRequest
+	0,  // 11: coupon.v1.CouponService.ClaimCoupon:input_type -> coupon.v1.ClaimCouponRequest
+	1,  // 12: coupon.v1.CouponService.ClaimCouponByPhone:input_type -> coupon.v1.ClaimCouponByPhoneRequest
+	2,  // 13: coupon.v1.CouponService.BindPhone:input_type -> coupon.v1.BindPhoneRequest
+	4,  // 14: coupon.v1.CouponService.ListUserCoupons:input_type -> coupon.v1.ListUserCouponsRequest
+	6,  // 15: coupon.v1.CouponService.GetCoupon:input_type -> coupon.v1.GetCouponRequest
+	7,  // 16: coupon.v1.CouponService.ListApplicableCoupons:input_type -> coupon.v1.ListApplicableCouponsRequest
+	10, // 17: coupon.v1.CouponService.LockCoupon:input_type -> coupon.v1.CouponBranchRequest
+	10, // 18: coupon.v1.CouponService.ConsumeCoupon:input_type -> coupon.v1.CouponBranchRequest
+	10, // 19: coupon.v1.CouponService.UnlockCoupon:input_type -> coupon.v1.CouponBranchRequest
+	10, // 20: coupon.v1.CouponService.UseCoupon:input_type -> coupon.v1.CouponBranchRequest
+	10, // 21: coupon.v1.CouponService.UseCouponRevert:input_type -> coupon.v1.CouponBranchRequest
+	12, // 22: coupon.v1.CouponService.ReturnCoupon:input_type -> coupon.v1.ReturnCouponRequest
+	19, // 23: coupon.v1.CouponService.GetCampaign:output_type -> coupon.v1.Campaign
+	20, // 24: coupon.v1.CouponService.GetTemplate:output_type -> coupon.v1.CouponTemplate
+	14, // 25: coupon.v1.CouponService.ClaimCoupon:output_type -> coupon.v1.Coupon
+	14, // 26: coupon.v1.CouponService.ClaimCouponByPhone:output_type -> coupon.v1.Coupon
+	3,  // 27: coupon.v1.CouponService.BindPhone:output_type -> coupon.v1.BindPhoneResponse
+	5,  // 28: coupon.v1.CouponService.ListUserCoupons:output_type -> coupon.v1.ListUserCouponsResponse
+	14, // 29: coupon.v1.CouponService.GetCoupon:output_type -> coupon.v1.Coupon
+	9,  // 30: coupon.v1.CouponService.ListApplicableCoupons:output_type -> coupon.v1.ListApplicableCouponsResponse
+	11, // 31: coupon.v1.CouponService.LockCoupon:output_type -> coupon.v1.CouponBranchResponse
+	11, // 32: coupon.v1.CouponService.ConsumeCoupon:output_type -> coupon.v1.CouponBranchResponse
+	11, // 33: coupon.v1.CouponService.UnlockCoupon:output_type -> coupon.v1.CouponBranchResponse
+	11, // 34: coupon.v1.CouponService.UseCoupon:output_type -> coupon.v1.CouponBranchResponse
+	11, // 35: coupon.v1.CouponService.UseCouponRevert:output_type -> coupon.v1.CouponBranchResponse
+	13, // 36: coupon.v1.CouponService.ReturnCoupon:output_type -> coupon.v1.ReturnCouponResponse
+	23, // [23:37] is the sub-list for method output_type
+	9,  // [9:23] is the sub-list for method input_type
+	9,  // [9:9] is the sub-list for extension type_name
+	9,  // [9:9] is the sub-list for extension extendee
+	0,  // [0:9] is the sub-list for field type_name
 }
 
 func init() { file_coupon_v1_coupon_proto_init() }
@@ -879,7 +1033,7 @@ func file_coupon_v1_coupon_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_coupon_v1_coupon_proto_rawDesc), len(file_coupon_v1_coupon_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   12,
+			NumMessages:   14,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

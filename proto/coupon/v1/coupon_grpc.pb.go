@@ -30,6 +30,9 @@ const (
 	CouponService_LockCoupon_FullMethodName            = "/coupon.v1.CouponService/LockCoupon"
 	CouponService_ConsumeCoupon_FullMethodName         = "/coupon.v1.CouponService/ConsumeCoupon"
 	CouponService_UnlockCoupon_FullMethodName          = "/coupon.v1.CouponService/UnlockCoupon"
+	CouponService_UseCoupon_FullMethodName             = "/coupon.v1.CouponService/UseCoupon"
+	CouponService_UseCouponRevert_FullMethodName       = "/coupon.v1.CouponService/UseCouponRevert"
+	CouponService_ReturnCoupon_FullMethodName          = "/coupon.v1.CouponService/ReturnCoupon"
 )
 
 // CouponServiceClient is the client API for CouponService service.
@@ -56,6 +59,13 @@ type CouponServiceClient interface {
 	ConsumeCoupon(ctx context.Context, in *CouponBranchRequest, opts ...grpc.CallOption) (*CouponBranchResponse, error)
 	// TCC Cancel: the locked coupon becomes AVAILABLE again.
 	UnlockCoupon(ctx context.Context, in *CouponBranchRequest, opts ...grpc.CallOption) (*CouponBranchResponse, error)
+	// Saga action: checks as LockCoupon does, then marks the coupon USED by the order.
+	UseCoupon(ctx context.Context, in *CouponBranchRequest, opts ...grpc.CallOption) (*CouponBranchResponse, error)
+	// Saga compensation: gives back a use made by the same global transaction; never refuses.
+	UseCouponRevert(ctx context.Context, in *CouponBranchRequest, opts ...grpc.CallOption) (*CouponBranchResponse, error)
+	// ReturnCoupon gives a coupon used by an order back after the order is refunded.
+	// Idempotent on request_id; with DTM barrier metadata it runs behind the barrier.
+	ReturnCoupon(ctx context.Context, in *ReturnCouponRequest, opts ...grpc.CallOption) (*ReturnCouponResponse, error)
 }
 
 type couponServiceClient struct {
@@ -176,6 +186,36 @@ func (c *couponServiceClient) UnlockCoupon(ctx context.Context, in *CouponBranch
 	return out, nil
 }
 
+func (c *couponServiceClient) UseCoupon(ctx context.Context, in *CouponBranchRequest, opts ...grpc.CallOption) (*CouponBranchResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(CouponBranchResponse)
+	err := c.cc.Invoke(ctx, CouponService_UseCoupon_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *couponServiceClient) UseCouponRevert(ctx context.Context, in *CouponBranchRequest, opts ...grpc.CallOption) (*CouponBranchResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(CouponBranchResponse)
+	err := c.cc.Invoke(ctx, CouponService_UseCouponRevert_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *couponServiceClient) ReturnCoupon(ctx context.Context, in *ReturnCouponRequest, opts ...grpc.CallOption) (*ReturnCouponResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ReturnCouponResponse)
+	err := c.cc.Invoke(ctx, CouponService_ReturnCoupon_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // CouponServiceServer is the server API for CouponService service.
 // All implementations must embed UnimplementedCouponServiceServer
 // for forward compatibility.
@@ -200,6 +240,13 @@ type CouponServiceServer interface {
 	ConsumeCoupon(context.Context, *CouponBranchRequest) (*CouponBranchResponse, error)
 	// TCC Cancel: the locked coupon becomes AVAILABLE again.
 	UnlockCoupon(context.Context, *CouponBranchRequest) (*CouponBranchResponse, error)
+	// Saga action: checks as LockCoupon does, then marks the coupon USED by the order.
+	UseCoupon(context.Context, *CouponBranchRequest) (*CouponBranchResponse, error)
+	// Saga compensation: gives back a use made by the same global transaction; never refuses.
+	UseCouponRevert(context.Context, *CouponBranchRequest) (*CouponBranchResponse, error)
+	// ReturnCoupon gives a coupon used by an order back after the order is refunded.
+	// Idempotent on request_id; with DTM barrier metadata it runs behind the barrier.
+	ReturnCoupon(context.Context, *ReturnCouponRequest) (*ReturnCouponResponse, error)
 	mustEmbedUnimplementedCouponServiceServer()
 }
 
@@ -242,6 +289,15 @@ func (UnimplementedCouponServiceServer) ConsumeCoupon(context.Context, *CouponBr
 }
 func (UnimplementedCouponServiceServer) UnlockCoupon(context.Context, *CouponBranchRequest) (*CouponBranchResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method UnlockCoupon not implemented")
+}
+func (UnimplementedCouponServiceServer) UseCoupon(context.Context, *CouponBranchRequest) (*CouponBranchResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method UseCoupon not implemented")
+}
+func (UnimplementedCouponServiceServer) UseCouponRevert(context.Context, *CouponBranchRequest) (*CouponBranchResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method UseCouponRevert not implemented")
+}
+func (UnimplementedCouponServiceServer) ReturnCoupon(context.Context, *ReturnCouponRequest) (*ReturnCouponResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method ReturnCoupon not implemented")
 }
 func (UnimplementedCouponServiceServer) mustEmbedUnimplementedCouponServiceServer() {}
 func (UnimplementedCouponServiceServer) testEmbeddedByValue()                       {}
@@ -462,6 +518,60 @@ func _CouponService_UnlockCoupon_Handler(srv interface{}, ctx context.Context, d
 	return interceptor(ctx, in, info, handler)
 }
 
+func _CouponService_UseCoupon_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(CouponBranchRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(CouponServiceServer).UseCoupon(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: CouponService_UseCoupon_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(CouponServiceServer).UseCoupon(ctx, req.(*CouponBranchRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _CouponService_UseCouponRevert_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(CouponBranchRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(CouponServiceServer).UseCouponRevert(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: CouponService_UseCouponRevert_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(CouponServiceServer).UseCouponRevert(ctx, req.(*CouponBranchRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _CouponService_ReturnCoupon_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ReturnCouponRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(CouponServiceServer).ReturnCoupon(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: CouponService_ReturnCoupon_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(CouponServiceServer).ReturnCoupon(ctx, req.(*ReturnCouponRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // CouponService_ServiceDesc is the grpc.ServiceDesc for CouponService service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -512,6 +622,18 @@ var CouponService_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "UnlockCoupon",
 			Handler:    _CouponService_UnlockCoupon_Handler,
+		},
+		{
+			MethodName: "UseCoupon",
+			Handler:    _CouponService_UseCoupon_Handler,
+		},
+		{
+			MethodName: "UseCouponRevert",
+			Handler:    _CouponService_UseCouponRevert_Handler,
+		},
+		{
+			MethodName: "ReturnCoupon",
+			Handler:    _CouponService_ReturnCoupon_Handler,
 		},
 	},
 	Streams:  []grpc.StreamDesc{},

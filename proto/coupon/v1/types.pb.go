@@ -26,27 +26,32 @@ const (
 type ErrorReason int32
 
 const (
-	ErrorReason_ERROR_REASON_UNSPECIFIED ErrorReason = 0
-	ErrorReason_INVALID_ARGUMENT         ErrorReason = 1
-	ErrorReason_NOT_FOUND                ErrorReason = 2
-	ErrorReason_SOLD_OUT                 ErrorReason = 3
-	ErrorReason_USER_LIMIT_REACHED       ErrorReason = 4
-	ErrorReason_TEMPLATE_NOT_ACTIVE      ErrorReason = 5
-	ErrorReason_CAMPAIGN_NOT_ACTIVE      ErrorReason = 6
-	ErrorReason_REQUEST_ID_CONFLICT      ErrorReason = 7
-	ErrorReason_APPROVER_IS_CREATOR      ErrorReason = 8
-	ErrorReason_INVALID_STATE_TRANSITION ErrorReason = 9
-	ErrorReason_TEMPLATE_NOT_EDITABLE    ErrorReason = 10
-	ErrorReason_COUPON_NOT_AVAILABLE     ErrorReason = 11
-	ErrorReason_COUPON_EXPIRED           ErrorReason = 12
-	ErrorReason_RULE_NOT_MET             ErrorReason = 13
-	ErrorReason_DAILY_USE_LIMIT_REACHED  ErrorReason = 14
-	ErrorReason_NOT_OWNER                ErrorReason = 15
-	ErrorReason_MISSING_BARRIER          ErrorReason = 16
-	ErrorReason_RATE_LIMITED             ErrorReason = 17
-	ErrorReason_UNAVAILABLE              ErrorReason = 18
-	ErrorReason_INVALID_RULE             ErrorReason = 19
-	ErrorReason_INTERNAL                 ErrorReason = 20
+	ErrorReason_ERROR_REASON_UNSPECIFIED  ErrorReason = 0
+	ErrorReason_INVALID_ARGUMENT          ErrorReason = 1
+	ErrorReason_NOT_FOUND                 ErrorReason = 2
+	ErrorReason_SOLD_OUT                  ErrorReason = 3
+	ErrorReason_USER_LIMIT_REACHED        ErrorReason = 4
+	ErrorReason_TEMPLATE_NOT_ACTIVE       ErrorReason = 5
+	ErrorReason_CAMPAIGN_NOT_ACTIVE       ErrorReason = 6
+	ErrorReason_REQUEST_ID_CONFLICT       ErrorReason = 7
+	ErrorReason_APPROVER_IS_CREATOR       ErrorReason = 8
+	ErrorReason_INVALID_STATE_TRANSITION  ErrorReason = 9
+	ErrorReason_TEMPLATE_NOT_EDITABLE     ErrorReason = 10
+	ErrorReason_COUPON_NOT_AVAILABLE      ErrorReason = 11
+	ErrorReason_COUPON_EXPIRED            ErrorReason = 12
+	ErrorReason_RULE_NOT_MET              ErrorReason = 13
+	ErrorReason_DAILY_USE_LIMIT_REACHED   ErrorReason = 14
+	ErrorReason_NOT_OWNER                 ErrorReason = 15
+	ErrorReason_MISSING_BARRIER           ErrorReason = 16
+	ErrorReason_RATE_LIMITED              ErrorReason = 17
+	ErrorReason_UNAVAILABLE               ErrorReason = 18
+	ErrorReason_INVALID_RULE              ErrorReason = 19
+	ErrorReason_INTERNAL                  ErrorReason = 20
+	ErrorReason_PHONE_BOUND_TO_OTHER_USER ErrorReason = 21
+	ErrorReason_COUPON_NOT_RETURNABLE     ErrorReason = 22
+	ErrorReason_UNAUTHENTICATED           ErrorReason = 23
+	ErrorReason_PERMISSION_DENIED         ErrorReason = 24
+	ErrorReason_IDENTITY_MISMATCH         ErrorReason = 25
 )
 
 // Enum value maps for ErrorReason.
@@ -73,29 +78,39 @@ var (
 		18: "UNAVAILABLE",
 		19: "INVALID_RULE",
 		20: "INTERNAL",
+		21: "PHONE_BOUND_TO_OTHER_USER",
+		22: "COUPON_NOT_RETURNABLE",
+		23: "UNAUTHENTICATED",
+		24: "PERMISSION_DENIED",
+		25: "IDENTITY_MISMATCH",
 	}
 	ErrorReason_value = map[string]int32{
-		"ERROR_REASON_UNSPECIFIED": 0,
-		"INVALID_ARGUMENT":         1,
-		"NOT_FOUND":                2,
-		"SOLD_OUT":                 3,
-		"USER_LIMIT_REACHED":       4,
-		"TEMPLATE_NOT_ACTIVE":      5,
-		"CAMPAIGN_NOT_ACTIVE":      6,
-		"REQUEST_ID_CONFLICT":      7,
-		"APPROVER_IS_CREATOR":      8,
-		"INVALID_STATE_TRANSITION": 9,
-		"TEMPLATE_NOT_EDITABLE":    10,
-		"COUPON_NOT_AVAILABLE":     11,
-		"COUPON_EXPIRED":           12,
-		"RULE_NOT_MET":             13,
-		"DAILY_USE_LIMIT_REACHED":  14,
-		"NOT_OWNER":                15,
-		"MISSING_BARRIER":          16,
-		"RATE_LIMITED":             17,
-		"UNAVAILABLE":              18,
-		"INVALID_RULE":             19,
-		"INTERNAL":                 20,
+		"ERROR_REASON_UNSPECIFIED":  0,
+		"INVALID_ARGUMENT":          1,
+		"NOT_FOUND":                 2,
+		"SOLD_OUT":                  3,
+		"USER_LIMIT_REACHED":        4,
+		"TEMPLATE_NOT_ACTIVE":       5,
+		"CAMPAIGN_NOT_ACTIVE":       6,
+		"REQUEST_ID_CONFLICT":       7,
+		"APPROVER_IS_CREATOR":       8,
+		"INVALID_STATE_TRANSITION":  9,
+		"TEMPLATE_NOT_EDITABLE":     10,
+		"COUPON_NOT_AVAILABLE":      11,
+		"COUPON_EXPIRED":            12,
+		"RULE_NOT_MET":              13,
+		"DAILY_USE_LIMIT_REACHED":   14,
+		"NOT_OWNER":                 15,
+		"MISSING_BARRIER":           16,
+		"RATE_LIMITED":              17,
+		"UNAVAILABLE":               18,
+		"INVALID_RULE":              19,
+		"INTERNAL":                  20,
+		"PHONE_BOUND_TO_OTHER_USER": 21,
+		"COUPON_NOT_RETURNABLE":     22,
+		"UNAUTHENTICATED":           23,
+		"PERMISSION_DENIED":         24,
+		"IDENTITY_MISMATCH":         25,
 	}
 )
 
@@ -500,6 +515,8 @@ type CouponTemplate struct {
 	SubStockCount int32                  `protobuf:"varint,22,opt,name=sub_stock_count,json=subStockCount,proto3" json:"sub_stock_count,omitempty"`
 	CreatedAt     *timestamppb.Timestamp `protobuf:"bytes,23,opt,name=created_at,json=createdAt,proto3" json:"created_at,omitempty"`
 	UpdatedAt     *timestamppb.Timestamp `protobuf:"bytes,24,opt,name=updated_at,json=updatedAt,proto3" json:"updated_at,omitempty"`
+	// Whether coupons used by a refunded order come back (ReturnCoupon).
+	Returnable    bool `protobuf:"varint,25,opt,name=returnable,proto3" json:"returnable,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -702,6 +719,13 @@ func (x *CouponTemplate) GetUpdatedAt() *timestamppb.Timestamp {
 	return nil
 }
 
+func (x *CouponTemplate) GetReturnable() bool {
+	if x != nil {
+		return x.Returnable
+	}
+	return false
+}
+
 // Coupon is one claimed coupon, owned by one user.
 type Coupon struct {
 	state      protoimpl.MessageState `protogen:"open.v1"`
@@ -719,8 +743,10 @@ type Coupon struct {
 	UsedAt         *timestamppb.Timestamp `protobuf:"bytes,10,opt,name=used_at,json=usedAt,proto3" json:"used_at,omitempty"`
 	RequestId      string                 `protobuf:"bytes,11,opt,name=request_id,json=requestId,proto3" json:"request_id,omitempty"`
 	CampaignId     int64                  `protobuf:"varint,12,opt,name=campaign_id,json=campaignId,proto3" json:"campaign_id,omitempty"`
-	unknownFields  protoimpl.UnknownFields
-	sizeCache      protoimpl.SizeCache
+	// The DTM global transaction that holds the coupon while LOCKED, or used it once USED.
+	Gid           string `protobuf:"bytes,13,opt,name=gid,proto3" json:"gid,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *Coupon) Reset() {
@@ -835,6 +861,13 @@ func (x *Coupon) GetCampaignId() int64 {
 		return x.CampaignId
 	}
 	return 0
+}
+
+func (x *Coupon) GetGid() string {
+	if x != nil {
+		return x.Gid
+	}
+	return ""
 }
 
 type OrderItem struct {
@@ -1122,7 +1155,7 @@ const file_coupon_v1_types_proto_rawDesc = "" +
 	"\x06ACTIVE\x10\x01\x12\n" +
 	"\n" +
 	"\x06PAUSED\x10\x02\x12\t\n" +
-	"\x05ENDED\x10\x03\"\x8a\t\n" +
+	"\x05ENDED\x10\x03\"\xaa\t\n" +
 	"\x0eCouponTemplate\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\x03R\x02id\x12\x1f\n" +
 	"\vcampaign_id\x18\x02 \x01(\x03R\n" +
@@ -1159,7 +1192,10 @@ const file_coupon_v1_types_proto_rawDesc = "" +
 	"\n" +
 	"created_at\x18\x17 \x01(\v2\x1a.google.protobuf.TimestampR\tcreatedAt\x129\n" +
 	"\n" +
-	"updated_at\x18\x18 \x01(\v2\x1a.google.protobuf.TimestampR\tupdatedAt\"L\n" +
+	"updated_at\x18\x18 \x01(\v2\x1a.google.protobuf.TimestampR\tupdatedAt\x12\x1e\n" +
+	"\n" +
+	"returnable\x18\x19 \x01(\bR\n" +
+	"returnable\"L\n" +
 	"\n" +
 	"CouponType\x12\x1b\n" +
 	"\x17COUPON_TYPE_UNSPECIFIED\x10\x00\x12\x10\n" +
@@ -1172,7 +1208,7 @@ const file_coupon_v1_types_proto_rawDesc = "" +
 	"\x06ACTIVE\x10\x02\x12\n" +
 	"\n" +
 	"\x06PAUSED\x10\x03\x12\t\n" +
-	"\x05ENDED\x10\x04\"\x99\x04\n" +
+	"\x05ENDED\x10\x04\"\xab\x04\n" +
 	"\x06Coupon\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\x03R\x02id\x12\x12\n" +
 	"\x04code\x18\x02 \x01(\tR\x04code\x12\x1f\n" +
@@ -1190,7 +1226,8 @@ const file_coupon_v1_types_proto_rawDesc = "" +
 	"\n" +
 	"request_id\x18\v \x01(\tR\trequestId\x12\x1f\n" +
 	"\vcampaign_id\x18\f \x01(\x03R\n" +
-	"campaignId\"R\n" +
+	"campaignId\x12\x10\n" +
+	"\x03gid\x18\r \x01(\tR\x03gid\"R\n" +
 	"\x06Status\x12\x16\n" +
 	"\x12STATUS_UNSPECIFIED\x10\x00\x12\r\n" +
 	"\tAVAILABLE\x10\x01\x12\n" +
@@ -1220,7 +1257,7 @@ const file_coupon_v1_types_proto_rawDesc = "" +
 	"\tavailable\x18\x05 \x01(\x03R\tavailable\x12\x16\n" +
 	"\x06locked\x18\x06 \x01(\x03R\x06locked\x12\x12\n" +
 	"\x04used\x18\a \x01(\x03R\x04used\x12\x18\n" +
-	"\aexpired\x18\b \x01(\x03R\aexpired*\xd7\x03\n" +
+	"\aexpired\x18\b \x01(\x03R\aexpired*\xd4\x04\n" +
 	"\vErrorReason\x12\x1c\n" +
 	"\x18ERROR_REASON_UNSPECIFIED\x10\x00\x12\x14\n" +
 	"\x10INVALID_ARGUMENT\x10\x01\x12\r\n" +
@@ -1243,7 +1280,12 @@ const file_coupon_v1_types_proto_rawDesc = "" +
 	"\fRATE_LIMITED\x10\x11\x12\x0f\n" +
 	"\vUNAVAILABLE\x10\x12\x12\x10\n" +
 	"\fINVALID_RULE\x10\x13\x12\f\n" +
-	"\bINTERNAL\x10\x14B7Z5github.com/opencoupon/coupon/proto/coupon/v1;couponv1b\x06proto3"
+	"\bINTERNAL\x10\x14\x12\x1d\n" +
+	"\x19PHONE_BOUND_TO_OTHER_USER\x10\x15\x12\x19\n" +
+	"\x15COUPON_NOT_RETURNABLE\x10\x16\x12\x13\n" +
+	"\x0fUNAUTHENTICATED\x10\x17\x12\x15\n" +
+	"\x11PERMISSION_DENIED\x10\x18\x12\x15\n" +
+	"\x11IDENTITY_MISMATCH\x10\x19B7Z5github.com/opencoupon/coupon/proto/coupon/v1;couponv1b\x06proto3"
 
 var (
 	file_coupon_v1_types_proto_rawDescOnce sync.Once
