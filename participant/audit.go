@@ -19,6 +19,9 @@ type AuditStats struct {
 	// unchanged for a settle window: they were rebuilt.
 	UnderCredit int64
 	Failed      int64 // template checks that failed
+	// LastRound is when the last round run on this replica ended without
+	// error (zero: none yet); its age is the audit's lag.
+	LastRound time.Time
 }
 
 const (
@@ -93,7 +96,7 @@ func (a *Auditor) RunOnce(ctx context.Context) (ran bool, err error) { return a.
 func (a *Auditor) Stats() AuditStats {
 	return AuditStats{
 		Rounds: a.rounds.Load(), Checked: a.checked.Load(),
-		OverCredit: a.over.Load(), UnderCredit: a.under.Load(), Failed: a.failed.Load(),
+		OverCredit: a.over.Load(), UnderCredit: a.under.Load(), Failed: a.failed.Load(), LastRound: a.job.last.get(),
 	}
 }
 

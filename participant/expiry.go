@@ -29,6 +29,9 @@ type SweepStats struct {
 	Rounds  int64 // rounds run while holding the lease
 	Expired int64 // coupons moved to EXPIRED
 	Ended   int64 // templates moved to ENDED
+	// LastRound is when the last round run on this replica ended without
+	// error (zero: none yet); its age is the sweeper's lag.
+	LastRound time.Time
 }
 
 // Sweeper writes expiry to the records: AVAILABLE coupons past expire_at
@@ -42,6 +45,18 @@ type Sweeper struct {
 	job   job
 
 	rounds, expired, ended atomic.Int64
+}
+
+// lastRound records when a job's rounds last ended well, for lag metrics.
+type lastRound struct{ unixNano atomic.Int64 }
+
+func (l *lastRound) set(t time.Time) { l.unixNano.Store(t.UnixNano()) }
+
+func (l *lastRound) get() time.Time {
+	if n := l.unixNano.Load(); n != 0 {
+		return time.Unix(0, n)
+	}
+	return time.Time{}
 }
 
 // NewSweeper returns the expiry sweeper of svc. It runs every
@@ -65,7 +80,7 @@ func (w *Sweeper) RunOnce(ctx context.Context) (ran bool, err error) { return w.
 
 // Stats returns the counters so far.
 func (w *Sweeper) Stats() SweepStats {
-	return SweepStats{Rounds: w.rounds.Load(), Expired: w.expired.Load(), Ended: w.ended.Load()}
+	return SweepStats{Rounds: w.rounds.Load(), Expired: w.expired.Load(), Ended: w.ended.Load(), LastRound: w.job.last.get()}
 }
 
 func (w *Sweeper) round(ctx context.Context) error {
@@ -124,7 +139,8 @@ type job struct {
 	lease lease
 	round func(ctx context.Context) error
 
-	mu sync.Mutex // one round at a time
+	mu   sync.Mutex // one round at a time
+	last lastRound
 }
 
 func (j *job) run(ctx context.Context) {
@@ -157,7 +173,11 @@ func (j *job) runOnce(ctx context.Context) (bool, error) {
 	// runs one alongside it.
 	rctx, cancel := context.WithTimeout(ctx, j.lease.ttl*9/10)
 	defer cancel()
-	return true, j.round(rctx)
+	err = j.round(rctx)
+	if err == nil {
+		j.last.set(time.Now())
+	}
+	return true, err
 }
 
 // stop gives up the lease so that another replica takes over at once.

@@ -113,6 +113,7 @@ type Service struct {
 	templates *templateCache
 	ids       *IDGen
 	cfg       Config
+	counts    counters
 	log       *slog.Logger
 	now       func() time.Time
 }

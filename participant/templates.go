@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -37,6 +38,8 @@ type templateCache struct {
 
 	mu sync.RWMutex
 	m  map[int64]*cached
+
+	hits, misses atomic.Int64
 }
 
 type cached struct {
@@ -54,11 +57,13 @@ func (c *templateCache) Get(ctx context.Context, id int64) (*Template, *Campaign
 	e := c.m[id]
 	c.mu.RUnlock()
 	if e != nil {
+		c.hits.Add(1)
 		if c.now().Sub(e.loaded) >= c.refresh {
 			c.reloadAsync(id)
 		}
 		return e.Template, e.Campaign, nil
 	}
+	c.misses.Add(1)
 	e, err := c.load(ctx, id)
 	if err != nil {
 		return nil, nil, err

@@ -98,6 +98,9 @@ func (s *Store) writeBatch(db *sql.DB, jobs []*claimJob) {
 	if len(live) == 0 {
 		return
 	}
+	if s.observe != nil {
+		s.observe(len(live))
+	}
 	if len(live) == 1 {
 		live[0].done <- s.insertOne(live[0].ctx, live[0].claim)
 		return

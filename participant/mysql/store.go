@@ -31,6 +31,9 @@ type Config struct {
 	// Pool sizes per database; MariaDB's default max_connections is 151.
 	MaxOpenConns int
 	MaxIdleConns int
+	// ObserveBatch, if set, is told the size of every claim batch written
+	// (for metrics). It must be quick and safe for concurrent use.
+	ObserveBatch func(size int)
 }
 
 // Store is the MySQL side of the service.
@@ -40,6 +43,7 @@ type Store struct {
 	perShard int
 	batchers []*batcher
 	wg       sync.WaitGroup
+	observe  func(size int)
 }
 
 // Open connects to every database and checks that each answers.
@@ -56,7 +60,7 @@ func Open(ctx context.Context, cfg Config) (*Store, error) {
 	if cfg.MaxIdleConns <= 0 || cfg.MaxIdleConns > cfg.MaxOpenConns {
 		cfg.MaxIdleConns = cfg.MaxOpenConns
 	}
-	s := &Store{perShard: cfg.TablesPerShard}
+	s := &Store{perShard: cfg.TablesPerShard, observe: cfg.ObserveBatch}
 	open := func(dsn string) (*sql.DB, error) {
 		c, err := mysql.ParseDSN(dsn)
 		if err != nil {
