@@ -17,13 +17,19 @@ import (
 
 // The shard map routes a user (and a phone) to a coupon table and a shard
 // database in two steps. The user ID hashes (splitmix64) to one of a fixed
-// number of logical slots, chosen at the first migrate and stored in the
-// main database; the slot belongs to a table; the table, by its number,
-// lives in database number / tables_per_shard. By default slot s belongs
-// to table s mod T; explicit slot ranges (Config.SlotMap) can assign any
-// slot to any table. Adding tables or databases therefore moves whole
-// slots, which is what a mover needs; until one exists, `coupon migrate`
-// and `coupon serve` refuse any map that would move a slot holding rows.
+// number of logical slots, chosen at the first migrate; each slot belongs
+// to a table; the table, by its number, lives in shard database number /
+// tables_per_shard. Both assignments are stored in the main database.
+//
+// The first migrate gives slot s to table s mod T (T the configured tables;
+// with T dividing the slot count this is splitmix64(user) mod T, the
+// routing before slots existed). After that the stored slot assignment
+// stands: adding shard databases adds tables that own no slot until slots
+// are moved to them, which is done slot by slot (a mover can come later;
+// the map makes it possible). An explicit assignment (Config.SlotMap,
+// `mysql.slot_map`) replaces the stored one. `coupon migrate` and `coupon
+// serve` refuse any configuration — a slot assignment, tables_per_shard, the
+// order of the shard databases — that would move a slot holding rows.
 
 // DefaultSlots is the number of slots a first migrate picks when the
 // configuration does not say.
@@ -62,26 +68,26 @@ func (m shardMap) equal(o shardMap) bool {
 	return slices.Equal(m.slots, o.slots) && slices.Equal(m.tables, o.tables)
 }
 
-// configuredMap is the map cfg describes.
+// configuredMap is the map cfg describes. Without an explicit slot map its
+// slots are nil: the stored assignment stands (or, before the first
+// migrate, the default one).
 func configuredMap(cfg Config) (shardMap, error) {
+	tables := cfg.TablesPerShard * len(cfg.ShardDSNs)
+	m := shardMap{tables: make([]int, tables)}
+	for t := range m.tables {
+		m.tables[t] = t / cfg.TablesPerShard
+	}
+	if cfg.Slots < 0 || cfg.Slots > maxSlots {
+		return shardMap{}, fmt.Errorf("mysql: slots %d out of range 0..%d", cfg.Slots, maxSlots)
+	}
+	if len(cfg.SlotMap) == 0 {
+		return m, nil
+	}
 	slots := cfg.Slots
 	if slots == 0 {
 		slots = DefaultSlots
 	}
-	tables := cfg.TablesPerShard * len(cfg.ShardDSNs)
-	if slots < tables || slots > 1<<20 {
-		return shardMap{}, fmt.Errorf("mysql: %d slots cannot spread over %d tables (want tables ≤ slots ≤ %d)", slots, tables, 1<<20)
-	}
-	m := shardMap{slots: make([]int, slots), tables: make([]int, tables)}
-	for t := range m.tables {
-		m.tables[t] = t / cfg.TablesPerShard
-	}
-	if len(cfg.SlotMap) == 0 {
-		for s := range m.slots {
-			m.slots[s] = s % tables
-		}
-		return m, nil
-	}
+	m.slots = make([]int, slots)
 	for s := range m.slots {
 		m.slots[s] = -1
 	}
@@ -102,6 +108,50 @@ func configuredMap(cfg Config) (shardMap, error) {
 	return m, nil
 }
 
+const maxSlots = 1 << 20
+
+// defaultSlots gives n slots to the tables round-robin.
+func defaultSlots(n, tables int) []int {
+	out := make([]int, n)
+	for s := range out {
+		out[s] = s % tables
+	}
+	return out
+}
+
+// resolve fills the slot assignment of the configured map from the stored
+// map (when the configuration names none) or the default, and checks it
+// against the configured tables.
+func (m *shardMap) resolve(cfg Config, stored shardMap, haveStored bool) error {
+	if haveStored && cfg.Slots != 0 && cfg.Slots != len(stored.slots) {
+		return fmt.Errorf("mysql: the shard map has %d slots, fixed at the first migrate; the configuration says %d (mysql.slots)", len(stored.slots), cfg.Slots)
+	}
+	if m.slots == nil {
+		switch {
+		case haveStored:
+			m.slots = slices.Clone(stored.slots)
+		default:
+			n := cfg.Slots
+			if n == 0 {
+				n = DefaultSlots
+			}
+			if n < len(m.tables) {
+				return fmt.Errorf("mysql: %d slots cannot spread over %d tables", n, len(m.tables))
+			}
+			m.slots = defaultSlots(n, len(m.tables))
+		}
+	}
+	if haveStored && len(m.slots) != len(stored.slots) {
+		return fmt.Errorf("mysql: the shard map has %d slots, fixed at the first migrate; mysql.slot_map assigns %d", len(stored.slots), len(m.slots))
+	}
+	for slot, t := range m.slots {
+		if t >= len(m.tables) {
+			return fmt.Errorf("mysql: slot %d belongs to coupon table %04d, which the configuration (%d tables) does not have: keep the shard databases and mysql.tables_per_shard, or move the slot first", slot, t, len(m.tables))
+		}
+	}
+	return nil
+}
+
 func mix(v int64) uint64 {
 	z := uint64(v) + 0x9e3779b97f4a7c15
 	z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9
@@ -111,6 +161,9 @@ func mix(v int64) uint64 {
 
 // slotOf is the slot of a user ID or phone number among n slots.
 func slotOf(v int64, n int) int { return int(mix(v) % uint64(n)) }
+
+// SlotTable is the table slot belongs to.
+func (s *Store) SlotTable(slot int) int { return s.smap.slots[slot] }
 
 // TableOf is the user's table under the default map with DefaultSlots
 // slots over tables tables (tables dividing DefaultSlots make it
@@ -189,10 +242,10 @@ func isNoTable(err error) bool {
 	return errors.As(err, &me) && me.Number == 1146
 }
 
-// VerifyShardMap checks, before serving, that the configured map is the
-// stored one. A map that would move a slot holding rows is refused with
-// the rows it would strand; another change must be adopted by `coupon
-// migrate` first, so that every replica routes alike.
+// VerifyShardMap checks, before serving, that the map the service routes
+// by is the stored one. A map that would move a slot holding rows is
+// refused with the rows it would strand; another change must be adopted by
+// `coupon migrate` first, so that every replica routes alike.
 func (s *Store) VerifyShardMap(ctx context.Context) error {
 	stored, ok, err := loadMap(ctx, s.main)
 	if err != nil {
@@ -200,9 +253,6 @@ func (s *Store) VerifyShardMap(ctx context.Context) error {
 	}
 	if !ok {
 		return errors.New("the main database has no shard map: run coupon migrate first")
-	}
-	if len(stored.slots) != len(s.smap.slots) {
-		return fmt.Errorf("the shard map has %d slots, fixed at the first migrate; the configuration says %d (mysql.slots)", len(stored.slots), len(s.smap.slots))
 	}
 	if stored.equal(s.smap) {
 		return nil
@@ -213,15 +263,12 @@ func (s *Store) VerifyShardMap(ctx context.Context) error {
 	return errors.New("the configured shard map differs from the stored one (no rows would move): run coupon migrate to adopt it")
 }
 
-// saveShardMap stores the configured map after checking that it moves no
-// slot holding rows; the first migrate also fixes the number of slots.
+// saveShardMap stores the map after checking that it moves no slot
+// holding rows; the first migrate also fixes the number of slots.
 func (s *Store) saveShardMap(ctx context.Context) error {
 	stored, ok, err := loadMap(ctx, s.main)
 	if err != nil {
 		return fmt.Errorf("read shard map: %w", err)
-	}
-	if ok && len(stored.slots) != len(s.smap.slots) {
-		return fmt.Errorf("the shard map has %d slots, fixed at the first migrate; the configuration says %d (mysql.slots)", len(stored.slots), len(s.smap.slots))
 	}
 	if ok && stored.equal(s.smap) {
 		return nil

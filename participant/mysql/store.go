@@ -110,6 +110,14 @@ func Open(ctx context.Context, cfg Config) (*Store, error) {
 		}
 		s.shards = append(s.shards, db)
 	}
+	stored, haveStored, err := loadMap(ctx, s.main)
+	if err == nil {
+		err = s.smap.resolve(cfg, stored, haveStored)
+	}
+	if err != nil {
+		s.Close()
+		return nil, fmt.Errorf("shard map: %w", err)
+	}
 	s.startBatchers()
 	return s, nil
 }

@@ -14,6 +14,7 @@ import (
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/types/known/emptypb"
+	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/opencoupon/coupon/internal/testenv"
 	couponv1 "github.com/opencoupon/coupon/proto/coupon/v1"
@@ -393,4 +394,72 @@ func fieldOf(err error) string {
 		}
 	}
 	return ""
+}
+
+// TestProductLineCouponOnEligibleAmount: "10 % off food, from 2,000 of
+// food" takes 10 % of the food lines only, measures its threshold on them,
+// and ListApplicableCoupons quotes what Try will take.
+func TestProductLineCouponOnEligibleAmount(t *testing.T) {
+	e := newTCC(t)
+	now := time.Now()
+	tpl, err := e.srv.Admin.CreateTemplate(ctxT(t), &couponv1.CreateTemplateRequest{
+		CampaignId: e.campaign.Id, Name: "10% off food", CouponType: couponv1.CouponTemplate_PERCENT_OFF, PercentOff: 10,
+		MinOrderAmount: 2000, ProductLines: []string{"food"}, TotalStock: 10,
+		ValidFrom: timestamppb.New(now.Add(-time.Minute)), ValidUntil: timestamppb.New(now.Add(time.Hour)), CreatedBy: "alice",
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := e.srv.Admin.ApproveTemplate(ctxT(t), &couponv1.ApproveTemplateRequest{TemplateId: tpl.Id, ApprovedBy: "bob"}); err != nil {
+		t.Fatal(err)
+	}
+	c := e.claim(t, tpl.Id, 95)
+	basket := func(food, other int64) *couponv1.Order {
+		return &couponv1.Order{OrderNo: fmt.Sprintf("basket-%d-%d", food, other), UserId: 95, Amount: food + other + 800, Currency: "CNY",
+			Items: []*couponv1.OrderItem{
+				{Sku: "rice", ProductLine: "food", Quantity: 1, Amount: food},
+				{Sku: "phone", ProductLine: "electronics", Quantity: 1, Amount: other},
+			}}
+	}
+	cheap := basket(1500, 8500) // 10,800 in all but only 1,500 of food
+	req := &couponv1.CouponBranchRequest{UserId: 95, CouponCode: c.Code, Order: cheap}
+	_, err = e.srv.Coupons.LockCoupon(branchCtx(t, "g-basket-1", "try"), req)
+	wantErr(t, err, codes.Aborted, "RULE_NOT_MET")
+	mixed := basket(3000, 7000)
+	apps, err := e.srv.Coupons.ListApplicableCoupons(ctxT(t), &couponv1.ListApplicableCouponsRequest{UserId: 95, Order: mixed})
+	if err != nil || len(apps.Coupons) != 1 || apps.Coupons[0].DiscountAmount != 300 {
+		t.Fatalf("ListApplicableCoupons = %v, %v; want one coupon giving 300", apps, err)
+	}
+	req.Order = mixed
+	resp, err := e.srv.Coupons.LockCoupon(branchCtx(t, "g-basket-2", "try"), req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if resp.DiscountAmount != 300 || resp.PayableAmount != mixed.Amount-300 {
+		t.Fatalf("Try = discount %d payable %d, want 300 and %d (10%% of the food only)", resp.DiscountAmount, resp.PayableAmount, mixed.Amount-300)
+	}
+}
+
+// TestEnumsRangeChecked: an enum value outside its range is refused, not
+// cast (258 would read as ACTIVE in one byte).
+func TestEnumsRangeChecked(t *testing.T) {
+	e := newTCC(t)
+	ctx := ctxT(t)
+	checks := map[string]error{}
+	_, checks["ListCampaigns"] = e.srv.Admin.ListCampaigns(ctx, &couponv1.ListCampaignsRequest{Status: 258})
+	_, checks["UpdateCampaign"] = e.srv.Admin.UpdateCampaign(ctx, &couponv1.UpdateCampaignRequest{CampaignId: e.campaign.Id, Status: 258})
+	_, checks["ListTemplates"] = e.srv.Admin.ListTemplates(ctx, &couponv1.ListTemplatesRequest{Status: 258})
+	_, checks["ListUserCoupons"] = e.srv.Coupons.ListUserCoupons(ctx, &couponv1.ListUserCouponsRequest{UserId: 1, Status: 258})
+	_, checks["CreateTemplate"] = e.srv.Admin.CreateTemplate(ctx, &couponv1.CreateTemplateRequest{CampaignId: e.campaign.Id, Name: "x",
+		CouponType: 258, DiscountAmount: 1, TotalStock: 1, CreatedBy: "alice",
+		ValidFrom: timestamppb.Now(), ValidUntil: timestamppb.New(time.Now().Add(time.Hour))})
+	for name, err := range checks {
+		if code, reason := reasonOf(err); code != codes.InvalidArgument || reason != "INVALID_ARGUMENT" {
+			t.Errorf("%s with 258 = %v, want InvalidArgument INVALID_ARGUMENT", name, err)
+		}
+	}
+	got, err := e.srv.Admin.GetCampaign(ctx, &couponv1.GetCampaignRequest{CampaignId: e.campaign.Id})
+	if err != nil || got.Status != couponv1.Campaign_ACTIVE {
+		t.Fatalf("campaign after the refused update = %v, %v", got, err)
+	}
 }
