@@ -11,12 +11,17 @@ import (
 func (s *Service) CreateCampaign(ctx context.Context, c *Campaign) (*Campaign, error) {
 	c.Status = CampaignActive
 	c.ApprovedBy = ""
+	by, actor, err := s.principal(ctx, "created_by", c.CreatedBy, "CreateCampaign")
+	if err != nil {
+		return nil, err
+	}
+	c.CreatedBy = by
 	if err := c.validate(); err != nil {
 		return nil, err
 	}
 	now := s.now().UTC()
 	c.CreatedAt, c.UpdatedAt = now, now
-	if _, err := s.catalog.CreateCampaign(ctx, c); err != nil {
+	if _, err := s.catalog.CreateCampaign(ctx, c, actor); err != nil {
 		return nil, err
 	}
 	return c, nil
@@ -40,6 +45,10 @@ func (s *Service) UpdateCampaign(ctx context.Context, id int64, ch CampaignChang
 		return nil, err
 	}
 	if err := checkEnum("status", ch.Status, CampaignActive, CampaignEnded); err != nil {
+		return nil, err
+	}
+	_, actor, err := s.principal(ctx, "updated_by", ch.UpdatedBy, "UpdateCampaign")
+	if err != nil {
 		return nil, err
 	}
 	c, err := s.catalog.UpdateCampaign(ctx, id, func(c *Campaign) error {
@@ -69,7 +78,7 @@ func (s *Service) UpdateCampaign(ctx context.Context, id int64, ch CampaignChang
 		}
 		c.UpdatedAt = s.now().UTC()
 		return nil
-	})
+	}, actor)
 	if err != nil {
 		return nil, err
 	}
@@ -115,6 +124,11 @@ func SubStockFor(n int64, max int32) int32 {
 func (s *Service) CreateTemplate(ctx context.Context, t *Template) (*Template, error) {
 	t.Status = TemplatePendingApproval
 	t.ApprovedBy = ""
+	by, actor, err := s.principal(ctx, "created_by", t.CreatedBy, "CreateTemplate")
+	if err != nil {
+		return nil, err
+	}
+	t.CreatedBy = by
 	t.ValidFrom, t.ValidUntil = t.ValidFrom.UTC(), t.ValidUntil.UTC()
 	if err := t.validate(s.cfg.MaxSubStock); err != nil {
 		return nil, err
@@ -127,7 +141,7 @@ func (s *Service) CreateTemplate(ctx context.Context, t *Template) (*Template, e
 	}
 	now := s.now().UTC()
 	t.CreatedAt, t.UpdatedAt, t.Version = now, now, 1
-	if _, err := s.catalog.CreateTemplate(ctx, t); err != nil {
+	if _, err := s.catalog.CreateTemplate(ctx, t, actor); err != nil {
 		return nil, err
 	}
 	return t, nil
@@ -142,12 +156,13 @@ type TemplateChange struct {
 	MinOrderAmount                     *int64
 	PercentOff                         *int32
 	ValidUntil                         time.Time
+	Returnable                         *bool
 	UpdatedBy                          string
 }
 
 func (ch TemplateChange) touchesMoney() bool {
 	return ch.UsageRule != nil || ch.DiscountAmount != nil || ch.MaxDiscount != nil ||
-		ch.MinOrderAmount != nil || ch.PercentOff != nil
+		ch.MinOrderAmount != nil || ch.PercentOff != nil || ch.Returnable != nil
 }
 
 // UpdateTemplate applies a partial update. Money rules change only while
@@ -159,6 +174,13 @@ func (s *Service) UpdateTemplate(ctx context.Context, id int64, ch TemplateChang
 		return nil, err
 	}
 	if err := checkEnum("status", ch.Status, TemplatePendingApproval, TemplateEnded); err != nil {
+		return nil, err
+	}
+	if err := checkText("updated_by", ch.UpdatedBy, false, maxPrincipalLen); err != nil {
+		return nil, err
+	}
+	_, actor, err := s.principal(ctx, "updated_by", ch.UpdatedBy, "UpdateTemplate")
+	if err != nil {
 		return nil, err
 	}
 	t, err := s.catalog.UpdateTemplate(ctx, id, func(t *Template) error {
@@ -195,6 +217,9 @@ func (s *Service) UpdateTemplate(ctx context.Context, id int64, ch TemplateChang
 		if ch.PercentOff != nil {
 			t.PercentOff = *ch.PercentOff
 		}
+		if ch.Returnable != nil {
+			t.Returnable = *ch.Returnable
+		}
 		if !ch.ValidUntil.IsZero() {
 			t.ValidUntil = ch.ValidUntil.UTC()
 		}
@@ -213,7 +238,7 @@ func (s *Service) UpdateTemplate(ctx context.Context, id int64, ch TemplateChang
 		}
 		t.UpdatedAt = s.now().UTC()
 		return nil
-	})
+	}, actor)
 	if err != nil {
 		return nil, err
 	}
@@ -242,6 +267,10 @@ func (s *Service) ApproveTemplate(ctx context.Context, id int64, approver string
 	if err := checkID("template_id", id); err != nil {
 		return nil, err
 	}
+	approver, actor, err := s.principal(ctx, "approved_by", approver, "ApproveTemplate")
+	if err != nil {
+		return nil, err
+	}
 	if err := checkText("approved_by", approver, true, maxPrincipalLen); err != nil {
 		return nil, err
 	}
@@ -257,7 +286,7 @@ func (s *Service) ApproveTemplate(ctx context.Context, id int64, approver string
 		t.ApprovedBy = approver
 		t.UpdatedAt = s.now().UTC()
 		return nil
-	})
+	}, actor)
 	if err != nil {
 		return nil, err
 	}
@@ -317,6 +346,11 @@ func (s *Service) AddStock(ctx context.Context, op StockOp) (AddStockResult, err
 	if err := checkText("operator", op.Operator, false, maxPrincipalLen); err != nil {
 		return AddStockResult{}, err
 	}
+	by, actor, err := s.principal(ctx, "operator", op.Operator, "AddStock")
+	if err != nil {
+		return AddStockResult{}, err
+	}
+	op.Operator = by
 	before, err := s.catalog.GetTemplate(ctx, op.TemplateID)
 	if err != nil {
 		return AddStockResult{}, err
@@ -330,7 +364,7 @@ func (s *Service) AddStock(ctx context.Context, op StockOp) (AddStockResult, err
 	if err != nil {
 		return AddStockResult{}, err
 	}
-	t, replayed, err := s.catalog.AddStock(ctx, op)
+	t, replayed, err := s.catalog.AddStock(ctx, op, actor)
 	if err != nil {
 		return AddStockResult{}, err
 	}

@@ -57,19 +57,21 @@ const (
 
 // Template is a batch of coupons with shared rules and stock.
 type Template struct {
-	ID                  int64
-	RequestID           string
-	CampaignID          int64
-	Name                string
-	Description         string
-	Logo                string
-	Type                CouponType
-	DiscountAmount      int64
-	PercentOff          int32
-	MaxDiscount         int64
-	MinOrderAmount      int64
-	ProductLines        []string
-	UsageRule           string
+	ID             int64
+	RequestID      string
+	CampaignID     int64
+	Name           string
+	Description    string
+	Logo           string
+	Type           CouponType
+	DiscountAmount int64
+	PercentOff     int32
+	MaxDiscount    int64
+	MinOrderAmount int64
+	ProductLines   []string
+	UsageRule      string
+	// Returnable: coupons used by an order come back when it is refunded.
+	Returnable          bool
 	TotalStock          int64
 	PerUserLimit        int32
 	DailyUseLimit       int32

@@ -12,23 +12,28 @@ type Page struct {
 	After string
 }
 
-// Catalog keeps campaigns, templates and stock operations (the main database).
+// Catalog keeps campaigns, templates and stock operations (the main
+// database). Every change writes an audit row for actor in the same
+// transaction; a replayed creation writes none.
 type Catalog interface {
 	// CreateCampaign stores c and sets its ID. When c.RequestID was used
 	// before it returns the campaign created then and replayed=true.
-	CreateCampaign(ctx context.Context, c *Campaign) (replayed bool, err error)
+	CreateCampaign(ctx context.Context, c *Campaign, actor Actor) (replayed bool, err error)
 	// UpdateCampaign applies fn to the campaign inside a transaction.
-	UpdateCampaign(ctx context.Context, id int64, fn func(*Campaign) error) (*Campaign, error)
+	UpdateCampaign(ctx context.Context, id int64, fn func(*Campaign) error, actor Actor) (*Campaign, error)
 	GetCampaign(ctx context.Context, id int64) (*Campaign, error)
 	ListCampaigns(ctx context.Context, status CampaignStatus, p Page) ([]*Campaign, string, error)
 
-	CreateTemplate(ctx context.Context, t *Template) (replayed bool, err error)
+	CreateTemplate(ctx context.Context, t *Template, actor Actor) (replayed bool, err error)
 	// UpdateTemplate applies fn to the template inside a transaction and bumps its version.
-	UpdateTemplate(ctx context.Context, id int64, fn func(*Template) error) (*Template, error)
+	UpdateTemplate(ctx context.Context, id int64, fn func(*Template) error, actor Actor) (*Template, error)
 	GetTemplate(ctx context.Context, id int64) (*Template, error)
 	ListTemplates(ctx context.Context, campaignID int64, status TemplateStatus, p Page) ([]*Template, string, error)
 	// AddStock adds amount to the template's total stock once per requestID.
-	AddStock(ctx context.Context, op StockOp) (t *Template, replayed bool, err error)
+	AddStock(ctx context.Context, op StockOp, actor Actor) (t *Template, replayed bool, err error)
+
+	// ListAudit pages through the audit log, newest first.
+	ListAudit(ctx context.Context, f AuditFilter, p Page) ([]AuditEntry, string, error)
 }
 
 // StockOp is one idempotent stock top-up.
@@ -63,6 +68,8 @@ type Coupons interface {
 	Issued(ctx context.Context, templateID int64) (int64, error)
 	// Stats counts the template's coupons by effective status at now.
 	Stats(ctx context.Context, templateID int64, now time.Time) (TemplateStats, error)
+	// Ledger reads the ledger rows of the user's coupons ids, oldest first.
+	Ledger(ctx context.Context, userID int64, ids []int64) ([]LedgerEntry, error)
 }
 
 // CouponFilter narrows a coupon listing. Zero values match everything.

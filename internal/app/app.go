@@ -122,7 +122,7 @@ func Open(ctx context.Context, cfg Config, log *slog.Logger) (*App, error) {
 	}
 	a := &App{cfg: cfg, log: log, store: store, rdb: rdb, redis: r, svc: svc, health: health.NewServer()}
 	lim := &limiter{cfg: cfg.RateLimit, m: map[string]*rate.Limiter{}}
-	a.grpc = grpc.NewServer(grpc.ChainUnaryInterceptor(a.recoverer, lim.unary, a.deadline))
+	a.grpc = grpc.NewServer(grpc.ChainUnaryInterceptor(a.recoverer, lim.unary, a.deadline, rpc.UnaryErrors(log)))
 	couponv1.RegisterAdminServiceServer(a.grpc, rpc.NewAdmin(svc, log))
 	couponv1.RegisterCouponServiceServer(a.grpc, rpc.NewCoupons(svc, log))
 	healthpb.RegisterHealthServer(a.grpc, a.health)

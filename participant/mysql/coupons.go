@@ -323,3 +323,31 @@ func (s *Store) Stats(ctx context.Context, templateID int64, now time.Time) (par
 		})
 	return st, wrap("count pending coupons", err)
 }
+
+// Ledger reads the ledger rows of the user's coupons, oldest first, from
+// the user's shard database.
+func (s *Store) Ledger(ctx context.Context, userID int64, ids []int64) ([]participant.LedgerEntry, error) {
+	if len(ids) == 0 {
+		return nil, nil
+	}
+	args := make([]any, len(ids))
+	for i, id := range ids {
+		args[i] = id
+	}
+	rows, err := s.ShardOf(userID).DB.QueryContext(ctx, `SELECT id, op, order_no, gid, branch_id, coupon_id, coupon_code,
+ user_id, template_id, discount_amount, created_at FROM coupon_ledger WHERE coupon_id IN (`+placeholders("?", len(ids))+`) ORDER BY id`, args...)
+	if err != nil {
+		return nil, wrap("read coupon ledger", err)
+	}
+	defer rows.Close()
+	var out []participant.LedgerEntry
+	for rows.Next() {
+		var e participant.LedgerEntry
+		if err := rows.Scan(&e.ID, &e.Op, &e.OrderNo, &e.GID, &e.BranchID, &e.CouponID, &e.CouponCode,
+			&e.UserID, &e.TemplateID, &e.Discount, &e.CreatedAt); err != nil {
+			return nil, wrap("read coupon ledger", err)
+		}
+		out = append(out, e)
+	}
+	return out, wrap("read coupon ledger", rows.Err())
+}

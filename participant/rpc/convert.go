@@ -40,7 +40,7 @@ func templatePB(t *participant.Template) *couponv1.CouponTemplate {
 		PerUserLimit: t.PerUserLimit, DailyUseLimit: t.DailyUseLimit, ValidFrom: ts(t.ValidFrom),
 		ValidUntil: ts(t.ValidUntil), ValidDaysAfterClaim: t.ValidDaysAfterClaim,
 		Status: couponv1.CouponTemplate_Status(t.Status), CreatedBy: t.CreatedBy, ApprovedBy: t.ApprovedBy,
-		SubStockCount: t.SubStockCount, CreatedAt: ts(t.CreatedAt), UpdatedAt: ts(t.UpdatedAt),
+		SubStockCount: t.SubStockCount, CreatedAt: ts(t.CreatedAt), UpdatedAt: ts(t.UpdatedAt), Returnable: t.Returnable,
 	}
 }
 

@@ -463,3 +463,34 @@ func TestEnumsRangeChecked(t *testing.T) {
 		t.Fatalf("campaign after the refused update = %v, %v", got, err)
 	}
 }
+
+// TestLookupCouponsShowsLedger: an operator finds a coupon by code (any
+// user) or by user, with its ledger history and the transaction holding it.
+func TestLookupCouponsShowsLedger(t *testing.T) {
+	e := newTCC(t)
+	tpl := e.template(t, 10, 0)
+	c := e.claim(t, tpl.Id, 97)
+	cl := e.srv.Coupons
+	if _, err := cl.LockCoupon(branchCtx(t, "g-look", "try"), branchReq(97, c.Code, "o-look")); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := cl.ConsumeCoupon(branchCtx(t, "g-look", "confirm"), branchReq(97, c.Code, "o-look")); err != nil {
+		t.Fatal(err)
+	}
+	byCode, err := e.srv.Admin.LookupCoupons(ctxT(t), &couponv1.LookupCouponsRequest{CouponCode: c.Code})
+	if err != nil || len(byCode.Records) != 1 {
+		t.Fatalf("LookupCoupons by code = %v, %v", byCode, err)
+	}
+	rec := byCode.Records[0]
+	if rec.Coupon.Status != couponv1.Coupon_USED || rec.Coupon.Gid != "g-look" || len(rec.Ledger) != 2 ||
+		rec.Ledger[0].Op != "LOCK" || rec.Ledger[1].Op != "CONSUME" || rec.Ledger[1].Gid != "g-look" || rec.Ledger[1].OrderNo != "o-look" {
+		t.Fatalf("record = %v", rec)
+	}
+	e.claim(t, tpl.Id, 97)
+	byUser, err := e.srv.Admin.LookupCoupons(ctxT(t), &couponv1.LookupCouponsRequest{UserId: 97})
+	if err != nil || len(byUser.Records) != 2 || len(byUser.Records[0].Ledger) != 0 || len(byUser.Records[1].Ledger) != 2 {
+		t.Fatalf("LookupCoupons by user = %v, %v; want the new coupon (no history) then the used one", byUser, err)
+	}
+	_, err = e.srv.Admin.LookupCoupons(ctxT(t), &couponv1.LookupCouponsRequest{CouponCode: "0000000000000ABC"})
+	wantErr(t, err, codes.NotFound, "NOT_FOUND")
+}
