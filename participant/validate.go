@@ -108,6 +108,11 @@ func checkPage(p Page) (Page, error) {
 	return p, nil
 }
 
+// CheckRules validates t's money rules and usage rule as CreateTemplate
+// does, storing nothing: the console checks a draft with it as the operator
+// types.
+func (t *Template) CheckRules() error { return t.validateRules() }
+
 // validateRules checks the money rules of a template.
 func (t *Template) validateRules() error {
 	switch t.Type {

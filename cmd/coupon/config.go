@@ -7,6 +7,8 @@ import (
 	"github.com/spf13/viper"
 
 	"github.com/opencoupon/coupon/internal/app"
+	"github.com/opencoupon/coupon/internal/console"
+	"github.com/opencoupon/coupon/internal/gateway"
 	"github.com/opencoupon/coupon/participant"
 	couponmysql "github.com/opencoupon/coupon/participant/mysql"
 )
@@ -20,6 +22,8 @@ func loadConfig(file string) (app.Config, string, error) {
 	defaults := map[string]any{
 		"grpc.addr":                "127.0.0.1:9090",
 		"ops.addr":                 "127.0.0.1:9091",
+		"http.addr":                "127.0.0.1:9092",
+		"console.dtm_http_addr":    "127.0.0.1:36789",
 		"node_id":                  1,
 		"ratelimit.per_caller_rps": 0,
 		"ratelimit.burst":          1000,
@@ -87,6 +91,7 @@ func loadConfig(file string) (app.Config, string, error) {
 		NodeID:          v.GetInt64("node_id"),
 		DefaultDeadline: v.GetDuration("default_deadline"),
 		RateLimit:       app.RateLimit{PerCaller: v.GetFloat64("ratelimit.per_caller_rps"), Burst: v.GetInt("ratelimit.burst")},
+		HTTP:            gateway.Config{Addr: v.GetString("http.addr"), Console: console.Config{DTMHTTPAddr: v.GetString("console.dtm_http_addr")}},
 		MySQL: couponmysql.Config{
 			MainDSN:        v.GetString("mysql.main_dsn"),
 			ShardDSNs:      list("mysql.shard_dsns"),

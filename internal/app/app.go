@@ -27,6 +27,7 @@ import (
 	"google.golang.org/grpc/reflection"
 	"google.golang.org/grpc/status"
 
+	"github.com/opencoupon/coupon/internal/gateway"
 	"github.com/opencoupon/coupon/participant"
 	couponmysql "github.com/opencoupon/coupon/participant/mysql"
 	couponredis "github.com/opencoupon/coupon/participant/redis"
@@ -47,6 +48,9 @@ type Config struct {
 	Service         participant.Config
 	// Now is the service's clock; nil means time.Now. Tests inject one.
 	Now func() time.Time
+
+	// HTTP is the JSON API and console listener (internal/gateway).
+	HTTP gateway.Config
 }
 
 // RedisConfig selects a single Redis (one address) or a Redis Cluster
@@ -178,6 +182,19 @@ func (a *App) Serve(ctx context.Context) error {
 			lis.Close()
 			return fmt.Errorf("listen ops %s: %w", a.cfg.OpsAddr, err)
 		}
+	}
+	if a.cfg.HTTP.Addr != "" {
+		// The JSON API and the console call the service through its own
+		// gRPC listener, so they pass the same interceptors.
+		web, err := gateway.Start(ctx, a.cfg.HTTP, gateway.Deps{GRPCTarget: lis.Addr().String(), Log: a.log})
+		if err != nil {
+			lis.Close()
+			if ops != nil {
+				ops.Close()
+			}
+			return err
+		}
+		defer web.Close()
 	}
 	return a.ServeListeners(ctx, lis, ops)
 }
