@@ -21,8 +21,13 @@ func (s *Service) CreateCampaign(ctx context.Context, c *Campaign) (*Campaign, e
 	}
 	now := s.now().UTC()
 	c.CreatedAt, c.UpdatedAt = now, now
-	if _, err := s.catalog.CreateCampaign(ctx, c, actor); err != nil {
+	asked := *c
+	replayed, err := s.catalog.CreateCampaign(ctx, c, actor)
+	if err != nil {
 		return nil, err
+	}
+	if replayed && (c.Name != asked.Name || c.CreatedBy != asked.CreatedBy) {
+		return nil, Errorf(EREFUSED, ReasonRequestIDConflict, "request_id %q created a different campaign", asked.RequestID)
 	}
 	return c, nil
 }
@@ -141,8 +146,13 @@ func (s *Service) CreateTemplate(ctx context.Context, t *Template) (*Template, e
 	}
 	now := s.now().UTC()
 	t.CreatedAt, t.UpdatedAt, t.Version = now, now, 1
-	if _, err := s.catalog.CreateTemplate(ctx, t, actor); err != nil {
+	asked := *t
+	replayed, err := s.catalog.CreateTemplate(ctx, t, actor)
+	if err != nil {
 		return nil, err
+	}
+	if replayed && (t.CampaignID != asked.CampaignID || t.Name != asked.Name || t.TotalStock != asked.TotalStock) {
+		return nil, Errorf(EREFUSED, ReasonRequestIDConflict, "request_id %q created a different template", asked.RequestID)
 	}
 	return t, nil
 }
@@ -364,7 +374,9 @@ func (s *Service) AddStock(ctx context.Context, op StockOp) (AddStockResult, err
 	if err != nil {
 		return AddStockResult{}, err
 	}
-	t, replayed, err := s.catalog.AddStock(ctx, op, actor)
+	t, replayed, err := s.catalog.AddStock(ctx, op, func(t *Template, prev *StockOp) (bool, error) {
+		return s.decideAddStock(t, op, prev)
+	}, actor)
 	if err != nil {
 		return AddStockResult{}, err
 	}
@@ -464,4 +476,29 @@ func (s *Service) effective(cs []*Coupon) {
 	for _, c := range cs {
 		c.Status = c.EffectiveStatus(now)
 	}
+}
+
+// decideAddStock decides a top-up on the locked template: a request ID
+// seen before with the same top-up is a replay (nothing to write), with
+// another one a conflict; an ended template takes no stock, and the total
+// stays within MaxStock.
+func (s *Service) decideAddStock(t *Template, op StockOp, prev *StockOp) (bool, error) {
+	if prev != nil {
+		if prev.TemplateID != op.TemplateID || prev.Amount != op.Amount {
+			return false, Errorf(EREFUSED, ReasonRequestIDConflict, "request_id %q added other stock", op.RequestID)
+		}
+		return false, nil
+	}
+	if t.Status == TemplateEnded {
+		return false, Errorf(EREFUSED, ReasonTemplateNotActive, "template %d has ended", t.ID)
+	}
+	if t.TotalStock+op.Amount > MaxStock {
+		return false, Invalid("amount", "total stock would exceed %d", int64(MaxStock))
+	}
+	t.TotalStock += op.Amount
+	if op.SubStockCount > 0 {
+		t.SubStockCount = op.SubStockCount
+	}
+	t.UpdatedAt = s.now().UTC()
+	return true, nil
 }

@@ -290,7 +290,11 @@ func TestAuditRepairsUnderCreditSeenForASettleWindow(t *testing.T) {
 	e.claim(t, tpl.Id, 1)
 	e.claim(t, tpl.Id, 2)
 	// An AddStock whose Redis part was lost: MySQL has 5 more than Redis.
-	if _, _, err := e.store.AddStock(ctxT(t), participant.StockOp{RequestID: "lost-add", TemplateID: tpl.Id, Amount: 5}, participant.Actor{Identity: "test"}); err != nil {
+	if _, _, err := e.store.AddStock(ctxT(t), participant.StockOp{RequestID: "lost-add", TemplateID: tpl.Id, Amount: 5},
+		func(t *participant.Template, _ *participant.StockOp) (bool, error) {
+			t.TotalStock += 5
+			return true, nil
+		}, participant.Actor{Identity: "test"}); err != nil {
 		t.Fatalf("AddStock: %v", err)
 	}
 	auditor := participant.NewAuditor(e.svc)

@@ -29,8 +29,11 @@ type Catalog interface {
 	UpdateTemplate(ctx context.Context, id int64, fn func(*Template) error, actor Actor) (*Template, error)
 	GetTemplate(ctx context.Context, id int64) (*Template, error)
 	ListTemplates(ctx context.Context, campaignID int64, status TemplateStatus, p Page) ([]*Template, string, error)
-	// AddStock adds amount to the template's total stock once per requestID.
-	AddStock(ctx context.Context, op StockOp, actor Actor) (t *Template, replayed bool, err error)
+	// AddStock locks the template and asks decide about op, passing the
+	// earlier top-up of op's request ID if there was one. When decide
+	// applies it (changing t), the top-up is recorded and t written;
+	// otherwise replayed is true and nothing is written.
+	AddStock(ctx context.Context, op StockOp, decide func(t *Template, prev *StockOp) (apply bool, err error), actor Actor) (t *Template, replayed bool, err error)
 
 	// ListAudit pages through the audit log, newest first.
 	ListAudit(ctx context.Context, f AuditFilter, p Page) ([]AuditEntry, string, error)

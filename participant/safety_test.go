@@ -367,3 +367,24 @@ func TestRedisStallConservesStock(t *testing.T) {
 }
 
 func ptr[T any](v T) *T { return &v }
+
+// TestReturnPastExpiry: a used coupon returned after its expiry comes back
+// EXPIRED, not AVAILABLE.
+func TestReturnPastExpiry(t *testing.T) {
+	e := newEnv(t)
+	tpl := e.template(t, 10, 0, 72*time.Hour, 1)
+	c := e.claim(t, tpl.Id, 1)
+	saga := participant.Branch{TransType: "saga", GID: "s-exp", BranchID: "01", Op: "action"}
+	req := participant.BranchRequest{UserID: 1, Code: c.Code, Order: participant.Order{OrderNo: "o-exp", UserID: 1, Amount: 10000}}
+	if _, err := e.svc.Use(ctxT(t), saga, req); err != nil {
+		t.Fatal(err)
+	}
+	e.clk.Advance(25 * time.Hour)
+	res, err := e.svc.Return(ctxT(t), participant.Branch{}, participant.ReturnRequest{RequestID: "r-exp", UserID: 1, Code: c.Code, OrderNo: "o-exp"})
+	if err != nil || res.Coupon.Status != participant.CouponExpired {
+		t.Fatalf("Return = %+v, %v; want EXPIRED", res, err)
+	}
+	if got := e.stored(t, 1, c.Code); got != participant.CouponExpired {
+		t.Fatalf("stored status = %s, want EXPIRED", got)
+	}
+}

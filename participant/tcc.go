@@ -89,7 +89,10 @@ type Change struct {
 	// GiveBackUse gives back the use counted on the UTC day the coupon was
 	// locked.
 	GiveBackUse bool
-	At          time.Time
+	// Return, when set, records the return of a used coupon; a request ID
+	// recorded before fails the change with ErrDuplicateRequest.
+	Return *ReturnRecord
+	At     time.Time
 }
 
 // Entry is one ledger row of a change: what happened to the coupon for
@@ -126,6 +129,9 @@ type Branches interface {
 	// Owner finds which user holds a code, scanning every shard; for
 	// explaining refusals only.
 	Owner(ctx context.Context, code string) (int64, bool, error)
+	// ReturnRecord reads the return a request ID made in the user's shard
+	// database, whoever's; nil when none.
+	ReturnRecord(ctx context.Context, userID int64, requestID string) (*ReturnRecord, error)
 }
 
 // BranchRequest is the one payload of Try, Confirm and Cancel.
@@ -199,7 +205,7 @@ func (s *Service) Lock(ctx context.Context, br Branch, r BranchRequest) (BranchR
 	}
 	now := s.now().UTC()
 	out, err := s.branches.Apply(ctx, br, r.UserID, r.Code, func(c *Coupon) (*Change, error) {
-		return s.decideLock(ctx, br, c, r, now)
+		return s.decideReserve(ctx, br, c, r, now, CouponLocked)
 	})
 	if ErrorCode(err) == ENOTFOUND {
 		if owner, ok, oerr := s.branches.Owner(ctx, r.Code); oerr == nil && ok && owner != r.UserID {
@@ -217,19 +223,20 @@ func (s *Service) Lock(ctx context.Context, br Branch, r BranchRequest) (BranchR
 		// A duplicate of a Try, or one that arrived after its Cancel: it
 		// answers OK only if its transaction holds the coupon for this
 		// order, and only with the discount this order gets.
-		if err := s.checkHeld(ctx, br, c, r, now); err != nil {
+		if err := s.checkHeld(ctx, br, c, r, now, CouponLocked); err != nil {
 			return BranchResult{}, err
 		}
 	}
 	return BranchResult{Coupon: c, Discount: c.DiscountAmount, Payable: r.Order.Amount - c.DiscountAmount}, nil
 }
 
-// decideLock decides a Try on the locked coupon row.
-func (s *Service) decideLock(ctx context.Context, br Branch, c *Coupon, r BranchRequest, now time.Time) (*Change, error) {
-	if c.Status == CouponLocked {
-		// Another branch of the same transaction locked it for this order:
-		// nothing to write, once this order's checks agree.
-		return nil, s.checkHeld(ctx, br, c, r, now)
+// decideReserve decides a Try (final LOCKED) or a Saga action (final
+// USED) on the locked coupon row.
+func (s *Service) decideReserve(ctx context.Context, br Branch, c *Coupon, r BranchRequest, now time.Time, final CouponStatus) (*Change, error) {
+	if c.Status == final {
+		// Another branch of the same transaction reserved it for this
+		// order: nothing to write, once this order's checks agree.
+		return nil, s.checkHeld(ctx, br, c, r, now, final)
 	}
 	if c.Status == CouponAvailable && !now.Before(c.ExpireAt) || c.Status == CouponExpired {
 		return nil, refuse(ReasonCouponExpired, "coupon %s expired at %s", c.Code, c.ExpireAt.Format(time.RFC3339))
@@ -243,22 +250,29 @@ func (s *Service) decideLock(ctx context.Context, br Branch, c *Coupon, r Branch
 	}
 	// Both counts are always kept, so Cancel gives back exactly what Try
 	// took even if a limit changes in between; limit 0 counts without capping.
-	return &Change{
+	ch := &Change{
 		Status: CouponLocked, OrderNo: r.Order.OrderNo, Discount: d, GID: br.GID, BranchID: br.BranchID,
 		LockedAt: now, Ledger: []Entry{{OpLock, r.Order.OrderNo, d}}, At: now,
 		CountUse: []DailyLimit{
 			{TemplateID: t.ID, Limit: max(t.DailyUseLimit, 0)},
 			{TemplateID: 0, Limit: max(s.cfg.MaxDailyUses, 0)},
 		},
-	}, nil
+	}
+	if final == CouponUsed {
+		// A Saga action locks and uses in one step: both ledger rows, so
+		// reconcile reads it like a TCC Try and Confirm.
+		ch.Status, ch.UsedAt = CouponUsed, now
+		ch.Ledger = append(ch.Ledger, Entry{OpConsume, r.Order.OrderNo, d})
+	}
+	return ch, nil
 }
 
-// checkHeld accepts a Try that finds the coupon already locked only if its
-// own transaction holds it for this order and this order's checks give the
-// locked discount.
-func (s *Service) checkHeld(ctx context.Context, br Branch, c *Coupon, r BranchRequest, now time.Time) error {
-	if c.Status != CouponLocked || c.LockGID != br.GID || c.OrderNo != r.Order.OrderNo {
-		return refuse(ReasonCouponNotAvailable, "coupon %s is not locked by transaction %s for order %s", c.Code, br.GID, r.Order.OrderNo)
+// checkHeld accepts a Try (or a Saga action) that finds the coupon already
+// reserved only if its own transaction holds it (LOCKED, or USED for a
+// saga) for this order and this order's checks give the reserved discount.
+func (s *Service) checkHeld(ctx context.Context, br Branch, c *Coupon, r BranchRequest, now time.Time, held CouponStatus) error {
+	if c.Status != held || c.LockGID != br.GID || c.OrderNo != r.Order.OrderNo {
+		return refuse(ReasonCouponNotAvailable, "coupon %s is not %s by transaction %s for order %s", c.Code, held, br.GID, r.Order.OrderNo)
 	}
 	_, d, err := s.quote(ctx, c, r.Order, now)
 	if err != nil {

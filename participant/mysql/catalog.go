@@ -7,7 +7,6 @@ import (
 	"errors"
 	"fmt"
 	"strconv"
-	"time"
 
 	"github.com/opencoupon/coupon/participant"
 )
@@ -48,10 +47,6 @@ func (s *Store) CreateCampaign(ctx context.Context, c *participant.Campaign, act
 		prev, err := scanCampaign(s.main.QueryRowContext(ctx, `SELECT `+campaignCols+` FROM campaign WHERE request_id = ?`, c.RequestID))
 		if err != nil {
 			return false, wrap("read campaign by request id", err)
-		}
-		if prev.Name != c.Name || prev.CreatedBy != c.CreatedBy {
-			return false, participant.Errorf(participant.EREFUSED, participant.ReasonRequestIDConflict,
-				"request_id %q created a different campaign", c.RequestID)
 		}
 		*c = *prev
 		return true, nil
@@ -198,10 +193,6 @@ func (s *Store) CreateTemplate(ctx context.Context, t *participant.Template, act
 		if err != nil {
 			return false, wrap("read template by request id", err)
 		}
-		if prev.CampaignID != t.CampaignID || prev.Name != t.Name || prev.TotalStock != t.TotalStock {
-			return false, participant.Errorf(participant.EREFUSED, participant.ReasonRequestIDConflict,
-				"request_id %q created a different template", t.RequestID)
-		}
 		*t = *prev
 		return true, nil
 	}
@@ -292,9 +283,11 @@ func (s *Store) ListTemplates(ctx context.Context, campaignID int64, status part
 	return out, next, nil
 }
 
-// AddStock records the top-up and raises the template's total in one
-// transaction; a request ID seen before changes nothing.
-func (s *Store) AddStock(ctx context.Context, op participant.StockOp, actor participant.Actor) (*participant.Template, bool, error) {
+// AddStock locks the template, reads the earlier top-up of the request ID
+// if any, and asks decide; when decide applies the top-up (it changes t),
+// the top-up's record, the template and the audit row are written in the
+// same transaction.
+func (s *Store) AddStock(ctx context.Context, op participant.StockOp, decide func(t *participant.Template, prev *participant.StockOp) (bool, error), actor participant.Actor) (*participant.Template, bool, error) {
 	var (
 		t        *participant.Template
 		replayed bool
@@ -304,41 +297,31 @@ func (s *Store) AddStock(ctx context.Context, op participant.StockOp, actor part
 		if t, err = s.lockTemplate(ctx, tx, op.TemplateID); err != nil {
 			return err
 		}
-		var prevTemplate, prevAmount int64
-		err = tx.QueryRowContext(ctx, `SELECT template_id, amount FROM stock_op WHERE request_id = ?`, op.RequestID).Scan(&prevTemplate, &prevAmount)
+		var prev *participant.StockOp
+		var p participant.StockOp
+		err = tx.QueryRowContext(ctx, `SELECT request_id, template_id, amount, sub_stock_count, operator FROM stock_op WHERE request_id = ?`,
+			op.RequestID).Scan(&p.RequestID, &p.TemplateID, &p.Amount, &p.SubStockCount, &p.Operator)
 		switch {
 		case err == nil:
-			if prevTemplate != op.TemplateID || prevAmount != op.Amount {
-				return participant.Errorf(participant.EREFUSED, participant.ReasonRequestIDConflict,
-					"request_id %q added other stock", op.RequestID)
-			}
-			replayed = true
-			return nil
+			prev = &p
 		case !errors.Is(err, sql.ErrNoRows):
 			return err
 		}
-		if t.Status == participant.TemplateEnded {
-			return participant.Errorf(participant.EREFUSED, participant.ReasonTemplateNotActive, "template %d has ended", t.ID)
-		}
-		if t.TotalStock+op.Amount > participant.MaxStock {
-			return participant.Invalid("amount", "total stock would exceed %d", int64(participant.MaxStock))
-		}
-		now := time.Now().UTC()
-		if _, err := tx.ExecContext(ctx, `INSERT INTO stock_op (request_id, template_id, amount, sub_stock_count, operator, created_at)
- VALUES (?,?,?,?,?,?)`, op.RequestID, op.TemplateID, op.Amount, op.SubStockCount, op.Operator, now); err != nil {
+		before := stockState{TotalStock: t.TotalStock, SubStockCount: t.SubStockCount}
+		apply, err := decide(t, prev)
+		if err != nil || !apply {
+			replayed = !apply
 			return err
 		}
-		before := stockState{TotalStock: t.TotalStock, SubStockCount: t.SubStockCount}
-		t.TotalStock += op.Amount
-		if op.SubStockCount > 0 {
-			t.SubStockCount = op.SubStockCount
+		if _, err := tx.ExecContext(ctx, `INSERT INTO stock_op (request_id, template_id, amount, sub_stock_count, operator, created_at)
+ VALUES (?,?,?,?,?,?)`, op.RequestID, op.TemplateID, op.Amount, op.SubStockCount, op.Operator, t.UpdatedAt); err != nil {
+			return err
 		}
-		t.UpdatedAt = now
 		if err := writeTemplate(ctx, tx, t); err != nil {
 			return err
 		}
 		after := stockState{TotalStock: t.TotalStock, SubStockCount: t.SubStockCount, RequestID: op.RequestID, Added: op.Amount}
-		return writeAudit(ctx, tx, actor, participant.EntityStock, t.ID, &before, &after, now)
+		return writeAudit(ctx, tx, actor, participant.EntityStock, t.ID, &before, &after, t.UpdatedAt)
 	})
 	if _, dup := isDuplicate(err); dup {
 		// A concurrent call with the same request ID won; report its result.

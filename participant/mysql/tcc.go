@@ -45,7 +45,19 @@ func (s *Store) Apply(ctx context.Context, br participant.Branch, userID int64, 
 			break
 		}
 		out = participant.Outcome{Skipped: true}
-		err = barrier(br).Call(tx, func(tx *sql.Tx) error {
+		run := barrier(br).Call
+		if br.Op == "" {
+			run = func(tx *sql.Tx, fn dtmcli.BarrierBusiFunc) (err error) {
+				// A call made outside DTM (ReturnCoupon without barrier
+				// metadata): the same transaction, no barrier rows.
+				if err = fn(tx); err != nil {
+					_ = tx.Rollback()
+					return err
+				}
+				return tx.Commit()
+			}
+		}
+		err = run(tx, func(tx *sql.Tx) error {
 			out.Skipped = false
 			c, err := lockCoupon(ctx, tx, sh, userID, code)
 			if err != nil {
@@ -125,6 +137,10 @@ func writeChange(ctx context.Context, tx *sql.Tx, sh Shard, br participant.Branc
 		stmts = append(stmts, `UPDATE daily_use SET used = used - 1 WHERE user_id = ? AND day = ? AND template_id IN (0, ?) AND used > 0`)
 		args = append(args, c.UserID, c.LockedAt.UTC().Format(time.DateOnly), c.TemplateID)
 	}
+	if ch.Return != nil {
+		stmts = append(stmts, `INSERT INTO coupon_return (request_id, coupon_id, user_id, order_no, reason, created_at) VALUES (?,?,?,?,?,?)`)
+		args = append(args, ch.Return.RequestID, c.ID, c.UserID, ch.Return.OrderNo, ch.Return.Reason, at)
+	}
 	if len(ch.Ledger) > 0 {
 		stmts = append(stmts, `INSERT INTO coupon_ledger (op, order_no, gid, branch_id, coupon_id, coupon_code,
  user_id, template_id, discount_amount, created_at) VALUES `+placeholders("(?,?,?,?,?,?,?,?,?,?)", len(ch.Ledger)))
@@ -133,6 +149,9 @@ func writeChange(ctx context.Context, tx *sql.Tx, sh Shard, br participant.Branc
 		}
 	}
 	_, err := tx.ExecContext(ctx, strings.Join(stmts, ";\n"), args...)
+	if _, dup := isDuplicate(err); dup && ch.Return != nil {
+		return participant.ErrDuplicateRequest
+	}
 	if isCheckFailed(err) {
 		return participant.Errorf(participant.EABORTED, participant.ReasonDailyUseLimitReached,
 			"daily use limit reached (%s)", describeLimits(ch.CountUse))
@@ -172,4 +191,19 @@ func (s *Store) Owner(ctx context.Context, code string) (int64, bool, error) {
 			return r.Scan(&owner)
 		})
 	return owner, found, wrap("find coupon owner", err)
+}
+
+// ReturnRecord reads the return a request ID made in the user's shard
+// database, whoever's it is.
+func (s *Store) ReturnRecord(ctx context.Context, userID int64, requestID string) (*participant.ReturnRecord, error) {
+	var r participant.ReturnRecord
+	err := s.ShardOf(userID).DB.QueryRowContext(ctx, `SELECT request_id, coupon_id, user_id, order_no, reason, created_at
+ FROM coupon_return WHERE request_id = ?`, requestID).Scan(&r.RequestID, &r.CouponID, &r.UserID, &r.OrderNo, &r.Reason, &r.CreatedAt)
+	if errors.Is(err, sql.ErrNoRows) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, wrap("read coupon return", err)
+	}
+	return &r, nil
 }

@@ -132,3 +132,33 @@ func (c *Coupons) ConsumeCoupon(ctx context.Context, r *couponv1.CouponBranchReq
 func (c *Coupons) UnlockCoupon(ctx context.Context, r *couponv1.CouponBranchRequest) (*couponv1.CouponBranchResponse, error) {
 	return c.runBranch(ctx, r, c.svc.Unlock)
 }
+
+// UseCoupon is the Saga action.
+func (c *Coupons) UseCoupon(ctx context.Context, r *couponv1.CouponBranchRequest) (*couponv1.CouponBranchResponse, error) {
+	return c.runBranch(ctx, r, c.svc.Use)
+}
+
+// UseCouponRevert is the Saga compensation.
+func (c *Coupons) UseCouponRevert(ctx context.Context, r *couponv1.CouponBranchRequest) (*couponv1.CouponBranchResponse, error) {
+	return c.runBranch(ctx, r, c.svc.Revert)
+}
+
+// ReturnCoupon gives back a coupon used by a refunded order; with DTM
+// barrier metadata it runs behind the barrier (a 2-phase message's branch).
+func (c *Coupons) ReturnCoupon(ctx context.Context, r *couponv1.ReturnCouponRequest) (*couponv1.ReturnCouponResponse, error) {
+	var br participant.Branch
+	if bb, err := dtmgrpc.BarrierFromGrpc(ctx); err == nil {
+		br = participant.Branch{TransType: bb.TransType, GID: bb.Gid, BranchID: bb.BranchID, Op: bb.Op}
+	}
+	res, err := c.svc.Return(ctx, br, participant.ReturnRequest{
+		RequestID: r.GetRequestId(), UserID: r.GetUserId(), Code: r.GetCouponCode(), OrderNo: r.GetOrderNo(), Reason: r.GetReason(),
+	})
+	if err != nil {
+		return nil, err
+	}
+	out := &couponv1.ReturnCouponResponse{Replayed: res.Replayed}
+	if res.Coupon != nil {
+		out.Coupon = couponPB(res.Coupon)
+	}
+	return out, nil
+}
