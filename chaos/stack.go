@@ -117,10 +117,11 @@ func StartStack(ctx context.Context, o StackOptions) (s *Stack, err error) {
 	} else if err := os.MkdirAll(dir, 0o755); err != nil {
 		return nil, fmt.Errorf("run directory: %w", err)
 	}
-	s = &Stack{Dir: dir, log: log, couponEnv: o.CouponEnv, faults: newFaults(), proxyAddr: map[string]string{}}
+	st := &Stack{Dir: dir, log: log, couponEnv: o.CouponEnv, faults: newFaults(), proxyAddr: map[string]string{}}
+	s = st
 	defer func() {
 		if err != nil {
-			s.Close()
+			st.Close()
 			if !o.Keep {
 				os.RemoveAll(dir)
 			}
@@ -130,7 +131,9 @@ func StartStack(ctx context.Context, o StackOptions) (s *Stack, err error) {
 		return nil, err
 	}
 	if o.CouponBin != "" {
-		s.bins.coupon = o.CouponBin
+		if s.bins.coupon, err = filepath.Abs(o.CouponBin); err != nil {
+			return nil, err
+		}
 	}
 	steps := []struct {
 		what string
@@ -160,6 +163,10 @@ func StartStack(ctx context.Context, o StackOptions) (s *Stack, err error) {
 // findBinaries returns prebuilt binaries from binDir, or builds them.
 func findBinaries(ctx context.Context, dir, binDir string) (binaries, error) {
 	if binDir != "" {
+		binDir, err := filepath.Abs(binDir)
+		if err != nil {
+			return binaries{}, err
+		}
 		b := binaries{filepath.Join(binDir, "coupon"), filepath.Join(binDir, "coordinator"), filepath.Join(binDir, "shop")}
 		for _, p := range []string{b.coupon, b.coordinator, b.shop} {
 			if _, err := os.Stat(p); err != nil {
@@ -330,9 +337,9 @@ store:
   max_open_conns: 8
   max_idle_conns: 8
   conn_max_lifetime: 5m
-# Short, so that faults heal within a scenario: the first retry after 1s,
+# Short, so that faults heal within a scenario: the first retry after 3s,
 # then doubling; branch calls bounded at 2s.
-retry_interval: 1s
+retry_interval: 3s
 timeout_to_fail: 8s
 request_timeout: 2s
 cron:
