@@ -249,18 +249,20 @@ func (r *run) tryPayment(ctx context.Context, t *tcc, o directOrder, payable int
 	return err
 }
 
-// finish submits or aborts t, retrying a lost answer a few times the way a
-// careful order service does (Abort and Submit are idempotent in DTM while
-// the transaction has not moved on).
+// finish submits or aborts t. A lost Abort answer is retried (Abort of a
+// transaction still prepared or aborting is idempotent in DTM); Submit is
+// sent once, as the DTM client does: whether a lost Submit answer may be
+// retried is what the submit-retry scenario examines.
 func finish(ctx context.Context, t *tcc, commit bool) error {
+	if commit {
+		cctx, cancel := context.WithTimeout(ctx, 8*time.Second)
+		defer cancel()
+		return t.submit(cctx)
+	}
 	var err error
 	for range 3 {
 		cctx, cancel := context.WithTimeout(ctx, 8*time.Second)
-		if commit {
-			err = t.submit(cctx)
-		} else {
-			err = t.abort(cctx)
-		}
+		err = t.abort(cctx)
 		cancel()
 		if o, _ := classify(err); o != unknown {
 			return err
@@ -547,6 +549,7 @@ func submitRetry(ctx context.Context, r *run) error {
 			sctx, cancel := context.WithTimeout(ctx, 500*time.Millisecond)
 			first := t.submit(sctx)
 			cancel()
+			// The order service did not get an answer, so it submits again.
 			second := finish(ctx, t, true)
 			rec.Note += fmt.Sprintf("; first Submit: %v; second: %v", errText(first), errText(second))
 			if err := r.s.faults.heal(context.WithoutCancel(ctx)); err != nil {

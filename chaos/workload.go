@@ -329,11 +329,19 @@ func (r *run) load(ctx context.Context, l load, until time.Time) {
 	var wg sync.WaitGroup
 	var budget atomic.Int64
 	budget.Store(int64(l.maxOps))
+	// Each worker paces its operations so that the budget spreads over the
+	// whole window and the faults in the middle of it meet traffic.
+	every := time.Until(until) * time.Duration(l.workers) / time.Duration(max(l.maxOps, 1))
 	for w := range l.workers {
 		rng := r.rng(fmt.Sprintf("worker-%d", w))
 		wg.Go(func() {
 			var lastUnknown *claimRec
+			next := time.Now().Add(time.Duration(rng.Int64N(int64(every) + 1)))
 			for time.Now().Before(until) && ctx.Err() == nil && budget.Add(-1) >= 0 {
+				if err := sleep(ctx, time.Until(next)); err != nil {
+					return
+				}
+				next = next.Add(every)
 				user := r.users[rng.IntN(len(r.users))]
 				switch p := rng.IntN(100); {
 				case p < l.claimPct:
