@@ -276,7 +276,15 @@ func (s *Stack) runScenario(ctx context.Context, sc *Scenario, index int, o Opti
 			v.fail(3, tname, "%d units more in Redis than total − issued before the audit (oversell risk)", a.surplus)
 		}
 	}
-	if err := s.awaitAudit(ctx, v, r); err != nil {
+	// A killed coupon service keeps the audit's lease until its TTL (3 ×
+	// the interval, at least 30s + 5 × settle) runs out.
+	auditBy := time.Now().Add(20 * time.Second)
+	for _, f := range faults {
+		if f.Target == "coupon" {
+			auditBy = latest(auditBy, f.At.Add(55*time.Second))
+		}
+	}
+	if err := s.awaitAudit(ctx, v, r, auditBy); err != nil {
 		return fail("stock audit", err)
 	}
 	v.skip(6, "checked once over the whole run, after the last scenario")
@@ -405,8 +413,7 @@ func (s *Stack) quiesce(ctx context.Context, r *run, timeout time.Duration) ([]t
 // stock.audit_interval; an under-credit is rebuilt once it held still for
 // stock.settle) to make remaining + issued equal total for every template,
 // and reports those that never do (invariant 3).
-func (s *Stack) awaitAudit(ctx context.Context, v *verdict, r *run) error {
-	deadline := time.Now().Add(20 * time.Second)
+func (s *Stack) awaitAudit(ctx context.Context, v *verdict, r *run, deadline time.Time) error {
 	left := append([]int64(nil), r.tpls...)
 	last := map[int64]stockReading{}
 	for len(left) > 0 {
@@ -446,4 +453,11 @@ func (s *Stack) awaitAudit(ctx context.Context, v *verdict, r *run) error {
 		v.note(3, "counters of template(s) "+strings.Join(missing, ", ")+" absent (lost with Redis, rebuilt by the next claim)")
 	}
 	return nil
+}
+
+func latest(a, b time.Time) time.Time {
+	if a.After(b) {
+		return a
+	}
+	return b
 }
