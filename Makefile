@@ -9,7 +9,7 @@ PKGS  := ./...
 PROTOC_GEN := --plugin=protoc-gen-go=$$($(GO) tool -n protoc-gen-go) \
 	--plugin=protoc-gen-go-grpc=$$($(GO) tool -n protoc-gen-go-grpc)
 
-.PHONY: all build generate lint test test-short bench run up down deps clean
+.PHONY: all build generate lint test test-short bench run up down deps clean chaos chaos-smoke
 
 all: build
 
@@ -60,6 +60,16 @@ down:
 # stops everything it started.
 run: build
 	deploy/local/run.sh
+
+# Chaos (docs/chaos.md): every scenario against a stack of its own on free
+# loopback ports (never the shared 3306/6379); exit 1 on a violated invariant.
+chaos-smoke: build
+	@mkdir -p .run
+	$(BIN)/coupon chaos run --scenario all --duration 4s --bin $(BIN) --report .run/chaos-smoke.json
+
+chaos: build
+	@mkdir -p .run
+	$(BIN)/coupon chaos run --scenario all --duration 30s --bin $(BIN) --report .run/chaos.json
 
 clean:
 	rm -rf $(BIN) .run
