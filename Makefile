@@ -65,7 +65,7 @@ run: build
 # loopback ports (never the shared 3306/6379); exit 1 on a violated invariant.
 chaos-smoke: build
 	@mkdir -p .run
-	$(BIN)/coupon chaos run --scenario all --duration 4s --bin $(BIN) --report .run/chaos-smoke.json
+	$(BIN)/coupon chaos run --scenario all --duration 4s --bin $(BIN) --report .run/chaos-smoke.json --markdown
 
 chaos: build
 	@mkdir -p .run

@@ -2,7 +2,6 @@ package chaos
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -237,6 +236,3 @@ func lastLines(s string, n int) string {
 	}
 	return strings.Join(lines, "\n")
 }
-
-// errSkipped marks a check that could not run (a tool not available).
-var errSkipped = errors.New("skipped")

@@ -481,9 +481,11 @@ func twoTransactionsOneOrder(ctx context.Context, r *run) error {
 				err = r.tryPayment(ctx, t1, o, o.amount-resp.GetDiscountAmount())
 			}
 			resp2, err2 := enlist(t2)
+			rec2.Note += "; coupon Try: " + errText(err2)
 			if err2 == nil {
+				// The order's payment exists under T1: PAYMENT_CONFLICT.
 				rec2.Payment = true
-				err2 = r.tryPayment(ctx, t2, o, o.amount-resp2.GetDiscountAmount())
+				rec2.Note += "; payment Try: " + errText(r.tryPayment(ctx, t2, o, o.amount-resp2.GetDiscountAmount()))
 			}
 			rec2.Want = "abort"
 			_ = finish(ctx, t2, false)
