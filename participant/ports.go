@@ -52,6 +52,8 @@ type Coupons interface {
 	// one local transaction. It returns EREFUSED/USER_LIMIT_REACHED when the
 	// limit is reached and ErrDuplicateRequest when the request ID exists.
 	Insert(ctx context.Context, c Claim) error
+	// ByRequest finds the coupon a request ID produced in the user's
+	// table, whoever's it is: request IDs are unique per table.
 	ByRequest(ctx context.Context, userID int64, requestID string) (*Coupon, error)
 	ByCode(ctx context.Context, userID int64, code string) (*Coupon, error)
 	ByID(ctx context.Context, userID, id int64) (*Coupon, error)
@@ -70,36 +72,55 @@ type CouponFilter struct {
 	Now        time.Time
 }
 
-// Stock is the live remaining stock of templates (Redis).
+// Stock is the live remaining stock of templates (Redis). Every method
+// that changes counters is safe to repeat: a retried call never applies
+// twice (Take may, at worst, take a unit for nothing, which only leaves the
+// counters short until the stock audit repairs them).
 type Stock interface {
 	// Take takes one unit. It returns a Ticket to give the unit back with,
 	// ErrSoldOut, or ErrStockMissing when the counters must be rebuilt.
 	Take(ctx context.Context, templateID int64, subKeys int32, hint uint64) (Ticket, error)
-	// Give returns a unit taken with t, unless the counters were rebuilt since.
+	// Give returns a unit taken with t, once per ticket, unless the
+	// counters were rebuilt since.
 	Give(ctx context.Context, t Ticket) error
 	// Remaining sums the sub-keys; ok is false when any sub-key is missing.
 	Remaining(ctx context.Context, templateID int64, subKeys int32) (n int64, ok bool, err error)
+	// Generation is the generation of the template's counters; ok is false
+	// when they are missing.
+	Generation(ctx context.Context, templateID int64) (gen string, ok bool, err error)
 	// Reset drops the template's counters so that no claim can take from them.
 	Reset(ctx context.Context, templateID int64, subKeys int32) error
-	// Set writes fresh counters holding remaining units over subKeys keys.
+	// Set writes fresh counters of a new generation holding remaining units
+	// over subKeys keys.
 	Set(ctx context.Context, templateID int64, subKeys int32, remaining int64) error
-	// Add adds n units to existing counters; ok is false when they are missing.
-	Add(ctx context.Context, templateID int64, subKeys int32, n int64) (ok bool, err error)
-	// Lock takes a named lease for ttl; the returned func releases it.
-	Lock(ctx context.Context, name string, ttl time.Duration) (unlock func(), ok bool, err error)
-
-	// BeginRequest marks requestID as in flight with fingerprint fp. When
-	// another call holds it (in flight or done), it returns that call's
-	// fingerprint with started=false.
-	BeginRequest(ctx context.Context, requestID, fp string, ttl time.Duration) (started bool, heldFP string, err error)
-	// FinishRequest records requestID as done (kept for ttl) or, when ok is
-	// false, forgets it so that a retry starts afresh.
-	FinishRequest(ctx context.Context, requestID, fp string, ok bool, ttl time.Duration) error
+	// Add adds n units to the counters of generation gen, once per opID; ok
+	// is false when they are missing or of another generation.
+	Add(ctx context.Context, templateID int64, subKeys int32, n int64, gen, opID string) (ok bool, err error)
 }
 
-// Ticket proves a unit was taken from one sub-key of one counter generation.
+// Ticket proves a unit was taken from one sub-key of one counter
+// generation; ID makes giving it back happen once.
 type Ticket struct {
 	TemplateID int64
 	Sub        int32
 	Generation string
+	ID         string
+}
+
+// Requests marks idempotent requests in flight and done (Redis).
+type Requests interface {
+	// Begin marks requestID as in flight with fingerprint fp for ttl and
+	// returns a token naming this call. When another call holds it (in
+	// flight or done), it returns that call's fingerprint with
+	// started=false. A re-sent Begin of the same call is started.
+	Begin(ctx context.Context, requestID, fp string, ttl time.Duration) (tok string, started bool, heldFP string, err error)
+	// Finish records requestID as done (kept for ttl) or, when ok is
+	// false, forgets the marker tok took so that a retry starts afresh.
+	Finish(ctx context.Context, requestID, fp, tok string, ok bool, ttl time.Duration) error
+}
+
+// Leases are named, expiring locks that keep one replica doing a job.
+type Leases interface {
+	// Lock takes a named lease for ttl; the returned func releases it.
+	Lock(ctx context.Context, name string, ttl time.Duration) (unlock func(), ok bool, err error)
 }

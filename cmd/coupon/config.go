@@ -28,6 +28,8 @@ func loadConfig(file string) (app.Config, string, error) {
 		"mysql.main_dsn":           "root@tcp(127.0.0.1:3306)/coupon_main",
 		"mysql.shard_dsns":         []string{"root@tcp(127.0.0.1:3306)/coupon_shard_0", "root@tcp(127.0.0.1:3306)/coupon_shard_1"},
 		"mysql.tables_per_shard":   8,
+		"mysql.slots":              0,
+		"mysql.slot_map":           []string{},
 		"mysql.max_open_conns":     16,
 		"mysql.max_idle_conns":     16,
 		"redis.addrs":              []string{"127.0.0.1:6379"},
@@ -71,6 +73,14 @@ func loadConfig(file string) (app.Config, string, error) {
 		}
 		return out
 	}
+	var slotMap []couponmysql.SlotRange
+	for _, r := range list("mysql.slot_map") {
+		sr, err := couponmysql.ParseSlotRange(r)
+		if err != nil {
+			return app.Config{}, "", fmt.Errorf("mysql.slot_map: %w", err)
+		}
+		slotMap = append(slotMap, sr)
+	}
 	cfg := app.Config{
 		GRPCAddr:        v.GetString("grpc.addr"),
 		OpsAddr:         v.GetString("ops.addr"),
@@ -81,6 +91,8 @@ func loadConfig(file string) (app.Config, string, error) {
 			MainDSN:        v.GetString("mysql.main_dsn"),
 			ShardDSNs:      list("mysql.shard_dsns"),
 			TablesPerShard: v.GetInt("mysql.tables_per_shard"),
+			Slots:          v.GetInt("mysql.slots"),
+			SlotMap:        slotMap,
 			MaxOpenConns:   v.GetInt("mysql.max_open_conns"),
 			MaxIdleConns:   v.GetInt("mysql.max_idle_conns"),
 		},

@@ -65,6 +65,10 @@ func NewRedis(c RedisConfig) goredis.UniversalClient {
 	opts := &goredis.UniversalOptions{
 		Addrs: c.Addrs, Password: c.Password, DB: c.DB, PoolSize: c.PoolSize,
 		DialTimeout: 2 * time.Second, ReadTimeout: time.Second, WriteTimeout: time.Second,
+		// No automatic re-sends: a command whose reply timed out may have
+		// run. The adapter's scripts are idempotent besides (a cluster
+		// client still re-sends on MOVED/ASK and after connection errors).
+		MaxRetries: -1,
 	}
 	if c.Cluster || len(c.Addrs) > 1 {
 		opts.IsClusterMode = true
@@ -78,7 +82,7 @@ type App struct {
 	log     *slog.Logger
 	store   *couponmysql.Store
 	rdb     goredis.UniversalClient
-	stock   *couponredis.Stock
+	redis   *couponredis.Adapter
 	svc     *participant.Service
 	grpc    *grpc.Server
 	health  *health.Server
@@ -89,6 +93,10 @@ type App struct {
 func Open(ctx context.Context, cfg Config, log *slog.Logger) (*App, error) {
 	store, err := couponmysql.Open(ctx, cfg.MySQL)
 	if err != nil {
+		return nil, err
+	}
+	if err := store.VerifyShardMap(ctx); err != nil {
+		store.Close()
 		return nil, err
 	}
 	rdb := NewRedis(cfg.Redis)
@@ -102,16 +110,17 @@ func Open(ctx context.Context, cfg Config, log *slog.Logger) (*App, error) {
 		rdb.Close()
 		return nil, err
 	}
-	stock := couponredis.New(rdb, cfg.Redis.Prefix)
+	r := couponredis.New(rdb, cfg.Redis.Prefix)
 	svc, err := participant.NewService(participant.Deps{
-		Catalog: store, Coupons: store, Branches: store, Phones: store, Stock: stock, Blobs: stock, IDs: ids, Log: log, Now: cfg.Now,
+		Catalog: store, Coupons: store, Branches: store, Phones: store,
+		Stock: r.Stock, Requests: r.Requests, Leases: r.Leases, Blobs: r.Blobs, IDs: ids, Log: log, Now: cfg.Now,
 	}, cfg.Service)
 	if err != nil {
 		store.Close()
 		rdb.Close()
 		return nil, err
 	}
-	a := &App{cfg: cfg, log: log, store: store, rdb: rdb, stock: stock, svc: svc, health: health.NewServer()}
+	a := &App{cfg: cfg, log: log, store: store, rdb: rdb, redis: r, svc: svc, health: health.NewServer()}
 	lim := &limiter{cfg: cfg.RateLimit, m: map[string]*rate.Limiter{}}
 	a.grpc = grpc.NewServer(grpc.ChainUnaryInterceptor(a.recoverer, lim.unary, a.deadline))
 	couponv1.RegisterAdminServiceServer(a.grpc, rpc.NewAdmin(svc, log))
@@ -133,7 +142,7 @@ func (a *App) Redis() goredis.UniversalClient { return a.rdb }
 // Close releases the connections.
 func (a *App) Close() error {
 	err := a.store.Close() // drains the claim batches first
-	a.stock.Close()
+	a.redis.Close()
 	return errors.Join(err, a.rdb.Close())
 }
 

@@ -15,14 +15,14 @@ import (
 var _ participant.Coupons = (*Store)(nil)
 
 const couponCols = `id, code, template_id, campaign_id, user_id, request_id, status, claimed_at, expire_at,
- order_no, discount_amount, used_at`
+ order_no, discount_amount, used_at, lock_gid, lock_branch, locked_at`
 
 func scanCoupon(r scanner) (*participant.Coupon, error) {
 	var c participant.Coupon
-	var used sql.NullTime
+	var used, locked sql.NullTime
 	err := r.Scan(&c.ID, &c.Code, &c.TemplateID, &c.CampaignID, &c.UserID, &c.RequestID, &c.Status,
-		&c.ClaimedAt, &c.ExpireAt, &c.OrderNo, &c.DiscountAmount, &used)
-	c.UsedAt = used.Time
+		&c.ClaimedAt, &c.ExpireAt, &c.OrderNo, &c.DiscountAmount, &used, &c.LockGID, &c.LockBranch, &locked)
+	c.UsedAt, c.LockedAt = used.Time, locked.Time
 	return &c, err
 }
 
@@ -90,9 +90,15 @@ func (s *Store) one(ctx context.Context, userID int64, where string, arg any, wh
 	return c, wrap(what, err)
 }
 
-// ByRequest finds the coupon a request ID produced.
+// ByRequest finds the coupon a request ID produced in the user's table,
+// whoever's it is (the unique key is per table).
 func (s *Store) ByRequest(ctx context.Context, userID int64, requestID string) (*participant.Coupon, error) {
-	return s.one(ctx, userID, "request_id = ?", requestID, "read coupon by request id")
+	sh := s.ShardOf(userID)
+	c, err := scanCoupon(sh.DB.QueryRowContext(ctx, `SELECT `+couponCols+` FROM coupon_`+sh.Suffix()+` WHERE request_id = ?`, requestID))
+	if errors.Is(err, sql.ErrNoRows) {
+		return nil, notFound("coupon for request", requestID)
+	}
+	return c, wrap("read coupon by request id", err)
 }
 
 // ByCode reads one of the user's coupons by code.

@@ -49,7 +49,7 @@ func couponPB(c *participant.Coupon) *couponv1.Coupon {
 		Id: c.ID, Code: c.Code, TemplateId: c.TemplateID, UserId: c.UserID,
 		Status: couponv1.Coupon_Status(c.Status), ClaimedAt: ts(c.ClaimedAt), ExpireAt: ts(c.ExpireAt),
 		OrderNo: c.OrderNo, DiscountAmount: c.DiscountAmount, UsedAt: ts(c.UsedAt),
-		RequestId: c.RequestID, CampaignId: c.CampaignID,
+		RequestId: c.RequestID, CampaignId: c.CampaignID, Gid: c.LockGID,
 	}
 }
 

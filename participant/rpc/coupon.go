@@ -89,18 +89,17 @@ func (c *Coupons) ListApplicableCoupons(ctx context.Context, r *couponv1.ListApp
 	return out, nil
 }
 
-// branch reads DTM's barrier metadata; calls without it are refused.
+// branch reads DTM's barrier metadata; calls without it are refused. The
+// payload is passed on as it is: the domain decides what a Try refuses and
+// what a Confirm or Cancel that cannot name a coupon answers (OK).
 func (c *Coupons) branch(ctx context.Context, r *couponv1.CouponBranchRequest) (participant.Branch, participant.BranchRequest, error) {
 	bb, err := dtmgrpc.BarrierFromGrpc(ctx)
 	if err != nil {
 		return participant.Branch{}, participant.BranchRequest{}, participant.Errorf(participant.EINVALID, participant.ReasonMissingBarrier,
 			"DTM barrier metadata (dtm-gid, dtm-branch_id, dtm-op, dtm-trans_type) is required: call through DTM")
 	}
-	if r.Order == nil {
-		return participant.Branch{}, participant.BranchRequest{}, participant.Invalid("order", "is required")
-	}
 	return participant.Branch{TransType: bb.TransType, GID: bb.Gid, BranchID: bb.BranchID, Op: bb.Op},
-		participant.BranchRequest{UserID: r.UserId, Code: r.CouponCode, Order: orderFromPB(r.Order)}, nil
+		participant.BranchRequest{UserID: r.GetUserId(), Code: r.GetCouponCode(), Order: orderFromPB(r.GetOrder())}, nil
 }
 
 type branchFunc func(context.Context, participant.Branch, participant.BranchRequest) (participant.BranchResult, error)
