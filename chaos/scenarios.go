@@ -431,17 +431,44 @@ func branchDisorder(ctx context.Context, r *run) error {
 				r.rec.txn(&txnRec{GID: gids[label], OrderNo: o.orderNo, UserID: o.user, Coupon: o.code, Amount: o.amount, Direct: true, Want: d.want[label], Note: d.name})
 			}
 			for _, c := range d.calls {
-				err := r.branchCall(ctx, gids[c[0]], "01", c[1], o)
-				if out, reason := classify(err); c[1] != "try" && err != nil {
-					// Confirm and Cancel never refuse: DTM would retry forever.
-					r.rec.mu.Lock()
-					r.rec.branchErrs = append(r.rec.branchErrs, fmt.Sprintf("%s: %s %s answered %s %s", gids[c[0]], d.name, c[1], out, reason))
-					r.rec.mu.Unlock()
-				}
+				r.disorderCall(ctx, gids[c[0]], c[1], d.name, o)
 			}
 		}
+		// A Cancel whose payload names another transaction's coupon (a
+		// forger, or an order service that mixed up its payloads) gets
+		// past the barrier, since its own Try ran: it must leave that
+		// lock alone.
+		o1, err := r.directOrder(ctx, rng)
+		if err != nil {
+			return err
+		}
+		o2, err := r.directOrder(ctx, rng)
+		if err != nil {
+			return err
+		}
+		const name = "cancel-names-foreign-coupon"
+		ga, gb := fmt.Sprintf("%sb-%s-a-%s", r.prefix, name, o1.orderNo), fmt.Sprintf("%sb-%s-b-%s", r.prefix, name, o2.orderNo)
+		r.rec.txn(&txnRec{GID: ga, OrderNo: o1.orderNo, UserID: o1.user, Coupon: o1.code, Amount: o1.amount, Direct: true, Want: "commit", Note: name})
+		r.rec.txn(&txnRec{GID: gb, OrderNo: o2.orderNo, UserID: o2.user, Coupon: o2.code, Amount: o2.amount, Direct: true, Want: "commit", Note: name})
+		r.disorderCall(ctx, ga, "try", name, o1)
+		r.disorderCall(ctx, gb, "try", name, o2)
+		r.disorderCall(ctx, gb, "cancel", name, o1)
+		r.disorderCall(ctx, gb, "confirm", name, o2)
+		r.disorderCall(ctx, ga, "confirm", name, o1)
 	}
 	return nil
+}
+
+// disorderCall sends one branch call of a disorder sequence and records a
+// Confirm or Cancel that did not answer OK: they never may refuse, DTM
+// would retry them forever.
+func (r *run) disorderCall(ctx context.Context, gid, op, name string, o directOrder) {
+	err := r.branchCall(ctx, gid, "01", op, o)
+	if out, reason := classify(err); op != "try" && err != nil {
+		r.rec.mu.Lock()
+		r.rec.branchErrs = append(r.rec.branchErrs, fmt.Sprintf("%s: %s %s answered %s %s", gid, name, op, out, reason))
+		r.rec.mu.Unlock()
+	}
 }
 
 // twoTransactionsOneOrder: the order service starts T1 for an order, then,
