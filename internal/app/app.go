@@ -191,10 +191,10 @@ func Open(ctx context.Context, cfg Config, log *slog.Logger) (a *App, err error)
 			tracing.Annotate,
 			authn.Unary,
 			lim.unary(log),
+			a.deadline, // outside the concurrency limit: a call answered at its deadline keeps its slot until it ends
 			func(ctx context.Context, req any, info *grpc.UnaryServerInfo, h grpc.UnaryHandler) (any, error) {
 				return a.conc.unary(ctx, req, info, h)
 			},
-			a.deadline,
 		),
 		grpc.ChainStreamInterceptor(a.metrics.Stream(), authn.Stream),
 	}

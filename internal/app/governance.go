@@ -86,13 +86,45 @@ func (d Deadlines) deadlineFor(method string) time.Duration {
 	return max(v, 0)
 }
 
+// deadline bounds the call by its method's server-side deadline. The
+// answer goes back at the deadline even when a dependency client does not
+// honour the context: the handler then finishes on its own (it holds its
+// concurrency slot until it does), and the caller retries with the same
+// idempotency key.
 func (a *App) deadline(ctx context.Context, req any, info *grpc.UnaryServerInfo, h grpc.UnaryHandler) (any, error) {
-	if d := a.cfg.Deadlines.deadlineFor(info.FullMethod); d > 0 {
-		var cancel context.CancelFunc
-		ctx, cancel = context.WithTimeout(ctx, d)
-		defer cancel()
+	d := a.cfg.Deadlines.deadlineFor(info.FullMethod)
+	if d <= 0 {
+		return h(ctx, req)
 	}
-	return h(ctx, req)
+	ctx, cancel := context.WithTimeout(ctx, d)
+	type result struct {
+		resp any
+		err  error
+	}
+	done := make(chan result, 1)
+	go func() {
+		defer cancel()
+		defer func() {
+			if r := recover(); r != nil {
+				a.log.ErrorContext(ctx, "panic", "method", info.FullMethod, "panic", r, "stack", string(debug.Stack()))
+				done <- result{err: status.Error(codes.Internal, "internal error")}
+			}
+		}()
+		resp, err := h(ctx, req)
+		done <- result{resp, err}
+	}()
+	select {
+	case r := <-done:
+		return r.resp, r.err
+	case <-ctx.Done():
+		select {
+		case r := <-done: // finished just in time
+			return r.resp, r.err
+		default:
+		}
+		a.log.WarnContext(ctx, "call past its deadline; answered, handler still running", "method", info.FullMethod, "deadline", d)
+		return nil, rpc.Status(ctx, a.log, ctx.Err())
+	}
 }
 
 // concurrency counts calls in flight per method.
