@@ -52,6 +52,7 @@ func loadConfig(file string) (app.Config, string, error) {
 		"tracing.sample_ratio":         1.0,
 		"tracing.service_name":         "coupon",
 		"metrics.stock_refresh":        "5s",
+		"metrics.stuck_locked_after":   "10m",
 		"redis.dial_timeout":           "2s",
 		"redis.read_timeout":           "1s",
 		"redis.write_timeout":          "1s",
@@ -152,6 +153,7 @@ func loadConfig(file string) (app.Config, string, error) {
 			ServiceName:  v.GetString("tracing.service_name"),
 		},
 		StockMetricsRefresh: v.GetDuration("metrics.stock_refresh"),
+		StuckLockedAfter:    v.GetDuration("metrics.stuck_locked_after"),
 		MySQL: couponmysql.Config{
 			MainDSN:        v.GetString("mysql.main_dsn"),
 			ShardDSNs:      list("mysql.shard_dsns"),

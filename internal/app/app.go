@@ -53,9 +53,12 @@ type Config struct {
 	// StockMetricsRefresh bounds how often remaining stock is read for
 	// /metrics (default 5s).
 	StockMetricsRefresh time.Duration
-	MySQL               couponmysql.Config
-	Redis               RedisConfig
-	Service             participant.Config
+	// StuckLockedAfter is the age past which a LOCKED coupon counts as
+	// stuck in coupon_locked_coupons_stuck (default 10m).
+	StuckLockedAfter time.Duration
+	MySQL            couponmysql.Config
+	Redis            RedisConfig
+	Service          participant.Config
 	// Now is the service's clock; nil means time.Now. Tests inject one.
 	Now func() time.Time
 }

@@ -213,4 +213,3 @@ func TestTCCWithBranchHeaders(t *testing.T) {
 		}
 	})
 }
-

@@ -47,6 +47,7 @@ type Metrics struct {
 	grpc     *grpcprom.ServerMetrics
 	claims   *prometheus.CounterVec
 	batches  prometheus.Histogram
+	ready    prometheus.Gauge
 }
 
 // New returns a registry with the process, Go, build and gRPC families.
@@ -59,6 +60,10 @@ func New() *Metrics {
 			Name: "coupon_claims_total",
 			Help: "Claim calls by method and outcome: ISSUED, or the refusal's ErrorInfo reason (SOLD_OUT, USER_LIMIT_REACHED, UNAVAILABLE, ...).",
 		}, []string{"method", "reason"}),
+		ready: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "coupon_ready",
+			Help: "1 while the main database, every shard database and Redis answer (gRPC health SERVING).",
+		}),
 		batches: prometheus.NewHistogram(prometheus.HistogramOpts{
 			Name:    "coupon_claim_batch_size",
 			Help:    "Claims written per shard transaction (batches grow with load).",
@@ -69,7 +74,7 @@ func New() *Metrics {
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 		buildInfo(),
-		m.grpc, m.claims, m.batches,
+		m.grpc, m.claims, m.batches, m.ready,
 	)
 	// Outcomes every dashboard shows start at zero rather than appear late.
 	for _, name := range claimMethods {
@@ -95,6 +100,15 @@ func buildInfo() prometheus.Collector {
 	})
 	g.Set(1)
 	return g
+}
+
+// SetReady records the readiness the gRPC health service reports.
+func (m *Metrics) SetReady(ok bool) {
+	v := 0.0
+	if ok {
+		v = 1
+	}
+	m.ready.Set(v)
 }
 
 // ObserveBatch records the size of one claim batch (couponmysql.Config.ObserveBatch).
@@ -156,7 +170,12 @@ type Sources struct {
 	// called at most once per StockRefresh.
 	Stock        func(ctx context.Context) ([]TemplateStock, error)
 	StockRefresh time.Duration
-	Now          func() time.Time
+	// Locked counts LOCKED coupons, and those locked for longer than the
+	// stuck threshold, across every shard; called at most once per
+	// LockedRefresh.
+	Locked        func(ctx context.Context) (locked, stuck int64, err error)
+	LockedRefresh time.Duration
+	Now           func() time.Time
 }
 
 // Register adds the collectors reading src.
@@ -169,7 +188,25 @@ func (m *Metrics) Register(src Sources) error {
 		cs = append(cs, collectors.NewDBStatsCollector(db, name))
 	}
 	if src.Stock != nil {
-		cs = append(cs, &stockCollector{list: src.Stock, every: src.StockRefresh, now: src.Now})
+		cs = append(cs, &cached{name: "stock", every: src.StockRefresh, now: src.Now, descs: []*prometheus.Desc{descStock},
+			fetch: func(ctx context.Context) ([]prometheus.Metric, error) {
+				stocks, err := src.Stock(ctx)
+				ms := make([]prometheus.Metric, len(stocks))
+				for i, s := range stocks {
+					ms[i] = prometheus.MustNewConstMetric(descStock, prometheus.GaugeValue, float64(s.Remaining), strconv.FormatInt(s.TemplateID, 10))
+				}
+				return ms, err
+			}})
+	}
+	if src.Locked != nil {
+		cs = append(cs, &cached{name: "locked", every: src.LockedRefresh, now: src.Now, descs: []*prometheus.Desc{descLocked, descStuck},
+			fetch: func(ctx context.Context) ([]prometheus.Metric, error) {
+				locked, stuck, err := src.Locked(ctx)
+				return []prometheus.Metric{
+					prometheus.MustNewConstMetric(descLocked, prometheus.GaugeValue, float64(locked)),
+					prometheus.MustNewConstMetric(descStuck, prometheus.GaugeValue, float64(stuck)),
+				}, err
+			}})
 	}
 	var errs []error
 	for _, c := range cs {
@@ -199,8 +236,10 @@ var (
 	descRedisStale  = prometheus.NewDesc("coupon_redis_pool_stale_connections_total", "Redis pool: stale connections removed.", nil, nil)
 	descStock       = prometheus.NewDesc("coupon_template_remaining_stock",
 		"Remaining stock of each active template, from the Redis counters (refreshed every few seconds).", []string{"template_id"}, nil)
-	descStockUp = prometheus.NewDesc("coupon_template_stock_scrape_ok",
-		"1 when the last listing of remaining stock succeeded.", nil, nil)
+	descLocked = prometheus.NewDesc("coupon_locked_coupons",
+		"Coupons LOCKED by a TCC Try and not yet consumed or released, across every shard.", nil, nil)
+	descStuck = prometheus.NewDesc("coupon_locked_coupons_stuck",
+		"LOCKED coupons locked longer ago than metrics.stuck_locked_after: their transaction is not finishing.", nil, nil)
 )
 
 // stateCollector reads the service's counters at scrape time.
@@ -251,42 +290,59 @@ func (c *stateCollector) Collect(ch chan<- prometheus.Metric) {
 	}
 }
 
-// stockCollector lists remaining stock at most once per refresh period, so
-// scrapes from several Prometheus servers do not multiply Redis reads.
-type stockCollector struct {
-	list  func(ctx context.Context) ([]TemplateStock, error)
+// cached serves metrics read from the stores at most once per period, so
+// scrapes from several Prometheus servers do not multiply the reads. A
+// failed read keeps the last good values and reports read_ok 0.
+type cached struct {
+	name  string
 	every time.Duration
 	now   func() time.Time
+	descs []*prometheus.Desc
+	fetch func(ctx context.Context) ([]prometheus.Metric, error)
 
 	mu     sync.Mutex
+	okDesc *prometheus.Desc
 	at     time.Time
-	stocks []TemplateStock
+	ms     []prometheus.Metric
 	ok     bool
 }
 
-func (c *stockCollector) Describe(ch chan<- *prometheus.Desc) {
-	ch <- descStock
-	ch <- descStockUp
+// readOK describes coupon_metrics_read_ok of this collector's read.
+func (c *cached) readOK() *prometheus.Desc {
+	if c.okDesc == nil {
+		c.okDesc = prometheus.NewDesc("coupon_metrics_read_ok",
+			"1 when the last read behind the named cached metrics (stock, locked) succeeded.", nil, prometheus.Labels{"read": c.name})
+	}
+	return c.okDesc
 }
 
-func (c *stockCollector) Collect(ch chan<- prometheus.Metric) {
+func (c *cached) Describe(ch chan<- *prometheus.Desc) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for _, d := range c.descs {
+		ch <- d
+	}
+	ch <- c.readOK()
+}
+
+func (c *cached) Collect(ch chan<- prometheus.Metric) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if now := c.now(); c.at.IsZero() || now.Sub(c.at) >= c.every {
-		ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
-		stocks, err := c.list(ctx)
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		ms, err := c.fetch(ctx)
 		cancel()
 		c.at, c.ok = now, err == nil
 		if err == nil {
-			c.stocks = stocks
+			c.ms = ms
 		}
 	}
 	up := 0.0
 	if c.ok {
 		up = 1
 	}
-	ch <- prometheus.MustNewConstMetric(descStockUp, prometheus.GaugeValue, up)
-	for _, s := range c.stocks {
-		ch <- prometheus.MustNewConstMetric(descStock, prometheus.GaugeValue, float64(s.Remaining), strconv.FormatInt(s.TemplateID, 10))
+	ch <- prometheus.MustNewConstMetric(c.readOK(), prometheus.GaugeValue, up)
+	for _, m := range c.ms {
+		ch <- m
 	}
 }
