@@ -10,6 +10,8 @@ import (
 
 	"github.com/opencoupon/coupon/internal/app"
 	"github.com/opencoupon/coupon/internal/auth"
+	"github.com/opencoupon/coupon/internal/console"
+	"github.com/opencoupon/coupon/internal/gateway"
 	"github.com/opencoupon/coupon/internal/tracing"
 	"github.com/opencoupon/coupon/participant"
 	couponmysql "github.com/opencoupon/coupon/participant/mysql"
@@ -24,6 +26,8 @@ func loadConfig(file string) (app.Config, string, error) {
 	defaults := map[string]any{
 		"grpc.addr":                    "127.0.0.1:9090",
 		"ops.addr":                     "127.0.0.1:9091",
+		"http.addr":                    "127.0.0.1:9092",
+		"console.dtm_http_addr":        "127.0.0.1:36789",
 		"node_id":                      1,
 		"grpc.tls.cert_file":           "",
 		"grpc.tls.key_file":            "",
@@ -60,6 +64,8 @@ func loadConfig(file string) (app.Config, string, error) {
 		"mysql.main_dsn":               "root@tcp(127.0.0.1:3306)/coupon_main",
 		"mysql.shard_dsns":             []string{"root@tcp(127.0.0.1:3306)/coupon_shard_0", "root@tcp(127.0.0.1:3306)/coupon_shard_1"},
 		"mysql.tables_per_shard":       8,
+		"mysql.slots":                  0,
+		"mysql.slot_map":               []string{},
 		"mysql.max_open_conns":         16,
 		"mysql.max_idle_conns":         16,
 		"redis.addrs":                  []string{"127.0.0.1:6379"},
@@ -102,6 +108,14 @@ func loadConfig(file string) (app.Config, string, error) {
 			}
 		}
 		return out
+	}
+	var slotMap []couponmysql.SlotRange
+	for _, r := range list("mysql.slot_map") {
+		sr, err := couponmysql.ParseSlotRange(r)
+		if err != nil {
+			return app.Config{}, "", fmt.Errorf("mysql.slot_map: %w", err)
+		}
+		slotMap = append(slotMap, sr)
 	}
 	var callers []auth.Caller
 	if err := structured(v, "auth.callers", &callers); err != nil {
@@ -154,10 +168,13 @@ func loadConfig(file string) (app.Config, string, error) {
 		},
 		StockMetricsRefresh: v.GetDuration("metrics.stock_refresh"),
 		StuckLockedAfter:    v.GetDuration("metrics.stuck_locked_after"),
+		HTTP:                gateway.Config{Addr: v.GetString("http.addr"), Console: console.Config{DTMHTTPAddr: v.GetString("console.dtm_http_addr")}},
 		MySQL: couponmysql.Config{
 			MainDSN:        v.GetString("mysql.main_dsn"),
 			ShardDSNs:      list("mysql.shard_dsns"),
 			TablesPerShard: v.GetInt("mysql.tables_per_shard"),
+			Slots:          v.GetInt("mysql.slots"),
+			SlotMap:        slotMap,
 			MaxOpenConns:   v.GetInt("mysql.max_open_conns"),
 			MaxIdleConns:   v.GetInt("mysql.max_idle_conns"),
 		},

@@ -17,6 +17,7 @@ bin/coupon demo --addr 127.0.0.1:9090 --shop 127.0.0.1:9190
 echo
 echo "The stack is up: coupon gRPC 127.0.0.1:9090 (ops http://127.0.0.1:9091), shop 127.0.0.1:9190,"
 echo "DTM coordinator 127.0.0.1:36790 (http 36789). Try: grpcurl -plaintext 127.0.0.1:9090 list"
+echo "HTTP/JSON API and the operator console: http://127.0.0.1:9092/console (sign in with local-admin-alice)"
 echo "Calls need a development token, e.g. grpcurl -plaintext -H 'authorization: Bearer local-admin-alice' 127.0.0.1:9090 coupon.v1.AdminService/ListCampaigns"
 echo "Metrics: curl 127.0.0.1:9091/metrics (dashboard deploy/grafana/coupon.json, alerts deploy/prometheus/alerts.yml)"
 if [ -t 0 ] && [ -z "${CI:-}" ]; then

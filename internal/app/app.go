@@ -5,6 +5,7 @@ package app
 
 import (
 	"context"
+	"crypto/tls"
 	"database/sql"
 	"errors"
 	"fmt"
@@ -24,6 +25,7 @@ import (
 	"google.golang.org/grpc/reflection"
 
 	"github.com/opencoupon/coupon/internal/auth"
+	"github.com/opencoupon/coupon/internal/gateway"
 	"github.com/opencoupon/coupon/internal/metrics"
 	"github.com/opencoupon/coupon/internal/tracing"
 	"github.com/opencoupon/coupon/participant"
@@ -61,6 +63,9 @@ type Config struct {
 	Service          participant.Config
 	// Now is the service's clock; nil means time.Now. Tests inject one.
 	Now func() time.Time
+
+	// HTTP is the JSON API and console listener (internal/gateway).
+	HTTP gateway.Config
 }
 
 // Shutdown is how the service stops on SIGTERM.
@@ -96,6 +101,10 @@ func NewRedis(c RedisConfig) goredis.UniversalClient {
 		WriteTimeout: orDefault(c.WriteTimeout, time.Second),
 		// The server-side deadline of a call must bound its Redis commands.
 		ContextTimeoutEnabled: true,
+		// No automatic re-sends: a command whose reply timed out may have
+		// run. The adapter's scripts are idempotent besides (a cluster
+		// client still re-sends on MOVED/ASK and after connection errors).
+		MaxRetries: -1,
 	}
 	if c.Cluster || len(c.Addrs) > 1 {
 		opts.IsClusterMode = true
@@ -109,7 +118,7 @@ type App struct {
 	log     *slog.Logger
 	store   *couponmysql.Store
 	rdb     goredis.UniversalClient
-	stock   *couponredis.Stock
+	redis   *couponredis.Adapter
 	svc     *participant.Service
 	sweeper *participant.Sweeper
 	auditor *participant.Auditor
@@ -162,6 +171,9 @@ func Open(ctx context.Context, cfg Config, log *slog.Logger) (a *App, err error)
 		return nil, err
 	}
 	closers = append(closers, a.store.Close)
+	if err := a.store.VerifyShardMap(ctx); err != nil {
+		return nil, err
+	}
 	a.rdb = NewRedis(cfg.Redis)
 	closers = append(closers, a.rdb.Close)
 	if err := a.rdb.Ping(ctx).Err(); err != nil {
@@ -171,10 +183,12 @@ func Open(ctx context.Context, cfg Config, log *slog.Logger) (a *App, err error)
 	if err != nil {
 		return nil, err
 	}
-	a.stock = couponredis.New(a.rdb, cfg.Redis.Prefix)
-	closers = append(closers, func() error { a.stock.Close(); return nil })
+	a.redis = couponredis.New(a.rdb, cfg.Redis.Prefix)
+	closers = append(closers, func() error { a.redis.Close(); return nil })
+	r := a.redis
 	a.svc, err = participant.NewService(participant.Deps{
-		Catalog: a.store, Coupons: a.store, Branches: a.store, Phones: a.store, Stock: a.stock, Blobs: a.stock, IDs: ids, Log: log, Now: cfg.Now,
+		Catalog: a.store, Coupons: a.store, Branches: a.store, Phones: a.store,
+		Stock: r.Stock, Requests: r.Requests, Leases: r.Leases, Blobs: r.Blobs, IDs: ids, Log: log, Now: cfg.Now,
 	}, cfg.Service)
 	if err != nil {
 		return nil, err
@@ -198,6 +212,7 @@ func Open(ctx context.Context, cfg Config, log *slog.Logger) (a *App, err error)
 			func(ctx context.Context, req any, info *grpc.UnaryServerInfo, h grpc.UnaryHandler) (any, error) {
 				return a.conc.unary(ctx, req, info, h)
 			},
+			rpc.UnaryErrors(log), // innermost: the one place domain errors become statuses
 		),
 		grpc.ChainStreamInterceptor(a.metrics.Stream(), authn.Stream),
 	}
@@ -238,7 +253,7 @@ func (a *App) Metrics() *metrics.Metrics { return a.metrics }
 // still queued are written first, then the pools close.
 func (a *App) Close() error {
 	err := a.store.Close() // drains the claim batches first
-	a.stock.Close()
+	a.redis.Close()
 	sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	return errors.Join(err, a.rdb.Close(), a.tracer.Shutdown(sctx))
@@ -257,6 +272,25 @@ func (a *App) Serve(ctx context.Context) error {
 			lis.Close()
 			return fmt.Errorf("listen ops %s: %w", a.cfg.OpsAddr, err)
 		}
+	}
+	if a.cfg.HTTP.Addr != "" {
+		// The JSON API and the console call the service through its own
+		// gRPC listener, so they pass the same interceptors.
+		var dial []grpc.DialOption
+		if a.cfg.TLS.Enabled() {
+			// The listener's own loopback address: its certificate names
+			// the service's public name, not this address.
+			dial = []grpc.DialOption{grpc.WithTransportCredentials(credentials.NewTLS(&tls.Config{InsecureSkipVerify: true, MinVersion: tls.VersionTLS12}))} //nolint:gosec // own listener on loopback
+		}
+		web, err := gateway.Start(ctx, a.cfg.HTTP, gateway.Deps{GRPCTarget: lis.Addr().String(), DialOptions: dial, Log: a.log})
+		if err != nil {
+			lis.Close()
+			if ops != nil {
+				ops.Close()
+			}
+			return err
+		}
+		defer web.Close()
 	}
 	return a.ServeListeners(ctx, lis, ops)
 }

@@ -148,7 +148,7 @@ func (a *App) remainingStock(ctx context.Context) ([]metrics.TemplateStock, erro
 			return nil, err
 		}
 		for _, t := range ts {
-			n, ok, err := a.stock.Remaining(ctx, t.ID, t.SubStockCount)
+			n, ok, err := a.redis.Stock.Remaining(ctx, t.ID, t.SubStockCount)
 			if err != nil {
 				return nil, err
 			}

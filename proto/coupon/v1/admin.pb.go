@@ -7,6 +7,7 @@
 package couponv1
 
 import (
+	_ "google.golang.org/genproto/googleapis/api/annotations"
 	protoreflect "google.golang.org/protobuf/reflect/protoreflect"
 	protoimpl "google.golang.org/protobuf/runtime/protoimpl"
 	timestamppb "google.golang.org/protobuf/types/known/timestamppb"
@@ -1811,7 +1812,7 @@ var File_coupon_v1_admin_proto protoreflect.FileDescriptor
 
 const file_coupon_v1_admin_proto_rawDesc = "" +
 	"\n" +
-	"\x15coupon/v1/admin.proto\x12\tcoupon.v1\x1a\x15coupon/v1/types.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xa2\x02\n" +
+	"\x15coupon/v1/admin.proto\x12\tcoupon.v1\x1a\x15coupon/v1/types.proto\x1a\x1cgoogle/api/annotations.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xa2\x02\n" +
 	"\x15CreateCampaignRequest\x12\x1d\n" +
 	"\n" +
 	"request_id\x18\x01 \x01(\tR\trequestId\x12\x12\n" +
@@ -2020,22 +2021,22 @@ const file_coupon_v1_admin_proto_rawDesc = "" +
 	"created_at\x18\b \x01(\v2\x1a.google.protobuf.TimestampR\tcreatedAt\"o\n" +
 	"\x14ListAuditLogResponse\x12/\n" +
 	"\aentries\x18\x01 \x03(\v2\x15.coupon.v1.AuditEntryR\aentries\x12&\n" +
-	"\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken2\xcd\b\n" +
-	"\fAdminService\x12G\n" +
-	"\x0eCreateCampaign\x12 .coupon.v1.CreateCampaignRequest\x1a\x13.coupon.v1.Campaign\x12G\n" +
-	"\x0eUpdateCampaign\x12 .coupon.v1.UpdateCampaignRequest\x1a\x13.coupon.v1.Campaign\x12A\n" +
-	"\vGetCampaign\x12\x1d.coupon.v1.GetCampaignRequest\x1a\x13.coupon.v1.Campaign\x12R\n" +
-	"\rListCampaigns\x12\x1f.coupon.v1.ListCampaignsRequest\x1a .coupon.v1.ListCampaignsResponse\x12M\n" +
-	"\x0eCreateTemplate\x12 .coupon.v1.CreateTemplateRequest\x1a\x19.coupon.v1.CouponTemplate\x12M\n" +
-	"\x0eUpdateTemplate\x12 .coupon.v1.UpdateTemplateRequest\x1a\x19.coupon.v1.CouponTemplate\x12O\n" +
-	"\x0fApproveTemplate\x12!.coupon.v1.ApproveTemplateRequest\x1a\x19.coupon.v1.CouponTemplate\x12G\n" +
-	"\vGetTemplate\x12\x1d.coupon.v1.GetTemplateRequest\x1a\x19.coupon.v1.CouponTemplate\x12R\n" +
-	"\rListTemplates\x12\x1f.coupon.v1.ListTemplatesRequest\x1a .coupon.v1.ListTemplatesResponse\x12C\n" +
-	"\bAddStock\x12\x1a.coupon.v1.AddStockRequest\x1a\x1b.coupon.v1.AddStockResponse\x12P\n" +
-	"\x10GetTemplateStats\x12\".coupon.v1.GetTemplateStatsRequest\x1a\x18.coupon.v1.TemplateStats\x12L\n" +
-	"\vListCoupons\x12\x1d.coupon.v1.ListCouponsRequest\x1a\x1e.coupon.v1.ListCouponsResponse\x12R\n" +
-	"\rLookupCoupons\x12\x1f.coupon.v1.LookupCouponsRequest\x1a .coupon.v1.LookupCouponsResponse\x12O\n" +
-	"\fListAuditLog\x12\x1e.coupon.v1.ListAuditLogRequest\x1a\x1f.coupon.v1.ListAuditLogResponseB7Z5github.com/opencoupon/coupon/proto/coupon/v1;couponv1b\x06proto3"
+	"\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken2\xc9\r\n" +
+	"\fAdminService\x12g\n" +
+	"\x0eCreateCampaign\x12 .coupon.v1.CreateCampaignRequest\x1a\x13.coupon.v1.Campaign\"\x1e\x82\xd3\xe4\x93\x02\x18:\x01*\"\x13/v1/admin/campaigns\x12u\n" +
+	"\x0eUpdateCampaign\x12 .coupon.v1.UpdateCampaignRequest\x1a\x13.coupon.v1.Campaign\",\x82\xd3\xe4\x93\x02&:\x01*2!/v1/admin/campaigns/{campaign_id}\x12l\n" +
+	"\vGetCampaign\x12\x1d.coupon.v1.GetCampaignRequest\x1a\x13.coupon.v1.Campaign\")\x82\xd3\xe4\x93\x02#\x12!/v1/admin/campaigns/{campaign_id}\x12o\n" +
+	"\rListCampaigns\x12\x1f.coupon.v1.ListCampaignsRequest\x1a .coupon.v1.ListCampaignsResponse\"\x1b\x82\xd3\xe4\x93\x02\x15\x12\x13/v1/admin/campaigns\x12\x85\x01\n" +
+	"\x0eCreateTemplate\x12 .coupon.v1.CreateTemplateRequest\x1a\x19.coupon.v1.CouponTemplate\"6\x82\xd3\xe4\x93\x020:\x01*\"+/v1/admin/campaigns/{campaign_id}/templates\x12{\n" +
+	"\x0eUpdateTemplate\x12 .coupon.v1.UpdateTemplateRequest\x1a\x19.coupon.v1.CouponTemplate\",\x82\xd3\xe4\x93\x02&:\x01*2!/v1/admin/templates/{template_id}\x12\x85\x01\n" +
+	"\x0fApproveTemplate\x12!.coupon.v1.ApproveTemplateRequest\x1a\x19.coupon.v1.CouponTemplate\"4\x82\xd3\xe4\x93\x02.:\x01*\")/v1/admin/templates/{template_id}:approve\x12r\n" +
+	"\vGetTemplate\x12\x1d.coupon.v1.GetTemplateRequest\x1a\x19.coupon.v1.CouponTemplate\")\x82\xd3\xe4\x93\x02#\x12!/v1/admin/templates/{template_id}\x12\x9e\x01\n" +
+	"\rListTemplates\x12\x1f.coupon.v1.ListTemplatesRequest\x1a .coupon.v1.ListTemplatesResponse\"J\x82\xd3\xe4\x93\x02DZ-\x12+/v1/admin/campaigns/{campaign_id}/templates\x12\x13/v1/admin/templates\x12z\n" +
+	"\bAddStock\x12\x1a.coupon.v1.AddStockRequest\x1a\x1b.coupon.v1.AddStockResponse\"5\x82\xd3\xe4\x93\x02/:\x01*\"*/v1/admin/templates/{template_id}:addStock\x12\x81\x01\n" +
+	"\x10GetTemplateStats\x12\".coupon.v1.GetTemplateStatsRequest\x1a\x18.coupon.v1.TemplateStats\"/\x82\xd3\xe4\x93\x02)\x12'/v1/admin/templates/{template_id}/stats\x12\x7f\n" +
+	"\vListCoupons\x12\x1d.coupon.v1.ListCouponsRequest\x1a\x1e.coupon.v1.ListCouponsResponse\"1\x82\xd3\xe4\x93\x02+\x12)/v1/admin/templates/{template_id}/coupons\x12m\n" +
+	"\rLookupCoupons\x12\x1f.coupon.v1.LookupCouponsRequest\x1a .coupon.v1.LookupCouponsResponse\"\x19\x82\xd3\xe4\x93\x02\x13\x12\x11/v1/admin/coupons\x12h\n" +
+	"\fListAuditLog\x12\x1e.coupon.v1.ListAuditLogRequest\x1a\x1f.coupon.v1.ListAuditLogResponse\"\x17\x82\xd3\xe4\x93\x02\x11\x12\x0f/v1/admin/auditB7Z5github.com/opencoupon/coupon/proto/coupon/v1;couponv1b\x06proto3"
 
 var (
 	file_coupon_v1_admin_proto_rawDescOnce sync.Once

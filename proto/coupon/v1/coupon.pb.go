@@ -7,6 +7,8 @@
 package couponv1
 
 import (
+	_ "github.com/grpc-ecosystem/grpc-gateway/v2/protoc-gen-openapiv2/options"
+	_ "google.golang.org/genproto/googleapis/api/annotations"
 	protoreflect "google.golang.org/protobuf/reflect/protoreflect"
 	protoimpl "google.golang.org/protobuf/runtime/protoimpl"
 	reflect "reflect"
@@ -856,7 +858,7 @@ var File_coupon_v1_coupon_proto protoreflect.FileDescriptor
 
 const file_coupon_v1_coupon_proto_rawDesc = "" +
 	"\n" +
-	"\x16coupon/v1/coupon.proto\x12\tcoupon.v1\x1a\x15coupon/v1/admin.proto\x1a\x15coupon/v1/types.proto\"m\n" +
+	"\x16coupon/v1/coupon.proto\x12\tcoupon.v1\x1a\x15coupon/v1/admin.proto\x1a\x15coupon/v1/types.proto\x1a\x1cgoogle/api/annotations.proto\x1a.protoc-gen-openapiv2/options/annotations.proto\"m\n" +
 	"\x12ClaimCouponRequest\x12\x1d\n" +
 	"\n" +
 	"request_id\x18\x01 \x01(\tR\trequestId\x12\x17\n" +
@@ -921,23 +923,29 @@ const file_coupon_v1_coupon_proto_rawDesc = "" +
 	"\x06reason\x18\x05 \x01(\tR\x06reason\"]\n" +
 	"\x14ReturnCouponResponse\x12)\n" +
 	"\x06coupon\x18\x01 \x01(\v2\x11.coupon.v1.CouponR\x06coupon\x12\x1a\n" +
-	"\breplayed\x18\x02 \x01(\bR\breplayed2\xdb\b\n" +
-	"\rCouponService\x12A\n" +
-	"\vGetCampaign\x12\x1d.coupon.v1.GetCampaignRequest\x1a\x13.coupon.v1.Campaign\x12G\n" +
-	"\vGetTemplate\x12\x1d.coupon.v1.GetTemplateRequest\x1a\x19.coupon.v1.CouponTemplate\x12?\n" +
-	"\vClaimCoupon\x12\x1d.coupon.v1.ClaimCouponRequest\x1a\x11.coupon.v1.Coupon\x12M\n" +
-	"\x12ClaimCouponByPhone\x12$.coupon.v1.ClaimCouponByPhoneRequest\x1a\x11.coupon.v1.Coupon\x12F\n" +
-	"\tBindPhone\x12\x1b.coupon.v1.BindPhoneRequest\x1a\x1c.coupon.v1.BindPhoneResponse\x12X\n" +
-	"\x0fListUserCoupons\x12!.coupon.v1.ListUserCouponsRequest\x1a\".coupon.v1.ListUserCouponsResponse\x12;\n" +
-	"\tGetCoupon\x12\x1b.coupon.v1.GetCouponRequest\x1a\x11.coupon.v1.Coupon\x12j\n" +
-	"\x15ListApplicableCoupons\x12'.coupon.v1.ListApplicableCouponsRequest\x1a(.coupon.v1.ListApplicableCouponsResponse\x12M\n" +
+	"\breplayed\x18\x02 \x01(\bR\breplayed2\x9b\x0e\n" +
+	"\rCouponService\x12f\n" +
+	"\vGetCampaign\x12\x1d.coupon.v1.GetCampaignRequest\x1a\x13.coupon.v1.Campaign\"#\x82\xd3\xe4\x93\x02\x1d\x12\x1b/v1/campaigns/{campaign_id}\x12l\n" +
+	"\vGetTemplate\x12\x1d.coupon.v1.GetTemplateRequest\x1a\x19.coupon.v1.CouponTemplate\"#\x82\xd3\xe4\x93\x02\x1d\x12\x1b/v1/templates/{template_id}\x12g\n" +
+	"\vClaimCoupon\x12\x1d.coupon.v1.ClaimCouponRequest\x1a\x11.coupon.v1.Coupon\"&\x82\xd3\xe4\x93\x02 :\x01*\"\x1b/v1/users/{user_id}/coupons\x12r\n" +
+	"\x12ClaimCouponByPhone\x12$.coupon.v1.ClaimCouponByPhoneRequest\x1a\x11.coupon.v1.Coupon\"#\x82\xd3\xe4\x93\x02\x1d:\x01*\"\x18/v1/coupons:claimByPhone\x12p\n" +
+	"\tBindPhone\x12\x1b.coupon.v1.BindPhoneRequest\x1a\x1c.coupon.v1.BindPhoneResponse\"(\x82\xd3\xe4\x93\x02\":\x01*\"\x1d/v1/users/{user_id}:bindPhone\x12}\n" +
+	"\x0fListUserCoupons\x12!.coupon.v1.ListUserCouponsRequest\x1a\".coupon.v1.ListUserCouponsResponse\"#\x82\xd3\xe4\x93\x02\x1d\x12\x1b/v1/users/{user_id}/coupons\x12n\n" +
+	"\tGetCoupon\x12\x1b.coupon.v1.GetCouponRequest\x1a\x11.coupon.v1.Coupon\"1\x82\xd3\xe4\x93\x02+\x12)/v1/users/{user_id}/coupons/{coupon_code}\x12\x9d\x01\n" +
+	"\x15ListApplicableCoupons\x12'.coupon.v1.ListApplicableCouponsRequest\x1a(.coupon.v1.ListApplicableCouponsResponse\"1\x82\xd3\xe4\x93\x02+:\x01*\"&/v1/users/{user_id}/coupons:applicable\x12\x88\x01\n" +
 	"\n" +
-	"LockCoupon\x12\x1e.coupon.v1.CouponBranchRequest\x1a\x1f.coupon.v1.CouponBranchResponse\x12P\n" +
-	"\rConsumeCoupon\x12\x1e.coupon.v1.CouponBranchRequest\x1a\x1f.coupon.v1.CouponBranchResponse\x12O\n" +
-	"\fUnlockCoupon\x12\x1e.coupon.v1.CouponBranchRequest\x1a\x1f.coupon.v1.CouponBranchResponse\x12L\n" +
-	"\tUseCoupon\x12\x1e.coupon.v1.CouponBranchRequest\x1a\x1f.coupon.v1.CouponBranchResponse\x12R\n" +
-	"\x0fUseCouponRevert\x12\x1e.coupon.v1.CouponBranchRequest\x1a\x1f.coupon.v1.CouponBranchResponse\x12O\n" +
-	"\fReturnCoupon\x12\x1e.coupon.v1.ReturnCouponRequest\x1a\x1f.coupon.v1.ReturnCouponResponseB7Z5github.com/opencoupon/coupon/proto/coupon/v1;couponv1b\x06proto3"
+	"LockCoupon\x12\x1e.coupon.v1.CouponBranchRequest\x1a\x1f.coupon.v1.CouponBranchResponse\"9\x82\xd3\xe4\x93\x023:\x01*\"./v1/users/{user_id}/coupons/{coupon_code}:lock\x12\x8e\x01\n" +
+	"\rConsumeCoupon\x12\x1e.coupon.v1.CouponBranchRequest\x1a\x1f.coupon.v1.CouponBranchResponse\"<\x82\xd3\xe4\x93\x026:\x01*\"1/v1/users/{user_id}/coupons/{coupon_code}:consume\x12\x8c\x01\n" +
+	"\fUnlockCoupon\x12\x1e.coupon.v1.CouponBranchRequest\x1a\x1f.coupon.v1.CouponBranchResponse\";\x82\xd3\xe4\x93\x025:\x01*\"0/v1/users/{user_id}/coupons/{coupon_code}:unlock\x12\x86\x01\n" +
+	"\tUseCoupon\x12\x1e.coupon.v1.CouponBranchRequest\x1a\x1f.coupon.v1.CouponBranchResponse\"8\x82\xd3\xe4\x93\x022:\x01*\"-/v1/users/{user_id}/coupons/{coupon_code}:use\x12\x92\x01\n" +
+	"\x0fUseCouponRevert\x12\x1e.coupon.v1.CouponBranchRequest\x1a\x1f.coupon.v1.CouponBranchResponse\">\x82\xd3\xe4\x93\x028:\x01*\"3/v1/users/{user_id}/coupons/{coupon_code}:useRevert\x12\x8c\x01\n" +
+	"\fReturnCoupon\x12\x1e.coupon.v1.ReturnCouponRequest\x1a\x1f.coupon.v1.ReturnCouponResponse\";\x82\xd3\xe4\x93\x025:\x01*\"0/v1/users/{user_id}/coupons/{coupon_code}:returnB\xdc\x04\x92A\xa1\x04\x12\xf0\x02\n" +
+	"\x06coupon\x12\xe1\x02The coupon service's HTTP/JSON API: the gRPC services coupon.v1.CouponService and coupon.v1.AdminService through grpc-gateway. Money is int64 minor units (int64 fields are JSON strings, numbers are accepted), times are RFC 3339. Errors are a google.rpc.Status whose details carry a google.rpc.ErrorInfo (domain coupon) with the same reason as over gRPC.2\x02v1*\x02\x01\x022\x10application/json:\x10application/jsonZv\n" +
+	"t\n" +
+	"\x06bearer\x12j\b\x02\x12UA caller's token as `Bearer TOKEN`; the same tokens, identities and roles as on gRPC.\x1a\rAuthorization \x02b\f\n" +
+	"\n" +
+	"\n" +
+	"\x06bearer\x12\x00Z5github.com/opencoupon/coupon/proto/coupon/v1;couponv1b\x06proto3"
 
 var (
 	file_coupon_v1_coupon_proto_rawDescOnce sync.Once
