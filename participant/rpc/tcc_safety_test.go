@@ -18,6 +18,7 @@ import (
 	"google.golang.org/protobuf/types/known/emptypb"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
+	"github.com/opencoupon/coupon/internal/coupontest"
 	"github.com/opencoupon/coupon/internal/testenv"
 	couponv1 "github.com/opencoupon/coupon/proto/coupon/v1"
 )
@@ -218,7 +219,7 @@ func TestTwoTransactionsOneOrderThroughDTM(t *testing.T) {
 	locked, proceed := make(chan struct{}), make(chan struct{})
 	first := make(chan error, 1)
 	go func() {
-		first <- dtmgrpc.TccGlobalTransaction(e.dtm.GRPCAddr, "retry-g1", func(tcc *dtmgrpc.TccGrpc) error {
+		first <- e.tcc("retry-g1", func(tcc *dtmgrpc.TccGrpc) error {
 			if err := tcc.CallBranch(req, e.url("LockCoupon"), e.url("ConsumeCoupon"), e.url("UnlockCoupon"), &couponv1.CouponBranchResponse{}); err != nil {
 				return err
 			}
@@ -228,7 +229,7 @@ func TestTwoTransactionsOneOrderThroughDTM(t *testing.T) {
 		})
 	}()
 	<-locked
-	err := dtmgrpc.TccGlobalTransaction(e.dtm.GRPCAddr, "retry-g2", func(tcc *dtmgrpc.TccGrpc) error {
+	err := e.tcc("retry-g2", func(tcc *dtmgrpc.TccGrpc) error {
 		return tcc.CallBranch(req, e.url("LockCoupon"), e.url("ConsumeCoupon"), e.url("UnlockCoupon"), &couponv1.CouponBranchResponse{})
 	})
 	if err == nil {
@@ -289,7 +290,7 @@ func TestMalformedSecondCouponRollsBack(t *testing.T) {
 	good := branchReq(81, c.Code, "o-two-coupons")
 	bad := branchReq(81, "not-a-code", "o-two-coupons")
 	var tryErr error
-	err := dtmgrpc.TccGlobalTransaction(e.dtm.GRPCAddr, "two-coupons", func(tcc *dtmgrpc.TccGrpc) error {
+	err := e.tcc("two-coupons", func(tcc *dtmgrpc.TccGrpc) error {
 		if err := tcc.CallBranch(good, e.url("LockCoupon"), e.url("ConsumeCoupon"), e.url("UnlockCoupon"), &couponv1.CouponBranchResponse{}); err != nil {
 			return err
 		}
@@ -412,7 +413,7 @@ func TestProductLineCouponOnEligibleAmount(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := e.srv.Admin.ApproveTemplate(ctxT(t), &couponv1.ApproveTemplateRequest{TemplateId: tpl.Id, ApprovedBy: "bob"}); err != nil {
+	if _, err := e.srv.AdminAs(coupontest.TokenBob).ApproveTemplate(ctxT(t), &couponv1.ApproveTemplateRequest{TemplateId: tpl.Id}); err != nil {
 		t.Fatal(err)
 	}
 	c := e.claim(t, tpl.Id, 95)
