@@ -164,29 +164,12 @@ func (a *App) remainingStock(ctx context.Context) ([]metrics.TemplateStock, erro
 	return out, nil
 }
 
-// lockedCoupons counts LOCKED coupons across every coupon table, and those
-// locked before now − StuckLockedAfter. LOCKED rows are few (a lock lives
-// for one transaction) and idx_expire leads with status, so each table's
-// count reads only its LOCKED rows.
-//
-// It reads the store's tables directly: a diagnostic for /metrics that
-// belongs in participant/mysql as a store method when that package next
-// changes.
+// lockedCoupons counts LOCKED coupons, and those locked longer than the
+// stuck threshold (a lock that old outlives any transaction's timeout).
 func (a *App) lockedCoupons(ctx context.Context) (locked, stuck int64, err error) {
 	now := time.Now
 	if a.cfg.Now != nil {
 		now = a.cfg.Now
 	}
-	before := now().Add(-orDefault(a.cfg.StuckLockedAfter, 10*time.Minute)).UTC()
-	for i, db := range a.store.ShardDBs() {
-		for _, t := range a.store.TablesOf(i) {
-			var l, s sql.NullInt64
-			q := fmt.Sprintf("SELECT COUNT(*), SUM(locked_at < ?) FROM coupon_%04d WHERE status = ?", t)
-			if err := db.QueryRowContext(ctx, q, before, participant.CouponLocked).Scan(&l, &s); err != nil {
-				return 0, 0, fmt.Errorf("count locked coupons in coupon_%04d: %w", t, err)
-			}
-			locked, stuck = locked+l.Int64, stuck+s.Int64
-		}
-	}
-	return locked, stuck, nil
+	return a.store.LockedCoupons(ctx, now().Add(-orDefault(a.cfg.StuckLockedAfter, 10*time.Minute)))
 }
