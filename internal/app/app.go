@@ -123,6 +123,7 @@ type App struct {
 	sweeper *participant.Sweeper
 	auditor *participant.Auditor
 	grpc    *grpc.Server
+	authn   *auth.Authenticator
 	conc    *concurrency
 	health  *health.Server
 	metrics *metrics.Metrics
@@ -146,6 +147,7 @@ func Open(ctx context.Context, cfg Config, log *slog.Logger) (a *App, err error)
 	if err != nil {
 		return nil, err
 	}
+	a.authn = authn
 	if !cfg.Auth.Enabled {
 		log.Warn("authentication is off: anyone who reaches the gRPC port can call every method")
 	}
@@ -282,7 +284,11 @@ func (a *App) Serve(ctx context.Context) error {
 			// the service's public name, not this address.
 			dial = []grpc.DialOption{grpc.WithTransportCredentials(credentials.NewTLS(&tls.Config{InsecureSkipVerify: true, MinVersion: tls.VersionTLS12}))} //nolint:gosec // own listener on loopback
 		}
-		web, err := gateway.Start(ctx, a.cfg.HTTP, gateway.Deps{GRPCTarget: lis.Addr().String(), DialOptions: dial, Log: a.log})
+		deps := gateway.Deps{GRPCTarget: lis.Addr().String(), DialOptions: dial, Log: a.log}
+		if a.cfg.Auth.Enabled {
+			deps.Console.Identities = a.authn
+		}
+		web, err := gateway.Start(ctx, a.cfg.HTTP, deps)
 		if err != nil {
 			lis.Close()
 			if ops != nil {

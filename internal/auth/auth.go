@@ -203,3 +203,12 @@ type stream struct {
 }
 
 func (s *stream) Context() context.Context { return s.ctx }
+
+// Identify names the caller a bearer token belongs to (the console's
+// sign-in); what the caller may do is still decided call by call.
+func (a *Authenticator) Identify(_ context.Context, token string) (string, error) {
+	if c := a.byHash(HashToken(strings.TrimSpace(token))); c != nil {
+		return c.Identity, nil
+	}
+	return "", refuse(participant.EUNAUTHENTICATED, "unknown bearer token")
+}
