@@ -358,11 +358,19 @@ func (s *Service) ListUserCoupons(ctx context.Context, userID int64, f CouponFil
 	if err != nil {
 		return nil, "", err
 	}
-	s.finishBinds(ctx, userID)
 	f.Now = s.now()
-	cs, next, err := s.coupons.ListByUser(ctx, userID, f, p)
+	// One query reads the page and the user's unfinished phone binds; in
+	// the rare case there is one, the move is finished and the page read
+	// again, so that a list never misses coupons in the middle of a move.
+	cs, next, binds, err := s.coupons.ListByUserAndBinds(ctx, userID, f, p)
 	if err != nil {
 		return nil, "", err
+	}
+	if len(binds) > 0 && s.phones != nil {
+		s.finishBinds(ctx, userID)
+		if cs, next, err = s.coupons.ListByUser(ctx, userID, f, p); err != nil {
+			return nil, "", err
+		}
 	}
 	s.effective(cs)
 	return cs, next, nil
