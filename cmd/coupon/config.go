@@ -15,7 +15,6 @@ import (
 // overrides (key grpc.addr ← COUPON_GRPC_ADDR). Lists in the environment
 // are comma-separated.
 func loadConfig(file string) (app.Config, string, error) {
-	v := viper.New()
 	d := participant.DefaultConfig()
 	defaults := map[string]any{
 		"grpc.addr":                "127.0.0.1:9090",
@@ -48,17 +47,9 @@ func loadConfig(file string) (app.Config, string, error) {
 		"cache.template_redis_ttl": d.TemplateRedisTTL.String(),
 		"risk.max_daily_uses":      d.MaxDailyUses,
 	}
-	for k, val := range defaults {
-		v.SetDefault(k, val)
-	}
-	v.SetEnvPrefix("COUPON")
-	v.SetEnvKeyReplacer(strings.NewReplacer(".", "_"))
-	v.AutomaticEnv()
-	if file != "" {
-		v.SetConfigFile(file)
-		if err := v.ReadInConfig(); err != nil {
-			return app.Config{}, "", fmt.Errorf("read config %s: %w", file, err)
-		}
+	v, err := readViper(file, defaults)
+	if err != nil {
+		return app.Config{}, "", err
 	}
 	list := func(key string) []string {
 		var out []string
@@ -107,4 +98,23 @@ func loadConfig(file string) (app.Config, string, error) {
 		},
 	}
 	return cfg, v.GetString("log.level"), nil
+}
+
+// readViper reads the optional YAML file over defaults, with COUPON_*
+// environment overrides (key grpc.addr ← COUPON_GRPC_ADDR).
+func readViper(file string, defaults map[string]any) (*viper.Viper, error) {
+	v := viper.New()
+	for k, val := range defaults {
+		v.SetDefault(k, val)
+	}
+	v.SetEnvPrefix("COUPON")
+	v.SetEnvKeyReplacer(strings.NewReplacer(".", "_"))
+	v.AutomaticEnv()
+	if file != "" {
+		v.SetConfigFile(file)
+		if err := v.ReadInConfig(); err != nil {
+			return nil, fmt.Errorf("read config %s: %w", file, err)
+		}
+	}
+	return v, nil
 }
