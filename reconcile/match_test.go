@@ -43,10 +43,14 @@ func (b *books) ReadLedger(_ context.Context, _ reconcile.Window, emit func(*rec
 	return nil
 }
 
-func (b *books) sources() reconcile.Sources { return reconcile.Sources{Orders: b, Payments: b, Ledger: b} }
+func (b *books) sources() reconcile.Sources {
+	return reconcile.Sources{Orders: b, Payments: b, Ledger: b}
+}
 
 // at is a time on the test day (negative hours reach the day before).
-func at(h, m, s int) int64 { return day.Add(time.Duration(h)*time.Hour + time.Duration(m)*time.Minute + time.Duration(s)*time.Second).UnixMicro() }
+func at(h, m, s int) int64 {
+	return day.Add(time.Duration(h)*time.Hour + time.Duration(m)*time.Minute + time.Duration(s)*time.Second).UnixMicro()
+}
 
 func order(no string, st reconcile.OrderStatus, amount int64, code string, discount int64, t int64) reconcile.Order {
 	return reconcile.Order{OrderNo: no, UserID: 1, Status: st, Amount: amount, CouponCode: code, Discount: discount, Payable: amount - discount, UpdatedAt: t}
@@ -139,7 +143,7 @@ func TestMatchRules(t *testing.T) {
 		{"state rows from before the day complete an order", func(b *books) {
 			b.payments = append(b.payments, pay("o1", reconcile.PaymentCaptured, 900, at(-2, 0, 0)))
 			b.orders = append(b.orders, order("o1", reconcile.OrderPaid, 1000, "C1", 100, at(-2, 0, 0)))
-			b.entries = append(b.entries, entry("o1", "C1", C, 100, "g", at(0, 5, 0))) // a late Confirm
+			b.entries = append(b.entries, entry("o1", "C1", C, 100, "g", at(0, 5, 0)))               // a late Confirm
 			b.orders = append(b.orders, order("o2", reconcile.OrderPaid, 1000, "", 0, at(-3, 0, 0))) // alone: not today's
 		}, time.Time{}, nil, nil},
 		{"payment retried: the latest row of a payment counts", func(b *books) {
