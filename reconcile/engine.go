@@ -119,6 +119,15 @@ type Result struct {
 	Top []Finding `json:"-"`
 	// TopTruncated is set when Top holds fewer than Findings.
 	TopTruncated bool `json:"-"`
+	// Repaired lists the repairs applied for this date by earlier runs:
+	// resolved, whether or not their finding still shows in this run.
+	Repaired []Repaired `json:"repaired,omitempty"`
+}
+
+// Repaired is a finding of the date resolved by an applied repair.
+type Repaired struct {
+	Key
+	Resolution string
 }
 
 // Day returns midnight of date (YYYY-MM-DD) in zone.
@@ -205,6 +214,12 @@ func Reconcile(ctx context.Context, opts Options, src Sources, out Outputs) (*Re
 	for _, c := range Classes {
 		res.Totals[c] = &ClassTotal{}
 	}
+	for k, r := range opts.Resolved {
+		res.Repaired = append(res.Repaired, Repaired{k, r})
+	}
+	slices.SortFunc(res.Repaired, func(a, b Repaired) int {
+		return cmp.Or(strings.Compare(a.Class, b.Class), strings.Compare(a.OrderNo, b.OrderNo), strings.Compare(a.CouponCode, b.CouponCode))
+	})
 	orders, err := newSpill(dir, "order", opts.Partitions, 1)
 	if err != nil {
 		return nil, err

@@ -184,7 +184,8 @@ func Summary(res *Result) string {
 	fmt.Fprintf(&b, "- Window: %s to %s, judged as of %s (grace %s)\n", res.Start.Format(time.RFC3339), res.End.Format(time.RFC3339), res.AsOf.Format(time.RFC3339), res.Grace)
 	fmt.Fprintf(&b, "- Rows read: %s orders, %s payments, %s coupon ledger rows (%s in the window); %d pending orders carried from the previous run\n",
 		Money(res.Rows.Orders), Money(res.Rows.Payments), Money(res.Rows.Ledger), Money(res.Rows.InWindow), res.Rows.Carried)
-	fmt.Fprintf(&b, "- Findings: **%d open**, %d resolved by repairs; money at risk (open, minor units): **%s**\n", res.Open, res.Resolved, Money(res.MoneyAtRisk))
+	fmt.Fprintf(&b, "- Findings: **%d open**, %d resolved by repairs (%d repairs applied for this date); money at risk (open, minor units): **%s**\n",
+		res.Open, res.Resolved, len(res.Repaired), Money(res.MoneyAtRisk))
 	fmt.Fprintf(&b, "- Pending (in flight at as-of, re-checked by the next day's run): %d\n\n", res.Pending)
 	b.WriteString("| Class | Findings | Open | Resolved | Money at risk |\n|---|--:|--:|--:|--:|\n")
 	for _, c := range Classes {
@@ -192,6 +193,13 @@ func Summary(res *Result) string {
 		fmt.Fprintf(&b, "| %s | %d | %d | %d | %s |\n", c, t.Count, t.Open, t.Resolved, Money(t.AmountAtRisk))
 	}
 	fmt.Fprintf(&b, "| **Total** | %d | %d | %d | %s |\n\n", res.Findings, res.Open, res.Resolved, Money(res.MoneyAtRisk))
+	if len(res.Repaired) > 0 {
+		fmt.Fprintf(&b, "## Resolved by repairs (%d)\n\n| Class | Order | Coupon | Resolution |\n|---|---|---|---|\n", len(res.Repaired))
+		for _, r := range res.Repaired {
+			fmt.Fprintf(&b, "| %s | %s | %s | %s |\n", r.Class, mdCell(r.OrderNo), mdCell(r.CouponCode), mdCell(r.Resolution))
+		}
+		b.WriteString("\n")
+	}
 	if len(res.Top) > 0 {
 		n := min(len(res.Top), 20)
 		fmt.Fprintf(&b, "## Largest %d findings\n\n| Class | Order | Coupon | At risk | Detail |\n|---|---|---|--:|---|\n", n)
@@ -272,7 +280,7 @@ svg text{font:12px system-ui,sans-serif}
 <div class="cards">
 <div class="card">Open findings<b id="open">{{.R.Open}}</b></div>
 <div class="card">Money at risk (minor units)<b id="risk">{{money .R.MoneyAtRisk}}</b></div>
-<div class="card">Resolved by repairs<b>{{.R.Resolved}}</b></div>
+<div class="card">Resolved by repairs<b>{{len .R.Repaired}}</b></div>
 <div class="card">Pending, re-checked tomorrow<b>{{.R.Pending}}</b></div>
 <div class="card">Rows read<b>{{money .R.Rows.Orders}} / {{money .R.Rows.Payments}} / {{money .R.Rows.Ledger}}</b>orders / payments / coupon ledger</div>
 </div>
@@ -284,6 +292,10 @@ svg text{font:12px system-ui,sans-serif}
 {{end}}<tr><th>Total</th><th class="n">{{.R.Findings}}</th><th class="n">{{.R.Open}}</th><th class="n">{{.R.Resolved}}</th><th class="n">{{money .R.MoneyAtRisk}}</th></tr>
 </tbody>
 </table>
+{{if .R.Repaired}}<h2>Resolved by repairs ({{len .R.Repaired}})</h2>
+<table id="repaired"><thead><tr><th>Class</th><th>Order</th><th>Coupon</th><th>Resolution</th></tr></thead><tbody>
+{{range .R.Repaired}}<tr><td>{{.Class}}</td><td>{{.OrderNo}}</td><td>{{.CouponCode}}</td><td>{{.Resolution}}</td></tr>
+{{end}}</tbody></table>{{end}}
 <h2>Findings by class</h2>
 <svg id="chart" role="img" aria-label="findings by class" width="760" height="{{.ChartHeight}}" viewBox="0 0 760 {{.ChartHeight}}" xmlns="http://www.w3.org/2000/svg">
 {{range .Bars}}<g transform="translate(0,{{.Y}})"><text x="240" y="18" text-anchor="end">{{.Class}}</text><rect x="250" y="5" width="{{.W}}" height="18" fill="#cf222e"><title>{{.Class}}: {{.Count}} findings, {{.Risk}} at risk</title></rect><text x="{{.TextX}}" y="18">{{.Count}} ({{.Risk}})</text></g>

@@ -210,6 +210,7 @@ func (rp *Repairer) orphan(ctx context.Context, date string, runID int64, f *Fin
 		return
 	}
 	it.DTMStatus = status
+	it.Action = ActionRelease // unless DTM's answer rules it out below
 	age := rp.Now().Sub(*f.LockedAt)
 	switch status {
 	case DTMFailed:
@@ -222,6 +223,7 @@ func (rp *Repairer) orphan(ctx context.Context, date string, runID int64, f *Fin
 		it.Status, it.Detail = RepairWait, fmt.Sprintf("DTM still holds gid %s as %s and will finish it (a prepared one fails after its TimeoutToFail, submitted and aborting ones are retried): check the coordinator runs and its log for the gid; the next run looks again", f.GID, status)
 		return
 	default: // succeed
+		it.Action = ActionManual
 		setManual(fmt.Sprintf("DTM reports gid %s %s but the coupon was never consumed: its Confirm did not reach the coupon service; check the coupon service's and the coordinator's logs, then consume or release by hand", f.GID, status))
 		return
 	}
