@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/go-co-op/gocron/v2"
+	"github.com/go-sql-driver/mysql"
 )
 
 // Scheduler runs the reconciliation of the previous day on a cron
@@ -178,10 +179,20 @@ func (s *Scheduler) claim(ctx context.Context, date string) (bool, string, error
 	if err == nil {
 		err = tx.Commit()
 	}
+	if raced(err) {
+		return false, "claimed by another replica at the same moment", nil
+	}
 	if err != nil {
 		return false, "", fmt.Errorf("claim %s: %w", date, err)
 	}
 	return true, "", nil
+}
+
+// raced tells a claim that lost to a concurrent one: a duplicate key, or
+// the deadlock two inserts into the same gap make.
+func raced(err error) bool {
+	var me *mysql.MySQLError
+	return errors.As(err, &me) && (me.Number == 1062 || me.Number == 1213)
 }
 
 // renew extends the claim while the run goes on; if the claim was taken
