@@ -668,7 +668,6 @@ type collector struct {
 	waiting map[int]*partResult
 	top     topHeap
 	err     error
-	line    []byte
 }
 
 func newCollector(opts *Options, out Outputs, res *Result) *collector {

@@ -51,7 +51,8 @@ var ErrLocked = errors.New("reconcile: another replica holds the lock")
 
 // Start schedules the job and blocks until ctx is done.
 func (s *Scheduler) Start(ctx context.Context) error {
-	if err := s.defaults(); err != nil {
+	s, err := s.withDefaults()
+	if err != nil {
 		return err
 	}
 	fields := len(strings.Fields(s.Cron))
@@ -85,10 +86,14 @@ func (s *Scheduler) Start(ctx context.Context) error {
 	return sched.Shutdown()
 }
 
-func (s *Scheduler) defaults() error {
+// withDefaults returns a copy with the defaults filled in (the original
+// may be shared by concurrent calls).
+func (s *Scheduler) withDefaults() (*Scheduler, error) {
 	if s.DB == nil || s.Run == nil {
-		return errors.New("scheduler needs the state database and a run function")
+		return nil, errors.New("scheduler needs the state database and a run function")
 	}
+	c := *s
+	s = &c
 	if s.Zone == nil {
 		s.Zone = time.UTC
 	}
@@ -101,13 +106,14 @@ func (s *Scheduler) defaults() error {
 	if s.Log == nil {
 		s.Log = slog.New(slog.DiscardHandler)
 	}
-	return nil
+	return s, nil
 }
 
 // RunDue runs the day before now (in Zone) unless a replica finished it or
 // holds a live claim on it. It reports whether this call ran it.
 func (s *Scheduler) RunDue(ctx context.Context) (bool, error) {
-	if err := s.defaults(); err != nil {
+	s, err := s.withDefaults()
+	if err != nil {
 		return false, err
 	}
 	y, m, d := s.Now().In(s.Zone).Date()

@@ -87,7 +87,6 @@ type stack struct {
 	shop    *shopEnv
 	tpl     int64
 	state   *sql.DB
-	conn    *grpc.ClientConn
 }
 
 func startStack(t *testing.T) *stack {
