@@ -88,7 +88,9 @@ func dedupe(v *view) {
 		v.payments = v.payments[:n]
 	}
 	if len(v.entries) > 1 {
-		slices.SortStableFunc(v.entries, func(a, b Entry) int { return cmp.Compare(a.CreatedAt, b.CreatedAt) })
+		slices.SortStableFunc(v.entries, func(a, b Entry) int {
+			return cmp.Or(cmp.Compare(a.CreatedAt, b.CreatedAt), cmp.Compare(opRank[a.Op], opRank[b.Op]))
+		})
 		n := 0
 		for i := range v.entries {
 			if n > 0 && sameEntry(&v.entries[n-1], &v.entries[i]) {
@@ -100,6 +102,11 @@ func dedupe(v *view) {
 		v.entries = v.entries[:n]
 	}
 }
+
+// opRank orders the rows of one instant: a lock comes before what settles
+// it (a saga writes LOCK and CONSUME in one transaction), a return last. It
+// makes the result independent of the order sources return such rows in.
+var opRank = [...]int{OpLock: 0, OpConsume: 1, OpRelease: 1, OpReturn: 2}
 
 func sameEntry(a, b *Entry) bool {
 	return a.CreatedAt == b.CreatedAt && a.Op == b.Op && a.CouponCode == b.CouponCode && a.GID == b.GID &&

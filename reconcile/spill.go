@@ -30,7 +30,7 @@ const (
 )
 
 // chunkSize is how much one producer buffers per partition before writing.
-const chunkSize = 16 << 10
+const chunkSize = 32 << 10
 
 // spill is a set of partition files in a directory. Producers append
 // through their own spillBuf; each partition's file is shared under a lock.
@@ -115,6 +115,8 @@ type spillBuf struct {
 	s    *spill
 	bufs [][]byte
 	rec  []byte
+	// rows and inWindow count what the producer read and kept.
+	rows, inWindow int64
 }
 
 func (s *spill) buffer() *spillBuf {

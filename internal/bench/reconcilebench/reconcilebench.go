@@ -17,6 +17,7 @@ import (
 	"os"
 	"runtime"
 	"runtime/debug"
+	"runtime/pprof"
 	"strings"
 	"time"
 
@@ -37,6 +38,7 @@ func Main(ctx context.Context, args []string, out io.Writer) error {
 	server := fs.String("mysql", "root@tcp(127.0.0.1:3306)/", "MySQL server for --source mysql (databases bench_rc_* are created and dropped)")
 	dir := fs.String("dir", "", "where the CSV files and spill go (default a temporary directory, removed)")
 	runs := fs.Int("runs", 1, "reconcile the dataset this many times and report each")
+	cpuProfile := fs.String("cpuprofile", "", "write a CPU profile of the reconcile runs to this file")
 	memLimit := fs.Int64("memory-limit", 200<<20, "Go soft memory limit in bytes, as `coupon reconcile run` sets it (0: none)")
 	if err := fs.Parse(args); err != nil {
 		return err
@@ -80,6 +82,17 @@ func Main(ctx context.Context, args []string, out io.Writer) error {
 		return fmt.Errorf("--source %q: want csv or mysql", *source)
 	}
 	fmt.Fprintf(out, "machine: %d CPUs, load average %s\n", runtime.NumCPU(), loadAvg())
+	if *cpuProfile != "" {
+		f, err := os.Create(*cpuProfile)
+		if err != nil {
+			return err
+		}
+		defer f.Close()
+		if err := pprof.StartCPUProfile(f); err != nil {
+			return err
+		}
+		defer pprof.StopCPUProfile()
+	}
 	for i := range *runs {
 		var disc bytes.Buffer
 		runtime.GC()
@@ -93,8 +106,8 @@ func Main(ctx context.Context, args []string, out io.Writer) error {
 		}
 		rows := res.Rows.Orders + res.Rows.Payments + res.Rows.Ledger
 		secs := res.Elapsed.Seconds()
-		fmt.Fprintf(out, "run %d (%s): %s rows in %.2fs = %s rows/s (coupon ledger %s rows/s); %d findings as injected, %d pending; peak RSS %d MB\n",
-			i+1, *source, reconcile.Money(rows), secs, reconcile.Money(int64(float64(rows)/secs)), reconcile.Money(int64(float64(res.Rows.Ledger)/secs)),
+		fmt.Fprintf(out, "run %d (%s): %s rows in %.2fs (read %.2fs) = %s rows/s (coupon ledger %s rows/s); %d findings as injected, %d pending; peak RSS %d MB\n",
+			i+1, *source, reconcile.Money(rows), secs, res.ReadElapsed.Seconds(), reconcile.Money(int64(float64(rows)/secs)), reconcile.Money(int64(float64(res.Rows.Ledger)/secs)),
 			res.Findings, res.Pending, peakRSS()>>20)
 	}
 	return nil
