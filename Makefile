@@ -8,8 +8,13 @@ PKGS  := ./...
 
 PROTOC_GEN := --plugin=protoc-gen-go=$$($(GO) tool -n protoc-gen-go) \
 	--plugin=protoc-gen-go-grpc=$$($(GO) tool -n protoc-gen-go-grpc)
+# The HTTP/JSON gateway and its OpenAPI document; the openapiv2 options protos
+# come from the grpc-gateway module pinned in go.mod.
+GATEWAY_GEN := --plugin=protoc-gen-grpc-gateway=$$($(GO) tool -n protoc-gen-grpc-gateway) \
+	--plugin=protoc-gen-openapiv2=$$($(GO) tool -n protoc-gen-openapiv2) \
+	-I "$$($(GO) list -m -f '{{.Dir}}' github.com/grpc-ecosystem/grpc-gateway/v2)"
 
-.PHONY: all build generate lint test test-short bench run up down deps clean
+.PHONY: all build generate lint test test-short bench run up down deps clean chaos chaos-smoke
 
 all: build
 
@@ -22,11 +27,16 @@ build:
 	@if [ -d cmd/coordinator ]; then $(GO) build -o $(BIN)/coordinator ./cmd/coordinator; fi
 	@if [ -d examples/shop/cmd/shop ]; then $(GO) build -o $(BIN)/shop ./examples/shop/cmd/shop; fi
 
-# Regenerates the committed gRPC code; CI fails if this leaves a diff.
+# Regenerates the committed gRPC and gateway code and the OpenAPI document;
+# CI fails if this leaves a diff.
 generate:
-	cd proto && protoc -I . $(PROTOC_GEN) \
+	cd proto && protoc -I . $(PROTOC_GEN) $(GATEWAY_GEN) \
 		--go_out=. --go_opt=paths=source_relative \
-		--go-grpc_out=. --go-grpc_opt=paths=source_relative coupon/v1/*.proto
+		--go-grpc_out=. --go-grpc_opt=paths=source_relative \
+		--grpc-gateway_out=. --grpc-gateway_opt=paths=source_relative \
+		--openapiv2_out=openapi \
+		--openapiv2_opt=allow_merge=true,merge_file_name=coupon,openapi_naming_strategy=simple,disable_default_errors=false \
+		coupon/v1/*.proto
 	@if [ -d examples/shop/proto ]; then \
 		protoc -I examples/shop/proto $(PROTOC_GEN) \
 		--go_out=examples/shop/proto --go_opt=paths=source_relative \
@@ -60,6 +70,16 @@ down:
 # stops everything it started.
 run: build
 	deploy/local/run.sh
+
+# Chaos (docs/chaos.md): every scenario against a stack of its own on free
+# loopback ports (never the shared 3306/6379); exit 1 on a violated invariant.
+chaos-smoke: build
+	@mkdir -p .run
+	$(BIN)/coupon chaos run --scenario all --duration 4s --bin $(BIN) --report .run/chaos-smoke.json --markdown
+
+chaos: build
+	@mkdir -p .run
+	$(BIN)/coupon chaos run --scenario all --duration 30s --bin $(BIN) --report .run/chaos.json
 
 clean:
 	rm -rf $(BIN) .run

@@ -5,104 +5,29 @@ import (
 	"fmt"
 	"strings"
 	"time"
-	"unicode/utf8"
-
-	"github.com/opencoupon/coupon/participant/rules"
 )
-
-// Limits on what the admin API accepts.
-const (
-	MaxStock          = 1_000_000_000_000 // units in one template
-	MaxOrderAmount    = 1_000_000_000_000_000
-	maxValidDays      = 3650
-	maxProductLines   = 64
-	maxRequestIDLen   = 64
-	maxNameLen        = 255
-	maxTextLen        = 1024
-	maxPrincipalLen   = 128
-	maxCampaignType   = 64
-	maxProductLineLen = 64
-)
-
-func checkText(field, v string, required bool, maxLen int) error {
-	if required && strings.TrimSpace(v) == "" {
-		return Invalid(field, "is required")
-	}
-	if len(v) > maxLen {
-		return Invalid(field, "is longer than %d bytes", maxLen)
-	}
-	if !utf8.ValidString(v) {
-		return Invalid(field, "is not valid UTF-8")
-	}
-	return nil
-}
-
-// CheckRequestID validates an idempotency key: 1 to 64 printable ASCII bytes.
-func CheckRequestID(field, v string) error {
-	if v == "" {
-		return Invalid(field, "is required")
-	}
-	if len(v) > maxRequestIDLen {
-		return Invalid(field, "is longer than %d bytes", maxRequestIDLen)
-	}
-	for i := 0; i < len(v); i++ {
-		if v[i] < 0x21 || v[i] > 0x7e {
-			return Invalid(field, "must be printable ASCII without spaces")
-		}
-	}
-	return nil
-}
-
-func checkID(field string, id int64) error {
-	if id <= 0 {
-		return Invalid(field, "must be a positive id, got %d", id)
-	}
-	return nil
-}
-
-func (c *Campaign) validate() error {
-	if c.RequestID != "" {
-		if err := CheckRequestID("request_id", c.RequestID); err != nil {
-			return err
-		}
-	}
-	for _, f := range []struct {
-		name, v  string
-		required bool
-		max      int
-	}{
-		{"name", c.Name, true, maxNameLen},
-		{"description", c.Description, false, maxTextLen},
-		{"campaign_type", c.Type, false, maxCampaignType},
-		{"created_by", c.CreatedBy, true, maxPrincipalLen},
-	} {
-		if err := checkText(f.name, f.v, f.required, f.max); err != nil {
-			return err
-		}
-	}
-	if c.StartTime.IsZero() {
-		return Invalid("start_time", "is required")
-	}
-	if c.EndTime.IsZero() {
-		return Invalid("end_time", "is required")
-	}
-	if !c.StartTime.Before(c.EndTime) {
-		return Invalid("end_time", "must be after start_time")
-	}
-	return nil
-}
 
 // CreateCampaign validates and stores a new ACTIVE campaign.
 func (s *Service) CreateCampaign(ctx context.Context, c *Campaign) (*Campaign, error) {
 	c.Status = CampaignActive
 	c.ApprovedBy = ""
+	by, actor, err := s.principal(ctx, "created_by", c.CreatedBy, "CreateCampaign")
+	if err != nil {
+		return nil, err
+	}
+	c.CreatedBy = by
 	if err := c.validate(); err != nil {
 		return nil, err
 	}
 	now := s.now().UTC()
 	c.CreatedAt, c.UpdatedAt = now, now
-	if _, err := s.catalog.CreateCampaign(ctx, c); err != nil {
+	asked := *c
+	replayed, err := s.catalog.CreateCampaign(ctx, c, actor)
+	if err != nil {
 		return nil, err
+	}
+	if replayed && (c.Name != asked.Name || c.CreatedBy != asked.CreatedBy) {
+		return nil, Errorf(EREFUSED, ReasonRequestIDConflict, "request_id %q created a different campaign", asked.RequestID)
 	}
 	return c, nil
 }
@@ -124,8 +49,12 @@ func (s *Service) UpdateCampaign(ctx context.Context, id int64, ch CampaignChang
 	if err := checkText("updated_by", ch.UpdatedBy, false, maxPrincipalLen); err != nil {
 		return nil, err
 	}
-	if ch.Status != 0 && (ch.Status < CampaignActive || ch.Status > CampaignEnded) {
-		return nil, Invalid("status", "unknown campaign status %d", ch.Status)
+	if err := checkEnum("status", ch.Status, CampaignActive, CampaignEnded); err != nil {
+		return nil, err
+	}
+	_, actor, err := s.principal(ctx, "updated_by", ch.UpdatedBy, "UpdateCampaign")
+	if err != nil {
+		return nil, err
 	}
 	c, err := s.catalog.UpdateCampaign(ctx, id, func(c *Campaign) error {
 		if ch.Name != nil {
@@ -154,7 +83,7 @@ func (s *Service) UpdateCampaign(ctx context.Context, id int64, ch CampaignChang
 		}
 		c.UpdatedAt = s.now().UTC()
 		return nil
-	})
+	}, actor)
 	if err != nil {
 		return nil, err
 	}
@@ -172,128 +101,14 @@ func (s *Service) GetCampaign(ctx context.Context, id int64) (*Campaign, error) 
 
 // ListCampaigns lists campaigns, newest first.
 func (s *Service) ListCampaigns(ctx context.Context, status CampaignStatus, p Page) ([]*Campaign, string, error) {
+	if err := checkEnum("status", status, CampaignActive, CampaignEnded); err != nil {
+		return nil, "", err
+	}
 	p, err := checkPage(p)
 	if err != nil {
 		return nil, "", err
 	}
 	return s.catalog.ListCampaigns(ctx, status, p)
-}
-
-func checkPage(p Page) (Page, error) {
-	if p.Size < 0 {
-		return p, Invalid("page_size", "must not be negative")
-	}
-	if p.Size == 0 {
-		p.Size = 50
-	}
-	if p.Size > 500 {
-		p.Size = 500
-	}
-	if len(p.After) > 256 {
-		return p, Invalid("page_token", "is malformed")
-	}
-	return p, nil
-}
-
-// validateRules checks the money rules of a template.
-func (t *Template) validateRules() error {
-	switch t.Type {
-	case FixedAmount:
-		if t.DiscountAmount <= 0 {
-			return Invalid("discount_amount", "must be > 0 for FIXED_AMOUNT")
-		}
-		if t.PercentOff != 0 {
-			return Invalid("percent_off", "must be 0 for FIXED_AMOUNT")
-		}
-		if t.MinOrderAmount > 0 && t.DiscountAmount > t.MinOrderAmount {
-			return Invalid("discount_amount", "must not exceed min_order_amount (%d)", t.MinOrderAmount)
-		}
-	case PercentOff:
-		if t.PercentOff < 1 || t.PercentOff > 100 {
-			return Invalid("percent_off", "must be in 1..100, got %d", t.PercentOff)
-		}
-		if t.DiscountAmount != 0 {
-			return Invalid("discount_amount", "must be 0 for PERCENT_OFF (use max_discount for a cap)")
-		}
-		if t.MaxDiscount < 0 {
-			return Invalid("max_discount", "must not be negative")
-		}
-	default:
-		return Invalid("coupon_type", "must be FIXED_AMOUNT or PERCENT_OFF")
-	}
-	if t.DiscountAmount > MaxOrderAmount || t.MaxDiscount > MaxOrderAmount {
-		return Invalid("discount_amount", "is too large")
-	}
-	if t.MinOrderAmount < 0 || t.MinOrderAmount > MaxOrderAmount {
-		return Invalid("min_order_amount", "must be in 0..%d", int64(MaxOrderAmount))
-	}
-	if len(t.ProductLines) > maxProductLines {
-		return Invalid("product_lines", "has more than %d entries", maxProductLines)
-	}
-	for _, pl := range t.ProductLines {
-		if err := checkText("product_lines", pl, true, maxProductLineLen); err != nil {
-			return err
-		}
-	}
-	if _, err := rules.Compile(t.UsageRule); err != nil {
-		e := Invalid("usage_rule", "%v", err)
-		e.Reason = ReasonInvalidRule
-		return e
-	}
-	return nil
-}
-
-func (t *Template) validate(maxSub int32) error {
-	if t.RequestID != "" {
-		if err := CheckRequestID("request_id", t.RequestID); err != nil {
-			return err
-		}
-	}
-	if err := checkID("campaign_id", t.CampaignID); err != nil {
-		return err
-	}
-	for _, f := range []struct {
-		name, v  string
-		required bool
-		max      int
-	}{
-		{"name", t.Name, true, maxNameLen},
-		{"description", t.Description, false, maxTextLen},
-		{"logo", t.Logo, false, maxTextLen},
-		{"created_by", t.CreatedBy, true, maxPrincipalLen},
-	} {
-		if err := checkText(f.name, f.v, f.required, f.max); err != nil {
-			return err
-		}
-	}
-	if err := t.validateRules(); err != nil {
-		return err
-	}
-	if t.TotalStock < 0 || t.TotalStock > MaxStock {
-		return Invalid("total_stock", "must be in 0..%d, got %d", int64(MaxStock), t.TotalStock)
-	}
-	if t.PerUserLimit < 0 {
-		return Invalid("per_user_limit", "must not be negative (0 means no limit)")
-	}
-	if t.DailyUseLimit < 0 {
-		return Invalid("daily_use_limit", "must not be negative (0 means no limit)")
-	}
-	if t.ValidFrom.IsZero() {
-		return Invalid("valid_from", "is required")
-	}
-	if t.ValidUntil.IsZero() {
-		return Invalid("valid_until", "is required")
-	}
-	if !t.ValidFrom.Before(t.ValidUntil) {
-		return Invalid("valid_until", "must be after valid_from")
-	}
-	if t.ValidDaysAfterClaim < 0 || t.ValidDaysAfterClaim > maxValidDays {
-		return Invalid("valid_days_after_claim", "must be in 0..%d", maxValidDays)
-	}
-	if t.SubStockCount < 0 || t.SubStockCount > maxSub {
-		return Invalid("sub_stock_count", "must be in 0..%d", maxSub)
-	}
-	return nil
 }
 
 // SubStockFor picks how many Redis sub-keys a stock of n spreads over: one
@@ -314,6 +129,11 @@ func SubStockFor(n int64, max int32) int32 {
 func (s *Service) CreateTemplate(ctx context.Context, t *Template) (*Template, error) {
 	t.Status = TemplatePendingApproval
 	t.ApprovedBy = ""
+	by, actor, err := s.principal(ctx, "created_by", t.CreatedBy, "CreateTemplate")
+	if err != nil {
+		return nil, err
+	}
+	t.CreatedBy = by
 	t.ValidFrom, t.ValidUntil = t.ValidFrom.UTC(), t.ValidUntil.UTC()
 	if err := t.validate(s.cfg.MaxSubStock); err != nil {
 		return nil, err
@@ -326,8 +146,13 @@ func (s *Service) CreateTemplate(ctx context.Context, t *Template) (*Template, e
 	}
 	now := s.now().UTC()
 	t.CreatedAt, t.UpdatedAt, t.Version = now, now, 1
-	if _, err := s.catalog.CreateTemplate(ctx, t); err != nil {
+	asked := *t
+	replayed, err := s.catalog.CreateTemplate(ctx, t, actor)
+	if err != nil {
 		return nil, err
+	}
+	if replayed && (t.CampaignID != asked.CampaignID || t.Name != asked.Name || t.TotalStock != asked.TotalStock) {
+		return nil, Errorf(EREFUSED, ReasonRequestIDConflict, "request_id %q created a different template", asked.RequestID)
 	}
 	return t, nil
 }
@@ -341,12 +166,13 @@ type TemplateChange struct {
 	MinOrderAmount                     *int64
 	PercentOff                         *int32
 	ValidUntil                         time.Time
+	Returnable                         *bool
 	UpdatedBy                          string
 }
 
 func (ch TemplateChange) touchesMoney() bool {
 	return ch.UsageRule != nil || ch.DiscountAmount != nil || ch.MaxDiscount != nil ||
-		ch.MinOrderAmount != nil || ch.PercentOff != nil
+		ch.MinOrderAmount != nil || ch.PercentOff != nil || ch.Returnable != nil
 }
 
 // UpdateTemplate applies a partial update. Money rules change only while
@@ -357,8 +183,15 @@ func (s *Service) UpdateTemplate(ctx context.Context, id int64, ch TemplateChang
 	if err := checkID("template_id", id); err != nil {
 		return nil, err
 	}
-	if ch.Status != 0 && (ch.Status < TemplatePendingApproval || ch.Status > TemplateEnded) {
-		return nil, Invalid("status", "unknown template status %d", ch.Status)
+	if err := checkEnum("status", ch.Status, TemplatePendingApproval, TemplateEnded); err != nil {
+		return nil, err
+	}
+	if err := checkText("updated_by", ch.UpdatedBy, false, maxPrincipalLen); err != nil {
+		return nil, err
+	}
+	_, actor, err := s.principal(ctx, "updated_by", ch.UpdatedBy, "UpdateTemplate")
+	if err != nil {
+		return nil, err
 	}
 	t, err := s.catalog.UpdateTemplate(ctx, id, func(t *Template) error {
 		if t.Status == TemplateEnded {
@@ -394,6 +227,9 @@ func (s *Service) UpdateTemplate(ctx context.Context, id int64, ch TemplateChang
 		if ch.PercentOff != nil {
 			t.PercentOff = *ch.PercentOff
 		}
+		if ch.Returnable != nil {
+			t.Returnable = *ch.Returnable
+		}
 		if !ch.ValidUntil.IsZero() {
 			t.ValidUntil = ch.ValidUntil.UTC()
 		}
@@ -412,7 +248,7 @@ func (s *Service) UpdateTemplate(ctx context.Context, id int64, ch TemplateChang
 		}
 		t.UpdatedAt = s.now().UTC()
 		return nil
-	})
+	}, actor)
 	if err != nil {
 		return nil, err
 	}
@@ -441,6 +277,10 @@ func (s *Service) ApproveTemplate(ctx context.Context, id int64, approver string
 	if err := checkID("template_id", id); err != nil {
 		return nil, err
 	}
+	approver, actor, err := s.principal(ctx, "approved_by", approver, "ApproveTemplate")
+	if err != nil {
+		return nil, err
+	}
 	if err := checkText("approved_by", approver, true, maxPrincipalLen); err != nil {
 		return nil, err
 	}
@@ -456,7 +296,7 @@ func (s *Service) ApproveTemplate(ctx context.Context, id int64, approver string
 		t.ApprovedBy = approver
 		t.UpdatedAt = s.now().UTC()
 		return nil
-	})
+	}, actor)
 	if err != nil {
 		return nil, err
 	}
@@ -481,6 +321,9 @@ func (s *Service) GetTemplate(ctx context.Context, id int64) (*Template, error) 
 func (s *Service) ListTemplates(ctx context.Context, campaignID int64, status TemplateStatus, p Page) ([]*Template, string, error) {
 	if campaignID < 0 {
 		return nil, "", Invalid("campaign_id", "must not be negative")
+	}
+	if err := checkEnum("status", status, TemplatePendingApproval, TemplateEnded); err != nil {
+		return nil, "", err
 	}
 	p, err := checkPage(p)
 	if err != nil {
@@ -513,11 +356,27 @@ func (s *Service) AddStock(ctx context.Context, op StockOp) (AddStockResult, err
 	if err := checkText("operator", op.Operator, false, maxPrincipalLen); err != nil {
 		return AddStockResult{}, err
 	}
+	by, actor, err := s.principal(ctx, "operator", op.Operator, "AddStock")
+	if err != nil {
+		return AddStockResult{}, err
+	}
+	op.Operator = by
 	before, err := s.catalog.GetTemplate(ctx, op.TemplateID)
 	if err != nil {
 		return AddStockResult{}, err
 	}
-	t, replayed, err := s.catalog.AddStock(ctx, op)
+	// The counters' generation is read before the top-up commits: if a
+	// rebuild replaces them after this point, it reads total stock after
+	// the commit or soon enough to be counted by the next audit, and the
+	// add below, stamped with the old generation, does not land on the new
+	// counters (it would count the top-up twice).
+	gen, haveCounters, err := s.stock.Generation(ctx, op.TemplateID)
+	if err != nil {
+		return AddStockResult{}, err
+	}
+	t, replayed, err := s.catalog.AddStock(ctx, op, func(t *Template, prev *StockOp) (bool, error) {
+		return s.decideAddStock(t, op, prev)
+	}, actor)
 	if err != nil {
 		return AddStockResult{}, err
 	}
@@ -526,17 +385,22 @@ func (s *Service) AddStock(ctx context.Context, op StockOp) (AddStockResult, err
 		s.templates.invalidate(ctx, t.ID)
 	}
 	if !replayed && t.Status != TemplatePendingApproval {
-		if t.SubStockCount != before.SubStockCount {
+		switch {
+		case t.SubStockCount != before.SubStockCount:
 			// A new split needs fresh counters: drop the old ones and rebuild.
 			if err := s.stock.Reset(ctx, t.ID, before.SubStockCount); err != nil {
 				s.log.WarnContext(ctx, "reset stock counters for a new split", "template_id", t.ID, "err", err)
 			}
-		} else if ok, err := s.stock.Add(ctx, t.ID, t.SubStockCount, op.Amount); err != nil {
-			// Counters now lag MySQL by op.Amount: fewer coupons, never more.
-			// A rebuild or the stock audit restores them.
-			s.log.WarnContext(ctx, "add stock to counters", "template_id", t.ID, "err", err)
-		} else if !ok {
+		case !haveCounters:
 			s.log.InfoContext(ctx, "stock counters missing; next claim rebuilds them", "template_id", t.ID)
+		default:
+			if ok, err := s.stock.Add(ctx, t.ID, t.SubStockCount, op.Amount, gen, "stock:"+op.RequestID); err != nil {
+				// Counters now lag MySQL by op.Amount: fewer coupons, never
+				// more. A rebuild or the stock audit restores them.
+				s.log.WarnContext(ctx, "add stock to counters", "template_id", t.ID, "err", err)
+			} else if !ok {
+				s.log.InfoContext(ctx, "stock counters rebuilt meanwhile; the rebuild counts the top-up", "template_id", t.ID)
+			}
 		}
 	}
 	res.Remaining, err = s.remaining(ctx, t)
@@ -552,20 +416,14 @@ func (s *Service) remaining(ctx context.Context, t *Template) (int64, error) {
 		return t.TotalStock, nil
 	}
 	n, ok, err := s.stock.Remaining(ctx, t.ID, t.SubStockCount)
-	if err != nil {
-		return 0, Unavailable("read stock", err)
-	}
-	if ok {
-		return n, nil
+	if err != nil || ok {
+		return n, err
 	}
 	if err := s.rebuildStock(ctx, t.ID); err != nil {
 		return 0, err
 	}
 	n, _, err = s.stock.Remaining(ctx, t.ID, t.SubStockCount)
-	if err != nil {
-		return 0, Unavailable("read stock", err)
-	}
-	return n, nil
+	return n, err
 }
 
 // TemplateStats counts a template's coupons from the records and adds the
@@ -595,8 +453,8 @@ func (s *Service) ListTemplateCoupons(ctx context.Context, templateID int64, sta
 	if err := checkID("template_id", templateID); err != nil {
 		return nil, "", err
 	}
-	if status < 0 || status > CouponExpired {
-		return nil, "", Invalid("status", "unknown coupon status %d", status)
+	if err := checkEnum("status", status, CouponAvailable, CouponExpired); err != nil {
+		return nil, "", err
 	}
 	p, err := checkPage(p)
 	if err != nil {
@@ -618,4 +476,29 @@ func (s *Service) effective(cs []*Coupon) {
 	for _, c := range cs {
 		c.Status = c.EffectiveStatus(now)
 	}
+}
+
+// decideAddStock decides a top-up on the locked template: a request ID
+// seen before with the same top-up is a replay (nothing to write), with
+// another one a conflict; an ended template takes no stock, and the total
+// stays within MaxStock.
+func (s *Service) decideAddStock(t *Template, op StockOp, prev *StockOp) (bool, error) {
+	if prev != nil {
+		if prev.TemplateID != op.TemplateID || prev.Amount != op.Amount {
+			return false, Errorf(EREFUSED, ReasonRequestIDConflict, "request_id %q added other stock", op.RequestID)
+		}
+		return false, nil
+	}
+	if t.Status == TemplateEnded {
+		return false, Errorf(EREFUSED, ReasonTemplateNotActive, "template %d has ended", t.ID)
+	}
+	if t.TotalStock+op.Amount > MaxStock {
+		return false, Invalid("amount", "total stock would exceed %d", int64(MaxStock))
+	}
+	t.TotalStock += op.Amount
+	if op.SubStockCount > 0 {
+		t.SubStockCount = op.SubStockCount
+	}
+	t.UpdatedAt = s.now().UTC()
+	return true, nil
 }

@@ -3,6 +3,9 @@ package participant
 import (
 	"context"
 	"sort"
+	"strings"
+
+	"github.com/opencoupon/coupon/participant/rules"
 )
 
 // Applicable is a coupon that applies to an order, with what it would give.
@@ -18,11 +21,8 @@ func (s *Service) ApplicableCoupons(ctx context.Context, userID int64, o Order) 
 	if err := checkID("user_id", userID); err != nil {
 		return nil, err
 	}
-	if o.UserID != 0 && o.UserID != userID {
-		return nil, Invalid("order.user_id", "does not match user_id")
-	}
-	if o.Amount <= 0 || o.Amount > MaxOrderAmount {
-		return nil, Invalid("order.amount", "must be in 1..%d minor units", int64(MaxOrderAmount))
+	if err := checkOrder(userID, o); err != nil {
+		return nil, err
 	}
 	now := s.now()
 	cs, _, err := s.coupons.ListByUser(ctx, userID, CouponFilter{Status: CouponAvailable, Now: now}, Page{Size: 500})
@@ -39,10 +39,14 @@ func (s *Service) ApplicableCoupons(ctx context.Context, userID int64, o Order) 
 			}
 			templates[c.TemplateID] = t
 		}
-		if now.Before(t.ValidFrom) || s.checkRules(t, o) != nil {
+		if now.Before(t.ValidFrom) {
 			continue
 		}
-		d := t.Discount(o.Amount)
+		eligible, err := s.checkRules(t, o)
+		if err != nil {
+			continue
+		}
+		d := t.Discount(eligible)
 		if d <= 0 {
 			continue
 		}
@@ -56,4 +60,40 @@ func (s *Service) ApplicableCoupons(ctx context.Context, userID int64, o Order) 
 		return out[i].Coupon.ExpireAt.Before(out[j].Coupon.ExpireAt)
 	})
 	return out, nil
+}
+
+// checkRules applies the template's rules to an order and returns the
+// amount the coupon applies to (see Template.Eligible): the threshold and
+// the discount are measured on it, not on the whole basket.
+func (s *Service) checkRules(t *Template, o Order) (int64, error) {
+	eligible := t.Eligible(o)
+	if eligible <= 0 {
+		return 0, refuse(ReasonRuleNotMet, "no part of the order is in the product lines %s", strings.Join(t.ProductLines, ", "))
+	}
+	if eligible < t.MinOrderAmount {
+		return 0, refuse(ReasonRuleNotMet, "eligible amount %d is below the threshold %d", eligible, t.MinOrderAmount)
+	}
+	if strings.TrimSpace(t.UsageRule) == "" {
+		return eligible, nil
+	}
+	rule, err := s.rules.Get(t.UsageRule)
+	if err != nil {
+		return 0, refuse(ReasonRuleNotMet, "template %d rule does not compile: %v", t.ID, err)
+	}
+	ok, err := rule.Match(ruleOrder(o))
+	if err != nil {
+		return 0, refuse(ReasonRuleNotMet, "rule: %v", err)
+	}
+	if !ok {
+		return 0, refuse(ReasonRuleNotMet, "order does not meet the rule %q", t.UsageRule)
+	}
+	return eligible, nil
+}
+
+func ruleOrder(o Order) rules.Order {
+	ro := rules.Order{OrderNo: o.OrderNo, UserID: o.UserID, Amount: o.Amount, Currency: o.Currency, ProductLine: o.ProductLine}
+	for _, it := range o.Items {
+		ro.Items = append(ro.Items, rules.Item{SKU: it.SKU, ProductLine: it.ProductLine, Quantity: it.Quantity, Amount: it.Amount})
+	}
+	return ro
 }

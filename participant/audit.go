@@ -79,7 +79,7 @@ func NewAuditor(svc *Service) *Auditor {
 	longest := 30*time.Second + (maxRebuilds+1)*svc.cfg.StockSettle
 	a.job = job{
 		name: "stock audit", every: svc.cfg.AuditInterval, log: svc.log,
-		lease: lease{stock: svc.stock, name: "job:audit", ttl: leaseTTL(svc.cfg.AuditInterval, longest)},
+		lease: lease{leases: svc.leases, name: "job:audit", ttl: leaseTTL(svc.cfg.AuditInterval, longest)},
 		round: a.round,
 	}
 	return a

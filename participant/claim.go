@@ -29,16 +29,6 @@ type ClaimRequest struct {
 	TemplateID int64
 }
 
-func (r ClaimRequest) validate() error {
-	if err := CheckRequestID("request_id", r.RequestID); err != nil {
-		return err
-	}
-	if err := checkID("user_id", r.UserID); err != nil {
-		return err
-	}
-	return checkID("template_id", r.TemplateID)
-}
-
 func (r ClaimRequest) fingerprint() string { return fmt.Sprintf("%d:%d", r.UserID, r.TemplateID) }
 
 func requestConflict(id string) error {
@@ -62,12 +52,14 @@ func (s *Service) Claim(ctx context.Context, r ClaimRequest) (*Coupon, error) {
 // or done with the same fingerprint waits for, and answers with, the coupon
 // replay finds; another fingerprint is REQUEST_ID_CONFLICT.
 func (s *Service) idempotent(ctx context.Context, requestID, fp string, replay, issue func() (*Coupon, error)) (*Coupon, error) {
+	var tok string
 	for {
-		started, heldFP, err := s.stock.BeginRequest(ctx, requestID, fp, s.cfg.RequestInFlightTTL)
+		t, started, heldFP, err := s.requests.Begin(ctx, requestID, fp, s.cfg.RequestInFlightTTL)
 		if err != nil {
-			return nil, Unavailable("begin request", err)
+			return nil, err
 		}
 		if started {
+			tok = t
 			break
 		}
 		if heldFP != fp {
@@ -82,7 +74,7 @@ func (s *Service) idempotent(ctx context.Context, requestID, fp string, replay, 
 		}
 	}
 	c, err := issue()
-	if ferr := s.stock.FinishRequest(context.WithoutCancel(ctx), requestID, fp, err == nil, s.cfg.RequestDoneTTL); ferr != nil {
+	if ferr := s.requests.Finish(context.WithoutCancel(ctx), requestID, fp, tok, err == nil, s.cfg.RequestDoneTTL); ferr != nil {
 		s.log.WarnContext(ctx, "finish request", "request_id", requestID, "err", ferr)
 	}
 	if err != nil {
@@ -93,6 +85,8 @@ func (s *Service) idempotent(ctx context.Context, requestID, fp string, replay, 
 }
 
 // replay returns the coupon an earlier call with the same request ID made.
+// A request ID is unique per coupon table, whoever's: one held by another
+// user or for another template is REQUEST_ID_CONFLICT.
 func (s *Service) replay(ctx context.Context, r ClaimRequest) (*Coupon, error) {
 	c, err := s.coupons.ByRequest(ctx, r.UserID, r.RequestID)
 	if err != nil {
@@ -101,7 +95,7 @@ func (s *Service) replay(ctx context.Context, r ClaimRequest) (*Coupon, error) {
 		}
 		return nil, err
 	}
-	if c.TemplateID != r.TemplateID {
+	if c.UserID != r.UserID || c.TemplateID != r.TemplateID {
 		return nil, requestConflict(r.RequestID)
 	}
 	c.Status = c.EffectiveStatus(s.now())
@@ -134,46 +128,67 @@ func (s *Service) claim(ctx context.Context, r ClaimRequest) (*Coupon, error) {
 
 // issue checks the template and campaign, takes a unit of stock and writes
 // the coupon. A request ID written before surfaces at the insert as
-// ErrDuplicateRequest and is answered with the earlier coupon.
+// ErrDuplicateRequest and is answered with the earlier coupon, or with
+// REQUEST_ID_CONFLICT when another claim made it.
 func (s *Service) issue(ctx context.Context, r ClaimRequest) (*Coupon, error) {
 	now := s.now().UTC()
 	t, err := s.claimable(ctx, r.TemplateID, now)
 	if err != nil {
 		return nil, err
 	}
-	ticket, err := s.take(ctx, t, uint64(r.UserID))
-	if err != nil {
-		return nil, err
-	}
-	id := s.ids.Next()
-	c := &Coupon{
-		ID: id, Code: CouponCode(id), TemplateID: t.ID, CampaignID: t.CampaignID, UserID: r.UserID,
-		RequestID: r.RequestID, Status: CouponAvailable, ClaimedAt: now, ExpireAt: t.ExpireAt(now),
-	}
-	wctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), s.cfg.ClaimWriteTimeout)
-	defer cancel()
-	err = s.coupons.Insert(wctx, Claim{Coupon: c, PerUserLimit: t.PerUserLimit})
-	if err == nil {
+	c := &Coupon{TemplateID: t.ID, CampaignID: t.CampaignID, UserID: r.UserID, RequestID: r.RequestID,
+		Status: CouponAvailable, ClaimedAt: now, ExpireAt: t.ExpireAt(now)}
+	err = s.mint(ctx, t, uint64(r.UserID), c, func(wctx context.Context) error {
+		return s.coupons.Insert(wctx, Claim{Coupon: c, PerUserLimit: t.PerUserLimit})
+	})
+	switch {
+	case err == nil:
 		return c, nil
-	}
-	if errors.Is(err, ErrCommitUnknown) {
-		s.log.WarnContext(ctx, "claim commit outcome unknown; stock left taken", "request_id", r.RequestID, "template_id", t.ID, "err", err)
-		return nil, Unavailable("write coupon", err)
-	}
-	// Nothing was written: the unit goes back.
-	if gerr := s.stock.Give(context.WithoutCancel(ctx), ticket); gerr != nil {
-		s.log.WarnContext(ctx, "give stock back", "template_id", t.ID, "err", gerr)
-	}
-	if errors.Is(err, ErrDuplicateRequest) {
+	case errors.Is(err, ErrDuplicateRequest):
 		if c, rerr := s.replay(ctx, r); c != nil || rerr != nil {
 			return c, rerr
 		}
-		return nil, Unavailable("write coupon", err)
-	}
-	if ErrorReason(err) == ReasonUserLimitReached {
+		// The key is taken but its holder is not readable: still never a
+		// retryable answer, since a retry would hit the same key.
+		return nil, requestConflict(r.RequestID)
+	case ErrorReason(err) == ReasonUserLimitReached:
 		return nil, userLimit(t)
 	}
 	return nil, err
+}
+
+// mint is the one sequence by which a coupon comes to exist: take a unit of
+// t's stock, give c an ID and code, write it with write — bounded by
+// ClaimWriteTimeout from the moment the unit was asked for, which is what
+// lets a counter rebuild wait for every claim that took from the old
+// counters — and give the unit back when the coupon is definitely not
+// written. When the write's outcome is unknown the unit stays taken (the
+// record may exist; a retry with the same request ID finds it) and the
+// answer is Unavailable. Otherwise it returns write's error for the caller
+// to interpret.
+func (s *Service) mint(ctx context.Context, t *Template, hint uint64, c *Coupon, write func(context.Context) error) error {
+	ticket, takenAt, err := s.take(ctx, t, hint)
+	if err != nil {
+		return err
+	}
+	c.ID = s.ids.Next()
+	c.Code = CouponCode(c.ID)
+	wctx, cancel := context.WithDeadline(context.WithoutCancel(ctx), takenAt.Add(s.cfg.ClaimWriteTimeout))
+	defer cancel()
+	err = write(wctx)
+	if err == nil {
+		return nil
+	}
+	if errors.Is(err, ErrCommitUnknown) {
+		s.log.WarnContext(ctx, "claim commit outcome unknown; stock left taken", "request_id", c.RequestID, "template_id", t.ID, "err", err)
+		return Unavailable("write coupon", err)
+	}
+	if !faultClaimKeepsStock() {
+		if gerr := s.stock.Give(context.WithoutCancel(ctx), ticket); gerr != nil {
+			s.log.WarnContext(ctx, "give stock back", "template_id", t.ID, "err", gerr)
+		}
+	}
+	return err
 }
 
 // claimable reads the template (from the template cache) and refuses it
@@ -196,24 +211,27 @@ func userLimit(t *Template) error {
 	return Errorf(EREFUSED, ReasonUserLimitReached, "per-user limit of %d reached for template %d", t.PerUserLimit, t.ID)
 }
 
-// take takes one unit of stock, rebuilding lost counters first.
-func (s *Service) take(ctx context.Context, t *Template, hint uint64) (Ticket, error) {
+// take takes one unit of stock, rebuilding lost counters first. takenAt is
+// the wall-clock time just before the Take that succeeded was sent: the
+// unit left the counters no earlier.
+func (s *Service) take(ctx context.Context, t *Template, hint uint64) (tk Ticket, takenAt time.Time, err error) {
 	for range 3 {
+		takenAt = time.Now()
 		tk, err := s.stock.Take(ctx, t.ID, t.SubStockCount, hint)
 		switch {
 		case err == nil:
-			return tk, nil
+			return tk, takenAt, nil
 		case errors.Is(err, ErrSoldOut):
-			return Ticket{}, Errorf(EREFUSED, ReasonSoldOut, "template %d is sold out", t.ID)
+			return Ticket{}, takenAt, Errorf(EREFUSED, ReasonSoldOut, "template %d is sold out", t.ID)
 		case errors.Is(err, ErrStockMissing):
 			if err := s.rebuildStock(ctx, t.ID); err != nil {
-				return Ticket{}, err
+				return Ticket{}, takenAt, err
 			}
 		default:
-			return Ticket{}, Unavailable("take stock", err)
+			return Ticket{}, takenAt, err
 		}
 	}
-	return Ticket{}, Errorf(EUNAVAILABLE, ReasonUnavailable, "stock counters of template %d keep vanishing", t.ID)
+	return Ticket{}, takenAt, Errorf(EUNAVAILABLE, ReasonUnavailable, "stock counters of template %d keep vanishing", t.ID)
 }
 
 // rebuildStock recreates a template's counters from MySQL: remaining =
@@ -226,9 +244,9 @@ func (s *Service) rebuildStock(ctx context.Context, templateID int64) error {
 	if err != nil {
 		return err
 	}
-	unlock, ok, err := s.stock.Lock(ctx, fmt.Sprintf("rebuild:%d", t.ID), s.cfg.StockSettle+time.Minute)
+	unlock, ok, err := s.leases.Lock(ctx, fmt.Sprintf("rebuild:%d", t.ID), s.cfg.StockSettle+time.Minute)
 	if err != nil {
-		return Unavailable("lock stock rebuild", err)
+		return err
 	}
 	if !ok {
 		return s.awaitStock(ctx, t)
@@ -282,8 +300,8 @@ func (s *Service) ListUserCoupons(ctx context.Context, userID int64, f CouponFil
 	if f.TemplateID < 0 {
 		return nil, "", Invalid("template_id", "must not be negative")
 	}
-	if f.Status < 0 || f.Status > CouponExpired {
-		return nil, "", Invalid("status", "unknown coupon status %d", f.Status)
+	if err := checkEnum("status", f.Status, CouponAvailable, CouponExpired); err != nil {
+		return nil, "", err
 	}
 	p, err := checkPage(p)
 	if err != nil {

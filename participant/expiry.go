@@ -38,7 +38,7 @@ type SweepStats struct {
 // become EXPIRED and templates past valid_until become ENDED. Reads never
 // wait for it (Coupon.EffectiveStatus already reports expiry); it keeps the
 // stored statuses, the indexes and the reports honest. One replica sweeps
-// at a time, under a lease in the Stock.
+// at a time, under a lease (Leases).
 type Sweeper struct {
 	svc   *Service
 	store Expirer
@@ -65,7 +65,7 @@ func NewSweeper(svc *Service, store Expirer) *Sweeper {
 	w := &Sweeper{svc: svc, store: store}
 	w.job = job{
 		name: "expiry sweep", every: svc.cfg.SweepInterval, log: svc.log,
-		lease: lease{stock: svc.stock, name: "job:sweep", ttl: leaseTTL(svc.cfg.SweepInterval, 30*time.Second)},
+		lease: lease{leases: svc.leases, name: "job:sweep", ttl: leaseTTL(svc.cfg.SweepInterval, 30*time.Second)},
 		round: w.round,
 	}
 	return w
@@ -187,12 +187,12 @@ func (j *job) stop() {
 	j.lease.drop()
 }
 
-// lease is a job's hold on a Stock lock. It is re-taken at the start of
+// lease is a job's hold on a Leases lock. It is re-taken at the start of
 // every round (given up and taken again at once), so the holder keeps it
 // while it runs and another replica takes over within the TTL when the
 // holder dies.
 type lease struct {
-	stock   Stock
+	leases  Leases
 	name    string
 	ttl     time.Duration
 	release func() // nil while not held
@@ -200,9 +200,9 @@ type lease struct {
 
 func (l *lease) take(ctx context.Context) (bool, error) {
 	l.drop()
-	unlock, ok, err := l.stock.Lock(ctx, l.name, l.ttl)
+	unlock, ok, err := l.leases.Lock(ctx, l.name, l.ttl)
 	if err != nil {
-		return false, Unavailable("take lease "+l.name, err)
+		return false, err
 	}
 	if ok {
 		l.release = unlock

@@ -71,17 +71,3 @@ func CouponCode(id int64) string {
 	}
 	return string(b[:])
 }
-
-// ValidCode reports whether s has the shape of a coupon code.
-func ValidCode(s string) bool {
-	if len(s) != 16 {
-		return false
-	}
-	for i := 0; i < len(s); i++ {
-		c := s[i]
-		if !(c >= '0' && c <= '9' || c >= 'A' && c <= 'Z') || c == 'I' || c == 'L' || c == 'O' || c == 'U' {
-			return false
-		}
-	}
-	return true
-}

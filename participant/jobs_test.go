@@ -49,7 +49,21 @@ type env struct {
 	svc      *participant.Service
 	store    *couponmysql.Store
 	stock    *couponredis.Stock
+	redis    *couponredis.Adapter
 	campaign int64
+}
+
+// addToCounters adds n units to the template's live counters behind
+// MySQL's back, as a top-up whose MySQL part rolled back would.
+func (e *env) addToCounters(t *testing.T, tpl *couponv1.CouponTemplate, n int64) {
+	t.Helper()
+	gen, ok, err := e.stock.Generation(ctxT(t), tpl.Id)
+	if err != nil || !ok {
+		t.Fatalf("Generation = %v, %v", ok, err)
+	}
+	if ok, err := e.stock.Add(ctxT(t), tpl.Id, tpl.SubStockCount, n, gen, fmt.Sprintf("test-%d", time.Now().UnixNano())); err != nil || !ok {
+		t.Fatalf("Add = %v, %v", ok, err)
+	}
 }
 
 // newEnv starts a service on the test clock with its own background jobs
@@ -70,9 +84,11 @@ func newEnv(t *testing.T, opts ...coupontest.Option) *env {
 	if err != nil {
 		t.Fatalf("CreateCampaign: %v", err)
 	}
+	r := couponredis.New(srv.App.Redis(), srv.Prefix)
+	t.Cleanup(r.Close)
 	return &env{
 		srv: srv, clk: clk, svc: srv.App.Service(), store: srv.App.Store(),
-		stock: couponredis.New(srv.App.Redis(), srv.Prefix), campaign: c.Id,
+		stock: r.Stock, redis: r, campaign: c.Id,
 	}
 }
 
@@ -253,9 +269,7 @@ func TestAuditTakesOverCreditOffAtOnce(t *testing.T) {
 			}
 			// Counters hold more than total − issued, e.g. an AddStock whose
 			// MySQL part rolled back after its Redis part.
-			if ok, err := e.stock.Add(ctxT(t), tpl.Id, tpl.SubStockCount, tc.excess); err != nil || !ok {
-				t.Fatalf("Add = %v, %v", ok, err)
-			}
+			e.addToCounters(t, tpl, tc.excess)
 			auditor := participant.NewAuditor(e.svc)
 			mustRun(t, "auditor", auditor.RunOnce)
 			if got, want := e.counts(t, tpl); got != want || got != 97 {
@@ -276,7 +290,11 @@ func TestAuditRepairsUnderCreditSeenForASettleWindow(t *testing.T) {
 	e.claim(t, tpl.Id, 1)
 	e.claim(t, tpl.Id, 2)
 	// An AddStock whose Redis part was lost: MySQL has 5 more than Redis.
-	if _, _, err := e.store.AddStock(ctxT(t), participant.StockOp{RequestID: "lost-add", TemplateID: tpl.Id, Amount: 5}); err != nil {
+	if _, _, err := e.store.AddStock(ctxT(t), participant.StockOp{RequestID: "lost-add", TemplateID: tpl.Id, Amount: 5},
+		func(t *participant.Template, _ *participant.StockOp) (bool, error) {
+			t.TotalStock += 5
+			return true, nil
+		}, participant.Actor{Identity: "test"}); err != nil {
 		t.Fatalf("AddStock: %v", err)
 	}
 	auditor := participant.NewAuditor(e.svc)
@@ -380,15 +398,30 @@ func TestAuditNoFalseRepairWhileClaiming(t *testing.T) {
 // would be.
 func (e *env) replica(t *testing.T, node int64, every time.Duration, coupons participant.Coupons) *participant.Service {
 	t.Helper()
+	return e.service(t, node, func(d *participant.Deps, cfg *participant.Config) {
+		d.Coupons = coupons
+		cfg.SweepInterval, cfg.AuditInterval = every, every
+	})
+}
+
+// service builds another replica of the service on the test's stores, with
+// mod changing its ports or configuration (a test wraps a port to hold a
+// call at a chosen moment).
+func (e *env) service(t *testing.T, node int64, mod func(*participant.Deps, *participant.Config)) *participant.Service {
+	t.Helper()
 	cfg := e.srv.Config.Service
-	cfg.SweepInterval, cfg.AuditInterval = every, every
 	ids, err := participant.NewIDGen(node, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
-	svc, err := participant.NewService(participant.Deps{
-		Catalog: e.store, Coupons: coupons, Branches: e.store, Stock: e.stock, Blobs: e.stock, IDs: ids, Now: e.clk.Now,
-	}, cfg)
+	d := participant.Deps{
+		Catalog: e.store, Coupons: e.store, Branches: e.store, Stock: e.stock, Requests: e.redis.Requests,
+		Leases: e.redis.Leases, Blobs: e.redis.Blobs, IDs: ids, Now: e.clk.Now,
+	}
+	if mod != nil {
+		mod(&d, &cfg)
+	}
+	svc, err := participant.NewService(d, cfg)
 	if err != nil {
 		t.Fatalf("NewService: %v", err)
 	}
@@ -491,9 +524,7 @@ func TestJobsRunInTheApp(t *testing.T) {
 	})
 	tpl := e.template(t, 20, 2, 48*time.Hour, 1)
 	c := e.claim(t, tpl.Id, 1)
-	if ok, err := e.stock.Add(ctxT(t), tpl.Id, tpl.SubStockCount, 3); err != nil || !ok {
-		t.Fatalf("Add = %v, %v", ok, err)
-	}
+	e.addToCounters(t, tpl, 3)
 	testenv.Eventually(t, 10*time.Second, "the app's audit to take the excess off", func() bool {
 		got, want := e.counts(t, tpl)
 		return got == want

@@ -3,10 +3,12 @@ package participant
 import (
 	"strings"
 	"time"
+
+	"github.com/opencoupon/coupon/participant/shape"
 )
 
 // CampaignStatus values match coupon.v1.Campaign.Status.
-type CampaignStatus int8
+type CampaignStatus int32
 
 const (
 	CampaignActive CampaignStatus = 1
@@ -36,7 +38,7 @@ func (c *Campaign) Open(now time.Time) bool {
 }
 
 // CouponType values match coupon.v1.CouponTemplate.CouponType.
-type CouponType int8
+type CouponType int32
 
 const (
 	FixedAmount CouponType = 1
@@ -44,7 +46,7 @@ const (
 )
 
 // TemplateStatus values match coupon.v1.CouponTemplate.Status.
-type TemplateStatus int8
+type TemplateStatus int32
 
 const (
 	TemplatePendingApproval TemplateStatus = 1
@@ -55,19 +57,21 @@ const (
 
 // Template is a batch of coupons with shared rules and stock.
 type Template struct {
-	ID                  int64
-	RequestID           string
-	CampaignID          int64
-	Name                string
-	Description         string
-	Logo                string
-	Type                CouponType
-	DiscountAmount      int64
-	PercentOff          int32
-	MaxDiscount         int64
-	MinOrderAmount      int64
-	ProductLines        []string
-	UsageRule           string
+	ID             int64
+	RequestID      string
+	CampaignID     int64
+	Name           string
+	Description    string
+	Logo           string
+	Type           CouponType
+	DiscountAmount int64
+	PercentOff     int32
+	MaxDiscount    int64
+	MinOrderAmount int64
+	ProductLines   []string
+	UsageRule      string
+	// Returnable: coupons used by an order come back when it is refunded.
+	Returnable          bool
 	TotalStock          int64
 	PerUserLimit        int32
 	DailyUseLimit       int32
@@ -95,10 +99,36 @@ func (t *Template) ExpireAt(claimedAt time.Time) time.Time {
 	return t.ValidUntil
 }
 
-// Discount is what the template takes off an order of amount, never more
-// than amount and never negative.
-func (t *Template) Discount(amount int64) int64 {
-	if amount <= 0 {
+// Eligible is the part of order o that a coupon of this template applies
+// to. A template with no product lines applies to the whole amount. One
+// limited to product lines applies to the sum of the order's lines in those
+// lines or, for an order without lines, to its whole amount when the
+// order's own product line is covered; otherwise to nothing. The lines of
+// an accepted order never add up to more than its amount (shape.CheckOrder).
+func (t *Template) Eligible(o Order) int64 {
+	if len(t.ProductLines) == 0 {
+		return o.Amount
+	}
+	if len(o.Items) == 0 {
+		if t.CoversProductLine(o.ProductLine) {
+			return o.Amount
+		}
+		return 0
+	}
+	var sum int64
+	for _, it := range o.Items {
+		if t.CoversProductLine(it.ProductLine) {
+			sum += it.Amount
+		}
+	}
+	return min(sum, o.Amount)
+}
+
+// Discount is what the template takes off an eligible amount: never more
+// than it and never negative. A percentage is rounded down to the minor
+// unit, then capped by MaxDiscount when that is set.
+func (t *Template) Discount(eligible int64) int64 {
+	if eligible <= 0 {
 		return 0
 	}
 	var d int64
@@ -106,13 +136,15 @@ func (t *Template) Discount(amount int64) int64 {
 	case FixedAmount:
 		d = t.DiscountAmount
 	case PercentOff:
-		// amount is bounded by MaxOrderAmount, so this cannot overflow.
-		d = amount * int64(t.PercentOff) / 100
+		// ⌊eligible × p / 100⌋ without the product, which overflows int64
+		// for amounts above 9.2×10^16: eligible = 100q + r.
+		p := int64(t.PercentOff)
+		d = eligible/100*p + eligible%100*p/100
 		if t.MaxDiscount > 0 && d > t.MaxDiscount {
 			d = t.MaxDiscount
 		}
 	}
-	return min(max(d, 0), amount)
+	return min(max(d, 0), eligible)
 }
 
 // CoversProductLine reports whether the template applies to product line pl.
@@ -129,7 +161,7 @@ func (t *Template) CoversProductLine(pl string) bool {
 }
 
 // CouponStatus values match coupon.v1.Coupon.Status.
-type CouponStatus int8
+type CouponStatus int32
 
 const (
 	CouponAvailable CouponStatus = 1
@@ -166,6 +198,14 @@ type Coupon struct {
 	OrderNo        string
 	DiscountAmount int64
 	UsedAt         time.Time
+	// LockGID and LockBranch name the DTM transaction and branch that
+	// hold the coupon while LOCKED, and that used it once USED.
+	LockGID    string
+	LockBranch string
+	LockedAt   time.Time
+	// Phone is set on a coupon claimed by a phone number not yet bound to
+	// a user (UserID 0); it formats masked.
+	Phone Phone
 }
 
 // EffectiveStatus is the status a reader sees at now: an AVAILABLE coupon
@@ -178,22 +218,10 @@ func (c *Coupon) EffectiveStatus(now time.Time) CouponStatus {
 }
 
 // Item is one line of an order.
-type Item struct {
-	SKU         string
-	ProductLine string
-	Quantity    int64
-	Amount      int64
-}
+type Item = shape.Item
 
 // Order is what a coupon is applied to.
-type Order struct {
-	OrderNo     string
-	UserID      int64
-	Amount      int64
-	Currency    string
-	ProductLine string
-	Items       []Item
-}
+type Order = shape.Order
 
 // TemplateStats counts a template's coupons by effective status.
 type TemplateStats struct {

@@ -144,7 +144,8 @@ type Phones interface {
 	// EREFUSED/USER_LIMIT_REACHED at the limit, ErrDuplicateRequest when
 	// the request ID exists and ErrCommitUnknown like Coupons.Insert.
 	InsertPending(ctx context.Context, c PendingClaim) error
-	// PendingByRequest finds the pending coupon a request ID produced.
+	// PendingByRequest finds the pending coupon a request ID produced in
+	// the phone's table, whichever phone it is for (Coupon.Phone says).
 	PendingByRequest(ctx context.Context, p Phone, requestID string) (*Coupon, error)
 
 	// AddBindIntent is step 0 of a move: it records (user, phone) in the
@@ -214,12 +215,15 @@ func (s *Service) ClaimByPhone(ctx context.Context, r PhoneClaimRequest) (*Coupo
 // replayPhone returns the coupon an earlier call with the same request ID
 // made: pending in the phone's shard or, once moved, in its user's. A move
 // copies before it deletes and binds before it copies, so a coupon missing
-// from the phone's shard is in the user's.
+// from the phone's shard is in the user's. A request ID is unique per
+// table, whoever's: one held by another phone or user, or for another
+// template, is REQUEST_ID_CONFLICT.
 func (s *Service) replayPhone(ctx context.Context, p Phone, r PhoneClaimRequest) (*Coupon, error) {
 	c, err := s.phones.PendingByRequest(ctx, p, r.RequestID)
+	owner := int64(0)
 	if ErrorCode(err) == ENOTFOUND {
-		owner, oerr := s.phones.PhoneOwner(ctx, p)
-		if oerr != nil || owner == 0 {
+		var oerr error
+		if owner, oerr = s.phones.PhoneOwner(ctx, p); oerr != nil || owner == 0 {
 			return nil, oerr
 		}
 		c, err = s.coupons.ByRequest(ctx, owner, r.RequestID)
@@ -230,7 +234,8 @@ func (s *Service) replayPhone(ctx context.Context, p Phone, r PhoneClaimRequest)
 	if err != nil {
 		return nil, err
 	}
-	if c.TemplateID != r.TemplateID {
+	theirs := owner == 0 && c.Phone != p || owner != 0 && c.UserID != owner
+	if theirs || c.TemplateID != r.TemplateID {
 		return nil, requestConflict(r.RequestID)
 	}
 	c.Status = c.EffectiveStatus(s.now())
@@ -264,35 +269,19 @@ func (s *Service) claimPhone(ctx context.Context, p Phone, r PhoneClaimRequest) 
 			return nil, userLimit(t)
 		}
 	}
-	ticket, err := s.take(ctx, t, uint64(p.Number()))
-	if err != nil {
-		return nil, err
-	}
-	id := s.ids.Next()
-	c := &Coupon{
-		ID: id, Code: CouponCode(id), TemplateID: t.ID, CampaignID: t.CampaignID,
-		RequestID: r.RequestID, Status: CouponAvailable, ClaimedAt: now, ExpireAt: t.ExpireAt(now),
-	}
-	wctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), s.cfg.ClaimWriteTimeout)
-	defer cancel()
-	err = s.phones.InsertPending(wctx, PendingClaim{Phone: p, Coupon: c, PerPhoneLimit: t.PerUserLimit})
-	if err == nil {
-		return c, nil
-	}
-	if errors.Is(err, ErrCommitUnknown) {
-		s.log.WarnContext(ctx, "phone claim commit outcome unknown; stock left taken", "request_id", r.RequestID, "template_id", t.ID, "phone", p, "err", err)
-		return nil, Unavailable("write pending coupon", err)
-	}
-	// Nothing was written: the unit goes back.
-	if gerr := s.stock.Give(context.WithoutCancel(ctx), ticket); gerr != nil {
-		s.log.WarnContext(ctx, "give stock back", "template_id", t.ID, "err", gerr)
-	}
+	c := &Coupon{TemplateID: t.ID, CampaignID: t.CampaignID, RequestID: r.RequestID, Phone: p,
+		Status: CouponAvailable, ClaimedAt: now, ExpireAt: t.ExpireAt(now)}
+	err = s.mint(ctx, t, uint64(p.Number()), c, func(wctx context.Context) error {
+		return s.phones.InsertPending(wctx, PendingClaim{Phone: p, Coupon: c, PerPhoneLimit: t.PerUserLimit})
+	})
 	switch {
+	case err == nil:
+		return c, nil
 	case errors.Is(err, ErrDuplicateRequest):
 		if c, rerr := s.replayPhone(ctx, p, r); c != nil || rerr != nil {
 			return c, rerr
 		}
-		return nil, Unavailable("write pending coupon", err)
+		return nil, requestConflict(r.RequestID)
 	case errors.Is(err, ErrPhoneBound):
 		// Bound while we claimed: the claim is the user's now.
 		owner, err := s.phones.PhoneOwner(ctx, p)

@@ -12,23 +12,31 @@ type Page struct {
 	After string
 }
 
-// Catalog keeps campaigns, templates and stock operations (the main database).
+// Catalog keeps campaigns, templates and stock operations (the main
+// database). Every change writes an audit row for actor in the same
+// transaction; a replayed creation writes none.
 type Catalog interface {
 	// CreateCampaign stores c and sets its ID. When c.RequestID was used
 	// before it returns the campaign created then and replayed=true.
-	CreateCampaign(ctx context.Context, c *Campaign) (replayed bool, err error)
+	CreateCampaign(ctx context.Context, c *Campaign, actor Actor) (replayed bool, err error)
 	// UpdateCampaign applies fn to the campaign inside a transaction.
-	UpdateCampaign(ctx context.Context, id int64, fn func(*Campaign) error) (*Campaign, error)
+	UpdateCampaign(ctx context.Context, id int64, fn func(*Campaign) error, actor Actor) (*Campaign, error)
 	GetCampaign(ctx context.Context, id int64) (*Campaign, error)
 	ListCampaigns(ctx context.Context, status CampaignStatus, p Page) ([]*Campaign, string, error)
 
-	CreateTemplate(ctx context.Context, t *Template) (replayed bool, err error)
+	CreateTemplate(ctx context.Context, t *Template, actor Actor) (replayed bool, err error)
 	// UpdateTemplate applies fn to the template inside a transaction and bumps its version.
-	UpdateTemplate(ctx context.Context, id int64, fn func(*Template) error) (*Template, error)
+	UpdateTemplate(ctx context.Context, id int64, fn func(*Template) error, actor Actor) (*Template, error)
 	GetTemplate(ctx context.Context, id int64) (*Template, error)
 	ListTemplates(ctx context.Context, campaignID int64, status TemplateStatus, p Page) ([]*Template, string, error)
-	// AddStock adds amount to the template's total stock once per requestID.
-	AddStock(ctx context.Context, op StockOp) (t *Template, replayed bool, err error)
+	// AddStock locks the template and asks decide about op, passing the
+	// earlier top-up of op's request ID if there was one. When decide
+	// applies it (changing t), the top-up is recorded and t written;
+	// otherwise replayed is true and nothing is written.
+	AddStock(ctx context.Context, op StockOp, decide func(t *Template, prev *StockOp) (apply bool, err error), actor Actor) (t *Template, replayed bool, err error)
+
+	// ListAudit pages through the audit log, newest first.
+	ListAudit(ctx context.Context, f AuditFilter, p Page) ([]AuditEntry, string, error)
 }
 
 // StockOp is one idempotent stock top-up.
@@ -52,6 +60,8 @@ type Coupons interface {
 	// one local transaction. It returns EREFUSED/USER_LIMIT_REACHED when the
 	// limit is reached and ErrDuplicateRequest when the request ID exists.
 	Insert(ctx context.Context, c Claim) error
+	// ByRequest finds the coupon a request ID produced in the user's
+	// table, whoever's it is: request IDs are unique per table.
 	ByRequest(ctx context.Context, userID int64, requestID string) (*Coupon, error)
 	ByCode(ctx context.Context, userID int64, code string) (*Coupon, error)
 	ByID(ctx context.Context, userID, id int64) (*Coupon, error)
@@ -61,6 +71,8 @@ type Coupons interface {
 	Issued(ctx context.Context, templateID int64) (int64, error)
 	// Stats counts the template's coupons by effective status at now.
 	Stats(ctx context.Context, templateID int64, now time.Time) (TemplateStats, error)
+	// Ledger reads the ledger rows of the user's coupons ids, oldest first.
+	Ledger(ctx context.Context, userID int64, ids []int64) ([]LedgerEntry, error)
 }
 
 // CouponFilter narrows a coupon listing. Zero values match everything.
@@ -70,36 +82,55 @@ type CouponFilter struct {
 	Now        time.Time
 }
 
-// Stock is the live remaining stock of templates (Redis).
+// Stock is the live remaining stock of templates (Redis). Every method
+// that changes counters is safe to repeat: a retried call never applies
+// twice (Take may, at worst, take a unit for nothing, which only leaves the
+// counters short until the stock audit repairs them).
 type Stock interface {
 	// Take takes one unit. It returns a Ticket to give the unit back with,
 	// ErrSoldOut, or ErrStockMissing when the counters must be rebuilt.
 	Take(ctx context.Context, templateID int64, subKeys int32, hint uint64) (Ticket, error)
-	// Give returns a unit taken with t, unless the counters were rebuilt since.
+	// Give returns a unit taken with t, once per ticket, unless the
+	// counters were rebuilt since.
 	Give(ctx context.Context, t Ticket) error
 	// Remaining sums the sub-keys; ok is false when any sub-key is missing.
 	Remaining(ctx context.Context, templateID int64, subKeys int32) (n int64, ok bool, err error)
+	// Generation is the generation of the template's counters; ok is false
+	// when they are missing.
+	Generation(ctx context.Context, templateID int64) (gen string, ok bool, err error)
 	// Reset drops the template's counters so that no claim can take from them.
 	Reset(ctx context.Context, templateID int64, subKeys int32) error
-	// Set writes fresh counters holding remaining units over subKeys keys.
+	// Set writes fresh counters of a new generation holding remaining units
+	// over subKeys keys.
 	Set(ctx context.Context, templateID int64, subKeys int32, remaining int64) error
-	// Add adds n units to existing counters; ok is false when they are missing.
-	Add(ctx context.Context, templateID int64, subKeys int32, n int64) (ok bool, err error)
-	// Lock takes a named lease for ttl; the returned func releases it.
-	Lock(ctx context.Context, name string, ttl time.Duration) (unlock func(), ok bool, err error)
-
-	// BeginRequest marks requestID as in flight with fingerprint fp. When
-	// another call holds it (in flight or done), it returns that call's
-	// fingerprint with started=false.
-	BeginRequest(ctx context.Context, requestID, fp string, ttl time.Duration) (started bool, heldFP string, err error)
-	// FinishRequest records requestID as done (kept for ttl) or, when ok is
-	// false, forgets it so that a retry starts afresh.
-	FinishRequest(ctx context.Context, requestID, fp string, ok bool, ttl time.Duration) error
+	// Add adds n units to the counters of generation gen, once per opID; ok
+	// is false when they are missing or of another generation.
+	Add(ctx context.Context, templateID int64, subKeys int32, n int64, gen, opID string) (ok bool, err error)
 }
 
-// Ticket proves a unit was taken from one sub-key of one counter generation.
+// Ticket proves a unit was taken from one sub-key of one counter
+// generation; ID makes giving it back happen once.
 type Ticket struct {
 	TemplateID int64
 	Sub        int32
 	Generation string
+	ID         string
+}
+
+// Requests marks idempotent requests in flight and done (Redis).
+type Requests interface {
+	// Begin marks requestID as in flight with fingerprint fp for ttl and
+	// returns a token naming this call. When another call holds it (in
+	// flight or done), it returns that call's fingerprint with
+	// started=false. A re-sent Begin of the same call is started.
+	Begin(ctx context.Context, requestID, fp string, ttl time.Duration) (tok string, started bool, heldFP string, err error)
+	// Finish records requestID as done (kept for ttl) or, when ok is
+	// false, forgets the marker tok took so that a retry starts afresh.
+	Finish(ctx context.Context, requestID, fp, tok string, ok bool, ttl time.Duration) error
+}
+
+// Leases are named, expiring locks that keep one replica doing a job.
+type Leases interface {
+	// Lock takes a named lease for ttl; the returned func releases it.
+	Lock(ctx context.Context, name string, ttl time.Duration) (unlock func(), ok bool, err error)
 }

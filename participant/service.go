@@ -101,9 +101,11 @@ func (c Config) withDefaults() (Config, error) {
 
 // Service implements the coupon use cases.
 type Service struct {
-	catalog Catalog
-	coupons Coupons
-	stock   Stock
+	catalog  Catalog
+	coupons  Coupons
+	stock    Stock
+	requests Requests
+	leases   Leases
 	// branches runs the TCC branches; nil when the store does not support them.
 	branches Branches
 	// phones keeps claims by phone number; nil disables them.
@@ -123,6 +125,8 @@ type Deps struct {
 	Catalog  Catalog
 	Coupons  Coupons
 	Stock    Stock
+	Requests Requests
+	Leases   Leases
 	Branches Branches
 	// Blobs is the shared second level of the template cache.
 	Blobs Blobs
@@ -140,8 +144,9 @@ func NewService(d Deps, cfg Config) (*Service, error) {
 	if err != nil {
 		return nil, err
 	}
-	if d.Catalog == nil || d.Coupons == nil || d.Stock == nil || d.Branches == nil || d.Blobs == nil || d.IDs == nil {
-		return nil, errors.New("participant: catalog, coupons, stock, branches, blobs and ids are required")
+	if d.Catalog == nil || d.Coupons == nil || d.Stock == nil || d.Requests == nil || d.Leases == nil ||
+		d.Branches == nil || d.Blobs == nil || d.IDs == nil {
+		return nil, errors.New("participant: catalog, coupons, stock, requests, leases, branches, blobs and ids are required")
 	}
 	if d.Log == nil {
 		d.Log = slog.New(slog.DiscardHandler)
@@ -150,12 +155,13 @@ func NewService(d Deps, cfg Config) (*Service, error) {
 		d.Now = time.Now
 	}
 	s := &Service{
-		catalog: d.Catalog, coupons: d.Coupons, stock: d.Stock, branches: d.Branches, phones: d.Phones, rules: rules.NewCache(4096),
+		catalog: d.Catalog, coupons: d.Coupons, stock: d.Stock, requests: d.Requests, leases: d.Leases,
+		branches: d.Branches, phones: d.Phones, rules: rules.NewCache(4096),
 		ids: d.IDs, cfg: cfg, log: d.Log, now: d.Now,
 	}
 	s.templates = &templateCache{
-		catalog: d.Catalog, blobs: d.Blobs, stock: d.Stock, log: d.Log, now: d.Now,
-		refresh: cfg.TemplateRefresh, redisTTL: cfg.TemplateRedisTTL, m: map[int64]*cached{},
+		catalog: d.Catalog, blobs: d.Blobs, leases: d.Leases, log: d.Log, now: d.Now,
+		refresh: cfg.TemplateRefresh, redisTTL: cfg.TemplateRedisTTL, m: map[int64]*cached{}, epochs: map[int64]uint64{},
 	}
 	return s, nil
 }

@@ -2,10 +2,28 @@ package participant
 
 import (
 	"context"
-	"strings"
 	"time"
+)
 
-	"github.com/opencoupon/coupon/participant/rules"
+// A coupon lock belongs to the DTM global transaction that took it: the
+// coupon row records the gid (and branch) with the lock, written with the
+// barrier in one local transaction. Only that transaction's Confirm can use
+// the coupon and only its Cancel can give it back, so two transactions for
+// one order (an order service retrying under a new gid, or a forged branch
+// call) can never make one coupon discount two payments or free a coupon
+// another transaction has paid with.
+//
+// Compensation never refuses: DTM retries any answer but OK with a
+// doubling, uncapped backoff and stops at the first failing branch, so
+// Confirm and Cancel answer OK for anything that cannot name a lock of
+// their transaction, and Unavailable only for transient faults.
+
+// Ledger operations, one ledger row each, written with the coupon change.
+const (
+	OpLock    = "LOCK"
+	OpConsume = "CONSUME"
+	OpRelease = "RELEASE"
+	OpReturn  = "RETURN"
 )
 
 // Branch identifies one call of a DTM branch; the store writes DTM's
@@ -18,13 +36,28 @@ type Branch struct {
 	Op        string
 }
 
-// Reservation is what a successful Try decided: the coupon is locked for
-// the order with this discount, and counts against these daily limits.
-type Reservation struct {
-	OrderNo  string
-	Discount int64
-	Day      time.Time
-	Limits   []DailyLimit
+// maxGIDLen bounds gids and branch IDs (the barrier and coupon columns).
+const maxGIDLen = 128
+
+// validate refuses calls without barrier metadata: they did not come
+// through DTM, and without a gid there is no lock holder to check.
+func (br Branch) validate() error {
+	if br.GID == "" || br.BranchID == "" || br.Op == "" {
+		return Errorf(EINVALID, ReasonMissingBarrier, "DTM branch metadata (gid, branch_id, op) is required")
+	}
+	return nil
+}
+
+// fits reports whether the gid and branch ID fit their columns; a Try that
+// does not fit is refused, so no lock can exist for such a transaction.
+func (br Branch) fits() error {
+	if len(br.GID) > maxGIDLen {
+		return Invalid("dtm-gid", "is longer than %d bytes", maxGIDLen)
+	}
+	if len(br.BranchID) > maxGIDLen {
+		return Invalid("dtm-branch_id", "is longer than %d bytes", maxGIDLen)
+	}
+	return nil
 }
 
 // DailyLimit caps coupon uses per user per UTC day, for one template or,
@@ -35,22 +68,70 @@ type DailyLimit struct {
 	Limit      int32
 }
 
-// Branches runs the TCC branches on the coupon records.
+// Change is what a branch decided to do to a coupon. The store writes it,
+// the daily-use counts and one ledger row per op in the branch's
+// transaction.
+type Change struct {
+	Status   CouponStatus
+	OrderNo  string
+	Discount int64
+	// GID and BranchID name the transaction holding the coupon while
+	// LOCKED and the one that used it once USED; empty otherwise.
+	GID, BranchID string
+	// LockedAt and UsedAt are written as they are; zero clears them.
+	LockedAt, UsedAt time.Time
+	// Ledger are the ledger rows to append, in order.
+	Ledger []Entry
+	// CountUse counts one use against each of these limits on At's UTC
+	// day; a count past its limit refuses the change with
+	// DAILY_USE_LIMIT_REACHED.
+	CountUse []DailyLimit
+	// GiveBackUse gives back the use counted on the UTC day the coupon was
+	// locked.
+	GiveBackUse bool
+	// Return, when set, records the return of a used coupon; a request ID
+	// recorded before fails the change with ErrDuplicateRequest.
+	Return *ReturnRecord
+	At     time.Time
+}
+
+// Entry is one ledger row of a change: what happened to the coupon for
+// which order, with which discount.
+type Entry struct {
+	Op       string
+	OrderNo  string
+	Discount int64
+}
+
+// Decide looks at the coupon as the branch's transaction locked it and
+// returns the change to make, nil for none, or an error that rolls the
+// transaction (barrier included) back.
+type Decide func(c *Coupon) (*Change, error)
+
+// Outcome is what a branch found and left.
+type Outcome struct {
+	// Coupon is as the branch left it.
+	Coupon *Coupon
+	// Skipped: the barrier skipped the branch (a duplicate, null
+	// compensation or a Try after its Cancel); decide was not called and
+	// Coupon is read as it stands.
+	Skipped bool
+	// Changed: decide returned a change and it was written.
+	Changed bool
+}
+
+// Branches runs DTM branches on the coupon records.
 type Branches interface {
-	// Lock locks the user's coupon row and asks decide whether and how to
-	// reserve it, then writes the reservation, the daily-use counts and a
-	// LOCK ledger row, all with the barrier in one transaction. On a barrier
-	// skip (duplicate, or a Try after its Cancel) decide is not called and
-	// the coupon is returned as it stands.
-	Lock(ctx context.Context, br Branch, userID int64, code string, decide func(c *Coupon) (Reservation, error)) (*Coupon, error)
-	// Consume moves the coupon LOCKED by orderNo to USED.
-	Consume(ctx context.Context, br Branch, userID int64, code, orderNo string, now time.Time) (*Coupon, error)
-	// Release moves the coupon LOCKED by orderNo back to AVAILABLE (EXPIRED
-	// when past expiry) and gives back the daily-use counts.
-	Release(ctx context.Context, br Branch, userID int64, code, orderNo string, now time.Time) (*Coupon, error)
+	// Apply writes the barrier for br, locks the user's coupon row, asks
+	// decide what to do and writes that, all in one local transaction on
+	// the user's shard. A coupon the user does not hold is ENOTFOUND.
+	Apply(ctx context.Context, br Branch, userID int64, code string, decide Decide) (Outcome, error)
 	// Owner finds which user holds a code, scanning every shard; for
 	// explaining refusals only.
 	Owner(ctx context.Context, code string) (int64, bool, error)
+	// ReturnRecord reads the return a request ID made in the user's shard
+	// database, whoever's; nil when none.
+	ReturnRecord(ctx context.Context, userID int64, requestID string) (*ReturnRecord, error)
 }
 
 // BranchRequest is the one payload of Try, Confirm and Cancel.
@@ -67,47 +148,64 @@ type BranchResult struct {
 	Payable  int64
 }
 
-func (r BranchRequest) validate(br Branch) error {
-	if br.GID == "" || br.BranchID == "" || br.Op == "" {
-		return Errorf(EINVALID, ReasonMissingBarrier, "DTM branch metadata (gid, branch_id, op) is required")
-	}
+// validate checks a Try's payload.
+func (r BranchRequest) validate() error {
 	if err := checkID("user_id", r.UserID); err != nil {
 		return err
 	}
 	if !ValidCode(r.Code) {
 		return Invalid("coupon_code", "is not a coupon code")
 	}
-	if err := CheckRequestID("order.order_no", r.Order.OrderNo); err != nil {
-		return err
-	}
-	if r.Order.UserID != 0 && r.Order.UserID != r.UserID {
-		return Invalid("order.user_id", "does not match user_id")
-	}
-	if r.Order.Amount <= 0 || r.Order.Amount > MaxOrderAmount {
-		return Invalid("order.amount", "must be in 1..%d minor units", int64(MaxOrderAmount))
-	}
-	for _, it := range r.Order.Items {
-		if it.Amount < 0 || it.Quantity < 0 {
-			return Invalid("order.items", "amounts and quantities must not be negative")
-		}
-	}
-	return nil
+	return checkOrder(r.UserID, r.Order)
 }
+
+// names reports whether the payload can name a coupon at all: Confirm and
+// Cancel of one that cannot have nothing to do.
+func (r BranchRequest) names() bool { return r.UserID > 0 && ValidCode(r.Code) }
 
 func refuse(reason, format string, args ...any) error {
 	return Errorf(EABORTED, reason, format, args...)
 }
 
-// Lock is the TCC Try: it locks the coupon for the order after checking
-// ownership, status, expiry, the template's rules and the daily limits, and
-// returns the discount. Business refusals are EABORTED so DTM rolls back.
+// aborted turns a Try's input refusal into Aborted, DTM's FAILURE, so that
+// every transaction mode rolls back instead of retrying it; reason and
+// field stay.
+func aborted(err error) error {
+	e, ok := err.(*Error)
+	if !ok || e.Code != EINVALID {
+		return err
+	}
+	cp := *e
+	cp.Code = EABORTED
+	return &cp
+}
+
+// holds reports whether the coupon is locked by br's transaction for
+// orderNo. Locks written before the lock recorded its gid match by order.
+func holds(c *Coupon, br Branch, orderNo string) bool {
+	if c.Status != CouponLocked || c.OrderNo != orderNo {
+		return false
+	}
+	return c.LockGID == br.GID || c.LockGID == ""
+}
+
+// Lock is the TCC Try: it locks the coupon for the order and its global
+// transaction after checking ownership, status, expiry, the template's
+// rules and the daily limits, and returns the discount. Every refusal is
+// EABORTED so DTM rolls back, input refusals included.
 func (s *Service) Lock(ctx context.Context, br Branch, r BranchRequest) (BranchResult, error) {
-	if err := r.validate(br); err != nil {
+	if err := br.validate(); err != nil {
 		return BranchResult{}, err
 	}
+	if err := br.fits(); err != nil {
+		return BranchResult{}, aborted(err)
+	}
+	if err := r.validate(); err != nil {
+		return BranchResult{}, aborted(err)
+	}
 	now := s.now().UTC()
-	c, err := s.branches.Lock(ctx, br, r.UserID, r.Code, func(c *Coupon) (Reservation, error) {
-		return s.decide(ctx, c, r, now)
+	out, err := s.branches.Apply(ctx, br, r.UserID, r.Code, func(c *Coupon) (*Change, error) {
+		return s.decideReserve(ctx, br, c, r, now, CouponLocked)
 	})
 	if ErrorCode(err) == ENOTFOUND {
 		if owner, ok, oerr := s.branches.Owner(ctx, r.Code); oerr == nil && ok && owner != r.UserID {
@@ -118,131 +216,204 @@ func (s *Service) Lock(ctx context.Context, br Branch, r BranchRequest) (BranchR
 	if err != nil {
 		return BranchResult{}, err
 	}
-	if c.Status != CouponLocked || c.OrderNo != r.Order.OrderNo {
-		// The barrier skipped the Try: it is a duplicate of one that did not
-		// lock, or it arrived after its Cancel (hanging). Either way the
-		// order does not hold the coupon.
-		return BranchResult{}, refuse(ReasonCouponNotAvailable, "coupon %s is not locked by order %s", r.Code, r.Order.OrderNo)
+	c := out.Coupon
+	if out.Changed {
+		s.counts.locks.Add(1)
+	} else if out.Skipped {
+		// A duplicate of a Try, or one that arrived after its Cancel: it
+		// answers OK only if its transaction holds the coupon for this
+		// order, and only with the discount this order gets.
+		if err := s.checkHeld(ctx, br, c, r, now, CouponLocked); err != nil {
+			return BranchResult{}, err
+		}
 	}
 	return BranchResult{Coupon: c, Discount: c.DiscountAmount, Payable: r.Order.Amount - c.DiscountAmount}, nil
 }
 
-func (s *Service) decide(ctx context.Context, c *Coupon, r BranchRequest, now time.Time) (Reservation, error) {
-	if c.Status == CouponLocked && c.OrderNo == r.Order.OrderNo {
-		return Reservation{}, errAlreadyLocked
+// decideReserve decides a Try (final LOCKED) or a Saga action (final
+// USED) on the locked coupon row.
+func (s *Service) decideReserve(ctx context.Context, br Branch, c *Coupon, r BranchRequest, now time.Time, final CouponStatus) (*Change, error) {
+	if c.Status == final {
+		// Another branch of the same transaction reserved it for this
+		// order: nothing to write, once this order's checks agree.
+		return nil, s.checkHeld(ctx, br, c, r, now, final)
 	}
 	if c.Status == CouponAvailable && !now.Before(c.ExpireAt) || c.Status == CouponExpired {
-		return Reservation{}, refuse(ReasonCouponExpired, "coupon %s expired at %s", c.Code, c.ExpireAt.Format(time.RFC3339))
+		return nil, refuse(ReasonCouponExpired, "coupon %s expired at %s", c.Code, c.ExpireAt.Format(time.RFC3339))
 	}
 	if c.Status != CouponAvailable {
-		return Reservation{}, refuse(ReasonCouponNotAvailable, "coupon %s is %s", c.Code, c.Status)
+		return nil, refuse(ReasonCouponNotAvailable, "coupon %s is %s", c.Code, c.Status)
 	}
-	t, _, err := s.templates.Get(ctx, c.TemplateID)
+	t, d, err := s.quote(ctx, c, r.Order, now)
 	if err != nil {
-		return Reservation{}, err
-	}
-	if now.Before(t.ValidFrom) {
-		return Reservation{}, refuse(ReasonRuleNotMet, "coupon %s is not valid before %s", c.Code, t.ValidFrom.Format(time.RFC3339))
-	}
-	if err := s.checkRules(t, r.Order); err != nil {
-		return Reservation{}, err
-	}
-	d := t.Discount(r.Order.Amount)
-	if d <= 0 {
-		return Reservation{}, refuse(ReasonRuleNotMet, "coupon %s gives no discount on this order", c.Code)
+		return nil, err
 	}
 	// Both counts are always kept, so Cancel gives back exactly what Try
 	// took even if a limit changes in between; limit 0 counts without capping.
-	return Reservation{OrderNo: r.Order.OrderNo, Discount: d, Day: now, Limits: []DailyLimit{
-		{TemplateID: t.ID, Limit: max(t.DailyUseLimit, 0)},
-		{TemplateID: 0, Limit: max(s.cfg.MaxDailyUses, 0)},
-	}}, nil
+	ch := &Change{
+		Status: CouponLocked, OrderNo: r.Order.OrderNo, Discount: d, GID: br.GID, BranchID: br.BranchID,
+		LockedAt: now, Ledger: []Entry{{OpLock, r.Order.OrderNo, d}}, At: now,
+		CountUse: []DailyLimit{
+			{TemplateID: t.ID, Limit: max(t.DailyUseLimit, 0)},
+			{TemplateID: 0, Limit: max(s.cfg.MaxDailyUses, 0)},
+		},
+	}
+	if final == CouponUsed {
+		// A Saga action locks and uses in one step: both ledger rows, so
+		// reconcile reads it like a TCC Try and Confirm.
+		ch.Status, ch.UsedAt = CouponUsed, now
+		ch.Ledger = append(ch.Ledger, Entry{OpConsume, r.Order.OrderNo, d})
+	}
+	return ch, nil
 }
 
-// errAlreadyLocked tells the store the coupon is already locked by this
-// order (a retried Try under a new barrier), so nothing is written.
-var errAlreadyLocked = &Error{Code: EABORTED, Reason: "ALREADY_LOCKED", Message: "already locked by this order"}
-
-// IsAlreadyLocked reports whether decide found the coupon locked by the same order.
-func IsAlreadyLocked(err error) bool { return err == errAlreadyLocked }
-
-// checkRules applies the template's rules to an order.
-func (s *Service) checkRules(t *Template, o Order) error {
-	if o.Amount < t.MinOrderAmount {
-		return refuse(ReasonRuleNotMet, "order amount %d is below the threshold %d", o.Amount, t.MinOrderAmount)
+// checkHeld accepts a Try (or a Saga action) that finds the coupon already
+// reserved only if its own transaction holds it (LOCKED, or USED for a
+// saga) for this order and this order's checks give the reserved discount.
+func (s *Service) checkHeld(ctx context.Context, br Branch, c *Coupon, r BranchRequest, now time.Time, held CouponStatus) error {
+	if c.Status != held || c.LockGID != br.GID || c.OrderNo != r.Order.OrderNo {
+		return refuse(ReasonCouponNotAvailable, "coupon %s is not %s by transaction %s for order %s", c.Code, held, br.GID, r.Order.OrderNo)
 	}
-	if len(t.ProductLines) > 0 {
-		lines := []string{o.ProductLine}
-		if o.ProductLine == "" {
-			lines = lines[:0]
-			for _, it := range o.Items {
-				lines = append(lines, it.ProductLine)
-			}
-		}
-		ok := false
-		for _, l := range lines {
-			ok = ok || t.CoversProductLine(l)
-		}
-		if !ok {
-			return refuse(ReasonRuleNotMet, "product line %q is not covered (%s)", o.ProductLine, strings.Join(t.ProductLines, ", "))
-		}
-	}
-	if strings.TrimSpace(t.UsageRule) == "" {
-		return nil
-	}
-	rule, err := s.rules.Get(t.UsageRule)
+	_, d, err := s.quote(ctx, c, r.Order, now)
 	if err != nil {
-		return refuse(ReasonRuleNotMet, "template %d rule does not compile: %v", t.ID, err)
+		return err
 	}
-	ok, err := rule.Match(ruleOrder(o))
-	if err != nil {
-		return refuse(ReasonRuleNotMet, "rule: %v", err)
-	}
-	if !ok {
-		return refuse(ReasonRuleNotMet, "order does not meet the rule %q", t.UsageRule)
+	if d != c.DiscountAmount {
+		return refuse(ReasonCouponNotAvailable, "coupon %s is locked with discount %d; this order would get %d", c.Code, c.DiscountAmount, d)
 	}
 	return nil
 }
 
-func ruleOrder(o Order) rules.Order {
-	ro := rules.Order{OrderNo: o.OrderNo, UserID: o.UserID, Amount: o.Amount, Currency: o.Currency, ProductLine: o.ProductLine}
-	for _, it := range o.Items {
-		ro.Items = append(ro.Items, rules.Item{SKU: it.SKU, ProductLine: it.ProductLine, Quantity: it.Quantity, Amount: it.Amount})
+// quote checks the coupon's template against the order and returns the
+// discount it gives, refusing (EABORTED) when it gives none.
+func (s *Service) quote(ctx context.Context, c *Coupon, o Order, now time.Time) (*Template, int64, error) {
+	t, _, err := s.templates.Get(ctx, c.TemplateID)
+	if err != nil {
+		return nil, 0, err
 	}
-	return ro
+	if now.Before(t.ValidFrom) {
+		return nil, 0, refuse(ReasonRuleNotMet, "coupon %s is not valid before %s", c.Code, t.ValidFrom.Format(time.RFC3339))
+	}
+	eligible, err := s.checkRules(t, o)
+	if err != nil {
+		return nil, 0, err
+	}
+	d := t.Discount(eligible)
+	if d <= 0 {
+		return nil, 0, refuse(ReasonRuleNotMet, "coupon %s gives no discount on this order", c.Code)
+	}
+	return t, d, nil
 }
 
-// Consume is the TCC Confirm. It never refuses for business reasons.
+// Consume is the TCC Confirm: the coupon locked by its transaction for the
+// order becomes USED. It never refuses. A Confirm that finds no lock of its
+// transaction changes nothing and answers OK — DTM has already committed,
+// so refusing would only wedge the transaction — but it means the order
+// may be paid without its coupon: it is logged at error and counted for
+// alerting, and reconcile reports the order.
 func (s *Service) Consume(ctx context.Context, br Branch, r BranchRequest) (BranchResult, error) {
-	if err := r.validate(br); err != nil {
+	if err := br.validate(); err != nil {
 		return BranchResult{}, err
 	}
-	c, err := s.branches.Consume(ctx, br, r.UserID, r.Code, r.Order.OrderNo, s.now().UTC())
-	return s.branchResult(ctx, "consume", r, c, err)
-}
-
-// Unlock is the TCC Cancel. It never refuses for business reasons.
-func (s *Service) Unlock(ctx context.Context, br Branch, r BranchRequest) (BranchResult, error) {
-	if err := r.validate(br); err != nil {
-		return BranchResult{}, err
+	if !r.names() || br.fits() != nil {
+		s.confirmWithoutLock(ctx, br, r, "the payload names no coupon its transaction could have locked")
+		return BranchResult{}, nil
 	}
-	c, err := s.branches.Release(ctx, br, r.UserID, r.Code, r.Order.OrderNo, s.now().UTC())
-	return s.branchResult(ctx, "unlock", r, c, err)
-}
-
-func (s *Service) branchResult(ctx context.Context, op string, r BranchRequest, c *Coupon, err error) (BranchResult, error) {
+	now := s.now().UTC()
+	noLock := ""
+	out, err := s.branches.Apply(ctx, br, r.UserID, r.Code, func(c *Coupon) (*Change, error) {
+		switch {
+		case holds(c, br, r.Order.OrderNo):
+			ch := &Change{
+				Status: CouponUsed, OrderNo: c.OrderNo, Discount: c.DiscountAmount, GID: br.GID, BranchID: br.BranchID,
+				LockedAt: c.LockedAt, UsedAt: now, Ledger: []Entry{{OpConsume, c.OrderNo, c.DiscountAmount}}, At: now,
+			}
+			if faultConfirmSkipsLedger() {
+				ch.Ledger = nil
+			}
+			return ch, nil
+		case c.Status == CouponUsed && c.LockGID == br.GID && c.OrderNo == r.Order.OrderNo:
+			return nil, nil // another branch of this transaction used it
+		}
+		noLock = "coupon is " + c.Status.String() + " for order " + c.OrderNo + " of transaction " + c.LockGID
+		return nil, nil
+	})
 	if ErrorCode(err) == ENOTFOUND {
-		// Confirm and Cancel must succeed: a coupon that is not the user's
-		// was never locked by this order, so there is nothing to do.
-		s.log.WarnContext(ctx, op+" of an unknown coupon", "code", r.Code, "user_id", r.UserID, "order_no", r.Order.OrderNo)
+		s.confirmWithoutLock(ctx, br, r, "the user holds no such coupon")
 		return BranchResult{}, nil
 	}
 	if err != nil {
-		if ErrorCode(err) != EUNAVAILABLE {
-			err = Unavailable(op+" coupon", err)
-		}
+		return BranchResult{}, transient("consume coupon", err)
+	}
+	if noLock != "" {
+		s.confirmWithoutLock(ctx, br, r, noLock)
+	}
+	if out.Changed {
+		s.counts.consumes.Add(1)
+	}
+	return s.branchResult(out.Coupon, r), nil
+}
+
+func (s *Service) confirmWithoutLock(ctx context.Context, br Branch, r BranchRequest, why string) {
+	s.counts.confirmWithoutLock.Add(1)
+	s.log.ErrorContext(ctx, "confirm found no lock of its transaction; the order may be paid without its coupon",
+		"gid", br.GID, "branch_id", br.BranchID, "order_no", r.Order.OrderNo, "user_id", r.UserID, "code", r.Code, "why", why)
+}
+
+// Unlock is the TCC Cancel: the coupon locked by its transaction for the
+// order goes back to AVAILABLE (EXPIRED when past expiry) and the daily
+// uses it counted are given back. A lock of another transaction is left
+// alone; it never refuses.
+func (s *Service) Unlock(ctx context.Context, br Branch, r BranchRequest) (BranchResult, error) {
+	if err := br.validate(); err != nil {
 		return BranchResult{}, err
 	}
+	if !r.names() || br.fits() != nil {
+		s.log.WarnContext(ctx, "cancel of a payload that names no coupon its transaction could have locked", "gid", br.GID, "order_no", r.Order.OrderNo)
+		return BranchResult{}, nil
+	}
+	now := s.now().UTC()
+	out, err := s.branches.Apply(ctx, br, r.UserID, r.Code, func(c *Coupon) (*Change, error) {
+		if !holds(c, br, r.Order.OrderNo) && !(faultCancelIgnoresGID() && c.Status == CouponLocked) {
+			s.log.WarnContext(ctx, "cancel found no lock of its transaction; nothing to release",
+				"gid", br.GID, "order_no", r.Order.OrderNo, "code", c.Code, "status", c.Status.String(), "holder", c.LockGID)
+			return nil, nil
+		}
+		return releaseChange(c, now), nil
+	})
+	if ErrorCode(err) == ENOTFOUND {
+		s.log.WarnContext(ctx, "cancel of an unknown coupon", "gid", br.GID, "code", r.Code, "user_id", r.UserID, "order_no", r.Order.OrderNo)
+		return BranchResult{}, nil
+	}
+	if err != nil {
+		return BranchResult{}, transient("unlock coupon", err)
+	}
+	if out.Changed {
+		s.counts.releases.Add(1)
+	}
+	return s.branchResult(out.Coupon, r), nil
+}
+
+// releaseChange gives a locked coupon back: AVAILABLE, or EXPIRED when
+// past its expiry, with the daily use it counted.
+func releaseChange(c *Coupon, now time.Time) *Change {
+	next := CouponAvailable
+	if !now.Before(c.ExpireAt) {
+		next = CouponExpired
+	}
+	return &Change{Status: next, Ledger: []Entry{{OpRelease, c.OrderNo, c.DiscountAmount}}, GiveBackUse: true, At: now}
+}
+
+// transient makes any failure of a compensation Unavailable: DTM must
+// retry it, never give up on it.
+func transient(what string, err error) error {
+	if ErrorCode(err) == EUNAVAILABLE {
+		return err
+	}
+	return Unavailable(what, err)
+}
+
+func (s *Service) branchResult(c *Coupon, r BranchRequest) BranchResult {
 	c.Status = c.EffectiveStatus(s.now())
-	return BranchResult{Coupon: c, Discount: c.DiscountAmount, Payable: r.Order.Amount - c.DiscountAmount}, nil
+	return BranchResult{Coupon: c, Discount: c.DiscountAmount, Payable: r.Order.Amount - c.DiscountAmount}
 }

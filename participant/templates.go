@@ -11,10 +11,16 @@ import (
 )
 
 // Blobs is a shared cache of opaque values (Redis), the second level of the
-// template cache.
+// template cache. Each value has a stamp that every invalidation renews; a
+// value is stored only under the stamp its reader saw before reading the
+// source, so a slow reload can never overwrite a newer change.
 type Blobs interface {
 	GetBlob(ctx context.Context, key string) ([]byte, bool, error)
-	PutBlob(ctx context.Context, key string, v []byte, ttl time.Duration) error
+	// Stamp is the value's current stamp ("" when none).
+	Stamp(ctx context.Context, key string) (string, error)
+	// PutBlob stores v for ttl if the value's stamp is still stamp.
+	PutBlob(ctx context.Context, key string, v []byte, ttl time.Duration, stamp string) (stored bool, err error)
+	// DelBlobs drops values and renews their stamps.
 	DelBlobs(ctx context.Context, keys ...string) error
 }
 
@@ -25,10 +31,17 @@ type Blobs interface {
 // Reloads read Redis first; on a Redis miss one replica refills it from
 // MySQL under a lease while the others wait briefly, so replicas do not
 // stampede the database. When Redis fails, cached entries keep serving.
+//
+// Neither level can be left holding a version older than a change that
+// invalidated it: a reload stores its result in memory only if no
+// invalidation of that template happened on this replica since it began
+// (epochs), and in Redis only under the stamp it read before reading MySQL
+// (Blobs). Staleness is therefore bounded by the refresh interval, or by
+// the Redis TTL when an invalidation could not reach Redis.
 type templateCache struct {
 	catalog Catalog
 	blobs   Blobs
-	stock   Stock // for the fill lease
+	leases  Leases // for the fill lease
 	log     interface {
 		WarnContext(context.Context, string, ...any)
 	}
@@ -36,8 +49,9 @@ type templateCache struct {
 	redisTTL time.Duration
 	now      func() time.Time
 
-	mu sync.RWMutex
-	m  map[int64]*cached
+	mu     sync.RWMutex
+	m      map[int64]*cached
+	epochs map[int64]uint64 // invalidations per template on this replica
 
 	hits, misses atomic.Int64
 }
@@ -50,6 +64,20 @@ type cached struct {
 }
 
 func (c *templateCache) key(id int64) string { return "tpl:" + strconv.FormatInt(id, 10) }
+
+func (c *templateCache) epoch(id int64) uint64 {
+	c.mu.RLock()
+	defer c.mu.RUnlock()
+	return c.epochs[id]
+}
+
+// store keeps e unless the template was invalidated since epoch was read.
+// c.mu is held.
+func (c *templateCache) store(id int64, e *cached, epoch uint64) {
+	if c.epochs[id] == epoch {
+		c.m[id] = e
+	}
+}
 
 // Get returns the template and its campaign. Callers must not modify them.
 func (c *templateCache) Get(ctx context.Context, id int64) (*Template, *Campaign, error) {
@@ -64,12 +92,13 @@ func (c *templateCache) Get(ctx context.Context, id int64) (*Template, *Campaign
 		return e.Template, e.Campaign, nil
 	}
 	c.misses.Add(1)
+	epoch := c.epoch(id)
 	e, err := c.load(ctx, id)
 	if err != nil {
 		return nil, nil, err
 	}
 	c.mu.Lock()
-	c.m[id] = e
+	c.store(id, e, epoch)
 	c.mu.Unlock()
 	return e.Template, e.Campaign, nil
 }
@@ -82,6 +111,7 @@ func (c *templateCache) reloadAsync(id int64) {
 		return
 	}
 	e.reloading = true
+	epoch := c.epochs[id]
 	c.mu.Unlock()
 	go func() {
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
@@ -98,7 +128,7 @@ func (c *templateCache) reloadAsync(id int64) {
 			c.log.WarnContext(ctx, "reload template", "template_id", id, "err", err)
 			return
 		}
-		c.m[id] = fresh
+		c.store(id, fresh, epoch)
 	}()
 }
 
@@ -107,7 +137,7 @@ func (c *templateCache) load(ctx context.Context, id int64) (*cached, error) {
 	if e, ok := c.fromRedis(ctx, id); ok {
 		return e, nil
 	}
-	unlock, leased, err := c.stock.Lock(ctx, "tplfill:"+strconv.FormatInt(id, 10), 5*time.Second)
+	unlock, leased, err := c.leases.Lock(ctx, "tplfill:"+strconv.FormatInt(id, 10), 5*time.Second)
 	if err == nil && !leased {
 		// Another replica is filling Redis: wait for it a little.
 		for range 10 {
@@ -122,6 +152,9 @@ func (c *templateCache) load(ctx context.Context, id int64) (*cached, error) {
 	if leased {
 		defer unlock()
 	}
+	// The stamp is read before MySQL: an invalidation after this point
+	// renews it, and the stale result below is then not stored.
+	stamp, serr := c.blobs.Stamp(ctx, c.key(id))
 	t, err := c.catalog.GetTemplate(ctx, id)
 	if err != nil {
 		return nil, err
@@ -131,8 +164,12 @@ func (c *templateCache) load(ctx context.Context, id int64) (*cached, error) {
 		return nil, err
 	}
 	e := &cached{Template: t, Campaign: camp, loaded: c.now()}
+	if serr != nil {
+		c.log.WarnContext(ctx, "read template cache stamp", "template_id", id, "err", serr)
+		return e, nil
+	}
 	if b, err := json.Marshal(e); err == nil {
-		if err := c.blobs.PutBlob(ctx, c.key(id), b, c.redisTTL); err != nil {
+		if _, err := c.blobs.PutBlob(ctx, c.key(id), b, c.redisTTL, stamp); err != nil {
 			c.log.WarnContext(ctx, "cache template in redis", "template_id", id, "err", err)
 		}
 	}
@@ -159,6 +196,7 @@ func (c *templateCache) invalidate(ctx context.Context, ids ...int64) {
 	c.mu.Lock()
 	for i, id := range ids {
 		delete(c.m, id)
+		c.epochs[id]++
 		keys[i] = c.key(id)
 	}
 	c.mu.Unlock()

@@ -83,6 +83,9 @@ func TestJobThroughState(t *testing.T) {
 	if err != nil || len(rest) != 1 || last != "" || rest[0].Date != "2026-03-10" || rest[0].Totals[reconcile.ClassOrphanLock].Count != 1 || rest[0].Open != res.Open {
 		t.Fatalf("second page = %+v, %q, %v; want the first run alone", rest, last, err)
 	}
+	if ps, err := reconcile.RunPending(context.Background(), db, runs[1].ID); err != nil || len(ps) != len(want.Pending) {
+		t.Errorf("RunPending of day 1 = %d orders, %v; want %d", len(ps), err, len(want.Pending))
+	}
 	got, err := reconcile.GetRun(context.Background(), db, runs[0].ID)
 	if err != nil || got.Status != reconcile.RunDone || got.ReportPath != filepath.Join(j2.Out, reconcile.FileReport) || got.MoneyAtRisk != res2.MoneyAtRisk {
 		t.Errorf("GetRun = %+v, %v", got, err)

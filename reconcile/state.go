@@ -321,24 +321,33 @@ func PreviousPending(ctx context.Context, db *sql.DB, date, sourceKey string) ([
 	if err != nil {
 		return nil, 0, fmt.Errorf("previous run: %w", err)
 	}
+	out, err := RunPending(ctx, db, runID)
+	if err != nil {
+		return nil, 0, err
+	}
+	return out, runID, nil
+}
+
+// RunPending returns the orders a run left pending, by order number.
+func RunPending(ctx context.Context, db *sql.DB, runID int64) ([]Pending, error) {
 	rows, err := db.QueryContext(ctx, `SELECT body FROM reconcile_pending WHERE run_id = ? ORDER BY order_no`, runID)
 	if err != nil {
-		return nil, 0, fmt.Errorf("previous pending: %w", err)
+		return nil, fmt.Errorf("pending of run %d: %w", runID, err)
 	}
 	defer rows.Close()
 	var out []Pending
 	for rows.Next() {
 		var body string
 		if err := rows.Scan(&body); err != nil {
-			return nil, 0, fmt.Errorf("previous pending: %w", err)
+			return nil, fmt.Errorf("pending of run %d: %w", runID, err)
 		}
 		p, err := ParsePending([]byte(body))
 		if err != nil {
-			return nil, 0, fmt.Errorf("previous pending of run %d: %w", runID, err)
+			return nil, fmt.Errorf("pending of run %d: %w", runID, err)
 		}
 		out = append(out, p)
 	}
-	return out, runID, rows.Err()
+	return out, rows.Err()
 }
 
 // ParsePending reads one line of pending.jsonl, checking its statuses.

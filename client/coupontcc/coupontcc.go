@@ -1,15 +1,17 @@
 // Package coupontcc enlists a coupon in an order service's DTM TCC global
 // transaction: one call registers the coupon service's Lock, Consume and
 // Unlock as the branch's Try, Confirm and Cancel, runs the Try and returns the
-// discount. It links only the DTM client and the coupon API.
+// discount. It links only the DTM client, the coupon API and the service's
+// dependency-free shape checks (participant/shape).
 package coupontcc
 
 import (
 	"context"
-	"errors"
 	"fmt"
 
 	"github.com/dtm-labs/client/dtmgrpc"
+
+	"github.com/opencoupon/coupon/participant/shape"
 	couponv1 "github.com/opencoupon/coupon/proto/coupon/v1"
 	"google.golang.org/genproto/googleapis/rpc/errdetails"
 	"google.golang.org/grpc/codes"
@@ -27,11 +29,16 @@ import (
 // tells its reason. The caller returns any error from its TCC function so DTM
 // rolls the transaction back.
 //
+// A request the coupon service would refuse for its shape (no user, a
+// malformed code, a missing or malformed order) is refused here, before the
+// branch is registered, with an error wrapping *shape.FieldError: DTM never
+// holds a branch whose payload names no coupon.
+//
 // ctx bounds the Try call. Like TccGrpc.CallBranch, Enlist must not be called
 // concurrently on one tcc.
 func Enlist(ctx context.Context, tcc *dtmgrpc.TccGrpc, couponTarget string, req *couponv1.CouponBranchRequest) (*couponv1.CouponBranchResponse, error) {
-	if req.GetCouponCode() == "" || req.GetOrder().GetOrderNo() == "" || req.GetUserId() == 0 {
-		return nil, errors.New("enlist coupon: user_id, coupon_code and order.order_no are required")
+	if err := Check(req); err != nil {
+		return nil, fmt.Errorf("enlist coupon: %w", err)
 	}
 	// CallBranch runs the Try under tcc.Context, which the caller set up for
 	// the whole transaction; ctx narrows it for this call only.
@@ -49,6 +56,29 @@ func Enlist(ctx context.Context, tcc *dtmgrpc.TccGrpc, couponTarget string, req 
 		return nil, fmt.Errorf("lock coupon %s: %w", req.GetCouponCode(), err)
 	}
 	return resp, nil
+}
+
+// Check runs the coupon service's own shape checks on a branch request and
+// returns the first *shape.FieldError found, or nil.
+func Check(req *couponv1.CouponBranchRequest) error {
+	if req.GetUserId() <= 0 {
+		return &shape.FieldError{Field: "user_id", Message: "must be a positive id"}
+	}
+	if !shape.Code(req.GetCouponCode()) {
+		return &shape.FieldError{Field: "coupon_code", Message: "is not a coupon code"}
+	}
+	if req.GetOrder() == nil {
+		return &shape.FieldError{Field: "order", Message: "is required"}
+	}
+	o := req.GetOrder()
+	order := shape.Order{OrderNo: o.GetOrderNo(), UserID: o.GetUserId(), Amount: o.GetAmount(), Currency: o.GetCurrency(), ProductLine: o.GetProductLine()}
+	for _, it := range o.GetItems() {
+		order.Items = append(order.Items, shape.Item{SKU: it.GetSku(), ProductLine: it.GetProductLine(), Quantity: it.GetQuantity(), Amount: it.GetAmount()})
+	}
+	if fe := shape.CheckOrder(req.GetUserId(), order); fe != nil {
+		return fe
+	}
+	return nil
 }
 
 // Refusal reports whether err is a TCC Try refusing its branch (a gRPC

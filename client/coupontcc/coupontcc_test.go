@@ -12,6 +12,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/opencoupon/coupon/client/coupontcc"
+	"github.com/opencoupon/coupon/participant/shape"
 	couponv1 "github.com/opencoupon/coupon/proto/coupon/v1"
 )
 
@@ -49,14 +50,36 @@ func TestRefusal(t *testing.T) {
 func TestEnlistRejectsIncompleteRequests(t *testing.T) {
 	// No DTM server is needed: a bad request never reaches the network.
 	tcc := &dtmgrpc.TccGrpc{}
-	for _, req := range []*couponv1.CouponBranchRequest{
-		{},
-		{UserId: 1, CouponCode: "C"},
-		{UserId: 1, Order: &couponv1.Order{OrderNo: "o"}},
-		{CouponCode: "C", Order: &couponv1.Order{OrderNo: "o"}},
+	const code = "0AKXPNRD80400DDQ"
+	order := func(mod func(*couponv1.Order)) *couponv1.Order {
+		o := &couponv1.Order{OrderNo: "o-1", UserId: 1, Amount: 6000, Currency: "CNY"}
+		mod(o)
+		return o
+	}
+	for _, tc := range []struct {
+		req   *couponv1.CouponBranchRequest
+		field string
+	}{
+		{&couponv1.CouponBranchRequest{}, "user_id"},
+		{&couponv1.CouponBranchRequest{UserId: 1, CouponCode: "C"}, "coupon_code"},
+		{&couponv1.CouponBranchRequest{UserId: 1, CouponCode: code}, "order"},
+		{&couponv1.CouponBranchRequest{UserId: 1, Order: &couponv1.Order{OrderNo: "o"}}, "coupon_code"},
+		{&couponv1.CouponBranchRequest{CouponCode: code, Order: &couponv1.Order{OrderNo: "o"}}, "user_id"},
+		{&couponv1.CouponBranchRequest{UserId: 1, CouponCode: code, Order: order(func(o *couponv1.Order) { o.OrderNo = "" })}, "order.order_no"},
+		{&couponv1.CouponBranchRequest{UserId: 1, CouponCode: code, Order: order(func(o *couponv1.Order) { o.Amount = 0 })}, "order.amount"},
+		{&couponv1.CouponBranchRequest{UserId: 1, CouponCode: code, Order: order(func(o *couponv1.Order) { o.UserId = 2 })}, "order.user_id"},
+		{&couponv1.CouponBranchRequest{UserId: 1, CouponCode: code, Order: order(func(o *couponv1.Order) { o.Currency = "cny" })}, "order.currency"},
+		{&couponv1.CouponBranchRequest{UserId: 1, CouponCode: code, Order: order(func(o *couponv1.Order) {
+			o.Items = make([]*couponv1.OrderItem, 201)
+			for i := range o.Items {
+				o.Items[i] = &couponv1.OrderItem{Sku: "s", Quantity: 1, Amount: 1}
+			}
+		})}, "order.items"},
 	} {
-		if _, err := coupontcc.Enlist(context.Background(), tcc, "127.0.0.1:1", req); err == nil {
-			t.Errorf("Enlist(%v) = nil error; want one", req)
+		_, err := coupontcc.Enlist(context.Background(), tcc, "127.0.0.1:1", tc.req)
+		var fe *shape.FieldError
+		if !errors.As(err, &fe) || fe.Field != tc.field {
+			t.Errorf("Enlist(%v) = %v; want a *shape.FieldError for %s", tc.req, err, tc.field)
 		}
 	}
 }

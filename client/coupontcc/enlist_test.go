@@ -93,7 +93,7 @@ func TestEnlist(t *testing.T) {
 			gid := testenv.Unique(t) + string(rune('a'+i))
 			err = dtmgrpc.TccGlobalTransaction2(dtm.GRPCAddr, gid, func(tcc *dtmgrpc.TccGrpc) { tcc.WaitResult = true }, func(tcc *dtmgrpc.TccGrpc) error {
 				resp, err := coupontcc.Enlist(context.Background(), tcc, lis.Addr().String(), &couponv1.CouponBranchRequest{
-					UserId: 1, CouponCode: "C1", Order: &couponv1.Order{OrderNo: gid, UserId: 1, Amount: 6000},
+					UserId: 1, CouponCode: "0AKXPNRD80400DDQ", Order: &couponv1.Order{OrderNo: gid, UserId: 1, Amount: 6000},
 				})
 				if err != nil {
 					return err

@@ -25,11 +25,11 @@ func bench(ctx context.Context, args []string) error {
 	}
 	sort.Strings(names)
 	if len(args) == 0 {
-		return fmt.Errorf("usage: coupon bench <%s> [flags]", strings.Join(names, "|"))
+		return exitCode(2, fmt.Errorf("usage: coupon bench <%s> [flags]", strings.Join(names, "|")))
 	}
 	run, ok := benches[args[0]]
 	if !ok {
-		return fmt.Errorf("unknown benchmark %q (one of %s)", args[0], strings.Join(names, ", "))
+		return exitCode(2, fmt.Errorf("unknown benchmark %q (one of %s)", args[0], strings.Join(names, ", ")))
 	}
 	return run(ctx, args[1:], os.Stdout)
 }

@@ -7,6 +7,8 @@ import (
 	"github.com/spf13/viper"
 
 	"github.com/opencoupon/coupon/internal/app"
+	"github.com/opencoupon/coupon/internal/console"
+	"github.com/opencoupon/coupon/internal/gateway"
 	"github.com/opencoupon/coupon/participant"
 	couponmysql "github.com/opencoupon/coupon/participant/mysql"
 )
@@ -19,6 +21,8 @@ func loadConfig(file string) (app.Config, string, error) {
 	defaults := map[string]any{
 		"grpc.addr":                "127.0.0.1:9090",
 		"ops.addr":                 "127.0.0.1:9091",
+		"http.addr":                "127.0.0.1:9092",
+		"console.dtm_http_addr":    "127.0.0.1:36789",
 		"node_id":                  1,
 		"ratelimit.per_caller_rps": 0,
 		"ratelimit.burst":          1000,
@@ -27,6 +31,8 @@ func loadConfig(file string) (app.Config, string, error) {
 		"mysql.main_dsn":           "root@tcp(127.0.0.1:3306)/coupon_main",
 		"mysql.shard_dsns":         []string{"root@tcp(127.0.0.1:3306)/coupon_shard_0", "root@tcp(127.0.0.1:3306)/coupon_shard_1"},
 		"mysql.tables_per_shard":   8,
+		"mysql.slots":              0,
+		"mysql.slot_map":           []string{},
 		"mysql.max_open_conns":     16,
 		"mysql.max_idle_conns":     16,
 		"redis.addrs":              []string{"127.0.0.1:6379"},
@@ -62,16 +68,27 @@ func loadConfig(file string) (app.Config, string, error) {
 		}
 		return out
 	}
+	var slotMap []couponmysql.SlotRange
+	for _, r := range list("mysql.slot_map") {
+		sr, err := couponmysql.ParseSlotRange(r)
+		if err != nil {
+			return app.Config{}, "", fmt.Errorf("mysql.slot_map: %w", err)
+		}
+		slotMap = append(slotMap, sr)
+	}
 	cfg := app.Config{
 		GRPCAddr:        v.GetString("grpc.addr"),
 		OpsAddr:         v.GetString("ops.addr"),
 		NodeID:          v.GetInt64("node_id"),
 		DefaultDeadline: v.GetDuration("default_deadline"),
 		RateLimit:       app.RateLimit{PerCaller: v.GetFloat64("ratelimit.per_caller_rps"), Burst: v.GetInt("ratelimit.burst")},
+		HTTP:            gateway.Config{Addr: v.GetString("http.addr"), Console: console.Config{DTMHTTPAddr: v.GetString("console.dtm_http_addr")}},
 		MySQL: couponmysql.Config{
 			MainDSN:        v.GetString("mysql.main_dsn"),
 			ShardDSNs:      list("mysql.shard_dsns"),
 			TablesPerShard: v.GetInt("mysql.tables_per_shard"),
+			Slots:          v.GetInt("mysql.slots"),
+			SlotMap:        slotMap,
 			MaxOpenConns:   v.GetInt("mysql.max_open_conns"),
 			MaxIdleConns:   v.GetInt("mysql.max_idle_conns"),
 		},

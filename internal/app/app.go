@@ -27,6 +27,7 @@ import (
 	"google.golang.org/grpc/reflection"
 	"google.golang.org/grpc/status"
 
+	"github.com/opencoupon/coupon/internal/gateway"
 	"github.com/opencoupon/coupon/participant"
 	couponmysql "github.com/opencoupon/coupon/participant/mysql"
 	couponredis "github.com/opencoupon/coupon/participant/redis"
@@ -47,6 +48,9 @@ type Config struct {
 	Service         participant.Config
 	// Now is the service's clock; nil means time.Now. Tests inject one.
 	Now func() time.Time
+
+	// HTTP is the JSON API and console listener (internal/gateway).
+	HTTP gateway.Config
 }
 
 // RedisConfig selects a single Redis (one address) or a Redis Cluster
@@ -65,6 +69,10 @@ func NewRedis(c RedisConfig) goredis.UniversalClient {
 	opts := &goredis.UniversalOptions{
 		Addrs: c.Addrs, Password: c.Password, DB: c.DB, PoolSize: c.PoolSize,
 		DialTimeout: 2 * time.Second, ReadTimeout: time.Second, WriteTimeout: time.Second,
+		// No automatic re-sends: a command whose reply timed out may have
+		// run. The adapter's scripts are idempotent besides (a cluster
+		// client still re-sends on MOVED/ASK and after connection errors).
+		MaxRetries: -1,
 	}
 	if c.Cluster || len(c.Addrs) > 1 {
 		opts.IsClusterMode = true
@@ -78,7 +86,7 @@ type App struct {
 	log     *slog.Logger
 	store   *couponmysql.Store
 	rdb     goredis.UniversalClient
-	stock   *couponredis.Stock
+	redis   *couponredis.Adapter
 	svc     *participant.Service
 	grpc    *grpc.Server
 	health  *health.Server
@@ -89,6 +97,10 @@ type App struct {
 func Open(ctx context.Context, cfg Config, log *slog.Logger) (*App, error) {
 	store, err := couponmysql.Open(ctx, cfg.MySQL)
 	if err != nil {
+		return nil, err
+	}
+	if err := store.VerifyShardMap(ctx); err != nil {
+		store.Close()
 		return nil, err
 	}
 	rdb := NewRedis(cfg.Redis)
@@ -102,18 +114,19 @@ func Open(ctx context.Context, cfg Config, log *slog.Logger) (*App, error) {
 		rdb.Close()
 		return nil, err
 	}
-	stock := couponredis.New(rdb, cfg.Redis.Prefix)
+	r := couponredis.New(rdb, cfg.Redis.Prefix)
 	svc, err := participant.NewService(participant.Deps{
-		Catalog: store, Coupons: store, Branches: store, Phones: store, Stock: stock, Blobs: stock, IDs: ids, Log: log, Now: cfg.Now,
+		Catalog: store, Coupons: store, Branches: store, Phones: store,
+		Stock: r.Stock, Requests: r.Requests, Leases: r.Leases, Blobs: r.Blobs, IDs: ids, Log: log, Now: cfg.Now,
 	}, cfg.Service)
 	if err != nil {
 		store.Close()
 		rdb.Close()
 		return nil, err
 	}
-	a := &App{cfg: cfg, log: log, store: store, rdb: rdb, stock: stock, svc: svc, health: health.NewServer()}
+	a := &App{cfg: cfg, log: log, store: store, rdb: rdb, redis: r, svc: svc, health: health.NewServer()}
 	lim := &limiter{cfg: cfg.RateLimit, m: map[string]*rate.Limiter{}}
-	a.grpc = grpc.NewServer(grpc.ChainUnaryInterceptor(a.recoverer, lim.unary, a.deadline))
+	a.grpc = grpc.NewServer(grpc.ChainUnaryInterceptor(a.recoverer, lim.unary, a.deadline, rpc.UnaryErrors(log)))
 	couponv1.RegisterAdminServiceServer(a.grpc, rpc.NewAdmin(svc, log))
 	couponv1.RegisterCouponServiceServer(a.grpc, rpc.NewCoupons(svc, log))
 	healthpb.RegisterHealthServer(a.grpc, a.health)
@@ -133,7 +146,7 @@ func (a *App) Redis() goredis.UniversalClient { return a.rdb }
 // Close releases the connections.
 func (a *App) Close() error {
 	err := a.store.Close() // drains the claim batches first
-	a.stock.Close()
+	a.redis.Close()
 	return errors.Join(err, a.rdb.Close())
 }
 
@@ -169,6 +182,19 @@ func (a *App) Serve(ctx context.Context) error {
 			lis.Close()
 			return fmt.Errorf("listen ops %s: %w", a.cfg.OpsAddr, err)
 		}
+	}
+	if a.cfg.HTTP.Addr != "" {
+		// The JSON API and the console call the service through its own
+		// gRPC listener, so they pass the same interceptors.
+		web, err := gateway.Start(ctx, a.cfg.HTTP, gateway.Deps{GRPCTarget: lis.Addr().String(), Log: a.log})
+		if err != nil {
+			lis.Close()
+			if ops != nil {
+				ops.Close()
+			}
+			return err
+		}
+		defer web.Close()
 	}
 	return a.ServeListeners(ctx, lis, ops)
 }

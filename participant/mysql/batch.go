@@ -202,24 +202,32 @@ func (s *Store) tryBatch(ctx context.Context, db *sql.DB, jobs []*claimJob) ([]e
 
 // tablePlan is one table's share of a batch.
 type tablePlan struct {
-	table   int
-	suffix  string
-	idx     []int
-	limited []countKey // templates with a per-user limit: locked and read
-	free    []countKey // the others: only added to
+	table     int
+	suffix    string
+	idx       []int
+	limited   []countKey // counts with a per-user limit: locked and read
+	free      []countKey // the others: only added to
+	isLimited map[countKey]bool
 }
 
+// planTable classifies each (user, template) count of the table's share.
+// A count is limited — locked and read, then written as an absolute value —
+// when any claim on it has a per-user limit, whatever the others say: the
+// template's limit may change between two claims of one batch, and a count
+// must be written one way or the other, not both.
 func planTable(table int, jobs []*claimJob, idx []int) *tablePlan {
-	p := &tablePlan{table: table, suffix: fmt.Sprintf("%04d", table), idx: idx}
+	p := &tablePlan{table: table, suffix: fmt.Sprintf("%04d", table), idx: idx, isLimited: map[countKey]bool{}}
 	seen := map[countKey]bool{}
 	for _, i := range idx {
 		c := jobs[i].claim.Coupon
 		k := countKey{table, c.UserID, c.TemplateID}
-		if seen[k] {
-			continue
-		}
 		seen[k] = true
 		if jobs[i].claim.PerUserLimit > 0 {
+			p.isLimited[k] = true
+		}
+	}
+	for k := range seen {
+		if p.isLimited[k] {
 			p.limited = append(p.limited, k)
 		} else {
 			p.free = append(p.free, k)
@@ -282,8 +290,10 @@ func (p *tablePlan) decide(jobs []*claimJob, counts map[countKey]int32, results 
 	for _, i := range p.idx {
 		c := jobs[i].claim.Coupon
 		k := countKey{p.table, c.UserID, c.TemplateID}
-		if limit := jobs[i].claim.PerUserLimit; limit > 0 {
-			if counts[k] >= limit {
+		if p.isLimited[k] {
+			// Each claim is decided by its own limit (0: none) on the
+			// count as the batch has it so far.
+			if limit := jobs[i].claim.PerUserLimit; limit > 0 && counts[k] >= limit {
 				results[i] = participant.Errorf(participant.EREFUSED, participant.ReasonUserLimitReached, "per-user limit reached")
 				continue
 			}

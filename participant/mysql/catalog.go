@@ -7,7 +7,6 @@ import (
 	"errors"
 	"fmt"
 	"strconv"
-	"time"
 
 	"github.com/opencoupon/coupon/participant"
 )
@@ -28,34 +27,35 @@ func scanCampaign(r scanner) (*participant.Campaign, error) {
 	return &c, err
 }
 
-// CreateCampaign inserts c, or returns the campaign of an earlier call with
-// the same request ID.
-func (s *Store) CreateCampaign(ctx context.Context, c *participant.Campaign) (bool, error) {
-	res, err := s.main.ExecContext(ctx, `INSERT INTO campaign (request_id, name, description, campaign_type,
+// CreateCampaign inserts c and its audit row, or returns the campaign of
+// an earlier call with the same request ID.
+func (s *Store) CreateCampaign(ctx context.Context, c *participant.Campaign, actor participant.Actor) (bool, error) {
+	err := s.inTx(ctx, s.main, func(tx *sql.Tx) error {
+		res, err := tx.ExecContext(ctx, `INSERT INTO campaign (request_id, name, description, campaign_type,
  status, start_time, end_time, created_by, approved_by, created_at, updated_at) VALUES (?,?,?,?,?,?,?,?,?,?,?)`,
-		nullString(c.RequestID), c.Name, c.Description, c.Type, c.Status, c.StartTime.UTC(), c.EndTime.UTC(),
-		c.CreatedBy, c.ApprovedBy, c.CreatedAt, c.UpdatedAt)
+			nullString(c.RequestID), c.Name, c.Description, c.Type, c.Status, c.StartTime.UTC(), c.EndTime.UTC(),
+			c.CreatedBy, c.ApprovedBy, c.CreatedAt, c.UpdatedAt)
+		if err != nil {
+			return err
+		}
+		if c.ID, err = res.LastInsertId(); err != nil {
+			return err
+		}
+		return writeAudit(ctx, tx, actor, participant.EntityCampaign, c.ID, nil, c, c.CreatedAt)
+	})
 	if _, dup := isDuplicate(err); dup && c.RequestID != "" {
 		prev, err := scanCampaign(s.main.QueryRowContext(ctx, `SELECT `+campaignCols+` FROM campaign WHERE request_id = ?`, c.RequestID))
 		if err != nil {
 			return false, wrap("read campaign by request id", err)
 		}
-		if prev.Name != c.Name || prev.CreatedBy != c.CreatedBy {
-			return false, participant.Errorf(participant.EREFUSED, participant.ReasonRequestIDConflict,
-				"request_id %q created a different campaign", c.RequestID)
-		}
 		*c = *prev
 		return true, nil
 	}
-	if err != nil {
-		return false, wrap("insert campaign", err)
-	}
-	c.ID, err = res.LastInsertId()
 	return false, wrap("insert campaign", err)
 }
 
 // UpdateCampaign runs fn on the locked row and writes the result.
-func (s *Store) UpdateCampaign(ctx context.Context, id int64, fn func(*participant.Campaign) error) (*participant.Campaign, error) {
+func (s *Store) UpdateCampaign(ctx context.Context, id int64, fn func(*participant.Campaign) error, actor participant.Actor) (*participant.Campaign, error) {
 	var c *participant.Campaign
 	err := s.inTx(ctx, s.main, func(tx *sql.Tx) error {
 		var err error
@@ -66,13 +66,16 @@ func (s *Store) UpdateCampaign(ctx context.Context, id int64, fn func(*participa
 		if err != nil {
 			return err
 		}
+		before := *c
 		if err := fn(c); err != nil {
 			return err
 		}
-		_, err = tx.ExecContext(ctx, `UPDATE campaign SET name=?, description=?, campaign_type=?, status=?,
+		if _, err := tx.ExecContext(ctx, `UPDATE campaign SET name=?, description=?, campaign_type=?, status=?,
  start_time=?, end_time=?, approved_by=?, updated_at=? WHERE id=?`,
-			c.Name, c.Description, c.Type, c.Status, c.StartTime.UTC(), c.EndTime.UTC(), c.ApprovedBy, c.UpdatedAt, id)
-		return err
+			c.Name, c.Description, c.Type, c.Status, c.StartTime.UTC(), c.EndTime.UTC(), c.ApprovedBy, c.UpdatedAt, id); err != nil {
+			return err
+		}
+		return writeAudit(ctx, tx, actor, participant.EntityCampaign, id, &before, c, c.UpdatedAt)
 	})
 	if err != nil {
 		return nil, wrap("update campaign", err)
@@ -134,7 +137,7 @@ func (s *Store) ListCampaigns(ctx context.Context, status participant.CampaignSt
 const templateCols = `id, request_id, campaign_id, name, description, logo, coupon_type, discount_amount,
  percent_off, max_discount, min_order_amount, product_lines, usage_rule, total_stock, per_user_limit,
  daily_use_limit, valid_from, valid_until, valid_days_after_claim, status, created_by, approved_by,
- sub_stock_count, version, created_at, updated_at`
+ sub_stock_count, version, created_at, updated_at, returnable`
 
 func scanTemplate(r scanner) (*participant.Template, error) {
 	var t participant.Template
@@ -143,7 +146,7 @@ func scanTemplate(r scanner) (*participant.Template, error) {
 	err := r.Scan(&t.ID, &req, &t.CampaignID, &t.Name, &t.Description, &t.Logo, &t.Type, &t.DiscountAmount,
 		&t.PercentOff, &t.MaxDiscount, &t.MinOrderAmount, &lines, &t.UsageRule, &t.TotalStock, &t.PerUserLimit,
 		&t.DailyUseLimit, &t.ValidFrom, &t.ValidUntil, &t.ValidDaysAfterClaim, &t.Status, &t.CreatedBy, &t.ApprovedBy,
-		&t.SubStockCount, &t.Version, &t.CreatedAt, &t.UpdatedAt)
+		&t.SubStockCount, &t.Version, &t.CreatedAt, &t.UpdatedAt, &t.Returnable)
 	if err != nil {
 		return nil, err
 	}
@@ -164,34 +167,35 @@ func productLines(t *participant.Template) string {
 	return string(b)
 }
 
-// CreateTemplate inserts t, or returns the template of an earlier call with
-// the same request ID.
-func (s *Store) CreateTemplate(ctx context.Context, t *participant.Template) (bool, error) {
-	res, err := s.main.ExecContext(ctx, `INSERT INTO coupon_template (request_id, campaign_id, name, description,
+// CreateTemplate inserts t and its audit row, or returns the template of
+// an earlier call with the same request ID.
+func (s *Store) CreateTemplate(ctx context.Context, t *participant.Template, actor participant.Actor) (bool, error) {
+	err := s.inTx(ctx, s.main, func(tx *sql.Tx) error {
+		res, err := tx.ExecContext(ctx, `INSERT INTO coupon_template (request_id, campaign_id, name, description,
  logo, coupon_type, discount_amount, percent_off, max_discount, min_order_amount, product_lines, usage_rule,
  total_stock, per_user_limit, daily_use_limit, valid_from, valid_until, valid_days_after_claim, status,
- created_by, approved_by, sub_stock_count, version, created_at, updated_at)
- VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)`,
-		nullString(t.RequestID), t.CampaignID, t.Name, t.Description, t.Logo, t.Type, t.DiscountAmount, t.PercentOff,
-		t.MaxDiscount, t.MinOrderAmount, productLines(t), t.UsageRule, t.TotalStock, t.PerUserLimit, t.DailyUseLimit,
-		t.ValidFrom.UTC(), t.ValidUntil.UTC(), t.ValidDaysAfterClaim, t.Status, t.CreatedBy, t.ApprovedBy,
-		t.SubStockCount, t.Version, t.CreatedAt, t.UpdatedAt)
+ created_by, approved_by, sub_stock_count, version, created_at, updated_at, returnable)
+ VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)`,
+			nullString(t.RequestID), t.CampaignID, t.Name, t.Description, t.Logo, t.Type, t.DiscountAmount, t.PercentOff,
+			t.MaxDiscount, t.MinOrderAmount, productLines(t), t.UsageRule, t.TotalStock, t.PerUserLimit, t.DailyUseLimit,
+			t.ValidFrom.UTC(), t.ValidUntil.UTC(), t.ValidDaysAfterClaim, t.Status, t.CreatedBy, t.ApprovedBy,
+			t.SubStockCount, t.Version, t.CreatedAt, t.UpdatedAt, t.Returnable)
+		if err != nil {
+			return err
+		}
+		if t.ID, err = res.LastInsertId(); err != nil {
+			return err
+		}
+		return writeAudit(ctx, tx, actor, participant.EntityTemplate, t.ID, nil, t, t.CreatedAt)
+	})
 	if _, dup := isDuplicate(err); dup && t.RequestID != "" {
 		prev, err := scanTemplate(s.main.QueryRowContext(ctx, `SELECT `+templateCols+` FROM coupon_template WHERE request_id = ?`, t.RequestID))
 		if err != nil {
 			return false, wrap("read template by request id", err)
 		}
-		if prev.CampaignID != t.CampaignID || prev.Name != t.Name || prev.TotalStock != t.TotalStock {
-			return false, participant.Errorf(participant.EREFUSED, participant.ReasonRequestIDConflict,
-				"request_id %q created a different template", t.RequestID)
-		}
 		*t = *prev
 		return true, nil
 	}
-	if err != nil {
-		return false, wrap("insert template", err)
-	}
-	t.ID, err = res.LastInsertId()
 	return false, wrap("insert template", err)
 }
 
@@ -207,26 +211,30 @@ func writeTemplate(ctx context.Context, tx *sql.Tx, t *participant.Template) err
 	_, err := tx.ExecContext(ctx, `UPDATE coupon_template SET name=?, description=?, logo=?, discount_amount=?,
  percent_off=?, max_discount=?, min_order_amount=?, product_lines=?, usage_rule=?, total_stock=?,
  per_user_limit=?, daily_use_limit=?, valid_until=?, status=?, approved_by=?, sub_stock_count=?,
- version=version+1, updated_at=? WHERE id=?`,
+ returnable=?, version=version+1, updated_at=? WHERE id=?`,
 		t.Name, t.Description, t.Logo, t.DiscountAmount, t.PercentOff, t.MaxDiscount, t.MinOrderAmount,
 		productLines(t), t.UsageRule, t.TotalStock, t.PerUserLimit, t.DailyUseLimit, t.ValidUntil.UTC(),
-		t.Status, t.ApprovedBy, t.SubStockCount, t.UpdatedAt, t.ID)
+		t.Status, t.ApprovedBy, t.SubStockCount, t.Returnable, t.UpdatedAt, t.ID)
 	t.Version++
 	return err
 }
 
 // UpdateTemplate runs fn on the locked row and writes the result.
-func (s *Store) UpdateTemplate(ctx context.Context, id int64, fn func(*participant.Template) error) (*participant.Template, error) {
+func (s *Store) UpdateTemplate(ctx context.Context, id int64, fn func(*participant.Template) error, actor participant.Actor) (*participant.Template, error) {
 	var t *participant.Template
 	err := s.inTx(ctx, s.main, func(tx *sql.Tx) error {
 		var err error
 		if t, err = s.lockTemplate(ctx, tx, id); err != nil {
 			return err
 		}
+		before := *t
 		if err := fn(t); err != nil {
 			return err
 		}
-		return writeTemplate(ctx, tx, t)
+		if err := writeTemplate(ctx, tx, t); err != nil {
+			return err
+		}
+		return writeAudit(ctx, tx, actor, participant.EntityTemplate, id, &before, t, t.UpdatedAt)
 	})
 	if err != nil {
 		return nil, wrap("update template", err)
@@ -275,9 +283,11 @@ func (s *Store) ListTemplates(ctx context.Context, campaignID int64, status part
 	return out, next, nil
 }
 
-// AddStock records the top-up and raises the template's total in one
-// transaction; a request ID seen before changes nothing.
-func (s *Store) AddStock(ctx context.Context, op participant.StockOp) (*participant.Template, bool, error) {
+// AddStock locks the template, reads the earlier top-up of the request ID
+// if any, and asks decide; when decide applies the top-up (it changes t),
+// the top-up's record, the template and the audit row are written in the
+// same transaction.
+func (s *Store) AddStock(ctx context.Context, op participant.StockOp, decide func(t *participant.Template, prev *participant.StockOp) (bool, error), actor participant.Actor) (*participant.Template, bool, error) {
 	var (
 		t        *participant.Template
 		replayed bool
@@ -287,36 +297,31 @@ func (s *Store) AddStock(ctx context.Context, op participant.StockOp) (*particip
 		if t, err = s.lockTemplate(ctx, tx, op.TemplateID); err != nil {
 			return err
 		}
-		var prevTemplate, prevAmount int64
-		err = tx.QueryRowContext(ctx, `SELECT template_id, amount FROM stock_op WHERE request_id = ?`, op.RequestID).Scan(&prevTemplate, &prevAmount)
+		var prev *participant.StockOp
+		var p participant.StockOp
+		err = tx.QueryRowContext(ctx, `SELECT request_id, template_id, amount, sub_stock_count, operator FROM stock_op WHERE request_id = ?`,
+			op.RequestID).Scan(&p.RequestID, &p.TemplateID, &p.Amount, &p.SubStockCount, &p.Operator)
 		switch {
 		case err == nil:
-			if prevTemplate != op.TemplateID || prevAmount != op.Amount {
-				return participant.Errorf(participant.EREFUSED, participant.ReasonRequestIDConflict,
-					"request_id %q added other stock", op.RequestID)
-			}
-			replayed = true
-			return nil
+			prev = &p
 		case !errors.Is(err, sql.ErrNoRows):
 			return err
 		}
-		if t.Status == participant.TemplateEnded {
-			return participant.Errorf(participant.EREFUSED, participant.ReasonTemplateNotActive, "template %d has ended", t.ID)
-		}
-		if t.TotalStock+op.Amount > participant.MaxStock {
-			return participant.Invalid("amount", "total stock would exceed %d", int64(participant.MaxStock))
-		}
-		now := time.Now().UTC()
-		if _, err := tx.ExecContext(ctx, `INSERT INTO stock_op (request_id, template_id, amount, sub_stock_count, operator, created_at)
- VALUES (?,?,?,?,?,?)`, op.RequestID, op.TemplateID, op.Amount, op.SubStockCount, op.Operator, now); err != nil {
+		before := stockState{TotalStock: t.TotalStock, SubStockCount: t.SubStockCount}
+		apply, err := decide(t, prev)
+		if err != nil || !apply {
+			replayed = !apply
 			return err
 		}
-		t.TotalStock += op.Amount
-		if op.SubStockCount > 0 {
-			t.SubStockCount = op.SubStockCount
+		if _, err := tx.ExecContext(ctx, `INSERT INTO stock_op (request_id, template_id, amount, sub_stock_count, operator, created_at)
+ VALUES (?,?,?,?,?,?)`, op.RequestID, op.TemplateID, op.Amount, op.SubStockCount, op.Operator, t.UpdatedAt); err != nil {
+			return err
 		}
-		t.UpdatedAt = now
-		return writeTemplate(ctx, tx, t)
+		if err := writeTemplate(ctx, tx, t); err != nil {
+			return err
+		}
+		after := stockState{TotalStock: t.TotalStock, SubStockCount: t.SubStockCount, RequestID: op.RequestID, Added: op.Amount}
+		return writeAudit(ctx, tx, actor, participant.EntityStock, t.ID, &before, &after, t.UpdatedAt)
 	})
 	if _, dup := isDuplicate(err); dup {
 		// A concurrent call with the same request ID won; report its result.

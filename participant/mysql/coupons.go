@@ -15,14 +15,14 @@ import (
 var _ participant.Coupons = (*Store)(nil)
 
 const couponCols = `id, code, template_id, campaign_id, user_id, request_id, status, claimed_at, expire_at,
- order_no, discount_amount, used_at`
+ order_no, discount_amount, used_at, lock_gid, lock_branch, locked_at`
 
 func scanCoupon(r scanner) (*participant.Coupon, error) {
 	var c participant.Coupon
-	var used sql.NullTime
+	var used, locked sql.NullTime
 	err := r.Scan(&c.ID, &c.Code, &c.TemplateID, &c.CampaignID, &c.UserID, &c.RequestID, &c.Status,
-		&c.ClaimedAt, &c.ExpireAt, &c.OrderNo, &c.DiscountAmount, &used)
-	c.UsedAt = used.Time
+		&c.ClaimedAt, &c.ExpireAt, &c.OrderNo, &c.DiscountAmount, &used, &c.LockGID, &c.LockBranch, &locked)
+	c.UsedAt, c.LockedAt = used.Time, locked.Time
 	return &c, err
 }
 
@@ -90,9 +90,15 @@ func (s *Store) one(ctx context.Context, userID int64, where string, arg any, wh
 	return c, wrap(what, err)
 }
 
-// ByRequest finds the coupon a request ID produced.
+// ByRequest finds the coupon a request ID produced in the user's table,
+// whoever's it is (the unique key is per table).
 func (s *Store) ByRequest(ctx context.Context, userID int64, requestID string) (*participant.Coupon, error) {
-	return s.one(ctx, userID, "request_id = ?", requestID, "read coupon by request id")
+	sh := s.ShardOf(userID)
+	c, err := scanCoupon(sh.DB.QueryRowContext(ctx, `SELECT `+couponCols+` FROM coupon_`+sh.Suffix()+` WHERE request_id = ?`, requestID))
+	if errors.Is(err, sql.ErrNoRows) {
+		return nil, notFound("coupon for request", requestID)
+	}
+	return c, wrap("read coupon by request id", err)
 }
 
 // ByCode reads one of the user's coupons by code.
@@ -316,4 +322,32 @@ func (s *Store) Stats(ctx context.Context, templateID int64, now time.Time) (par
 			return nil
 		})
 	return st, wrap("count pending coupons", err)
+}
+
+// Ledger reads the ledger rows of the user's coupons, oldest first, from
+// the user's shard database.
+func (s *Store) Ledger(ctx context.Context, userID int64, ids []int64) ([]participant.LedgerEntry, error) {
+	if len(ids) == 0 {
+		return nil, nil
+	}
+	args := make([]any, len(ids))
+	for i, id := range ids {
+		args[i] = id
+	}
+	rows, err := s.ShardOf(userID).DB.QueryContext(ctx, `SELECT id, op, order_no, gid, branch_id, coupon_id, coupon_code,
+ user_id, template_id, discount_amount, created_at FROM coupon_ledger WHERE coupon_id IN (`+placeholders("?", len(ids))+`) ORDER BY id`, args...)
+	if err != nil {
+		return nil, wrap("read coupon ledger", err)
+	}
+	defer rows.Close()
+	var out []participant.LedgerEntry
+	for rows.Next() {
+		var e participant.LedgerEntry
+		if err := rows.Scan(&e.ID, &e.Op, &e.OrderNo, &e.GID, &e.BranchID, &e.CouponID, &e.CouponCode,
+			&e.UserID, &e.TemplateID, &e.Discount, &e.CreatedAt); err != nil {
+			return nil, wrap("read coupon ledger", err)
+		}
+		out = append(out, e)
+	}
+	return out, wrap("read coupon ledger", rows.Err())
 }

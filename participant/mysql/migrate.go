@@ -19,7 +19,8 @@ import (
 // shard/ to every shard database. It is safe to run again and again: each
 // file is recorded in schema_migrations once applied, and shard files are
 // recorded with their table range, so adding tables re-applies them (their
-// statements are all CREATE ... IF NOT EXISTS).
+// statements are all CREATE ... IF NOT EXISTS). Last it stores the shard
+// map, refusing one that would move a slot holding rows.
 func (s *Store) Migrate(ctx context.Context) error {
 	if err := apply(ctx, s.main, "main", nil); err != nil {
 		return fmt.Errorf("migrate main database: %w", err)
@@ -33,7 +34,7 @@ func (s *Store) Migrate(ctx context.Context) error {
 			return fmt.Errorf("migrate shard %d: %w", i, err)
 		}
 	}
-	return nil
+	return s.saveShardMap(ctx)
 }
 
 func apply(ctx context.Context, db *sql.DB, dir string, tables []string) error {

@@ -19,21 +19,19 @@ var _ participant.Phones = (*Store)(nil)
 // databases as users; a user's bind intents (bind_intent_NNNN) live beside
 // the user's coupons.
 
-const pendingCols = `id, code, template_id, campaign_id, request_id, status, claimed_at, expire_at`
+const pendingCols = `id, code, template_id, campaign_id, request_id, status, claimed_at, expire_at, phone`
 
 func scanPending(r scanner) (*participant.Coupon, error) {
 	var c participant.Coupon
-	err := r.Scan(&c.ID, &c.Code, &c.TemplateID, &c.CampaignID, &c.RequestID, &c.Status, &c.ClaimedAt, &c.ExpireAt)
+	var phone string
+	err := r.Scan(&c.ID, &c.Code, &c.TemplateID, &c.CampaignID, &c.RequestID, &c.Status, &c.ClaimedAt, &c.ExpireAt, &phone)
+	c.Phone = participant.Phone(phone)
 	return &c, err
 }
 
 // PhoneShardOf routes a phone number to its table: a pure function of the
 // normalised number, like TableOf for users.
-func (s *Store) PhoneShardOf(p participant.Phone) Shard {
-	t := TableOf(p.Number(), s.Tables())
-	i := t / s.perShard
-	return Shard{DB: s.shards[i], Index: i, Table: t}
-}
+func (s *Store) PhoneShardOf(p participant.Phone) Shard { return s.shardOfKey(p.Number()) }
 
 // PhoneOwner reads the user the phone is bound to, 0 when none.
 func (s *Store) PhoneOwner(ctx context.Context, p participant.Phone) (int64, error) {
@@ -112,11 +110,12 @@ func (s *Store) InsertPending(ctx context.Context, pc participant.PendingClaim) 
 	return wrap("write pending coupon", err)
 }
 
-// PendingByRequest finds the phone's pending coupon a request ID produced.
+// PendingByRequest finds the pending coupon a request ID produced in the
+// phone's table, whichever phone it is for.
 func (s *Store) PendingByRequest(ctx context.Context, p participant.Phone, requestID string) (*participant.Coupon, error) {
 	sh := s.PhoneShardOf(p)
 	c, err := scanPending(sh.DB.QueryRowContext(ctx, `SELECT `+pendingCols+` FROM pending_coupon_`+sh.Suffix()+
-		` WHERE request_id = ? AND phone = ?`, requestID, p.E164()))
+		` WHERE request_id = ?`, requestID))
 	if errors.Is(err, sql.ErrNoRows) {
 		return nil, notFound("pending coupon for request", requestID)
 	}

@@ -2,10 +2,10 @@
 // catalog (campaigns, templates, stock operations) in one main database and
 // coupon records sharded by user ID over many tables in several databases.
 //
-// The shard map is configuration: Tables tables numbered 0..Tables-1 are
-// spread evenly over the shard databases in order, and a user's table is a
-// pure function of the user ID (see TableOf). Table names carry the global
-// table number, so a table keeps its name if it moves to another database.
+// Users hash to logical slots, slots belong to tables and tables to shard
+// databases (the shard map, shardmap.go, stored in the main database).
+// Table names carry the global table number, so a table keeps its name if
+// it moves to another database.
 package mysql
 
 import (
@@ -28,6 +28,12 @@ type Config struct {
 	ShardDSNs []string
 	// TablesPerShard coupon tables live in every shard database.
 	TablesPerShard int
+	// Slots is the number of logical slots users hash to (DefaultSlots
+	// when 0); it is fixed at the first migrate.
+	Slots int
+	// SlotMap assigns slot ranges to tables; empty means slot s belongs to
+	// table s mod (TablesPerShard × shards). See shardmap.go.
+	SlotMap []SlotRange
 	// Pool sizes per database; MariaDB's default max_connections is 151.
 	MaxOpenConns int
 	MaxIdleConns int
@@ -44,6 +50,7 @@ type Store struct {
 	batchers []*batcher
 	wg       sync.WaitGroup
 	observe  func(size int)
+	smap     shardMap
 }
 
 // Open connects to every database and checks that each answers.
@@ -60,7 +67,11 @@ func Open(ctx context.Context, cfg Config) (*Store, error) {
 	if cfg.MaxIdleConns <= 0 || cfg.MaxIdleConns > cfg.MaxOpenConns {
 		cfg.MaxIdleConns = cfg.MaxOpenConns
 	}
-	s := &Store{perShard: cfg.TablesPerShard, observe: cfg.ObserveBatch}
+	smap, err := configuredMap(cfg)
+	if err != nil {
+		return nil, err
+	}
+	s := &Store{perShard: cfg.TablesPerShard, observe: cfg.ObserveBatch, smap: smap}
 	open := func(dsn string) (*sql.DB, error) {
 		c, err := mysql.ParseDSN(dsn)
 		if err != nil {
@@ -88,7 +99,6 @@ func Open(ctx context.Context, cfg Config) (*Store, error) {
 		}
 		return db, nil
 	}
-	var err error
 	if s.main, err = open(cfg.MainDSN); err != nil {
 		return nil, fmt.Errorf("open main database: %w", err)
 	}
@@ -99,6 +109,14 @@ func Open(ctx context.Context, cfg Config) (*Store, error) {
 			return nil, fmt.Errorf("open shard %d: %w", i, err)
 		}
 		s.shards = append(s.shards, db)
+	}
+	stored, haveStored, err := loadMap(ctx, s.main)
+	if err == nil {
+		err = s.smap.resolve(cfg, stored, haveStored)
+	}
+	if err != nil {
+		s.Close()
+		return nil, fmt.Errorf("shard map: %w", err)
 	}
 	s.startBatchers()
 	return s, nil
@@ -128,16 +146,6 @@ func (s *Store) Main() *sql.DB { return s.main }
 // Tables is the total number of coupon tables.
 func (s *Store) Tables() int { return s.perShard * len(s.shards) }
 
-// TableOf is the global number of the user's coupon table. The user ID is
-// mixed first (splitmix64) so that sequential IDs spread evenly.
-func TableOf(userID int64, tables int) int {
-	z := uint64(userID) + 0x9e3779b97f4a7c15
-	z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9
-	z = (z ^ (z >> 27)) * 0x94d049bb133111eb
-	z ^= z >> 31
-	return int(z % uint64(tables))
-}
-
 // Shard is where one user's coupons live.
 type Shard struct {
 	DB    *sql.DB
@@ -148,12 +156,8 @@ type Shard struct {
 // Suffix is the table-name suffix, e.g. "0007".
 func (sh Shard) Suffix() string { return fmt.Sprintf("%04d", sh.Table) }
 
-// ShardOf routes a user to their shard.
-func (s *Store) ShardOf(userID int64) Shard {
-	t := TableOf(userID, s.Tables())
-	i := t / s.perShard
-	return Shard{DB: s.shards[i], Index: i, Table: t}
-}
+// ShardOf routes a user to their shard through the shard map.
+func (s *Store) ShardOf(userID int64) Shard { return s.shardOfKey(userID) }
 
 // ShardDBs lists the shard databases in order.
 func (s *Store) ShardDBs() []*sql.DB { return s.shards }

@@ -86,12 +86,3 @@ func (p *pipe) do(ctx context.Context, build func(goredis.Pipeliner) goredis.Cmd
 func isNoScript(err error) bool {
 	return err != nil && !errors.Is(err, goredis.Nil) && strings.HasPrefix(err.Error(), "NOSCRIPT")
 }
-
-// evalSha queues a script call; on NOSCRIPT it runs it directly (EVALSHA,
-// then EVAL), which loads it for next time.
-func (s *Stock) evalSha(ctx context.Context, script *goredis.Script, keys []string, args ...any) *goredis.Cmd {
-	cmd := s.pipe.do(ctx,
-		func(pl goredis.Pipeliner) goredis.Cmder { return script.EvalSha(ctx, pl, keys, args...) },
-		func() goredis.Cmder { return script.Run(ctx, s.rdb, keys, args...) })
-	return cmd.(*goredis.Cmd)
-}

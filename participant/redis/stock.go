@@ -1,21 +1,9 @@
-// Package redis keeps the live stock counters and request markers of the
-// coupon service in Redis (a single server or a Redis Cluster).
-//
-// Every script touches one key, so it runs on any cluster node. A
-// template's stock is split over sub-keys whose hash tags differ
-// ({tpl.i}), so one hot template spreads over the cluster's slots. Each
-// sub-key is a hash: n, the units left, and g, the generation written when
-// the counters were (re)built; a unit is given back only to the generation
-// it was taken from, so a rebuild never counts it twice.
 package redis
 
 import (
 	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"errors"
 	"fmt"
-	"strings"
 	"time"
 
 	goredis "github.com/redis/go-redis/v9"
@@ -23,25 +11,27 @@ import (
 	"github.com/opencoupon/coupon/participant"
 )
 
-// Stock implements participant.Stock.
-type Stock struct {
-	rdb    goredis.UniversalClient
-	prefix string
-	pipe   *pipe
-}
+// Stock keeps the live stock counters (participant.Stock). A template's
+// stock is split over sub-keys whose hash tags differ ({tpl.i}), so one hot
+// template spreads over the cluster's slots. Each sub-key is a hash: n, the
+// units left, and g, the generation written when the counters were
+// (re)built; a unit is given back, and a top-up added, only to the
+// generation it was counted against, so a rebuild never counts it twice.
+type Stock struct{ *conn }
 
 var _ participant.Stock = (*Stock)(nil)
 
-// New returns a Stock whose keys all start with prefix (e.g. "coupon:").
-func New(rdb goredis.UniversalClient, prefix string) *Stock {
-	return &Stock{rdb: rdb, prefix: prefix, pipe: newPipe(rdb)}
-}
-
-// Close stops the pipeline workers; no call may be in flight or follow.
-func (s *Stock) Close() { close(s.pipe.ch) }
+// markerTTL keeps the once-only markers of Give and Add for longer than
+// any retry of them can arrive.
+const markerTTL = 10 * time.Minute
 
 func (s *Stock) subKey(templateID int64, i int32) string {
 	return fmt.Sprintf("%sstock:{%d.%d}", s.prefix, templateID, i)
+}
+
+// marker is a once-only key in the sub-key's slot.
+func (s *Stock) marker(templateID int64, i int32, kind, id string) string {
+	return s.subKey(templateID, i) + ":" + kind + ":" + id
 }
 
 func subKeys(k int32) int32 { return max(k, 1) }
@@ -62,9 +52,9 @@ func (s *Stock) Take(ctx context.Context, templateID int64, k int32, hint uint64
 	start := int32(hint % uint64(k))
 	for j := range k {
 		i := (start + j) % k
-		res, err := s.evalSha(ctx, takeScript, []string{s.subKey(templateID, i)}).Slice()
+		res, err := s.script(ctx, takeScript, []string{s.subKey(templateID, i)}).Slice()
 		if err != nil {
-			return participant.Ticket{}, fmt.Errorf("take stock of template %d: %w", templateID, err)
+			return participant.Ticket{}, wrap(fmt.Sprintf("take stock of template %d", templateID), err)
 		}
 		left, _ := res[0].(int64)
 		switch left {
@@ -74,24 +64,24 @@ func (s *Stock) Take(ctx context.Context, templateID int64, k int32, hint uint64
 			continue
 		}
 		gen, _ := res[1].(string)
-		return participant.Ticket{TemplateID: templateID, Sub: i, Generation: gen}, nil
+		return participant.Ticket{TemplateID: templateID, Sub: i, Generation: gen, ID: token()}, nil
 	}
 	return participant.Ticket{}, participant.ErrSoldOut
 }
 
+// giveScript adds the unit back once per ticket, to its own generation.
 var giveScript = goredis.NewScript(`
-if redis.call('HGET', KEYS[1], 'g') == ARGV[1] then
-  return redis.call('HINCRBY', KEYS[1], 'n', ARGV[2])
-end
-return -1
+if redis.call('HGET', KEYS[1], 'g') ~= ARGV[1] then return -1 end
+if not redis.call('SET', KEYS[2], '1', 'NX', 'PX', ARGV[2]) then return -2 end
+return redis.call('HINCRBY', KEYS[1], 'n', 1)
 `)
 
-// Give returns one unit to the sub-key and generation it was taken from.
+// Give returns one unit to the sub-key and generation it was taken from,
+// once: a repeated Give of the same ticket changes nothing.
 func (s *Stock) Give(ctx context.Context, t participant.Ticket) error {
-	if err := s.evalSha(ctx, giveScript, []string{s.subKey(t.TemplateID, t.Sub)}, t.Generation, 1).Err(); err != nil {
-		return fmt.Errorf("give stock of template %d: %w", t.TemplateID, err)
-	}
-	return nil
+	keys := []string{s.subKey(t.TemplateID, t.Sub), s.marker(t.TemplateID, t.Sub, "give", t.ID)}
+	err := s.script(ctx, giveScript, keys, t.Generation, markerTTL.Milliseconds()).Err()
+	return wrap(fmt.Sprintf("give stock of template %d", t.TemplateID), err)
 }
 
 // Remaining sums the sub-keys.
@@ -104,8 +94,9 @@ func (s *Stock) Remaining(ctx context.Context, templateID int64, k int32) (int64
 		}
 		return nil
 	})
+	what := fmt.Sprintf("read stock of template %d", templateID)
 	if err != nil && !errors.Is(err, goredis.Nil) {
-		return 0, false, fmt.Errorf("read stock of template %d: %w", templateID, err)
+		return 0, false, wrap(what, err)
 	}
 	var sum int64
 	for _, c := range cmds {
@@ -114,11 +105,24 @@ func (s *Stock) Remaining(ctx context.Context, templateID int64, k int32) (int64
 			return 0, false, nil
 		}
 		if err != nil {
-			return 0, false, fmt.Errorf("read stock of template %d: %w", templateID, err)
+			return 0, false, wrap(what, err)
 		}
 		sum += max(n, 0)
 	}
 	return sum, true, nil
+}
+
+// Generation reads the generation of the template's counters; ok is false
+// when they are missing.
+func (s *Stock) Generation(ctx context.Context, templateID int64) (string, bool, error) {
+	g, err := s.rdb.HGet(ctx, s.subKey(templateID, 0), "g").Result()
+	if errors.Is(err, goredis.Nil) {
+		return "", false, nil
+	}
+	if err != nil {
+		return "", false, wrap(fmt.Sprintf("read stock generation of template %d", templateID), err)
+	}
+	return g, true, nil
 }
 
 // Reset deletes the template's sub-keys.
@@ -130,10 +134,7 @@ func (s *Stock) Reset(ctx context.Context, templateID int64, k int32) error {
 		}
 		return nil
 	})
-	if err != nil {
-		return fmt.Errorf("reset stock of template %d: %w", templateID, err)
-	}
-	return nil
+	return wrap(fmt.Sprintf("reset stock of template %d", templateID), err)
 }
 
 // Set writes fresh counters of a new generation holding remaining units.
@@ -142,155 +143,49 @@ func (s *Stock) Set(ctx context.Context, templateID int64, k int32, remaining in
 	gen := token()
 	_, err := s.rdb.Pipelined(ctx, func(p goredis.Pipeliner) error {
 		for i := range k {
-			n := remaining / int64(k)
-			if int64(i) < remaining%int64(k) {
-				n++
-			}
-			p.HSet(ctx, s.subKey(templateID, i), "n", n, "g", gen)
+			p.HSet(ctx, s.subKey(templateID, i), "n", share(remaining, k, i), "g", gen)
 		}
 		return nil
 	})
-	if err != nil {
-		return fmt.Errorf("set stock of template %d: %w", templateID, err)
-	}
-	return nil
+	return wrap(fmt.Sprintf("set stock of template %d", templateID), err)
 }
 
+// share is sub-key i's part of n units spread over k sub-keys.
+func share(n int64, k, i int32) int64 {
+	part := n / int64(k)
+	if int64(i) < n%int64(k) {
+		part++
+	}
+	return part
+}
+
+// addScript adds a top-up's share once per operation, and only to the
+// counters of the generation it was counted against.
 var addScript = goredis.NewScript(`
-if redis.call('EXISTS', KEYS[1]) == 1 then
-  return redis.call('HINCRBY', KEYS[1], 'n', ARGV[1])
-end
-return -1
+if redis.call('HGET', KEYS[1], 'g') ~= ARGV[1] then return -1 end
+if not redis.call('SET', KEYS[2], '1', 'NX', 'PX', ARGV[3]) then return -2 end
+return redis.call('HINCRBY', KEYS[1], 'n', ARGV[2])
 `)
 
-// Add spreads n units over existing sub-keys.
-func (s *Stock) Add(ctx context.Context, templateID int64, k int32, n int64) (bool, error) {
+// Add spreads n units over the counters of generation gen, once per opID.
+// ok is false when the counters are missing or of another generation (a
+// rebuild counted the top-up from MySQL, or will).
+func (s *Stock) Add(ctx context.Context, templateID int64, k int32, n int64, gen, opID string) (bool, error) {
 	k = subKeys(k)
 	ok := true
 	for i := range k {
-		part := n / int64(k)
-		if int64(i) < n%int64(k) {
-			part++
-		}
+		part := share(n, k, i)
 		if part == 0 {
 			continue
 		}
-		res, err := addScript.Run(ctx, s.rdb, []string{s.subKey(templateID, i)}, part).Int64()
+		keys := []string{s.subKey(templateID, i), s.marker(templateID, i, "add", opID)}
+		res, err := addScript.Run(ctx, s.rdb, keys, gen, part, markerTTL.Milliseconds()).Int64()
 		if err != nil {
-			return false, fmt.Errorf("add stock to template %d: %w", templateID, err)
+			return false, wrap(fmt.Sprintf("add stock to template %d", templateID), err)
 		}
 		if res == -1 {
 			ok = false
 		}
 	}
 	return ok, nil
-}
-
-var unlockScript = goredis.NewScript(`
-if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
-return 0
-`)
-
-// Lock takes a lease on name for ttl.
-func (s *Stock) Lock(ctx context.Context, name string, ttl time.Duration) (func(), bool, error) {
-	key := s.prefix + "lock:" + name
-	tok := token()
-	ok, err := s.rdb.SetNX(ctx, key, tok, ttl).Result()
-	if err != nil {
-		return nil, false, fmt.Errorf("lock %s: %w", name, err)
-	}
-	if !ok {
-		return nil, false, nil
-	}
-	return func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
-		defer cancel()
-		_ = unlockScript.Run(ctx, s.rdb, []string{key}, tok).Err()
-	}, true, nil
-}
-
-var beginScript = goredis.NewScript(`
-if redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then return '' end
-return redis.call('GET', KEYS[1]) or ''
-`)
-
-func (s *Stock) requestKey(id string) string { return s.prefix + "req:" + id }
-
-// BeginRequest marks a request in flight, or reports who holds it.
-func (s *Stock) BeginRequest(ctx context.Context, requestID, fp string, ttl time.Duration) (bool, string, error) {
-	held, err := s.evalSha(ctx, beginScript, []string{s.requestKey(requestID)}, "P|"+fp, ttl.Milliseconds()).Text()
-	if err != nil {
-		return false, "", fmt.Errorf("begin request %s: %w", requestID, err)
-	}
-	if held == "" {
-		return true, "", nil
-	}
-	_, heldFP, ok := strings.Cut(held, "|") // "P|fp" in flight, "D|fp" done
-	if !ok {
-		return false, held, nil
-	}
-	return false, heldFP, nil
-}
-
-var forgetScript = goredis.NewScript(`
-if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
-return 0
-`)
-
-// FinishRequest records the request's end.
-func (s *Stock) FinishRequest(ctx context.Context, requestID, fp string, ok bool, ttl time.Duration) error {
-	key := s.requestKey(requestID)
-	var err error
-	if ok {
-		err = s.pipe.do(ctx, func(pl goredis.Pipeliner) goredis.Cmder { return pl.Set(ctx, key, "D|"+fp, ttl) }, nil).Err()
-	} else {
-		err = s.evalSha(ctx, forgetScript, []string{key}, "P|"+fp).Err()
-	}
-	if err != nil {
-		return fmt.Errorf("finish request %s: %w", requestID, err)
-	}
-	return nil
-}
-
-func token() string {
-	b := make([]byte, 8)
-	_, _ = rand.Read(b)
-	return hex.EncodeToString(b)
-}
-
-func (s *Stock) blobKey(key string) string { return s.prefix + "cache:" + key }
-
-// GetBlob reads a cached value.
-func (s *Stock) GetBlob(ctx context.Context, key string) ([]byte, bool, error) {
-	b, err := s.rdb.Get(ctx, s.blobKey(key)).Bytes()
-	if errors.Is(err, goredis.Nil) {
-		return nil, false, nil
-	}
-	if err != nil {
-		return nil, false, fmt.Errorf("get %s: %w", key, err)
-	}
-	return b, true, nil
-}
-
-// PutBlob caches a value for ttl.
-func (s *Stock) PutBlob(ctx context.Context, key string, v []byte, ttl time.Duration) error {
-	if err := s.rdb.Set(ctx, s.blobKey(key), v, ttl).Err(); err != nil {
-		return fmt.Errorf("set %s: %w", key, err)
-	}
-	return nil
-}
-
-// DelBlobs drops cached values (one command per key: keys may live on
-// different cluster slots).
-func (s *Stock) DelBlobs(ctx context.Context, keys ...string) error {
-	_, err := s.rdb.Pipelined(ctx, func(p goredis.Pipeliner) error {
-		for _, k := range keys {
-			p.Del(ctx, s.blobKey(k))
-		}
-		return nil
-	})
-	if err != nil {
-		return fmt.Errorf("delete cached values: %w", err)
-	}
-	return nil
 }

@@ -20,8 +20,6 @@ var _ couponv1.AdminServiceServer = (*Admin)(nil)
 // NewAdmin returns the admin server.
 func NewAdmin(svc *participant.Service, log *slog.Logger) *Admin { return &Admin{svc: svc, log: log} }
 
-func (a *Admin) err(ctx context.Context, err error) error { return Status(ctx, a.log, err) }
-
 // CreateCampaign creates an ACTIVE campaign.
 func (a *Admin) CreateCampaign(ctx context.Context, r *couponv1.CreateCampaignRequest) (*couponv1.Campaign, error) {
 	c, err := a.svc.CreateCampaign(ctx, &participant.Campaign{
@@ -29,7 +27,7 @@ func (a *Admin) CreateCampaign(ctx context.Context, r *couponv1.CreateCampaignRe
 		StartTime: tm(r.StartTime), EndTime: tm(r.EndTime), CreatedBy: r.CreatedBy,
 	})
 	if err != nil {
-		return nil, a.err(ctx, err)
+		return nil, err
 	}
 	return campaignPB(c), nil
 }
@@ -41,7 +39,7 @@ func (a *Admin) UpdateCampaign(ctx context.Context, r *couponv1.UpdateCampaignRe
 		StartTime: tm(r.StartTime), EndTime: tm(r.EndTime), UpdatedBy: r.UpdatedBy,
 	})
 	if err != nil {
-		return nil, a.err(ctx, err)
+		return nil, err
 	}
 	return campaignPB(c), nil
 }
@@ -50,7 +48,7 @@ func (a *Admin) UpdateCampaign(ctx context.Context, r *couponv1.UpdateCampaignRe
 func (a *Admin) GetCampaign(ctx context.Context, r *couponv1.GetCampaignRequest) (*couponv1.Campaign, error) {
 	c, err := a.svc.GetCampaign(ctx, r.CampaignId)
 	if err != nil {
-		return nil, a.err(ctx, err)
+		return nil, err
 	}
 	return campaignPB(c), nil
 }
@@ -59,7 +57,7 @@ func (a *Admin) GetCampaign(ctx context.Context, r *couponv1.GetCampaignRequest)
 func (a *Admin) ListCampaigns(ctx context.Context, r *couponv1.ListCampaignsRequest) (*couponv1.ListCampaignsResponse, error) {
 	cs, next, err := a.svc.ListCampaigns(ctx, participant.CampaignStatus(r.Status), participant.Page{Size: int(r.PageSize), After: r.PageToken})
 	if err != nil {
-		return nil, a.err(ctx, err)
+		return nil, err
 	}
 	out := &couponv1.ListCampaignsResponse{NextPageToken: next}
 	for _, c := range cs {
@@ -76,10 +74,10 @@ func (a *Admin) CreateTemplate(ctx context.Context, r *couponv1.CreateTemplateRe
 		MaxDiscount: r.MaxDiscount, MinOrderAmount: r.MinOrderAmount, ProductLines: r.ProductLines,
 		UsageRule: r.UsageRule, TotalStock: r.TotalStock, PerUserLimit: r.PerUserLimit, DailyUseLimit: r.DailyUseLimit,
 		ValidFrom: tm(r.ValidFrom), ValidUntil: tm(r.ValidUntil), ValidDaysAfterClaim: r.ValidDaysAfterClaim,
-		CreatedBy: r.CreatedBy, SubStockCount: r.SubStockCount,
+		CreatedBy: r.CreatedBy, SubStockCount: r.SubStockCount, Returnable: r.Returnable == nil || *r.Returnable,
 	})
 	if err != nil {
-		return nil, a.err(ctx, err)
+		return nil, err
 	}
 	return templatePB(t), nil
 }
@@ -90,10 +88,10 @@ func (a *Admin) UpdateTemplate(ctx context.Context, r *couponv1.UpdateTemplateRe
 		Name: r.Name, Description: r.Description, Logo: r.Logo, UsageRule: r.UsageRule,
 		Status: participant.TemplateStatus(r.Status), PerUserLimit: r.PerUserLimit, DailyUseLimit: r.DailyUseLimit,
 		DiscountAmount: r.DiscountAmount, MaxDiscount: r.MaxDiscount, MinOrderAmount: r.MinOrderAmount,
-		PercentOff: r.PercentOff, ValidUntil: tm(r.ValidUntil), UpdatedBy: r.UpdatedBy,
+		PercentOff: r.PercentOff, ValidUntil: tm(r.ValidUntil), UpdatedBy: r.UpdatedBy, Returnable: r.Returnable,
 	})
 	if err != nil {
-		return nil, a.err(ctx, err)
+		return nil, err
 	}
 	return templatePB(t), nil
 }
@@ -102,7 +100,7 @@ func (a *Admin) UpdateTemplate(ctx context.Context, r *couponv1.UpdateTemplateRe
 func (a *Admin) ApproveTemplate(ctx context.Context, r *couponv1.ApproveTemplateRequest) (*couponv1.CouponTemplate, error) {
 	t, err := a.svc.ApproveTemplate(ctx, r.TemplateId, r.ApprovedBy)
 	if err != nil {
-		return nil, a.err(ctx, err)
+		return nil, err
 	}
 	return templatePB(t), nil
 }
@@ -111,7 +109,7 @@ func (a *Admin) ApproveTemplate(ctx context.Context, r *couponv1.ApproveTemplate
 func (a *Admin) GetTemplate(ctx context.Context, r *couponv1.GetTemplateRequest) (*couponv1.CouponTemplate, error) {
 	t, err := a.svc.GetTemplate(ctx, r.TemplateId)
 	if err != nil {
-		return nil, a.err(ctx, err)
+		return nil, err
 	}
 	return templatePB(t), nil
 }
@@ -120,7 +118,7 @@ func (a *Admin) GetTemplate(ctx context.Context, r *couponv1.GetTemplateRequest)
 func (a *Admin) ListTemplates(ctx context.Context, r *couponv1.ListTemplatesRequest) (*couponv1.ListTemplatesResponse, error) {
 	ts, next, err := a.svc.ListTemplates(ctx, r.CampaignId, participant.TemplateStatus(r.Status), participant.Page{Size: int(r.PageSize), After: r.PageToken})
 	if err != nil {
-		return nil, a.err(ctx, err)
+		return nil, err
 	}
 	out := &couponv1.ListTemplatesResponse{NextPageToken: next}
 	for _, t := range ts {
@@ -135,7 +133,7 @@ func (a *Admin) AddStock(ctx context.Context, r *couponv1.AddStockRequest) (*cou
 		RequestID: r.RequestId, TemplateID: r.TemplateId, Amount: r.Amount, SubStockCount: r.SubStockCount, Operator: r.Operator,
 	})
 	if err != nil {
-		return nil, a.err(ctx, err)
+		return nil, err
 	}
 	return &couponv1.AddStockResponse{
 		TemplateId: res.Template.ID, TotalStock: res.Template.TotalStock, RemainingStock: res.Remaining, Replayed: res.Replayed,
@@ -146,7 +144,7 @@ func (a *Admin) AddStock(ctx context.Context, r *couponv1.AddStockRequest) (*cou
 func (a *Admin) GetTemplateStats(ctx context.Context, r *couponv1.GetTemplateStatsRequest) (*couponv1.TemplateStats, error) {
 	st, err := a.svc.TemplateStats(ctx, r.TemplateId)
 	if err != nil {
-		return nil, a.err(ctx, err)
+		return nil, err
 	}
 	return statsPB(st), nil
 }
@@ -155,7 +153,45 @@ func (a *Admin) GetTemplateStats(ctx context.Context, r *couponv1.GetTemplateSta
 func (a *Admin) ListCoupons(ctx context.Context, r *couponv1.ListCouponsRequest) (*couponv1.ListCouponsResponse, error) {
 	cs, next, err := a.svc.ListTemplateCoupons(ctx, r.TemplateId, participant.CouponStatus(r.Status), participant.Page{Size: int(r.PageSize), After: r.PageToken})
 	if err != nil {
-		return nil, a.err(ctx, err)
+		return nil, err
 	}
 	return &couponv1.ListCouponsResponse{Coupons: couponsPB(cs), NextPageToken: next}, nil
+}
+
+// LookupCoupons finds coupons by code or user, with their ledger history.
+func (a *Admin) LookupCoupons(ctx context.Context, r *couponv1.LookupCouponsRequest) (*couponv1.LookupCouponsResponse, error) {
+	recs, next, err := a.svc.LookupCoupons(ctx, r.CouponCode, r.UserId, participant.Page{Size: int(r.PageSize), After: r.PageToken})
+	if err != nil {
+		return nil, err
+	}
+	out := &couponv1.LookupCouponsResponse{NextPageToken: next}
+	for _, rec := range recs {
+		pb := &couponv1.CouponRecord{Coupon: couponPB(rec.Coupon)}
+		for _, e := range rec.Ledger {
+			pb.Ledger = append(pb.Ledger, &couponv1.LedgerEntry{
+				Id: e.ID, Op: e.Op, OrderNo: e.OrderNo, Gid: e.GID, BranchId: e.BranchID, CouponCode: e.CouponCode,
+				UserId: e.UserID, TemplateId: e.TemplateID, DiscountAmount: e.Discount, CreatedAt: ts(e.CreatedAt),
+			})
+		}
+		out.Records = append(out.Records, pb)
+	}
+	return out, nil
+}
+
+// ListAuditLog reads the audit log, newest first.
+func (a *Admin) ListAuditLog(ctx context.Context, r *couponv1.ListAuditLogRequest) (*couponv1.ListAuditLogResponse, error) {
+	es, next, err := a.svc.ListAuditLog(ctx, participant.AuditFilter{
+		EntityType: r.EntityType, EntityID: r.EntityId, Identity: r.Identity, Since: tm(r.Since), Until: tm(r.Until),
+	}, participant.Page{Size: int(r.PageSize), After: r.PageToken})
+	if err != nil {
+		return nil, err
+	}
+	out := &couponv1.ListAuditLogResponse{NextPageToken: next}
+	for _, e := range es {
+		out.Entries = append(out.Entries, &couponv1.AuditEntry{
+			Id: e.ID, Identity: e.Identity, Method: e.Method, EntityType: e.EntityType, EntityId: e.EntityID,
+			BeforeJson: e.Before, AfterJson: e.After, CreatedAt: ts(e.CreatedAt),
+		})
+	}
+	return out, nil
 }

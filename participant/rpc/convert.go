@@ -40,7 +40,7 @@ func templatePB(t *participant.Template) *couponv1.CouponTemplate {
 		PerUserLimit: t.PerUserLimit, DailyUseLimit: t.DailyUseLimit, ValidFrom: ts(t.ValidFrom),
 		ValidUntil: ts(t.ValidUntil), ValidDaysAfterClaim: t.ValidDaysAfterClaim,
 		Status: couponv1.CouponTemplate_Status(t.Status), CreatedBy: t.CreatedBy, ApprovedBy: t.ApprovedBy,
-		SubStockCount: t.SubStockCount, CreatedAt: ts(t.CreatedAt), UpdatedAt: ts(t.UpdatedAt),
+		SubStockCount: t.SubStockCount, CreatedAt: ts(t.CreatedAt), UpdatedAt: ts(t.UpdatedAt), Returnable: t.Returnable,
 	}
 }
 
@@ -49,7 +49,7 @@ func couponPB(c *participant.Coupon) *couponv1.Coupon {
 		Id: c.ID, Code: c.Code, TemplateId: c.TemplateID, UserId: c.UserID,
 		Status: couponv1.Coupon_Status(c.Status), ClaimedAt: ts(c.ClaimedAt), ExpireAt: ts(c.ExpireAt),
 		OrderNo: c.OrderNo, DiscountAmount: c.DiscountAmount, UsedAt: ts(c.UsedAt),
-		RequestId: c.RequestID, CampaignId: c.CampaignID,
+		RequestId: c.RequestID, CampaignId: c.CampaignID, Gid: c.LockGID,
 	}
 }
 

@@ -24,13 +24,11 @@ func NewCoupons(svc *participant.Service, log *slog.Logger) *Coupons {
 	return &Coupons{svc: svc, log: log}
 }
 
-func (c *Coupons) err(ctx context.Context, err error) error { return Status(ctx, c.log, err) }
-
 // GetCampaign reads a campaign.
 func (c *Coupons) GetCampaign(ctx context.Context, r *couponv1.GetCampaignRequest) (*couponv1.Campaign, error) {
 	x, err := c.svc.GetCampaign(ctx, r.CampaignId)
 	if err != nil {
-		return nil, c.err(ctx, err)
+		return nil, err
 	}
 	return campaignPB(x), nil
 }
@@ -39,7 +37,7 @@ func (c *Coupons) GetCampaign(ctx context.Context, r *couponv1.GetCampaignReques
 func (c *Coupons) GetTemplate(ctx context.Context, r *couponv1.GetTemplateRequest) (*couponv1.CouponTemplate, error) {
 	t, err := c.svc.PublicTemplate(ctx, r.TemplateId)
 	if err != nil {
-		return nil, c.err(ctx, err)
+		return nil, err
 	}
 	return templatePB(t), nil
 }
@@ -48,7 +46,7 @@ func (c *Coupons) GetTemplate(ctx context.Context, r *couponv1.GetTemplateReques
 func (c *Coupons) ClaimCoupon(ctx context.Context, r *couponv1.ClaimCouponRequest) (*couponv1.Coupon, error) {
 	x, err := c.svc.Claim(ctx, participant.ClaimRequest{RequestID: r.RequestId, UserID: r.UserId, TemplateID: r.TemplateId})
 	if err != nil {
-		return nil, c.err(ctx, err)
+		return nil, err
 	}
 	return couponPB(x), nil
 }
@@ -59,7 +57,7 @@ func (c *Coupons) ListUserCoupons(ctx context.Context, r *couponv1.ListUserCoupo
 		participant.CouponFilter{Status: participant.CouponStatus(r.Status), TemplateID: r.TemplateId},
 		participant.Page{Size: int(r.PageSize), After: r.PageToken})
 	if err != nil {
-		return nil, c.err(ctx, err)
+		return nil, err
 	}
 	return &couponv1.ListUserCouponsResponse{Coupons: couponsPB(cs), NextPageToken: next}, nil
 }
@@ -68,7 +66,7 @@ func (c *Coupons) ListUserCoupons(ctx context.Context, r *couponv1.ListUserCoupo
 func (c *Coupons) GetCoupon(ctx context.Context, r *couponv1.GetCouponRequest) (*couponv1.Coupon, error) {
 	x, err := c.svc.GetCoupon(ctx, r.UserId, r.CouponCode, r.CouponId)
 	if err != nil {
-		return nil, c.err(ctx, err)
+		return nil, err
 	}
 	return couponPB(x), nil
 }
@@ -76,11 +74,11 @@ func (c *Coupons) GetCoupon(ctx context.Context, r *couponv1.GetCouponRequest) (
 // ListApplicableCoupons lists the user's coupons that apply to an order, best first.
 func (c *Coupons) ListApplicableCoupons(ctx context.Context, r *couponv1.ListApplicableCouponsRequest) (*couponv1.ListApplicableCouponsResponse, error) {
 	if r.Order == nil {
-		return nil, c.err(ctx, participant.Invalid("order", "is required"))
+		return nil, participant.Invalid("order", "is required")
 	}
 	as, err := c.svc.ApplicableCoupons(ctx, r.UserId, orderFromPB(r.Order))
 	if err != nil {
-		return nil, c.err(ctx, err)
+		return nil, err
 	}
 	out := &couponv1.ListApplicableCouponsResponse{}
 	for _, a := range as {
@@ -89,18 +87,17 @@ func (c *Coupons) ListApplicableCoupons(ctx context.Context, r *couponv1.ListApp
 	return out, nil
 }
 
-// branch reads DTM's barrier metadata; calls without it are refused.
+// branch reads DTM's barrier metadata; calls without it are refused. The
+// payload is passed on as it is: the domain decides what a Try refuses and
+// what a Confirm or Cancel that cannot name a coupon answers (OK).
 func (c *Coupons) branch(ctx context.Context, r *couponv1.CouponBranchRequest) (participant.Branch, participant.BranchRequest, error) {
 	bb, err := dtmgrpc.BarrierFromGrpc(ctx)
 	if err != nil {
 		return participant.Branch{}, participant.BranchRequest{}, participant.Errorf(participant.EINVALID, participant.ReasonMissingBarrier,
 			"DTM barrier metadata (dtm-gid, dtm-branch_id, dtm-op, dtm-trans_type) is required: call through DTM")
 	}
-	if r.Order == nil {
-		return participant.Branch{}, participant.BranchRequest{}, participant.Invalid("order", "is required")
-	}
 	return participant.Branch{TransType: bb.TransType, GID: bb.Gid, BranchID: bb.BranchID, Op: bb.Op},
-		participant.BranchRequest{UserID: r.UserId, Code: r.CouponCode, Order: orderFromPB(r.Order)}, nil
+		participant.BranchRequest{UserID: r.GetUserId(), Code: r.GetCouponCode(), Order: orderFromPB(r.GetOrder())}, nil
 }
 
 type branchFunc func(context.Context, participant.Branch, participant.BranchRequest) (participant.BranchResult, error)
@@ -108,11 +105,11 @@ type branchFunc func(context.Context, participant.Branch, participant.BranchRequ
 func (c *Coupons) runBranch(ctx context.Context, r *couponv1.CouponBranchRequest, fn branchFunc) (*couponv1.CouponBranchResponse, error) {
 	br, req, err := c.branch(ctx, r)
 	if err != nil {
-		return nil, c.err(ctx, err)
+		return nil, err
 	}
 	res, err := fn(ctx, br, req)
 	if err != nil {
-		return nil, c.err(ctx, err)
+		return nil, err
 	}
 	out := &couponv1.CouponBranchResponse{CouponCode: r.CouponCode, DiscountAmount: res.Discount, PayableAmount: res.Payable, OrderNo: req.Order.OrderNo}
 	if res.Coupon != nil {
@@ -134,4 +131,34 @@ func (c *Coupons) ConsumeCoupon(ctx context.Context, r *couponv1.CouponBranchReq
 // UnlockCoupon is the TCC Cancel.
 func (c *Coupons) UnlockCoupon(ctx context.Context, r *couponv1.CouponBranchRequest) (*couponv1.CouponBranchResponse, error) {
 	return c.runBranch(ctx, r, c.svc.Unlock)
+}
+
+// UseCoupon is the Saga action.
+func (c *Coupons) UseCoupon(ctx context.Context, r *couponv1.CouponBranchRequest) (*couponv1.CouponBranchResponse, error) {
+	return c.runBranch(ctx, r, c.svc.Use)
+}
+
+// UseCouponRevert is the Saga compensation.
+func (c *Coupons) UseCouponRevert(ctx context.Context, r *couponv1.CouponBranchRequest) (*couponv1.CouponBranchResponse, error) {
+	return c.runBranch(ctx, r, c.svc.Revert)
+}
+
+// ReturnCoupon gives back a coupon used by a refunded order; with DTM
+// barrier metadata it runs behind the barrier (a 2-phase message's branch).
+func (c *Coupons) ReturnCoupon(ctx context.Context, r *couponv1.ReturnCouponRequest) (*couponv1.ReturnCouponResponse, error) {
+	var br participant.Branch
+	if bb, err := dtmgrpc.BarrierFromGrpc(ctx); err == nil {
+		br = participant.Branch{TransType: bb.TransType, GID: bb.Gid, BranchID: bb.BranchID, Op: bb.Op}
+	}
+	res, err := c.svc.Return(ctx, br, participant.ReturnRequest{
+		RequestID: r.GetRequestId(), UserID: r.GetUserId(), Code: r.GetCouponCode(), OrderNo: r.GetOrderNo(), Reason: r.GetReason(),
+	})
+	if err != nil {
+		return nil, err
+	}
+	out := &couponv1.ReturnCouponResponse{Replayed: res.Replayed}
+	if res.Coupon != nil {
+		out.Coupon = couponPB(res.Coupon)
+	}
+	return out, nil
 }

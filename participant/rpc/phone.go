@@ -12,7 +12,7 @@ import (
 func (c *Coupons) ClaimCouponByPhone(ctx context.Context, r *couponv1.ClaimCouponByPhoneRequest) (*couponv1.Coupon, error) {
 	x, err := c.svc.ClaimByPhone(ctx, participant.PhoneClaimRequest{RequestID: r.RequestId, Phone: r.Phone, TemplateID: r.TemplateId})
 	if err != nil {
-		return nil, c.err(ctx, err)
+		return nil, err
 	}
 	return couponPB(x), nil
 }
@@ -21,7 +21,7 @@ func (c *Coupons) ClaimCouponByPhone(ctx context.Context, r *couponv1.ClaimCoupo
 func (c *Coupons) BindPhone(ctx context.Context, r *couponv1.BindPhoneRequest) (*couponv1.BindPhoneResponse, error) {
 	cs, err := c.svc.BindPhone(ctx, r.UserId, r.Phone)
 	if err != nil {
-		return nil, c.err(ctx, err)
+		return nil, err
 	}
 	return &couponv1.BindPhoneResponse{Coupons: couponsPB(cs)}, nil
 }

@@ -22,7 +22,7 @@ import (
 
 	"github.com/opencoupon/coupon/internal/dtmtest"
 	"github.com/opencoupon/coupon/internal/testenv"
-	couponmysql "github.com/opencoupon/coupon/participant/mysql"
+	"github.com/opencoupon/coupon/participant"
 	couponv1 "github.com/opencoupon/coupon/proto/coupon/v1"
 )
 
@@ -171,7 +171,7 @@ func TestTCCSuccess(t *testing.T) {
 	if got.OrderNo != "order-ok-1" || got.UsedAt == nil || got.DiscountAmount != 500 {
 		t.Fatalf("used coupon = %+v, want order order-ok-1, used_at set, discount 500", got)
 	}
-	if l := e.ledger(t, 11, c.Code); l[couponmysql.OpLock] != 1 || l[couponmysql.OpConsume] != 1 || l[couponmysql.OpRelease] != 0 {
+	if l := e.ledger(t, 11, c.Code); l[participant.OpLock] != 1 || l[participant.OpConsume] != 1 || l[participant.OpRelease] != 0 {
 		t.Fatalf("ledger = %v, want one LOCK and one CONSUME", l)
 	}
 }
@@ -187,7 +187,7 @@ func TestTCCPaymentFailsReleasesCoupon(t *testing.T) {
 	e.waitStatus(t, 12, c.Code, couponv1.Coupon_AVAILABLE)
 	testenv.Eventually(t, 30*time.Second, "RELEASE ledger row", func() bool {
 		l := e.ledger(t, 12, c.Code)
-		return l[couponmysql.OpLock] == 1 && l[couponmysql.OpRelease] == 1
+		return l[participant.OpLock] == 1 && l[participant.OpRelease] == 1
 	})
 	// The released coupon serves the next order.
 	e.pay.failTry.Store(false)
@@ -253,7 +253,7 @@ func TestTCCConfirmRetriedAfterTransientFailure(t *testing.T) {
 	e.waitStatus(t, 14, c.Code, couponv1.Coupon_LOCKED)
 	restore()
 	e.waitStatus(t, 14, c.Code, couponv1.Coupon_USED)
-	if l := e.ledger(t, 14, c.Code); l[couponmysql.OpConsume] != 1 {
+	if l := e.ledger(t, 14, c.Code); l[participant.OpConsume] != 1 {
 		t.Fatalf("ledger = %v, want exactly one CONSUME", l)
 	}
 }
@@ -305,7 +305,7 @@ func TestBranchBarrierCases(t *testing.T) {
 			}
 		}
 		e.waitStatus(t, 23, c.Code, couponv1.Coupon_USED)
-		if l := e.ledger(t, 23, c.Code); l[couponmysql.OpLock] != 1 || l[couponmysql.OpConsume] != 1 {
+		if l := e.ledger(t, 23, c.Code); l[participant.OpLock] != 1 || l[participant.OpConsume] != 1 {
 			t.Fatalf("ledger = %v, want one LOCK and one CONSUME", l)
 		}
 	})
@@ -320,7 +320,7 @@ func TestBranchBarrierCases(t *testing.T) {
 			}
 		}
 		e.waitStatus(t, 24, c.Code, couponv1.Coupon_AVAILABLE)
-		if l := e.ledger(t, 24, c.Code); l[couponmysql.OpLock] != 1 || l[couponmysql.OpRelease] != 1 {
+		if l := e.ledger(t, 24, c.Code); l[participant.OpLock] != 1 || l[participant.OpRelease] != 1 {
 			t.Fatalf("ledger = %v, want one LOCK and one RELEASE", l)
 		}
 	})

@@ -79,7 +79,7 @@ func open(ctx context.Context, o options) (_ *bench, err error) {
 	if err := b.rdb.Ping(ctx).Err(); err != nil {
 		return nil, fmt.Errorf("ping redis %v: %w", o.redis, err)
 	}
-	b.stock = couponredis.New(b.rdb, o.redisPrefix)
+	b.stock = couponredis.New(b.rdb, o.redisPrefix).Stock
 	for range o.conns {
 		conn, err := grpc.NewClient(o.addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
 		if err != nil {

@@ -43,7 +43,7 @@ func (b *bench) couponScenario(ctx context.Context, name, short string, base int
 	}
 	// The stock went to the inserted coupons, as if claimed: the stock
 	// audit would otherwise find the counters over-credited.
-	if err := couponredis.New(b.coupon.Redis(), b.redisPrefix()).Set(ctx, tpl.Id, tpl.SubStockCount, 0); err != nil {
+	if err := couponredis.New(b.coupon.Redis(), b.redisPrefix()).Stock.Set(ctx, tpl.Id, tpl.SubStockCount, 0); err != nil {
 		return nil, fmt.Errorf("set stock counters: %w", err)
 	}
 	if payment {

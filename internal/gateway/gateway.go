@@ -1,0 +1,253 @@
+// Package gateway serves the coupon service's HTTP listener: the JSON API
+// (grpc-gateway over the service's own gRPC listener, so every HTTP call
+// passes the same authentication, permissions, limits, deadlines and error
+// mapping as a gRPC call), the OpenAPI document, and the operator console.
+package gateway
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/textproto"
+	"strings"
+	"time"
+
+	"github.com/grpc-ecosystem/grpc-gateway/v2/runtime"
+	"google.golang.org/genproto/googleapis/rpc/errdetails"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/encoding/protojson"
+
+	"github.com/opencoupon/coupon/internal/console"
+	couponv1 "github.com/opencoupon/coupon/proto/coupon/v1"
+	"github.com/opencoupon/coupon/proto/openapi"
+)
+
+// Config is the HTTP listener's configuration.
+type Config struct {
+	// Addr is where the listener binds (config http.addr); empty turns it off.
+	Addr    string
+	Console console.Config
+}
+
+// maxBody bounds a JSON request body; gRPC's own limit is 4 MiB.
+const maxBody = 1 << 20
+
+// errorDomain is the ErrorInfo domain, as participant/rpc sets it.
+const errorDomain = "coupon"
+
+// NewAPI returns the JSON API handler (paths under /v1/) calling the
+// service through conn.
+func NewAPI(ctx context.Context, conn *grpc.ClientConn) (http.Handler, error) {
+	mux := runtime.NewServeMux(
+		runtime.WithIncomingHeaderMatcher(incomingHeader),
+		runtime.WithErrorHandler(errorHandler),
+		runtime.WithMarshalerOption(runtime.MIMEWildcard, &runtime.HTTPBodyMarshaler{
+			Marshaler: &runtime.JSONPb{
+				MarshalOptions: protojson.MarshalOptions{EmitUnpopulated: true},
+				// A misspelt field is refused rather than silently dropped:
+				// a payment-adjacent API should not guess.
+				UnmarshalOptions: protojson.UnmarshalOptions{DiscardUnknown: false},
+			},
+		}),
+	)
+	if err := couponv1.RegisterCouponServiceHandler(ctx, mux, conn); err != nil {
+		return nil, fmt.Errorf("register coupon service handler: %w", err)
+	}
+	if err := couponv1.RegisterAdminServiceHandler(ctx, mux, conn); err != nil {
+		return nil, fmt.Errorf("register admin service handler: %w", err)
+	}
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		r.Body = http.MaxBytesReader(w, r.Body, maxBody)
+		mux.ServeHTTP(w, r)
+	}), nil
+}
+
+// incomingHeader picks the HTTP headers that become gRPC metadata. The
+// gateway itself passes Authorization through as "authorization"; this
+// adds DTM's barrier headers (so a branch call over HTTP reaches the
+// barrier as it would over gRPC) and the caller and request ids, and keeps
+// the default prefixed copies of standard headers, except a second copy of
+// the credential.
+func incomingHeader(key string) (string, bool) {
+	k := textproto.CanonicalMIMEHeaderKey(key)
+	switch {
+	case k == "Authorization":
+		return "", false
+	case strings.HasPrefix(k, "Dtm-"), k == "X-Caller-Id", k == "X-Request-Id":
+		return strings.ToLower(k), true
+	}
+	return runtime.DefaultHeaderMatcher(k)
+}
+
+// reasonOf names an ErrorInfo reason for statuses the gateway makes itself
+// (a body that is not JSON, an unknown path, the gRPC listener unreachable),
+// so every error body carries one, as the service's own errors do.
+var reasonOf = map[codes.Code]string{
+	codes.InvalidArgument:  "INVALID_ARGUMENT",
+	codes.NotFound:         "NOT_FOUND",
+	codes.Unavailable:      "UNAVAILABLE",
+	codes.DeadlineExceeded: "UNAVAILABLE",
+	codes.Unauthenticated:  "UNAUTHENTICATED",
+	codes.PermissionDenied: "PERMISSION_DENIED",
+	codes.Internal:         "INTERNAL",
+}
+
+func errorHandler(ctx context.Context, mux *runtime.ServeMux, m runtime.Marshaler, w http.ResponseWriter, r *http.Request, err error) {
+	var herr *runtime.HTTPStatusError
+	if errors.As(err, &herr) {
+		err = herr.Err
+	}
+	st := status.Convert(err)
+	if reason, ok := reasonOf[st.Code()]; ok && !hasErrorInfo(st) {
+		if d, derr := st.WithDetails(&errdetails.ErrorInfo{Reason: reason, Domain: errorDomain}); derr == nil {
+			st = d
+		}
+	}
+	err = st.Err()
+	if herr != nil {
+		err = &runtime.HTTPStatusError{HTTPStatus: herr.HTTPStatus, Err: err}
+	}
+	if st.Code() == codes.Unauthenticated {
+		w = bearerChallenge{w}
+	}
+	runtime.DefaultHTTPErrorHandler(ctx, mux, m, w, r, err)
+}
+
+// bearerChallenge answers 401 with a Bearer challenge; the default handler
+// would put the status message in WWW-Authenticate.
+type bearerChallenge struct{ http.ResponseWriter }
+
+func (b bearerChallenge) WriteHeader(code int) {
+	b.Header().Set("WWW-Authenticate", `Bearer realm="coupon"`)
+	b.ResponseWriter.WriteHeader(code)
+}
+
+func hasErrorInfo(st *status.Status) bool {
+	for _, d := range st.Details() {
+		if _, ok := d.(*errdetails.ErrorInfo); ok {
+			return true
+		}
+	}
+	return false
+}
+
+// Server is the running HTTP listener.
+type Server struct {
+	http *http.Server
+	lis  net.Listener
+	conn *grpc.ClientConn
+	log  *slog.Logger
+	done chan struct{}
+}
+
+// Deps are what the listener needs besides its configuration.
+type Deps struct {
+	// GRPCTarget is the service's own gRPC listener. With no DialOptions
+	// the gateway dials it in plain text (it is on loopback).
+	GRPCTarget  string
+	DialOptions []grpc.DialOption
+	// Console carries the console's optional ports (identities, reconcile
+	// runs); its gRPC clients are filled in here.
+	Console console.Deps
+	Log     *slog.Logger
+}
+
+// Start listens on cfg.Addr and serves the API under /v1/, the OpenAPI
+// document at /openapi.json and the console under /console/ until ctx is
+// done or Close is called.
+func Start(ctx context.Context, cfg Config, d Deps) (*Server, error) {
+	opts := d.DialOptions
+	if len(opts) == 0 {
+		opts = []grpc.DialOption{grpc.WithTransportCredentials(insecure.NewCredentials())}
+	}
+	conn, err := grpc.NewClient(d.GRPCTarget, opts...)
+	if err != nil {
+		return nil, fmt.Errorf("dial grpc %s: %w", d.GRPCTarget, err)
+	}
+	h, err := handler(ctx, cfg, conn, d)
+	if err != nil {
+		conn.Close()
+		return nil, err
+	}
+	lis, err := net.Listen("tcp", cfg.Addr)
+	if err != nil {
+		conn.Close()
+		return nil, fmt.Errorf("listen http %s: %w", cfg.Addr, err)
+	}
+	s := &Server{
+		http: &http.Server{
+			Handler:           h,
+			ReadHeaderTimeout: 5 * time.Second,
+			ReadTimeout:       30 * time.Second,
+			WriteTimeout:      30 * time.Second,
+			IdleTimeout:       2 * time.Minute,
+			MaxHeaderBytes:    64 << 10,
+		},
+		lis: lis, conn: conn, log: d.Log, done: make(chan struct{}),
+	}
+	go func() {
+		defer close(s.done)
+		if err := s.http.Serve(lis); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			d.Log.Error("http listener stopped", "addr", lis.Addr().String(), "err", err)
+		}
+	}()
+	go func() {
+		select {
+		case <-ctx.Done():
+			s.shutdown()
+		case <-s.done:
+		}
+	}()
+	d.Log.Info("http api and console serving", "http", lis.Addr().String())
+	return s, nil
+}
+
+func handler(ctx context.Context, cfg Config, conn *grpc.ClientConn, d Deps) (http.Handler, error) {
+	api, err := NewAPI(ctx, conn)
+	if err != nil {
+		return nil, err
+	}
+	cd := d.Console
+	cd.Admin, cd.Coupons, cd.Log = couponv1.NewAdminServiceClient(conn), couponv1.NewCouponServiceClient(conn), d.Log
+	con, err := console.New(cfg.Console, cd)
+	if err != nil {
+		return nil, err
+	}
+	mux := http.NewServeMux()
+	mux.Handle("/v1/", api)
+	mux.Handle("/console/", con)
+	mux.Handle("/console", http.RedirectHandler("/console/", http.StatusSeeOther))
+	mux.HandleFunc("GET /openapi.json", func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		_, _ = w.Write(openapi.JSON)
+	})
+	mux.HandleFunc("GET /{$}", func(w http.ResponseWriter, r *http.Request) {
+		http.Redirect(w, r, "/console/", http.StatusSeeOther)
+	})
+	return mux, nil
+}
+
+// Addr is the address the listener is bound to.
+func (s *Server) Addr() string { return s.lis.Addr().String() }
+
+// Close stops the listener, letting requests in flight finish for a few
+// seconds, and closes the gRPC connection.
+func (s *Server) Close() error {
+	s.shutdown()
+	<-s.done
+	return s.conn.Close()
+}
+
+func (s *Server) shutdown() {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if err := s.http.Shutdown(ctx); err != nil {
+		s.log.Warn("http listener shutdown", "err", err)
+	}
+}

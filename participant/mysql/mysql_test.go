@@ -1,0 +1,216 @@
+package mysql
+
+import (
+	"context"
+	"fmt"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/opencoupon/coupon/internal/testenv"
+	"github.com/opencoupon/coupon/participant"
+)
+
+func ctxT(tb testing.TB) context.Context {
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	tb.Cleanup(cancel)
+	return ctx
+}
+
+// databases creates a main and n shard databases on the test MariaDB.
+func databases(t *testing.T, n int) (mainDSN string, shards []string) {
+	t.Helper()
+	name := testenv.Unique(t)
+	mainDSN = testenv.MustDatabase(t, name+"_main")
+	for i := range n {
+		shards = append(shards, testenv.MustDatabase(t, fmt.Sprintf("%s_s%d", name, i)))
+	}
+	return mainDSN, shards
+}
+
+// open opens a store on cfg and closes it when the test ends.
+func open(t *testing.T, cfg Config) *Store {
+	t.Helper()
+	cfg.MaxOpenConns = 4
+	s, err := Open(ctxT(t), cfg)
+	if err != nil {
+		t.Fatalf("Open: %v", err)
+	}
+	t.Cleanup(func() { s.Close() })
+	return s
+}
+
+func coupon(id, user, tpl int64, req string) *participant.Coupon {
+	now := time.Now().UTC()
+	return &participant.Coupon{ID: id, Code: participant.CouponCode(id), TemplateID: tpl, CampaignID: 1, UserID: user,
+		RequestID: req, Status: participant.CouponAvailable, ClaimedAt: now, ExpireAt: now.Add(time.Hour)}
+}
+
+// TestBatchPlansEachClaimByItsOwnLimit: two claims of one user in one batch
+// whose template's per-user limit changed between them (0 and 2, in either
+// order) are each decided by their own limit, and the stored count equals
+// the coupons written.
+func TestBatchPlansEachClaimByItsOwnLimit(t *testing.T) {
+	mainDSN, shards := databases(t, 1)
+	s := open(t, Config{MainDSN: mainDSN, ShardDSNs: shards, TablesPerShard: 2})
+	if err := s.Migrate(ctxT(t)); err != nil {
+		t.Fatal(err)
+	}
+	for n, tc := range []struct {
+		limits  [2]int32
+		refused [2]bool
+	}{
+		// One claimed before; limit 0 counts it, then limit 2 sees 2 and refuses.
+		{[2]int32{0, 2}, [2]bool{false, true}},
+		// Limit 2 sees 1 and accepts; limit 0 accepts and must be counted too.
+		{[2]int32{2, 0}, [2]bool{false, false}},
+	} {
+		t.Run(fmt.Sprint(tc.limits), func(t *testing.T) {
+			user, tpl := int64(100+n), int64(7)
+			if err := s.insertOne(ctxT(t), participant.Claim{Coupon: coupon(int64(1000*n+1), user, tpl, fmt.Sprintf("b%d-0", n)), PerUserLimit: 2}); err != nil {
+				t.Fatal(err)
+			}
+			table := s.ShardOf(user).Table
+			jobs := make([]*claimJob, 2)
+			for i := range jobs {
+				jobs[i] = &claimJob{ctx: ctxT(t), table: table, done: make(chan error, 1), claim: participant.Claim{
+					Coupon: coupon(int64(1000*n+2+i), user, tpl, fmt.Sprintf("b%d-%d", n, i+1)), PerUserLimit: tc.limits[i]}}
+			}
+			results, err := s.tryBatch(ctxT(t), s.ShardOf(user).DB, jobs)
+			if err != nil {
+				t.Fatalf("tryBatch: %v", err)
+			}
+			for i, r := range results {
+				if got := participant.ErrorReason(r) == participant.ReasonUserLimitReached; got != tc.refused[i] {
+					t.Fatalf("claim %d (limit %d): refused = %v (%v), want %v", i, tc.limits[i], got, r, tc.refused[i])
+				}
+			}
+			sh := s.ShardOf(user)
+			var claimed, rows int
+			if err := sh.DB.QueryRowContext(ctxT(t), `SELECT claimed FROM claim_count_`+sh.Suffix()+` WHERE user_id = ? AND template_id = ?`, user, tpl).Scan(&claimed); err != nil {
+				t.Fatal(err)
+			}
+			if err := sh.DB.QueryRowContext(ctxT(t), `SELECT COUNT(*) FROM coupon_`+sh.Suffix()+` WHERE user_id = ? AND template_id = ?`, user, tpl).Scan(&rows); err != nil {
+				t.Fatal(err)
+			}
+			if claimed != rows {
+				t.Fatalf("claim_count = %d, coupons = %d; want them equal", claimed, rows)
+			}
+		})
+	}
+}
+
+// TestShardMapRefusesMovingRows: the first migrate stores the map; adding
+// shard databases keeps every slot where it is; a configuration that would
+// move a slot holding rows (a tables_per_shard change, an explicit slot
+// assignment) is refused by migrate and by serve's check, naming the slot;
+// moving a slot without rows is accepted.
+func TestShardMapRefusesMovingRows(t *testing.T) {
+	mainDSN, shards := databases(t, 4)
+	base := Config{MainDSN: mainDSN, ShardDSNs: shards[:2], TablesPerShard: 4}
+	s := open(t, base)
+	if err := s.Migrate(ctxT(t)); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.VerifyShardMap(ctxT(t)); err != nil {
+		t.Fatalf("VerifyShardMap after the first migrate: %v", err)
+	}
+	if s.Slots() != DefaultSlots {
+		t.Fatalf("slots = %d, want %d", s.Slots(), DefaultSlots)
+	}
+	// Rows for some users, and where they live.
+	where := map[int64]int{}
+	for u := int64(1); u <= 40; u++ {
+		if err := s.insertOne(ctxT(t), participant.Claim{Coupon: coupon(5000+u, u, 1, fmt.Sprintf("m-%d", u))}); err != nil {
+			t.Fatal(err)
+		}
+		where[u] = s.ShardOf(u).Table
+		if want := TableOf(u, 8); where[u] != want {
+			t.Fatalf("user %d routes to table %d, want %d (splitmix64 mod 8)", u, where[u], want)
+		}
+	}
+
+	t.Run("more shard databases keep every slot", func(t *testing.T) {
+		grown := base
+		grown.ShardDSNs = shards
+		g := open(t, grown)
+		if err := g.VerifyShardMap(ctxT(t)); err == nil || !strings.Contains(err.Error(), "coupon migrate") {
+			t.Fatalf("VerifyShardMap before migrate = %v, want a request to migrate", err)
+		}
+		if err := g.Migrate(ctxT(t)); err != nil {
+			t.Fatalf("Migrate: %v", err)
+		}
+		if err := g.VerifyShardMap(ctxT(t)); err != nil {
+			t.Fatalf("VerifyShardMap: %v", err)
+		}
+		for u, table := range where {
+			if got := g.ShardOf(u).Table; got != table {
+				t.Fatalf("user %d moved from table %d to %d", u, table, got)
+			}
+			if _, err := g.ByRequest(ctxT(t), u, fmt.Sprintf("m-%d", u)); err != nil {
+				t.Fatalf("user %d's coupon not found after growing: %v", u, err)
+			}
+		}
+	})
+	t.Run("tables_per_shard change moves tables holding rows", func(t *testing.T) {
+		moved := base
+		moved.ShardDSNs, moved.TablesPerShard = shards, 2 // table 2 would move from shard 0 to shard 1
+		m := open(t, moved)
+		for name, check := range map[string]func(context.Context) error{"Migrate": m.Migrate, "VerifyShardMap": m.VerifyShardMap} {
+			err := check(ctxT(t))
+			if err == nil || !strings.Contains(err.Error(), "would move slots that hold rows") || !strings.Contains(err.Error(), "slot ") {
+				t.Fatalf("%s = %v, want a refusal naming the slots", name, err)
+			}
+		}
+	})
+	t.Run("explicit slot assignment", func(t *testing.T) {
+		grown := base
+		grown.ShardDSNs = shards // 16 tables; 8..15 own no slot
+		g := open(t, grown)
+		assignment := func(move func(slot int) bool) []SlotRange {
+			var out []SlotRange
+			for slot := range g.Slots() {
+				table := g.SlotTable(slot)
+				if move(slot) {
+					table = 8 + table // a new, empty table
+				}
+				out = append(out, SlotRange{Lo: slot, Hi: slot, Table: table})
+			}
+			return out
+		}
+		busy := g.SlotOf(1)
+		full := grown
+		full.SlotMap = assignment(func(slot int) bool { return slot == busy })
+		m := open(t, full)
+		if err := m.Migrate(ctxT(t)); err == nil || !strings.Contains(err.Error(), fmt.Sprintf("slot %d:", busy)) {
+			t.Fatalf("Migrate moving slot %d = %v, want a refusal naming it", busy, err)
+		}
+		empty := -1
+		for slot := range g.Slots() {
+			used := false
+			for u := range where {
+				used = used || g.SlotOf(u) == slot
+			}
+			if !used {
+				empty = slot
+				break
+			}
+		}
+		free := grown
+		free.SlotMap = assignment(func(slot int) bool { return slot == empty })
+		f := open(t, free)
+		if err := f.Migrate(ctxT(t)); err != nil {
+			t.Fatalf("Migrate moving empty slot %d: %v", empty, err)
+		}
+		if got := open(t, grown).SlotTable(empty); got < 8 {
+			t.Fatalf("slot %d belongs to table %d after the move, want a new table", empty, got)
+		}
+	})
+	t.Run("slot count is fixed", func(t *testing.T) {
+		other := base
+		other.Slots = 512
+		if _, err := Open(ctxT(t), other); err == nil || !strings.Contains(err.Error(), "fixed at the first migrate") {
+			t.Fatalf("Open with 512 slots = %v, want a refusal", err)
+		}
+	})
+}
