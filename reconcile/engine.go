@@ -499,7 +499,7 @@ func (jn *joiner) viewOf(key string) int32 {
 	return i
 }
 
-// orders joins one order partition.
+// joinOrders joins one order partition.
 func (jn *joiner) joinOrders(j *judgement, buf []byte) (*partResult, error) {
 	jn.reset()
 	err := records(buf, func(rec []byte) error {
@@ -632,7 +632,7 @@ func cloneFindings(fs []Finding) []Finding {
 	return out
 }
 
-// uses checks one coupon partition for coupons used twice.
+// joinUses checks one coupon partition for coupons used twice.
 func (jn *joiner) joinUses(buf []byte) (*partResult, error) {
 	jn.reset()
 	err := records(buf, func(rec []byte) error {
