@@ -28,10 +28,129 @@ var (
 // CSVOrders, CSVPayments and CSVCoupons read the three ledgers from files
 // in the CSV contract.
 type (
-	CSVOrders   struct{ Path string }
-	CSVPayments struct{ Path string }
-	CSVCoupons  struct{ Path string }
+	CSVOrders struct {
+		Path string
+		part *byteRange
+	}
+	CSVPayments struct {
+		Path string
+		part *byteRange
+	}
+	CSVCoupons struct {
+		Path string
+		part *byteRange
+	}
 )
+
+// parts split a file in n byte ranges read in parallel (see splitCSV).
+func (s CSVOrders) parts(n int) ([]OrderSource, error) {
+	return splitSource(s.Path, n, func(r *byteRange) OrderSource { return CSVOrders{s.Path, r} })
+}
+
+func (s CSVPayments) parts(n int) ([]PaymentSource, error) {
+	return splitSource(s.Path, n, func(r *byteRange) PaymentSource { return CSVPayments{s.Path, r} })
+}
+
+func (s CSVCoupons) parts(n int) ([]LedgerSource, error) {
+	return splitSource(s.Path, n, func(r *byteRange) LedgerSource { return CSVCoupons{s.Path, r} })
+}
+
+func splitSource[T any](path string, n int, mk func(*byteRange) T) ([]T, error) {
+	rs, err := splitCSV(path, n)
+	if err != nil {
+		return nil, err
+	}
+	out := make([]T, len(rs))
+	for i := range rs {
+		out[i] = mk(&rs[i])
+	}
+	return out, nil
+}
+
+// splitMinSize is the smallest file read in parts: below it one reader is
+// fast enough.
+var splitMinSize int64 = 64 << 20
+
+// byteRange is the records that start in [start, end) of a file; start is
+// 0 or the start of a line.
+type byteRange struct{ start, end int64 }
+
+// splitCSV cuts a file into n ranges at line starts. It returns one range
+// for a small file, and for one with any quote, since a quoted line break
+// could straddle a cut.
+func splitCSV(path string, n int) ([]byteRange, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, fmt.Errorf("open %s: %w", path, err)
+	}
+	defer f.Close()
+	fi, err := f.Stat()
+	if err != nil {
+		return nil, err
+	}
+	size := fi.Size()
+	whole := []byteRange{{0, size}}
+	if n <= 1 || size < splitMinSize {
+		return whole, nil
+	}
+	buf := make([]byte, 1<<20)
+	for off := int64(0); off < size; {
+		k, err := f.ReadAt(buf, off)
+		if bytes.IndexByte(buf[:k], '"') >= 0 {
+			return whole, nil
+		}
+		off += int64(k)
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
+			return nil, err
+		}
+	}
+	cuts := []int64{0}
+	for i := 1; i < n; i++ {
+		at := size * int64(i) / int64(n)
+		k, err := f.ReadAt(buf[:64<<10], at)
+		if err != nil && err != io.EOF {
+			return nil, err
+		}
+		nl := bytes.IndexByte(buf[:k], '\n')
+		if nl < 0 {
+			return whole, nil // a very long line: read the file whole
+		}
+		if c := at + int64(nl) + 1; c > cuts[len(cuts)-1] && c < size {
+			cuts = append(cuts, c)
+		}
+	}
+	out := make([]byteRange, len(cuts))
+	for i, c := range cuts {
+		end := size
+		if i+1 < len(cuts) {
+			end = cuts[i+1]
+		}
+		out[i] = byteRange{c, end}
+	}
+	return out, nil
+}
+
+// linesBefore counts the lines that end before off, for error messages
+// of a range that starts there.
+func linesBefore(path string, off int64) int {
+	f, err := os.Open(path)
+	if err != nil {
+		return 0
+	}
+	defer f.Close()
+	n := 0
+	buf := make([]byte, 1<<20)
+	for read := int64(0); read < off && err == nil; {
+		var k int
+		k, err = f.ReadAt(buf[:min(int64(len(buf)), off-read)], read)
+		n += bytes.Count(buf[:k], []byte{'\n'})
+		read += int64(k)
+	}
+	return n
+}
 
 // fieldError is a bad value in a known column; scanCSV adds file and line.
 type fieldError struct {
@@ -52,7 +171,7 @@ func badValue(col int, b []byte, want string) error {
 // ReadOrders streams the orders file.
 func (s CSVOrders) ReadOrders(ctx context.Context, _ Window, emit func(*Order) error) error {
 	var o Order
-	return scanCSV(ctx, s.Path, OrderColumns, nil, func(f [][]byte, idx []int) error {
+	return scanCSV(ctx, s.Path, s.part, OrderColumns, nil, func(f [][]byte, idx []int) error {
 		var err error
 		o.OrderNo = str(f[idx[0]])
 		if o.OrderNo == "" {
@@ -86,7 +205,7 @@ func (s CSVOrders) ReadOrders(ctx context.Context, _ Window, emit func(*Order) e
 // ReadPayments streams the payments file.
 func (s CSVPayments) ReadPayments(ctx context.Context, _ Window, emit func(*Payment) error) error {
 	var p Payment
-	return scanCSV(ctx, s.Path, PaymentColumns, nil, func(f [][]byte, idx []int) error {
+	return scanCSV(ctx, s.Path, s.part, PaymentColumns, nil, func(f [][]byte, idx []int) error {
 		var err error
 		p.PaymentID = str(f[idx[0]])
 		if p.PaymentID == "" {
@@ -114,7 +233,7 @@ func (s CSVPayments) ReadPayments(ctx context.Context, _ Window, emit func(*Paym
 // ReadLedger streams the coupon ledger file.
 func (s CSVCoupons) ReadLedger(ctx context.Context, _ Window, emit func(*Entry) error) error {
 	var e Entry
-	return scanCSV(ctx, s.Path, CouponColumns, CouponOptional, func(f [][]byte, idx []int) error {
+	return scanCSV(ctx, s.Path, s.part, CouponColumns, CouponOptional, func(f [][]byte, idx []int) error {
 		var err error
 		e.OrderNo = str(f[idx[0]])
 		if e.OrderNo == "" {
@@ -319,7 +438,7 @@ func daysFromCivil(y, m, d int64) int64 {
 // and calls fn for every record with the field index of each column
 // (required first, then optional; -1 for an absent optional column).
 // Errors name the file, the line and the column.
-func scanCSV(ctx context.Context, path string, required, optional []string, fn func(fields [][]byte, idx []int) error) error {
+func scanCSV(ctx context.Context, path string, part *byteRange, required, optional []string, fn func(fields [][]byte, idx []int) error) error {
 	f, err := os.Open(path)
 	if err != nil {
 		return fmt.Errorf("open %s: %w", path, err)
@@ -339,7 +458,28 @@ func scanCSV(ctx context.Context, path string, required, optional []string, fn f
 	}
 	cols := append(append([]string(nil), required...), optional...)
 	width := len(hdr)
+	end := int64(1<<63 - 1)
+	if part != nil && part.start > 0 {
+		// A later range: its own reader from its first line on.
+		if _, err := f.Seek(part.start, io.SeekStart); err != nil {
+			return fmt.Errorf("%s: %w", path, err)
+		}
+		r = newCSVReader(f)
+		r.off = part.start
+	}
+	if part != nil {
+		end = part.end
+	}
+	lineOf := func() int {
+		if part != nil && part.start > 0 {
+			return linesBefore(path, part.start) + r.line
+		}
+		return r.line
+	}
 	for n := 0; ; n++ {
+		if r.off >= end {
+			return nil
+		}
 		if n&4095 == 0 {
 			if err := ctx.Err(); err != nil {
 				return err
@@ -350,18 +490,18 @@ func scanCSV(ctx context.Context, path string, required, optional []string, fn f
 			return nil
 		}
 		if err != nil {
-			return fmt.Errorf("%s:%d: %w", path, r.line, err)
+			return fmt.Errorf("%s:%d: %w", path, lineOf(), err)
 		}
 		if len(rec) == 1 && len(rec[0]) == 0 {
 			continue // blank line
 		}
 		if len(rec) != width {
-			return fmt.Errorf("%s:%d: %d fields, the header has %d", path, r.line, len(rec), width)
+			return fmt.Errorf("%s:%d: %d fields, the header has %d", path, lineOf(), len(rec), width)
 		}
 		if err := fn(rec, idx); err != nil {
 			var fe *fieldError
 			if errors.As(err, &fe) {
-				return fmt.Errorf("%s:%d: column %d %q: %s", path, r.line, idx[fe.col]+1, cols[fe.col], fe.msg)
+				return fmt.Errorf("%s:%d: column %d %q: %s", path, lineOf(), idx[fe.col]+1, cols[fe.col], fe.msg)
 			}
 			return err
 		}
@@ -418,7 +558,9 @@ func quoteAll(ss []string) string {
 // span lines) are unquoted into a buffer of their own. Fields are valid
 // until the next read.
 type csvReader struct {
-	r      *bufio.Reader
+	r *bufio.Reader
+	// off is the file offset of the next line.
+	off    int64
 	line   int // line where the last record started
 	next   int // lines read so far
 	fields [][]byte
@@ -444,6 +586,7 @@ func (c *csvReader) readLine() ([]byte, error) {
 	if len(line) == 0 && err != nil {
 		return nil, err
 	}
+	c.off += int64(len(line))
 	c.next++
 	if err != nil && err != io.EOF {
 		return nil, err

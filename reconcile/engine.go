@@ -332,56 +332,82 @@ func readAll(ctx context.Context, opts *Options, w Window, src Sources, orders, 
 		b.inWindow++
 		return write(tag)
 	}
-	g.Go(func() error {
-		b := orders.buffer()
-		err := src.Orders.ReadOrders(gctx, w, func(o *Order) error {
-			res.Rows.Orders++
-			return state(b, o.UpdatedAt, o.OrderNo, tagOrder, tagOldOrder, func(tag byte) error { return b.order(o, tag) })
-		})
+	// A CSV file is read in as many ranges as there are workers, so the
+	// largest file does not leave a core idle at the end.
+	orderSrcs, err := partsOf(src.Orders, opts.Workers)
+	if err != nil {
+		return err
+	}
+	paymentSrcs, err := partsOf(src.Payments, opts.Workers)
+	if err != nil {
+		return err
+	}
+	ledgerSrcs, err := partsOf(src.Ledger, opts.Workers)
+	if err != nil {
+		return err
+	}
+	var nOrders, nPayments, nLedger atomic.Int64
+	done := func(b *spillBuf, n *atomic.Int64, what string, err error) error {
 		inWindow.Add(b.inWindow)
+		n.Add(b.rows)
 		if err != nil {
-			return fmt.Errorf("read orders: %w", err)
+			return fmt.Errorf("read %s: %w", what, err)
 		}
 		return b.flush()
-	})
-	g.Go(func() error {
-		b := orders.buffer()
-		err := src.Payments.ReadPayments(gctx, w, func(p *Payment) error {
-			res.Rows.Payments++
-			return state(b, p.UpdatedAt, p.OrderNo, tagPayment, tagOldPayment, func(tag byte) error { return b.payment(p, tag) })
+	}
+	for _, osrc := range orderSrcs {
+		g.Go(func() error {
+			b := orders.buffer()
+			err := osrc.ReadOrders(gctx, w, func(o *Order) error {
+				return state(b, o.UpdatedAt, o.OrderNo, tagOrder, tagOldOrder, func(tag byte) error { return b.order(o, tag) })
+			})
+			return done(b, &nOrders, "orders", err)
 		})
-		inWindow.Add(b.inWindow)
-		if err != nil {
-			return fmt.Errorf("read payments: %w", err)
-		}
-		return b.flush()
-	})
-	g.Go(func() error {
-		b, u := orders.buffer(), uses.buffer()
-		err := src.Ledger.ReadLedger(gctx, w, func(e *Entry) error {
-			tick(b)
-			res.Rows.Ledger++
-			if t := e.CreatedAt; t < w.Start || t >= w.End || t > w.AsOf {
-				return nil // the ledger is append-only: the row did not exist at as-of
-			}
-			b.inWindow++
-			if err := b.entry(e); err != nil {
-				return err
-			}
-			if e.Op == OpConsume || e.Op == OpReturn {
-				return u.use(e, false)
-			}
-			return nil
+	}
+	for _, ps := range paymentSrcs {
+		g.Go(func() error {
+			b := orders.buffer()
+			err := ps.ReadPayments(gctx, w, func(p *Payment) error {
+				return state(b, p.UpdatedAt, p.OrderNo, tagPayment, tagOldPayment, func(tag byte) error { return b.payment(p, tag) })
+			})
+			return done(b, &nPayments, "payments", err)
 		})
-		inWindow.Add(b.inWindow)
-		if err != nil {
-			return fmt.Errorf("read coupon ledger: %w", err)
-		}
-		return errors.Join(b.flush(), u.flush())
-	})
-	err := g.Wait()
+	}
+	for _, ls := range ledgerSrcs {
+		g.Go(func() error {
+			b, u := orders.buffer(), uses.buffer()
+			err := ls.ReadLedger(gctx, w, func(e *Entry) error {
+				tick(b)
+				if t := e.CreatedAt; t < w.Start || t >= w.End || t > w.AsOf {
+					return nil // the ledger is append-only: the row did not exist at as-of
+				}
+				b.inWindow++
+				if err := b.entry(e); err != nil {
+					return err
+				}
+				if e.Op == OpConsume || e.Op == OpReturn {
+					return u.use(e, false)
+				}
+				return nil
+			})
+			if err == nil {
+				err = u.flush()
+			}
+			return done(b, &nLedger, "coupon ledger", err)
+		})
+	}
+	err = g.Wait()
 	res.Rows.InWindow = inWindow.Load()
+	res.Rows.Orders, res.Rows.Payments, res.Rows.Ledger = nOrders.Load(), nPayments.Load(), nLedger.Load()
 	return err
+}
+
+// partsOf splits a source that can be read in parts (CSV files).
+func partsOf[T any](src T, n int) ([]T, error) {
+	if p, ok := any(src).(interface{ parts(int) ([]T, error) }); ok {
+		return p.parts(n)
+	}
+	return []T{src}, nil
 }
 
 // partResult is what one partition decided, ready to write.
@@ -510,7 +536,10 @@ func (jn *joiner) joinOrders(j *judgement, buf []byte) (*partResult, error) {
 		case tagOrder, tagOldOrder:
 			o := Order{OrderNo: jn.views[vi].orderNo, UserID: d.int(), Status: OrderStatus(d.byte()), Amount: d.int(),
 				CouponCode: d.str(), Discount: d.int(), Payable: d.int(), UpdatedAt: d.int()}
-			if k := jn.orderIdx[vi]; k < 0 || o.UpdatedAt >= jn.orders[k].UpdatedAt {
+			// The latest row wins; of two at one instant the later status,
+			// whatever order the sources' parts delivered them in.
+			if k := jn.orderIdx[vi]; k < 0 || o.UpdatedAt > jn.orders[k].UpdatedAt ||
+				o.UpdatedAt == jn.orders[k].UpdatedAt && o.Status >= jn.orders[k].Status {
 				jn.orderIdx[vi] = int32(len(jn.orders))
 				jn.orders = append(jn.orders, o)
 			}
@@ -659,7 +688,9 @@ func (jn *joiner) joinUses(buf []byte) (*partResult, error) {
 			continue
 		}
 		// At one instant a return frees the coupon before another use.
-		slices.SortStableFunc(us, func(a, b use) int { return cmp.Or(cmp.Compare(a.at, b.at), cmp.Compare(opRank[b.op], opRank[a.op])) })
+		slices.SortStableFunc(us, func(a, b use) int {
+			return cmp.Or(cmp.Compare(a.at, b.at), cmp.Compare(opRank[b.op], opRank[a.op]), strings.Compare(a.orderNo, b.orderNo))
+		})
 		if f, ok := usedTwice(jn.views[i].orderNo, us); ok {
 			jn.found = append(jn.found, f)
 		}

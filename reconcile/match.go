@@ -71,11 +71,12 @@ func (v *view) latest() int64 {
 
 // dedupe keeps the latest row of each payment and the first of identical
 // ledger rows (a carried pending row may be read again), and sorts the
-// ledger by time, stable so rows of one instant keep their written order.
+// ledger by time (rows of one instant in op order, then by content, so the
+// result does not depend on the order the sources delivered them in).
 func dedupe(v *view) {
 	if len(v.payments) > 1 {
 		slices.SortStableFunc(v.payments, func(a, b Payment) int {
-			return cmp.Or(strings.Compare(a.PaymentID, b.PaymentID), cmp.Compare(a.UpdatedAt, b.UpdatedAt))
+			return cmp.Or(strings.Compare(a.PaymentID, b.PaymentID), cmp.Compare(a.UpdatedAt, b.UpdatedAt), cmp.Compare(a.Status, b.Status))
 		})
 		n := 0
 		for i := range v.payments {
@@ -89,7 +90,9 @@ func dedupe(v *view) {
 	}
 	if len(v.entries) > 1 {
 		slices.SortStableFunc(v.entries, func(a, b Entry) int {
-			return cmp.Or(cmp.Compare(a.CreatedAt, b.CreatedAt), cmp.Compare(opRank[a.Op], opRank[b.Op]))
+			return cmp.Or(cmp.Compare(a.CreatedAt, b.CreatedAt), cmp.Compare(opRank[a.Op], opRank[b.Op]), cmp.Compare(a.Op, b.Op),
+				strings.Compare(a.CouponCode, b.CouponCode), strings.Compare(a.GID, b.GID), strings.Compare(a.BranchID, b.BranchID),
+				cmp.Compare(a.Discount, b.Discount))
 		})
 		n := 0
 		for i := range v.entries {

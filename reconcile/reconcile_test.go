@@ -110,6 +110,7 @@ func TestGeneratedDatasets(t *testing.T) {
 		{"reordered columns, extra columns, quotes", gen.Spec{Orders: 3000, Inject: 2, Seed: 2, Reordered: true}, 0, 0},
 		{"few partitions split again", gen.Spec{Orders: 3000, Inject: 3, Seed: 3}, 2, 8 << 10},
 		{"injected only", gen.Spec{Inject: 1, Seed: 4}, 0, 0},
+		{"files read in parts", gen.Spec{Orders: 3000, Inject: 2, Seed: 5}, 0, -1},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -118,7 +119,12 @@ func TestGeneratedDatasets(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			res, findings, pending := run(t, reconcile.Options{Partitions: tt.parts, MaxPartition: tt.maxPart}, csvSources(files))
+			opts := reconcile.Options{Partitions: tt.parts, MaxPartition: tt.maxPart, Workers: 3}
+			if tt.maxPart < 0 {
+				defer func(v int64) { *reconcile.SplitMinSize = v }(*reconcile.SplitMinSize)
+				*reconcile.SplitMinSize, opts.MaxPartition = 0, 0
+			}
+			res, findings, pending := run(t, opts, csvSources(files))
 			if d := diffSets(keys(findings), want.Findings); d != "" {
 				t.Errorf("findings differ (+got -want):\n%s", d)
 			}
