@@ -51,6 +51,9 @@ func (j *Job) Run(ctx context.Context) (*JobResult, error) {
 	if j.Report == nil {
 		j.Report = io.Discard
 	}
+	if j.Out == "" {
+		return nil, errors.New("no output directory")
+	}
 	date := j.Date.Format(time.DateOnly)
 	out := &JobResult{}
 	var err error
