@@ -75,6 +75,9 @@ func (s *Scheduler) Start(ctx context.Context) error {
 		gocron.WithName("reconcile:"+s.SourceKey),
 		gocron.WithSingletonMode(gocron.LimitModeReschedule),
 		gocron.WithContext(ctx),
+		// A replica that starts after the day's tick (a deploy, a crash)
+		// catches up: the claim keeps a finished day from running again.
+		gocron.WithStartAt(gocron.WithStartImmediately()),
 	)
 	if err != nil {
 		_ = sched.Shutdown()
