@@ -204,13 +204,13 @@ func (rp *Repairer) orphan(ctx context.Context, date string, runID int64, f *Fin
 		setManual(fmt.Sprintf("order is %s, so the coupon should have been consumed, not released: check DTM's Confirm of gid %s and the coupon service's logs", f.OrderStatus, f.GID))
 		return
 	}
+	it.Action = ActionRelease // unless DTM's answer rules it out below
 	status, err := rp.DTM.Status(ctx, f.GID)
 	if err != nil {
 		it.Status, it.Detail = RepairFailed, fmt.Sprintf("ask DTM about gid %s: %v", f.GID, err)
 		return
 	}
 	it.DTMStatus = status
-	it.Action = ActionRelease // unless DTM's answer rules it out below
 	age := rp.Now().Sub(*f.LockedAt)
 	switch status {
 	case DTMFailed:
