@@ -67,7 +67,7 @@ func startShop(tb testing.TB, dtm, coupon string) *shopEnv {
 		tb.Fatal(err)
 	}
 	log := slog.New(slog.NewJSONHandler(io.Discard, nil))
-	orders := shop.NewOrderServer(dbs[0], shop.OrderConfig{DTM: dtm, Coupon: coupon, Payment: lis.Addr().String(), Self: lis.Addr().String(), Timeout: 5 * time.Second}, log)
+	orders := shop.NewOrderServer(dbs[0], shop.OrderConfig{DTM: dtm, Coupon: coupon, Token: coupontest.TokenShop, Payment: lis.Addr().String(), Self: lis.Addr().String(), Timeout: 5 * time.Second}, log)
 	gs := shop.NewGRPCServer(log, orders, shop.NewPaymentServer(dbs[1]))
 	go func() { _ = gs.Serve(lis) }()
 	tb.Cleanup(gs.Stop)
@@ -110,7 +110,7 @@ func startStack(t *testing.T) *stack {
 	if err != nil {
 		t.Fatalf("CreateTemplate: %v", err)
 	}
-	if _, err := s.coupons.Admin.ApproveTemplate(ctx, &couponv1.ApproveTemplateRequest{TemplateId: tpl.GetId(), ApprovedBy: "bob"}); err != nil {
+	if _, err := s.coupons.AdminAs(coupontest.TokenBob).ApproveTemplate(ctx, &couponv1.ApproveTemplateRequest{TemplateId: tpl.GetId(), ApprovedBy: "bob"}); err != nil {
 		t.Fatalf("ApproveTemplate: %v", err)
 	}
 	s.tpl = tpl.GetId()
@@ -174,6 +174,17 @@ func (s *stack) sources(t *testing.T) reconcile.Sources {
 		Orders: reconcile.MySQLOrders{DB: open(s.shop.orderDSN)}, Payments: reconcile.MySQLPayments{DB: open(s.shop.paymentDSN)},
 		Ledger: reconcile.MySQLLedger{Shards: shards},
 	}
+}
+
+type jobRun struct {
+	res   *reconcile.JobResult
+	items []reconcile.RepairItem
+}
+
+func (s *stack) jobWith(t *testing.T, asOf time.Time, rp *reconcile.Repairer) jobRun {
+	t.Helper()
+	res, _, items := s.job(t, asOf, rp)
+	return jobRun{res, items}
 }
 
 // job is a run of today as of asOf, with a grace of 10ms so that what the
@@ -257,7 +268,9 @@ func TestShopLedgersAndOrphanRepair(t *testing.T) {
 	codeA := s.claim(t, 1005)
 	lost := dtmtest.Start(t)
 	gidA := "orphan-a-" + testenv.Unique(t)
-	err := dtmgrpc.TccGlobalTransaction(lost.GRPCAddr, gidA, func(tcc *dtmgrpc.TccGrpc) error {
+	err := dtmgrpc.TccGlobalTransaction2(lost.GRPCAddr, gidA, func(tcc *dtmgrpc.TccGrpc) {
+		tcc.BranchHeaders = coupontcc.BranchHeaders(coupontest.TokenShop)
+	}, func(tcc *dtmgrpc.TccGrpc) error {
 		if _, err := coupontcc.Enlist(ctx, tcc, s.coupons.Addr, branchReq(1005, codeA, "orphan-a")); err != nil {
 			return err
 		}
@@ -300,7 +313,7 @@ func TestShopLedgersAndOrphanRepair(t *testing.T) {
 	defer conn.Close()
 	repairer := func(apply bool, now time.Time) *reconcile.Repairer {
 		return &reconcile.Repairer{
-			State: s.state, DTM: dtm, Coupons: reconcile.CouponGRPC{Conn: conn, DTM: s.dtm.GRPCAddr, Token: "local-shop"},
+			State: s.state, DTM: dtm, Coupons: reconcile.CouponGRPC{Conn: conn, DTM: s.dtm.GRPCAddr, Token: coupontest.TokenShop},
 			TimeoutToFail: 20 * time.Second, Grace: time.Second, Apply: apply, Now: func() time.Time { return now },
 		}
 	}
@@ -321,6 +334,16 @@ func TestShopLedgersAndOrphanRepair(t *testing.T) {
 	checkItems(t, items, map[string]string{"orphan-a": reconcile.RepairPlanned, "orphan-f": reconcile.RepairPlanned})
 	if st := s.coupon(t, 1005, codeA).GetStatus(); st != couponv1.Coupon_LOCKED {
 		t.Fatalf("after the dry run coupon is %v; want LOCKED", st)
+	}
+
+	// Without the shop's token the service refuses: recorded as failed,
+	// retried by the next run.
+	anon := repairer(true, later)
+	anon.Coupons = reconcile.CouponGRPC{Conn: conn, DTM: s.dtm.GRPCAddr}
+	j := s.jobWith(t, lockedAsOf, anon)
+	checkItems(t, j.items, map[string]string{"orphan-a": reconcile.RepairFailed, "orphan-f": reconcile.RepairFailed})
+	if j.res.RepairErr == nil {
+		t.Error("failed repairs did not make the run report an error")
 	}
 
 	_, _, items = s.job(t, lockedAsOf, repairer(true, later))

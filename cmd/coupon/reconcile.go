@@ -462,3 +462,23 @@ func reconcileRuns(ctx context.Context, args []string) error {
 	}
 	return tw.Flush()
 }
+
+// readViper reads the optional YAML file over defaults, with COUPON_*
+// environment overrides (key reconcile.grace ← COUPON_RECONCILE_GRACE), the
+// way loadConfig reads the service's keys.
+func readViper(file string, defaults map[string]any) (*viper.Viper, error) {
+	v := viper.New()
+	for k, val := range defaults {
+		v.SetDefault(k, val)
+	}
+	v.SetEnvPrefix("COUPON")
+	v.SetEnvKeyReplacer(strings.NewReplacer(".", "_"))
+	v.AutomaticEnv()
+	if file != "" {
+		v.SetConfigFile(file)
+		if err := v.ReadInConfig(); err != nil {
+			return nil, fmt.Errorf("read config %s: %w", file, err)
+		}
+	}
+	return v, nil
+}

@@ -40,7 +40,7 @@ func TestCreateOrderWithCoupon(t *testing.T) {
 	if err != nil {
 		t.Fatalf("CreateTemplate: %v", err)
 	}
-	if _, err := coupons.Admin.ApproveTemplate(ctx, &couponv1.ApproveTemplateRequest{TemplateId: tpl.GetId(), ApprovedBy: "bob"}); err != nil {
+	if _, err := coupons.AdminAs(coupontest.TokenBob).ApproveTemplate(ctx, &couponv1.ApproveTemplateRequest{TemplateId: tpl.GetId(), ApprovedBy: "bob"}); err != nil {
 		t.Fatalf("ApproveTemplate: %v", err)
 	}
 	claim := func(t *testing.T, userID int64) string {

@@ -27,8 +27,11 @@ import (
 // OrderConfig tells the order service where DTM and the branches are. The
 // targets are gRPC addresses as the DTM server reaches them.
 type OrderConfig struct {
-	DTM     string // DTM gRPC server, e.g. "127.0.0.1:36790"
-	Coupon  string // coupon service, e.g. "127.0.0.1:9090"
+	DTM    string // DTM gRPC server, e.g. "127.0.0.1:36790"
+	Coupon string // coupon service, e.g. "127.0.0.1:9090"
+	// Token is the shop's bearer token for the coupon service; DTM sends
+	// it with every branch call of the order's transaction (BranchHeaders).
+	Token   string
 	Payment string // payment service
 	Self    string // this order service, for the order row's own branch
 	// Timeout bounds the Try phase of one order, and again its Submit or
@@ -104,6 +107,11 @@ func (s *OrderServer) place(ctx context.Context, req *shopv1.CreateOrderRequest,
 		// caller sees the order settled.
 		t.WaitResult = true
 		t.TimeoutToFail = max(1, int64(2*s.cfg.Timeout/time.Second))
+		// Set before Prepare, so the DTM server has them for the Confirm
+		// and Cancel calls too, not only for the Trys made from here.
+		if s.cfg.Token != "" {
+			t.BranchHeaders = coupontcc.BranchHeaders(s.cfg.Token)
+		}
 	}, func(tcc *dtmgrpc.TccGrpc) error {
 		defer func() {
 			// Submit or Abort get their own deadline, even when the tries

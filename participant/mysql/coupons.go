@@ -351,3 +351,20 @@ func (s *Store) Ledger(ctx context.Context, userID int64, ids []int64) ([]partic
 	}
 	return out, wrap("read coupon ledger", rows.Err())
 }
+
+// LockedCoupons counts LOCKED coupons in every table, and those locked
+// before stuckBefore, through idx_expire (status first).
+func (s *Store) LockedCoupons(ctx context.Context, stuckBefore time.Time) (locked, stuck int64, err error) {
+	err = s.perShardQuery(ctx,
+		func(t int) string {
+			return fmt.Sprintf("SELECT COUNT(*), COALESCE(SUM(locked_at < ?), 0) FROM coupon_%04d WHERE status = ?", t)
+		},
+		func() []any { return []any{stuckBefore.UTC(), participant.CouponLocked} },
+		func(r *sql.Rows) error {
+			var l, st int64
+			err := r.Scan(&l, &st)
+			locked, stuck = locked+l, stuck+st
+			return err
+		})
+	return locked, stuck, wrap("count locked coupons", err)
+}

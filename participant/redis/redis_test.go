@@ -2,10 +2,14 @@ package redis_test
 
 import (
 	"context"
+	"errors"
 	"testing"
 	"time"
 
+	goredis "github.com/redis/go-redis/v9"
+
 	"github.com/opencoupon/coupon/internal/testenv"
+	"github.com/opencoupon/coupon/participant"
 	couponredis "github.com/opencoupon/coupon/participant/redis"
 )
 
@@ -111,4 +115,37 @@ func TestLeaseAndRequestMarkers(t *testing.T) {
 	if _, started, _, err := r.Requests.Begin(ctx, "req-1", "u1:t1", time.Minute); err != nil || !started {
 		t.Fatalf("Begin after the holder forgot it = %v, %v", started, err)
 	}
+}
+
+// TestBreakerFailsFastWhileRedisHangs: while Redis does not answer, calls
+// fail with Unavailable; after a few failures they stop waiting out the
+// read timeout; once Redis answers again calls succeed.
+func TestBreakerFailsFastWhileRedisHangs(t *testing.T) {
+	prefix := testenv.Unique(t) + ":"
+	testenv.MustRedis(t, prefix)
+	proxy := testenv.StartProxy(t, testenv.RedisAddr())
+	rdb := goredis.NewClient(&goredis.Options{Addr: proxy.Addr, MaxRetries: -1, ReadTimeout: 200 * time.Millisecond, DialTimeout: 200 * time.Millisecond})
+	t.Cleanup(func() { rdb.Close() })
+	r := couponredis.New(rdb, prefix)
+	t.Cleanup(r.Close)
+	if err := r.Stock.Set(ctxT(t), 1, 1, 10); err != nil {
+		t.Fatal(err)
+	}
+	proxy.Stall()
+	sawFastFail := false
+	for range 20 {
+		_, err := r.Stock.Take(ctxT(t), 1, 1, 0)
+		if participant.ErrorCode(err) != participant.EUNAVAILABLE {
+			t.Fatalf("Take while Redis hangs = %v, want Unavailable", err)
+		}
+		sawFastFail = sawFastFail || errors.Is(err, couponredis.ErrRedisDown)
+	}
+	if !sawFastFail {
+		t.Fatal("the breaker never opened")
+	}
+	proxy.Resume()
+	testenv.Eventually(t, 10*time.Second, "calls to succeed again", func() bool {
+		_, err := r.Stock.Take(ctxT(t), 1, 1, 0)
+		return err == nil
+	})
 }

@@ -69,6 +69,7 @@ func loadConfig(file string) (*viper.Viper, error) {
 	v.SetDefault("ops.addr", "127.0.0.1:9191")
 	v.SetDefault("dtm.grpc", "127.0.0.1:36790")
 	v.SetDefault("coupon.target", "127.0.0.1:9090")
+	v.SetDefault("coupon.token", "")
 	v.SetDefault("payment.target", "127.0.0.1:9190")
 	v.SetDefault("order.dsn", "root@tcp(127.0.0.1:3306)/shop_order?parseTime=true&loc=UTC&interpolateParams=true")
 	v.SetDefault("payment.dsn", "root@tcp(127.0.0.1:3306)/shop_payment?parseTime=true&loc=UTC&interpolateParams=true")
@@ -126,6 +127,7 @@ func serve(ctx context.Context, log *slog.Logger, v *viper.Viper) error {
 	orders := shop.NewOrderServer(orderDB, shop.OrderConfig{
 		DTM:     v.GetString("dtm.grpc"),
 		Coupon:  v.GetString("coupon.target"),
+		Token:   v.GetString("coupon.token"),
 		Payment: v.GetString("payment.target"),
 		Self:    v.GetString("grpc.advertise"),
 		Timeout: timeout,
