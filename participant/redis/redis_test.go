@@ -96,24 +96,36 @@ func TestLeaseAndRequestMarkers(t *testing.T) {
 		t.Fatalf("Lock after unlock = %v, %v", ok, err)
 	}
 
-	tok, started, _, err := r.Requests.Begin(ctx, "req-1", "u1:t1", time.Minute)
-	if err != nil || !started {
-		t.Fatalf("Begin = %v, %v", started, err)
+	tok, started, _, since, err := r.Requests.Begin(ctx, "req-1", "u1:t1", time.Minute)
+	if err != nil || !started || time.Since(since) > time.Minute {
+		t.Fatalf("Begin = %v, %v, since %v", started, err, since)
 	}
-	if _, started, held, err := r.Requests.Begin(ctx, "req-1", "u2:t1", time.Minute); err != nil || started || held != "u1:t1" {
-		t.Fatalf("Begin by another = %v, %q, %v; want held by u1:t1", started, held, err)
+	_, started, held, _, err := r.Requests.Begin(ctx, "req-1", "u2:t1", time.Minute)
+	if err != nil || started || held.FP != "u1:t1" || held.Token != tok {
+		t.Fatalf("Begin by another = %v, %+v, %v; want held by u1:t1", started, held, err)
 	}
-	if err := r.Requests.Finish(ctx, "req-1", "u1:t1", "not-mine", false, time.Minute); err != nil {
+	if m, _, err := r.Requests.Peek(ctx, "req-1"); err != nil || m == nil || m.FP != "u1:t1" {
+		t.Fatalf("Peek = %+v, %v", m, err)
+	}
+	if err := r.Requests.Forget(ctx, "req-1", "u1:t1", "not-mine"); err != nil {
 		t.Fatal(err)
 	}
-	if _, started, _, _ := r.Requests.Begin(ctx, "req-1", "u1:t1", time.Minute); started {
-		t.Fatal("a Finish with another call's token forgot the marker")
+	if m, _, _ := r.Requests.Peek(ctx, "req-1"); m == nil {
+		t.Fatal("a Forget with another call's token dropped the marker")
 	}
-	if err := r.Requests.Finish(ctx, "req-1", "u1:t1", tok, false, time.Minute); err != nil {
+	// A dead call's marker is taken over once; a stale view of it is not.
+	tok2, ok, err := r.Requests.TakeOver(ctx, "req-1", held, "u1:t1", time.Minute)
+	if err != nil || !ok || tok2 == tok {
+		t.Fatalf("TakeOver = %q, %v, %v", tok2, ok, err)
+	}
+	if _, ok, err := r.Requests.TakeOver(ctx, "req-1", held, "u1:t1", time.Minute); err != nil || ok {
+		t.Fatalf("second TakeOver of the same marker = %v, %v; want refused", ok, err)
+	}
+	if err := r.Requests.Forget(ctx, "req-1", "u1:t1", tok2); err != nil {
 		t.Fatal(err)
 	}
-	if _, started, _, err := r.Requests.Begin(ctx, "req-1", "u1:t1", time.Minute); err != nil || !started {
-		t.Fatalf("Begin after the holder forgot it = %v, %v", started, err)
+	if m, _, _ := r.Requests.Peek(ctx, "req-1"); m != nil {
+		t.Fatalf("marker after its holder forgot it = %+v", m)
 	}
 }
 
