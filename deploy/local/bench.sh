@@ -11,6 +11,9 @@
 #   COUPON_BENCH_BIN       where coupon and coordinator are, default bin
 #   COUPON_BENCH_CLAIM     0 skips the claim benchmark
 #   COUPON_BENCH_CLAIM_ARGS extra flags for `coupon bench claim`
+#   COUPON_BENCH_RECONCILE 0 skips the reconcile benchmark
+#   COUPON_BENCH_RECONCILE_ARGS flags for `coupon bench reconcile`, default
+#                          "--orders 10000000" (CSV; add "--source mysql" for MySQL)
 set -euo pipefail
 # shellcheck source-path=SCRIPTDIR source=lib.sh
 . "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
@@ -183,6 +186,16 @@ bench_claim() {
 	metrics_summary
 }
 
+# bench_reconcile: generates a day of orders as CSV in $TMP, reconciles it
+# and prints rows/s and peak RSS; needs no running stack.
+bench_reconcile() {
+	local args=()
+	read -ra args <<<"${COUPON_BENCH_RECONCILE_ARGS:---orders 10000000}"
+	echo "== coupon bench reconcile ${args[*]}"
+	"$BIN/coupon" bench reconcile --dir "$TMP" "${args[@]}"
+	echo
+}
+
 quiet
 for store in $STORES; do
 	case $store in
@@ -193,4 +206,7 @@ for store in $STORES; do
 done
 if [ "${COUPON_BENCH_CLAIM:-1}" != 0 ]; then
 	bench_claim
+fi
+if [ "${COUPON_BENCH_RECONCILE:-1}" != 0 ]; then
+	bench_reconcile
 fi
