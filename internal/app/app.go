@@ -288,6 +288,7 @@ func (a *App) Serve(ctx context.Context) error {
 		if a.cfg.Auth.Enabled {
 			deps.Console.Identities = a.authn
 		}
+		deps.Console.Reconcile = reconcileRuns{db: a.store.Main()}
 		web, err := gateway.Start(ctx, a.cfg.HTTP, deps)
 		if err != nil {
 			lis.Close()
