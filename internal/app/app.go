@@ -109,7 +109,9 @@ func NewRedis(c RedisConfig) goredis.UniversalClient {
 	if c.Cluster || len(c.Addrs) > 1 {
 		opts.IsClusterMode = true
 	}
-	return goredis.NewUniversalClient(opts)
+	rdb := goredis.NewUniversalClient(opts)
+	rdb.AddHook(couponredis.Breaker())
+	return rdb
 }
 
 // App is a running coupon service.

@@ -28,7 +28,10 @@ type breaker struct {
 	now       func() time.Time
 }
 
-func newBreaker() *breaker {
+// Breaker returns a go-redis hook that fails calls fast while Redis does
+// not answer; add it to a client before the client is used
+// (rdb.AddHook(redis.Breaker())).
+func Breaker() goredis.Hook {
 	return &breaker{failAfter: 5, openFor: time.Second, now: time.Now}
 }
 

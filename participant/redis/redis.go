@@ -34,11 +34,8 @@ type Adapter struct {
 }
 
 // New returns the adapters over rdb; every key they write starts with
-// prefix (e.g. "coupon:"). It installs a breaker on rdb, so that while
-// Redis does not answer, calls fail at once instead of each waiting out a
-// timeout.
+// prefix (e.g. "coupon:"). The service's client carries a Breaker.
 func New(rdb goredis.UniversalClient, prefix string) *Adapter {
-	rdb.AddHook(newBreaker())
 	c := &conn{rdb: rdb, prefix: prefix, pipe: newPipe(rdb)}
 	return &Adapter{Stock: &Stock{c}, Requests: &Requests{c}, Leases: &Leases{c}, Blobs: &Blobs{c}, pipe: c.pipe}
 }

@@ -138,6 +138,7 @@ func TestBreakerFailsFastWhileRedisHangs(t *testing.T) {
 	proxy := testenv.StartProxy(t, testenv.RedisAddr())
 	rdb := goredis.NewClient(&goredis.Options{Addr: proxy.Addr, MaxRetries: -1, ReadTimeout: 200 * time.Millisecond, DialTimeout: 200 * time.Millisecond})
 	t.Cleanup(func() { rdb.Close() })
+	rdb.AddHook(couponredis.Breaker())
 	r := couponredis.New(rdb, prefix)
 	t.Cleanup(r.Close)
 	if err := r.Stock.Set(ctxT(t), 1, 1, 10); err != nil {
