@@ -30,12 +30,14 @@ func TestMain(m *testing.M) {
 
 // env is a shop serving on a free port over two fresh databases.
 type env struct {
-	Addr      string
-	OrderDB   *sql.DB
-	PaymentDB *sql.DB
-	Orders    shopv1.OrderServiceClient
-	Payments  shopv1.PaymentServiceClient
-	Server    *shop.OrderServer
+	Addr       string
+	OrderDSN   string
+	PaymentDSN string
+	OrderDB    *sql.DB
+	PaymentDB  *sql.DB
+	Orders     shopv1.OrderServiceClient
+	Payments   shopv1.PaymentServiceClient
+	Server     *shop.OrderServer
 }
 
 // mustStart starts a shop whose order service uses the DTM server dtm and
@@ -46,7 +48,7 @@ func mustStart(tb testing.TB, dtm, coupon string) *env {
 	name := testenv.Unique(tb)
 	orderDSN := testenv.MustDatabase(tb, name+"_order")
 	paymentDSN := testenv.MustDatabase(tb, name+"_payment")
-	e := &env{}
+	e := &env{OrderDSN: orderDSN, PaymentDSN: paymentDSN}
 	for _, d := range []struct {
 		dsn, role string
 		db        **sql.DB
@@ -76,6 +78,7 @@ func mustStart(tb testing.TB, dtm, coupon string) *env {
 	e.Server = shop.NewOrderServer(e.OrderDB, shop.OrderConfig{
 		DTM: dtm, Coupon: coupon, Payment: e.Addr, Self: e.Addr, Timeout: 5 * time.Second,
 	}, log)
+	tb.Cleanup(func() { _ = e.Server.Close() })
 	gs := shop.NewGRPCServer(log, e.Server, shop.NewPaymentServer(e.PaymentDB))
 	go func() { _ = gs.Serve(lis) }()
 	tb.Cleanup(gs.Stop)
@@ -103,8 +106,16 @@ func unreachable(tb testing.TB) string {
 
 // branchCtx carries the metadata DTM sends with a TCC branch call.
 func branchCtx(ctx context.Context, gid, op string) context.Context {
+	return barrierCtx(ctx, "tcc", gid, "01", op)
+}
+
+// barrierCtx carries the metadata DTM sends with a branch call of a
+// transaction of transType: op is try, confirm or cancel (tcc), action or
+// compensate (saga), action (msg), or msg with branch 00 (a message's
+// back-check).
+func barrierCtx(ctx context.Context, transType, gid, branchID, op string) context.Context {
 	return metadata.AppendToOutgoingContext(ctx,
-		"dtm-gid", gid, "dtm-trans_type", "tcc", "dtm-branch_id", "01", "dtm-op", op, "dtm-dtm", "127.0.0.1:1")
+		"dtm-gid", gid, "dtm-trans_type", transType, "dtm-branch_id", branchID, "dtm-op", op, "dtm-dtm", "127.0.0.1:1")
 }
 
 // reason returns the code and ErrorInfo reason of a gRPC error.
