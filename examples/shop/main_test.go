@@ -44,28 +44,7 @@ type env struct {
 // the coupon service coupon (addresses; either may be unreachable).
 func mustStart(tb testing.TB, dtm, coupon string) *env {
 	tb.Helper()
-	ctx := context.Background()
-	name := testenv.Unique(tb)
-	orderDSN := testenv.MustDatabase(tb, name+"_order")
-	paymentDSN := testenv.MustDatabase(tb, name+"_payment")
-	e := &env{OrderDSN: orderDSN, PaymentDSN: paymentDSN}
-	for _, d := range []struct {
-		dsn, role string
-		db        **sql.DB
-	}{{orderDSN, shop.OrderDB, &e.OrderDB}, {paymentDSN, shop.PaymentDB, &e.PaymentDB}} {
-		if err := shop.Migrate(ctx, d.dsn, d.role); err != nil {
-			tb.Fatal(err)
-		}
-		if err := shop.Migrate(ctx, d.dsn, d.role); err != nil {
-			tb.Fatalf("second migration: %v", err)
-		}
-		db, err := shop.Open(ctx, d.dsn, 4)
-		if err != nil {
-			tb.Fatal(err)
-		}
-		tb.Cleanup(func() { _ = db.Close() })
-		*d.db = db
-	}
+	e := mustDatabases(tb)
 	lis, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		tb.Fatal(err)
@@ -82,17 +61,52 @@ func mustStart(tb testing.TB, dtm, coupon string) *env {
 	gs := shop.NewGRPCServer(log, e.Server, shop.NewPaymentServer(e.PaymentDB))
 	go func() { _ = gs.Serve(lis) }()
 	tb.Cleanup(gs.Stop)
-	conn, err := grpc.NewClient(e.Addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	e.dial(tb, e.Addr)
+	return e
+}
+
+// mustDatabases migrates (twice: it must be idempotent) and opens a fresh
+// order and payment database.
+func mustDatabases(tb testing.TB) *env {
+	tb.Helper()
+	ctx := context.Background()
+	name := testenv.Unique(tb)
+	e := &env{OrderDSN: testenv.MustDatabase(tb, name+"_order"), PaymentDSN: testenv.MustDatabase(tb, name+"_payment")}
+	for _, d := range []struct {
+		dsn, role string
+		db        **sql.DB
+	}{{e.OrderDSN, shop.OrderDB, &e.OrderDB}, {e.PaymentDSN, shop.PaymentDB, &e.PaymentDB}} {
+		if err := shop.Migrate(ctx, d.dsn, d.role); err != nil {
+			tb.Fatal(err)
+		}
+		if err := shop.Migrate(ctx, d.dsn, d.role); err != nil {
+			tb.Fatalf("second migration: %v", err)
+		}
+		db, err := shop.Open(ctx, d.dsn, 4)
+		if err != nil {
+			tb.Fatal(err)
+		}
+		tb.Cleanup(func() { _ = db.Close() })
+		*d.db = db
+	}
+	return e
+}
+
+// dial connects e's clients to a shop at addr.
+func (e *env) dial(tb testing.TB, addr string) {
+	tb.Helper()
+	conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
 	if err != nil {
 		tb.Fatal(err)
 	}
 	tb.Cleanup(func() { _ = conn.Close() })
+	e.Addr = addr
 	e.Orders = shopv1.NewOrderServiceClient(conn)
 	e.Payments = shopv1.NewPaymentServiceClient(conn)
-	return e
 }
 
-// unreachable returns a loopback address where nothing listens.
+// unreachable returns a loopback address where nothing listens (a free
+// port, for now).
 func unreachable(tb testing.TB) string {
 	tb.Helper()
 	lis, err := net.Listen("tcp", "127.0.0.1:0")

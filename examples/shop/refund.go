@@ -7,6 +7,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"time"
 	"unicode/utf8"
 
 	"github.com/dtm-labs/client/dtmcli"
@@ -92,6 +93,10 @@ func (s *OrderServer) refund(ctx context.Context, o *shopv1.Order, gid, reason s
 	// Submit returns once the branches ran, so the caller sees the money
 	// and the coupon back.
 	msg.WaitResult = true
+	// DTM back-checks a message still prepared this long after Prepare
+	// (and never sooner): by then the local transaction has committed or
+	// given up, since it runs under the same deadline.
+	msg.TimeoutToFail = max(1, int64(s.cfg.Timeout/time.Second))
 	msg.Add(s.cfg.Payment+shopv1.PaymentService_Refund_FullMethodName,
 		&shopv1.PaymentBranchRequest{OrderNo: o.OrderNo, UserId: o.UserId, Amount: o.PayableAmount})
 	if o.CouponCode != "" {
