@@ -14,7 +14,7 @@ GATEWAY_GEN := --plugin=protoc-gen-grpc-gateway=$$($(GO) tool -n protoc-gen-grpc
 	--plugin=protoc-gen-openapiv2=$$($(GO) tool -n protoc-gen-openapiv2) \
 	-I "$$($(GO) list -m -f '{{.Dir}}' github.com/grpc-ecosystem/grpc-gateway/v2)"
 
-.PHONY: all build generate lint test test-short bench run up down deps clean
+.PHONY: all build generate lint test test-short bench run up down deps clean chaos chaos-smoke
 
 all: build
 
@@ -70,6 +70,16 @@ down:
 # stops everything it started.
 run: build
 	deploy/local/run.sh
+
+# Chaos (docs/chaos.md): every scenario against a stack of its own on free
+# loopback ports (never the shared 3306/6379); exit 1 on a violated invariant.
+chaos-smoke: build
+	@mkdir -p .run
+	$(BIN)/coupon chaos run --scenario all --duration 4s --bin $(BIN) --report .run/chaos-smoke.json --markdown
+
+chaos: build
+	@mkdir -p .run
+	$(BIN)/coupon chaos run --scenario all --duration 30s --bin $(BIN) --report .run/chaos.json
 
 clean:
 	rm -rf $(BIN) .run

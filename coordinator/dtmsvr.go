@@ -1,7 +1,12 @@
 package coordinator
 
 import (
+	"bytes"
 	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
 	_ "unsafe" // go:linkname
 
 	"github.com/dtm-labs/dtm/client/dtmcli"
@@ -9,6 +14,7 @@ import (
 	"github.com/dtm-labs/dtm/client/dtmgrpc/dtmgpb"
 	"github.com/dtm-labs/dtm/dtmsvr"
 	"github.com/dtm-labs/dtm/dtmsvr/storage"
+	"github.com/dtm-labs/dtm/dtmutil"
 	"github.com/gin-gonic/gin"
 	"google.golang.org/grpc"
 	"google.golang.org/protobuf/types/known/emptypb"
@@ -74,13 +80,69 @@ func (s *grpcServer) NewGid(ctx context.Context, in *emptypb.Empty) (*dtmgpb.Dtm
 }
 
 // Submit is retried only while the transaction is still prepared (or
-// absent): DTM's svcSubmit on a TCC or XA transaction that is already
-// submitted finishes it without calling any branch.
+// absent), and a Submit of a transaction already past prepared goes to
+// resubmit instead of DTM's svcSubmit.
 func (s *grpcServer) Submit(ctx context.Context, in *dtmgpb.DtmRequest) (*emptypb.Empty, error) {
 	r := s.retry.do(ctx, "Submit", in.Gid, func() any {
+		if r, handled := resubmit(ctx, in.Gid, in.TransType); handled {
+			return r
+		}
 		return svcSubmit(dtmsvr.TransFromDtmRequest(ctx, in))
 	}, func() bool { return notYetSubmitted(in.Gid) })
 	return &emptypb.Empty{}, dtmgrpc.DtmError2GrpcError(r)
+}
+
+// resubmit answers a Submit of a transaction the store holds past
+// prepared — an order service retrying a Submit whose answer it lost.
+// DTM v1.19.0's svcSubmit would process the retry's own branch list, which
+// for TCC and XA (branches registered one by one) is empty, and mark the
+// transaction succeed without calling a single Confirm: the order paid, the
+// coupon LOCKED forever. Instead: a finished success answers OK, a
+// transaction still submitted is processed from its stored branches (the
+// Confirms its cron would send anyway, all idempotent), and one rolling
+// back or rolled back answers FAILURE. handled is false for a transaction
+// still prepared or unknown, and for workflows (whose Submit sets status).
+func resubmit(ctx context.Context, gid, transType string) (r any, handled bool) {
+	if transType == "workflow" {
+		return nil, false
+	}
+	g := dtmsvr.GetStore().FindTransGlobalStore(gid)
+	if g == nil || g.Status == dtmcli.StatusPrepared {
+		return nil, false
+	}
+	switch g.Status {
+	case dtmcli.StatusSucceed:
+		return nil, true
+	case dtmcli.StatusSubmitted:
+		t := &dtmsvr.TransGlobal{TransGlobalStore: *g, Context: ctx}
+		return t.Process(dtmsvr.GetStore().FindBranches(gid)), true
+	}
+	return fmt.Errorf("current status '%s', cannot submit. %w", g.Status, dtmcli.ErrFailure), true
+}
+
+// guardResubmit puts resubmit in front of DTM's HTTP submit route.
+func guardResubmit(c *gin.Context) {
+	if c.Request.Method != http.MethodPost || c.Request.URL.Path != "/api/dtmsvr/submit" {
+		return
+	}
+	body, err := io.ReadAll(c.Request.Body)
+	if err != nil {
+		return
+	}
+	c.Request.Body = io.NopCloser(bytes.NewReader(body))
+	var req struct {
+		Gid       string `json:"gid"`
+		TransType string `json:"trans_type"`
+	}
+	if json.Unmarshal(body, &req) != nil || req.Gid == "" {
+		return
+	}
+	r, handled := resubmit(c.Request.Context(), req.Gid, req.TransType)
+	if !handled {
+		return
+	}
+	dtmutil.WrapHandler2(func(*gin.Context) any { return r })(c)
+	c.Abort()
 }
 
 func (s *grpcServer) Prepare(ctx context.Context, in *dtmgpb.DtmRequest) (*emptypb.Empty, error) {

@@ -65,6 +65,7 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) error {
 
 	app := dtmutil.GetGinApp()
 	app = httpMetrics(app)
+	app.Use(guardResubmit)
 	addRoute(app)
 	addJrpcRouter(app)
 	httpSrv := &http.Server{

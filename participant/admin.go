@@ -383,6 +383,7 @@ func (s *Service) AddStock(ctx context.Context, op StockOp) (AddStockResult, err
 	res := AddStockResult{Template: t, Replayed: replayed}
 	if !replayed {
 		s.templates.invalidate(ctx, t.ID)
+		s.soldOut.forget(t.ID)
 	}
 	if !replayed && t.Status != TemplatePendingApproval {
 		switch {

@@ -43,46 +43,89 @@ func (s *Service) Claim(ctx context.Context, r ClaimRequest) (*Coupon, error) {
 	if err := r.validate(); err != nil {
 		return nil, err
 	}
-	return s.idempotent(ctx, r.RequestID, r.fingerprint(),
+	return s.idempotent(ctx, r.RequestID, r.fingerprint(), r.TemplateID,
 		func() (*Coupon, error) { return s.replay(ctx, r) },
-		func() (*Coupon, error) { return s.claim(ctx, r) })
+		func(maybeIssued bool) (*Coupon, error) { return s.claim(ctx, r, maybeIssued) })
 }
 
-// idempotent runs issue once per request ID: a call whose ID is in flight
-// or done with the same fingerprint waits for, and answers with, the coupon
-// replay finds; another fingerprint is REQUEST_ID_CONFLICT.
-func (s *Service) idempotent(ctx context.Context, requestID, fp string, replay, issue func() (*Coupon, error)) (*Coupon, error) {
-	var tok string
+// idempotent runs issue once per request ID. The request ID is marked in
+// Redis when the claim begins and stays marked (success writes nothing
+// more); a call that finds it marked by the same claim waits for, and
+// answers with, the coupon replay finds, and takes the mark over when the
+// call holding it died in flight; another claim's mark is
+// REQUEST_ID_CONFLICT. A template known to be sold out is answered from
+// memory after only a look at the mark. issue learns whether the request
+// ID may have been issued before (its mark lost with Redis's data), in
+// which case a refusal must look for the earlier coupon.
+func (s *Service) idempotent(ctx context.Context, requestID, fp string, templateID int64, replay func() (*Coupon, error), issue func(maybeIssued bool) (*Coupon, error)) (*Coupon, error) {
+	if s.soldOut.known(templateID, s.now()) {
+		held, since, err := s.requests.Peek(ctx, requestID)
+		if err != nil {
+			return nil, err
+		}
+		if held == nil {
+			if s.mayHaveLost(since) {
+				if c, err := replay(); c != nil || err != nil {
+					return c, err
+				}
+			}
+			return nil, soldOut(templateID)
+		}
+		// Marked: the claim may have succeeded before; answer as usual.
+	}
+	var (
+		tok   string
+		since time.Time
+	)
 	for {
-		t, started, heldFP, err := s.requests.Begin(ctx, requestID, fp, s.cfg.RequestInFlightTTL)
+		t, started, held, sn, err := s.requests.Begin(ctx, requestID, fp, s.cfg.RequestDoneTTL)
 		if err != nil {
 			return nil, err
 		}
 		if started {
-			tok = t
+			tok, since = t, sn
 			break
 		}
-		if heldFP != fp {
+		if held.FP != fp {
 			return nil, requestConflict(requestID)
 		}
 		// Another call with this request ID is in flight or has finished.
 		if c, err := replay(); c != nil || err != nil {
 			return c, err
 		}
+		if time.Since(held.Started) > s.cfg.RequestInFlightTTL {
+			// The call holding it made no coupon and is long gone.
+			t, ok, err := s.requests.TakeOver(ctx, requestID, held, fp, s.cfg.RequestDoneTTL)
+			if err != nil {
+				return nil, err
+			}
+			if ok {
+				tok, since = t, sn
+				break
+			}
+			continue
+		}
 		if err := pause(ctx, 5*time.Millisecond); err != nil {
 			return nil, Unavailable("wait for the same request in flight", err)
 		}
 	}
-	c, err := issue()
-	if ferr := s.requests.Finish(context.WithoutCancel(ctx), requestID, fp, tok, err == nil, s.cfg.RequestDoneTTL); ferr != nil {
-		s.log.WarnContext(ctx, "finish request", "request_id", requestID, "err", ferr)
-	}
+	c, err := issue(s.mayHaveLost(since))
 	if err != nil {
+		// Definitely not issued, or unknown (a retry then finds the coupon
+		// at the insert): either way a retry may start afresh.
+		if ferr := s.requests.Forget(context.WithoutCancel(ctx), requestID, fp, tok); ferr != nil {
+			s.log.WarnContext(ctx, "forget request", "request_id", requestID, "err", ferr)
+		}
 		return nil, err
 	}
 	c.Status = c.EffectiveStatus(s.now())
 	return c, nil
 }
+
+// mayHaveLost reports whether a request ID found unmarked in a bucket
+// that began holding markers at since could have been marked before and
+// lost with Redis's data within the marker TTL.
+func (s *Service) mayHaveLost(since time.Time) bool { return time.Since(since) < s.cfg.RequestDoneTTL }
 
 // replay returns the coupon an earlier call with the same request ID made.
 // A request ID is unique per coupon table, whoever's: one held by another
@@ -113,12 +156,15 @@ func pause(ctx context.Context, d time.Duration) error {
 	}
 }
 
-func (s *Service) claim(ctx context.Context, r ClaimRequest) (*Coupon, error) {
+func (s *Service) claim(ctx context.Context, r ClaimRequest, maybeIssued bool) (*Coupon, error) {
 	c, err := s.issue(ctx, r)
-	if ErrorCode(err) == EREFUSED && ErrorReason(err) != ReasonRequestIDConflict {
+	if ErrorCode(err) == EREFUSED && ErrorReason(err) != ReasonRequestIDConflict &&
+		(maybeIssued || ErrorReason(err) == ReasonUserLimitReached) {
 		// A refusal may answer a retry of a claim that succeeded before and
-		// whose Redis marker is gone (expired, or Redis lost its data): the
-		// shard's unique key on request_id is the durable record.
+		// whose Redis marker was lost: the shard's unique key on request_id
+		// is the durable record. The per-user limit counts that coupon, so
+		// its refusal always looks (the read is on the shard the claim just
+		// wrote to anyway).
 		if prev, rerr := s.replay(ctx, r); prev != nil || rerr != nil {
 			return prev, rerr
 		}
@@ -207,6 +253,10 @@ func (s *Service) claimable(ctx context.Context, id int64, now time.Time) (*Temp
 	return t, nil
 }
 
+func soldOut(templateID int64) error {
+	return Errorf(EREFUSED, ReasonSoldOut, "template %d is sold out", templateID)
+}
+
 func userLimit(t *Template) error {
 	return Errorf(EREFUSED, ReasonUserLimitReached, "per-user limit of %d reached for template %d", t.PerUserLimit, t.ID)
 }
@@ -222,7 +272,8 @@ func (s *Service) take(ctx context.Context, t *Template, hint uint64) (tk Ticket
 		case err == nil:
 			return tk, takenAt, nil
 		case errors.Is(err, ErrSoldOut):
-			return Ticket{}, takenAt, Errorf(EREFUSED, ReasonSoldOut, "template %d is sold out", t.ID)
+			s.soldOut.mark(t.ID, s.now().Add(s.cfg.SoldOutRecheck))
+			return Ticket{}, takenAt, soldOut(t.ID)
 		case errors.Is(err, ErrStockMissing):
 			if err := s.rebuildStock(ctx, t.ID); err != nil {
 				return Ticket{}, takenAt, err
@@ -307,11 +358,19 @@ func (s *Service) ListUserCoupons(ctx context.Context, userID int64, f CouponFil
 	if err != nil {
 		return nil, "", err
 	}
-	s.finishBinds(ctx, userID)
 	f.Now = s.now()
-	cs, next, err := s.coupons.ListByUser(ctx, userID, f, p)
+	// One query reads the page and the user's unfinished phone binds; in
+	// the rare case there is one, the move is finished and the page read
+	// again, so that a list never misses coupons in the middle of a move.
+	cs, next, binds, err := s.coupons.ListByUserAndBinds(ctx, userID, f, p)
 	if err != nil {
 		return nil, "", err
+	}
+	if len(binds) > 0 && s.phones != nil {
+		s.finishBinds(ctx, userID)
+		if cs, next, err = s.coupons.ListByUser(ctx, userID, f, p); err != nil {
+			return nil, "", err
+		}
 	}
 	s.effective(cs)
 	return cs, next, nil

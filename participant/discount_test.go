@@ -110,3 +110,17 @@ func TestEligibleAmount(t *testing.T) {
 		t.Errorf("10%% off food on the basket = %d, want 300", got)
 	}
 }
+
+func TestCodeID(t *testing.T) {
+	for _, id := range []int64{1, 42, 1 << 40, 1<<63 - 1} {
+		got, ok := participant.CodeID(participant.CouponCode(id))
+		if !ok || got != id {
+			t.Errorf("CodeID(CouponCode(%d)) = %d, %v", id, got, ok)
+		}
+	}
+	for _, bad := range []string{"", "short", "ZZZZZZZZZZZZZZZZ", "0000000000000ab1"} {
+		if id, ok := participant.CodeID(bad); ok {
+			t.Errorf("CodeID(%q) = %d, true; want false", bad, id)
+		}
+	}
+}

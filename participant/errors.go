@@ -56,9 +56,15 @@ type Error struct {
 	Reason   string
 	Message  string
 	Metadata map[string]string
+	// Cause is the infrastructure error behind a transient one, for logs
+	// and errors.Is; clients never see it.
+	Cause error
 }
 
 func (e *Error) Error() string { return e.Message }
+
+// Unwrap returns the cause.
+func (e *Error) Unwrap() error { return e.Cause }
 
 // Errorf returns an *Error with a formatted message.
 func Errorf(code Code, reason, format string, args ...any) *Error {
@@ -92,5 +98,5 @@ func ErrorReason(err error) string {
 
 // Unavailable wraps a transient infrastructure error.
 func Unavailable(what string, err error) error {
-	return &Error{Code: EUNAVAILABLE, Reason: ReasonUnavailable, Message: what + ": " + err.Error()}
+	return &Error{Code: EUNAVAILABLE, Reason: ReasonUnavailable, Message: what + ": " + err.Error(), Cause: err}
 }

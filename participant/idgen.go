@@ -3,6 +3,7 @@ package participant
 import (
 	"crypto/rand"
 	"fmt"
+	"strings"
 	"sync"
 	"time"
 )
@@ -70,4 +71,22 @@ func CouponCode(id int64) string {
 		b[13+i] = crockford[r[i]&31]
 	}
 	return string(b[:])
+}
+
+// CodeID is the coupon ID a code carries (its first 13 characters), so
+// that a code is looked up by primary key; ok is false for a string that
+// is not a code.
+func CodeID(code string) (int64, bool) {
+	if !ValidCode(code) {
+		return 0, false
+	}
+	var v uint64
+	for i := 0; i < 13; i++ {
+		d := strings.IndexByte(crockford, code[i])
+		v = v<<5 | uint64(d)
+	}
+	if v>>63 != 0 {
+		return 0, false
+	}
+	return int64(v), true
 }

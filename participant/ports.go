@@ -66,6 +66,9 @@ type Coupons interface {
 	ByCode(ctx context.Context, userID int64, code string) (*Coupon, error)
 	ByID(ctx context.Context, userID, id int64) (*Coupon, error)
 	ListByUser(ctx context.Context, userID int64, f CouponFilter, p Page) ([]*Coupon, string, error)
+	// ListByUserAndBinds is ListByUser and, in the same query, the phones
+	// of the user's unfinished binds (see Phones).
+	ListByUserAndBinds(ctx context.Context, userID int64, f CouponFilter, p Page) ([]*Coupon, string, []Phone, error)
 	ListByTemplate(ctx context.Context, templateID int64, f CouponFilter, p Page) ([]*Coupon, string, error)
 	// Issued counts every coupon of the template across all shards.
 	Issued(ctx context.Context, templateID int64) (int64, error)
@@ -117,16 +120,33 @@ type Ticket struct {
 	ID         string
 }
 
-// Requests marks idempotent requests in flight and done (Redis).
+// Marker is the record of a request ID: which claim holds it (FP), the
+// call that took it (Token) and when.
+type Marker struct {
+	FP      string
+	Token   string
+	Started time.Time
+}
+
+// Requests keeps request markers (Redis): a claim's request ID is marked
+// once, when the claim begins, and the mark stays for the marker TTL
+// whatever the outcome but a definite failure, so success costs no second
+// write. Markers live in buckets; each bucket remembers since when it has
+// held markers, so a caller can tell whether a request ID seen fresh could
+// have been marked before and lost (Redis lost its data) within the TTL.
 type Requests interface {
-	// Begin marks requestID as in flight with fingerprint fp for ttl and
-	// returns a token naming this call. When another call holds it (in
-	// flight or done), it returns that call's fingerprint with
-	// started=false. A re-sent Begin of the same call is started.
-	Begin(ctx context.Context, requestID, fp string, ttl time.Duration) (tok string, started bool, heldFP string, err error)
-	// Finish records requestID as done (kept for ttl) or, when ok is
-	// false, forgets the marker tok took so that a retry starts afresh.
-	Finish(ctx context.Context, requestID, fp, tok string, ok bool, ttl time.Duration) error
+	// Begin marks requestID for the claim fp for ttl. When it is already
+	// marked it returns the holder with started=false. since is when the
+	// marker's bucket began holding markers.
+	Begin(ctx context.Context, requestID, fp string, ttl time.Duration) (tok string, started bool, held Marker, since time.Time, err error)
+	// Peek reads the marker, if any, without marking.
+	Peek(ctx context.Context, requestID string) (held *Marker, since time.Time, err error)
+	// TakeOver replaces the marker held (a call that died in flight) with
+	// one for the claim fp; ok is false when it changed meanwhile.
+	TakeOver(ctx context.Context, requestID string, held Marker, fp string, ttl time.Duration) (tok string, ok bool, err error)
+	// Forget drops the marker the call holding tok took, after a definite
+	// failure, so that a retry starts afresh.
+	Forget(ctx context.Context, requestID, fp, tok string) error
 }
 
 // Leases are named, expiring locks that keep one replica doing a job.

@@ -25,6 +25,10 @@ type Config struct {
 	RequestDoneTTL time.Duration
 	// MaxSubStock caps the sub-keys of one template's stock.
 	MaxSubStock int32
+	// SoldOutRecheck is how long a template found sold out is refused from
+	// memory before Redis is asked again (a top-up on another replica is
+	// seen within it).
+	SoldOutRecheck time.Duration
 	// TemplateRefresh bounds how stale a replica's in-memory template may
 	// be: admin changes reach every replica within about this long.
 	TemplateRefresh time.Duration
@@ -49,6 +53,7 @@ func DefaultConfig() Config {
 		RequestInFlightTTL: 10 * time.Second,
 		RequestDoneTTL:     24 * time.Hour,
 		MaxSubStock:        64,
+		SoldOutRecheck:     500 * time.Millisecond,
 		MaxDailyUses:       3,
 		TemplateRefresh:    time.Second,
 		TemplateRedisTTL:   time.Minute,
@@ -74,6 +79,9 @@ func (c Config) withDefaults() (Config, error) {
 	}
 	if c.MaxSubStock <= 0 {
 		c.MaxSubStock = d.MaxSubStock
+	}
+	if c.SoldOutRecheck == 0 {
+		c.SoldOutRecheck = d.SoldOutRecheck
 	}
 	if c.TemplateRefresh <= 0 {
 		c.TemplateRefresh = d.TemplateRefresh
@@ -116,6 +124,7 @@ type Service struct {
 	ids       *IDGen
 	cfg       Config
 	counts    counters
+	soldOut   soldOutMemo
 	log       *slog.Logger
 	now       func() time.Time
 }

@@ -232,15 +232,14 @@ func (s *Service) invalidateCampaign(ctx context.Context, campaignID int64) {
 
 // PublicTemplate reads a template for the user side from the template
 // cache: it may be up to one refresh interval stale, which is what lets it
-// serve hot reads without touching MySQL.
+// serve hot reads without touching MySQL. The template is the cache's own
+// and must not be modified; a reload replaces it with a new one, so the
+// same pointer means the same version (the transport caches its encoding
+// on it).
 func (s *Service) PublicTemplate(ctx context.Context, id int64) (*Template, error) {
 	if err := checkID("template_id", id); err != nil {
 		return nil, err
 	}
 	t, _, err := s.templates.Get(ctx, id)
-	if err != nil {
-		return nil, err
-	}
-	cp := *t
-	return &cp, nil
+	return t, err
 }

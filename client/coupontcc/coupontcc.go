@@ -24,6 +24,10 @@ import (
 // ConsumeCoupon there when the transaction commits and UnlockCoupon when it
 // rolls back, with the same request.
 //
+// With authentication on, the coupon service accepts the branch calls only
+// with the credential of a caller holding the order role: set
+// BranchHeaders on the transaction before it starts.
+//
 // The response carries the discount and the payable amount for the order.
 // A coupon that cannot be used comes back as a gRPC Aborted error; Refusal
 // tells its reason. The caller returns any error from its TCC function so DTM
@@ -56,6 +60,23 @@ func Enlist(ctx context.Context, tcc *dtmgrpc.TccGrpc, couponTarget string, req 
 		return nil, fmt.Errorf("lock coupon %s: %w", req.GetCouponCode(), err)
 	}
 	return resp, nil
+}
+
+// BranchHeaders are the DTM branch headers carrying the order service's
+// bearer token for the coupon service. Set them on the global transaction
+// before it starts, e.g.
+//
+//	dtmgrpc.TccGlobalTransaction2(dtm, gid, func(t *dtmgrpc.TccGrpc) {
+//		t.BranchHeaders = coupontcc.BranchHeaders(token)
+//	}, func(tcc *dtmgrpc.TccGrpc) error { ... coupontcc.Enlist(...) ... })
+//
+// DTM then sends them with every branch call of the transaction: the Try
+// that Enlist makes from this process, and the Confirm or Cancel the DTM
+// server makes later. They reach every participant of the transaction, not
+// only the coupon service: give each order service a token of its own with
+// only the order role.
+func BranchHeaders(token string) map[string]string {
+	return map[string]string{"authorization": "Bearer " + token}
 }
 
 // Check runs the coupon service's own shape checks on a branch request and

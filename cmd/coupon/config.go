@@ -1,14 +1,18 @@
 package main
 
 import (
+	"encoding/json"
 	"fmt"
 	"strings"
+	"time"
 
 	"github.com/spf13/viper"
 
 	"github.com/opencoupon/coupon/internal/app"
+	"github.com/opencoupon/coupon/internal/auth"
 	"github.com/opencoupon/coupon/internal/console"
 	"github.com/opencoupon/coupon/internal/gateway"
+	"github.com/opencoupon/coupon/internal/tracing"
 	"github.com/opencoupon/coupon/participant"
 	couponmysql "github.com/opencoupon/coupon/participant/mysql"
 )
@@ -20,39 +24,67 @@ func loadConfig(file string) (app.Config, string, error) {
 	v := viper.New()
 	d := participant.DefaultConfig()
 	defaults := map[string]any{
-		"grpc.addr":                "127.0.0.1:9090",
-		"ops.addr":                 "127.0.0.1:9091",
-		"http.addr":                "127.0.0.1:9092",
-		"console.dtm_http_addr":    "127.0.0.1:36789",
-		"node_id":                  1,
-		"ratelimit.per_caller_rps": 0,
-		"ratelimit.burst":          1000,
-		"default_deadline":         "5s",
-		"log.level":                "info",
-		"mysql.main_dsn":           "root@tcp(127.0.0.1:3306)/coupon_main",
-		"mysql.shard_dsns":         []string{"root@tcp(127.0.0.1:3306)/coupon_shard_0", "root@tcp(127.0.0.1:3306)/coupon_shard_1"},
-		"mysql.tables_per_shard":   8,
-		"mysql.slots":              0,
-		"mysql.slot_map":           []string{},
-		"mysql.max_open_conns":     16,
-		"mysql.max_idle_conns":     16,
-		"redis.addrs":              []string{"127.0.0.1:6379"},
-		"redis.cluster":            false,
-		"redis.password":           "",
-		"redis.db":                 0,
-		"redis.key_prefix":         "coupon:",
-		"redis.pool_size":          128,
-		"claim.write_timeout":      d.ClaimWriteTimeout.String(),
-		"claim.inflight_ttl":       d.RequestInFlightTTL.String(),
-		"claim.request_ttl":        d.RequestDoneTTL.String(),
-		"stock.settle":             d.StockSettle.String(),
-		"stock.max_sub_keys":       d.MaxSubStock,
-		"stock.audit_interval":     d.AuditInterval.String(),
-		"expiry.sweep_interval":    d.SweepInterval.String(),
-		"expiry.batch":             d.SweepBatch,
-		"cache.template_refresh":   d.TemplateRefresh.String(),
-		"cache.template_redis_ttl": d.TemplateRedisTTL.String(),
-		"risk.max_daily_uses":      d.MaxDailyUses,
+		"grpc.addr":                    "127.0.0.1:9090",
+		"ops.addr":                     "127.0.0.1:9091",
+		"http.addr":                    "127.0.0.1:9092",
+		"console.dtm_http_addr":        "127.0.0.1:36789",
+		"node_id":                      1,
+		"grpc.tls.cert_file":           "",
+		"grpc.tls.key_file":            "",
+		"grpc.tls.client_ca_file":      "",
+		"grpc.tls.require_client_cert": false,
+		"grpc.max_recv_bytes":          app.DefaultMaxRecvBytes,
+		"grpc.max_send_bytes":          app.DefaultMaxSendBytes,
+		"grpc.max_header_bytes":        app.DefaultMaxHeaderBytes,
+		"grpc.max_concurrent_streams":  0,
+		"auth.enabled":                 true,
+		"auth.callers":                 []any{},
+		"ratelimit.per_caller_rps":     0,
+		"ratelimit.burst":              1000,
+		"ratelimit.limits":             []any{},
+		"deadline.user":                app.DefaultUserDeadline.String(),
+		"deadline.branch":              app.DefaultBranchDeadline.String(),
+		"deadline.admin":               app.DefaultAdminDeadline.String(),
+		"deadline.methods":             map[string]any{},
+		"concurrency.max_per_method":   app.DefaultMaxConcurrent,
+		"concurrency.methods":          map[string]any{},
+		"shutdown.delay":               "0s",
+		"shutdown.timeout":             "10s",
+		"readiness.interval":           "2s",
+		"tracing.otlp.endpoint":        "",
+		"tracing.otlp.insecure":        false,
+		"tracing.sample_ratio":         1.0,
+		"tracing.service_name":         "coupon",
+		"metrics.stock_refresh":        "5s",
+		"metrics.stuck_locked_after":   "10m",
+		"redis.dial_timeout":           "2s",
+		"redis.read_timeout":           "1s",
+		"redis.write_timeout":          "1s",
+		"log.level":                    "info",
+		"mysql.main_dsn":               "root@tcp(127.0.0.1:3306)/coupon_main",
+		"mysql.shard_dsns":             []string{"root@tcp(127.0.0.1:3306)/coupon_shard_0", "root@tcp(127.0.0.1:3306)/coupon_shard_1"},
+		"mysql.tables_per_shard":       8,
+		"mysql.slots":                  0,
+		"mysql.slot_map":               []string{},
+		"mysql.max_open_conns":         16,
+		"mysql.max_idle_conns":         16,
+		"redis.addrs":                  []string{"127.0.0.1:6379"},
+		"redis.cluster":                false,
+		"redis.password":               "",
+		"redis.db":                     0,
+		"redis.key_prefix":             "coupon:",
+		"redis.pool_size":              128,
+		"claim.write_timeout":          d.ClaimWriteTimeout.String(),
+		"claim.inflight_ttl":           d.RequestInFlightTTL.String(),
+		"claim.request_ttl":            d.RequestDoneTTL.String(),
+		"stock.settle":                 d.StockSettle.String(),
+		"stock.max_sub_keys":           d.MaxSubStock,
+		"stock.audit_interval":         d.AuditInterval.String(),
+		"expiry.sweep_interval":        d.SweepInterval.String(),
+		"expiry.batch":                 d.SweepBatch,
+		"cache.template_refresh":       d.TemplateRefresh.String(),
+		"cache.template_redis_ttl":     d.TemplateRedisTTL.String(),
+		"risk.max_daily_uses":          d.MaxDailyUses,
 	}
 	for k, val := range defaults {
 		v.SetDefault(k, val)
@@ -85,13 +117,58 @@ func loadConfig(file string) (app.Config, string, error) {
 		}
 		slotMap = append(slotMap, sr)
 	}
+	var callers []auth.Caller
+	if err := structured(v, "auth.callers", &callers); err != nil {
+		return app.Config{}, "", err
+	}
+	var limits []app.Limit
+	if err := structured(v, "ratelimit.limits", &limits); err != nil {
+		return app.Config{}, "", err
+	}
+	deadlines, err := durations(v, "deadline.methods")
+	if err != nil {
+		return app.Config{}, "", err
+	}
 	cfg := app.Config{
-		GRPCAddr:        v.GetString("grpc.addr"),
-		OpsAddr:         v.GetString("ops.addr"),
-		NodeID:          v.GetInt64("node_id"),
-		DefaultDeadline: v.GetDuration("default_deadline"),
-		RateLimit:       app.RateLimit{PerCaller: v.GetFloat64("ratelimit.per_caller_rps"), Burst: v.GetInt("ratelimit.burst")},
-		HTTP:            gateway.Config{Addr: v.GetString("http.addr"), Console: console.Config{DTMHTTPAddr: v.GetString("console.dtm_http_addr")}},
+		GRPCAddr: v.GetString("grpc.addr"),
+		OpsAddr:  v.GetString("ops.addr"),
+		NodeID:   v.GetInt64("node_id"),
+		TLS: app.TLSConfig{
+			CertFile:          v.GetString("grpc.tls.cert_file"),
+			KeyFile:           v.GetString("grpc.tls.key_file"),
+			ClientCAFile:      v.GetString("grpc.tls.client_ca_file"),
+			RequireClientCert: v.GetBool("grpc.tls.require_client_cert"),
+		},
+		Auth: auth.Config{Enabled: v.GetBool("auth.enabled"), Callers: callers},
+		RateLimit: app.RateLimit{
+			PerCaller: v.GetFloat64("ratelimit.per_caller_rps"), Burst: v.GetInt("ratelimit.burst"),
+			Limits: limits,
+		},
+		Deadlines: app.Deadlines{
+			User:    nonZero(v.GetDuration("deadline.user")),
+			Branch:  nonZero(v.GetDuration("deadline.branch")),
+			Admin:   nonZero(v.GetDuration("deadline.admin")),
+			Methods: deadlines,
+		},
+		Limits: app.Limits{
+			MaxConcurrent:        nonZeroInt(v.GetInt("concurrency.max_per_method")),
+			Methods:              ints(v, "concurrency.methods"),
+			MaxRecvBytes:         v.GetInt("grpc.max_recv_bytes"),
+			MaxSendBytes:         v.GetInt("grpc.max_send_bytes"),
+			MaxHeaderBytes:       v.GetInt("grpc.max_header_bytes"),
+			MaxConcurrentStreams: v.GetUint32("grpc.max_concurrent_streams"),
+		},
+		Shutdown:          app.Shutdown{Delay: v.GetDuration("shutdown.delay"), Timeout: v.GetDuration("shutdown.timeout")},
+		ReadinessInterval: v.GetDuration("readiness.interval"),
+		Tracing: tracing.Config{
+			OTLPEndpoint: v.GetString("tracing.otlp.endpoint"),
+			Insecure:     v.GetBool("tracing.otlp.insecure"),
+			SampleRatio:  v.GetFloat64("tracing.sample_ratio"),
+			ServiceName:  v.GetString("tracing.service_name"),
+		},
+		StockMetricsRefresh: v.GetDuration("metrics.stock_refresh"),
+		StuckLockedAfter:    v.GetDuration("metrics.stuck_locked_after"),
+		HTTP:                gateway.Config{Addr: v.GetString("http.addr"), Console: console.Config{DTMHTTPAddr: v.GetString("console.dtm_http_addr")}},
 		MySQL: couponmysql.Config{
 			MainDSN:        v.GetString("mysql.main_dsn"),
 			ShardDSNs:      list("mysql.shard_dsns"),
@@ -108,6 +185,10 @@ func loadConfig(file string) (app.Config, string, error) {
 			DB:       v.GetInt("redis.db"),
 			Prefix:   v.GetString("redis.key_prefix"),
 			PoolSize: v.GetInt("redis.pool_size"),
+
+			DialTimeout:  v.GetDuration("redis.dial_timeout"),
+			ReadTimeout:  v.GetDuration("redis.read_timeout"),
+			WriteTimeout: v.GetDuration("redis.write_timeout"),
 		},
 		Service: participant.Config{
 			ClaimWriteTimeout:  v.GetDuration("claim.write_timeout"),
@@ -124,4 +205,59 @@ func loadConfig(file string) (app.Config, string, error) {
 		},
 	}
 	return cfg, v.GetString("log.level"), nil
+}
+
+// structured decodes a list-of-objects key: from YAML, or from its
+// environment variable as JSON (COUPON_AUTH_CALLERS='[{"identity":...}]').
+func structured(v *viper.Viper, key string, out any) error {
+	if s, ok := v.Get(key).(string); ok {
+		if strings.TrimSpace(s) == "" {
+			return nil
+		}
+		if err := json.Unmarshal([]byte(s), out); err != nil {
+			return fmt.Errorf("%s: not a JSON list: %w", key, err)
+		}
+		return nil
+	}
+	if err := v.UnmarshalKey(key, out); err != nil {
+		return fmt.Errorf("%s: %w", key, err)
+	}
+	return nil
+}
+
+// durations reads a map of method to duration.
+func durations(v *viper.Viper, key string) (map[string]time.Duration, error) {
+	out := map[string]time.Duration{}
+	for k, s := range v.GetStringMapString(key) {
+		d, err := time.ParseDuration(s)
+		if err != nil {
+			return nil, fmt.Errorf("%s.%s: %w", key, k, err)
+		}
+		out[k] = d
+	}
+	return out, nil
+}
+
+func ints(v *viper.Viper, key string) map[string]int {
+	out := map[string]int{}
+	for k := range v.GetStringMap(key) {
+		out[k] = v.GetInt(key + "." + k)
+	}
+	return out
+}
+
+// nonZero maps a configured 0 (no bound) to the negative value app.Config
+// uses for "off", since app.Config's zero means "default".
+func nonZero(d time.Duration) time.Duration {
+	if d == 0 {
+		return -1
+	}
+	return d
+}
+
+func nonZeroInt(n int) int {
+	if n == 0 {
+		return -1
+	}
+	return n
 }

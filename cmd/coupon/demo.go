@@ -16,6 +16,7 @@ import (
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	shopv1 "github.com/opencoupon/coupon/examples/shop/proto/shop/v1"
+	"github.com/opencoupon/coupon/internal/auth"
 	couponv1 "github.com/opencoupon/coupon/proto/coupon/v1"
 )
 
@@ -25,10 +26,15 @@ func demo(ctx context.Context, args []string) error {
 	fs := flag.NewFlagSet("demo", flag.ContinueOnError)
 	addr := fs.String("addr", "127.0.0.1:9090", "coupon gRPC address")
 	shop := fs.String("shop", "127.0.0.1:9190", "sample shop gRPC address (empty skips the orders)")
+	tokens := auth.DevTokens()
+	fs.StringVar(&tokens.Admin, "admin-token", tokens.Admin, "bearer token of alice, the admin who creates")
+	approver := fs.String("approver-token", auth.DevTokenBob, "bearer token of bob, the admin who approves")
+	fs.StringVar(&tokens.App, "app-token", tokens.App, "bearer token of the app (claims and reads)")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
-	conn, err := grpc.NewClient(*addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	conn, err := grpc.NewClient(*addr, grpc.WithTransportCredentials(insecure.NewCredentials()),
+		grpc.WithUnaryInterceptor(tokens.Interceptor()))
 	if err != nil {
 		return err
 	}
@@ -36,6 +42,7 @@ func demo(ctx context.Context, args []string) error {
 	admin, coupons := couponv1.NewAdminServiceClient(conn), couponv1.NewCouponServiceClient(conn)
 	ctx, cancel := context.WithTimeout(ctx, time.Minute)
 	defer cancel()
+	demoPermissions(ctx, admin, coupons, tokens.App)
 
 	run := fmt.Sprintf("demo-%d", time.Now().UnixNano())
 	now := time.Now()
@@ -60,7 +67,7 @@ func demo(ctx context.Context, args []string) error {
 	if _, err := admin.ApproveTemplate(ctx, &couponv1.ApproveTemplateRequest{TemplateId: tpl.Id, ApprovedBy: "alice"}); err != nil {
 		fmt.Printf("alice approves her own template: refused, %s\n", describe(err))
 	}
-	if tpl, err = admin.ApproveTemplate(ctx, &couponv1.ApproveTemplateRequest{TemplateId: tpl.Id, ApprovedBy: "bob"}); err != nil {
+	if tpl, err = admin.ApproveTemplate(auth.AsToken(ctx, *approver), &couponv1.ApproveTemplateRequest{TemplateId: tpl.Id, ApprovedBy: "bob"}); err != nil {
 		return fmt.Errorf("approve: %w", err)
 	}
 	fmt.Printf("bob approves it: template is %s\n\n", tpl.Status)
@@ -105,6 +112,18 @@ func demo(ctx context.Context, args []string) error {
 		return nil
 	}
 	return demoOrders(ctx, *shop, coupons, run, codes)
+}
+
+// demoPermissions shows the service refusing callers without a credential
+// or without the role.
+func demoPermissions(ctx context.Context, admin couponv1.AdminServiceClient, coupons couponv1.CouponServiceClient, appToken string) {
+	fmt.Println("Callers and roles")
+	_, err := admin.ListCampaigns(auth.WithoutToken(ctx), &couponv1.ListCampaignsRequest{})
+	fmt.Printf("  AdminService.ListCampaigns without a credential: %s\n", describe(err))
+	_, err = admin.ListCampaigns(auth.AsToken(ctx, appToken), &couponv1.ListCampaignsRequest{})
+	fmt.Printf("  AdminService.ListCampaigns as the app:           %s\n", describe(err))
+	_, err = coupons.LockCoupon(auth.AsToken(ctx, appToken), &couponv1.CouponBranchRequest{UserId: 1, CouponCode: "x", Order: &couponv1.Order{OrderNo: "demo"}})
+	fmt.Printf("  CouponService.LockCoupon as the app:             %s\n\n", describe(err))
 }
 
 // demoOrders places three orders through the sample shop, each one DTM TCC
@@ -196,6 +215,9 @@ func demoSagaAndRefund(ctx context.Context, w io.Writer, orders shopv1.OrderServ
 
 // describe renders a gRPC error as "Code REASON".
 func describe(err error) string {
+	if err == nil {
+		return "OK"
+	}
 	st, ok := status.FromError(err)
 	if !ok {
 		return err.Error()

@@ -11,6 +11,9 @@
 #   COUPON_BENCH_BIN       where coupon and coordinator are, default bin
 #   COUPON_BENCH_CLAIM     0 skips the claim benchmark
 #   COUPON_BENCH_CLAIM_ARGS extra flags for `coupon bench claim`
+#   COUPON_BENCH_RECONCILE 0 skips the reconcile benchmark
+#   COUPON_BENCH_RECONCILE_ARGS flags for `coupon bench reconcile`, default
+#                          "--orders 10000000" (CSV; add "--source mysql" for MySQL)
 set -euo pipefail
 # shellcheck source-path=SCRIPTDIR source=lib.sh
 . "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
@@ -164,14 +167,33 @@ tcc_redis() {
 	stop "$redis_pid"
 }
 
-# ---- claim benchmark: the lead adds `bin/coupon bench claim ...` here. ----
+# metrics_summary prints the service's claim and RPC counters from /metrics.
+metrics_summary() {
+	curl -fsS --max-time 5 http://127.0.0.1:9091/metrics 2>/dev/null |
+		grep -E '^(coupon_claims_total|coupon_claim_batch_size_(count|sum)|coupon_template_cache_(hits|misses)_total|grpc_server_handled_total\{[^}]*grpc_method="(ClaimCoupon|GetTemplate|ListUserCoupons)")' |
+		grep -v ' 0$' || true
+}
+
 bench_claim() {
-	# Drives the local stack (make up) over gRPC; verifies from MySQL and Redis.
+	# Drives the local stack (make up) over gRPC with the development tokens
+	# (local-admin-alice, local-admin-bob, local-app); verifies from MySQL and Redis.
 	curl -fsS --max-time 2 -o /dev/null http://127.0.0.1:9091/healthz ||
 		die "coupon service not answering on 127.0.0.1:9091; run make up first"
 	local claim_args=()
 	read -ra claim_args <<<"${COUPON_BENCH_CLAIM_ARGS:-}"
 	"$BIN/coupon" bench claim --addr 127.0.0.1:9090 --pidfile "$RUN/coupon.pid" "${claim_args[@]}"
+	echo "== /metrics of the coupon service after the claim bench (non-zero series)"
+	metrics_summary
+}
+
+# bench_reconcile: generates a day of orders as CSV in $TMP, reconciles it
+# and prints rows/s and peak RSS; needs no running stack.
+bench_reconcile() {
+	local args=()
+	read -ra args <<<"${COUPON_BENCH_RECONCILE_ARGS:---orders 10000000}"
+	echo "== coupon bench reconcile ${args[*]}"
+	"$BIN/coupon" bench reconcile --dir "$TMP" "${args[@]}"
+	echo
 }
 
 quiet
@@ -184,4 +206,7 @@ for store in $STORES; do
 done
 if [ "${COUPON_BENCH_CLAIM:-1}" != 0 ]; then
 	bench_claim
+fi
+if [ "${COUPON_BENCH_RECONCILE:-1}" != 0 ]; then
+	bench_reconcile
 fi

@@ -43,6 +43,12 @@ apt_install() {
 	rm -f "$log"
 }
 
+# Where the server's own output goes when deps.sh starts it without
+# systemd: Debian's default config writes no error log (its output would go
+# to /dev/null), so it is named on the command line.
+MARIADB_LOG=/var/log/mysql/error.log
+MARIADB_PID=/run/mysqld/mysqld.pid
+
 start_mariadb() {
 	if has_systemd; then
 		as_root systemctl start mariadb
@@ -61,7 +67,22 @@ start_mariadb() {
 		fi
 		rm -f "$log"
 	fi
-	as_root start-stop-daemon --start --oknodo --background --exec /usr/sbin/mariadbd -- --user=mysql
+	# The pid file makes "already running" mean this server: another
+	# mariadbd on the machine (mariadb-extra.sh's, a test's) is not it.
+	as_root start-stop-daemon --start --oknodo --background --pidfile "$MARIADB_PID" --exec /usr/sbin/mariadbd -- \
+		--user=mysql --pid-file="$MARIADB_PID" --log-error="$MARIADB_LOG"
+}
+
+# mariadb_failed shows why MariaDB did not start.
+mariadb_failed() {
+	if has_systemd; then
+		as_root journalctl -u mariadb -n 50 --no-pager >&2 || true
+	elif as_root test -s "$MARIADB_LOG"; then
+		as_root tail -n 50 "$MARIADB_LOG" >&2
+	else
+		warn "$MARIADB_LOG is empty: mariadbd exited before logging; try: sudo /usr/sbin/mariadbd --user=mysql"
+	fi
+	die "MariaDB did not start"
 }
 
 start_redis() {
@@ -116,8 +137,7 @@ fi
 if ! mariadb_ok; then
 	listening 3306 || start_mariadb
 	if ! wait_for 60 "MariaDB on 127.0.0.1:3306" listening 3306; then
-		tail_log /var/log/mysql/error.log
-		die "MariaDB did not start"
+		mariadb_failed
 	fi
 	mariadb_ok || allow_root_over_tcp
 	mariadb_ok || die "MariaDB answers on 127.0.0.1:3306 but root cannot log in without a password"

@@ -89,7 +89,7 @@ start() {
 		--auth-root-authentication-method=normal --skip-test-db >"$dir/install.log" 2>&1 ||
 		fail "$dir/install.log"
 
-	setsid mariadbd --defaults-file="$dir/my.cnf" "${user[@]}" </dev/null >>"$dir/error.log" 2>&1 9>&- &
+	setsid "$MARIADBD" --defaults-file="$dir/my.cnf" "${user[@]}" </dev/null >>"$dir/error.log" 2>&1 9>&- &
 	echo $! >"$state/pid"
 	local pid=$!
 	ready() { dead "$pid" || db_ok; }
@@ -103,6 +103,10 @@ fail() {
 	stop
 	die "MariaDB on 127.0.0.1:$port did not start"
 }
+
+# The server lives in /usr/sbin, which a normal user's PATH lacks.
+MARIADBD=$(command -v mariadbd 2>/dev/null || echo /usr/sbin/mariadbd)
+[ -x "$MARIADBD" ] || die "mariadbd not found in PATH or /usr/sbin (deploy/local/deps.sh installs mariadb-server)"
 
 lock "mariadb-$port"
 

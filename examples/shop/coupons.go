@@ -12,6 +12,7 @@ import (
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
 
+	"github.com/opencoupon/coupon/client/coupontcc"
 	couponv1 "github.com/opencoupon/coupon/proto/coupon/v1"
 )
 
@@ -70,7 +71,7 @@ func (s *OrderServer) branchHeaders() map[string]string {
 	if s.cfg.Token == "" {
 		return nil
 	}
-	return map[string]string{"authorization": "Bearer " + s.cfg.Token}
+	return coupontcc.BranchHeaders(s.cfg.Token)
 }
 
 // quote asks the coupon service what the coupon would take off the order

@@ -15,6 +15,7 @@ import (
 	"time"
 
 	shopv1 "github.com/opencoupon/coupon/examples/shop/proto/shop/v1"
+	"github.com/opencoupon/coupon/internal/coupontest"
 	"github.com/opencoupon/coupon/internal/dtmtest"
 	"github.com/opencoupon/coupon/internal/janitor"
 	"github.com/opencoupon/coupon/internal/testenv"
@@ -44,7 +45,7 @@ func TestRefundSurvivesShopCrash(t *testing.T) {
 	addr := unreachable(t)
 	env := []string{
 		"COUPON_SHOP_GRPC_ADDR=" + addr, "COUPON_SHOP_GRPC_ADVERTISE=" + addr, "COUPON_SHOP_PAYMENT_TARGET=" + addr,
-		"COUPON_SHOP_COUPON_TARGET=" + coupons.Addr, "COUPON_SHOP_DTM_HTTP=" + dtm.HTTPAddr,
+		"COUPON_SHOP_COUPON_TARGET=" + coupons.Addr, "COUPON_SHOP_COUPON_TOKEN=" + coupontest.TokenShop, "COUPON_SHOP_DTM_HTTP=" + dtm.HTTPAddr,
 		"COUPON_SHOP_ORDER_DSN=" + e.OrderDSN, "COUPON_SHOP_PAYMENT_DSN=" + e.PaymentDSN, "COUPON_SHOP_DB_MAX_CONNS=4",
 		"COUPON_SHOP_ORDER_TIMEOUT=8s", "COUPON_SHOP_ORDER_SWEEP_INTERVAL=0", "COUPON_SHOP_BARRIER_INTERVAL=0", "COUPON_SHOP_LOG_LEVEL=warn", "LOG_LEVEL=WARN",
 	}

@@ -118,6 +118,9 @@ func (s *OrderServer) place(ctx context.Context, req *shopv1.CreateOrderRequest,
 		// caller sees the order settled.
 		t.WaitResult = true
 		t.TimeoutToFail = max(1, int64(2*s.cfg.Timeout/time.Second))
+		// Set before Prepare, so the DTM server has them for the Confirm
+		// and Cancel calls too, not only for the Trys made from here.
+		t.BranchHeaders = s.branchHeaders()
 	}, func(tcc *dtmgrpc.TccGrpc) error {
 		defer func() {
 			// Submit or Abort get their own deadline, even when the tries

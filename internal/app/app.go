@@ -5,29 +5,29 @@ package app
 
 import (
 	"context"
+	"crypto/tls"
 	"database/sql"
 	"errors"
 	"fmt"
 	"log/slog"
 	"net"
 	"net/http"
-	"net/http/pprof"
-	"runtime/debug"
 	"strings"
 	"sync"
 	"time"
 
 	"github.com/go-sql-driver/mysql"
 	goredis "github.com/redis/go-redis/v9"
-	"golang.org/x/time/rate"
 	"google.golang.org/grpc"
-	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/health"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/reflection"
-	"google.golang.org/grpc/status"
 
+	"github.com/opencoupon/coupon/internal/auth"
 	"github.com/opencoupon/coupon/internal/gateway"
+	"github.com/opencoupon/coupon/internal/metrics"
+	"github.com/opencoupon/coupon/internal/tracing"
 	"github.com/opencoupon/coupon/participant"
 	couponmysql "github.com/opencoupon/coupon/participant/mysql"
 	couponredis "github.com/opencoupon/coupon/participant/redis"
@@ -35,22 +35,47 @@ import (
 	couponv1 "github.com/opencoupon/coupon/proto/coupon/v1"
 )
 
-// Config is the whole service configuration.
+// Config is the whole service configuration. Zero durations and limits
+// take the defaults documented on their types.
 type Config struct {
 	GRPCAddr string
 	OpsAddr  string
 	NodeID   int64
-	// DefaultDeadline applies to calls that arrive without one.
-	DefaultDeadline time.Duration
-	RateLimit       RateLimit
-	MySQL           couponmysql.Config
-	Redis           RedisConfig
-	Service         participant.Config
+	TLS      TLSConfig
+	Auth     auth.Config
+	// RateLimit is keyed by the authenticated identity.
+	RateLimit RateLimit
+	Deadlines Deadlines
+	Limits    Limits
+	Shutdown  Shutdown
+	// ReadinessInterval is how often the dependencies are pinged for the
+	// gRPC health status (default 2s).
+	ReadinessInterval time.Duration
+	Tracing           tracing.Config
+	// StockMetricsRefresh bounds how often remaining stock is read for
+	// /metrics (default 5s).
+	StockMetricsRefresh time.Duration
+	// StuckLockedAfter is the age past which a LOCKED coupon counts as
+	// stuck in coupon_locked_coupons_stuck (default 10m).
+	StuckLockedAfter time.Duration
+	MySQL            couponmysql.Config
+	Redis            RedisConfig
+	Service          participant.Config
 	// Now is the service's clock; nil means time.Now. Tests inject one.
 	Now func() time.Time
 
 	// HTTP is the JSON API and console listener (internal/gateway).
 	HTTP gateway.Config
+}
+
+// Shutdown is how the service stops on SIGTERM.
+type Shutdown struct {
+	// Delay is how long health reports NOT_SERVING before the listener
+	// stops accepting, so load balancers move away first (default 0).
+	Delay time.Duration
+	// Timeout bounds the drain of calls in flight (default 10s); calls
+	// still running then are cancelled.
+	Timeout time.Duration
 }
 
 // RedisConfig selects a single Redis (one address) or a Redis Cluster
@@ -62,13 +87,20 @@ type RedisConfig struct {
 	DB       int
 	Prefix   string
 	PoolSize int
+	// Dial, read and write timeouts (defaults 2s, 1s, 1s). A call's
+	// deadline bounds its Redis commands too.
+	DialTimeout, ReadTimeout, WriteTimeout time.Duration
 }
 
 // NewRedis connects to Redis as configured.
 func NewRedis(c RedisConfig) goredis.UniversalClient {
 	opts := &goredis.UniversalOptions{
 		Addrs: c.Addrs, Password: c.Password, DB: c.DB, PoolSize: c.PoolSize,
-		DialTimeout: 2 * time.Second, ReadTimeout: time.Second, WriteTimeout: time.Second,
+		DialTimeout:  orDefault(c.DialTimeout, 2*time.Second),
+		ReadTimeout:  orDefault(c.ReadTimeout, time.Second),
+		WriteTimeout: orDefault(c.WriteTimeout, time.Second),
+		// The server-side deadline of a call must bound its Redis commands.
+		ContextTimeoutEnabled: true,
 		// No automatic re-sends: a command whose reply timed out may have
 		// run. The adapter's scripts are idempotent besides (a cluster
 		// client still re-sends on MOVED/ASK and after connection errors).
@@ -88,49 +120,122 @@ type App struct {
 	rdb     goredis.UniversalClient
 	redis   *couponredis.Adapter
 	svc     *participant.Service
+	sweeper *participant.Sweeper
+	auditor *participant.Auditor
 	grpc    *grpc.Server
+	authn   *auth.Authenticator
+	conc    *concurrency
 	health  *health.Server
+	metrics *metrics.Metrics
+	tracer  *tracing.Provider
 	opsHTTP *http.Server
 }
 
 // Open connects to MySQL and Redis and builds the servers.
-func Open(ctx context.Context, cfg Config, log *slog.Logger) (*App, error) {
-	store, err := couponmysql.Open(ctx, cfg.MySQL)
+func Open(ctx context.Context, cfg Config, log *slog.Logger) (a *App, err error) {
+	log = slog.New(tracing.LogHandler(log.Handler()))
+	a = &App{cfg: cfg, log: log, health: health.NewServer(), metrics: metrics.New()}
+	var closers []func() error
+	defer func() {
+		if err != nil {
+			for i := len(closers) - 1; i >= 0; i-- {
+				_ = closers[i]()
+			}
+		}
+	}()
+	authn, err := auth.New(cfg.Auth, log)
 	if err != nil {
 		return nil, err
 	}
-	if err := store.VerifyShardMap(ctx); err != nil {
-		store.Close()
+	a.authn = authn
+	if !cfg.Auth.Enabled {
+		log.Warn("authentication is off: anyone who reaches the gRPC port can call every method")
+	}
+	var creds credentials.TransportCredentials
+	if cfg.TLS.Enabled() {
+		if creds, err = cfg.TLS.credentials(); err != nil {
+			return nil, err
+		}
+	}
+	if a.tracer, err = tracing.New(ctx, cfg.Tracing); err != nil {
 		return nil, err
 	}
-	rdb := NewRedis(cfg.Redis)
-	if err := rdb.Ping(ctx).Err(); err != nil {
-		store.Close()
+	closers = append(closers, func() error { return a.tracer.Shutdown(context.Background()) })
+
+	observe := cfg.MySQL.ObserveBatch
+	cfg.MySQL.ObserveBatch = func(n int) {
+		a.metrics.ObserveBatch(n)
+		if observe != nil {
+			observe(n)
+		}
+	}
+	if a.store, err = couponmysql.Open(ctx, cfg.MySQL); err != nil {
+		return nil, err
+	}
+	closers = append(closers, a.store.Close)
+	if err := a.store.VerifyShardMap(ctx); err != nil {
+		return nil, err
+	}
+	a.rdb = NewRedis(cfg.Redis)
+	closers = append(closers, a.rdb.Close)
+	if err := a.rdb.Ping(ctx).Err(); err != nil {
 		return nil, fmt.Errorf("ping redis %v: %w", cfg.Redis.Addrs, err)
 	}
 	ids, err := participant.NewIDGen(cfg.NodeID, nil)
 	if err != nil {
-		store.Close()
-		rdb.Close()
 		return nil, err
 	}
-	r := couponredis.New(rdb, cfg.Redis.Prefix)
-	svc, err := participant.NewService(participant.Deps{
-		Catalog: store, Coupons: store, Branches: store, Phones: store,
+	a.redis = couponredis.New(a.rdb, cfg.Redis.Prefix)
+	closers = append(closers, func() error { a.redis.Close(); return nil })
+	r := a.redis
+	a.svc, err = participant.NewService(participant.Deps{
+		Catalog: a.store, Coupons: a.store, Branches: a.store, Phones: a.store,
 		Stock: r.Stock, Requests: r.Requests, Leases: r.Leases, Blobs: r.Blobs, IDs: ids, Log: log, Now: cfg.Now,
 	}, cfg.Service)
 	if err != nil {
-		store.Close()
-		rdb.Close()
 		return nil, err
 	}
-	a := &App{cfg: cfg, log: log, store: store, rdb: rdb, redis: r, svc: svc, health: health.NewServer()}
-	lim := &limiter{cfg: cfg.RateLimit, m: map[string]*rate.Limiter{}}
-	a.grpc = grpc.NewServer(grpc.ChainUnaryInterceptor(a.recoverer, lim.unary, a.deadline, rpc.UnaryErrors(log)))
-	couponv1.RegisterAdminServiceServer(a.grpc, rpc.NewAdmin(svc, log))
-	couponv1.RegisterCouponServiceServer(a.grpc, rpc.NewCoupons(svc, log))
+	a.sweeper = participant.NewSweeper(a.svc, a.store)
+	a.auditor = participant.NewAuditor(a.svc)
+
+	lim := newLimiter(cfg.RateLimit)
+	opts := []grpc.ServerOption{
+		grpc.StatsHandler(a.tracer.ServerHandler()),
+		grpc.MaxRecvMsgSize(orDefault(cfg.Limits.MaxRecvBytes, DefaultMaxRecvBytes)),
+		grpc.MaxSendMsgSize(orDefault(cfg.Limits.MaxSendBytes, DefaultMaxSendBytes)),
+		grpc.MaxHeaderListSize(uint32(orDefault(cfg.Limits.MaxHeaderBytes, DefaultMaxHeaderBytes))),
+		grpc.ChainUnaryInterceptor(
+			a.metrics.Unary(), // outermost: counts every outcome, refusals and panics included
+			a.recoverer,
+			tracing.Annotate,
+			authn.Unary,
+			lim.unary(log),
+			a.deadline, // outside the concurrency limit: a call answered at its deadline keeps its slot until it ends
+			func(ctx context.Context, req any, info *grpc.UnaryServerInfo, h grpc.UnaryHandler) (any, error) {
+				return a.conc.unary(ctx, req, info, h)
+			},
+			rpc.UnaryErrors(log), // innermost: the one place domain errors become statuses
+		),
+		grpc.ChainStreamInterceptor(a.metrics.Stream(), authn.Stream),
+	}
+	if creds != nil {
+		opts = append(opts, grpc.Creds(creds))
+	}
+	if cfg.Limits.MaxConcurrentStreams > 0 {
+		opts = append(opts, grpc.MaxConcurrentStreams(cfg.Limits.MaxConcurrentStreams))
+	}
+	a.grpc = grpc.NewServer(opts...)
+	couponv1.RegisterAdminServiceServer(a.grpc, rpc.NewAdmin(a.svc, log))
+	couponv1.RegisterCouponServiceServer(a.grpc, rpc.NewCoupons(a.svc, log))
 	healthpb.RegisterHealthServer(a.grpc, a.health)
 	reflection.Register(a.grpc)
+	a.conc = newConcurrency(cfg.Limits, log, a.grpc)
+	a.metrics.InitializeMetrics(a.grpc)
+	// Not serving until the first readiness check passes.
+	a.setServing(false)
+	if err := a.metrics.Register(a.metricSources()); err != nil {
+		return nil, fmt.Errorf("register metrics: %w", err)
+	}
 	return a, nil
 }
 
@@ -143,30 +248,17 @@ func (a *App) Store() *couponmysql.Store { return a.store }
 // Redis is the Redis client.
 func (a *App) Redis() goredis.UniversalClient { return a.rdb }
 
-// Close releases the connections.
+// Metrics is the service's Prometheus registry and collectors.
+func (a *App) Metrics() *metrics.Metrics { return a.metrics }
+
+// Close releases the connections, after Serve has returned: claim batches
+// still queued are written first, then the pools close.
 func (a *App) Close() error {
 	err := a.store.Close() // drains the claim batches first
 	a.redis.Close()
-	return errors.Join(err, a.rdb.Close())
-}
-
-func (a *App) recoverer(ctx context.Context, req any, info *grpc.UnaryServerInfo, h grpc.UnaryHandler) (resp any, err error) {
-	defer func() {
-		if r := recover(); r != nil {
-			a.log.ErrorContext(ctx, "panic", "method", info.FullMethod, "panic", r, "stack", string(debug.Stack()))
-			err = status.Error(codes.Internal, "internal error")
-		}
-	}()
-	return h(ctx, req)
-}
-
-func (a *App) deadline(ctx context.Context, req any, info *grpc.UnaryServerInfo, h grpc.UnaryHandler) (any, error) {
-	if _, ok := ctx.Deadline(); !ok && a.cfg.DefaultDeadline > 0 {
-		var cancel context.CancelFunc
-		ctx, cancel = context.WithTimeout(ctx, a.cfg.DefaultDeadline)
-		defer cancel()
-	}
-	return h(ctx, req)
+	sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	return errors.Join(err, a.rdb.Close(), a.tracer.Shutdown(sctx))
 }
 
 // Serve listens on the configured addresses and serves until ctx is done,
@@ -186,7 +278,18 @@ func (a *App) Serve(ctx context.Context) error {
 	if a.cfg.HTTP.Addr != "" {
 		// The JSON API and the console call the service through its own
 		// gRPC listener, so they pass the same interceptors.
-		web, err := gateway.Start(ctx, a.cfg.HTTP, gateway.Deps{GRPCTarget: lis.Addr().String(), Log: a.log})
+		var dial []grpc.DialOption
+		if a.cfg.TLS.Enabled() {
+			// The listener's own loopback address: its certificate names
+			// the service's public name, not this address.
+			dial = []grpc.DialOption{grpc.WithTransportCredentials(credentials.NewTLS(&tls.Config{InsecureSkipVerify: true, MinVersion: tls.VersionTLS12}))} //nolint:gosec // own listener on loopback
+		}
+		deps := gateway.Deps{GRPCTarget: lis.Addr().String(), DialOptions: dial, Log: a.log}
+		if a.cfg.Auth.Enabled {
+			deps.Console.Identities = a.authn
+		}
+		deps.Console.Reconcile = reconcileRuns{db: a.store.Main()}
+		web, err := gateway.Start(ctx, a.cfg.HTTP, deps)
 		if err != nil {
 			lis.Close()
 			if ops != nil {
@@ -200,7 +303,10 @@ func (a *App) Serve(ctx context.Context) error {
 }
 
 // ServeListeners serves gRPC on lis and the ops HTTP endpoints on ops (if
-// not nil) until ctx is done.
+// not nil) until ctx is done. Then it stops gracefully: health turns
+// NOT_SERVING, the listener stops accepting after Shutdown.Delay, calls in
+// flight drain for up to Shutdown.Timeout, and the background jobs stop.
+// Close then flushes the claim batches and closes the pools.
 func (a *App) ServeListeners(ctx context.Context, lis, ops net.Listener) error {
 	errc := make(chan error, 2)
 	if ops != nil {
@@ -219,30 +325,44 @@ func (a *App) ServeListeners(ctx context.Context, lis, ops net.Listener) error {
 	// The background jobs run on every replica; a lease keeps one of each active.
 	jctx, stopJobs := context.WithCancel(ctx)
 	var jobs sync.WaitGroup
-	jobs.Go(func() { participant.NewSweeper(a.svc, a.store).Run(jctx) })
-	jobs.Go(func() { participant.NewAuditor(a.svc).Run(jctx) })
-	defer jobs.Wait()
-	defer stopJobs()
-	a.health.SetServingStatus("", healthpb.HealthCheckResponse_SERVING)
-	a.log.Info("coupon service serving", "grpc", lis.Addr().String(), "ops", addrOf(ops))
+	jobs.Go(func() { a.sweeper.Run(jctx) })
+	jobs.Go(func() { a.auditor.Run(jctx) })
+	jobs.Go(func() { a.watchReadiness(jctx) })
+	a.log.Info("coupon service serving", "grpc", lis.Addr().String(), "ops", addrOf(ops),
+		"auth", a.cfg.Auth.Enabled, "tls", a.cfg.TLS.Enabled(), "callers", len(a.cfg.Auth.Callers))
 	var err error
 	select {
 	case <-ctx.Done():
 	case err = <-errc:
 	}
-	a.health.Shutdown()
+	a.log.Info("coupon service stopping: draining calls in flight")
+	a.health.Shutdown() // NOT_SERVING from now on, whatever the readiness loop sees
+	if d := a.cfg.Shutdown.Delay; d > 0 {
+		t := time.NewTimer(d)
+		select {
+		case <-t.C:
+		case err = <-errc:
+			t.Stop()
+		}
+	}
 	stopped := make(chan struct{})
 	go func() { a.grpc.GracefulStop(); close(stopped) }()
+	timeout := orDefault(a.cfg.Shutdown.Timeout, 10*time.Second)
 	select {
 	case <-stopped:
-	case <-time.After(10 * time.Second):
+	case <-time.After(timeout):
+		a.log.Warn("drain timed out: cancelling the calls still in flight", "timeout", timeout)
 		a.grpc.Stop()
+		<-stopped
 	}
+	stopJobs()
+	jobs.Wait()
 	if a.opsHTTP != nil {
 		sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		defer cancel()
 		_ = a.opsHTTP.Shutdown(sctx)
 	}
+	a.log.Info("coupon service stopped accepting; calls drained")
 	return err
 }
 
@@ -251,31 +371,6 @@ func addrOf(l net.Listener) string {
 		return ""
 	}
 	return l.Addr().String()
-}
-
-func (a *App) opsMux() *http.ServeMux {
-	mux := http.NewServeMux()
-	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
-		_, _ = w.Write([]byte("ok\n"))
-	})
-	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, r *http.Request) {
-		ctx, cancel := context.WithTimeout(r.Context(), 2*time.Second)
-		defer cancel()
-		if err := a.store.Main().PingContext(ctx); err != nil {
-			http.Error(w, "mysql: "+err.Error(), http.StatusServiceUnavailable)
-			return
-		}
-		if err := a.rdb.Ping(ctx).Err(); err != nil {
-			http.Error(w, "redis: "+err.Error(), http.StatusServiceUnavailable)
-			return
-		}
-		_, _ = w.Write([]byte("ready\n"))
-	})
-	mux.HandleFunc("/debug/pprof/", pprof.Index)
-	mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
-	mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
-	mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
-	return mux
 }
 
 // Migrate creates the configured databases if they are missing and applies

@@ -2,90 +2,171 @@ package app
 
 import (
 	"context"
+	"log/slog"
 	"net"
+	"slices"
+	"strings"
 	"sync"
 	"time"
 
 	"golang.org/x/time/rate"
 	"google.golang.org/genproto/googleapis/rpc/errdetails"
 	"google.golang.org/grpc"
-	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/peer"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/types/known/durationpb"
 
 	"github.com/opencoupon/coupon/participant"
 	"github.com/opencoupon/coupon/participant/rpc"
+	couponv1 "github.com/opencoupon/coupon/proto/coupon/v1"
 )
 
-// CallerHeader names the calling service; without it the caller is its
-// peer address.
-const CallerHeader = "x-caller-id"
-
-// RateLimit caps each caller's request rate with a token bucket.
+// RateLimit caps each caller's request rate per method with a token bucket
+// keyed by the authenticated identity (the peer address when auth is off).
 type RateLimit struct {
-	PerCaller float64 // requests per second; 0 disables
+	// PerCaller and Burst are the limit of callers no Limit matches:
+	// requests per second per identity and method; 0 disables.
+	PerCaller float64
 	Burst     int
+	// Limits set the rate of an identity or a role, optionally for some
+	// methods only. The most specific match wins: identity+method,
+	// identity, role+method, role; among a caller's roles the most generous.
+	Limits []Limit
+}
+
+// Limit is one configured rate (an entry of ratelimit.limits). RPS 0
+// means unlimited.
+type Limit struct {
+	Identity string `mapstructure:"identity" json:"identity"`
+	Role     string `mapstructure:"role" json:"role"`
+	// Methods narrow the limit, as "CouponService/ClaimCoupon" or the full
+	// method name; empty: every method.
+	Methods []string `mapstructure:"methods" json:"methods"`
+	RPS     float64  `mapstructure:"rps" json:"rps"`
+	Burst   int      `mapstructure:"burst" json:"burst"`
 }
 
 // exempt are never limited: DTM must be able to finish what it started.
 var exempt = map[string]bool{
-	"/coupon.v1.CouponService/ConsumeCoupon": true,
-	"/coupon.v1.CouponService/UnlockCoupon":  true,
+	couponv1.CouponService_ConsumeCoupon_FullMethodName:   true,
+	couponv1.CouponService_UnlockCoupon_FullMethodName:    true,
+	couponv1.CouponService_UseCouponRevert_FullMethodName: true,
+}
+
+// methodKey normalises a configured or called method name for comparison:
+// "/coupon.v1.CouponService/ClaimCoupon" and "CouponService/ClaimCoupon"
+// are one key, case-insensitively (configuration keys are lower-cased).
+func methodKey(s string) string {
+	s = strings.ToLower(strings.TrimPrefix(s, "/"))
+	return strings.TrimPrefix(s, "coupon.v1.")
 }
 
 type limiter struct {
 	cfg RateLimit
 	mu  sync.Mutex
-	m   map[string]*rate.Limiter
+	m   map[string]*rate.Limiter // identity + "\x00" + method; nil: unlimited
 }
 
-const maxCallers = 100_000
+const maxBuckets = 100_000
 
-func (l *limiter) get(caller string) *rate.Limiter {
+func newLimiter(cfg RateLimit) *limiter {
+	return &limiter{cfg: cfg, m: map[string]*rate.Limiter{}}
+}
+
+// rateFor resolves the configured rate of a caller for a method.
+func (l *limiter) rateFor(c participant.Caller, method string) (rps float64, burst int) {
+	best, rank := Limit{RPS: l.cfg.PerCaller, Burst: l.cfg.Burst}, 0
+	mk := methodKey(method)
+	for _, x := range l.cfg.Limits {
+		r := 0
+		switch {
+		case x.Identity != "" && x.Identity == c.Identity:
+			r = 3
+		case x.Role != "" && slices.Contains(c.Roles, x.Role):
+			r = 1
+		default:
+			continue
+		}
+		if len(x.Methods) > 0 {
+			if !slices.ContainsFunc(x.Methods, func(m string) bool { return methodKey(m) == mk }) {
+				continue
+			}
+			r++
+		}
+		if r > rank || r == rank && rank > 0 && generous(x, best) {
+			best, rank = x, r
+		}
+	}
+	return best.RPS, best.Burst
+}
+
+// generous reports whether a allows more than b (0 RPS is unlimited).
+func generous(a, b Limit) bool {
+	return a.RPS == 0 || b.RPS != 0 && a.RPS > b.RPS
+}
+
+func (l *limiter) get(c participant.Caller, method string) *rate.Limiter {
+	key := c.Identity + "\x00" + method
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	lim := l.m[caller]
-	if lim == nil {
-		if len(l.m) >= maxCallers {
+	lim, ok := l.m[key]
+	if !ok {
+		if len(l.m) >= maxBuckets {
 			l.m = map[string]*rate.Limiter{} // forget idle callers wholesale
 		}
-		lim = rate.NewLimiter(rate.Limit(l.cfg.PerCaller), max(l.cfg.Burst, 1))
-		l.m[caller] = lim
+		if rps, burst := l.rateFor(c, method); rps > 0 {
+			lim = rate.NewLimiter(rate.Limit(rps), max(burst, 1))
+		}
+		l.m[key] = lim
 	}
 	return lim
 }
 
-func callerOf(ctx context.Context) string {
-	if md, ok := metadata.FromIncomingContext(ctx); ok {
-		if v := md.Get(CallerHeader); len(v) > 0 && v[0] != "" {
-			return "id:" + v[0]
-		}
+// callerOf is the authenticated caller, or the peer address when auth is off.
+func callerOf(ctx context.Context) participant.Caller {
+	if c, ok := participant.CallerFrom(ctx); ok {
+		return c
 	}
 	if p, ok := peer.FromContext(ctx); ok && p.Addr != nil {
 		if host, _, err := net.SplitHostPort(p.Addr.String()); err == nil {
-			return "ip:" + host
+			return participant.Caller{Identity: "ip:" + host}
 		}
-		return "ip:" + p.Addr.String()
+		return participant.Caller{Identity: "ip:" + p.Addr.String()}
 	}
-	return "unknown"
+	return participant.Caller{Identity: "unknown"}
 }
 
-func (l *limiter) unary(ctx context.Context, req any, info *grpc.UnaryServerInfo, h grpc.UnaryHandler) (any, error) {
-	if l.cfg.PerCaller <= 0 || exempt[info.FullMethod] {
-		return h(ctx, req)
-	}
-	caller := callerOf(ctx)
-	if !l.get(caller).Allow() {
-		st := status.New(codes.ResourceExhausted, "rate limit of "+caller+" exceeded")
-		if d, err := st.WithDetails(
-			&errdetails.ErrorInfo{Reason: participant.ReasonRateLimited, Domain: rpc.Domain, Metadata: map[string]string{"caller": caller}},
-			&errdetails.RetryInfo{RetryDelay: durationpb.New(time.Duration(float64(time.Second) / l.cfg.PerCaller))},
-		); err == nil {
-			st = d
+// unary refuses calls over the caller's rate with ResourceExhausted,
+// RATE_LIMITED, and the delay after which a retry would pass in the
+// ErrorInfo metadata (retry_delay) and a RetryInfo.
+func (l *limiter) unary(log *slog.Logger) grpc.UnaryServerInterceptor {
+	return func(ctx context.Context, req any, info *grpc.UnaryServerInfo, h grpc.UnaryHandler) (any, error) {
+		if exempt[info.FullMethod] {
+			return h(ctx, req)
 		}
-		return nil, st.Err()
+		c := callerOf(ctx)
+		lim := l.get(c, info.FullMethod)
+		if lim == nil {
+			return h(ctx, req)
+		}
+		now := time.Now()
+		r := lim.ReserveN(now, 1)
+		delay := r.DelayFrom(now)
+		if r.OK() && delay == 0 {
+			return h(ctx, req)
+		}
+		r.CancelAt(now)
+		if !r.OK() || delay <= 0 {
+			delay = time.Second
+		}
+		delay = delay.Round(time.Millisecond)
+		e := participant.Errorf(participant.ERATELIMIT, participant.ReasonRateLimited, "rate limit of %s for %s exceeded; retry after %s", c.Identity, info.FullMethod, delay)
+		e.Metadata = map[string]string{"identity": c.Identity, "method": info.FullMethod, "retry_delay": delay.String()}
+		err := rpc.Status(ctx, log, e)
+		st := status.Convert(err)
+		if d, derr := st.WithDetails(&errdetails.RetryInfo{RetryDelay: durationpb.New(delay)}); derr == nil {
+			err = d.Err()
+		}
+		return nil, err
 	}
-	return h(ctx, req)
 }

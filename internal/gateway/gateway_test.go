@@ -141,9 +141,9 @@ func TestErrorsCarryTheServiceReason(t *testing.T) {
 	srv := coupontest.Start(t)
 	base := startHTTP(t, srv.Addr)
 	now := time.Now().UTC()
-	camp := ok(t, "create campaign", "POST", base+"/v1/admin/campaigns", "", fmt.Sprintf(
+	camp := ok(t, "create campaign", "POST", base+"/v1/admin/campaigns", "local-admin-alice", fmt.Sprintf(
 		`{"name":"c","createdBy":"alice","startTime":%q,"endTime":%q}`, now.Format(time.RFC3339), now.Add(time.Hour).Format(time.RFC3339)))
-	tpl := ok(t, "create template", "POST", base+"/v1/admin/campaigns/"+camp["id"].(string)+"/templates", "", fmt.Sprintf(
+	tpl := ok(t, "create template", "POST", base+"/v1/admin/campaigns/"+camp["id"].(string)+"/templates", "local-admin-alice", fmt.Sprintf(
 		`{"name":"t","couponType":"FIXED_AMOUNT","discountAmount":"100","totalStock":"1","createdBy":"alice","validFrom":%q,"validUntil":%q}`,
 		now.Format(time.RFC3339), now.Add(time.Hour).Format(time.RFC3339)))
 	tid := tpl["id"].(string)
@@ -166,14 +166,18 @@ func TestErrorsCarryTheServiceReason(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			code, body := call(t, tt.method, base+tt.path, "local-admin-alice", tt.body)
+			token := "local-admin-alice"
+			if strings.HasPrefix(tt.path, "/v1/users/") {
+				token = "local-app" // user-side calls need the app role
+			}
+			code, body := call(t, tt.method, base+tt.path, token, tt.body)
 			if code != tt.wantHTTP || reason(body) != tt.wantReason {
 				t.Errorf("http %d reason %q, want %d %q; body %v", code, reason(body), tt.wantHTTP, tt.wantReason, body)
 			}
 		})
 	}
 	// Nothing was written by the refused approval.
-	got := ok(t, "get template", "GET", base+"/v1/admin/templates/"+tid, "", "")
+	got := ok(t, "get template", "GET", base+"/v1/admin/templates/"+tid, "local-admin-alice", "")
 	if got["status"] != "PENDING_APPROVAL" || got["approvedBy"] != "" {
 		t.Errorf("after the refused approval the template is %v / %q, want PENDING_APPROVAL and no approver", got["status"], got["approvedBy"])
 	}

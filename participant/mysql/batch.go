@@ -101,6 +101,15 @@ func (s *Store) writeBatch(db *sql.DB, jobs []*claimJob) {
 	if s.observe != nil {
 		s.observe(len(live))
 	}
+	live, alone := splitBatch(live)
+	defer func() {
+		for _, j := range alone {
+			j.done <- s.insertOne(j.ctx, j.claim)
+		}
+	}()
+	if len(live) == 0 {
+		return
+	}
 	if len(live) == 1 {
 		live[0].done <- s.insertOne(live[0].ctx, live[0].claim)
 		return
@@ -140,11 +149,11 @@ type countKey struct {
 
 // tryBatch writes the batch in one transaction and returns each claim's
 // outcome (nil or USER_LIMIT_REACHED), or an error for the whole batch, in
-// which case nothing was written (except with ErrCommitUnknown). Whatever
-// does not depend on a read goes in one multi-statement round trip: the
-// count rows of limited templates are created and locked together, read
-// table by table, and then every coupon insert and count update of the
-// batch is sent at once.
+// which case nothing was written (except with ErrCommitUnknown). It costs
+// two round trips whatever the number of tables: first one upsert per
+// table counts every (user, template) of the batch against its limit and
+// returns how many of its claims it accepted (the row lock makes the count
+// exact), then one insert per table writes the accepted coupons.
 func (s *Store) tryBatch(ctx context.Context, db *sql.DB, jobs []*claimJob) ([]error, error) {
 	results := make([]error, len(jobs))
 	byTable := map[int][]int{}
@@ -161,177 +170,158 @@ func (s *Store) tryBatch(ctx context.Context, db *sql.DB, jobs []*claimJob) ([]e
 		plans[n] = planTable(t, jobs, byTable[t])
 	}
 	err := s.inTx(ctx, db, func(tx *sql.Tx) error {
-		for i := range results {
-			results[i] = nil
-		}
-		var lockSQL []string
-		var lockArgs []any
+		var countSQL []string
+		var countArgs []any
 		for _, p := range plans {
-			if q, args := p.lockStatement(); q != "" {
-				lockSQL = append(lockSQL, q)
-				lockArgs = append(lockArgs, args...)
+			q, args := p.countStatement(jobs)
+			countSQL = append(countSQL, q)
+			countArgs = append(countArgs, args...)
+		}
+		accepted := make(map[countKey]int32, len(jobs))
+		rows, err := tx.QueryContext(ctx, strings.Join(countSQL, ";\n"), countArgs...)
+		if err != nil {
+			return err
+		}
+		for n := 0; ; n++ {
+			for rows.Next() {
+				k := countKey{table: plans[n].table}
+				var d int32
+				if err := rows.Scan(&k.user, &k.templateID, &d); err != nil {
+					rows.Close()
+					return err
+				}
+				accepted[k] = d
+			}
+			if n == len(plans)-1 || !rows.NextResultSet() {
+				break
 			}
 		}
-		if len(lockSQL) > 0 {
-			if _, err := tx.ExecContext(ctx, strings.Join(lockSQL, ";\n"), lockArgs...); err != nil {
-				return err
-			}
+		if err := rows.Close(); err != nil {
+			return err
 		}
-		var writeSQL []string
-		var writeArgs []any
+		if err := rows.Err(); err != nil {
+			return err
+		}
+		var insertSQL []string
+		var insertArgs []any
 		for _, p := range plans {
-			counts, err := p.readCounts(ctx, tx)
-			if err != nil {
-				return err
+			if q, args := p.insertStatement(jobs, accepted, results); q != "" {
+				insertSQL = append(insertSQL, q)
+				insertArgs = append(insertArgs, args...)
 			}
-			q, args := p.decide(jobs, counts, results)
-			writeSQL = append(writeSQL, q...)
-			writeArgs = append(writeArgs, args...)
 		}
-		if len(writeSQL) == 0 {
+		if len(insertSQL) == 0 {
 			return nil
 		}
 		// A request ID written before (a retry whose Redis marker is gone)
 		// fails its insert on the unique key; the batch is then retried
 		// claim by claim, which answers that claim with ErrDuplicateRequest.
-		_, err := tx.ExecContext(ctx, strings.Join(writeSQL, ";\n"), writeArgs...)
+		_, err = tx.ExecContext(ctx, strings.Join(insertSQL, ";\n"), insertArgs...)
 		return err
 	})
 	return results, err
 }
 
-// tablePlan is one table's share of a batch.
+// tablePlan is one table's share of a batch: its (user, template) counts
+// in key order (so that concurrent batches lock in the same order), each
+// with its claims in arrival order and the limit they are decided by.
 type tablePlan struct {
-	table     int
-	suffix    string
-	idx       []int
-	limited   []countKey // counts with a per-user limit: locked and read
-	free      []countKey // the others: only added to
-	isLimited map[countKey]bool
+	table  int
+	suffix string
+	keys   []countKey
+	claims map[countKey][]int
+	limit  map[countKey]int32
 }
 
-// planTable classifies each (user, template) count of the table's share.
-// A count is limited — locked and read, then written as an absolute value —
-// when any claim on it has a per-user limit, whatever the others say: the
-// template's limit may change between two claims of one batch, and a count
-// must be written one way or the other, not both.
+// planTable groups the table's claims by count; the claims on one count
+// share one limit (splitBatch took out counts whose claims disagree).
 func planTable(table int, jobs []*claimJob, idx []int) *tablePlan {
-	p := &tablePlan{table: table, suffix: fmt.Sprintf("%04d", table), idx: idx, isLimited: map[countKey]bool{}}
-	seen := map[countKey]bool{}
+	p := &tablePlan{table: table, suffix: fmt.Sprintf("%04d", table), claims: map[countKey][]int{}, limit: map[countKey]int32{}}
 	for _, i := range idx {
 		c := jobs[i].claim.Coupon
 		k := countKey{table, c.UserID, c.TemplateID}
-		seen[k] = true
-		if jobs[i].claim.PerUserLimit > 0 {
-			p.isLimited[k] = true
+		if _, seen := p.claims[k]; !seen {
+			p.keys = append(p.keys, k)
+			p.limit[k] = jobs[i].claim.PerUserLimit
 		}
+		p.claims[k] = append(p.claims[k], i)
 	}
-	for k := range seen {
-		if p.isLimited[k] {
-			p.limited = append(p.limited, k)
-		} else {
-			p.free = append(p.free, k)
-		}
-	}
-	// Lock in key order, so that concurrent batches lock in the same order.
-	sortKeys(p.limited)
-	sortKeys(p.free)
+	sortKeys(p.keys)
 	return p
 }
 
-func keyArgs(keys []countKey) []any {
-	args := make([]any, 0, 2*len(keys))
-	for _, k := range keys {
-		args = append(args, k.user, k.templateID)
-	}
-	return args
-}
-
-// lockStatement creates (at 0) and locks the limited count rows.
-func (p *tablePlan) lockStatement() (string, []any) {
-	if len(p.limited) == 0 {
-		return "", nil
-	}
-	return `INSERT INTO claim_count_` + p.suffix + ` (user_id, template_id, claimed) VALUES ` +
-		placeholders("(?,?,0)", len(p.limited)) + ` ON DUPLICATE KEY UPDATE claimed = claimed`, keyArgs(p.limited)
-}
-
-// readCounts reads the locked counts. It must be a locking read: a plain
-// one would answer from the snapshot the transaction took at its first
-// read, which may predate commits to this table's counts.
-func (p *tablePlan) readCounts(ctx context.Context, tx *sql.Tx) (map[countKey]int32, error) {
-	counts := make(map[countKey]int32, len(p.limited))
-	if len(p.limited) == 0 {
-		return counts, nil
-	}
-	rows, err := tx.QueryContext(ctx, `SELECT user_id, template_id, claimed FROM claim_count_`+p.suffix+
-		` WHERE (user_id, template_id) IN (`+placeholders("(?,?)", len(p.limited))+`) FOR UPDATE`, keyArgs(p.limited)...)
-	if err != nil {
-		return nil, err
-	}
-	defer rows.Close()
-	for rows.Next() {
-		k := countKey{table: p.table}
-		var n int32
-		if err := rows.Scan(&k.user, &k.templateID, &n); err != nil {
-			return nil, err
+// splitBatch takes out the claims on counts whose claims read different
+// per-user limits (the template's limit changed between them): the batch
+// decides a count in one statement under one limit, so those are written
+// one by one, each under its own limit, after the batch.
+func splitBatch(jobs []*claimJob) (batch, alone []*claimJob) {
+	limits := map[countKey]int32{}
+	mixed := map[countKey]bool{}
+	for _, j := range jobs {
+		k := countKey{j.table, j.claim.Coupon.UserID, j.claim.Coupon.TemplateID}
+		if l, seen := limits[k]; seen && l != j.claim.PerUserLimit {
+			mixed[k] = true
 		}
-		counts[k] = n
+		limits[k] = j.claim.PerUserLimit
 	}
-	return counts, rows.Err()
+	if len(mixed) == 0 {
+		return jobs, nil
+	}
+	for _, j := range jobs {
+		if mixed[countKey{j.table, j.claim.Coupon.UserID, j.claim.Coupon.TemplateID}] {
+			alone = append(alone, j)
+		} else {
+			batch = append(batch, j)
+		}
+	}
+	return batch, alone
 }
 
-// decide answers each claim in arrival order and returns the statements
-// that write the accepted ones.
-func (p *tablePlan) decide(jobs []*claimJob, counts map[countKey]int32, results []error) ([]string, []any) {
-	adds := map[countKey]int32{}
+// countStatement counts each key's claims against its limit (0: none) and
+// returns how many it accepted. A new row accepts what the limit allows of
+// the claims; an existing one as many as fit under the limit from its
+// count (none when a lowered limit is already passed). Assignments run
+// left to right, so claimed adds the delta just computed.
+func (p *tablePlan) countStatement(jobs []*claimJob) (string, []any) {
+	args := make([]any, 0, 6*len(p.keys))
+	for _, k := range p.keys {
+		n, l := int32(len(p.claims[k])), p.limit[k]
+		first := n
+		if l > 0 {
+			first = min(n, l)
+		}
+		args = append(args, k.user, k.templateID, first, first, n, l)
+	}
+	return `INSERT INTO claim_count_` + p.suffix + ` (user_id, template_id, claimed, delta, req, lim) VALUES ` +
+		placeholders("(?,?,?,?,?,?)", len(p.keys)) + ` ON DUPLICATE KEY UPDATE
+ delta = IF(VALUES(lim) = 0, VALUES(req), GREATEST(0, LEAST(claimed + VALUES(req), VALUES(lim)) - claimed)),
+ claimed = claimed + delta, req = VALUES(req), lim = VALUES(lim)
+ RETURNING user_id, template_id, delta`, args
+}
+
+// insertStatement writes the accepted claims of each key (the first ones
+// to arrive) and marks the rest USER_LIMIT_REACHED.
+func (p *tablePlan) insertStatement(jobs []*claimJob, accepted map[countKey]int32, results []error) (string, []any) {
 	var ins []any
 	n := 0
-	for _, i := range p.idx {
-		c := jobs[i].claim.Coupon
-		k := countKey{p.table, c.UserID, c.TemplateID}
-		if p.isLimited[k] {
-			// Each claim is decided by its own limit (0: none) on the
-			// count as the batch has it so far.
-			if limit := jobs[i].claim.PerUserLimit; limit > 0 && counts[k] >= limit {
+	for _, k := range p.keys {
+		for pos, i := range p.claims[k] {
+			if int32(pos) >= accepted[k] {
 				results[i] = participant.Errorf(participant.EREFUSED, participant.ReasonUserLimitReached, "per-user limit reached")
 				continue
 			}
-			counts[k]++
-		} else {
-			adds[k]++
+			results[i] = nil
+			c := jobs[i].claim.Coupon
+			ins = append(ins, c.ID, c.Code, c.TemplateID, c.CampaignID, c.UserID, c.RequestID, c.Status,
+				c.ClaimedAt.UTC(), c.ExpireAt.UTC(), c.ClaimedAt.UTC())
+			n++
 		}
-		ins = append(ins, c.ID, c.Code, c.TemplateID, c.CampaignID, c.UserID, c.RequestID, c.Status,
-			c.ClaimedAt.UTC(), c.ExpireAt.UTC(), c.ClaimedAt.UTC())
-		n++
 	}
 	if n == 0 {
-		return nil, nil
+		return "", nil
 	}
-	stmts := []string{`INSERT INTO coupon_` + p.suffix + ` (id, code, template_id, campaign_id, user_id,
- request_id, status, claimed_at, expire_at, updated_at) VALUES ` + placeholders("(?,?,?,?,?,?,?,?,?,?)", n)}
-	args := ins
-	if len(p.limited) > 0 {
-		stmts = append(stmts, `INSERT INTO claim_count_`+p.suffix+` (user_id, template_id, claimed) VALUES `+
-			placeholders("(?,?,?)", len(p.limited))+` ON DUPLICATE KEY UPDATE claimed = VALUES(claimed)`)
-		for _, k := range p.limited {
-			args = append(args, k.user, k.templateID, counts[k])
-		}
-	}
-	var free []countKey
-	for _, k := range p.free {
-		if adds[k] > 0 {
-			free = append(free, k)
-		}
-	}
-	if len(free) > 0 {
-		stmts = append(stmts, `INSERT INTO claim_count_`+p.suffix+` (user_id, template_id, claimed) VALUES `+
-			placeholders("(?,?,?)", len(free))+` ON DUPLICATE KEY UPDATE claimed = claimed + VALUES(claimed)`)
-		for _, k := range free {
-			args = append(args, k.user, k.templateID, adds[k])
-		}
-	}
-	return stmts, args
+	return `INSERT INTO coupon_` + p.suffix + ` (id, code, template_id, campaign_id, user_id,
+ request_id, status, claimed_at, expire_at, updated_at) VALUES ` + placeholders("(?,?,?,?,?,?,?,?,?,?)", n), ins
 }
 
 func sortKeys(keys []countKey) {

@@ -5,6 +5,7 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
+	"sort"
 	"strconv"
 	"strings"
 	"time"
@@ -17,11 +18,15 @@ var _ participant.Coupons = (*Store)(nil)
 const couponCols = `id, code, template_id, campaign_id, user_id, request_id, status, claimed_at, expire_at,
  order_no, discount_amount, used_at, lock_gid, lock_branch, locked_at`
 
-func scanCoupon(r scanner) (*participant.Coupon, error) {
+func scanCoupon(r scanner) (*participant.Coupon, error) { return scanCouponAnd(r) }
+
+// scanCouponAnd scans couponCols and then extra columns.
+func scanCouponAnd(r scanner, extra ...any) (*participant.Coupon, error) {
 	var c participant.Coupon
 	var used, locked sql.NullTime
-	err := r.Scan(&c.ID, &c.Code, &c.TemplateID, &c.CampaignID, &c.UserID, &c.RequestID, &c.Status,
-		&c.ClaimedAt, &c.ExpireAt, &c.OrderNo, &c.DiscountAmount, &used, &c.LockGID, &c.LockBranch, &locked)
+	dest := append([]any{&c.ID, &c.Code, &c.TemplateID, &c.CampaignID, &c.UserID, &c.RequestID, &c.Status,
+		&c.ClaimedAt, &c.ExpireAt, &c.OrderNo, &c.DiscountAmount, &used, &c.LockGID, &c.LockBranch, &locked}, extra...)
+	err := r.Scan(dest...)
 	c.UsedAt, c.LockedAt = used.Time, locked.Time
 	return &c, err
 }
@@ -103,7 +108,16 @@ func (s *Store) ByRequest(ctx context.Context, userID int64, requestID string) (
 
 // ByCode reads one of the user's coupons by code.
 func (s *Store) ByCode(ctx context.Context, userID int64, code string) (*participant.Coupon, error) {
-	return s.one(ctx, userID, "code = ?", code, "read coupon")
+	id, ok := participant.CodeID(code)
+	if !ok {
+		return nil, notFound("coupon", code)
+	}
+	sh := s.ShardOf(userID)
+	c, err := scanCoupon(sh.DB.QueryRowContext(ctx, `SELECT `+couponCols+` FROM coupon_`+sh.Suffix()+` WHERE id = ? AND code = ? AND user_id = ?`, id, code, userID))
+	if errors.Is(err, sql.ErrNoRows) {
+		return nil, notFound("coupon", code)
+	}
+	return c, wrap("read coupon", err)
 }
 
 // ByID reads one of the user's coupons by ID.
@@ -126,12 +140,24 @@ func statusClause(f participant.CouponFilter) (string, []any) {
 
 // ListByUser pages through a user's coupons, newest first.
 func (s *Store) ListByUser(ctx context.Context, userID int64, f participant.CouponFilter, p participant.Page) ([]*participant.Coupon, string, error) {
+	cs, next, _, err := s.listByUser(ctx, userID, f, p, false)
+	return cs, next, err
+}
+
+// ListByUserAndBinds is ListByUser with the user's bind intents, in one
+// query: the page, and one extra row per intent (its phone in the last
+// column, which is empty on coupon rows).
+func (s *Store) ListByUserAndBinds(ctx context.Context, userID int64, f participant.CouponFilter, p participant.Page) ([]*participant.Coupon, string, []participant.Phone, error) {
+	return s.listByUser(ctx, userID, f, p, true)
+}
+
+func (s *Store) listByUser(ctx context.Context, userID int64, f participant.CouponFilter, p participant.Page, binds bool) ([]*participant.Coupon, string, []participant.Phone, error) {
 	after, err := afterID(p.After)
 	if err != nil {
-		return nil, "", err
+		return nil, "", nil, err
 	}
 	sh := s.ShardOf(userID)
-	q := `SELECT ` + couponCols + ` FROM coupon_` + sh.Suffix() + ` WHERE user_id = ?`
+	q := `SELECT ` + couponCols + `, '' AS bind_phone FROM coupon_` + sh.Suffix() + ` WHERE user_id = ?`
 	args := []any{userID}
 	if f.TemplateID > 0 {
 		q += " AND template_id = ?"
@@ -146,16 +172,41 @@ func (s *Store) ListByUser(ctx context.Context, userID int64, f participant.Coup
 	}
 	q += " ORDER BY id DESC LIMIT ?"
 	args = append(args, p.Size+1)
-	out, err := s.list(ctx, sh.DB, q, args)
-	if err != nil {
-		return nil, "", wrap("list user coupons", err)
+	if binds {
+		q = `(` + q + `) UNION ALL (SELECT 0, '', 0, 0, user_id, '', 0, created_at, created_at, '', 0, NULL, '', '', NULL, phone
+ FROM bind_intent_` + sh.Suffix() + ` WHERE user_id = ?)`
+		args = append(args, userID)
 	}
+	rows, err := sh.DB.QueryContext(ctx, q, args...)
+	if err != nil {
+		return nil, "", nil, wrap("list user coupons", err)
+	}
+	defer rows.Close()
+	var out []*participant.Coupon
+	var phones []participant.Phone
+	for rows.Next() {
+		var phone string
+		c, err := scanCouponAnd(rows, &phone)
+		if err != nil {
+			return nil, "", nil, wrap("list user coupons", err)
+		}
+		if phone != "" {
+			phones = append(phones, participant.Phone(phone))
+			continue
+		}
+		out = append(out, c)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, "", nil, wrap("list user coupons", err)
+	}
+	// A union keeps no order of its parts.
+	sort.Slice(out, func(i, j int) bool { return out[i].ID > out[j].ID })
 	next := ""
 	if len(out) > p.Size {
 		out = out[:p.Size]
 		next = strconv.FormatInt(out[len(out)-1].ID, 10)
 	}
-	return out, next, nil
+	return out, next, phones, nil
 }
 
 func (s *Store) list(ctx context.Context, db *sql.DB, q string, args []any) ([]*participant.Coupon, error) {
@@ -350,4 +401,21 @@ func (s *Store) Ledger(ctx context.Context, userID int64, ids []int64) ([]partic
 		out = append(out, e)
 	}
 	return out, wrap("read coupon ledger", rows.Err())
+}
+
+// LockedCoupons counts LOCKED coupons in every table, and those locked
+// before stuckBefore, through idx_expire (status first).
+func (s *Store) LockedCoupons(ctx context.Context, stuckBefore time.Time) (locked, stuck int64, err error) {
+	err = s.perShardQuery(ctx,
+		func(t int) string {
+			return fmt.Sprintf("SELECT COUNT(*), COALESCE(SUM(locked_at < ?), 0) FROM coupon_%04d WHERE status = ?", t)
+		},
+		func() []any { return []any{stuckBefore.UTC(), participant.CouponLocked} },
+		func(r *sql.Rows) error {
+			var l, st int64
+			err := r.Scan(&l, &st)
+			locked, stuck = locked+l, stuck+st
+			return err
+		})
+	return locked, stuck, wrap("count locked coupons", err)
 }

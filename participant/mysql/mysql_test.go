@@ -76,10 +76,8 @@ func TestBatchPlansEachClaimByItsOwnLimit(t *testing.T) {
 				jobs[i] = &claimJob{ctx: ctxT(t), table: table, done: make(chan error, 1), claim: participant.Claim{
 					Coupon: coupon(int64(1000*n+2+i), user, tpl, fmt.Sprintf("b%d-%d", n, i+1)), PerUserLimit: tc.limits[i]}}
 			}
-			results, err := s.tryBatch(ctxT(t), s.ShardOf(user).DB, jobs)
-			if err != nil {
-				t.Fatalf("tryBatch: %v", err)
-			}
+			s.writeBatch(s.ShardOf(user).DB, jobs)
+			results := []error{<-jobs[0].done, <-jobs[1].done}
 			for i, r := range results {
 				if got := participant.ErrorReason(r) == participant.ReasonUserLimitReached; got != tc.refused[i] {
 					t.Fatalf("claim %d (limit %d): refused = %v (%v), want %v", i, tc.limits[i], got, r, tc.refused[i])
@@ -97,6 +95,72 @@ func TestBatchPlansEachClaimByItsOwnLimit(t *testing.T) {
 				t.Fatalf("claim_count = %d, coupons = %d; want them equal", claimed, rows)
 			}
 		})
+	}
+}
+
+// TestBatchCountsManyKeys: one batch over several tables and counts, with
+// limited and unlimited templates and more claims than a limit allows,
+// accepts exactly up to each limit in arrival order and leaves every count
+// equal to the coupons written.
+func TestBatchCountsManyKeys(t *testing.T) {
+	mainDSN, shards := databases(t, 1)
+	s := open(t, Config{MainDSN: mainDSN, ShardDSNs: shards, TablesPerShard: 4})
+	if err := s.Migrate(ctxT(t)); err != nil {
+		t.Fatal(err)
+	}
+	// Users 1..6 have one coupon of template 1 (limit 2) already.
+	id := int64(10000)
+	for u := int64(1); u <= 6; u++ {
+		id++
+		if err := s.insertOne(ctxT(t), participant.Claim{Coupon: coupon(id, u, 1, fmt.Sprintf("pre-%d", u)), PerUserLimit: 2}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	type claim struct {
+		user, tpl int64
+		limit     int32
+		refused   bool
+	}
+	var want []claim
+	for u := int64(1); u <= 8; u++ {
+		// Three claims of template 1 each: users 1..6 have room for one,
+		// users 7..8 for two.
+		room := 1
+		if u > 6 {
+			room = 2
+		}
+		for n := range 3 {
+			want = append(want, claim{u, 1, 2, n >= room})
+		}
+		want = append(want, claim{u, 2, 0, false}, claim{u, 2, 0, false}) // unlimited
+	}
+	jobs := make([]*claimJob, len(want))
+	for i, w := range want {
+		id++
+		jobs[i] = &claimJob{ctx: ctxT(t), table: s.ShardOf(w.user).Table, done: make(chan error, 1), claim: participant.Claim{
+			Coupon: coupon(id, w.user, w.tpl, fmt.Sprintf("many-%d", i)), PerUserLimit: w.limit}}
+	}
+	s.writeBatch(s.ShardOf(1).DB, jobs)
+	for i, w := range want {
+		err := <-jobs[i].done
+		if got := participant.ErrorReason(err) == participant.ReasonUserLimitReached; got != w.refused || (err != nil && !got) {
+			t.Fatalf("claim %d %+v: %v, want refused=%v", i, w, err, w.refused)
+		}
+	}
+	for u := int64(1); u <= 8; u++ {
+		sh := s.ShardOf(u)
+		for tpl := int64(1); tpl <= 2; tpl++ {
+			var claimed, rows int
+			if err := sh.DB.QueryRowContext(ctxT(t), `SELECT claimed FROM claim_count_`+sh.Suffix()+` WHERE user_id = ? AND template_id = ?`, u, tpl).Scan(&claimed); err != nil {
+				t.Fatal(err)
+			}
+			if err := sh.DB.QueryRowContext(ctxT(t), `SELECT COUNT(*) FROM coupon_`+sh.Suffix()+` WHERE user_id = ? AND template_id = ?`, u, tpl).Scan(&rows); err != nil {
+				t.Fatal(err)
+			}
+			if claimed != rows || tpl == 1 && rows != 2 || tpl == 2 && rows != 2 {
+				t.Fatalf("user %d template %d: count %d, coupons %d; want 2 and 2", u, tpl, claimed, rows)
+			}
+		}
 	}
 }
 

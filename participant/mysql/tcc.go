@@ -8,7 +8,7 @@ import (
 	"strings"
 	"time"
 
-	"github.com/dtm-labs/client/dtmcli"
+	"github.com/dtm-labs/client/dtmcli/dtmimp"
 	"github.com/go-sql-driver/mysql"
 
 	"github.com/opencoupon/coupon/participant"
@@ -19,61 +19,29 @@ var _ participant.Branches = (*Store)(nil)
 // BarrierTable is DTM's barrier table inside every shard database.
 const BarrierTable = "barrier"
 
-func barrier(br participant.Branch) *dtmcli.BranchBarrier {
-	return &dtmcli.BranchBarrier{
-		TransType: br.TransType, Gid: br.GID, BranchID: br.BranchID, Op: br.Op,
-		DBType: dtmcli.DBTypeMysql, BarrierTableName: BarrierTable,
-	}
-}
-
-// Apply runs a branch under the DTM barrier in one transaction on the
-// user's shard: the barrier row, the coupon row locked FOR UPDATE, the
+// Apply runs a branch under DTM's branch barrier in one transaction on the
+// user's shard: the barrier rows, the coupon row locked FOR UPDATE, the
 // domain's decision, the coupon change, its daily-use counts and its ledger
-// rows commit or roll back together. When the barrier skips the branch (a
-// duplicate, null compensation or a hanging Try) the coupon is read as it
-// stands. Deadlocks are retried: the barrier rows rolled back with them.
+// rows commit or roll back together. It keeps dtmcli.BranchBarrier's table
+// and semantics — a Cancel (or compensation) first inserts its Try's
+// (action's) row, and finding it absent is null compensation; a branch
+// whose own row exists already is a duplicate or a hanging Try, skipped —
+// but sends the barrier rows and the coupon lock in one round trip. A call
+// without barrier metadata (br.Op empty) runs the same transaction without
+// barrier rows. Deadlocks are retried: the barrier rows rolled back with
+// them.
 func (s *Store) Apply(ctx context.Context, br participant.Branch, userID int64, code string, decide participant.Decide) (participant.Outcome, error) {
 	sh := s.ShardOf(userID)
+	id, ok := participant.CodeID(code)
+	if !ok {
+		return participant.Outcome{}, notFound("coupon", code)
+	}
 	var (
 		err error
 		out participant.Outcome
 	)
 	for attempt := 0; attempt < 5; attempt++ {
-		var tx *sql.Tx
-		tx, err = sh.DB.BeginTx(ctx, nil)
-		if err != nil {
-			break
-		}
-		out = participant.Outcome{Skipped: true}
-		run := barrier(br).Call
-		if br.Op == "" {
-			run = func(tx *sql.Tx, fn dtmcli.BarrierBusiFunc) (err error) {
-				// A call made outside DTM (ReturnCoupon without barrier
-				// metadata): the same transaction, no barrier rows.
-				if err = fn(tx); err != nil {
-					_ = tx.Rollback()
-					return err
-				}
-				return tx.Commit()
-			}
-		}
-		err = run(tx, func(tx *sql.Tx) error {
-			out.Skipped = false
-			c, err := lockCoupon(ctx, tx, sh, userID, code)
-			if err != nil {
-				return err
-			}
-			ch, err := decide(c)
-			if err != nil || ch == nil {
-				out.Coupon = c
-				return err
-			}
-			if err := writeChange(ctx, tx, sh, br, c, ch); err != nil {
-				return err
-			}
-			out.Coupon, out.Changed = changed(c, ch), true
-			return nil
-		})
+		out, err = applyOnce(ctx, sh, br, userID, id, code, decide)
 		if !isRetryable(err) {
 			break
 		}
@@ -81,24 +49,106 @@ func (s *Store) Apply(ctx context.Context, br participant.Branch, userID int64, 
 	if err != nil {
 		return participant.Outcome{}, wrap("coupon branch "+br.Op, err)
 	}
-	if out.Skipped {
-		c, err := s.ByCode(ctx, userID, code)
-		if err != nil {
-			return participant.Outcome{}, err
-		}
-		out.Coupon = c
-	}
 	return out, nil
 }
 
-// lockCoupon reads the user's coupon FOR UPDATE.
-func lockCoupon(ctx context.Context, tx *sql.Tx, sh Shard, userID int64, code string) (*participant.Coupon, error) {
-	c, err := scanCoupon(tx.QueryRowContext(ctx, `SELECT `+couponCols+` FROM coupon_`+sh.Suffix()+
-		` WHERE code = ? AND user_id = ? FOR UPDATE`, code, userID))
-	if errors.Is(err, sql.ErrNoRows) {
-		return nil, notFound("coupon", code)
+// originOp is the op whose barrier row a compensation inserts first.
+var originOp = map[string]string{
+	dtmimp.OpCancel:     dtmimp.OpTry,
+	dtmimp.OpCompensate: dtmimp.OpAction,
+	dtmimp.OpRollback:   dtmimp.OpAction,
+}
+
+// barrierID numbers the first (only) barrier of a branch call, as dtmcli does.
+const barrierID = "01"
+
+func applyOnce(ctx context.Context, sh Shard, br participant.Branch, userID, id int64, code string, decide participant.Decide) (out participant.Outcome, err error) {
+	tx, err := sh.DB.BeginTx(ctx, nil)
+	if err != nil {
+		return out, err
 	}
-	return c, err
+	defer func() {
+		if err != nil {
+			_ = tx.Rollback()
+			return
+		}
+		if err = tx.Commit(); err != nil {
+			err = fmt.Errorf("%w: %w", participant.ErrCommitUnknown, err)
+		}
+	}()
+	var q []string
+	var args []any
+	insert := `INSERT IGNORE INTO ` + BarrierTable + ` (trans_type, gid, branch_id, op, barrier_id, reason) VALUES (?,?,?,?,?,?); SELECT ROW_COUNT()`
+	origin := originOp[br.Op]
+	if br.Op != "" {
+		if origin != "" {
+			q = append(q, insert)
+			args = append(args, br.TransType, br.GID, br.BranchID, origin, barrierID, br.Op)
+		}
+		q = append(q, insert)
+		args = append(args, br.TransType, br.GID, br.BranchID, br.Op, barrierID, br.Op)
+	}
+	q = append(q, `SELECT `+couponCols+` FROM coupon_`+sh.Suffix()+` WHERE id = ? AND code = ? AND user_id = ? FOR UPDATE`)
+	args = append(args, id, code, userID)
+	rows, err := tx.QueryContext(ctx, strings.Join(q, ";\n"), args...)
+	if err != nil {
+		return out, err
+	}
+	var affected []int64
+	var c *participant.Coupon
+	for {
+		for rows.Next() {
+			if len(affected) < len(q)-1 {
+				var n int64
+				if err := rows.Scan(&n); err != nil {
+					rows.Close()
+					return out, err
+				}
+				affected = append(affected, n)
+				continue
+			}
+			if c, err = scanCoupon(rows); err != nil {
+				rows.Close()
+				return out, err
+			}
+		}
+		if !rows.NextResultSet() {
+			break
+		}
+	}
+	if err := rows.Close(); err != nil {
+		return out, err
+	}
+	if err := rows.Err(); err != nil {
+		return out, err
+	}
+	if br.Op != "" {
+		if len(affected) != len(q)-1 {
+			return out, fmt.Errorf("barrier: %d of %d row counts read", len(affected), len(q)-1)
+		}
+		nullCompensation := origin != "" && affected[0] > 0
+		if nullCompensation || affected[len(affected)-1] == 0 {
+			// Skipped: commit the barrier rows, leave the coupon as it is.
+			if c == nil {
+				return out, notFound("coupon", code)
+			}
+			return participant.Outcome{Coupon: c, Skipped: true}, nil
+		}
+	}
+	if c == nil {
+		return out, notFound("coupon", code)
+	}
+	ch, err := decide(c)
+	if err != nil {
+		return participant.Outcome{}, err
+	}
+	if ch == nil {
+		return participant.Outcome{Coupon: c}, nil
+	}
+	if err := writeChange(ctx, tx, sh, br, c, ch); err != nil {
+		return participant.Outcome{}, err
+	}
+	return participant.Outcome{Coupon: changed(c, ch), Changed: true}, nil
 }
 
 // changed is the coupon c after ch.
@@ -179,13 +229,17 @@ func describeLimits(ls []participant.DailyLimit) string {
 	return strings.Join(parts, ", ")
 }
 
-// Owner scans every table for the code.
+// Owner looks the code's coupon ID up in every table, by primary key.
 func (s *Store) Owner(ctx context.Context, code string) (int64, bool, error) {
+	id, ok := participant.CodeID(code)
+	if !ok {
+		return 0, false, nil
+	}
 	var owner int64
 	found := false
 	err := s.perShardQuery(ctx,
-		func(t int) string { return fmt.Sprintf("SELECT user_id FROM coupon_%04d WHERE code = ?", t) },
-		func() []any { return []any{code} },
+		func(t int) string { return fmt.Sprintf("SELECT user_id FROM coupon_%04d WHERE id = ? AND code = ?", t) },
+		func() []any { return []any{id, code} },
 		func(r *sql.Rows) error {
 			found = true
 			return r.Scan(&owner)

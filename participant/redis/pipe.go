@@ -66,17 +66,28 @@ func (p *pipe) run() {
 	}
 }
 
-// do runs one command through the pipeline and returns it once answered.
+// do runs one command through the pipeline and returns it once answered,
+// or once ctx is done (the command may still run: every one sent this way
+// is idempotent, or, for a stock take, at worst leaves the counters short).
 // A script the server does not know yet (NOSCRIPT after a restart or on a
 // new cluster node) is retried on its own, which loads it.
 func (p *pipe) do(ctx context.Context, build func(goredis.Pipeliner) goredis.Cmder, retry func() goredis.Cmder) goredis.Cmder {
 	op := &pipeOp{ctx: ctx, build: build, done: make(chan struct{})}
+	gaveUp := func() goredis.Cmder {
+		cmd := goredis.NewCmd(ctx)
+		cmd.SetErr(ctx.Err())
+		return cmd
+	}
 	select {
 	case p.ch <- op:
 	case <-ctx.Done():
-		return retry() // fails fast on the cancelled context
+		return gaveUp()
 	}
-	<-op.done
+	select {
+	case <-op.done:
+	case <-ctx.Done():
+		return gaveUp()
+	}
 	if err := op.cmd.Err(); err != nil && retry != nil && isNoScript(err) {
 		return retry()
 	}

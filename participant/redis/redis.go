@@ -34,8 +34,11 @@ type Adapter struct {
 }
 
 // New returns the adapters over rdb; every key they write starts with
-// prefix (e.g. "coupon:").
+// prefix (e.g. "coupon:"). It installs a breaker on rdb, so that while
+// Redis does not answer, calls fail at once instead of each waiting out a
+// timeout.
 func New(rdb goredis.UniversalClient, prefix string) *Adapter {
+	rdb.AddHook(newBreaker())
 	c := &conn{rdb: rdb, prefix: prefix, pipe: newPipe(rdb)}
 	return &Adapter{Stock: &Stock{c}, Requests: &Requests{c}, Leases: &Leases{c}, Blobs: &Blobs{c}, pipe: c.pipe}
 }

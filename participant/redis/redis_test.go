@@ -2,10 +2,14 @@ package redis_test
 
 import (
 	"context"
+	"errors"
 	"testing"
 	"time"
 
+	goredis "github.com/redis/go-redis/v9"
+
 	"github.com/opencoupon/coupon/internal/testenv"
+	"github.com/opencoupon/coupon/participant"
 	couponredis "github.com/opencoupon/coupon/participant/redis"
 )
 
@@ -92,23 +96,68 @@ func TestLeaseAndRequestMarkers(t *testing.T) {
 		t.Fatalf("Lock after unlock = %v, %v", ok, err)
 	}
 
-	tok, started, _, err := r.Requests.Begin(ctx, "req-1", "u1:t1", time.Minute)
-	if err != nil || !started {
-		t.Fatalf("Begin = %v, %v", started, err)
+	tok, started, _, since, err := r.Requests.Begin(ctx, "req-1", "u1:t1", time.Minute)
+	if err != nil || !started || time.Since(since) > time.Minute {
+		t.Fatalf("Begin = %v, %v, since %v", started, err, since)
 	}
-	if _, started, held, err := r.Requests.Begin(ctx, "req-1", "u2:t1", time.Minute); err != nil || started || held != "u1:t1" {
-		t.Fatalf("Begin by another = %v, %q, %v; want held by u1:t1", started, held, err)
+	_, started, held, _, err := r.Requests.Begin(ctx, "req-1", "u2:t1", time.Minute)
+	if err != nil || started || held.FP != "u1:t1" || held.Token != tok {
+		t.Fatalf("Begin by another = %v, %+v, %v; want held by u1:t1", started, held, err)
 	}
-	if err := r.Requests.Finish(ctx, "req-1", "u1:t1", "not-mine", false, time.Minute); err != nil {
+	if m, _, err := r.Requests.Peek(ctx, "req-1"); err != nil || m == nil || m.FP != "u1:t1" {
+		t.Fatalf("Peek = %+v, %v", m, err)
+	}
+	if err := r.Requests.Forget(ctx, "req-1", "u1:t1", "not-mine"); err != nil {
 		t.Fatal(err)
 	}
-	if _, started, _, _ := r.Requests.Begin(ctx, "req-1", "u1:t1", time.Minute); started {
-		t.Fatal("a Finish with another call's token forgot the marker")
+	if m, _, _ := r.Requests.Peek(ctx, "req-1"); m == nil {
+		t.Fatal("a Forget with another call's token dropped the marker")
 	}
-	if err := r.Requests.Finish(ctx, "req-1", "u1:t1", tok, false, time.Minute); err != nil {
+	// A dead call's marker is taken over once; a stale view of it is not.
+	tok2, ok, err := r.Requests.TakeOver(ctx, "req-1", held, "u1:t1", time.Minute)
+	if err != nil || !ok || tok2 == tok {
+		t.Fatalf("TakeOver = %q, %v, %v", tok2, ok, err)
+	}
+	if _, ok, err := r.Requests.TakeOver(ctx, "req-1", held, "u1:t1", time.Minute); err != nil || ok {
+		t.Fatalf("second TakeOver of the same marker = %v, %v; want refused", ok, err)
+	}
+	if err := r.Requests.Forget(ctx, "req-1", "u1:t1", tok2); err != nil {
 		t.Fatal(err)
 	}
-	if _, started, _, err := r.Requests.Begin(ctx, "req-1", "u1:t1", time.Minute); err != nil || !started {
-		t.Fatalf("Begin after the holder forgot it = %v, %v", started, err)
+	if m, _, _ := r.Requests.Peek(ctx, "req-1"); m != nil {
+		t.Fatalf("marker after its holder forgot it = %+v", m)
 	}
+}
+
+// TestBreakerFailsFastWhileRedisHangs: while Redis does not answer, calls
+// fail with Unavailable; after a few failures they stop waiting out the
+// read timeout; once Redis answers again calls succeed.
+func TestBreakerFailsFastWhileRedisHangs(t *testing.T) {
+	prefix := testenv.Unique(t) + ":"
+	testenv.MustRedis(t, prefix)
+	proxy := testenv.StartProxy(t, testenv.RedisAddr())
+	rdb := goredis.NewClient(&goredis.Options{Addr: proxy.Addr, MaxRetries: -1, ReadTimeout: 200 * time.Millisecond, DialTimeout: 200 * time.Millisecond})
+	t.Cleanup(func() { rdb.Close() })
+	r := couponredis.New(rdb, prefix)
+	t.Cleanup(r.Close)
+	if err := r.Stock.Set(ctxT(t), 1, 1, 10); err != nil {
+		t.Fatal(err)
+	}
+	proxy.Stall()
+	sawFastFail := false
+	for range 20 {
+		_, err := r.Stock.Take(ctxT(t), 1, 1, 0)
+		if participant.ErrorCode(err) != participant.EUNAVAILABLE {
+			t.Fatalf("Take while Redis hangs = %v, want Unavailable", err)
+		}
+		sawFastFail = sawFastFail || errors.Is(err, couponredis.ErrRedisDown)
+	}
+	if !sawFastFail {
+		t.Fatal("the breaker never opened")
+	}
+	proxy.Resume()
+	testenv.Eventually(t, 10*time.Second, "calls to succeed again", func() bool {
+		_, err := r.Stock.Take(ctxT(t), 1, 1, 0)
+		return err == nil
+	})
 }

@@ -2,6 +2,9 @@ package redis
 
 import (
 	"context"
+	"fmt"
+	"hash/fnv"
+	"strconv"
 	"strings"
 	"time"
 
@@ -10,57 +13,129 @@ import (
 	"github.com/opencoupon/coupon/participant"
 )
 
-// Requests keeps the markers of idempotent requests (participant.Requests):
-// "P|fp|token" while the call holding token is in flight, "D|fp" once done.
+// Requests keeps the markers of idempotent requests (participant.Requests).
+// A marker is "fp|token|started-ms". Markers live in 64 buckets, hash-tagged
+// so that each bucket has one slot; beside each bucket's markers a "born"
+// key says since when (ms) the bucket has held markers: if Redis lost its
+// data the bucket is born again, and a request marked before the loss may
+// have lost its marker.
 type Requests struct{ *conn }
 
 var _ participant.Requests = (*Requests)(nil)
 
-func (r *Requests) key(id string) string { return r.prefix + "req:" + id }
+const requestBuckets = 64
 
-// beginScript takes the marker, or finds it already ours (a re-sent Begin),
-// or reports who holds it.
+func (r *Requests) keys(id string) []string {
+	h := fnv.New32a()
+	_, _ = h.Write([]byte(id))
+	tag := fmt.Sprintf("%sreq:{%d}", r.prefix, h.Sum32()%requestBuckets)
+	return []string{tag + ":" + id, tag + ":born"}
+}
+
+// beginScript marks the request unless it is marked, and reports the
+// holder and the bucket's birth. A re-sent Begin of the same call finds its
+// own marker and is started.
 var beginScript = goredis.NewScript(`
+local born = redis.call('GET', KEYS[2])
+if not born then
+  born = ARGV[3]
+  redis.call('SET', KEYS[2], born)
+end
 local v = redis.call('GET', KEYS[1])
 if not v then
   redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
-  return ''
+  return {'', born}
 end
-if v == ARGV[1] then return '' end
-return v
+if v == ARGV[1] then return {'', born} end
+return {v, born}
 `)
 
-// Begin marks a request in flight, or reports who holds it.
-func (r *Requests) Begin(ctx context.Context, requestID, fp string, ttl time.Duration) (string, bool, string, error) {
-	tok := token()
-	held, err := r.script(ctx, beginScript, []string{r.key(requestID)}, "P|"+fp+"|"+tok, ttl.Milliseconds()).Text()
+func nowMS() int64 { return time.Now().UnixMilli() }
+
+func parseMarker(v string) participant.Marker {
+	parts := strings.Split(v, "|")
+	m := participant.Marker{FP: parts[0]}
+	if len(parts) >= 3 {
+		m.Token = parts[1]
+		if ms, err := strconv.ParseInt(parts[2], 10, 64); err == nil {
+			m.Started = time.UnixMilli(ms)
+		}
+	}
+	return m
+}
+
+func marker(fp, tok string, started int64) string {
+	return fp + "|" + tok + "|" + strconv.FormatInt(started, 10)
+}
+
+func bornAt(v any) time.Time {
+	s, _ := v.(string)
+	ms, _ := strconv.ParseInt(s, 10, 64)
+	return time.UnixMilli(ms)
+}
+
+// Begin marks a request, or reports who holds it.
+func (r *Requests) Begin(ctx context.Context, requestID, fp string, ttl time.Duration) (string, bool, participant.Marker, time.Time, error) {
+	tok, now := token(), nowMS()
+	res, err := r.script(ctx, beginScript, r.keys(requestID), marker(fp, tok, now), ttl.Milliseconds(), now).Slice()
 	if err != nil {
-		return "", false, "", wrap("begin request "+requestID, err)
+		return "", false, participant.Marker{}, time.Time{}, wrap("begin request "+requestID, err)
 	}
+	held, _ := res[0].(string)
+	since := bornAt(res[1])
 	if held == "" {
-		return tok, true, "", nil
+		return tok, true, participant.Marker{}, since, nil
 	}
-	parts := strings.Split(held, "|")
-	if len(parts) < 2 {
-		return "", false, held, nil
+	return "", false, parseMarker(held), since, nil
+}
+
+var peekScript = goredis.NewScript(`
+return {redis.call('GET', KEYS[1]) or '', redis.call('GET', KEYS[2]) or ''}
+`)
+
+// Peek reads a marker without marking. A bucket never born reads as born
+// now: nothing can have been lost from it.
+func (r *Requests) Peek(ctx context.Context, requestID string) (*participant.Marker, time.Time, error) {
+	res, err := r.script(ctx, peekScript, r.keys(requestID)).Slice()
+	if err != nil {
+		return nil, time.Time{}, wrap("peek request "+requestID, err)
 	}
-	return "", false, parts[1], nil
+	since := time.Now()
+	if b, _ := res[1].(string); b != "" {
+		since = bornAt(b)
+	}
+	if v, _ := res[0].(string); v != "" {
+		m := parseMarker(v)
+		return &m, since, nil
+	}
+	return nil, since, nil
+}
+
+var takeOverScript = goredis.NewScript(`
+if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
+redis.call('SET', KEYS[1], ARGV[2], 'PX', ARGV[3])
+return 1
+`)
+
+// TakeOver replaces a dead call's marker.
+func (r *Requests) TakeOver(ctx context.Context, requestID string, held participant.Marker, fp string, ttl time.Duration) (string, bool, error) {
+	tok := token()
+	old := marker(held.FP, held.Token, held.Started.UnixMilli())
+	n, err := r.script(ctx, takeOverScript, r.keys(requestID)[:1], old, marker(fp, tok, nowMS()), ttl.Milliseconds()).Int()
+	if err != nil {
+		return "", false, wrap("take over request "+requestID, err)
+	}
+	return tok, n == 1, nil
 }
 
 var forgetScript = goredis.NewScript(`
-if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+local v = redis.call('GET', KEYS[1])
+if v and string.sub(v, 1, string.len(ARGV[1])) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
 return 0
 `)
 
-// Finish records the request as done (kept for ttl) or, when ok is false,
-// forgets the marker the call holding tok took.
-func (r *Requests) Finish(ctx context.Context, requestID, fp, tok string, ok bool, ttl time.Duration) error {
-	key := r.key(requestID)
-	var err error
-	if ok {
-		err = r.pipe.do(ctx, func(pl goredis.Pipeliner) goredis.Cmder { return pl.Set(ctx, key, "D|"+fp, ttl) }, nil).Err()
-	} else {
-		err = r.script(ctx, forgetScript, []string{key}, "P|"+fp+"|"+tok).Err()
-	}
-	return wrap("finish request "+requestID, err)
+// Forget drops the marker the call holding tok took.
+func (r *Requests) Forget(ctx context.Context, requestID, fp, tok string) error {
+	err := r.script(ctx, forgetScript, r.keys(requestID)[:1], fp+"|"+tok+"|").Err()
+	return wrap("forget request "+requestID, err)
 }

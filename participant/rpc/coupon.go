@@ -3,6 +3,7 @@ package rpc
 import (
 	"context"
 	"log/slog"
+	"sync"
 
 	"github.com/dtm-labs/client/dtmgrpc"
 
@@ -15,6 +16,8 @@ type Coupons struct {
 	couponv1.UnimplementedCouponServiceServer
 	svc *participant.Service
 	log *slog.Logger
+	// templates caches GetTemplate's messages: template ID → *templateMessage.
+	templates sync.Map
 }
 
 var _ couponv1.CouponServiceServer = (*Coupons)(nil)
@@ -33,13 +36,25 @@ func (c *Coupons) GetCampaign(ctx context.Context, r *couponv1.GetCampaignReques
 	return campaignPB(x), nil
 }
 
-// GetTemplate reads a template.
+// GetTemplate reads a template. Its message is built once per cached
+// version and shared by every answer (gRPC only reads it).
 func (c *Coupons) GetTemplate(ctx context.Context, r *couponv1.GetTemplateRequest) (*couponv1.CouponTemplate, error) {
 	t, err := c.svc.PublicTemplate(ctx, r.TemplateId)
 	if err != nil {
 		return nil, err
 	}
-	return templatePB(t), nil
+	if e, ok := c.templates.Load(t.ID); ok && e.(*templateMessage).of == t {
+		return e.(*templateMessage).pb, nil
+	}
+	pb := templatePB(t)
+	c.templates.Store(t.ID, &templateMessage{of: t, pb: pb})
+	return pb, nil
+}
+
+// templateMessage is the encoding of one cached template version.
+type templateMessage struct {
+	of *participant.Template
+	pb *couponv1.CouponTemplate
 }
 
 // ClaimCoupon claims one coupon, idempotently on request_id.

@@ -76,7 +76,7 @@ func (f *fixture) template(t *testing.T, stock int64, perUser int32) *couponv1.C
 	if err != nil {
 		t.Fatalf("CreateTemplate: %v", err)
 	}
-	tpl, err = f.srv.Admin.ApproveTemplate(ctxT(t), &couponv1.ApproveTemplateRequest{TemplateId: tpl.Id, ApprovedBy: "bob"})
+	tpl, err = f.srv.AdminAs(coupontest.TokenBob).ApproveTemplate(ctxT(t), &couponv1.ApproveTemplateRequest{TemplateId: tpl.Id})
 	if err != nil {
 		t.Fatalf("ApproveTemplate: %v", err)
 	}
@@ -241,7 +241,7 @@ func TestBadInputsWriteNothing(t *testing.T) {
 		return r
 	}
 	pending, err := f.srv.Admin.CreateTemplate(ctxT(t), window(&couponv1.CreateTemplateRequest{
-		Name: "pending", CouponType: couponv1.CouponTemplate_PERCENT_OFF, PercentOff: 10, TotalStock: 5, CreatedBy: "carol",
+		Name: "pending", CouponType: couponv1.CouponTemplate_PERCENT_OFF, PercentOff: 10, TotalStock: 5, CreatedBy: "alice",
 	}))
 	if err != nil {
 		t.Fatalf("CreateTemplate: %v", err)
@@ -254,28 +254,28 @@ func TestBadInputsWriteNothing(t *testing.T) {
 	}{
 		{"negative stock", func() error {
 			_, err := f.srv.Admin.CreateTemplate(ctxT(t), window(&couponv1.CreateTemplateRequest{
-				Name: "x", CouponType: couponv1.CouponTemplate_FIXED_AMOUNT, DiscountAmount: 1, TotalStock: -1, CreatedBy: "a"}))
+				Name: "x", CouponType: couponv1.CouponTemplate_FIXED_AMOUNT, DiscountAmount: 1, TotalStock: -1, CreatedBy: "alice"}))
 			return err
 		}, codes.InvalidArgument, "INVALID_ARGUMENT"},
 		{"percent over 100", func() error {
 			_, err := f.srv.Admin.CreateTemplate(ctxT(t), window(&couponv1.CreateTemplateRequest{
-				Name: "x", CouponType: couponv1.CouponTemplate_PERCENT_OFF, PercentOff: 101, TotalStock: 1, CreatedBy: "a"}))
+				Name: "x", CouponType: couponv1.CouponTemplate_PERCENT_OFF, PercentOff: 101, TotalStock: 1, CreatedBy: "alice"}))
 			return err
 		}, codes.InvalidArgument, "INVALID_ARGUMENT"},
 		{"discount above threshold", func() error {
 			_, err := f.srv.Admin.CreateTemplate(ctxT(t), window(&couponv1.CreateTemplateRequest{
-				Name: "x", CouponType: couponv1.CouponTemplate_FIXED_AMOUNT, DiscountAmount: 600, MinOrderAmount: 500, TotalStock: 1, CreatedBy: "a"}))
+				Name: "x", CouponType: couponv1.CouponTemplate_FIXED_AMOUNT, DiscountAmount: 600, MinOrderAmount: 500, TotalStock: 1, CreatedBy: "alice"}))
 			return err
 		}, codes.InvalidArgument, "INVALID_ARGUMENT"},
 		{"bad rule", func() error {
 			_, err := f.srv.Admin.CreateTemplate(ctxT(t), window(&couponv1.CreateTemplateRequest{
-				Name: "x", CouponType: couponv1.CouponTemplate_FIXED_AMOUNT, DiscountAmount: 1, TotalStock: 1, CreatedBy: "a",
+				Name: "x", CouponType: couponv1.CouponTemplate_FIXED_AMOUNT, DiscountAmount: 1, TotalStock: 1, CreatedBy: "alice",
 				UsageRule: "order.amount >="}))
 			return err
 		}, codes.InvalidArgument, "INVALID_RULE"},
 		{"unknown campaign", func() error {
 			_, err := f.srv.Admin.CreateTemplate(ctxT(t), window(&couponv1.CreateTemplateRequest{
-				CampaignId: 999999, Name: "x", CouponType: couponv1.CouponTemplate_FIXED_AMOUNT, DiscountAmount: 1, TotalStock: 1, CreatedBy: "a"}))
+				CampaignId: 999999, Name: "x", CouponType: couponv1.CouponTemplate_FIXED_AMOUNT, DiscountAmount: 1, TotalStock: 1, CreatedBy: "alice"}))
 			return err
 		}, codes.NotFound, "NOT_FOUND"},
 		{"missing request id", func() error {
@@ -299,9 +299,13 @@ func TestBadInputsWriteNothing(t *testing.T) {
 			return err
 		}, codes.InvalidArgument, "INVALID_ARGUMENT"},
 		{"approve own template", func() error {
-			_, err := f.srv.Admin.ApproveTemplate(ctxT(t), &couponv1.ApproveTemplateRequest{TemplateId: pending.Id, ApprovedBy: "carol"})
+			_, err := f.srv.Admin.ApproveTemplate(ctxT(t), &couponv1.ApproveTemplateRequest{TemplateId: pending.Id})
 			return err
 		}, codes.FailedPrecondition, "APPROVER_IS_CREATOR"},
+		{"approve in someone else's name", func() error {
+			_, err := f.srv.Admin.ApproveTemplate(ctxT(t), &couponv1.ApproveTemplateRequest{TemplateId: pending.Id, ApprovedBy: "bob"})
+			return err
+		}, codes.PermissionDenied, "IDENTITY_MISMATCH"},
 		{"claim pending template", func() error {
 			_, err := f.srv.Coupons.ClaimCoupon(ctxT(t), &couponv1.ClaimCouponRequest{RequestId: "p1", UserId: 1, TemplateId: pending.Id})
 			return err
@@ -315,7 +319,7 @@ func TestBadInputsWriteNothing(t *testing.T) {
 			return err
 		}, codes.InvalidArgument, "INVALID_ARGUMENT"},
 		{"campaign window reversed", func() error {
-			_, err := f.srv.Admin.CreateCampaign(ctxT(t), &couponv1.CreateCampaignRequest{Name: "x", CreatedBy: "a",
+			_, err := f.srv.Admin.CreateCampaign(ctxT(t), &couponv1.CreateCampaignRequest{Name: "x", CreatedBy: "alice",
 				StartTime: timestamppb.New(now), EndTime: timestamppb.New(now.Add(-time.Hour))})
 			return err
 		}, codes.InvalidArgument, "INVALID_ARGUMENT"},

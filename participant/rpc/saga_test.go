@@ -11,6 +11,7 @@ import (
 	"google.golang.org/protobuf/types/known/emptypb"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
+	"github.com/opencoupon/coupon/internal/coupontest"
 	couponv1 "github.com/opencoupon/coupon/proto/coupon/v1"
 )
 
@@ -98,6 +99,7 @@ func TestSagaThroughDTM(t *testing.T) {
 			Add(e.url("UseCoupon"), e.url("UseCouponRevert"), req).
 			Add(e.pay.addr+"/pay.Pay/Try", e.pay.addr+"/pay.Pay/Cancel", &emptypb.Empty{})
 		s.WaitResult = true
+		s.BranchHeaders = coupontest.BranchHeaders()
 		return s.Submit()
 	}
 	c := e.claim(t, tpl.Id, 311)
@@ -164,7 +166,7 @@ func TestReturnCoupon(t *testing.T) {
 	if err != nil || kept.Returnable {
 		t.Fatalf("CreateTemplate(returnable false) = %v, %v", kept, err)
 	}
-	if _, err := e.srv.Admin.ApproveTemplate(ctxT(t), &couponv1.ApproveTemplateRequest{TemplateId: kept.Id, ApprovedBy: "bob"}); err != nil {
+	if _, err := e.srv.AdminAs(coupontest.TokenBob).ApproveTemplate(ctxT(t), &couponv1.ApproveTemplateRequest{TemplateId: kept.Id}); err != nil {
 		t.Fatal(err)
 	}
 	k := e.claim(t, kept.Id, 322)

@@ -9,6 +9,8 @@ import (
 	"time"
 
 	"github.com/dtm-labs/client/dtmgrpc"
+	"github.com/dtm-labs/client/dtmgrpc/dtmgimp"
+	"github.com/dtm-labs/client/dtmgrpc/dtmgpb"
 	"google.golang.org/genproto/googleapis/rpc/errdetails"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/metadata"
@@ -16,6 +18,7 @@ import (
 	"google.golang.org/protobuf/types/known/emptypb"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
+	"github.com/opencoupon/coupon/internal/coupontest"
 	"github.com/opencoupon/coupon/internal/testenv"
 	couponv1 "github.com/opencoupon/coupon/proto/coupon/v1"
 )
@@ -216,7 +219,7 @@ func TestTwoTransactionsOneOrderThroughDTM(t *testing.T) {
 	locked, proceed := make(chan struct{}), make(chan struct{})
 	first := make(chan error, 1)
 	go func() {
-		first <- dtmgrpc.TccGlobalTransaction(e.dtm.GRPCAddr, "retry-g1", func(tcc *dtmgrpc.TccGrpc) error {
+		first <- e.tcc("retry-g1", func(tcc *dtmgrpc.TccGrpc) error {
 			if err := tcc.CallBranch(req, e.url("LockCoupon"), e.url("ConsumeCoupon"), e.url("UnlockCoupon"), &couponv1.CouponBranchResponse{}); err != nil {
 				return err
 			}
@@ -226,7 +229,7 @@ func TestTwoTransactionsOneOrderThroughDTM(t *testing.T) {
 		})
 	}()
 	<-locked
-	err := dtmgrpc.TccGlobalTransaction(e.dtm.GRPCAddr, "retry-g2", func(tcc *dtmgrpc.TccGrpc) error {
+	err := e.tcc("retry-g2", func(tcc *dtmgrpc.TccGrpc) error {
 		return tcc.CallBranch(req, e.url("LockCoupon"), e.url("ConsumeCoupon"), e.url("UnlockCoupon"), &couponv1.CouponBranchResponse{})
 	})
 	if err == nil {
@@ -287,7 +290,7 @@ func TestMalformedSecondCouponRollsBack(t *testing.T) {
 	good := branchReq(81, c.Code, "o-two-coupons")
 	bad := branchReq(81, "not-a-code", "o-two-coupons")
 	var tryErr error
-	err := dtmgrpc.TccGlobalTransaction(e.dtm.GRPCAddr, "two-coupons", func(tcc *dtmgrpc.TccGrpc) error {
+	err := e.tcc("two-coupons", func(tcc *dtmgrpc.TccGrpc) error {
 		if err := tcc.CallBranch(good, e.url("LockCoupon"), e.url("ConsumeCoupon"), e.url("UnlockCoupon"), &couponv1.CouponBranchResponse{}); err != nil {
 			return err
 		}
@@ -410,7 +413,7 @@ func TestProductLineCouponOnEligibleAmount(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := e.srv.Admin.ApproveTemplate(ctxT(t), &couponv1.ApproveTemplateRequest{TemplateId: tpl.Id, ApprovedBy: "bob"}); err != nil {
+	if _, err := e.srv.AdminAs(coupontest.TokenBob).ApproveTemplate(ctxT(t), &couponv1.ApproveTemplateRequest{TemplateId: tpl.Id}); err != nil {
 		t.Fatal(err)
 	}
 	c := e.claim(t, tpl.Id, 95)
@@ -493,4 +496,50 @@ func TestLookupCouponsShowsLedger(t *testing.T) {
 	}
 	_, err = e.srv.Admin.LookupCoupons(ctxT(t), &couponv1.LookupCouponsRequest{CouponCode: "0000000000000ABC"})
 	wantErr(t, err, codes.NotFound, "NOT_FOUND")
+}
+
+// TestResubmitDoesNotSkipConfirm: an order service resubmits a TCC
+// transaction whose Submit answer it lost, while a Confirm is still being
+// retried. The coordinator must keep confirming it; DTM v1.19.0 on its own
+// marks it succeed at once without calling a single Confirm.
+func TestResubmitDoesNotSkipConfirm(t *testing.T) {
+	e := newTCC(t)
+	tpl := e.template(t, 10, 0)
+	c := e.claim(t, tpl.Id, 98)
+	e.pay.confirmFails.Store(1 << 20)
+	if _, err := e.order("resubmit-1", 98, c.Code, 8000); err != nil {
+		t.Fatalf("global transaction: %v", err)
+	}
+	testenv.Eventually(t, 30*time.Second, "the payment Confirm failing", func() bool { return e.pay.count("/pay.Pay/Confirm") > 0 })
+	if _, err := dtmgimp.MustGetDtmClient(e.dtm.GRPCAddr).Submit(ctxT(t), &dtmgpb.DtmRequest{Gid: "resubmit-1", TransType: "tcc"}); err != nil {
+		t.Fatalf("resubmit: %v", err)
+	}
+	if st := e.dtmStatus(t, "resubmit-1"); st != "submitted" {
+		t.Fatalf("after the resubmit the transaction is %q, want still submitted", st)
+	}
+	before := e.pay.count("/pay.Pay/Confirm")
+	e.pay.confirmFails.Store(0)
+	e.waitDTM(t, "resubmit-1", "succeed")
+	if e.pay.count("/pay.Pay/Confirm") <= before {
+		t.Fatal("the payment was never confirmed after the resubmit")
+	}
+	e.waitStatus(t, 98, c.Code, couponv1.Coupon_USED)
+}
+
+func (e *tccEnv) dtmStatus(t *testing.T, gid string) string {
+	t.Helper()
+	resp, err := http.Get("http://" + e.dtm.HTTPAddr + "/api/dtmsvr/query?gid=" + gid)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var body struct {
+		Transaction *struct {
+			Status string `json:"status"`
+		} `json:"transaction"`
+	}
+	if err := json.NewDecoder(resp.Body).Decode(&body); err != nil || body.Transaction == nil {
+		t.Fatalf("query %s: %v", gid, err)
+	}
+	return body.Transaction.Status
 }

@@ -20,6 +20,7 @@ import (
 	"google.golang.org/protobuf/types/known/emptypb"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
+	"github.com/opencoupon/coupon/internal/coupontest"
 	"github.com/opencoupon/coupon/internal/dtmtest"
 	"github.com/opencoupon/coupon/internal/testenv"
 	"github.com/opencoupon/coupon/participant"
@@ -100,12 +101,20 @@ func newTCC(t *testing.T, opts ...dtmtest.Option) *tccEnv {
 
 func (e *tccEnv) url(method string) string { return e.srv.Addr + "/coupon.v1.CouponService/" + method }
 
+// tcc runs a global TCC transaction that sends the shop's credential on
+// every branch call, as an order service does.
+func (e *tccEnv) tcc(gid string, fn func(*dtmgrpc.TccGrpc) error) error {
+	return dtmgrpc.TccGlobalTransaction2(e.dtm.GRPCAddr, gid, func(t *dtmgrpc.TccGrpc) {
+		t.BranchHeaders = coupontest.BranchHeaders()
+	}, fn)
+}
+
 // order runs one global TCC transaction: the coupon, then the payment.
 func (e *tccEnv) order(gid string, user int64, code string, amount int64) (*couponv1.CouponBranchResponse, error) {
 	req := &couponv1.CouponBranchRequest{UserId: user, CouponCode: code, Order: &couponv1.Order{
 		OrderNo: "order-" + gid, UserId: user, Amount: amount, Currency: "CNY", ProductLine: "food"}}
 	resp := &couponv1.CouponBranchResponse{}
-	err := dtmgrpc.TccGlobalTransaction(e.dtm.GRPCAddr, gid, func(tcc *dtmgrpc.TccGrpc) error {
+	err := e.tcc(gid, func(tcc *dtmgrpc.TccGrpc) error {
 		if err := tcc.CallBranch(req, e.url("LockCoupon"), e.url("ConsumeCoupon"), e.url("UnlockCoupon"), resp); err != nil {
 			return err
 		}
@@ -373,7 +382,7 @@ func TestTCCDailyUseLimit(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := e.srv.Admin.ApproveTemplate(ctxT(t), &couponv1.ApproveTemplateRequest{TemplateId: tpl.Id, ApprovedBy: "bob"}); err != nil {
+	if _, err := e.srv.AdminAs(coupontest.TokenBob).ApproveTemplate(ctxT(t), &couponv1.ApproveTemplateRequest{TemplateId: tpl.Id}); err != nil {
 		t.Fatal(err)
 	}
 	a, b := e.claim(t, tpl.Id, 41), e.claim(t, tpl.Id, 41)

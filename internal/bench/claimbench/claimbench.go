@@ -24,6 +24,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/opencoupon/coupon/internal/auth"
 )
 
 // Scenario names, as given to --scenarios.
@@ -41,6 +43,10 @@ var allScenarios = []string{scenarioMany, scenarioHot, scenarioSoldOut, scenario
 // options are the command-line flags.
 type options struct {
 	addr           string
+	adminToken     string
+	approverToken  string
+	appToken       string
+	maker, checker string
 	conns          int
 	pid            int
 	pidFile        string
@@ -76,6 +82,11 @@ func parse(args []string, out io.Writer) (options, error) {
 	fs := flag.NewFlagSet("coupon bench claim", flag.ContinueOnError)
 	fs.SetOutput(out)
 	fs.StringVar(&o.addr, "addr", "127.0.0.1:9090", "coupon service gRPC address")
+	fs.StringVar(&o.adminToken, "admin-token", auth.DevTokenAlice, "bearer token of the admin who creates the templates (--maker)")
+	fs.StringVar(&o.approverToken, "approver-token", auth.DevTokenBob, "bearer token of the admin who approves them (--checker)")
+	fs.StringVar(&o.appToken, "app-token", auth.DevTokenApp, "bearer token of the claims and reads (role app)")
+	fs.StringVar(&o.maker, "maker", "alice", "identity of --admin-token (created_by)")
+	fs.StringVar(&o.checker, "checker", "bob", "identity of --approver-token (approved_by)")
 	fs.IntVar(&o.conns, "conns", 8, "gRPC connections the clients spread over")
 	fs.IntVar(&o.pid, "pid", 0, "pid of the service, whose RSS is sampled from /proc (default: read --pidfile)")
 	fs.StringVar(&o.pidFile, "pidfile", ".run/coupon.pid", "file holding the service's pid")

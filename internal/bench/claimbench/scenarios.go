@@ -21,14 +21,9 @@ import (
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/opencoupon/coupon/internal/app"
+	"github.com/opencoupon/coupon/internal/auth"
 	couponredis "github.com/opencoupon/coupon/participant/redis"
 	couponv1 "github.com/opencoupon/coupon/proto/coupon/v1"
-)
-
-// Who creates and who approves the bench's templates (maker-checker).
-const (
-	maker   = "claimbench-maker"
-	checker = "claimbench-checker"
 )
 
 // bench is a run against one service: its clients, the service's stores
@@ -81,7 +76,8 @@ func open(ctx context.Context, o options) (_ *bench, err error) {
 	}
 	b.stock = couponredis.New(b.rdb, o.redisPrefix).Stock
 	for range o.conns {
-		conn, err := grpc.NewClient(o.addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+		conn, err := grpc.NewClient(o.addr, grpc.WithTransportCredentials(insecure.NewCredentials()),
+			grpc.WithUnaryInterceptor(auth.Tokens{Admin: o.adminToken, App: o.appToken}.Interceptor()))
 		if err != nil {
 			return nil, fmt.Errorf("dial %s: %w", o.addr, err)
 		}
@@ -103,7 +99,7 @@ func open(ctx context.Context, o options) (_ *bench, err error) {
 	}
 	now := time.Now()
 	camp, err := b.admin.CreateCampaign(wctx, &couponv1.CreateCampaignRequest{
-		RequestId: b.runID + "-campaign", Name: "claimbench " + b.runID, CampaignType: "BENCH", CreatedBy: maker,
+		RequestId: b.runID + "-campaign", Name: "claimbench " + b.runID, CampaignType: "BENCH", CreatedBy: b.o.maker,
 		StartTime: timestamppb.New(now.Add(-time.Minute)), EndTime: timestamppb.New(now.Add(24 * time.Hour)),
 	})
 	if err != nil {
@@ -151,7 +147,7 @@ func (b *bench) close() {
 			wg.Go(func() {
 				for id := range ids {
 					_, _ = b.admin.UpdateTemplate(ctx, &couponv1.UpdateTemplateRequest{
-						TemplateId: id, Status: couponv1.CouponTemplate_ENDED, UpdatedBy: maker})
+						TemplateId: id, Status: couponv1.CouponTemplate_ENDED, UpdatedBy: b.o.maker})
 				}
 			})
 		}
@@ -162,7 +158,7 @@ func (b *bench) close() {
 		wg.Wait()
 		if b.campaignID != 0 {
 			_, _ = b.admin.UpdateCampaign(ctx, &couponv1.UpdateCampaignRequest{
-				CampaignId: b.campaignID, Status: couponv1.Campaign_ENDED, UpdatedBy: maker})
+				CampaignId: b.campaignID, Status: couponv1.Campaign_ENDED, UpdatedBy: b.o.maker})
 		}
 	}
 	for _, c := range b.conns {
@@ -229,13 +225,13 @@ func (b *bench) createTemplate(ctx context.Context, name string, now time.Time, 
 	t, err := b.admin.CreateTemplate(ctx, &couponv1.CreateTemplateRequest{
 		RequestId: name, CampaignId: b.campaignID, Name: "claimbench " + name,
 		CouponType: couponv1.CouponTemplate_FIXED_AMOUNT, DiscountAmount: 100,
-		TotalStock: stock, PerUserLimit: limit, CreatedBy: maker,
+		TotalStock: stock, PerUserLimit: limit, CreatedBy: b.o.maker,
 		ValidFrom: timestamppb.New(now.Add(-time.Minute)), ValidUntil: timestamppb.New(now.Add(24 * time.Hour)),
 	})
 	if err != nil {
 		return nil, fmt.Errorf("create template %s: %w", name, err)
 	}
-	if t, err = b.admin.ApproveTemplate(ctx, &couponv1.ApproveTemplateRequest{TemplateId: t.Id, ApprovedBy: checker}); err != nil {
+	if t, err = b.admin.ApproveTemplate(auth.AsToken(ctx, b.o.approverToken), &couponv1.ApproveTemplateRequest{TemplateId: t.Id, ApprovedBy: b.o.checker}); err != nil {
 		return nil, fmt.Errorf("approve template %s: %w", name, err)
 	}
 	return t, nil

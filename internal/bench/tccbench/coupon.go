@@ -14,6 +14,7 @@ import (
 
 	"github.com/opencoupon/coupon/client/coupontcc"
 	shopv1 "github.com/opencoupon/coupon/examples/shop/proto/shop/v1"
+	"github.com/opencoupon/coupon/internal/auth"
 	"github.com/opencoupon/coupon/participant"
 	couponredis "github.com/opencoupon/coupon/participant/redis"
 	couponv1 "github.com/opencoupon/coupon/proto/coupon/v1"
@@ -56,7 +57,10 @@ func (b *bench) couponScenario(ctx context.Context, name, short string, base int
 		user := base + int64(i)
 		req := &couponv1.CouponBranchRequest{UserId: user, CouponCode: codes[i], Order: &couponv1.Order{
 			OrderNo: gid, UserId: user, Amount: orderAmount, Currency: "CNY", ProductLine: "food"}}
-		return dtmgrpc.TccGlobalTransaction2(b.o.dtm, gid, func(t *dtmgrpc.TccGrpc) { t.Context = ctx }, func(t *dtmgrpc.TccGrpc) error {
+		return dtmgrpc.TccGlobalTransaction2(b.o.dtm, gid, func(t *dtmgrpc.TccGrpc) {
+			t.Context = ctx
+			t.BranchHeaders = coupontcc.BranchHeaders(auth.DevTokenShop)
+		}, func(t *dtmgrpc.TccGrpc) error {
 			resp, err := coupontcc.Enlist(ctx, t, b.couponAddr, req)
 			if err != nil || !payment {
 				return err
@@ -86,7 +90,7 @@ func (b *bench) template(ctx context.Context, name string, stock int) (*couponv1
 	admin := couponv1.NewAdminServiceClient(b.couponConn)
 	now := time.Now()
 	camp, err := admin.CreateCampaign(ctx, &couponv1.CreateCampaignRequest{
-		Name: "bench " + name, CampaignType: "PROMOTION", CreatedBy: "bench-alice",
+		Name: "bench " + name, CampaignType: "PROMOTION", CreatedBy: "alice",
 		StartTime: timestamppb.New(now.Add(-time.Hour)), EndTime: timestamppb.New(now.Add(30 * 24 * time.Hour)),
 	})
 	if err != nil {
@@ -98,12 +102,12 @@ func (b *bench) template(ctx context.Context, name string, stock int) (*couponv1
 		UsageRule:  `order.currency == "CNY" && order.amount <= 10000000`,
 		TotalStock: int64(stock), PerUserLimit: 1, DailyUseLimit: 1,
 		ValidFrom: timestamppb.New(now.Add(-time.Hour)), ValidUntil: timestamppb.New(now.Add(30 * 24 * time.Hour)),
-		ValidDaysAfterClaim: 7, CreatedBy: "bench-alice",
+		ValidDaysAfterClaim: 7, CreatedBy: "alice",
 	})
 	if err != nil {
 		return nil, fmt.Errorf("create template: %w", err)
 	}
-	if tpl, err = admin.ApproveTemplate(ctx, &couponv1.ApproveTemplateRequest{TemplateId: tpl.Id, ApprovedBy: "bench-bob"}); err != nil {
+	if tpl, err = admin.ApproveTemplate(auth.AsToken(ctx, auth.DevTokenBob), &couponv1.ApproveTemplateRequest{TemplateId: tpl.Id, ApprovedBy: "bob"}); err != nil {
 		return nil, fmt.Errorf("approve template: %w", err)
 	}
 	return tpl, nil

@@ -23,6 +23,7 @@ import (
 	"github.com/opencoupon/coupon/examples/shop"
 	shopv1 "github.com/opencoupon/coupon/examples/shop/proto/shop/v1"
 	"github.com/opencoupon/coupon/internal/app"
+	"github.com/opencoupon/coupon/internal/auth"
 	"github.com/opencoupon/coupon/participant"
 	couponmysql "github.com/opencoupon/coupon/participant/mysql"
 )
@@ -282,9 +283,9 @@ func (b *bench) serve(gs *grpc.Server) (string, error) {
 // as cmd/coupon would, with the production rules (participant.DefaultConfig).
 func (b *bench) startCoupon(ctx context.Context) error {
 	cfg := app.Config{
-		GRPCAddr:        "127.0.0.1:0",
-		NodeID:          1,
-		DefaultDeadline: 5 * time.Second,
+		GRPCAddr: "127.0.0.1:0",
+		NodeID:   1,
+		Auth:     auth.Config{Enabled: true, Callers: auth.DevCallers()},
 		MySQL: couponmysql.Config{
 			MainDSN:        b.dsn(dbMain),
 			ShardDSNs:      []string{b.dsn(dbShard0), b.dsn(dbShard1)},
@@ -321,7 +322,8 @@ func (b *bench) startCoupon(ctx context.Context) error {
 		a.Close()
 	})
 	b.coupon, b.couponAddr = a, lis.Addr().String()
-	conn, err := grpc.NewClient(b.couponAddr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	conn, err := grpc.NewClient(b.couponAddr, grpc.WithTransportCredentials(insecure.NewCredentials()),
+		grpc.WithUnaryInterceptor(auth.DevTokens().Interceptor()))
 	if err != nil {
 		return err
 	}

@@ -105,9 +105,9 @@ func TestConsoleInBrowser(t *testing.T) {
 	}
 	defer web.Close()
 
-	_, lookupErr := srv.Admin.LookupCoupons(ctx, &couponv1.LookupCouponsRequest{CouponCode: "probe"})
+	_, lookupErr := srv.Admin.LookupCoupons(ctx, &couponv1.LookupCouponsRequest{CouponCode: "0000000000000ABC"})
 	_, auditErr := srv.Admin.ListAuditLog(ctx, &couponv1.ListAuditLogRequest{PageSize: 1})
-	if lookupErr != nil || auditErr != nil {
+	if status.Code(lookupErr) == codes.Unimplemented || status.Code(auditErr) == codes.Unimplemented {
 		t.Logf("service answers LookupCoupons: %v; ListAuditLog: %v (an Unimplemented page is checked for its refusal instead)", lookupErr, auditErr)
 	}
 

@@ -1,0 +1,146 @@
+package chaos
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"net/url"
+	"time"
+
+	"github.com/dtm-labs/client/dtmcli/dtmimp"
+	"github.com/dtm-labs/client/dtmgrpc"
+	"github.com/dtm-labs/client/dtmgrpc/dtmgimp"
+	"google.golang.org/protobuf/proto"
+)
+
+// DTM global transaction statuses (transaction.status of the query API).
+const (
+	statusPrepared  = "prepared"
+	statusSubmitted = "submitted"
+	statusAborting  = "aborting"
+	statusSucceed   = "succeed"
+	statusFailed    = "failed"
+	// statusUnknown: the coordinators have no such gid (its Prepare never
+	// reached them).
+	statusUnknown = "unknown"
+)
+
+func finished(st string) bool {
+	return st == statusSucceed || st == statusFailed || st == statusUnknown
+}
+
+var httpClient = &http.Client{Timeout: 3 * time.Second}
+
+// queryStatus asks a coordinator that answers (A, then B) for a gid's status
+// over DTM's HTTP query API; the gRPC API has none.
+func (s *Stack) queryStatus(ctx context.Context, gid string) (string, error) {
+	var last error
+	for _, h := range s.coordHTTP {
+		req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+h+"/api/dtmsvr/query?gid="+url.QueryEscape(gid), nil)
+		if err != nil {
+			return "", err
+		}
+		resp, err := httpClient.Do(req)
+		if err != nil {
+			last = err
+			continue
+		}
+		var body struct {
+			Transaction *struct {
+				Status string `json:"status"`
+			} `json:"transaction"`
+		}
+		err = json.NewDecoder(resp.Body).Decode(&body)
+		resp.Body.Close()
+		if err != nil {
+			last = fmt.Errorf("query %s: %w", gid, err)
+			continue
+		}
+		if resp.StatusCode != http.StatusOK {
+			last = fmt.Errorf("query %s: %s", gid, resp.Status)
+			continue
+		}
+		if body.Transaction == nil {
+			return statusUnknown, nil
+		}
+		return body.Transaction.Status, nil
+	}
+	return "", fmt.Errorf("no coordinator answered the query of %s: %w", gid, last)
+}
+
+// waitFinished polls every gid until DTM reports it finished or the deadline
+// passes; it returns the last status of each.
+func (s *Stack) waitFinished(ctx context.Context, gids []string, deadline time.Time) (map[string]string, error) {
+	out := make(map[string]string, len(gids))
+	pending := append([]string(nil), gids...)
+	for {
+		var still []string
+		for _, g := range pending {
+			st, err := s.queryStatus(ctx, g)
+			if err != nil {
+				still = append(still, g)
+				continue
+			}
+			out[g] = st
+			if !finished(st) {
+				still = append(still, g)
+			}
+		}
+		pending = still
+		if len(pending) == 0 {
+			return out, nil
+		}
+		if time.Now().After(deadline) {
+			return out, nil // the caller reports what did not finish
+		}
+		select {
+		case <-ctx.Done():
+			return out, ctx.Err()
+		case <-time.After(250 * time.Millisecond):
+		}
+	}
+}
+
+// tcc is a TCC global transaction driven step by step, the way an order
+// service does it, so that a scenario can lose a Submit's answer, submit
+// twice, or run a second transaction for the same order in between.
+type tcc struct {
+	*dtmgrpc.TccGrpc
+}
+
+// newTCC prepares nothing yet: it only names the transaction. dtm is the
+// coordinator's gRPC address the order service talks to.
+func newTCC(ctx context.Context, dtm, gid string) *tcc {
+	t := &dtmgrpc.TccGrpc{TransBase: *dtmimp.NewTransBase(gid, "tcc", dtm, "")}
+	t.Context = ctx
+	t.WaitResult = true
+	t.TimeoutToFail = 8
+	t.RequestTimeout = 2
+	// The order service's credential, forwarded by DTM to every branch.
+	t.BranchHeaders = map[string]string{"authorization": "Bearer " + tokenShop}
+	return &tcc{t}
+}
+
+func (t *tcc) call(ctx context.Context, op string) error {
+	saved := t.Context
+	t.Context = ctx
+	defer func() { t.Context = saved }()
+	return dtmgimp.DtmGrpcCall(&t.TransBase, op)
+}
+
+func (t *tcc) prepare(ctx context.Context) error { return t.call(ctx, "Prepare") }
+func (t *tcc) submit(ctx context.Context) error  { return t.call(ctx, "Submit") }
+func (t *tcc) abort(ctx context.Context) error {
+	t.RollbackReason = "order service gave up"
+	return t.call(ctx, "Abort")
+}
+
+// branch registers a branch whose Try goes to tryTarget and whose Confirm
+// and Cancel DTM sends to phase2Target, and runs the Try.
+func (t *tcc) branch(ctx context.Context, req proto.Message, tryTarget, phase2Target, try, confirm, cancel string, reply any) error {
+	saved := t.Context
+	t.Context = ctx
+	defer func() { t.Context = saved }()
+	return t.CallBranch(req, tryTarget+try, phase2Target+confirm, phase2Target+cancel, reply)
+}

@@ -1,0 +1,137 @@
+package chaos
+
+import (
+	"encoding/json"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"sort"
+	"strings"
+	"text/tabwriter"
+)
+
+// WriteTable prints one table per scenario: what ran, the faults, and each
+// invariant with the first offending ids.
+func (rep *Report) WriteTable(w io.Writer) error {
+	for _, s := range rep.Scenarios {
+		fmt.Fprintf(w, "\n== %s — %s (%s)\n", s.Name, s.About, s.Took)
+		fmt.Fprintf(w, "operations %d (claims %d, shop orders %d, own transactions %d); transactions %s\n",
+			s.Ops, s.Claims, s.Orders, s.Direct, statusCounts(s.Transactions))
+		faults := "none"
+		if len(s.Faults) > 0 {
+			faults = strings.Join(s.Faults, "; ")
+		}
+		fmt.Fprintf(w, "faults: %s\n", faults)
+		if s.Error != "" {
+			fmt.Fprintf(w, "ERROR: %s\n", s.Error)
+		}
+		tw := tabwriter.NewWriter(w, 2, 4, 2, ' ', 0)
+		fmt.Fprintln(tw, "#\tINVARIANT\tRESULT\tFIRST OFFENDING")
+		for _, inv := range s.Invariants {
+			result := inv.Status
+			if inv.Violations > 0 {
+				result = fmt.Sprintf("VIOLATED ×%d", inv.Violations)
+			}
+			first := strings.Join(inv.First, ", ")
+			if first == "" {
+				first = inv.Note
+			}
+			if first == "" {
+				first = "-"
+			}
+			fmt.Fprintf(tw, "%d\t%s\t%s\t%s\n", inv.ID, inv.Name, result, first)
+		}
+		if err := tw.Flush(); err != nil {
+			return err
+		}
+		for _, inv := range s.Invariants {
+			for _, d := range inv.Details {
+				fmt.Fprintf(w, "  [%d] %s\n", inv.ID, d)
+			}
+		}
+		for _, n := range s.Notes {
+			fmt.Fprintf(w, "  note: %s\n", n)
+		}
+	}
+	fmt.Fprintf(w, "\n%s\n", rep.Summary())
+	return nil
+}
+
+// WriteMarkdown prints the summary table (scenario × invariant) that the
+// README keeps from the last smoke run.
+func (rep *Report) WriteMarkdown(w io.Writer) {
+	fmt.Fprintln(w, "| scenario | ops | faults | 1 | 2 | 3 | 4 | 5 | 6 | first offending |")
+	fmt.Fprintln(w, "|---|---|---|---|---|---|---|---|---|---|")
+	for _, s := range rep.Scenarios {
+		cells := make([]string, 0, 6)
+		var first []string
+		for _, inv := range s.Invariants {
+			switch inv.Status {
+			case held:
+				cells = append(cells, "✓")
+			case skipped:
+				cells = append(cells, "–")
+			default:
+				cells = append(cells, fmt.Sprintf("✗ %d", inv.Violations))
+				if len(inv.First) > 0 {
+					first = append(first, fmt.Sprintf("%d: %s", inv.ID, inv.First[0]))
+				}
+			}
+		}
+		if s.Error != "" {
+			first = append(first, "error: "+s.Error)
+		}
+		fmt.Fprintf(w, "| %s | %d | %d | %s | %s |\n", s.Name, s.Ops, len(s.Faults), strings.Join(cells, " | "), strings.Join(first, "; "))
+	}
+}
+
+// Summary is the run's last line.
+func (rep *Report) Summary() string {
+	bad := 0
+	for _, s := range rep.Scenarios {
+		if s.Violations() > 0 || s.Error != "" {
+			bad++
+		}
+	}
+	return fmt.Sprintf("chaos: %d scenarios, %d with violations or errors, %d invariant violations; seed %d, %s",
+		len(rep.Scenarios), bad, rep.Violations, rep.Seed, rep.Took)
+}
+
+// WriteJSON writes the report to file atomically.
+func (rep *Report) WriteJSON(file string) error {
+	b, err := json.MarshalIndent(rep, "", "  ")
+	if err != nil {
+		return err
+	}
+	tmp, err := os.CreateTemp(filepath.Dir(file), ".chaos-report-*")
+	if err != nil {
+		return fmt.Errorf("write report: %w", err)
+	}
+	if _, err := tmp.Write(append(b, '\n')); err != nil {
+		tmp.Close()
+		os.Remove(tmp.Name())
+		return fmt.Errorf("write report: %w", err)
+	}
+	if err := tmp.Close(); err != nil {
+		os.Remove(tmp.Name())
+		return fmt.Errorf("write report: %w", err)
+	}
+	return os.Rename(tmp.Name(), file)
+}
+
+func statusCounts(m map[string]int) string {
+	if len(m) == 0 {
+		return "none"
+	}
+	keys := make([]string, 0, len(m))
+	for k := range m {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	parts := make([]string, len(keys))
+	for i, k := range keys {
+		parts[i] = fmt.Sprintf("%s %d", k, m[k])
+	}
+	return strings.Join(parts, ", ")
+}

@@ -1,0 +1,68 @@
+package main
+
+import (
+	"testing"
+	"time"
+
+	"github.com/google/go-cmp/cmp"
+
+	"github.com/opencoupon/coupon/internal/app"
+	"github.com/opencoupon/coupon/internal/auth"
+)
+
+// TestLocalConfig: the local stack's file defines exactly the four
+// development callers, auth on, and no rate limit.
+func TestLocalConfig(t *testing.T) {
+	cfg, _, err := loadConfig("../../deploy/local/coupon.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !cfg.Auth.Enabled {
+		t.Error("auth.enabled is off in deploy/local/coupon.yaml")
+	}
+	if diff := cmp.Diff(auth.DevCallers(), cfg.Auth.Callers); diff != "" {
+		t.Errorf("callers of deploy/local/coupon.yaml (-want +got):\n%s", diff)
+	}
+	if cfg.RateLimit.PerCaller != 0 || len(cfg.RateLimit.Limits) != 0 {
+		t.Errorf("deploy/local/coupon.yaml sets rate limits %+v; make bench must not meet one", cfg.RateLimit)
+	}
+	if _, err := auth.New(cfg.Auth, nil); err != nil {
+		t.Errorf("callers do not load: %v", err)
+	}
+}
+
+func TestDefaultsAndEnvironment(t *testing.T) {
+	cfg, _, err := loadConfig("")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !cfg.Auth.Enabled || len(cfg.Auth.Callers) != 0 {
+		t.Errorf("default auth %+v, want enabled with no callers", cfg.Auth)
+	}
+	if cfg.Deadlines.User != 500*time.Millisecond || cfg.Deadlines.Branch != app.DefaultBranchDeadline {
+		t.Errorf("default deadlines %+v", cfg.Deadlines)
+	}
+	t.Setenv("COUPON_AUTH_ENABLED", "false")
+	t.Setenv("COUPON_AUTH_CALLERS", `[{"identity":"svc","roles":["app"],"token_sha256":"`+auth.HashToken("t")+`"}]`)
+	t.Setenv("COUPON_RATELIMIT_LIMITS", `[{"role":"app","methods":["CouponService/ClaimCoupon"],"rps":50,"burst":100}]`)
+	t.Setenv("COUPON_DEADLINE_USER", "0s")
+	t.Setenv("COUPON_GRPC_TLS_CERT_FILE", "/etc/coupon/tls.crt")
+	cfg, _, err = loadConfig("../../deploy/local/coupon.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []auth.Caller{{Identity: "svc", Roles: []string{"app"}, TokenSHA256: auth.HashToken("t")}}
+	if cfg.Auth.Enabled || !cmp.Equal(cfg.Auth.Callers, want) {
+		t.Errorf("auth from the environment: %+v, want off with %+v", cfg.Auth, want)
+	}
+	wantLimits := []app.Limit{{Role: "app", Methods: []string{"CouponService/ClaimCoupon"}, RPS: 50, Burst: 100}}
+	if !cmp.Equal(cfg.RateLimit.Limits, wantLimits) {
+		t.Errorf("limits from the environment: %+v, want %+v", cfg.RateLimit.Limits, wantLimits)
+	}
+	if cfg.Deadlines.User >= 0 {
+		t.Errorf("deadline.user 0s gave %s, want no bound (negative)", cfg.Deadlines.User)
+	}
+	if cfg.TLS.CertFile != "/etc/coupon/tls.crt" {
+		t.Errorf("TLS cert file %q", cfg.TLS.CertFile)
+	}
+}

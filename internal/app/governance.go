@@ -1,0 +1,179 @@
+package app
+
+import (
+	"context"
+	"log/slog"
+	"runtime/debug"
+	"strings"
+	"sync/atomic"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
+	"github.com/opencoupon/coupon/internal/auth"
+	"github.com/opencoupon/coupon/participant"
+	"github.com/opencoupon/coupon/participant/rpc"
+	couponv1 "github.com/opencoupon/coupon/proto/coupon/v1"
+)
+
+// Deadlines bound how long the server works on a call, whatever deadline
+// the client sent (the earlier one wins). Zero fields take the defaults;
+// a negative one means no server-side bound.
+type Deadlines struct {
+	User   time.Duration // user-side CouponService calls; default 500ms
+	Branch time.Duration // TCC/Saga branch calls; default 3s
+	Admin  time.Duration // AdminService and anything else; default 5s
+	// Methods override per method, keyed as "CouponService/ClaimCoupon" or
+	// by full method name.
+	Methods map[string]time.Duration
+}
+
+// Limits are the governance limits of the gRPC server.
+type Limits struct {
+	// MaxConcurrent caps the calls of one method in flight at once; a call
+	// over it is refused at once with Unavailable (retry elsewhere or
+	// later). Zero takes the default (1024), negative disables.
+	MaxConcurrent int
+	// Methods override MaxConcurrent per method.
+	Methods map[string]int
+	// MaxRecvBytes caps a request message (default 1 MiB); MaxSendBytes a
+	// response (default 16 MiB); MaxHeaderBytes the request metadata
+	// (default 16 KiB). Zero takes the default.
+	MaxRecvBytes   int
+	MaxSendBytes   int
+	MaxHeaderBytes int
+	// MaxConcurrentStreams caps calls per client connection (0: gRPC's default).
+	MaxConcurrentStreams uint32
+}
+
+// Defaults of the governance settings.
+const (
+	DefaultUserDeadline   = 500 * time.Millisecond
+	DefaultBranchDeadline = 3 * time.Second
+	DefaultAdminDeadline  = 5 * time.Second
+	DefaultMaxConcurrent  = 1024
+	DefaultMaxRecvBytes   = 1 << 20
+	DefaultMaxSendBytes   = 16 << 20
+	DefaultMaxHeaderBytes = 16 << 10
+)
+
+func orDefault[T int | time.Duration](v, d T) T {
+	if v == 0 {
+		return d
+	}
+	return v
+}
+
+// deadlineFor is the server-side bound of method (0: none).
+func (d Deadlines) deadlineFor(method string) time.Duration {
+	mk := methodKey(method)
+	for k, v := range d.Methods {
+		if methodKey(k) == mk {
+			return max(v, 0)
+		}
+	}
+	var v time.Duration
+	switch {
+	case auth.IsBranch(method):
+		v = orDefault(d.Branch, DefaultBranchDeadline)
+	case strings.HasPrefix(method, "/"+couponv1.CouponService_ServiceDesc.ServiceName+"/"):
+		v = orDefault(d.User, DefaultUserDeadline)
+	default:
+		v = orDefault(d.Admin, DefaultAdminDeadline)
+	}
+	return max(v, 0)
+}
+
+// deadline bounds the call by its method's server-side deadline. The
+// answer goes back at the deadline even when a dependency client does not
+// honour the context: the handler then finishes on its own (it holds its
+// concurrency slot until it does), and the caller retries with the same
+// idempotency key.
+func (a *App) deadline(ctx context.Context, req any, info *grpc.UnaryServerInfo, h grpc.UnaryHandler) (any, error) {
+	d := a.cfg.Deadlines.deadlineFor(info.FullMethod)
+	if d <= 0 {
+		return h(ctx, req)
+	}
+	ctx, cancel := context.WithTimeout(ctx, d)
+	type result struct {
+		resp any
+		err  error
+	}
+	done := make(chan result, 1)
+	go func() {
+		defer cancel()
+		defer func() {
+			if r := recover(); r != nil {
+				a.log.ErrorContext(ctx, "panic", "method", info.FullMethod, "panic", r, "stack", string(debug.Stack()))
+				done <- result{err: status.Error(codes.Internal, "internal error")}
+			}
+		}()
+		resp, err := h(ctx, req)
+		done <- result{resp, err}
+	}()
+	select {
+	case r := <-done:
+		return r.resp, r.err
+	case <-ctx.Done():
+		select {
+		case r := <-done: // finished just in time
+			return r.resp, r.err
+		default:
+		}
+		a.log.WarnContext(ctx, "call past its deadline; answered, handler still running", "method", info.FullMethod, "deadline", d)
+		return nil, rpc.Status(ctx, a.log, ctx.Err())
+	}
+}
+
+// concurrency counts calls in flight per method.
+type concurrency struct {
+	cfg      Limits
+	log      *slog.Logger
+	inflight map[string]*atomic.Int64 // filled once for every registered method
+	limit    map[string]int64
+}
+
+func newConcurrency(cfg Limits, log *slog.Logger, s *grpc.Server) *concurrency {
+	c := &concurrency{cfg: cfg, log: log, inflight: map[string]*atomic.Int64{}, limit: map[string]int64{}}
+	for svc, info := range s.GetServiceInfo() {
+		for _, m := range info.Methods {
+			full := "/" + svc + "/" + m.Name
+			n := orDefault(cfg.MaxConcurrent, DefaultMaxConcurrent)
+			for k, v := range cfg.Methods {
+				if methodKey(k) == methodKey(full) {
+					n = v
+				}
+			}
+			c.inflight[full] = new(atomic.Int64)
+			c.limit[full] = int64(n)
+		}
+	}
+	return c
+}
+
+func (c *concurrency) unary(ctx context.Context, req any, info *grpc.UnaryServerInfo, h grpc.UnaryHandler) (any, error) {
+	n, limit := c.inflight[info.FullMethod], c.limit[info.FullMethod]
+	if n == nil || limit <= 0 {
+		return h(ctx, req)
+	}
+	if n.Add(1) > limit {
+		n.Add(-1)
+		e := participant.Errorf(participant.EUNAVAILABLE, participant.ReasonUnavailable, "too many concurrent %s calls; retry", info.FullMethod)
+		e.Metadata = map[string]string{"method": info.FullMethod, "limit": "concurrency"}
+		return nil, rpc.Status(ctx, c.log, e)
+	}
+	defer n.Add(-1)
+	return h(ctx, req)
+}
+
+func (a *App) recoverer(ctx context.Context, req any, info *grpc.UnaryServerInfo, h grpc.UnaryHandler) (resp any, err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			a.log.ErrorContext(ctx, "panic", "method", info.FullMethod, "panic", r, "stack", string(debug.Stack()))
+			err = status.Error(codes.Internal, "internal error")
+		}
+	}()
+	return h(ctx, req)
+}

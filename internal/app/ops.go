@@ -1,0 +1,175 @@
+package app
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"net/http"
+	"net/http/pprof"
+	"sync"
+	"time"
+
+	goredis "github.com/redis/go-redis/v9"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+
+	"github.com/opencoupon/coupon/internal/metrics"
+	"github.com/opencoupon/coupon/participant"
+	couponv1 "github.com/opencoupon/coupon/proto/coupon/v1"
+)
+
+// maxStockTemplates bounds the remaining-stock series: beyond it the
+// listing stops (the dashboard shows the first active templates by ID).
+const maxStockTemplates = 1000
+
+// services are the gRPC health service names that follow readiness ("" is
+// the server as a whole).
+var services = []string{"", couponv1.CouponService_ServiceDesc.ServiceName, couponv1.AdminService_ServiceDesc.ServiceName}
+
+func (a *App) setServing(ok bool) {
+	st := healthpb.HealthCheckResponse_NOT_SERVING
+	if ok {
+		st = healthpb.HealthCheckResponse_SERVING
+	}
+	for _, s := range services {
+		a.health.SetServingStatus(s, st)
+	}
+	a.metrics.SetReady(ok)
+}
+
+// checkReady pings the main database, every shard database and Redis, all
+// at once, and reports what is unreachable.
+func (a *App) checkReady(ctx context.Context) error {
+	ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+	defer cancel()
+	type dep struct {
+		name string
+		ping func(context.Context) error
+	}
+	deps := []dep{
+		{"mysql main", a.store.Main().PingContext},
+		{"redis", func(ctx context.Context) error { return a.rdb.Ping(ctx).Err() }},
+	}
+	for i, db := range a.store.ShardDBs() {
+		deps = append(deps, dep{fmt.Sprintf("mysql shard %d", i), db.PingContext})
+	}
+	errs := make([]error, len(deps))
+	var wg sync.WaitGroup
+	for i, d := range deps {
+		wg.Go(func() {
+			if err := d.ping(ctx); err != nil {
+				errs[i] = fmt.Errorf("%s: %w", d.name, err)
+			}
+		})
+	}
+	wg.Wait()
+	return errors.Join(errs...)
+}
+
+// watchReadiness keeps the gRPC health status in step with checkReady
+// until ctx ends.
+func (a *App) watchReadiness(ctx context.Context) {
+	every := orDefault(a.cfg.ReadinessInterval, 2*time.Second)
+	was := false
+	for {
+		err := a.checkReady(ctx)
+		if ctx.Err() != nil {
+			return
+		}
+		if ok := err == nil; ok != was {
+			if ok {
+				a.log.Info("ready: every database and Redis reachable")
+			} else {
+				a.log.Warn("not ready", "err", err)
+			}
+			a.setServing(ok)
+			was = ok
+		}
+		t := time.NewTimer(every)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return
+		case <-t.C:
+		}
+	}
+}
+
+func (a *App) opsMux() *http.ServeMux {
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
+		_, _ = w.Write([]byte("ok\n"))
+	})
+	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, r *http.Request) {
+		if err := a.checkReady(r.Context()); err != nil {
+			http.Error(w, err.Error(), http.StatusServiceUnavailable)
+			return
+		}
+		_, _ = w.Write([]byte("ready\n"))
+	})
+	mux.Handle("GET /metrics", a.metrics.Handler())
+	mux.HandleFunc("/debug/pprof/", pprof.Index)
+	mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
+	mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
+	mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
+	return mux
+}
+
+// metricSources tells the metrics where the service's state is.
+func (a *App) metricSources() metrics.Sources {
+	dbs := map[string]*sql.DB{"main": a.store.Main()}
+	for i, db := range a.store.ShardDBs() {
+		dbs[fmt.Sprintf("shard_%d", i)] = db
+	}
+	return metrics.Sources{
+		Service: a.svc.Stats,
+		Jobs: map[string]func() time.Time{
+			"expiry_sweep": func() time.Time { return a.sweeper.Stats().LastRound },
+			"stock_audit":  func() time.Time { return a.auditor.Stats().LastRound },
+		},
+		DBs:           dbs,
+		Redis:         func() *goredis.PoolStats { return a.rdb.PoolStats() },
+		Stock:         a.remainingStock,
+		StockRefresh:  orDefault(a.cfg.StockMetricsRefresh, 5*time.Second),
+		Locked:        a.lockedCoupons,
+		LockedRefresh: 30 * time.Second,
+		Now:           a.cfg.Now,
+	}
+}
+
+// remainingStock reads the Redis counters of the active templates.
+// Templates whose counters are missing (being rebuilt) are left out.
+func (a *App) remainingStock(ctx context.Context) ([]metrics.TemplateStock, error) {
+	var out []metrics.TemplateStock
+	page := participant.Page{Size: 500}
+	for len(out) < maxStockTemplates {
+		ts, next, err := a.svc.ListTemplates(ctx, 0, participant.TemplateActive, page)
+		if err != nil {
+			return nil, err
+		}
+		for _, t := range ts {
+			n, ok, err := a.redis.Stock.Remaining(ctx, t.ID, t.SubStockCount)
+			if err != nil {
+				return nil, err
+			}
+			if ok {
+				out = append(out, metrics.TemplateStock{TemplateID: t.ID, Remaining: n})
+			}
+		}
+		if next == "" {
+			break
+		}
+		page.After = next
+	}
+	return out, nil
+}
+
+// lockedCoupons counts LOCKED coupons, and those locked longer than the
+// stuck threshold (a lock that old outlives any transaction's timeout).
+func (a *App) lockedCoupons(ctx context.Context) (locked, stuck int64, err error) {
+	now := time.Now
+	if a.cfg.Now != nil {
+		now = a.cfg.Now
+	}
+	return a.store.LockedCoupons(ctx, now().Add(-orDefault(a.cfg.StuckLockedAfter, 10*time.Minute)))
+}

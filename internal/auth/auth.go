@@ -1,0 +1,214 @@
+// Package auth authenticates the services that call the coupon service (a
+// bearer token or a client-certificate subject under mTLS), checks their
+// roles against the method called, and hands the caller to the domain
+// through participant.WithCaller.
+package auth
+
+import (
+	"context"
+	"crypto/sha256"
+	"crypto/subtle"
+	"encoding/hex"
+	"fmt"
+	"log/slog"
+	"slices"
+	"strings"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials"
+	"google.golang.org/grpc/metadata"
+	"google.golang.org/grpc/peer"
+
+	"github.com/opencoupon/coupon/participant"
+	"github.com/opencoupon/coupon/participant/rpc"
+)
+
+// Header is the gRPC metadata key of the bearer token.
+const Header = "authorization"
+
+// Caller is one configured calling service (an entry of auth.callers).
+type Caller struct {
+	Identity string   `mapstructure:"identity" json:"identity"`
+	Roles    []string `mapstructure:"roles" json:"roles"`
+	// TokenSHA256 is the hex SHA-256 of its bearer token; the token itself
+	// is never configured or stored.
+	TokenSHA256 string `mapstructure:"token_sha256" json:"token_sha256"`
+	// Subject is the subject of its client certificate under mTLS, as Go
+	// renders it (RFC 2253, e.g. "CN=shop,O=Example").
+	Subject string `mapstructure:"subject" json:"subject"`
+}
+
+// Config is the authentication configuration.
+type Config struct {
+	// Enabled turns authentication and authorization on. Off, every call is
+	// served and the domain sees no caller.
+	Enabled bool
+	Callers []Caller
+}
+
+// Authenticator knows the configured callers.
+type Authenticator struct {
+	enabled   bool
+	byToken   map[string]*Caller // key: hex SHA-256
+	bySubject map[string]*Caller
+	log       *slog.Logger
+}
+
+// New checks the configuration and returns its authenticator.
+func New(cfg Config, log *slog.Logger) (*Authenticator, error) {
+	a := &Authenticator{enabled: cfg.Enabled, byToken: map[string]*Caller{}, bySubject: map[string]*Caller{}, log: log}
+	for i := range cfg.Callers {
+		c := cfg.Callers[i]
+		if c.Identity == "" {
+			return nil, fmt.Errorf("auth caller %d: identity is required", i)
+		}
+		if len(c.Roles) == 0 {
+			return nil, fmt.Errorf("auth caller %s: no roles", c.Identity)
+		}
+		for _, r := range c.Roles {
+			if _, ok := RoleMethods[r]; !ok {
+				return nil, fmt.Errorf("auth caller %s: unknown role %q", c.Identity, r)
+			}
+		}
+		if c.TokenSHA256 == "" && c.Subject == "" {
+			return nil, fmt.Errorf("auth caller %s: needs token_sha256 or subject", c.Identity)
+		}
+		if h := strings.ToLower(c.TokenSHA256); h != "" {
+			if b, err := hex.DecodeString(h); err != nil || len(b) != sha256.Size {
+				return nil, fmt.Errorf("auth caller %s: token_sha256 must be 64 hex digits (the SHA-256 of the token, not the token)", c.Identity)
+			}
+			if _, dup := a.byToken[h]; dup {
+				return nil, fmt.Errorf("auth caller %s: token shared with another caller", c.Identity)
+			}
+			a.byToken[h] = &c
+		}
+		if c.Subject != "" {
+			if _, dup := a.bySubject[c.Subject]; dup {
+				return nil, fmt.Errorf("auth caller %s: subject %q shared with another caller", c.Identity, c.Subject)
+			}
+			a.bySubject[c.Subject] = &c
+		}
+	}
+	return a, nil
+}
+
+// HashToken returns the hex SHA-256 of token, as configured in token_sha256.
+func HashToken(token string) string {
+	sum := sha256.Sum256([]byte(token))
+	return hex.EncodeToString(sum[:])
+}
+
+// Bearer is the authorization metadata value carrying token.
+func Bearer(token string) string { return "Bearer " + token }
+
+// Authenticate returns the caller of ctx. A bearer token takes precedence
+// over a client certificate; an unknown token is refused even when a known
+// certificate comes with it.
+func (a *Authenticator) Authenticate(ctx context.Context) (*Caller, error) {
+	md, _ := metadata.FromIncomingContext(ctx)
+	if v := md.Get(Header); len(v) > 0 {
+		if len(v) > 1 {
+			return nil, refuse(participant.EUNAUTHENTICATED, "more than one authorization header")
+		}
+		scheme, token, ok := strings.Cut(v[0], " ")
+		if !ok || !strings.EqualFold(scheme, "bearer") || token == "" {
+			return nil, refuse(participant.EUNAUTHENTICATED, "authorization must be \"Bearer TOKEN\"")
+		}
+		if c := a.byHash(HashToken(strings.TrimSpace(token))); c != nil {
+			return c, nil
+		}
+		return nil, refuse(participant.EUNAUTHENTICATED, "unknown bearer token")
+	}
+	if p, ok := peer.FromContext(ctx); ok {
+		if ti, ok := p.AuthInfo.(credentials.TLSInfo); ok && len(ti.State.VerifiedChains) > 0 && len(ti.State.VerifiedChains[0]) > 0 {
+			subject := ti.State.VerifiedChains[0][0].Subject.String()
+			if c := a.bySubject[subject]; c != nil {
+				return c, nil
+			}
+			return nil, refuse(participant.EUNAUTHENTICATED, "client certificate subject %q is not a configured caller", subject)
+		}
+	}
+	return nil, refuse(participant.EUNAUTHENTICATED, "no credential: send \"authorization: Bearer TOKEN\" or a client certificate")
+}
+
+// byHash looks a token hash up. The map lookup is keyed by a SHA-256, which
+// leaks nothing useful through timing; the final compare is constant-time
+// anyway.
+func (a *Authenticator) byHash(h string) *Caller {
+	c := a.byToken[h]
+	if c == nil || subtle.ConstantTimeCompare([]byte(strings.ToLower(c.TokenSHA256)), []byte(h)) != 1 {
+		return nil
+	}
+	return c
+}
+
+// Authorize checks that c may call method.
+func Authorize(c *Caller, method string) error {
+	if Allowed(c.Roles, method) {
+		return nil
+	}
+	e := refuse(participant.EPERMISSION, "%s (roles %s) may not call %s", c.Identity, strings.Join(c.Roles, ","), method)
+	e.Metadata = map[string]string{"identity": c.Identity, "method": method}
+	return e
+}
+
+func refuse(code participant.Code, format string, args ...any) *participant.Error {
+	reason := participant.ReasonUnauthenticated
+	if code == participant.EPERMISSION {
+		reason = participant.ReasonPermissionDenied
+	}
+	return participant.Errorf(code, reason, format, args...)
+}
+
+// check authenticates and authorizes a call to method and returns ctx
+// carrying the caller.
+func (a *Authenticator) check(ctx context.Context, method string) (context.Context, error) {
+	if !a.enabled || Open(method) {
+		return ctx, nil
+	}
+	c, err := a.Authenticate(ctx)
+	if err == nil {
+		err = Authorize(c, method)
+	}
+	if err != nil {
+		a.log.DebugContext(ctx, "call refused", "method", method, "err", err)
+		return ctx, rpc.Status(ctx, a.log, err)
+	}
+	return participant.WithCaller(ctx, participant.Caller{Identity: c.Identity, Roles: slices.Clone(c.Roles), Method: method}), nil
+}
+
+// Unary is the unary server interceptor: unauthenticated calls get
+// Unauthenticated, calls outside the caller's roles PermissionDenied, both
+// with an ErrorInfo reason; health and reflection stay open.
+func (a *Authenticator) Unary(ctx context.Context, req any, info *grpc.UnaryServerInfo, h grpc.UnaryHandler) (any, error) {
+	ctx, err := a.check(ctx, info.FullMethod)
+	if err != nil {
+		return nil, err
+	}
+	return h(ctx, req)
+}
+
+// Stream is the stream server interceptor, with the same rules as Unary.
+func (a *Authenticator) Stream(srv any, ss grpc.ServerStream, info *grpc.StreamServerInfo, h grpc.StreamHandler) error {
+	ctx, err := a.check(ss.Context(), info.FullMethod)
+	if err != nil {
+		return err
+	}
+	return h(srv, &stream{ServerStream: ss, ctx: ctx})
+}
+
+type stream struct {
+	grpc.ServerStream
+	ctx context.Context
+}
+
+func (s *stream) Context() context.Context { return s.ctx }
+
+// Identify names the caller a bearer token belongs to (the console's
+// sign-in); what the caller may do is still decided call by call.
+func (a *Authenticator) Identify(_ context.Context, token string) (string, error) {
+	if c := a.byHash(HashToken(strings.TrimSpace(token))); c != nil {
+		return c.Identity, nil
+	}
+	return "", refuse(participant.EUNAUTHENTICATED, "unknown bearer token")
+}

@@ -1,0 +1,198 @@
+package auth_test
+
+import (
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"io"
+	"log/slog"
+	"slices"
+	"testing"
+
+	"google.golang.org/genproto/googleapis/rpc/errdetails"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials"
+	"google.golang.org/grpc/metadata"
+	"google.golang.org/grpc/peer"
+	"google.golang.org/grpc/status"
+
+	"github.com/opencoupon/coupon/internal/auth"
+	"github.com/opencoupon/coupon/participant"
+	couponv1 "github.com/opencoupon/coupon/proto/coupon/v1"
+)
+
+var quiet = slog.New(slog.NewTextHandler(io.Discard, nil))
+
+func mustNew(t *testing.T, cfg auth.Config) *auth.Authenticator {
+	t.Helper()
+	a, err := auth.New(cfg, quiet)
+	if err != nil {
+		t.Fatalf("auth.New: %v", err)
+	}
+	return a
+}
+
+// call runs method through the interceptor with incoming metadata md and
+// returns the caller the handler saw and the error.
+func call(a *auth.Authenticator, ctx context.Context, method string, md ...string) (participant.Caller, bool, error) {
+	if len(md) > 0 {
+		ctx = metadata.NewIncomingContext(ctx, metadata.Pairs(md...))
+	}
+	var got participant.Caller
+	var seen bool
+	_, err := a.Unary(ctx, nil, &grpc.UnaryServerInfo{FullMethod: method}, func(ctx context.Context, _ any) (any, error) {
+		got, seen = participant.CallerFrom(ctx)
+		return nil, nil
+	})
+	return got, seen, err
+}
+
+func reason(err error) (codes.Code, string) {
+	st := status.Convert(err)
+	for _, d := range st.Details() {
+		if ei, ok := d.(*errdetails.ErrorInfo); ok {
+			return st.Code(), ei.GetReason()
+		}
+	}
+	return st.Code(), ""
+}
+
+func TestRolesAndMethods(t *testing.T) {
+	a := mustNew(t, auth.Config{Enabled: true, Callers: auth.DevCallers()})
+	bearer := func(tok string) []string { return []string{"authorization", "Bearer " + tok} }
+	tests := []struct {
+		name     string
+		method   string
+		md       []string
+		code     codes.Code
+		reason   string
+		identity string
+	}{
+		{"admin without credential", couponv1.AdminService_CreateCampaign_FullMethodName, nil, codes.Unauthenticated, "UNAUTHENTICATED", ""},
+		{"admin as app", couponv1.AdminService_CreateCampaign_FullMethodName, bearer(auth.DevTokenApp), codes.PermissionDenied, "PERMISSION_DENIED", ""},
+		{"admin as shop", couponv1.AdminService_ListAuditLog_FullMethodName, bearer(auth.DevTokenShop), codes.PermissionDenied, "PERMISSION_DENIED", ""},
+		{"admin as alice", couponv1.AdminService_ApproveTemplate_FullMethodName, bearer(auth.DevTokenAlice), codes.OK, "", "alice"},
+		{"admin method added later", "/coupon.v1.AdminService/Future", bearer(auth.DevTokenBob), codes.OK, "", "bob"},
+		{"lock as app", couponv1.CouponService_LockCoupon_FullMethodName, bearer(auth.DevTokenApp), codes.PermissionDenied, "PERMISSION_DENIED", ""},
+		{"lock as shop", couponv1.CouponService_LockCoupon_FullMethodName, bearer(auth.DevTokenShop), codes.OK, "", "shop"},
+		{"return as shop", couponv1.CouponService_ReturnCoupon_FullMethodName, bearer(auth.DevTokenShop), codes.OK, "", "shop"},
+		{"claim as shop", couponv1.CouponService_ClaimCoupon_FullMethodName, bearer(auth.DevTokenShop), codes.PermissionDenied, "PERMISSION_DENIED", ""},
+		{"read as shop", couponv1.CouponService_GetCoupon_FullMethodName, bearer(auth.DevTokenShop), codes.OK, "", "shop"},
+		{"claim as app", couponv1.CouponService_ClaimCoupon_FullMethodName, bearer(auth.DevTokenApp), codes.OK, "", "app"},
+		{"claim as admin", couponv1.CouponService_ClaimCoupon_FullMethodName, bearer(auth.DevTokenAlice), codes.PermissionDenied, "PERMISSION_DENIED", ""},
+		{"unknown token", couponv1.CouponService_GetCoupon_FullMethodName, bearer("guess"), codes.Unauthenticated, "UNAUTHENTICATED", ""},
+		{"not bearer", couponv1.CouponService_GetCoupon_FullMethodName, []string{"authorization", "Basic " + auth.DevTokenApp}, codes.Unauthenticated, "UNAUTHENTICATED", ""},
+		{"two tokens", couponv1.CouponService_GetCoupon_FullMethodName, append(bearer(auth.DevTokenApp), bearer(auth.DevTokenShop)...), codes.Unauthenticated, "UNAUTHENTICATED", ""},
+		{"lower-case scheme", couponv1.CouponService_GetCoupon_FullMethodName, []string{"authorization", "bearer " + auth.DevTokenApp}, codes.OK, "", "app"},
+		{"x-caller-id is no credential", couponv1.CouponService_GetCoupon_FullMethodName, []string{"x-caller-id", "app"}, codes.Unauthenticated, "UNAUTHENTICATED", ""},
+		{"health is open", "/grpc.health.v1.Health/Check", nil, codes.OK, "", ""},
+		{"reflection is open", "/grpc.reflection.v1.ServerReflection/ServerReflectionInfo", nil, codes.OK, "", ""},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			c, seen, err := call(a, context.Background(), tt.method, tt.md...)
+			code, reason := reason(err)
+			if code != tt.code || reason != tt.reason {
+				t.Fatalf("got %s %q (%v), want %s %q", code, reason, err, tt.code, tt.reason)
+			}
+			if err != nil {
+				return
+			}
+			if tt.identity == "" {
+				if seen {
+					t.Fatalf("open method got a caller %+v", c)
+				}
+				return
+			}
+			if !seen || c.Identity != tt.identity || c.Method != tt.method {
+				t.Fatalf("caller %+v (seen %v), want identity %s method %s", c, seen, tt.identity, tt.method)
+			}
+		})
+	}
+}
+
+func TestDisabledPassesEverything(t *testing.T) {
+	a := mustNew(t, auth.Config{Enabled: false, Callers: auth.DevCallers()})
+	if _, seen, err := call(a, context.Background(), couponv1.AdminService_CreateCampaign_FullMethodName); err != nil || seen {
+		t.Fatalf("auth off: err %v, caller seen %v; want served without a caller", err, seen)
+	}
+}
+
+func TestConfigErrors(t *testing.T) {
+	hash := auth.HashToken("t")
+	tests := []struct {
+		name    string
+		callers []auth.Caller
+	}{
+		{"no identity", []auth.Caller{{Roles: []string{"app"}, TokenSHA256: hash}}},
+		{"no roles", []auth.Caller{{Identity: "x", TokenSHA256: hash}}},
+		{"unknown role", []auth.Caller{{Identity: "x", Roles: []string{"root"}, TokenSHA256: hash}}},
+		{"no credential", []auth.Caller{{Identity: "x", Roles: []string{"app"}}}},
+		{"token instead of hash", []auth.Caller{{Identity: "x", Roles: []string{"app"}, TokenSHA256: "local-app"}}},
+		{"shared token", []auth.Caller{{Identity: "x", Roles: []string{"app"}, TokenSHA256: hash}, {Identity: "y", Roles: []string{"app"}, TokenSHA256: hash}}},
+		{"shared subject", []auth.Caller{{Identity: "x", Roles: []string{"app"}, Subject: "CN=a"}, {Identity: "y", Roles: []string{"app"}, Subject: "CN=a"}}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if _, err := auth.New(auth.Config{Enabled: true, Callers: tt.callers}, quiet); err == nil {
+				t.Fatal("got no error")
+			}
+		})
+	}
+}
+
+func TestClientCertificateSubject(t *testing.T) {
+	a := mustNew(t, auth.Config{Enabled: true, Callers: []auth.Caller{
+		{Identity: "shop", Roles: []string{auth.RoleOrder}, Subject: "CN=shop,O=Example"},
+		{Identity: "app", Roles: []string{auth.RoleApp}, TokenSHA256: auth.HashToken("tok")},
+	}})
+	withCert := func(subject pkix.Name) context.Context {
+		cert := &x509.Certificate{Subject: subject}
+		return peer.NewContext(context.Background(), &peer.Peer{AuthInfo: credentials.TLSInfo{State: tls.ConnectionState{
+			VerifiedChains: [][]*x509.Certificate{{cert}},
+		}}})
+	}
+	shop := pkix.Name{CommonName: "shop", Organization: []string{"Example"}}
+	if c, _, err := call(a, withCert(shop), couponv1.CouponService_LockCoupon_FullMethodName); err != nil || c.Identity != "shop" || !slices.Equal(c.Roles, []string{"order"}) {
+		t.Fatalf("known subject: caller %+v, err %v", c, err)
+	}
+	if _, _, err := call(a, withCert(pkix.Name{CommonName: "mallory"}), couponv1.CouponService_LockCoupon_FullMethodName); status.Code(err) != codes.Unauthenticated {
+		t.Fatalf("unknown subject: %v, want Unauthenticated", err)
+	}
+	// A token decides over the certificate it comes with.
+	if c, _, err := call(a, withCert(shop), couponv1.CouponService_ClaimCoupon_FullMethodName, "authorization", "Bearer tok"); err != nil || c.Identity != "app" {
+		t.Fatalf("token with certificate: caller %+v, err %v", c, err)
+	}
+	if _, _, err := call(a, withCert(shop), couponv1.CouponService_LockCoupon_FullMethodName, "authorization", "Bearer wrong"); status.Code(err) != codes.Unauthenticated {
+		t.Fatalf("bad token with good certificate: %v, want Unauthenticated", err)
+	}
+}
+
+func TestTokensPickPerMethod(t *testing.T) {
+	tok := auth.DevTokens()
+	tests := []struct{ method, want string }{
+		{couponv1.AdminService_ApproveTemplate_FullMethodName, auth.DevTokenAlice},
+		{couponv1.CouponService_ClaimCoupon_FullMethodName, auth.DevTokenApp},
+		{couponv1.CouponService_GetCoupon_FullMethodName, auth.DevTokenApp},
+		{couponv1.CouponService_ConsumeCoupon_FullMethodName, auth.DevTokenShop},
+		{couponv1.CouponService_UseCouponRevert_FullMethodName, auth.DevTokenShop},
+	}
+	for _, tt := range tests {
+		if got := tok.For(tt.method); got != tt.want {
+			t.Errorf("For(%s) = %s, want %s", tt.method, got, tt.want)
+		}
+	}
+}
+
+func TestEveryServiceMethodHasARole(t *testing.T) {
+	for _, sd := range []grpc.ServiceDesc{couponv1.CouponService_ServiceDesc, couponv1.AdminService_ServiceDesc} {
+		for _, m := range sd.Methods {
+			full := "/" + sd.ServiceName + "/" + m.MethodName
+			if !auth.Allowed([]string{auth.RoleAdmin, auth.RoleApp, auth.RoleOrder}, full) {
+				t.Errorf("%s: no role may call it", full)
+			}
+		}
+	}
+}

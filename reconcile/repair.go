@@ -1,0 +1,440 @@
+package reconcile
+
+import (
+	"bufio"
+	"context"
+	"database/sql"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"net/url"
+	"strings"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/metadata"
+
+	couponv1 "github.com/opencoupon/coupon/proto/coupon/v1"
+)
+
+// Repair actions and statuses, as recorded in reconcile_repair.
+const (
+	ActionRelease = "RELEASE_COUPON"
+	ActionManual  = "MANUAL_REVIEW"
+
+	RepairPlanned = "planned" // dry run: what --apply would do
+	RepairWait    = "wait"    // not safe yet; the next run looks again
+	RepairStarted = "started"
+	RepairApplied = "applied"
+	RepairFailed  = "failed"
+	RepairManual  = "manual"
+	RepairDone    = "already_applied"
+)
+
+// DTM global transaction statuses (GET /api/dtmsvr/query).
+const (
+	DTMPrepared  = "prepared"
+	DTMSubmitted = "submitted"
+	DTMAborting  = "aborting"
+	DTMSucceed   = "succeed"
+	DTMFailed    = "failed"
+	DTMUnknown   = "unknown" // the coordinator has no such transaction
+)
+
+// DTMQuery tells a global transaction's status; DTMUnknown when the
+// coordinator does not know the gid.
+type DTMQuery interface {
+	Status(ctx context.Context, gid string) (string, error)
+}
+
+// CouponService is the part of the coupon service a repair uses: the TCC
+// Cancel (the same code path DTM drives, barrier included) and a read.
+type CouponService interface {
+	Unlock(ctx context.Context, l Lock) error
+	Coupon(ctx context.Context, userID int64, code string) (CouponState, error)
+}
+
+// Lock identifies an orphan lock: the DTM branch that took it and what
+// Cancel needs.
+type Lock struct {
+	GID, BranchID, OrderNo, CouponCode string
+	UserID, Amount                     int64
+}
+
+// CouponState is a coupon as the service reports it now.
+type CouponState struct {
+	Status  string // AVAILABLE, LOCKED, USED, EXPIRED
+	OrderNo string
+	GID     string
+}
+
+// holds tells whether the coupon is still locked by l.
+func (c CouponState) holds(l Lock) bool {
+	return c.Status == couponv1.Coupon_LOCKED.String() && c.OrderNo == l.OrderNo && (c.GID == "" || c.GID == l.GID)
+}
+
+// RepairItem is one line of repairs.jsonl: what was (or would be) done
+// about one finding.
+type RepairItem struct {
+	Class      string `json:"class"`
+	OrderNo    string `json:"order_no"`
+	CouponCode string `json:"coupon_code"`
+	Action     string `json:"action"`
+	Status     string `json:"status"`
+	DTMStatus  string `json:"dtm_status,omitempty"`
+	GID        string `json:"gid,omitempty"`
+	BranchID   string `json:"branch_id,omitempty"`
+	Detail     string `json:"detail"`
+}
+
+// RepairSummary counts repair items by status.
+type RepairSummary map[string]int
+
+// Repairer plans and, with Apply, carries out the repairs of one run's
+// findings. Only ORPHAN_LOCKs are ever changed, and only when DTM says
+// their transaction failed, or does not know it and the lock is older than
+// TimeoutToFail + Grace; everything else is marked for manual review.
+type Repairer struct {
+	State   *sql.DB // reconcile_repair; required with Apply
+	DTM     DTMQuery
+	Coupons CouponService
+	// TimeoutToFail is DTM's (the largest any order service uses).
+	TimeoutToFail time.Duration
+	Grace         time.Duration
+	Apply         bool
+	Now           func() time.Time
+}
+
+// Repair goes through the findings of discrepancies.jsonl (r) of date,
+// writes one RepairItem per finding to items and a line per item to
+// report. Failed items make the returned error non-nil after all items
+// were tried; they are retried by the next run.
+func (rp *Repairer) Repair(ctx context.Context, date string, runID int64, r io.Reader, items, report io.Writer) (RepairSummary, error) {
+	if rp.Apply && rp.State == nil {
+		return nil, errors.New("repair --apply needs the state database (reconcile_repair)")
+	}
+	if rp.Now == nil {
+		rp.Now = time.Now
+	}
+	sum := RepairSummary{}
+	sc := bufio.NewScanner(r)
+	sc.Buffer(nil, 16<<20)
+	failed := 0
+	for sc.Scan() {
+		var f Finding
+		if err := json.Unmarshal(sc.Bytes(), &f); err != nil {
+			return sum, fmt.Errorf("read findings: %w", err)
+		}
+		if f.Resolution != "" {
+			continue
+		}
+		it := rp.one(ctx, date, runID, &f)
+		sum[it.Status]++
+		if it.Status == RepairFailed {
+			failed++
+		}
+		line, err := json.Marshal(it)
+		if err != nil {
+			return sum, err
+		}
+		if _, err := items.Write(append(line, '\n')); err != nil {
+			return sum, fmt.Errorf("write repairs: %w", err)
+		}
+		fmt.Fprintf(report, "%-9s %-15s %-27s order %s coupon %s: %s\n", it.Status, it.Action, it.Class, it.OrderNo, orDash(it.CouponCode), it.Detail)
+	}
+	if err := sc.Err(); err != nil {
+		return sum, fmt.Errorf("read findings: %w", err)
+	}
+	if failed > 0 {
+		return sum, fmt.Errorf("%d repairs failed; they are retried by the next run", failed)
+	}
+	return sum, nil
+}
+
+func orDash(s string) string {
+	if s == "" {
+		return "-"
+	}
+	return s
+}
+
+func (rp *Repairer) one(ctx context.Context, date string, runID int64, f *Finding) RepairItem {
+	it := RepairItem{Class: f.Class, OrderNo: f.OrderNo, CouponCode: f.CouponCode, Action: ActionManual, GID: f.GID, BranchID: f.BranchID}
+	if rp.State != nil {
+		prev, err := repairOf(ctx, rp.State, date, f.Key())
+		if err != nil {
+			it.Status, it.Detail = RepairFailed, err.Error()
+			return it
+		}
+		if prev != nil && prev.Status == RepairApplied {
+			it.Action, it.Status, it.DTMStatus = prev.Action, RepairDone, prev.DTMStatus
+			it.Detail = "repaired before: " + prev.Detail
+			return it
+		}
+	}
+	if f.Class != ClassOrphanLock {
+		it.Status, it.Detail = rp.manual(ctx, date, runID, &it, manualCheck(f))
+		return it
+	}
+	rp.orphan(ctx, date, runID, f, &it)
+	return it
+}
+
+// manual marks an item for review (recorded only with Apply).
+func (rp *Repairer) manual(ctx context.Context, date string, runID int64, it *RepairItem, check string) (string, string) {
+	it.Action = ActionManual
+	if !rp.Apply {
+		return RepairPlanned, "would mark for manual review: " + check
+	}
+	if err := saveRepair(ctx, rp.State, date, runID, it, RepairManual, check, rp.Now()); err != nil {
+		return RepairFailed, err.Error()
+	}
+	return RepairManual, check
+}
+
+func (rp *Repairer) orphan(ctx context.Context, date string, runID int64, f *Finding, it *RepairItem) {
+	setManual := func(check string) { it.Status, it.Detail = rp.manual(ctx, date, runID, it, check) }
+	if f.GID == "" || f.BranchID == "" || f.UserID == 0 || f.LockedAt == nil {
+		setManual("the ledger row lacks its DTM gid, branch_id or user_id (a CSV export without branch_id?): look the lock up in coupon_ledger and release it through UnlockCoupon with that branch after checking DTM")
+		return
+	}
+	if f.OrderStatus == OrderPaid.String() || f.OrderStatus == OrderRefunded.String() {
+		setManual(fmt.Sprintf("order is %s, so the coupon should have been consumed, not released: check DTM's Confirm of gid %s and the coupon service's logs", f.OrderStatus, f.GID))
+		return
+	}
+	it.Action = ActionRelease // unless DTM's answer rules it out below
+	status, err := rp.DTM.Status(ctx, f.GID)
+	if err != nil {
+		it.Status, it.Detail = RepairFailed, fmt.Sprintf("ask DTM about gid %s: %v", f.GID, err)
+		return
+	}
+	it.DTMStatus = status
+	age := rp.Now().Sub(*f.LockedAt)
+	switch status {
+	case DTMFailed:
+	case DTMUnknown:
+		if need := rp.TimeoutToFail + rp.Grace; age <= need {
+			it.Status, it.Detail = RepairWait, fmt.Sprintf("DTM does not know gid %s and the lock is %s old: released once older than %s", f.GID, age.Round(time.Second), need)
+			return
+		}
+	case DTMPrepared, DTMSubmitted, DTMAborting:
+		it.Status, it.Detail = RepairWait, fmt.Sprintf("DTM still holds gid %s as %s and will finish it (a prepared one fails after its TimeoutToFail, submitted and aborting ones are retried): check the coordinator runs and its log for the gid; the next run looks again", f.GID, status)
+		return
+	default: // succeed
+		it.Action = ActionManual
+		setManual(fmt.Sprintf("DTM reports gid %s %s but the coupon was never consumed: its Confirm did not reach the coupon service; check the coupon service's and the coordinator's logs, then consume or release by hand", f.GID, status))
+		return
+	}
+	lock := Lock{GID: f.GID, BranchID: f.BranchID, OrderNo: f.OrderNo, CouponCode: f.CouponCode, UserID: f.UserID, Amount: max(f.OrderAmount, 1)}
+	it.Action = ActionRelease
+	before, err := rp.Coupons.Coupon(ctx, lock.UserID, lock.CouponCode)
+	if err != nil {
+		it.Status, it.Detail = RepairFailed, fmt.Sprintf("read coupon %s: %v", lock.CouponCode, err)
+		return
+	}
+	why := fmt.Sprintf("DTM reports gid %s %s", f.GID, status)
+	if status == DTMUnknown {
+		why = fmt.Sprintf("DTM does not know gid %s and the lock is %s old (> TimeoutToFail %s + grace %s)", f.GID, age.Round(time.Second), rp.TimeoutToFail, rp.Grace)
+	}
+	if !before.holds(lock) {
+		detail := fmt.Sprintf("coupon is %s (order %q) now, no longer locked by this order: nothing to release", before.Status, before.OrderNo)
+		if !rp.Apply {
+			it.Status, it.Detail = RepairPlanned, "would record: "+detail
+			return
+		}
+		it.Status, it.Detail = RepairApplied, detail
+		if err := saveRepair(ctx, rp.State, date, runID, it, RepairApplied, detail, rp.Now()); err != nil {
+			it.Status, it.Detail = RepairFailed, err.Error()
+		}
+		return
+	}
+	if !rp.Apply {
+		it.Status, it.Detail = RepairPlanned, fmt.Sprintf("would release coupon %s of user %d through UnlockCoupon (Cancel of gid %s branch %s): %s", lock.CouponCode, lock.UserID, lock.GID, lock.BranchID, why)
+		return
+	}
+	if err := saveRepair(ctx, rp.State, date, runID, it, RepairStarted, why, rp.Now()); err != nil {
+		it.Status, it.Detail = RepairFailed, err.Error()
+		return
+	}
+	// Cancel answers OK for anything it cannot release, so the coupon is
+	// read again to know what happened.
+	status, detail := RepairApplied, ""
+	if err := rp.Coupons.Unlock(ctx, lock); err != nil {
+		status, detail = RepairFailed, fmt.Sprintf("UnlockCoupon: %v", err)
+	} else if after, err := rp.Coupons.Coupon(ctx, lock.UserID, lock.CouponCode); err != nil {
+		status, detail = RepairFailed, fmt.Sprintf("read coupon %s after UnlockCoupon: %v", lock.CouponCode, err)
+	} else if after.holds(lock) {
+		status, detail = RepairFailed, fmt.Sprintf("UnlockCoupon answered OK but coupon %s is still locked by gid %s (a Cancel of this branch may have run before)", lock.CouponCode, lock.GID)
+	} else {
+		detail = fmt.Sprintf("released through UnlockCoupon, coupon now %s; %s", after.Status, why)
+	}
+	it.Status, it.Detail = status, detail
+	if err := saveRepair(ctx, rp.State, date, runID, it, status, detail, rp.Now()); err != nil {
+		it.Status, it.Detail = RepairFailed, err.Error()
+	}
+}
+
+// manualCheck says what a person should check for a finding.
+func manualCheck(f *Finding) string {
+	switch f.Class {
+	case ClassCouponUsedOrderNotPaid:
+		return fmt.Sprintf("coupon %s was consumed but order %s is %s: check whether the order was paid in another system; otherwise give the coupon back (ReturnCoupon) or recover %s", f.CouponCode, f.OrderNo, orMissing(f.OrderStatus), Money(f.AmountAtRisk))
+	case ClassOrderPaidCouponNotUsed:
+		return fmt.Sprintf("order %s was paid with a discount of %s but coupon %s is still usable: check whether it was used since, then void it or recover the discount", f.OrderNo, Money(f.AmountAtRisk), f.CouponCode)
+	case ClassDiscountMismatch:
+		return "compare the order's discount with the coupon template's rule and the coupon ledger, then correct the wrong side: " + f.Detail
+	case ClassPaymentAmountMismatch:
+		return "compare the captured amount with the order's amount − discount at the payment provider; refund or collect the difference: " + f.Detail
+	case ClassCouponUsedTwice:
+		return fmt.Sprintf("coupon %s was consumed for %s: decide which order used it rightly and recover the discount of the others", f.CouponCode, strings.Join(f.Orders, ", "))
+	case ClassPaymentWithoutOrder:
+		return "a payment exists for an order that does not: find the order in the order system or refund the customer: " + f.Detail
+	case ClassOrderPaidWithoutPayment:
+		return "the order is paid but no payment was captured: check the payment provider, then collect the payment or cancel the order: " + f.Detail
+	}
+	return f.Detail
+}
+
+func orMissing(s string) string {
+	if s == "" {
+		return "missing"
+	}
+	return s
+}
+
+// storedRepair is a row of reconcile_repair.
+type storedRepair struct {
+	Action, Status, DTMStatus, Detail string
+}
+
+func repairOf(ctx context.Context, db *sql.DB, date string, k Key) (*storedRepair, error) {
+	var r storedRepair
+	err := db.QueryRowContext(ctx, `SELECT action, status, dtm_status, detail FROM reconcile_repair
+		WHERE run_date = ? AND class = ? AND order_no = ? AND coupon_code = ?`, date, k.Class, k.OrderNo, k.CouponCode).
+		Scan(&r.Action, &r.Status, &r.DTMStatus, &r.Detail)
+	if errors.Is(err, sql.ErrNoRows) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("read repair record: %w", err)
+	}
+	return &r, nil
+}
+
+func saveRepair(ctx context.Context, db *sql.DB, date string, runID int64, it *RepairItem, status, detail string, now time.Time) error {
+	_, err := db.ExecContext(ctx, `INSERT INTO reconcile_repair (run_date, class, order_no, coupon_code, action, status, gid, branch_id,
+		dtm_status, detail, run_id, created_at, updated_at) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)
+		ON DUPLICATE KEY UPDATE action = VALUES(action), status = VALUES(status), dtm_status = VALUES(dtm_status),
+		detail = VALUES(detail), run_id = VALUES(run_id), updated_at = VALUES(updated_at)`,
+		date, it.Class, it.OrderNo, it.CouponCode, it.Action, status, it.GID, it.BranchID, it.DTMStatus, truncate(detail, 1024), runID, now.UTC(), now.UTC())
+	if err != nil {
+		return fmt.Errorf("record repair of %s %s: %w", it.Class, it.OrderNo, err)
+	}
+	return nil
+}
+
+// Resolutions returns the findings of date that applied repairs resolved.
+func Resolutions(ctx context.Context, db *sql.DB, date string) (map[Key]string, error) {
+	rows, err := db.QueryContext(ctx, `SELECT class, order_no, coupon_code, detail, updated_at FROM reconcile_repair WHERE run_date = ? AND status = ?`, date, RepairApplied)
+	if err != nil {
+		return nil, fmt.Errorf("read repairs: %w", err)
+	}
+	defer rows.Close()
+	out := map[Key]string{}
+	for rows.Next() {
+		var k Key
+		var detail string
+		var at time.Time
+		if err := rows.Scan(&k.Class, &k.OrderNo, &k.CouponCode, &detail, &at); err != nil {
+			return nil, fmt.Errorf("read repairs: %w", err)
+		}
+		out[k] = fmt.Sprintf("repaired %s: %s", at.UTC().Format(time.RFC3339), detail)
+	}
+	return out, rows.Err()
+}
+
+// DTMHTTP asks a DTM coordinator over its HTTP API (the gRPC API has no query).
+type DTMHTTP struct {
+	// Addr is the coordinator's HTTP address, e.g. "127.0.0.1:36789" or a URL.
+	Addr   string
+	Client *http.Client
+}
+
+// Status returns the transaction's status, DTMUnknown when there is none.
+func (d DTMHTTP) Status(ctx context.Context, gid string) (string, error) {
+	base := d.Addr
+	if !strings.Contains(base, "://") {
+		base = "http://" + base
+	}
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, strings.TrimSuffix(base, "/")+"/api/dtmsvr/query?gid="+url.QueryEscape(gid), nil)
+	if err != nil {
+		return "", err
+	}
+	c := d.Client
+	if c == nil {
+		c = &http.Client{Timeout: 10 * time.Second}
+	}
+	resp, err := c.Do(req)
+	if err != nil {
+		return "", err
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
+	if err != nil {
+		return "", err
+	}
+	if resp.StatusCode != http.StatusOK {
+		return "", fmt.Errorf("DTM query: HTTP %d: %s", resp.StatusCode, truncate(string(body), 200))
+	}
+	var out struct {
+		Transaction *struct {
+			Status string `json:"status"`
+		} `json:"transaction"`
+	}
+	if err := json.Unmarshal(body, &out); err != nil {
+		return "", fmt.Errorf("DTM query: %w", err)
+	}
+	if out.Transaction == nil || out.Transaction.Status == "" {
+		return DTMUnknown, nil
+	}
+	return out.Transaction.Status, nil
+}
+
+// CouponGRPC calls the coupon service over gRPC.
+type CouponGRPC struct {
+	Conn grpc.ClientConnInterface
+	// Token is sent as "authorization: Bearer TOKEN" when set (UnlockCoupon
+	// needs the order role, GetCoupon the app or order role).
+	Token string
+	// DTM is the coordinator's gRPC address, sent as dtm-dtm like DTM does.
+	DTM string
+}
+
+func (c CouponGRPC) ctx(ctx context.Context) context.Context {
+	if c.Token != "" {
+		ctx = metadata.AppendToOutgoingContext(ctx, "authorization", "Bearer "+c.Token)
+	}
+	return ctx
+}
+
+// Unlock runs the TCC Cancel of the lock's branch, with DTM's barrier
+// metadata, exactly as the coordinator would.
+func (c CouponGRPC) Unlock(ctx context.Context, l Lock) error {
+	ctx = metadata.AppendToOutgoingContext(c.ctx(ctx),
+		"dtm-gid", l.GID, "dtm-branch_id", l.BranchID, "dtm-op", "cancel", "dtm-trans_type", "tcc", "dtm-dtm", c.DTM)
+	_, err := couponv1.NewCouponServiceClient(c.Conn).UnlockCoupon(ctx, &couponv1.CouponBranchRequest{
+		UserId: l.UserID, CouponCode: l.CouponCode, Order: &couponv1.Order{OrderNo: l.OrderNo, UserId: l.UserID, Amount: l.Amount},
+	})
+	return err
+}
+
+// Coupon reads a coupon.
+func (c CouponGRPC) Coupon(ctx context.Context, userID int64, code string) (CouponState, error) {
+	x, err := couponv1.NewCouponServiceClient(c.Conn).GetCoupon(c.ctx(ctx), &couponv1.GetCouponRequest{UserId: userID, CouponCode: code})
+	if err != nil {
+		return CouponState{}, err
+	}
+	return CouponState{Status: x.GetStatus().String(), OrderNo: x.GetOrderNo(), GID: x.GetGid()}, nil
+}
