@@ -21,6 +21,7 @@ import (
 
 	"github.com/opencoupon/coupon/client/coupontcc"
 	shopv1 "github.com/opencoupon/coupon/examples/shop/proto/shop/v1"
+	"github.com/opencoupon/coupon/participant/shape"
 	couponv1 "github.com/opencoupon/coupon/proto/coupon/v1"
 )
 
@@ -203,6 +204,11 @@ func failureOf(err error) (reason, message string, refusal bool) {
 	}
 	if r, ok := coupontcc.Refusal(err); ok && r != "" {
 		return r, message, true
+	}
+	var fe *shape.FieldError
+	if errors.As(err, &fe) {
+		// Enlist refused the payload before registering the branch.
+		return shopv1.ErrorReason_INVALID_ARGUMENT.String(), err.Error(), true
 	}
 	return shopv1.ErrorReason_TRANSACTION_FAILED.String(), message, false
 }

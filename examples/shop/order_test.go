@@ -78,21 +78,28 @@ func TestCreateOrderWithoutCoupon(t *testing.T) {
 		}
 	})
 
-	t.Run("coupon service unreachable", func(t *testing.T) {
-		mustDeposit(t, e, 3, 10000)
-		req := newOrder("nocoupon-1", 3, 3000)
-		req.CouponCode = "C0FFEE"
-		o, err := e.Orders.CreateOrder(ctx, req)
-		if err != nil {
-			t.Fatalf("CreateOrder: %v", err)
+	// In either mode: a coupon service that cannot be reached cancels the
+	// order, and a malformed coupon code is refused before any branch.
+	for i, mode := range []string{shop.ModeTCC, shop.ModeSaga} {
+		for j, c := range []struct{ code, reason string }{{"0APY000000000000", "TRANSACTION_FAILED"}, {"C0FFEE", "INVALID_ARGUMENT"}} {
+			t.Run(mode+" coupon "+c.code, func(t *testing.T) {
+				userID := int64(3 + 2*i + j)
+				mustDeposit(t, e, userID, 10000)
+				req := newOrder(fmt.Sprintf("nocoupon-%s-%d", mode, j), userID, 3000)
+				req.CouponCode, req.Mode = c.code, mode
+				o, err := e.Orders.CreateOrder(ctx, req)
+				if err != nil {
+					t.Fatalf("CreateOrder: %v", err)
+				}
+				if o.GetStatus() != shopv1.Order_CANCELLED || o.GetFailureReason() != c.reason {
+					t.Fatalf("order = %v; want CANCELLED with %s", o, c.reason)
+				}
+				if b, f := mustAccount(t, e, userID); b != 10000 || f != 0 {
+					t.Errorf("account = %d/%d; want 10000/0", b, f)
+				}
+			})
 		}
-		if o.GetStatus() != shopv1.Order_CANCELLED || o.GetFailureReason() != "TRANSACTION_FAILED" {
-			t.Fatalf("order = %v; want CANCELLED with TRANSACTION_FAILED", o)
-		}
-		if b, f := mustAccount(t, e, 3); b != 10000 || f != 0 {
-			t.Errorf("account = %d/%d; want 10000/0", b, f)
-		}
-	})
+	}
 }
 
 // TestCreateOrderCoordinatorUnreachable: in either mode, an order whose
