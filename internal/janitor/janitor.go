@@ -94,6 +94,10 @@ type Stats struct {
 	// Kept are rows past Retention left in place: their transaction is
 	// unfinished, or unknown to the coordinator (see UnknownFinished).
 	Kept int64
+	// KeptUnknown are the rows of Kept whose gid the coordinator does not
+	// know. Most rows here means the janitor asks the wrong coordinator,
+	// or one whose store forgets finished transactions.
+	KeptUnknown int64
 	// Lookups is how many transaction statuses were asked for.
 	Lookups int
 	// OldestAge is the age of the oldest row left after the run, over all
@@ -106,6 +110,7 @@ func (s *Stats) add(o Stats) {
 	s.DeletedFinished += o.DeletedFinished
 	s.DeletedExpired += o.DeletedExpired
 	s.Kept += o.Kept
+	s.KeptUnknown += o.KeptUnknown
 	s.Lookups += o.Lookups
 	s.OldestAge = max(s.OldestAge, o.OldestAge)
 }
@@ -248,6 +253,9 @@ func (j *Janitor) walk(ctx context.Context, db *sql.DB, retained, expired string
 				done = append(done, r.id)
 			} else {
 				st.Kept++
+				if status == Unknown {
+					st.KeptUnknown++
+				}
 			}
 		}
 		n, err := j.delete(ctx, db, old)

@@ -200,9 +200,9 @@ func TestRunOnce(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	want := janitor.Stats{Deleted: 30, DeletedFinished: 20, DeletedExpired: 10, Kept: 20, Lookups: 4}
+	want := janitor.Stats{Deleted: 30, DeletedFinished: 20, DeletedExpired: 10, Kept: 20, KeptUnknown: 10, Lookups: 4}
 	if st.Deleted != want.Deleted || st.DeletedFinished != want.DeletedFinished || st.DeletedExpired != want.DeletedExpired ||
-		st.Kept != want.Kept || st.Lookups != want.Lookups {
+		st.Kept != want.Kept || st.KeptUnknown != want.KeptUnknown || st.Lookups != want.Lookups {
 		t.Errorf("stats = %+v; want %+v", st, want)
 	}
 	if d := st.OldestAge - 8*day; d < 0 || d > time.Minute {
@@ -227,7 +227,7 @@ func TestRunOnce(t *testing.T) {
 			t.Fatal(err)
 		}
 		st, err := j.RunOnce(ctx)
-		if err != nil || st.DeletedFinished != 10 || st.Kept != 10 {
+		if err != nil || st.DeletedFinished != 10 || st.Kept != 10 || st.KeptUnknown != 0 {
 			t.Errorf("RunOnce = %+v, %v; want the unknown gid's 10 rows deleted, the prepared one's 10 kept", st, err)
 		}
 	})
