@@ -2,6 +2,9 @@
 #   make run    the whole local stack in the foreground with a demo
 #   make test   unit and integration tests (real MariaDB, Redis and DTM)
 SHELL := /bin/bash
+# The DTM client library reads its log level at start-up and complains when
+# it is unset; services configure their own loggers.
+export LOG_LEVEL ?= WARN
 GO    ?= go
 BIN   := bin
 PKGS  := ./...

@@ -63,6 +63,10 @@ type ScenarioResult struct {
 	Error        string         `json:"error,omitempty"`
 	Notes        []string       `json:"notes,omitempty"`
 	prefix       string
+	// own are the order numbers of the scenario's own transactions: they
+	// have no shop order, so reconcile (invariant 6) does not judge them;
+	// invariants 1 and 2 check them against what the scenario drove.
+	own map[string]bool
 }
 
 // Violations counts the violated invariants of the scenario.
@@ -173,6 +177,10 @@ func (s *Stack) runScenario(ctx context.Context, sc *Scenario, index int, o Opti
 		res.Invariants = v.list()
 		r.rec.mu.Lock()
 		res.Ops, res.Claims, res.Orders, res.Direct = r.rec.ops.Load(), len(r.rec.claims), len(r.rec.orders), len(r.rec.txns)
+		res.own = map[string]bool{}
+		for _, t := range r.rec.txns {
+			res.own[t.OrderNo] = true
+		}
 		r.rec.mu.Unlock()
 	}()
 	fail := func(what string, err error) ScenarioResult {

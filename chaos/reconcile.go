@@ -99,7 +99,7 @@ func (s *Stack) reconcileRun(ctx context.Context, config, date, out string, repa
 // twice and once more as a repair dry run, and give each scenario the
 // findings on its orders.
 func (s *Stack) reconcile(ctx context.Context, rep *Report) {
-	set := func(fn func(v *verdict, prefix string)) {
+	set := func(fn func(v *verdict, prefix string, own map[string]bool)) {
 		for i := range rep.Scenarios {
 			sc := &rep.Scenarios[i]
 			if sc.Error != "" {
@@ -111,18 +111,18 @@ func (s *Stack) reconcile(ctx context.Context, rep *Report) {
 			}
 			inv := v.inv[6]
 			inv.Status, inv.Note = held, ""
-			fn(v, sc.prefix)
+			fn(v, sc.prefix, sc.own)
 		}
 	}
 	if !s.reconcileAvailable(ctx) {
-		set(func(v *verdict, _ string) {
+		set(func(v *verdict, _ string, _ map[string]bool) {
 			v.skip(6, "reconcile not available (coupon reconcile run, issue 9, not in this build)")
 		})
 		return
 	}
 	config, err := s.reconcileConfig()
 	if err != nil {
-		set(func(v *verdict, _ string) { v.skip(6, "reconcile config: "+err.Error()) })
+		set(func(v *verdict, _ string, _ map[string]bool) { v.skip(6, "reconcile config: "+err.Error()) })
 		return
 	}
 	var days []string
@@ -143,15 +143,15 @@ func (s *Stack) reconcile(ctx context.Context, rep *Report) {
 			}
 		}
 		if err != nil {
-			set(func(v *verdict, _ string) { v.skip(6, "reconcile failed: "+err.Error()) })
+			set(func(v *verdict, _ string, _ map[string]bool) { v.skip(6, "reconcile failed: "+err.Error()) })
 			return
 		}
 	}
-	set(func(v *verdict, prefix string) {
+	set(func(v *verdict, prefix string, own map[string]bool) {
 		mine := func(fs []finding) map[string]finding {
 			m := map[string]finding{}
 			for _, f := range fs {
-				if strings.HasPrefix(f.OrderNo, prefix) {
+				if strings.HasPrefix(f.OrderNo, prefix) && !own[f.OrderNo] {
 					m[f.key()] = f
 				}
 			}
@@ -176,10 +176,21 @@ func (s *Stack) reconcile(ctx context.Context, rep *Report) {
 			}
 		}
 		for _, line := range strings.Split(repairOut.String(), "\n") {
-			if strings.Contains(line, prefix) {
+			if strings.Contains(line, prefix) && !mentionsOwn(line, own) {
 				v.fail(6, prefix, "repair dry run proposes: %s", strings.TrimSpace(line))
 				break
 			}
 		}
 	})
+}
+
+// mentionsOwn reports whether a repair line is about one of the scenario's
+// own transactions.
+func mentionsOwn(line string, own map[string]bool) bool {
+	for _, f := range strings.Fields(line) {
+		if own[f] {
+			return true
+		}
+	}
+	return false
 }

@@ -300,7 +300,7 @@ type logEvent struct {
 // Messages of the coupon service that account for stock.
 const (
 	msgCommitUnknown = "claim commit outcome unknown; stock left taken"
-	msgGiveFailed    = "give stock back"
+	msgGiveFailed    = "give stock back; the stock audit will restore it"
 	msgUnderRepair   = "stock audit: under-credit repaired by a rebuild"
 	msgOverPrefix    = "stock audit: over-credit"
 )

@@ -230,11 +230,36 @@ func (s *Service) mint(ctx context.Context, t *Template, hint uint64, c *Coupon,
 		return Unavailable("write coupon", err)
 	}
 	if !faultClaimKeepsStock() {
-		if gerr := s.stock.Give(context.WithoutCancel(ctx), ticket); gerr != nil {
-			s.log.WarnContext(ctx, "give stock back", "template_id", t.ID, "err", gerr)
-		}
+		s.giveBack(ctx, ticket)
 	}
 	return err
+}
+
+// giveBack returns a unit whose coupon was definitely not written. A Give
+// is idempotent (once per ticket), so one that fails is retried in the
+// background for a while rather than leaving the counters short until the
+// stock audit; only when Redis stays unreachable is the unit left to it.
+func (s *Service) giveBack(ctx context.Context, t Ticket) {
+	ctx = context.WithoutCancel(ctx)
+	if err := s.stock.Give(ctx, t); err == nil {
+		return
+	}
+	go func() {
+		deadline := time.Now().Add(30 * time.Second)
+		for wait := 50 * time.Millisecond; ; wait = min(2*wait, 2*time.Second) {
+			if pause(ctx, wait) != nil {
+				return
+			}
+			err := s.stock.Give(ctx, t)
+			if err == nil {
+				return
+			}
+			if time.Now().After(deadline) {
+				s.log.WarnContext(ctx, "give stock back; the stock audit will restore it", "template_id", t.TemplateID, "err", err)
+				return
+			}
+		}
+	}()
 }
 
 // claimable reads the template (from the template cache) and refuses it

@@ -74,7 +74,9 @@ func (b *breaker) ProcessHook(next goredis.ProcessHook) goredis.ProcessHook {
 			return ErrRedisDown
 		}
 		err := next(ctx, cmd)
-		b.record(err)
+		if ctx.Err() == nil { // a caller's own deadline says nothing of Redis
+			b.record(err)
+		}
 		return err
 	}
 }
@@ -88,7 +90,9 @@ func (b *breaker) ProcessPipelineHook(next goredis.ProcessPipelineHook) goredis.
 			return ErrRedisDown
 		}
 		err := next(ctx, cmds)
-		b.record(err)
+		if ctx.Err() == nil {
+			b.record(err)
+		}
 		return err
 	}
 }

@@ -66,9 +66,11 @@ func (p *pipe) run() {
 	}
 }
 
-// do runs one command through the pipeline and returns it once answered,
-// or once ctx is done (the command may still run: every one sent this way
-// is idempotent, or, for a stock take, at worst leaves the counters short).
+// do runs one command through the pipeline and returns it once answered.
+// ctx is honoured until the command is queued; once it may have been sent
+// the answer is awaited (bounded by the client's read timeout), because a
+// caller that gave up on a stock take that then ran would leave its unit
+// taken with no claim to write or give it back.
 // A script the server does not know yet (NOSCRIPT after a restart or on a
 // new cluster node) is retried on its own, which loads it.
 func (p *pipe) do(ctx context.Context, build func(goredis.Pipeliner) goredis.Cmder, retry func() goredis.Cmder) goredis.Cmder {
@@ -83,11 +85,7 @@ func (p *pipe) do(ctx context.Context, build func(goredis.Pipeliner) goredis.Cmd
 	case <-ctx.Done():
 		return gaveUp()
 	}
-	select {
-	case <-op.done:
-	case <-ctx.Done():
-		return gaveUp()
-	}
+	<-op.done
 	if err := op.cmd.Err(); err != nil && retry != nil && isNoScript(err) {
 		return retry()
 	}
