@@ -4,6 +4,7 @@ import (
 	"context"
 	"flag"
 	"fmt"
+	"io"
 	"os"
 	"text/tabwriter"
 	"time"
@@ -126,7 +127,8 @@ func demoPermissions(ctx context.Context, admin couponv1.AdminServiceClient, cou
 }
 
 // demoOrders places three orders through the sample shop, each one DTM TCC
-// transaction over the coupon, the payment and the order row.
+// transaction over the coupon, the payment and the order row, then a Saga
+// order and a refund.
 func demoOrders(ctx context.Context, addr string, coupons couponv1.CouponServiceClient, run string, codes map[int64]string) error {
 	conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
 	if err != nil {
@@ -140,7 +142,7 @@ func demoOrders(ctx context.Context, addr string, coupons couponv1.CouponService
 			return nil
 		}
 	}
-	fmt.Printf("\nOrders through the sample shop (one DTM TCC transaction each: coupon + payment + order row)\n")
+	fmt.Printf("\nOrders through the sample shop (one DTM transaction each: coupon + payment + order row; TCC unless marked)\n")
 	steps := []struct {
 		what   string
 		user   int64
@@ -175,7 +177,40 @@ func demoOrders(ctx context.Context, addr string, coupons couponv1.CouponService
 		}
 		fmt.Fprintf(w, "%s\t%s\t%d\t%d\t%s\t%s\n", s.what, o.Status, o.DiscountAmount, o.PayableAmount, reason, after)
 	}
+	demoSagaAndRefund(ctx, w, orders, coupons, run, codes)
 	return w.Flush()
+}
+
+// demoSagaAndRefund adds a Saga order (user 1003 uses the coupon its first
+// order could not) and the refund of the first order, which gives user 1001
+// the money and the coupon back through a DTM 2-phase message; each row
+// shows the coupon's state after it.
+func demoSagaAndRefund(ctx context.Context, w io.Writer, orders shopv1.OrderServiceClient, coupons couponv1.CouponServiceClient, run string, codes map[int64]string) {
+	couponAfter := func(user int64) string {
+		c, err := coupons.GetCoupon(ctx, &couponv1.GetCouponRequest{UserId: user, CouponCode: codes[user]})
+		if err != nil {
+			return describe(err)
+		}
+		return c.Status.String()
+	}
+	row := func(what string, o *shopv1.Order, err error, user int64) {
+		if err != nil {
+			fmt.Fprintf(w, "%s\terror: %s\t-\t-\t-\t-\n", what, describe(err))
+			return
+		}
+		reason := o.FailureReason
+		if reason == "" {
+			reason = "-"
+		}
+		fmt.Fprintf(w, "%s\t%s\t%d\t%d\t%s\t%s\n", what, o.Status, o.DiscountAmount, o.PayableAmount, reason, couponAfter(user))
+	}
+	o, err := orders.CreateOrder(ctx, &shopv1.CreateOrderRequest{
+		OrderNo: run + "-order-saga", UserId: 1003, Amount: 60_00, Currency: "CNY", ProductLine: "food",
+		CouponCode: codes[1003], Mode: "saga",
+	})
+	row("user 1003 pays ¥60 of food with the coupon, as a Saga", o, err, 1003)
+	o, err = orders.RefundOrder(ctx, &shopv1.RefundOrderRequest{OrderNo: run + "-order-1", Reason: "demo refund"})
+	row("user 1001's order is refunded (2-phase message)", o, err, 1001)
 }
 
 // describe renders a gRPC error as "Code REASON".

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"strings"
 
 	"google.golang.org/genproto/googleapis/rpc/errdetails"
 	"google.golang.org/grpc"
@@ -44,9 +45,23 @@ func invalid(field, format string, args ...any) *Error {
 	return errorf(codes.InvalidArgument, shopv1.ErrorReason_INVALID_ARGUMENT, field+": "+format, args...)
 }
 
-// refused is a TCC Try refusal: Aborted, so DTM rolls the transaction back.
+// refused is a branch action's refusal (TCC Try, Saga action): Aborted, so
+// DTM rolls the transaction back. The message starts with the reason: DTM
+// passes a Saga branch's refusal on as its message only (the rollback
+// reason), and refusalIn reads the reason back from it.
 func refused(reason shopv1.ErrorReason, format string, args ...any) *Error {
-	return errorf(codes.Aborted, reason, format, args...)
+	return errorf(codes.Aborted, reason, reason.String()+": "+format, args...)
+}
+
+// refusalIn finds a shop refusal in a message DTM passed on: its reason and
+// the rest of the message.
+func refusalIn(message string) (reason shopv1.ErrorReason, detail string, ok bool) {
+	name, detail, found := strings.Cut(message, ": ")
+	r, known := shopv1.ErrorReason_value[name]
+	if !found || !known || r == 0 {
+		return 0, "", false
+	}
+	return shopv1.ErrorReason(r), detail, true
 }
 
 // UnaryErrors is the one place errors become gRPC statuses: *Error keeps its

@@ -31,27 +31,52 @@ func TestMain(m *testing.M) {
 
 // env is a shop serving on a free port over two fresh databases.
 type env struct {
-	Addr      string
-	OrderDB   *sql.DB
-	PaymentDB *sql.DB
-	Orders    shopv1.OrderServiceClient
-	Payments  shopv1.PaymentServiceClient
-	Server    *shop.OrderServer
+	Addr       string
+	OrderDSN   string
+	PaymentDSN string
+	OrderDB    *sql.DB
+	PaymentDB  *sql.DB
+	Orders     shopv1.OrderServiceClient
+	Payments   shopv1.PaymentServiceClient
+	Server     *shop.OrderServer
 }
 
 // mustStart starts a shop whose order service uses the DTM server dtm and
 // the coupon service coupon (addresses; either may be unreachable).
 func mustStart(tb testing.TB, dtm, coupon string) *env {
 	tb.Helper()
+	e := mustDatabases(tb)
+	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		tb.Fatal(err)
+	}
+	e.Addr = lis.Addr().String()
+	log := slog.New(slog.NewJSONHandler(io.Discard, nil))
+	if testing.Verbose() {
+		log = slog.New(slog.NewJSONHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	}
+	e.Server = shop.NewOrderServer(e.OrderDB, shop.OrderConfig{
+		DTM: dtm, Coupon: coupon, Token: auth.DevTokenShop, Payment: e.Addr, Self: e.Addr, Timeout: 5 * time.Second,
+	}, log)
+	tb.Cleanup(func() { _ = e.Server.Close() })
+	gs := shop.NewGRPCServer(log, e.Server, shop.NewPaymentServer(e.PaymentDB))
+	go func() { _ = gs.Serve(lis) }()
+	tb.Cleanup(gs.Stop)
+	e.dial(tb, e.Addr)
+	return e
+}
+
+// mustDatabases migrates (twice: it must be idempotent) and opens a fresh
+// order and payment database.
+func mustDatabases(tb testing.TB) *env {
+	tb.Helper()
 	ctx := context.Background()
 	name := testenv.Unique(tb)
-	orderDSN := testenv.MustDatabase(tb, name+"_order")
-	paymentDSN := testenv.MustDatabase(tb, name+"_payment")
-	e := &env{}
+	e := &env{OrderDSN: testenv.MustDatabase(tb, name+"_order"), PaymentDSN: testenv.MustDatabase(tb, name+"_payment")}
 	for _, d := range []struct {
 		dsn, role string
 		db        **sql.DB
-	}{{orderDSN, shop.OrderDB, &e.OrderDB}, {paymentDSN, shop.PaymentDB, &e.PaymentDB}} {
+	}{{e.OrderDSN, shop.OrderDB, &e.OrderDB}, {e.PaymentDSN, shop.PaymentDB, &e.PaymentDB}} {
 		if err := shop.Migrate(ctx, d.dsn, d.role); err != nil {
 			tb.Fatal(err)
 		}
@@ -65,32 +90,24 @@ func mustStart(tb testing.TB, dtm, coupon string) *env {
 		tb.Cleanup(func() { _ = db.Close() })
 		*d.db = db
 	}
-	lis, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		tb.Fatal(err)
-	}
-	e.Addr = lis.Addr().String()
-	log := slog.New(slog.NewJSONHandler(io.Discard, nil))
-	if testing.Verbose() {
-		log = slog.New(slog.NewJSONHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
-	}
-	e.Server = shop.NewOrderServer(e.OrderDB, shop.OrderConfig{
-		DTM: dtm, Coupon: coupon, Token: auth.DevTokenShop, Payment: e.Addr, Self: e.Addr, Timeout: 5 * time.Second,
-	}, log)
-	gs := shop.NewGRPCServer(log, e.Server, shop.NewPaymentServer(e.PaymentDB))
-	go func() { _ = gs.Serve(lis) }()
-	tb.Cleanup(gs.Stop)
-	conn, err := grpc.NewClient(e.Addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	return e
+}
+
+// dial connects e's clients to a shop at addr.
+func (e *env) dial(tb testing.TB, addr string) {
+	tb.Helper()
+	conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
 	if err != nil {
 		tb.Fatal(err)
 	}
 	tb.Cleanup(func() { _ = conn.Close() })
+	e.Addr = addr
 	e.Orders = shopv1.NewOrderServiceClient(conn)
 	e.Payments = shopv1.NewPaymentServiceClient(conn)
-	return e
 }
 
-// unreachable returns a loopback address where nothing listens.
+// unreachable returns a loopback address where nothing listens (a free
+// port, for now).
 func unreachable(tb testing.TB) string {
 	tb.Helper()
 	lis, err := net.Listen("tcp", "127.0.0.1:0")
@@ -104,8 +121,16 @@ func unreachable(tb testing.TB) string {
 
 // branchCtx carries the metadata DTM sends with a TCC branch call.
 func branchCtx(ctx context.Context, gid, op string) context.Context {
+	return barrierCtx(ctx, "tcc", gid, "01", op)
+}
+
+// barrierCtx carries the metadata DTM sends with a branch call of a
+// transaction of transType: op is try, confirm or cancel (tcc), action or
+// compensate (saga), action (msg), or msg with branch 00 (a message's
+// back-check).
+func barrierCtx(ctx context.Context, transType, gid, branchID, op string) context.Context {
 	return metadata.AppendToOutgoingContext(ctx,
-		"dtm-gid", gid, "dtm-trans_type", "tcc", "dtm-branch_id", "01", "dtm-op", op, "dtm-dtm", "127.0.0.1:1")
+		"dtm-gid", gid, "dtm-trans_type", transType, "dtm-branch_id", branchID, "dtm-op", op, "dtm-dtm", "127.0.0.1:1")
 }
 
 // reason returns the code and ErrorInfo reason of a gRPC error.

@@ -21,6 +21,7 @@ import (
 
 	"github.com/opencoupon/coupon/client/coupontcc"
 	shopv1 "github.com/opencoupon/coupon/examples/shop/proto/shop/v1"
+	"github.com/opencoupon/coupon/participant/shape"
 	couponv1 "github.com/opencoupon/coupon/proto/coupon/v1"
 )
 
@@ -41,19 +42,21 @@ type OrderConfig struct {
 
 // OrderServer is the order service over its own database (orders, barrier).
 //
-// CreateOrder writes the order PENDING, then runs one TCC transaction: coupon
-// Lock (if any), payment Freeze, then the order row's own Try, which marks it
-// reserved. Confirm makes it PAID, consumes the coupon and captures the
-// payment; Cancel makes it CANCELLED and releases both. An order that never
-// reached its Try is cancelled by CreateOrder when the transaction fails, or
-// by Sweep when the service stopped midway; either way its Try can no longer
-// succeed, so the transaction cannot commit.
+// CreateOrder writes the order PENDING, then runs one global transaction.
+// In mode tcc: coupon Lock (if any), payment Freeze, then the order row's
+// own Try, which marks it reserved. Confirm makes it PAID, consumes the
+// coupon and captures the payment; Cancel makes it CANCELLED and releases
+// both. An order that never reached its Try is cancelled by CreateOrder when
+// the transaction fails, or by Sweep when the service stopped midway; either
+// way its Try can no longer succeed, so the transaction cannot commit. Mode
+// saga is described at placeSaga, refunds at RefundOrder.
 type OrderServer struct {
 	shopv1.UnimplementedOrderServiceServer
-	db  *sql.DB
-	cfg OrderConfig
-	log *slog.Logger
-	now func() time.Time
+	db      *sql.DB
+	cfg     OrderConfig
+	log     *slog.Logger
+	now     func() time.Time
+	coupons *couponClient
 }
 
 var _ shopv1.OrderServiceServer = (*OrderServer)(nil)
@@ -63,8 +66,11 @@ func NewOrderServer(db *sql.DB, cfg OrderConfig, log *slog.Logger) *OrderServer 
 	if cfg.Timeout <= 0 {
 		cfg.Timeout = 10 * time.Second
 	}
-	return &OrderServer{db: db, cfg: cfg, log: log, now: time.Now}
+	return &OrderServer{db: db, cfg: cfg, log: log, now: time.Now, coupons: newCouponClient(cfg.Coupon, cfg.Token)}
 }
+
+// Close releases the connection to the coupon service.
+func (s *OrderServer) Close() error { return s.coupons.close() }
 
 // CreateOrder places an order. A refused coupon or payment, or a failed
 // transaction, is no error: the order comes back CANCELLED with the reason.
@@ -73,12 +79,14 @@ func (s *OrderServer) CreateOrder(ctx context.Context, req *shopv1.CreateOrderRe
 		return nil, err
 	}
 	gid := "shop-" + req.GetOrderNo() + "-" + randomHex(4)
+	mode := orderMode(req)
 	prev, err := s.insert(ctx, req, gid)
 	if err != nil {
 		return nil, fmt.Errorf("create order %s: %w", req.GetOrderNo(), err)
 	}
 	if prev != nil {
-		if prev.UserId != req.GetUserId() || prev.Amount != req.GetAmount() || prev.Currency != req.GetCurrency() || prev.CouponCode != req.GetCouponCode() {
+		if prev.UserId != req.GetUserId() || prev.Amount != req.GetAmount() || prev.Currency != req.GetCurrency() ||
+			prev.CouponCode != req.GetCouponCode() || prev.Mode != mode {
 			return nil, errorf(codes.AlreadyExists, shopv1.ErrorReason_ORDER_CONFLICT, "order %s exists with other content", req.GetOrderNo())
 		}
 		return prev, nil
@@ -86,7 +94,11 @@ func (s *OrderServer) CreateOrder(ctx context.Context, req *shopv1.CreateOrderRe
 	// Once the row exists the transaction runs to its end even if the
 	// caller goes away, so the order is settled as soon as possible.
 	ctx = context.WithoutCancel(ctx)
-	s.place(ctx, req, gid)
+	if mode == ModeSaga {
+		s.placeSaga(ctx, req, gid)
+	} else {
+		s.place(ctx, req, gid)
+	}
 	o, err := s.get(ctx, req.GetOrderNo())
 	if err != nil {
 		return nil, fmt.Errorf("create order %s: %w", req.GetOrderNo(), err)
@@ -109,9 +121,7 @@ func (s *OrderServer) place(ctx context.Context, req *shopv1.CreateOrderRequest,
 		t.TimeoutToFail = max(1, int64(2*s.cfg.Timeout/time.Second))
 		// Set before Prepare, so the DTM server has them for the Confirm
 		// and Cancel calls too, not only for the Trys made from here.
-		if s.cfg.Token != "" {
-			t.BranchHeaders = coupontcc.BranchHeaders(s.cfg.Token)
-		}
+		t.BranchHeaders = s.branchHeaders()
 	}, func(tcc *dtmgrpc.TccGrpc) error {
 		defer func() {
 			// Submit or Abort get their own deadline, even when the tries
@@ -153,24 +163,13 @@ func (s *OrderServer) place(ctx context.Context, req *shopv1.CreateOrderRequest,
 func (s *OrderServer) try(ctx context.Context, tcc *dtmgrpc.TccGrpc, req *shopv1.CreateOrderRequest) error {
 	discount, payable := int64(0), req.GetAmount()
 	if req.GetCouponCode() != "" {
-		items := make([]*couponv1.OrderItem, len(req.GetItems()))
-		for i, it := range req.GetItems() {
-			items[i] = &couponv1.OrderItem{Sku: it.GetSku(), ProductLine: it.GetProductLine(), Quantity: it.GetQuantity(), Amount: it.GetAmount()}
-		}
-		resp, err := coupontcc.Enlist(ctx, tcc, s.cfg.Coupon, &couponv1.CouponBranchRequest{
-			UserId:     req.GetUserId(),
-			CouponCode: req.GetCouponCode(),
-			Order: &couponv1.Order{
-				OrderNo: req.GetOrderNo(), UserId: req.GetUserId(), Amount: req.GetAmount(),
-				Currency: req.GetCurrency(), ProductLine: req.GetProductLine(), Items: items,
-			},
-		})
+		resp, err := coupontcc.Enlist(ctx, tcc, s.cfg.Coupon, couponBranch(req))
 		if err != nil {
 			return err
 		}
 		discount, payable = resp.GetDiscountAmount(), resp.GetPayableAmount()
-		if discount < 0 || payable < 0 || discount+payable != req.GetAmount() {
-			return fmt.Errorf("coupon %s: discount %d and payable %d do not make amount %d", req.GetCouponCode(), discount, payable, req.GetAmount())
+		if err := checkDiscount(req, discount, payable); err != nil {
+			return err
 		}
 	}
 	pay := &shopv1.PaymentBranchRequest{OrderNo: req.GetOrderNo(), UserId: req.GetUserId(), Amount: payable}
@@ -206,6 +205,11 @@ func failureOf(err error) (reason, message string, refusal bool) {
 	if r, ok := coupontcc.Refusal(err); ok && r != "" {
 		return r, message, true
 	}
+	var fe *shape.FieldError
+	if errors.As(err, &fe) {
+		// Enlist refused the payload before registering the branch.
+		return shopv1.ErrorReason_INVALID_ARGUMENT.String(), err.Error(), true
+	}
 	return shopv1.ErrorReason_TRANSACTION_FAILED.String(), message, false
 }
 
@@ -224,32 +228,49 @@ func (s *OrderServer) GetOrder(ctx context.Context, req *shopv1.GetOrderRequest)
 // OrderTry reserves the PENDING order for its transaction, recording the
 // discount and payable amount. It refuses an order that is no longer PENDING.
 func (s *OrderServer) OrderTry(ctx context.Context, req *shopv1.OrderBranchRequest) (*emptypb.Empty, error) {
-	if !validOrderNo(req.GetOrderNo()) {
-		return nil, invalid("order_no", "must be 1-64 letters, digits, '-' or '_'")
-	}
-	err := inBarrier(ctx, s.db, func(tx *sql.Tx, gid string) error {
-		o, err := lockOrder(ctx, tx, req.GetOrderNo())
-		switch {
-		case err != nil:
-			return err
-		case o == nil:
-			return refused(shopv1.ErrorReason_NOT_FOUND, "no order %s", req.GetOrderNo())
-		case o.Gid != gid:
-			return refused(shopv1.ErrorReason_ORDER_CONFLICT, "order %s belongs to transaction %s", o.OrderNo, o.Gid)
-		case o.Status != shopv1.Order_PENDING:
-			return refused(shopv1.ErrorReason_ORDER_NOT_PENDING, "order %s is %s", o.OrderNo, o.Status)
-		case req.GetDiscountAmount() < 0 || req.GetPayableAmount() < 0 || req.GetDiscountAmount()+req.GetPayableAmount() != o.Amount:
-			return refused(shopv1.ErrorReason_INVALID_ARGUMENT, "discount %d and payable %d do not make amount %d", req.GetDiscountAmount(), req.GetPayableAmount(), o.Amount)
-		}
-		now := s.now().UTC()
-		_, err = tx.ExecContext(ctx, `UPDATE orders SET discount = ?, payable = ?, tried_at = ?, updated_at = ? WHERE order_no = ?`,
-			req.GetDiscountAmount(), req.GetPayableAmount(), now, now, o.OrderNo)
-		return err
-	})
-	if err != nil {
+	if err := s.reserve(ctx, req, shopv1.Order_PENDING); err != nil {
 		return nil, fmt.Errorf("try order %s: %w", req.GetOrderNo(), err)
 	}
 	return &emptypb.Empty{}, nil
+}
+
+// reserve is the order branch's action, a TCC Try or a Saga action: the
+// PENDING order of the transaction records its discount and payable amount
+// and becomes to (PENDING for a Try, PAID for a Saga).
+func (s *OrderServer) reserve(ctx context.Context, req *shopv1.OrderBranchRequest, to shopv1.Order_Status) error {
+	if !validOrderNo(req.GetOrderNo()) {
+		return invalid("order_no", "must be 1-64 letters, digits, '-' or '_'")
+	}
+	return inBarrier(ctx, s.db, func(tx *sql.Tx, gid string) error {
+		o, err := lockPending(ctx, tx, gid, req)
+		if err != nil {
+			return err
+		}
+		now := s.now().UTC()
+		_, err = tx.ExecContext(ctx, `UPDATE orders SET status = ?, discount = ?, payable = ?, tried_at = ?, updated_at = ? WHERE order_no = ?`,
+			to.String(), req.GetDiscountAmount(), req.GetPayableAmount(), now, now, o.OrderNo)
+		return err
+	})
+}
+
+// lockPending locks the order of an order branch's action (TCC Try or Saga
+// action) and refuses, Aborted, unless it is the PENDING order of this
+// transaction and the branch's amounts add up to it.
+func lockPending(ctx context.Context, tx *sql.Tx, gid string, req *shopv1.OrderBranchRequest) (*shopv1.Order, error) {
+	o, err := lockOrder(ctx, tx, req.GetOrderNo())
+	switch {
+	case err != nil:
+		return nil, err
+	case o == nil:
+		return nil, refused(shopv1.ErrorReason_NOT_FOUND, "no order %s", req.GetOrderNo())
+	case o.Gid != gid:
+		return nil, refused(shopv1.ErrorReason_ORDER_CONFLICT, "order %s belongs to transaction %s", o.OrderNo, o.Gid)
+	case o.Status != shopv1.Order_PENDING:
+		return nil, refused(shopv1.ErrorReason_ORDER_NOT_PENDING, "order %s is %s", o.OrderNo, o.Status)
+	case req.GetDiscountAmount() < 0 || req.GetPayableAmount() < 0 || req.GetDiscountAmount()+req.GetPayableAmount() != o.Amount:
+		return nil, refused(shopv1.ErrorReason_INVALID_ARGUMENT, "discount %d and payable %d do not make amount %d", req.GetDiscountAmount(), req.GetPayableAmount(), o.Amount)
+	}
+	return o, nil
 }
 
 // OrderConfirm makes the reserved order PAID.
@@ -338,10 +359,10 @@ func (s *OrderServer) insert(ctx context.Context, req *shopv1.CreateOrderRequest
 		return nil, fmt.Errorf("encode items: %w", err)
 	}
 	now := s.now().UTC()
-	_, err = s.db.ExecContext(ctx, `INSERT INTO orders (order_no, user_id, amount, currency, product_line, items, coupon_code, discount, payable, gid, status, created_at, updated_at)
-		VALUES (?, ?, ?, ?, ?, ?, ?, 0, ?, ?, 'PENDING', ?, ?)`,
+	_, err = s.db.ExecContext(ctx, `INSERT INTO orders (order_no, user_id, amount, currency, product_line, items, coupon_code, mode, discount, payable, gid, status, created_at, updated_at)
+		VALUES (?, ?, ?, ?, ?, ?, ?, ?, 0, ?, ?, 'PENDING', ?, ?)`,
 		req.GetOrderNo(), req.GetUserId(), req.GetAmount(), req.GetCurrency(), req.GetProductLine(), itemsJSON,
-		req.GetCouponCode(), req.GetAmount(), gid, now, now)
+		req.GetCouponCode(), orderMode(req), req.GetAmount(), gid, now, now)
 	if isDuplicate(err) {
 		return s.get(ctx, req.GetOrderNo())
 	}
@@ -351,8 +372,8 @@ func (s *OrderServer) insert(ctx context.Context, req *shopv1.CreateOrderRequest
 	return nil, nil
 }
 
-const orderSelect = `SELECT order_no, user_id, amount, currency, coupon_code, discount, payable, gid, status,
-	failure_reason, failure_message, created_at, updated_at FROM orders`
+const orderSelect = `SELECT order_no, user_id, amount, currency, coupon_code, mode, discount, payable, gid, status,
+	failure_reason, failure_message, refund_gid, refunded_at, refund_reason, created_at, updated_at FROM orders`
 
 func (s *OrderServer) get(ctx context.Context, orderNo string) (*shopv1.Order, error) {
 	o, err := scanOrder(s.db.QueryRowContext(ctx, orderSelect+` WHERE order_no = ?`, orderNo))
@@ -378,15 +399,19 @@ func scanOrder(row *sql.Row) (*shopv1.Order, error) {
 	var (
 		o                shopv1.Order
 		st               string
+		refunded         sql.NullTime
 		created, updated time.Time
 	)
-	err := row.Scan(&o.OrderNo, &o.UserId, &o.Amount, &o.Currency, &o.CouponCode, &o.DiscountAmount, &o.PayableAmount,
-		&o.Gid, &st, &o.FailureReason, &o.FailureMessage, &created, &updated)
+	err := row.Scan(&o.OrderNo, &o.UserId, &o.Amount, &o.Currency, &o.CouponCode, &o.Mode, &o.DiscountAmount, &o.PayableAmount,
+		&o.Gid, &st, &o.FailureReason, &o.FailureMessage, &o.RefundGid, &refunded, &o.RefundReason, &created, &updated)
 	if err != nil {
 		return nil, err
 	}
 	o.Status = shopv1.Order_Status(shopv1.Order_Status_value[st])
 	o.CreatedAt, o.UpdatedAt = timestamppb.New(created), timestamppb.New(updated)
+	if refunded.Valid {
+		o.RefundedAt = timestamppb.New(refunded.Time)
+	}
 	return &o, nil
 }
 
@@ -408,11 +433,51 @@ func validateCreate(req *shopv1.CreateOrderRequest) error {
 		return invalid("coupon_code", "at most 64 bytes")
 	case len(req.GetItems()) > 100:
 		return invalid("items", "at most 100")
+	case req.GetMode() != "" && req.GetMode() != ModeTCC && req.GetMode() != ModeSaga:
+		return invalid("mode", "must be %q (the default) or %q", ModeTCC, ModeSaga)
 	}
 	for i, it := range req.GetItems() {
 		if it.GetSku() == "" || it.GetQuantity() <= 0 || it.GetAmount() < 0 {
 			return invalid(fmt.Sprintf("items[%d]", i), "needs a sku, a positive quantity and an amount >= 0")
 		}
+	}
+	return nil
+}
+
+// Modes of CreateOrder: the global transaction type an order runs as.
+const (
+	ModeTCC  = "tcc"
+	ModeSaga = "saga"
+)
+
+func orderMode(req *shopv1.CreateOrderRequest) string {
+	if req.GetMode() == "" {
+		return ModeTCC
+	}
+	return req.GetMode()
+}
+
+// couponBranch is the coupon service's branch payload for the order.
+func couponBranch(req *shopv1.CreateOrderRequest) *couponv1.CouponBranchRequest {
+	items := make([]*couponv1.OrderItem, len(req.GetItems()))
+	for i, it := range req.GetItems() {
+		items[i] = &couponv1.OrderItem{Sku: it.GetSku(), ProductLine: it.GetProductLine(), Quantity: it.GetQuantity(), Amount: it.GetAmount()}
+	}
+	return &couponv1.CouponBranchRequest{
+		UserId:     req.GetUserId(),
+		CouponCode: req.GetCouponCode(),
+		Order: &couponv1.Order{
+			OrderNo: req.GetOrderNo(), UserId: req.GetUserId(), Amount: req.GetAmount(),
+			Currency: req.GetCurrency(), ProductLine: req.GetProductLine(), Items: items,
+		},
+	}
+}
+
+// checkDiscount refuses a coupon's answer whose amounts do not make the
+// order's: the order would be paid short or twice.
+func checkDiscount(req *shopv1.CreateOrderRequest, discount, payable int64) error {
+	if discount < 0 || payable < 0 || discount+payable != req.GetAmount() {
+		return fmt.Errorf("coupon %s: discount %d and payable %d do not make amount %d", req.GetCouponCode(), discount, payable, req.GetAmount())
 	}
 	return nil
 }

@@ -6,8 +6,11 @@ import (
 	"testing"
 	"time"
 
+	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/protobuf/types/known/emptypb"
 
+	"github.com/opencoupon/coupon/examples/shop"
 	shopv1 "github.com/opencoupon/coupon/examples/shop/proto/shop/v1"
 	"github.com/opencoupon/coupon/internal/dtmtest"
 )
@@ -75,35 +78,51 @@ func TestCreateOrderWithoutCoupon(t *testing.T) {
 		}
 	})
 
-	t.Run("coupon service unreachable", func(t *testing.T) {
-		mustDeposit(t, e, 3, 10000)
-		req := newOrder("nocoupon-1", 3, 3000)
-		req.CouponCode = "C0FFEE"
-		o, err := e.Orders.CreateOrder(ctx, req)
-		if err != nil {
-			t.Fatalf("CreateOrder: %v", err)
+	// In either mode: a coupon service that cannot be reached cancels the
+	// order, and a malformed coupon code is refused before any branch.
+	for i, mode := range []string{shop.ModeTCC, shop.ModeSaga} {
+		for j, c := range []struct{ code, reason string }{{"0APY000000000000", "TRANSACTION_FAILED"}, {"C0FFEE", "INVALID_ARGUMENT"}} {
+			t.Run(mode+" coupon "+c.code, func(t *testing.T) {
+				userID := int64(3 + 2*i + j)
+				mustDeposit(t, e, userID, 10000)
+				req := newOrder(fmt.Sprintf("nocoupon-%s-%d", mode, j), userID, 3000)
+				req.CouponCode, req.Mode = c.code, mode
+				o, err := e.Orders.CreateOrder(ctx, req)
+				if err != nil {
+					t.Fatalf("CreateOrder: %v", err)
+				}
+				if o.GetStatus() != shopv1.Order_CANCELLED || o.GetFailureReason() != c.reason {
+					t.Fatalf("order = %v; want CANCELLED with %s", o, c.reason)
+				}
+				if b, f := mustAccount(t, e, userID); b != 10000 || f != 0 {
+					t.Errorf("account = %d/%d; want 10000/0", b, f)
+				}
+			})
 		}
-		if o.GetStatus() != shopv1.Order_CANCELLED || o.GetFailureReason() != "TRANSACTION_FAILED" {
-			t.Fatalf("order = %v; want CANCELLED with TRANSACTION_FAILED", o)
-		}
-		if b, f := mustAccount(t, e, 3); b != 10000 || f != 0 {
-			t.Errorf("account = %d/%d; want 10000/0", b, f)
-		}
-	})
+	}
 }
 
+// TestCreateOrderCoordinatorUnreachable: in either mode, an order whose
+// transaction cannot start is cancelled and nothing is taken.
 func TestCreateOrderCoordinatorUnreachable(t *testing.T) {
 	e := mustStart(t, unreachable(t), unreachable(t))
-	mustDeposit(t, e, 1, 10000)
-	o, err := e.Orders.CreateOrder(context.Background(), newOrder("nodtm-1", 1, 3000))
-	if err != nil {
-		t.Fatalf("CreateOrder: %v", err)
-	}
-	if o.GetStatus() != shopv1.Order_CANCELLED || o.GetFailureReason() != "TRANSACTION_FAILED" {
-		t.Fatalf("order = %v; want CANCELLED with TRANSACTION_FAILED", o)
-	}
-	if b, f := mustAccount(t, e, 1); b != 10000 || f != 0 {
-		t.Errorf("account = %d/%d; want 10000/0", b, f)
+	for i, mode := range []string{shop.ModeTCC, shop.ModeSaga} {
+		t.Run(mode, func(t *testing.T) {
+			userID := int64(1 + i)
+			mustDeposit(t, e, userID, 10000)
+			req := newOrder("nodtm-"+mode, userID, 3000)
+			req.Mode = mode
+			o, err := e.Orders.CreateOrder(context.Background(), req)
+			if err != nil {
+				t.Fatalf("CreateOrder: %v", err)
+			}
+			if o.GetStatus() != shopv1.Order_CANCELLED || o.GetFailureReason() != "TRANSACTION_FAILED" {
+				t.Fatalf("order = %v; want CANCELLED with TRANSACTION_FAILED", o)
+			}
+			if b, f := mustAccount(t, e, userID); b != 10000 || f != 0 {
+				t.Errorf("account = %d/%d; want 10000/0", b, f)
+			}
+		})
 	}
 }
 
@@ -182,18 +201,21 @@ func TestOrderBranches(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
+	type branch func(context.Context, *shopv1.OrderBranchRequest, ...grpc.CallOption) (*emptypb.Empty, error)
+	branches := map[string]struct {
+		call             branch
+		transType, dtmOp string
+	}{
+		"try":     {e.Orders.OrderTry, "tcc", "try"},
+		"confirm": {e.Orders.OrderConfirm, "tcc", "confirm"},
+		"cancel":  {e.Orders.OrderCancel, "tcc", "cancel"},
+		"pay":     {e.Orders.OrderPay, "saga", "action"},
+		"revert":  {e.Orders.OrderPayRevert, "saga", "compensate"},
+	}
 	call := func(orderNo, op string, discount int64) error {
 		req := &shopv1.OrderBranchRequest{OrderNo: orderNo, DiscountAmount: discount, PayableAmount: 100 - discount}
-		c := branchCtx(ctx, "gid-"+orderNo, op)
-		var err error
-		switch op {
-		case "try":
-			_, err = e.Orders.OrderTry(c, req)
-		case "confirm":
-			_, err = e.Orders.OrderConfirm(c, req)
-		case "cancel":
-			_, err = e.Orders.OrderCancel(c, req)
-		}
+		b := branches[op]
+		_, err := b.call(barrierCtx(ctx, b.transType, "gid-"+orderNo, "01", b.dtmOp), req)
 		return err
 	}
 	tests := []struct {
@@ -205,6 +227,9 @@ func TestOrderBranches(t *testing.T) {
 		{"try confirm confirm", []string{"try", "try", "confirm", "confirm"}, shopv1.Order_PAID, 30},
 		{"try cancel cancel", []string{"try", "cancel", "cancel"}, shopv1.Order_CANCELLED, 30},
 		{"cancel then hanging try", []string{"cancel", "try"}, shopv1.Order_PENDING, 0},
+		{"saga pay pay", []string{"pay", "pay"}, shopv1.Order_PAID, 30},
+		{"saga pay revert revert", []string{"pay", "revert", "revert"}, shopv1.Order_CANCELLED, 30},
+		{"saga revert then hanging pay", []string{"revert", "pay"}, shopv1.Order_PENDING, 0},
 	}
 	for i, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -222,8 +247,18 @@ func TestOrderBranches(t *testing.T) {
 		})
 	}
 
+	insert("b-paid-twice")
+	if err := call("b-paid-twice", "pay", 0); err != nil {
+		t.Fatal(err)
+	}
+	// Another saga's action for the paid order is refused.
+	_, err := e.Orders.OrderPay(barrierCtx(ctx, "saga", "gid-b-paid-twice", "02", "action"), &shopv1.OrderBranchRequest{OrderNo: "b-paid-twice", PayableAmount: 100})
+	if code, r := reason(err); code != codes.Aborted || r != "ORDER_NOT_PENDING" {
+		t.Errorf("OrderPay of a PAID order = %v; want Aborted ORDER_NOT_PENDING", err)
+	}
+
 	insert("b-bad-sum")
-	_, err := e.Orders.OrderTry(branchCtx(ctx, "gid-b-bad-sum", "try"), &shopv1.OrderBranchRequest{OrderNo: "b-bad-sum", DiscountAmount: 10, PayableAmount: 10})
+	_, err = e.Orders.OrderTry(branchCtx(ctx, "gid-b-bad-sum", "try"), &shopv1.OrderBranchRequest{OrderNo: "b-bad-sum", DiscountAmount: 10, PayableAmount: 10})
 	if code, r := reason(err); code != codes.Aborted || r != "INVALID_ARGUMENT" {
 		t.Errorf("OrderTry with amounts not adding up = %v; want Aborted INVALID_ARGUMENT", err)
 	}

@@ -16,7 +16,9 @@ import (
 
 // PaymentServer is the payment service over its own database (accounts,
 // payments, barrier). Its TCC branches move an order's payable amount from
-// balance to frozen (Try), out of frozen (Confirm) or back (Cancel).
+// balance to frozen (Try), out of frozen (Confirm) or back (Cancel); its
+// Saga branches take it at once (Debit) or give it back (DebitRevert); a
+// refund gives a captured payment back (Refund).
 type PaymentServer struct {
 	shopv1.UnimplementedPaymentServiceServer
 	db  *sql.DB
@@ -80,40 +82,67 @@ func (s *PaymentServer) FreezeTry(ctx context.Context, req *shopv1.PaymentBranch
 		return nil, err
 	}
 	err := inBarrier(ctx, s.db, func(tx *sql.Tx, gid string) error {
-		now := s.now().UTC()
-		_, err := tx.ExecContext(ctx, `INSERT INTO payments (order_no, gid, user_id, amount, status, created_at, updated_at) VALUES (?, ?, ?, ?, 'FROZEN', ?, ?)`,
-			req.GetOrderNo(), gid, req.GetUserId(), req.GetAmount(), now, now)
-		if isDuplicate(err) {
-			return refused(shopv1.ErrorReason_PAYMENT_CONFLICT, "order %s already has a payment", req.GetOrderNo())
-		}
-		if err != nil {
-			return fmt.Errorf("insert payment: %w", err)
-		}
-		if req.GetAmount() == 0 {
-			return nil
-		}
-		res, err := tx.ExecContext(ctx, `UPDATE accounts SET balance = balance - ?, frozen = frozen + ?, updated_at = ? WHERE user_id = ? AND balance >= ?`,
-			req.GetAmount(), req.GetAmount(), now, req.GetUserId(), req.GetAmount())
-		if err != nil {
-			return fmt.Errorf("freeze balance: %w", err)
-		}
-		if n, err := res.RowsAffected(); err != nil || n == 1 {
-			return err
-		}
-		var balance int64
-		err = tx.QueryRowContext(ctx, `SELECT balance FROM accounts WHERE user_id = ?`, req.GetUserId()).Scan(&balance)
-		if errors.Is(err, sql.ErrNoRows) {
-			return refused(shopv1.ErrorReason_ACCOUNT_NOT_FOUND, "no account for user %d", req.GetUserId())
-		}
-		if err != nil {
-			return fmt.Errorf("read balance: %w", err)
-		}
-		return refused(shopv1.ErrorReason_INSUFFICIENT_BALANCE, "balance %d is less than %d", balance, req.GetAmount())
+		return s.take(ctx, tx, gid, req, shopv1.Payment_FROZEN)
 	})
 	if err != nil {
 		return nil, fmt.Errorf("freeze payment %s: %w", req.GetOrderNo(), err)
 	}
 	return &emptypb.Empty{}, nil
+}
+
+// Debit is the Saga action: it records a CAPTURED payment and takes its
+// amount from the balance at once, refusing (Aborted) when the balance is
+// short.
+func (s *PaymentServer) Debit(ctx context.Context, req *shopv1.PaymentBranchRequest) (*emptypb.Empty, error) {
+	if err := validatePaymentBranch(req); err != nil {
+		return nil, err
+	}
+	err := inBarrier(ctx, s.db, func(tx *sql.Tx, gid string) error {
+		return s.take(ctx, tx, gid, req, shopv1.Payment_CAPTURED)
+	})
+	if err != nil {
+		return nil, fmt.Errorf("debit payment %s: %w", req.GetOrderNo(), err)
+	}
+	return &emptypb.Empty{}, nil
+}
+
+// take records the order's payment of transaction gid as FROZEN (the
+// amount moves from the balance to frozen) or CAPTURED (it leaves the
+// balance). It refuses a second payment for the order and a short balance.
+func (s *PaymentServer) take(ctx context.Context, tx *sql.Tx, gid string, req *shopv1.PaymentBranchRequest, as shopv1.Payment_Status) error {
+	now := s.now().UTC()
+	_, err := tx.ExecContext(ctx, `INSERT INTO payments (order_no, gid, user_id, amount, status, created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?)`,
+		req.GetOrderNo(), gid, req.GetUserId(), req.GetAmount(), as.String(), now, now)
+	if isDuplicate(err) {
+		return refused(shopv1.ErrorReason_PAYMENT_CONFLICT, "order %s already has a payment", req.GetOrderNo())
+	}
+	if err != nil {
+		return fmt.Errorf("insert payment: %w", err)
+	}
+	if req.GetAmount() == 0 {
+		return nil
+	}
+	frozen := int64(0)
+	if as == shopv1.Payment_FROZEN {
+		frozen = req.GetAmount()
+	}
+	res, err := tx.ExecContext(ctx, `UPDATE accounts SET balance = balance - ?, frozen = frozen + ?, updated_at = ? WHERE user_id = ? AND balance >= ?`,
+		req.GetAmount(), frozen, now, req.GetUserId(), req.GetAmount())
+	if err != nil {
+		return fmt.Errorf("take from balance: %w", err)
+	}
+	if n, err := res.RowsAffected(); err != nil || n == 1 {
+		return err
+	}
+	var balance int64
+	err = tx.QueryRowContext(ctx, `SELECT balance FROM accounts WHERE user_id = ?`, req.GetUserId()).Scan(&balance)
+	if errors.Is(err, sql.ErrNoRows) {
+		return refused(shopv1.ErrorReason_ACCOUNT_NOT_FOUND, "no account for user %d", req.GetUserId())
+	}
+	if err != nil {
+		return fmt.Errorf("read balance: %w", err)
+	}
+	return refused(shopv1.ErrorReason_INSUFFICIENT_BALANCE, "balance %d is less than %d", balance, req.GetAmount())
 }
 
 // CaptureConfirm takes the frozen amount: the payment becomes CAPTURED.
@@ -156,6 +185,75 @@ func (s *PaymentServer) UnfreezeCancel(ctx context.Context, req *shopv1.PaymentB
 		return nil, fmt.Errorf("unfreeze payment %s: %w", req.GetOrderNo(), err)
 	}
 	return &emptypb.Empty{}, nil
+}
+
+// DebitRevert is the Saga compensation: a payment this transaction debited
+// goes back to the balance and becomes RELEASED. A payment that was never
+// debited (null compensation), or belongs to another transaction, is left
+// alone: it never refuses.
+func (s *PaymentServer) DebitRevert(ctx context.Context, req *shopv1.PaymentBranchRequest) (*emptypb.Empty, error) {
+	err := inBarrier(ctx, s.db, func(tx *sql.Tx, gid string) error {
+		p, err := lockPayment(ctx, tx, req.GetOrderNo())
+		if err != nil || p == nil || p.Gid != gid || p.Status != shopv1.Payment_CAPTURED {
+			return err
+		}
+		return s.giveBack(ctx, tx, p, shopv1.Payment_RELEASED)
+	})
+	if err != nil {
+		return nil, fmt.Errorf("revert debit %s: %w", req.GetOrderNo(), err)
+	}
+	return &emptypb.Empty{}, nil
+}
+
+// Refund is the refund's 2-phase message branch: the order's CAPTURED
+// payment becomes REFUNDED and its amount goes back to the balance. A
+// message branch must complete, so it answers OK when there is nothing to
+// give back (REFUNDED already, or RELEASED by a rollback). A payment still
+// FROZEN (its TCC Confirm is being retried) is ONGOING (FailedPrecondition,
+// which DTM retries at a fixed interval); a missing one is an error DTM
+// retries, and worth an alert.
+func (s *PaymentServer) Refund(ctx context.Context, req *shopv1.PaymentBranchRequest) (*emptypb.Empty, error) {
+	if err := validatePaymentBranch(req); err != nil {
+		return nil, err
+	}
+	err := inBarrier(ctx, s.db, func(tx *sql.Tx, gid string) error {
+		p, err := lockPayment(ctx, tx, req.GetOrderNo())
+		switch {
+		case err != nil:
+			return err
+		case p == nil:
+			return fmt.Errorf("refund %s: order %s has no payment", gid, req.GetOrderNo())
+		case p.Status == shopv1.Payment_FROZEN:
+			return errorf(codes.FailedPrecondition, shopv1.ErrorReason_PAYMENT_NOT_CAPTURED, "payment of order %s is not captured yet", p.OrderNo)
+		case p.Status != shopv1.Payment_CAPTURED:
+			return nil
+		}
+		return s.giveBack(ctx, tx, p, shopv1.Payment_REFUNDED)
+	})
+	if err != nil {
+		return nil, fmt.Errorf("refund payment %s: %w", req.GetOrderNo(), err)
+	}
+	return &emptypb.Empty{}, nil
+}
+
+// giveBack returns a CAPTURED payment's amount to the balance: RELEASED
+// (a Saga's compensation) or REFUNDED.
+func (s *PaymentServer) giveBack(ctx context.Context, tx *sql.Tx, p *shopv1.Payment, to shopv1.Payment_Status) error {
+	now := s.now().UTC()
+	if _, err := tx.ExecContext(ctx, `UPDATE payments SET status = ?, updated_at = ? WHERE order_no = ?`, to.String(), now, p.OrderNo); err != nil {
+		return fmt.Errorf("set payment %s: %w", to, err)
+	}
+	if p.Amount == 0 {
+		return nil
+	}
+	res, err := tx.ExecContext(ctx, `UPDATE accounts SET balance = balance + ?, updated_at = ? WHERE user_id = ?`, p.Amount, now, p.UserId)
+	if err != nil {
+		return fmt.Errorf("update account %d: %w", p.UserId, err)
+	}
+	if n, err := res.RowsAffected(); err != nil || n != 1 {
+		return fmt.Errorf("no account %d to give %d back to (rows %d, %v)", p.UserId, p.Amount, n, err)
+	}
+	return nil
 }
 
 // settle moves a FROZEN payment to CAPTURED (the frozen amount leaves the

@@ -5,17 +5,20 @@ import (
 	"fmt"
 	"testing"
 
+	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/protobuf/types/known/emptypb"
 
 	shopv1 "github.com/opencoupon/coupon/examples/shop/proto/shop/v1"
 )
 
-// TestPaymentBranches drives the payment's TCC branches the way DTM does,
-// including its retries and reorderings, which the barrier must absorb.
+// TestPaymentBranches drives the payment's branches (TCC, Saga, the
+// refund's message) the way DTM does, including its retries and
+// reorderings, which the barrier must absorb.
 func TestPaymentBranches(t *testing.T) {
 	e := mustStart(t, unreachable(t), unreachable(t))
 	type call struct {
-		op         string // try, confirm or cancel
+		op         string // try, confirm, cancel, debit, revert or refund
 		amount     int64
 		wantCode   codes.Code
 		wantReason string
@@ -51,6 +54,37 @@ func TestPaymentBranches(t *testing.T) {
 		{"negative amount", 1000, []call{
 			{op: "try", amount: -1, wantCode: codes.InvalidArgument, wantReason: "INVALID_ARGUMENT"},
 		}, 1000, 0, shopv1.Payment_STATUS_UNSPECIFIED},
+		// Saga: debit and its compensation.
+		{"debit", 1000, []call{{op: "debit", amount: 300}}, 700, 0, shopv1.Payment_CAPTURED},
+		{"repeated debit", 1000, []call{{op: "debit", amount: 300}, {op: "debit", amount: 300}}, 700, 0, shopv1.Payment_CAPTURED},
+		{"debit revert revert", 1000, []call{
+			{op: "debit", amount: 300}, {op: "revert", amount: 300}, {op: "revert", amount: 300},
+		}, 1000, 0, shopv1.Payment_RELEASED},
+		{"revert before debit then hanging debit", 1000, []call{
+			{op: "revert", amount: 300}, {op: "debit", amount: 300},
+		}, 1000, 0, shopv1.Payment_STATUS_UNSPECIFIED},
+		{"debit refused then revert", 1000, []call{
+			{op: "debit", amount: 1001, wantCode: codes.Aborted, wantReason: "INSUFFICIENT_BALANCE"},
+			{op: "revert", amount: 1001},
+		}, 1000, 0, shopv1.Payment_STATUS_UNSPECIFIED},
+		// Refund: the 2-phase message's branch, under the refund's own gid.
+		{"debit refund refund", 1000, []call{
+			{op: "debit", amount: 300}, {op: "refund", amount: 300}, {op: "refund", amount: 300},
+		}, 1000, 0, shopv1.Payment_REFUNDED},
+		{"tcc capture then refund", 1000, []call{
+			{op: "try", amount: 300}, {op: "confirm", amount: 300}, {op: "refund", amount: 300},
+		}, 1000, 0, shopv1.Payment_REFUNDED},
+		{"refund after a debit's revert", 1000, []call{
+			{op: "debit", amount: 300}, {op: "revert", amount: 300}, {op: "refund", amount: 300},
+		}, 1000, 0, shopv1.Payment_RELEASED},
+		{"refund of a payment not captured yet", 1000, []call{
+			{op: "try", amount: 300},
+			{op: "refund", amount: 300, wantCode: codes.FailedPrecondition, wantReason: "PAYMENT_NOT_CAPTURED"},
+		}, 700, 300, shopv1.Payment_FROZEN},
+		{"refund without a payment", 1000, []call{
+			{op: "refund", amount: 300, wantCode: codes.Internal, wantReason: "INTERNAL"},
+		}, 1000, 0, shopv1.Payment_STATUS_UNSPECIFIED},
+		{"zero amount debit and refund", 1000, []call{{op: "debit", amount: 0}, {op: "refund", amount: 0}}, 1000, 0, shopv1.Payment_REFUNDED},
 	}
 	for i, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -61,22 +95,24 @@ func TestPaymentBranches(t *testing.T) {
 			if tt.deposit > 0 {
 				mustDeposit(t, e, userID, tt.deposit)
 			}
-			branches := map[string]func(context.Context, *shopv1.PaymentBranchRequest) error{
-				"try": func(ctx context.Context, r *shopv1.PaymentBranchRequest) error {
-					_, err := e.Payments.FreezeTry(ctx, r)
-					return err
-				},
-				"confirm": func(ctx context.Context, r *shopv1.PaymentBranchRequest) error {
-					_, err := e.Payments.CaptureConfirm(ctx, r)
-					return err
-				},
-				"cancel": func(ctx context.Context, r *shopv1.PaymentBranchRequest) error {
-					_, err := e.Payments.UnfreezeCancel(ctx, r)
-					return err
-				},
+			type branch func(context.Context, *shopv1.PaymentBranchRequest, ...grpc.CallOption) (*emptypb.Empty, error)
+			// Each op as DTM calls it: the branch, its transaction type
+			// and barrier op, and the gid (a refund has its own).
+			branches := map[string]struct {
+				call             branch
+				transType, dtmOp string
+				gid              string
+			}{
+				"try":     {e.Payments.FreezeTry, "tcc", "try", gid},
+				"confirm": {e.Payments.CaptureConfirm, "tcc", "confirm", gid},
+				"cancel":  {e.Payments.UnfreezeCancel, "tcc", "cancel", gid},
+				"debit":   {e.Payments.Debit, "saga", "action", gid},
+				"revert":  {e.Payments.DebitRevert, "saga", "compensate", gid},
+				"refund":  {e.Payments.Refund, "msg", "action", "refund-" + gid},
 			}
 			for _, c := range tt.calls {
-				err := branches[c.op](branchCtx(ctx, gid, c.op), &shopv1.PaymentBranchRequest{OrderNo: orderNo, UserId: userID, Amount: c.amount})
+				b := branches[c.op]
+				_, err := b.call(barrierCtx(ctx, b.transType, b.gid, "01", b.dtmOp), &shopv1.PaymentBranchRequest{OrderNo: orderNo, UserId: userID, Amount: c.amount})
 				if code, r := reason(err); code != c.wantCode || r != c.wantReason {
 					t.Fatalf("%s(%d) = %v; want code %v reason %q", c.op, c.amount, err, c.wantCode, c.wantReason)
 				}

@@ -1,5 +1,6 @@
 // Command shop runs the sample shop (order and payment services, one gRPC
-// server) that places orders as DTM TCC transactions enlisting coupons.
+// server) that places orders as DTM TCC transactions or Sagas enlisting
+// coupons, and refunds them through DTM 2-phase messages.
 //
 //	shop migrate --config deploy/local/shop.yaml
 //	shop serve --config deploy/local/shop.yaml
@@ -27,6 +28,7 @@ import (
 	"github.com/spf13/viper"
 
 	"github.com/opencoupon/coupon/examples/shop"
+	"github.com/opencoupon/coupon/internal/janitor"
 )
 
 func main() {
@@ -68,6 +70,7 @@ func loadConfig(file string) (*viper.Viper, error) {
 	v.SetDefault("grpc.advertise", "127.0.0.1:9190")
 	v.SetDefault("ops.addr", "127.0.0.1:9191")
 	v.SetDefault("dtm.grpc", "127.0.0.1:36790")
+	v.SetDefault("dtm.http", "127.0.0.1:36789")
 	v.SetDefault("coupon.target", "127.0.0.1:9090")
 	v.SetDefault("coupon.token", "")
 	v.SetDefault("payment.target", "127.0.0.1:9190")
@@ -77,6 +80,11 @@ func loadConfig(file string) (*viper.Viper, error) {
 	v.SetDefault("order.timeout", "10s")
 	v.SetDefault("order.sweep_interval", "1m")
 	v.SetDefault("shutdown.timeout", "10s")
+	v.SetDefault("barrier.interval", "1h")
+	v.SetDefault("barrier.retention", janitor.DefaultRetention.String())
+	v.SetDefault("barrier.max_age", janitor.DefaultMaxAge.String())
+	v.SetDefault("barrier.batch", janitor.DefaultBatch)
+	v.SetDefault("barrier.unknown_finished", false)
 	v.SetEnvPrefix("COUPON_SHOP")
 	v.SetEnvKeyReplacer(strings.NewReplacer(".", "_"))
 	v.AutomaticEnv()
@@ -132,6 +140,17 @@ func serve(ctx context.Context, log *slog.Logger, v *viper.Viper) error {
 		Self:    v.GetString("grpc.advertise"),
 		Timeout: timeout,
 	}, log)
+	defer orders.Close()
+	barriers, err := janitor.New(janitor.Config{
+		Retention:       v.GetDuration("barrier.retention"),
+		MaxAge:          v.GetDuration("barrier.max_age"),
+		Batch:           v.GetInt("barrier.batch"),
+		Coordinator:     v.GetString("dtm.http"),
+		UnknownFinished: v.GetBool("barrier.unknown_finished"),
+	}, orderDB, paymentDB)
+	if err != nil {
+		return fmt.Errorf("barrier: %w", err)
+	}
 	gs := shop.NewGRPCServer(log, orders, shop.NewPaymentServer(paymentDB))
 	lis, err := net.Listen("tcp", v.GetString("grpc.addr"))
 	if err != nil {
@@ -153,6 +172,7 @@ func serve(ctx context.Context, log *slog.Logger, v *viper.Viper) error {
 	go func() { errc <- gs.Serve(lis) }()
 	go func() { errc <- ops.ListenAndServe() }()
 	go sweep(ctx, log, orders, v.GetDuration("order.sweep_interval"), 3*timeout)
+	go cleanBarriers(ctx, log, orderDB, barriers, v.GetDuration("barrier.interval"))
 	log.Info("shop serving", "grpc", lis.Addr().String(), "ops", ops.Addr, "dtm", v.GetString("dtm.grpc"), "coupon", v.GetString("coupon.target"))
 
 	select {
@@ -176,6 +196,33 @@ func serve(ctx context.Context, log *slog.Logger, v *viper.Viper) error {
 
 // sweep cancels abandoned orders every interval until ctx ends.
 func sweep(ctx context.Context, log *slog.Logger, orders *shop.OrderServer, interval, age time.Duration) {
+	every(ctx, interval, func(now time.Time) {
+		n, err := orders.Sweep(ctx, now.Add(-age))
+		if err != nil {
+			log.Error("sweep orders", "err", err)
+		} else if n > 0 {
+			log.Warn("cancelled abandoned orders", "count", n)
+		}
+	})
+}
+
+// cleanBarriers runs the barrier janitor over both databases every
+// interval until ctx ends, on one replica at a time (shop.CleanBarriers).
+func cleanBarriers(ctx context.Context, log *slog.Logger, lockDB *sql.DB, j *janitor.Janitor, interval time.Duration) {
+	every(ctx, interval, func(time.Time) {
+		st, ran, err := shop.CleanBarriers(ctx, lockDB, j)
+		switch {
+		case err != nil:
+			log.Error("clean barrier tables", "err", err, "deleted", st.Deleted)
+		case ran:
+			log.Info("cleaned barrier tables", "deleted", st.Deleted, "deleted_finished", st.DeletedFinished,
+				"deleted_expired", st.DeletedExpired, "kept", st.Kept, "kept_unknown", st.KeptUnknown, "oldest_age", st.OldestAge.String())
+		}
+	})
+}
+
+// every runs job every interval until ctx ends; never when interval is 0.
+func every(ctx context.Context, interval time.Duration, job func(now time.Time)) {
 	if interval <= 0 {
 		return
 	}
@@ -186,12 +233,7 @@ func sweep(ctx context.Context, log *slog.Logger, orders *shop.OrderServer, inte
 		case <-ctx.Done():
 			return
 		case now := <-t.C:
-			n, err := orders.Sweep(ctx, now.Add(-age))
-			if err != nil {
-				log.Error("sweep orders", "err", err)
-			} else if n > 0 {
-				log.Warn("cancelled abandoned orders", "count", n)
-			}
+			job(now)
 		}
 	}
 }

@@ -46,6 +46,11 @@ const (
 	// service or DTM unreachable) and was rolled back.
 	ErrorReason_TRANSACTION_FAILED ErrorReason = 10
 	ErrorReason_INTERNAL           ErrorReason = 11
+	// RefundOrder of an order that is not PAID (or REFUNDED already).
+	ErrorReason_ORDER_NOT_REFUNDABLE ErrorReason = 12
+	// A refund found the payment not captured yet (its TCC Confirm is still
+	// being retried): FailedPrecondition, which DTM retries.
+	ErrorReason_PAYMENT_NOT_CAPTURED ErrorReason = 13
 )
 
 // Enum value maps for ErrorReason.
@@ -63,6 +68,8 @@ var (
 		9:  "ABANDONED",
 		10: "TRANSACTION_FAILED",
 		11: "INTERNAL",
+		12: "ORDER_NOT_REFUNDABLE",
+		13: "PAYMENT_NOT_CAPTURED",
 	}
 	ErrorReason_value = map[string]int32{
 		"ERROR_REASON_UNSPECIFIED": 0,
@@ -77,6 +84,8 @@ var (
 		"ABANDONED":                9,
 		"TRANSACTION_FAILED":       10,
 		"INTERNAL":                 11,
+		"ORDER_NOT_REFUNDABLE":     12,
+		"PAYMENT_NOT_CAPTURED":     13,
 	}
 )
 
@@ -114,6 +123,9 @@ const (
 	Order_PENDING            Order_Status = 1
 	Order_PAID               Order_Status = 2
 	Order_CANCELLED          Order_Status = 3
+	// Refunded after being PAID: the payment and the coupon come back
+	// through the refund's 2-phase message.
+	Order_REFUNDED Order_Status = 4
 )
 
 // Enum value maps for Order_Status.
@@ -123,12 +135,14 @@ var (
 		1: "PENDING",
 		2: "PAID",
 		3: "CANCELLED",
+		4: "REFUNDED",
 	}
 	Order_Status_value = map[string]int32{
 		"STATUS_UNSPECIFIED": 0,
 		"PENDING":            1,
 		"PAID":               2,
 		"CANCELLED":          3,
+		"REFUNDED":           4,
 	}
 )
 
@@ -156,7 +170,7 @@ func (x Order_Status) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use Order_Status.Descriptor instead.
 func (Order_Status) EnumDescriptor() ([]byte, []int) {
-	return file_shop_v1_shop_proto_rawDescGZIP(), []int{3, 0}
+	return file_shop_v1_shop_proto_rawDescGZIP(), []int{4, 0}
 }
 
 type Payment_Status int32
@@ -166,6 +180,8 @@ const (
 	Payment_FROZEN             Payment_Status = 1
 	Payment_CAPTURED           Payment_Status = 2
 	Payment_RELEASED           Payment_Status = 3
+	// Given back after capture, by a refund.
+	Payment_REFUNDED Payment_Status = 4
 )
 
 // Enum value maps for Payment_Status.
@@ -175,12 +191,14 @@ var (
 		1: "FROZEN",
 		2: "CAPTURED",
 		3: "RELEASED",
+		4: "REFUNDED",
 	}
 	Payment_Status_value = map[string]int32{
 		"STATUS_UNSPECIFIED": 0,
 		"FROZEN":             1,
 		"CAPTURED":           2,
 		"RELEASED":           3,
+		"REFUNDED":           4,
 	}
 )
 
@@ -208,7 +226,7 @@ func (x Payment_Status) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use Payment_Status.Descriptor instead.
 func (Payment_Status) EnumDescriptor() ([]byte, []int) {
-	return file_shop_v1_shop_proto_rawDescGZIP(), []int{9, 0}
+	return file_shop_v1_shop_proto_rawDescGZIP(), []int{10, 0}
 }
 
 type OrderItem struct {
@@ -291,7 +309,10 @@ type CreateOrderRequest struct {
 	ProductLine string       `protobuf:"bytes,5,opt,name=product_line,json=productLine,proto3" json:"product_line,omitempty"`
 	Items       []*OrderItem `protobuf:"bytes,6,rep,name=items,proto3" json:"items,omitempty"`
 	// Optional: the user's coupon to apply.
-	CouponCode    string `protobuf:"bytes,7,opt,name=coupon_code,json=couponCode,proto3" json:"coupon_code,omitempty"`
+	CouponCode string `protobuf:"bytes,7,opt,name=coupon_code,json=couponCode,proto3" json:"coupon_code,omitempty"`
+	// How the order's transaction runs: "tcc" (the default when empty) or
+	// "saga". Anything else is INVALID_ARGUMENT.
+	Mode          string `protobuf:"bytes,8,opt,name=mode,proto3" json:"mode,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -375,6 +396,67 @@ func (x *CreateOrderRequest) GetCouponCode() string {
 	return ""
 }
 
+func (x *CreateOrderRequest) GetMode() string {
+	if x != nil {
+		return x.Mode
+	}
+	return ""
+}
+
+type RefundOrderRequest struct {
+	state   protoimpl.MessageState `protogen:"open.v1"`
+	OrderNo string                 `protobuf:"bytes,1,opt,name=order_no,json=orderNo,proto3" json:"order_no,omitempty"`
+	// Why the order is refunded; given to the coupon service with the return.
+	// At most 255 bytes.
+	Reason        string `protobuf:"bytes,2,opt,name=reason,proto3" json:"reason,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RefundOrderRequest) Reset() {
+	*x = RefundOrderRequest{}
+	mi := &file_shop_v1_shop_proto_msgTypes[2]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RefundOrderRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RefundOrderRequest) ProtoMessage() {}
+
+func (x *RefundOrderRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_shop_v1_shop_proto_msgTypes[2]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RefundOrderRequest.ProtoReflect.Descriptor instead.
+func (*RefundOrderRequest) Descriptor() ([]byte, []int) {
+	return file_shop_v1_shop_proto_rawDescGZIP(), []int{2}
+}
+
+func (x *RefundOrderRequest) GetOrderNo() string {
+	if x != nil {
+		return x.OrderNo
+	}
+	return ""
+}
+
+func (x *RefundOrderRequest) GetReason() string {
+	if x != nil {
+		return x.Reason
+	}
+	return ""
+}
+
 type GetOrderRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	OrderNo       string                 `protobuf:"bytes,1,opt,name=order_no,json=orderNo,proto3" json:"order_no,omitempty"`
@@ -384,7 +466,7 @@ type GetOrderRequest struct {
 
 func (x *GetOrderRequest) Reset() {
 	*x = GetOrderRequest{}
-	mi := &file_shop_v1_shop_proto_msgTypes[2]
+	mi := &file_shop_v1_shop_proto_msgTypes[3]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -396,7 +478,7 @@ func (x *GetOrderRequest) String() string {
 func (*GetOrderRequest) ProtoMessage() {}
 
 func (x *GetOrderRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_shop_v1_shop_proto_msgTypes[2]
+	mi := &file_shop_v1_shop_proto_msgTypes[3]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -409,7 +491,7 @@ func (x *GetOrderRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetOrderRequest.ProtoReflect.Descriptor instead.
 func (*GetOrderRequest) Descriptor() ([]byte, []int) {
-	return file_shop_v1_shop_proto_rawDescGZIP(), []int{2}
+	return file_shop_v1_shop_proto_rawDescGZIP(), []int{3}
 }
 
 func (x *GetOrderRequest) GetOrderNo() string {
@@ -439,13 +521,19 @@ type Order struct {
 	FailureMessage string                 `protobuf:"bytes,11,opt,name=failure_message,json=failureMessage,proto3" json:"failure_message,omitempty"`
 	CreatedAt      *timestamppb.Timestamp `protobuf:"bytes,12,opt,name=created_at,json=createdAt,proto3" json:"created_at,omitempty"`
 	UpdatedAt      *timestamppb.Timestamp `protobuf:"bytes,13,opt,name=updated_at,json=updatedAt,proto3" json:"updated_at,omitempty"`
-	unknownFields  protoimpl.UnknownFields
-	sizeCache      protoimpl.SizeCache
+	// "tcc" or "saga".
+	Mode string `protobuf:"bytes,14,opt,name=mode,proto3" json:"mode,omitempty"`
+	// Set once REFUNDED: the refund's 2-phase message gid, when and why.
+	RefundGid     string                 `protobuf:"bytes,15,opt,name=refund_gid,json=refundGid,proto3" json:"refund_gid,omitempty"`
+	RefundedAt    *timestamppb.Timestamp `protobuf:"bytes,16,opt,name=refunded_at,json=refundedAt,proto3" json:"refunded_at,omitempty"`
+	RefundReason  string                 `protobuf:"bytes,17,opt,name=refund_reason,json=refundReason,proto3" json:"refund_reason,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *Order) Reset() {
 	*x = Order{}
-	mi := &file_shop_v1_shop_proto_msgTypes[3]
+	mi := &file_shop_v1_shop_proto_msgTypes[4]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -457,7 +545,7 @@ func (x *Order) String() string {
 func (*Order) ProtoMessage() {}
 
 func (x *Order) ProtoReflect() protoreflect.Message {
-	mi := &file_shop_v1_shop_proto_msgTypes[3]
+	mi := &file_shop_v1_shop_proto_msgTypes[4]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -470,7 +558,7 @@ func (x *Order) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Order.ProtoReflect.Descriptor instead.
 func (*Order) Descriptor() ([]byte, []int) {
-	return file_shop_v1_shop_proto_rawDescGZIP(), []int{3}
+	return file_shop_v1_shop_proto_rawDescGZIP(), []int{4}
 }
 
 func (x *Order) GetOrderNo() string {
@@ -564,6 +652,34 @@ func (x *Order) GetUpdatedAt() *timestamppb.Timestamp {
 	return nil
 }
 
+func (x *Order) GetMode() string {
+	if x != nil {
+		return x.Mode
+	}
+	return ""
+}
+
+func (x *Order) GetRefundGid() string {
+	if x != nil {
+		return x.RefundGid
+	}
+	return ""
+}
+
+func (x *Order) GetRefundedAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.RefundedAt
+	}
+	return nil
+}
+
+func (x *Order) GetRefundReason() string {
+	if x != nil {
+		return x.RefundReason
+	}
+	return ""
+}
+
 type OrderBranchRequest struct {
 	state          protoimpl.MessageState `protogen:"open.v1"`
 	OrderNo        string                 `protobuf:"bytes,1,opt,name=order_no,json=orderNo,proto3" json:"order_no,omitempty"`
@@ -575,7 +691,7 @@ type OrderBranchRequest struct {
 
 func (x *OrderBranchRequest) Reset() {
 	*x = OrderBranchRequest{}
-	mi := &file_shop_v1_shop_proto_msgTypes[4]
+	mi := &file_shop_v1_shop_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -587,7 +703,7 @@ func (x *OrderBranchRequest) String() string {
 func (*OrderBranchRequest) ProtoMessage() {}
 
 func (x *OrderBranchRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_shop_v1_shop_proto_msgTypes[4]
+	mi := &file_shop_v1_shop_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -600,7 +716,7 @@ func (x *OrderBranchRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use OrderBranchRequest.ProtoReflect.Descriptor instead.
 func (*OrderBranchRequest) Descriptor() ([]byte, []int) {
-	return file_shop_v1_shop_proto_rawDescGZIP(), []int{4}
+	return file_shop_v1_shop_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *OrderBranchRequest) GetOrderNo() string {
@@ -634,7 +750,7 @@ type DepositRequest struct {
 
 func (x *DepositRequest) Reset() {
 	*x = DepositRequest{}
-	mi := &file_shop_v1_shop_proto_msgTypes[5]
+	mi := &file_shop_v1_shop_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -646,7 +762,7 @@ func (x *DepositRequest) String() string {
 func (*DepositRequest) ProtoMessage() {}
 
 func (x *DepositRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_shop_v1_shop_proto_msgTypes[5]
+	mi := &file_shop_v1_shop_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -659,7 +775,7 @@ func (x *DepositRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DepositRequest.ProtoReflect.Descriptor instead.
 func (*DepositRequest) Descriptor() ([]byte, []int) {
-	return file_shop_v1_shop_proto_rawDescGZIP(), []int{5}
+	return file_shop_v1_shop_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *DepositRequest) GetUserId() int64 {
@@ -685,7 +801,7 @@ type GetAccountRequest struct {
 
 func (x *GetAccountRequest) Reset() {
 	*x = GetAccountRequest{}
-	mi := &file_shop_v1_shop_proto_msgTypes[6]
+	mi := &file_shop_v1_shop_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -697,7 +813,7 @@ func (x *GetAccountRequest) String() string {
 func (*GetAccountRequest) ProtoMessage() {}
 
 func (x *GetAccountRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_shop_v1_shop_proto_msgTypes[6]
+	mi := &file_shop_v1_shop_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -710,7 +826,7 @@ func (x *GetAccountRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetAccountRequest.ProtoReflect.Descriptor instead.
 func (*GetAccountRequest) Descriptor() ([]byte, []int) {
-	return file_shop_v1_shop_proto_rawDescGZIP(), []int{6}
+	return file_shop_v1_shop_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *GetAccountRequest) GetUserId() int64 {
@@ -733,7 +849,7 @@ type Account struct {
 
 func (x *Account) Reset() {
 	*x = Account{}
-	mi := &file_shop_v1_shop_proto_msgTypes[7]
+	mi := &file_shop_v1_shop_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -745,7 +861,7 @@ func (x *Account) String() string {
 func (*Account) ProtoMessage() {}
 
 func (x *Account) ProtoReflect() protoreflect.Message {
-	mi := &file_shop_v1_shop_proto_msgTypes[7]
+	mi := &file_shop_v1_shop_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -758,7 +874,7 @@ func (x *Account) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Account.ProtoReflect.Descriptor instead.
 func (*Account) Descriptor() ([]byte, []int) {
-	return file_shop_v1_shop_proto_rawDescGZIP(), []int{7}
+	return file_shop_v1_shop_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *Account) GetUserId() int64 {
@@ -791,7 +907,7 @@ type GetPaymentRequest struct {
 
 func (x *GetPaymentRequest) Reset() {
 	*x = GetPaymentRequest{}
-	mi := &file_shop_v1_shop_proto_msgTypes[8]
+	mi := &file_shop_v1_shop_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -803,7 +919,7 @@ func (x *GetPaymentRequest) String() string {
 func (*GetPaymentRequest) ProtoMessage() {}
 
 func (x *GetPaymentRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_shop_v1_shop_proto_msgTypes[8]
+	mi := &file_shop_v1_shop_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -816,7 +932,7 @@ func (x *GetPaymentRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetPaymentRequest.ProtoReflect.Descriptor instead.
 func (*GetPaymentRequest) Descriptor() ([]byte, []int) {
-	return file_shop_v1_shop_proto_rawDescGZIP(), []int{8}
+	return file_shop_v1_shop_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *GetPaymentRequest) GetOrderNo() string {
@@ -841,7 +957,7 @@ type Payment struct {
 
 func (x *Payment) Reset() {
 	*x = Payment{}
-	mi := &file_shop_v1_shop_proto_msgTypes[9]
+	mi := &file_shop_v1_shop_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -853,7 +969,7 @@ func (x *Payment) String() string {
 func (*Payment) ProtoMessage() {}
 
 func (x *Payment) ProtoReflect() protoreflect.Message {
-	mi := &file_shop_v1_shop_proto_msgTypes[9]
+	mi := &file_shop_v1_shop_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -866,7 +982,7 @@ func (x *Payment) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Payment.ProtoReflect.Descriptor instead.
 func (*Payment) Descriptor() ([]byte, []int) {
-	return file_shop_v1_shop_proto_rawDescGZIP(), []int{9}
+	return file_shop_v1_shop_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *Payment) GetOrderNo() string {
@@ -930,7 +1046,7 @@ type PaymentBranchRequest struct {
 
 func (x *PaymentBranchRequest) Reset() {
 	*x = PaymentBranchRequest{}
-	mi := &file_shop_v1_shop_proto_msgTypes[10]
+	mi := &file_shop_v1_shop_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -942,7 +1058,7 @@ func (x *PaymentBranchRequest) String() string {
 func (*PaymentBranchRequest) ProtoMessage() {}
 
 func (x *PaymentBranchRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_shop_v1_shop_proto_msgTypes[10]
+	mi := &file_shop_v1_shop_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -955,7 +1071,7 @@ func (x *PaymentBranchRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PaymentBranchRequest.ProtoReflect.Descriptor instead.
 func (*PaymentBranchRequest) Descriptor() ([]byte, []int) {
-	return file_shop_v1_shop_proto_rawDescGZIP(), []int{10}
+	return file_shop_v1_shop_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *PaymentBranchRequest) GetOrderNo() string {
@@ -988,7 +1104,7 @@ const file_shop_v1_shop_proto_rawDesc = "" +
 	"\x03sku\x18\x01 \x01(\tR\x03sku\x12!\n" +
 	"\fproduct_line\x18\x02 \x01(\tR\vproductLine\x12\x1a\n" +
 	"\bquantity\x18\x03 \x01(\x03R\bquantity\x12\x16\n" +
-	"\x06amount\x18\x04 \x01(\x03R\x06amount\"\xea\x01\n" +
+	"\x06amount\x18\x04 \x01(\x03R\x06amount\"\xfe\x01\n" +
 	"\x12CreateOrderRequest\x12\x19\n" +
 	"\border_no\x18\x01 \x01(\tR\aorderNo\x12\x17\n" +
 	"\auser_id\x18\x02 \x01(\x03R\x06userId\x12\x16\n" +
@@ -997,9 +1113,13 @@ const file_shop_v1_shop_proto_rawDesc = "" +
 	"\fproduct_line\x18\x05 \x01(\tR\vproductLine\x12(\n" +
 	"\x05items\x18\x06 \x03(\v2\x12.shop.v1.OrderItemR\x05items\x12\x1f\n" +
 	"\vcoupon_code\x18\a \x01(\tR\n" +
-	"couponCode\",\n" +
+	"couponCode\x12\x12\n" +
+	"\x04mode\x18\b \x01(\tR\x04mode\"G\n" +
+	"\x12RefundOrderRequest\x12\x19\n" +
+	"\border_no\x18\x01 \x01(\tR\aorderNo\x12\x16\n" +
+	"\x06reason\x18\x02 \x01(\tR\x06reason\",\n" +
 	"\x0fGetOrderRequest\x12\x19\n" +
-	"\border_no\x18\x01 \x01(\tR\aorderNo\"\xaf\x04\n" +
+	"\border_no\x18\x01 \x01(\tR\aorderNo\"\xd2\x05\n" +
 	"\x05Order\x12\x19\n" +
 	"\border_no\x18\x01 \x01(\tR\aorderNo\x12\x17\n" +
 	"\auser_id\x18\x02 \x01(\x03R\x06userId\x12\x16\n" +
@@ -1017,12 +1137,19 @@ const file_shop_v1_shop_proto_rawDesc = "" +
 	"\n" +
 	"created_at\x18\f \x01(\v2\x1a.google.protobuf.TimestampR\tcreatedAt\x129\n" +
 	"\n" +
-	"updated_at\x18\r \x01(\v2\x1a.google.protobuf.TimestampR\tupdatedAt\"F\n" +
+	"updated_at\x18\r \x01(\v2\x1a.google.protobuf.TimestampR\tupdatedAt\x12\x12\n" +
+	"\x04mode\x18\x0e \x01(\tR\x04mode\x12\x1d\n" +
+	"\n" +
+	"refund_gid\x18\x0f \x01(\tR\trefundGid\x12;\n" +
+	"\vrefunded_at\x18\x10 \x01(\v2\x1a.google.protobuf.TimestampR\n" +
+	"refundedAt\x12#\n" +
+	"\rrefund_reason\x18\x11 \x01(\tR\frefundReason\"T\n" +
 	"\x06Status\x12\x16\n" +
 	"\x12STATUS_UNSPECIFIED\x10\x00\x12\v\n" +
 	"\aPENDING\x10\x01\x12\b\n" +
 	"\x04PAID\x10\x02\x12\r\n" +
-	"\tCANCELLED\x10\x03\"\x7f\n" +
+	"\tCANCELLED\x10\x03\x12\f\n" +
+	"\bREFUNDED\x10\x04\"\x7f\n" +
 	"\x12OrderBranchRequest\x12\x19\n" +
 	"\border_no\x18\x01 \x01(\tR\aorderNo\x12'\n" +
 	"\x0fdiscount_amount\x18\x02 \x01(\x03R\x0ediscountAmount\x12%\n" +
@@ -1037,7 +1164,7 @@ const file_shop_v1_shop_proto_rawDesc = "" +
 	"\abalance\x18\x02 \x01(\x03R\abalance\x12\x16\n" +
 	"\x06frozen\x18\x03 \x01(\x03R\x06frozen\".\n" +
 	"\x11GetPaymentRequest\x12\x19\n" +
-	"\border_no\x18\x01 \x01(\tR\aorderNo\"\xd8\x02\n" +
+	"\border_no\x18\x01 \x01(\tR\aorderNo\"\xe6\x02\n" +
 	"\aPayment\x12\x19\n" +
 	"\border_no\x18\x01 \x01(\tR\aorderNo\x12\x10\n" +
 	"\x03gid\x18\x02 \x01(\tR\x03gid\x12\x17\n" +
@@ -1047,17 +1174,18 @@ const file_shop_v1_shop_proto_rawDesc = "" +
 	"\n" +
 	"created_at\x18\x06 \x01(\v2\x1a.google.protobuf.TimestampR\tcreatedAt\x129\n" +
 	"\n" +
-	"updated_at\x18\a \x01(\v2\x1a.google.protobuf.TimestampR\tupdatedAt\"H\n" +
+	"updated_at\x18\a \x01(\v2\x1a.google.protobuf.TimestampR\tupdatedAt\"V\n" +
 	"\x06Status\x12\x16\n" +
 	"\x12STATUS_UNSPECIFIED\x10\x00\x12\n" +
 	"\n" +
 	"\x06FROZEN\x10\x01\x12\f\n" +
 	"\bCAPTURED\x10\x02\x12\f\n" +
-	"\bRELEASED\x10\x03\"b\n" +
+	"\bRELEASED\x10\x03\x12\f\n" +
+	"\bREFUNDED\x10\x04\"b\n" +
 	"\x14PaymentBranchRequest\x12\x19\n" +
 	"\border_no\x18\x01 \x01(\tR\aorderNo\x12\x17\n" +
 	"\auser_id\x18\x02 \x01(\x03R\x06userId\x12\x16\n" +
-	"\x06amount\x18\x03 \x01(\x03R\x06amount*\x8c\x02\n" +
+	"\x06amount\x18\x03 \x01(\x03R\x06amount*\xc0\x02\n" +
 	"\vErrorReason\x12\x1c\n" +
 	"\x18ERROR_REASON_UNSPECIFIED\x10\x00\x12\x14\n" +
 	"\x10INVALID_ARGUMENT\x10\x01\x12\r\n" +
@@ -1071,13 +1199,19 @@ const file_shop_v1_shop_proto_rawDesc = "" +
 	"\tABANDONED\x10\t\x12\x16\n" +
 	"\x12TRANSACTION_FAILED\x10\n" +
 	"\x12\f\n" +
-	"\bINTERNAL\x10\v2\xca\x02\n" +
+	"\bINTERNAL\x10\v\x12\x18\n" +
+	"\x14ORDER_NOT_REFUNDABLE\x10\f\x12\x18\n" +
+	"\x14PAYMENT_NOT_CAPTURED\x10\r2\xcf\x04\n" +
 	"\fOrderService\x12:\n" +
 	"\vCreateOrder\x12\x1b.shop.v1.CreateOrderRequest\x1a\x0e.shop.v1.Order\x124\n" +
-	"\bGetOrder\x12\x18.shop.v1.GetOrderRequest\x1a\x0e.shop.v1.Order\x12?\n" +
+	"\bGetOrder\x12\x18.shop.v1.GetOrderRequest\x1a\x0e.shop.v1.Order\x12:\n" +
+	"\vRefundOrder\x12\x1b.shop.v1.RefundOrderRequest\x1a\x0e.shop.v1.Order\x12?\n" +
 	"\bOrderTry\x12\x1b.shop.v1.OrderBranchRequest\x1a\x16.google.protobuf.Empty\x12C\n" +
 	"\fOrderConfirm\x12\x1b.shop.v1.OrderBranchRequest\x1a\x16.google.protobuf.Empty\x12B\n" +
-	"\vOrderCancel\x12\x1b.shop.v1.OrderBranchRequest\x1a\x16.google.protobuf.Empty2\x94\x03\n" +
+	"\vOrderCancel\x12\x1b.shop.v1.OrderBranchRequest\x1a\x16.google.protobuf.Empty\x12?\n" +
+	"\bOrderPay\x12\x1b.shop.v1.OrderBranchRequest\x1a\x16.google.protobuf.Empty\x12E\n" +
+	"\x0eOrderPayRevert\x12\x1b.shop.v1.OrderBranchRequest\x1a\x16.google.protobuf.Empty\x12?\n" +
+	"\rQueryPrepared\x12\x16.google.protobuf.Empty\x1a\x16.google.protobuf.Empty2\xdb\x04\n" +
 	"\x0ePaymentService\x124\n" +
 	"\aDeposit\x12\x17.shop.v1.DepositRequest\x1a\x10.shop.v1.Account\x12:\n" +
 	"\n" +
@@ -1086,7 +1220,10 @@ const file_shop_v1_shop_proto_rawDesc = "" +
 	"GetPayment\x12\x1a.shop.v1.GetPaymentRequest\x1a\x10.shop.v1.Payment\x12B\n" +
 	"\tFreezeTry\x12\x1d.shop.v1.PaymentBranchRequest\x1a\x16.google.protobuf.Empty\x12G\n" +
 	"\x0eCaptureConfirm\x12\x1d.shop.v1.PaymentBranchRequest\x1a\x16.google.protobuf.Empty\x12G\n" +
-	"\x0eUnfreezeCancel\x12\x1d.shop.v1.PaymentBranchRequest\x1a\x16.google.protobuf.EmptyBAZ?github.com/opencoupon/coupon/examples/shop/proto/shop/v1;shopv1b\x06proto3"
+	"\x0eUnfreezeCancel\x12\x1d.shop.v1.PaymentBranchRequest\x1a\x16.google.protobuf.Empty\x12>\n" +
+	"\x05Debit\x12\x1d.shop.v1.PaymentBranchRequest\x1a\x16.google.protobuf.Empty\x12D\n" +
+	"\vDebitRevert\x12\x1d.shop.v1.PaymentBranchRequest\x1a\x16.google.protobuf.Empty\x12?\n" +
+	"\x06Refund\x12\x1d.shop.v1.PaymentBranchRequest\x1a\x16.google.protobuf.EmptyBAZ?github.com/opencoupon/coupon/examples/shop/proto/shop/v1;shopv1b\x06proto3"
 
 var (
 	file_shop_v1_shop_proto_rawDescOnce sync.Once
@@ -1101,60 +1238,76 @@ func file_shop_v1_shop_proto_rawDescGZIP() []byte {
 }
 
 var file_shop_v1_shop_proto_enumTypes = make([]protoimpl.EnumInfo, 3)
-var file_shop_v1_shop_proto_msgTypes = make([]protoimpl.MessageInfo, 11)
+var file_shop_v1_shop_proto_msgTypes = make([]protoimpl.MessageInfo, 12)
 var file_shop_v1_shop_proto_goTypes = []any{
 	(ErrorReason)(0),              // 0: shop.v1.ErrorReason
 	(Order_Status)(0),             // 1: shop.v1.Order.Status
 	(Payment_Status)(0),           // 2: shop.v1.Payment.Status
 	(*OrderItem)(nil),             // 3: shop.v1.OrderItem
 	(*CreateOrderRequest)(nil),    // 4: shop.v1.CreateOrderRequest
-	(*GetOrderRequest)(nil),       // 5: shop.v1.GetOrderRequest
-	(*Order)(nil),                 // 6: shop.v1.Order
-	(*OrderBranchRequest)(nil),    // 7: shop.v1.OrderBranchRequest
-	(*DepositRequest)(nil),        // 8: shop.v1.DepositRequest
-	(*GetAccountRequest)(nil),     // 9: shop.v1.GetAccountRequest
-	(*Account)(nil),               // 10: shop.v1.Account
-	(*GetPaymentRequest)(nil),     // 11: shop.v1.GetPaymentRequest
-	(*Payment)(nil),               // 12: shop.v1.Payment
-	(*PaymentBranchRequest)(nil),  // 13: shop.v1.PaymentBranchRequest
-	(*timestamppb.Timestamp)(nil), // 14: google.protobuf.Timestamp
-	(*emptypb.Empty)(nil),         // 15: google.protobuf.Empty
+	(*RefundOrderRequest)(nil),    // 5: shop.v1.RefundOrderRequest
+	(*GetOrderRequest)(nil),       // 6: shop.v1.GetOrderRequest
+	(*Order)(nil),                 // 7: shop.v1.Order
+	(*OrderBranchRequest)(nil),    // 8: shop.v1.OrderBranchRequest
+	(*DepositRequest)(nil),        // 9: shop.v1.DepositRequest
+	(*GetAccountRequest)(nil),     // 10: shop.v1.GetAccountRequest
+	(*Account)(nil),               // 11: shop.v1.Account
+	(*GetPaymentRequest)(nil),     // 12: shop.v1.GetPaymentRequest
+	(*Payment)(nil),               // 13: shop.v1.Payment
+	(*PaymentBranchRequest)(nil),  // 14: shop.v1.PaymentBranchRequest
+	(*timestamppb.Timestamp)(nil), // 15: google.protobuf.Timestamp
+	(*emptypb.Empty)(nil),         // 16: google.protobuf.Empty
 }
 var file_shop_v1_shop_proto_depIdxs = []int32{
 	3,  // 0: shop.v1.CreateOrderRequest.items:type_name -> shop.v1.OrderItem
 	1,  // 1: shop.v1.Order.status:type_name -> shop.v1.Order.Status
-	14, // 2: shop.v1.Order.created_at:type_name -> google.protobuf.Timestamp
-	14, // 3: shop.v1.Order.updated_at:type_name -> google.protobuf.Timestamp
-	2,  // 4: shop.v1.Payment.status:type_name -> shop.v1.Payment.Status
-	14, // 5: shop.v1.Payment.created_at:type_name -> google.protobuf.Timestamp
-	14, // 6: shop.v1.Payment.updated_at:type_name -> google.protobuf.Timestamp
-	4,  // 7: shop.v1.OrderService.CreateOrder:input_type -> shop.v1.CreateOrderRequest
-	5,  // 8: shop.v1.OrderService.GetOrder:input_type -> shop.v1.GetOrderRequest
-	7,  // 9: shop.v1.OrderService.OrderTry:input_type -> shop.v1.OrderBranchRequest
-	7,  // 10: shop.v1.OrderService.OrderConfirm:input_type -> shop.v1.OrderBranchRequest
-	7,  // 11: shop.v1.OrderService.OrderCancel:input_type -> shop.v1.OrderBranchRequest
-	8,  // 12: shop.v1.PaymentService.Deposit:input_type -> shop.v1.DepositRequest
-	9,  // 13: shop.v1.PaymentService.GetAccount:input_type -> shop.v1.GetAccountRequest
-	11, // 14: shop.v1.PaymentService.GetPayment:input_type -> shop.v1.GetPaymentRequest
-	13, // 15: shop.v1.PaymentService.FreezeTry:input_type -> shop.v1.PaymentBranchRequest
-	13, // 16: shop.v1.PaymentService.CaptureConfirm:input_type -> shop.v1.PaymentBranchRequest
-	13, // 17: shop.v1.PaymentService.UnfreezeCancel:input_type -> shop.v1.PaymentBranchRequest
-	6,  // 18: shop.v1.OrderService.CreateOrder:output_type -> shop.v1.Order
-	6,  // 19: shop.v1.OrderService.GetOrder:output_type -> shop.v1.Order
-	15, // 20: shop.v1.OrderService.OrderTry:output_type -> google.protobuf.Empty
-	15, // 21: shop.v1.OrderService.OrderConfirm:output_type -> google.protobuf.Empty
-	15, // 22: shop.v1.OrderService.OrderCancel:output_type -> google.protobuf.Empty
-	10, // 23: shop.v1.PaymentService.Deposit:output_type -> shop.v1.Account
-	10, // 24: shop.v1.PaymentService.GetAccount:output_type -> shop.v1.Account
-	12, // 25: shop.v1.PaymentService.GetPayment:output_type -> shop.v1.Payment
-	15, // 26: shop.v1.PaymentService.FreezeTry:output_type -> google.protobuf.Empty
-	15, // 27: shop.v1.PaymentService.CaptureConfirm:output_type -> google.protobuf.Empty
-	15, // 28: shop.v1.PaymentService.UnfreezeCancel:output_type -> google.protobuf.Empty
-	18, // [18:29] is the sub-list for method output_type
-	7,  // [7:18] is the sub-list for method input_type
-	7,  // [7:7] is the sub-list for extension type_name
-	7,  // [7:7] is the sub-list for extension extendee
-	0,  // [0:7] is the sub-list for field type_name
+	15, // 2: shop.v1.Order.created_at:type_name -> google.protobuf.Timestamp
+	15, // 3: shop.v1.Order.updated_at:type_name -> google.protobuf.Timestamp
+	15, // 4: shop.v1.Order.refunded_at:type_name -> google.protobuf.Timestamp
+	2,  // 5: shop.v1.Payment.status:type_name -> shop.v1.Payment.Status
+	15, // 6: shop.v1.Payment.created_at:type_name -> google.protobuf.Timestamp
+	15, // 7: shop.v1.Payment.updated_at:type_name -> google.protobuf.Timestamp
+	4,  // 8: shop.v1.OrderService.CreateOrder:input_type -> shop.v1.CreateOrderRequest
+	6,  // 9: shop.v1.OrderService.GetOrder:input_type -> shop.v1.GetOrderRequest
+	5,  // 10: shop.v1.OrderService.RefundOrder:input_type -> shop.v1.RefundOrderRequest
+	8,  // 11: shop.v1.OrderService.OrderTry:input_type -> shop.v1.OrderBranchRequest
+	8,  // 12: shop.v1.OrderService.OrderConfirm:input_type -> shop.v1.OrderBranchRequest
+	8,  // 13: shop.v1.OrderService.OrderCancel:input_type -> shop.v1.OrderBranchRequest
+	8,  // 14: shop.v1.OrderService.OrderPay:input_type -> shop.v1.OrderBranchRequest
+	8,  // 15: shop.v1.OrderService.OrderPayRevert:input_type -> shop.v1.OrderBranchRequest
+	16, // 16: shop.v1.OrderService.QueryPrepared:input_type -> google.protobuf.Empty
+	9,  // 17: shop.v1.PaymentService.Deposit:input_type -> shop.v1.DepositRequest
+	10, // 18: shop.v1.PaymentService.GetAccount:input_type -> shop.v1.GetAccountRequest
+	12, // 19: shop.v1.PaymentService.GetPayment:input_type -> shop.v1.GetPaymentRequest
+	14, // 20: shop.v1.PaymentService.FreezeTry:input_type -> shop.v1.PaymentBranchRequest
+	14, // 21: shop.v1.PaymentService.CaptureConfirm:input_type -> shop.v1.PaymentBranchRequest
+	14, // 22: shop.v1.PaymentService.UnfreezeCancel:input_type -> shop.v1.PaymentBranchRequest
+	14, // 23: shop.v1.PaymentService.Debit:input_type -> shop.v1.PaymentBranchRequest
+	14, // 24: shop.v1.PaymentService.DebitRevert:input_type -> shop.v1.PaymentBranchRequest
+	14, // 25: shop.v1.PaymentService.Refund:input_type -> shop.v1.PaymentBranchRequest
+	7,  // 26: shop.v1.OrderService.CreateOrder:output_type -> shop.v1.Order
+	7,  // 27: shop.v1.OrderService.GetOrder:output_type -> shop.v1.Order
+	7,  // 28: shop.v1.OrderService.RefundOrder:output_type -> shop.v1.Order
+	16, // 29: shop.v1.OrderService.OrderTry:output_type -> google.protobuf.Empty
+	16, // 30: shop.v1.OrderService.OrderConfirm:output_type -> google.protobuf.Empty
+	16, // 31: shop.v1.OrderService.OrderCancel:output_type -> google.protobuf.Empty
+	16, // 32: shop.v1.OrderService.OrderPay:output_type -> google.protobuf.Empty
+	16, // 33: shop.v1.OrderService.OrderPayRevert:output_type -> google.protobuf.Empty
+	16, // 34: shop.v1.OrderService.QueryPrepared:output_type -> google.protobuf.Empty
+	11, // 35: shop.v1.PaymentService.Deposit:output_type -> shop.v1.Account
+	11, // 36: shop.v1.PaymentService.GetAccount:output_type -> shop.v1.Account
+	13, // 37: shop.v1.PaymentService.GetPayment:output_type -> shop.v1.Payment
+	16, // 38: shop.v1.PaymentService.FreezeTry:output_type -> google.protobuf.Empty
+	16, // 39: shop.v1.PaymentService.CaptureConfirm:output_type -> google.protobuf.Empty
+	16, // 40: shop.v1.PaymentService.UnfreezeCancel:output_type -> google.protobuf.Empty
+	16, // 41: shop.v1.PaymentService.Debit:output_type -> google.protobuf.Empty
+	16, // 42: shop.v1.PaymentService.DebitRevert:output_type -> google.protobuf.Empty
+	16, // 43: shop.v1.PaymentService.Refund:output_type -> google.protobuf.Empty
+	26, // [26:44] is the sub-list for method output_type
+	8,  // [8:26] is the sub-list for method input_type
+	8,  // [8:8] is the sub-list for extension type_name
+	8,  // [8:8] is the sub-list for extension extendee
+	0,  // [0:8] is the sub-list for field type_name
 }
 
 func init() { file_shop_v1_shop_proto_init() }
@@ -1168,7 +1321,7 @@ func file_shop_v1_shop_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_shop_v1_shop_proto_rawDesc), len(file_shop_v1_shop_proto_rawDesc)),
 			NumEnums:      3,
-			NumMessages:   11,
+			NumMessages:   12,
 			NumExtensions: 0,
 			NumServices:   2,
 		},

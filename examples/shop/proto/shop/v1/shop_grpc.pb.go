@@ -20,30 +20,51 @@ import (
 const _ = grpc.SupportPackageIsVersion9
 
 const (
-	OrderService_CreateOrder_FullMethodName  = "/shop.v1.OrderService/CreateOrder"
-	OrderService_GetOrder_FullMethodName     = "/shop.v1.OrderService/GetOrder"
-	OrderService_OrderTry_FullMethodName     = "/shop.v1.OrderService/OrderTry"
-	OrderService_OrderConfirm_FullMethodName = "/shop.v1.OrderService/OrderConfirm"
-	OrderService_OrderCancel_FullMethodName  = "/shop.v1.OrderService/OrderCancel"
+	OrderService_CreateOrder_FullMethodName    = "/shop.v1.OrderService/CreateOrder"
+	OrderService_GetOrder_FullMethodName       = "/shop.v1.OrderService/GetOrder"
+	OrderService_RefundOrder_FullMethodName    = "/shop.v1.OrderService/RefundOrder"
+	OrderService_OrderTry_FullMethodName       = "/shop.v1.OrderService/OrderTry"
+	OrderService_OrderConfirm_FullMethodName   = "/shop.v1.OrderService/OrderConfirm"
+	OrderService_OrderCancel_FullMethodName    = "/shop.v1.OrderService/OrderCancel"
+	OrderService_OrderPay_FullMethodName       = "/shop.v1.OrderService/OrderPay"
+	OrderService_OrderPayRevert_FullMethodName = "/shop.v1.OrderService/OrderPayRevert"
+	OrderService_QueryPrepared_FullMethodName  = "/shop.v1.OrderService/QueryPrepared"
 )
 
 // OrderServiceClient is the client API for OrderService service.
 //
 // For semantics around ctx use and closing/ending streaming RPCs, please refer to https://pkg.go.dev/google.golang.org/grpc/?tab=doc#ClientConn.NewStream.
 //
-// OrderService places orders. Each order is one DTM TCC global transaction
-// over the coupon (optional), the payment and the order row itself.
+// OrderService places orders. Each order is one DTM global transaction over
+// the coupon (optional), the payment and the order row itself: a TCC
+// transaction (mode "tcc", the default) or a Saga (mode "saga"). A refund is
+// a DTM 2-phase message.
 type OrderServiceClient interface {
 	// CreateOrder is idempotent on order_no: a retry returns the order as it
 	// stands. A refused coupon or payment is not an error: the order comes back
 	// CANCELLED with failure_reason set.
 	CreateOrder(ctx context.Context, in *CreateOrderRequest, opts ...grpc.CallOption) (*Order, error)
 	GetOrder(ctx context.Context, in *GetOrderRequest, opts ...grpc.CallOption) (*Order, error)
+	// RefundOrder moves a PAID order to REFUNDED and, through a DTM 2-phase
+	// message, gives the payment back (payment REFUNDED) and returns the
+	// coupon (CouponService.ReturnCoupon). Idempotent on order_no: a retry, or
+	// a refund of a REFUNDED order, answers the order as it stands. Any other
+	// status is FailedPrecondition ORDER_NOT_REFUNDABLE.
+	RefundOrder(ctx context.Context, in *RefundOrderRequest, opts ...grpc.CallOption) (*Order, error)
 	// OrderTry, OrderConfirm and OrderCancel are the order row's TCC branch,
 	// called by DTM only: PENDING is reserved, then becomes PAID or CANCELLED.
 	OrderTry(ctx context.Context, in *OrderBranchRequest, opts ...grpc.CallOption) (*emptypb.Empty, error)
 	OrderConfirm(ctx context.Context, in *OrderBranchRequest, opts ...grpc.CallOption) (*emptypb.Empty, error)
 	OrderCancel(ctx context.Context, in *OrderBranchRequest, opts ...grpc.CallOption) (*emptypb.Empty, error)
+	// OrderPay and OrderPayRevert are the order row's Saga branch, called by
+	// DTM only: the action makes the PENDING order PAID with its amounts, the
+	// compensation makes it CANCELLED.
+	OrderPay(ctx context.Context, in *OrderBranchRequest, opts ...grpc.CallOption) (*emptypb.Empty, error)
+	OrderPayRevert(ctx context.Context, in *OrderBranchRequest, opts ...grpc.CallOption) (*emptypb.Empty, error)
+	// QueryPrepared is DTM's back-check of a refund's 2-phase message, called
+	// by DTM only: OK once the refund's local transaction committed, Aborted
+	// (FAILURE) once it can no longer commit.
+	QueryPrepared(ctx context.Context, in *emptypb.Empty, opts ...grpc.CallOption) (*emptypb.Empty, error)
 }
 
 type orderServiceClient struct {
@@ -68,6 +89,16 @@ func (c *orderServiceClient) GetOrder(ctx context.Context, in *GetOrderRequest, 
 	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
 	out := new(Order)
 	err := c.cc.Invoke(ctx, OrderService_GetOrder_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *orderServiceClient) RefundOrder(ctx context.Context, in *RefundOrderRequest, opts ...grpc.CallOption) (*Order, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(Order)
+	err := c.cc.Invoke(ctx, OrderService_RefundOrder_FullMethodName, in, out, cOpts...)
 	if err != nil {
 		return nil, err
 	}
@@ -104,23 +135,70 @@ func (c *orderServiceClient) OrderCancel(ctx context.Context, in *OrderBranchReq
 	return out, nil
 }
 
+func (c *orderServiceClient) OrderPay(ctx context.Context, in *OrderBranchRequest, opts ...grpc.CallOption) (*emptypb.Empty, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(emptypb.Empty)
+	err := c.cc.Invoke(ctx, OrderService_OrderPay_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *orderServiceClient) OrderPayRevert(ctx context.Context, in *OrderBranchRequest, opts ...grpc.CallOption) (*emptypb.Empty, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(emptypb.Empty)
+	err := c.cc.Invoke(ctx, OrderService_OrderPayRevert_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *orderServiceClient) QueryPrepared(ctx context.Context, in *emptypb.Empty, opts ...grpc.CallOption) (*emptypb.Empty, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(emptypb.Empty)
+	err := c.cc.Invoke(ctx, OrderService_QueryPrepared_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // OrderServiceServer is the server API for OrderService service.
 // All implementations must embed UnimplementedOrderServiceServer
 // for forward compatibility.
 //
-// OrderService places orders. Each order is one DTM TCC global transaction
-// over the coupon (optional), the payment and the order row itself.
+// OrderService places orders. Each order is one DTM global transaction over
+// the coupon (optional), the payment and the order row itself: a TCC
+// transaction (mode "tcc", the default) or a Saga (mode "saga"). A refund is
+// a DTM 2-phase message.
 type OrderServiceServer interface {
 	// CreateOrder is idempotent on order_no: a retry returns the order as it
 	// stands. A refused coupon or payment is not an error: the order comes back
 	// CANCELLED with failure_reason set.
 	CreateOrder(context.Context, *CreateOrderRequest) (*Order, error)
 	GetOrder(context.Context, *GetOrderRequest) (*Order, error)
+	// RefundOrder moves a PAID order to REFUNDED and, through a DTM 2-phase
+	// message, gives the payment back (payment REFUNDED) and returns the
+	// coupon (CouponService.ReturnCoupon). Idempotent on order_no: a retry, or
+	// a refund of a REFUNDED order, answers the order as it stands. Any other
+	// status is FailedPrecondition ORDER_NOT_REFUNDABLE.
+	RefundOrder(context.Context, *RefundOrderRequest) (*Order, error)
 	// OrderTry, OrderConfirm and OrderCancel are the order row's TCC branch,
 	// called by DTM only: PENDING is reserved, then becomes PAID or CANCELLED.
 	OrderTry(context.Context, *OrderBranchRequest) (*emptypb.Empty, error)
 	OrderConfirm(context.Context, *OrderBranchRequest) (*emptypb.Empty, error)
 	OrderCancel(context.Context, *OrderBranchRequest) (*emptypb.Empty, error)
+	// OrderPay and OrderPayRevert are the order row's Saga branch, called by
+	// DTM only: the action makes the PENDING order PAID with its amounts, the
+	// compensation makes it CANCELLED.
+	OrderPay(context.Context, *OrderBranchRequest) (*emptypb.Empty, error)
+	OrderPayRevert(context.Context, *OrderBranchRequest) (*emptypb.Empty, error)
+	// QueryPrepared is DTM's back-check of a refund's 2-phase message, called
+	// by DTM only: OK once the refund's local transaction committed, Aborted
+	// (FAILURE) once it can no longer commit.
+	QueryPrepared(context.Context, *emptypb.Empty) (*emptypb.Empty, error)
 	mustEmbedUnimplementedOrderServiceServer()
 }
 
@@ -137,6 +215,9 @@ func (UnimplementedOrderServiceServer) CreateOrder(context.Context, *CreateOrder
 func (UnimplementedOrderServiceServer) GetOrder(context.Context, *GetOrderRequest) (*Order, error) {
 	return nil, status.Error(codes.Unimplemented, "method GetOrder not implemented")
 }
+func (UnimplementedOrderServiceServer) RefundOrder(context.Context, *RefundOrderRequest) (*Order, error) {
+	return nil, status.Error(codes.Unimplemented, "method RefundOrder not implemented")
+}
 func (UnimplementedOrderServiceServer) OrderTry(context.Context, *OrderBranchRequest) (*emptypb.Empty, error) {
 	return nil, status.Error(codes.Unimplemented, "method OrderTry not implemented")
 }
@@ -145,6 +226,15 @@ func (UnimplementedOrderServiceServer) OrderConfirm(context.Context, *OrderBranc
 }
 func (UnimplementedOrderServiceServer) OrderCancel(context.Context, *OrderBranchRequest) (*emptypb.Empty, error) {
 	return nil, status.Error(codes.Unimplemented, "method OrderCancel not implemented")
+}
+func (UnimplementedOrderServiceServer) OrderPay(context.Context, *OrderBranchRequest) (*emptypb.Empty, error) {
+	return nil, status.Error(codes.Unimplemented, "method OrderPay not implemented")
+}
+func (UnimplementedOrderServiceServer) OrderPayRevert(context.Context, *OrderBranchRequest) (*emptypb.Empty, error) {
+	return nil, status.Error(codes.Unimplemented, "method OrderPayRevert not implemented")
+}
+func (UnimplementedOrderServiceServer) QueryPrepared(context.Context, *emptypb.Empty) (*emptypb.Empty, error) {
+	return nil, status.Error(codes.Unimplemented, "method QueryPrepared not implemented")
 }
 func (UnimplementedOrderServiceServer) mustEmbedUnimplementedOrderServiceServer() {}
 func (UnimplementedOrderServiceServer) testEmbeddedByValue()                      {}
@@ -203,6 +293,24 @@ func _OrderService_GetOrder_Handler(srv interface{}, ctx context.Context, dec fu
 	return interceptor(ctx, in, info, handler)
 }
 
+func _OrderService_RefundOrder_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(RefundOrderRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(OrderServiceServer).RefundOrder(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: OrderService_RefundOrder_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(OrderServiceServer).RefundOrder(ctx, req.(*RefundOrderRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 func _OrderService_OrderTry_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
 	in := new(OrderBranchRequest)
 	if err := dec(in); err != nil {
@@ -257,6 +365,60 @@ func _OrderService_OrderCancel_Handler(srv interface{}, ctx context.Context, dec
 	return interceptor(ctx, in, info, handler)
 }
 
+func _OrderService_OrderPay_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(OrderBranchRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(OrderServiceServer).OrderPay(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: OrderService_OrderPay_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(OrderServiceServer).OrderPay(ctx, req.(*OrderBranchRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _OrderService_OrderPayRevert_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(OrderBranchRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(OrderServiceServer).OrderPayRevert(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: OrderService_OrderPayRevert_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(OrderServiceServer).OrderPayRevert(ctx, req.(*OrderBranchRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _OrderService_QueryPrepared_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(emptypb.Empty)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(OrderServiceServer).QueryPrepared(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: OrderService_QueryPrepared_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(OrderServiceServer).QueryPrepared(ctx, req.(*emptypb.Empty))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // OrderService_ServiceDesc is the grpc.ServiceDesc for OrderService service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -273,6 +435,10 @@ var OrderService_ServiceDesc = grpc.ServiceDesc{
 			Handler:    _OrderService_GetOrder_Handler,
 		},
 		{
+			MethodName: "RefundOrder",
+			Handler:    _OrderService_RefundOrder_Handler,
+		},
+		{
 			MethodName: "OrderTry",
 			Handler:    _OrderService_OrderTry_Handler,
 		},
@@ -283,6 +449,18 @@ var OrderService_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "OrderCancel",
 			Handler:    _OrderService_OrderCancel_Handler,
+		},
+		{
+			MethodName: "OrderPay",
+			Handler:    _OrderService_OrderPay_Handler,
+		},
+		{
+			MethodName: "OrderPayRevert",
+			Handler:    _OrderService_OrderPayRevert_Handler,
+		},
+		{
+			MethodName: "QueryPrepared",
+			Handler:    _OrderService_QueryPrepared_Handler,
 		},
 	},
 	Streams:  []grpc.StreamDesc{},
@@ -296,6 +474,9 @@ const (
 	PaymentService_FreezeTry_FullMethodName      = "/shop.v1.PaymentService/FreezeTry"
 	PaymentService_CaptureConfirm_FullMethodName = "/shop.v1.PaymentService/CaptureConfirm"
 	PaymentService_UnfreezeCancel_FullMethodName = "/shop.v1.PaymentService/UnfreezeCancel"
+	PaymentService_Debit_FullMethodName          = "/shop.v1.PaymentService/Debit"
+	PaymentService_DebitRevert_FullMethodName    = "/shop.v1.PaymentService/DebitRevert"
+	PaymentService_Refund_FullMethodName         = "/shop.v1.PaymentService/Refund"
 )
 
 // PaymentServiceClient is the client API for PaymentService service.
@@ -317,6 +498,15 @@ type PaymentServiceClient interface {
 	CaptureConfirm(ctx context.Context, in *PaymentBranchRequest, opts ...grpc.CallOption) (*emptypb.Empty, error)
 	// TCC Cancel: the frozen amount goes back to the balance.
 	UnfreezeCancel(ctx context.Context, in *PaymentBranchRequest, opts ...grpc.CallOption) (*emptypb.Empty, error)
+	// Saga action: amount leaves the balance at once (payment CAPTURED).
+	// Aborted with INSUFFICIENT_BALANCE or ACCOUNT_NOT_FOUND.
+	Debit(ctx context.Context, in *PaymentBranchRequest, opts ...grpc.CallOption) (*emptypb.Empty, error)
+	// Saga compensation: a debit of the same transaction goes back to the
+	// balance (payment RELEASED). Never refuses.
+	DebitRevert(ctx context.Context, in *PaymentBranchRequest, opts ...grpc.CallOption) (*emptypb.Empty, error)
+	// 2-phase message branch of a refund: a CAPTURED payment becomes REFUNDED
+	// and its amount goes back to the balance.
+	Refund(ctx context.Context, in *PaymentBranchRequest, opts ...grpc.CallOption) (*emptypb.Empty, error)
 }
 
 type paymentServiceClient struct {
@@ -387,6 +577,36 @@ func (c *paymentServiceClient) UnfreezeCancel(ctx context.Context, in *PaymentBr
 	return out, nil
 }
 
+func (c *paymentServiceClient) Debit(ctx context.Context, in *PaymentBranchRequest, opts ...grpc.CallOption) (*emptypb.Empty, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(emptypb.Empty)
+	err := c.cc.Invoke(ctx, PaymentService_Debit_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *paymentServiceClient) DebitRevert(ctx context.Context, in *PaymentBranchRequest, opts ...grpc.CallOption) (*emptypb.Empty, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(emptypb.Empty)
+	err := c.cc.Invoke(ctx, PaymentService_DebitRevert_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *paymentServiceClient) Refund(ctx context.Context, in *PaymentBranchRequest, opts ...grpc.CallOption) (*emptypb.Empty, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(emptypb.Empty)
+	err := c.cc.Invoke(ctx, PaymentService_Refund_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // PaymentServiceServer is the server API for PaymentService service.
 // All implementations must embed UnimplementedPaymentServiceServer
 // for forward compatibility.
@@ -406,6 +626,15 @@ type PaymentServiceServer interface {
 	CaptureConfirm(context.Context, *PaymentBranchRequest) (*emptypb.Empty, error)
 	// TCC Cancel: the frozen amount goes back to the balance.
 	UnfreezeCancel(context.Context, *PaymentBranchRequest) (*emptypb.Empty, error)
+	// Saga action: amount leaves the balance at once (payment CAPTURED).
+	// Aborted with INSUFFICIENT_BALANCE or ACCOUNT_NOT_FOUND.
+	Debit(context.Context, *PaymentBranchRequest) (*emptypb.Empty, error)
+	// Saga compensation: a debit of the same transaction goes back to the
+	// balance (payment RELEASED). Never refuses.
+	DebitRevert(context.Context, *PaymentBranchRequest) (*emptypb.Empty, error)
+	// 2-phase message branch of a refund: a CAPTURED payment becomes REFUNDED
+	// and its amount goes back to the balance.
+	Refund(context.Context, *PaymentBranchRequest) (*emptypb.Empty, error)
 	mustEmbedUnimplementedPaymentServiceServer()
 }
 
@@ -433,6 +662,15 @@ func (UnimplementedPaymentServiceServer) CaptureConfirm(context.Context, *Paymen
 }
 func (UnimplementedPaymentServiceServer) UnfreezeCancel(context.Context, *PaymentBranchRequest) (*emptypb.Empty, error) {
 	return nil, status.Error(codes.Unimplemented, "method UnfreezeCancel not implemented")
+}
+func (UnimplementedPaymentServiceServer) Debit(context.Context, *PaymentBranchRequest) (*emptypb.Empty, error) {
+	return nil, status.Error(codes.Unimplemented, "method Debit not implemented")
+}
+func (UnimplementedPaymentServiceServer) DebitRevert(context.Context, *PaymentBranchRequest) (*emptypb.Empty, error) {
+	return nil, status.Error(codes.Unimplemented, "method DebitRevert not implemented")
+}
+func (UnimplementedPaymentServiceServer) Refund(context.Context, *PaymentBranchRequest) (*emptypb.Empty, error) {
+	return nil, status.Error(codes.Unimplemented, "method Refund not implemented")
 }
 func (UnimplementedPaymentServiceServer) mustEmbedUnimplementedPaymentServiceServer() {}
 func (UnimplementedPaymentServiceServer) testEmbeddedByValue()                        {}
@@ -563,6 +801,60 @@ func _PaymentService_UnfreezeCancel_Handler(srv interface{}, ctx context.Context
 	return interceptor(ctx, in, info, handler)
 }
 
+func _PaymentService_Debit_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(PaymentBranchRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(PaymentServiceServer).Debit(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: PaymentService_Debit_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(PaymentServiceServer).Debit(ctx, req.(*PaymentBranchRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _PaymentService_DebitRevert_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(PaymentBranchRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(PaymentServiceServer).DebitRevert(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: PaymentService_DebitRevert_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(PaymentServiceServer).DebitRevert(ctx, req.(*PaymentBranchRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _PaymentService_Refund_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(PaymentBranchRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(PaymentServiceServer).Refund(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: PaymentService_Refund_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(PaymentServiceServer).Refund(ctx, req.(*PaymentBranchRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // PaymentService_ServiceDesc is the grpc.ServiceDesc for PaymentService service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -593,6 +885,18 @@ var PaymentService_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "UnfreezeCancel",
 			Handler:    _PaymentService_UnfreezeCancel_Handler,
+		},
+		{
+			MethodName: "Debit",
+			Handler:    _PaymentService_Debit_Handler,
+		},
+		{
+			MethodName: "DebitRevert",
+			Handler:    _PaymentService_DebitRevert_Handler,
+		},
+		{
+			MethodName: "Refund",
+			Handler:    _PaymentService_Refund_Handler,
 		},
 	},
 	Streams:  []grpc.StreamDesc{},
