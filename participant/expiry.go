@@ -221,3 +221,26 @@ func (l *lease) drop() {
 func leaseTTL(every, longestRound time.Duration) time.Duration {
 	return max(3*every, longestRound)
 }
+
+// LeasedJob runs a round every interval on one replica at a time, under a
+// lease in Leases, like the sweeper and the audit: for jobs the service's
+// assembly adds (the barrier janitor).
+type LeasedJob struct{ job job }
+
+// NewLeasedJob returns a job named name that runs round every interval
+// (negative: never); longest bounds one round.
+func NewLeasedJob(svc *Service, name string, every, longest time.Duration, round func(ctx context.Context) error) *LeasedJob {
+	return &LeasedJob{job: job{
+		name: name, every: every, log: svc.log, round: round,
+		lease: lease{leases: svc.leases, name: "job:" + name, ttl: leaseTTL(every, longest)},
+	}}
+}
+
+// Run runs rounds until ctx is done, then gives up the lease.
+func (j *LeasedJob) Run(ctx context.Context) { j.job.run(ctx) }
+
+// RunOnce runs one round if this replica holds, or can take, the lease.
+func (j *LeasedJob) RunOnce(ctx context.Context) (bool, error) { return j.job.runOnce(ctx) }
+
+// LastRound is when the last round here ended without error.
+func (j *LeasedJob) LastRound() time.Time { return j.job.last.get() }

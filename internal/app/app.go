@@ -66,6 +66,25 @@ type Config struct {
 
 	// HTTP is the JSON API and console listener (internal/gateway).
 	HTTP gateway.Config
+	// Barrier is the janitor of the shards' DTM barrier tables.
+	Barrier BarrierJanitor
+}
+
+// BarrierJanitor configures the cleanup of the shards' DTM barrier tables,
+// which DTM never cleans (dtm#389).
+type BarrierJanitor struct {
+	// Interval between rounds (one replica runs them); 0 or negative: off.
+	Interval time.Duration
+	// Retention: rows of finished transactions older than this go.
+	Retention time.Duration
+	// MaxAge: rows older than this go whatever the coordinator says.
+	MaxAge time.Duration
+	Batch  int
+	// Coordinator is DTM's HTTP address, asked whether a transaction finished.
+	Coordinator string
+	// UnknownFinished treats gids the coordinator does not know as
+	// finished (a redis-store coordinator forgets finished ones).
+	UnknownFinished bool
 }
 
 // Shutdown is how the service stops on SIGTERM.
@@ -124,6 +143,7 @@ type App struct {
 	svc     *participant.Service
 	sweeper *participant.Sweeper
 	auditor *participant.Auditor
+	janitor *participant.LeasedJob // nil when off
 	grpc    *grpc.Server
 	authn   *auth.Authenticator
 	conc    *concurrency
@@ -199,6 +219,9 @@ func Open(ctx context.Context, cfg Config, log *slog.Logger) (a *App, err error)
 	}
 	a.sweeper = participant.NewSweeper(a.svc, a.store)
 	a.auditor = participant.NewAuditor(a.svc)
+	if a.janitor, err = a.barrierJanitor(); err != nil {
+		return nil, err
+	}
 
 	lim := newLimiter(cfg.RateLimit)
 	opts := []grpc.ServerOption{
@@ -329,6 +352,9 @@ func (a *App) ServeListeners(ctx context.Context, lis, ops net.Listener) error {
 	var jobs sync.WaitGroup
 	jobs.Go(func() { a.sweeper.Run(jctx) })
 	jobs.Go(func() { a.auditor.Run(jctx) })
+	if a.janitor != nil {
+		jobs.Go(func() { a.janitor.Run(jctx) })
+	}
 	jobs.Go(func() { a.watchReadiness(jctx) })
 	a.log.Info("coupon service serving", "grpc", lis.Addr().String(), "ops", addrOf(ops),
 		"auth", a.cfg.Auth.Enabled, "tls", a.cfg.TLS.Enabled(), "callers", len(a.cfg.Auth.Callers))

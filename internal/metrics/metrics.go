@@ -43,11 +43,14 @@ var claimMethods = map[string]string{
 
 // Metrics is one service's registry and the collectors fed by calls.
 type Metrics struct {
-	Registry *prometheus.Registry
-	grpc     *grpcprom.ServerMetrics
-	claims   *prometheus.CounterVec
-	batches  prometheus.Histogram
-	ready    prometheus.Gauge
+	Registry           *prometheus.Registry
+	grpc               *grpcprom.ServerMetrics
+	claims             *prometheus.CounterVec
+	batches            prometheus.Histogram
+	ready              prometheus.Gauge
+	barrierDeleted     *prometheus.CounterVec
+	barrierOldest      prometheus.Gauge
+	barrierKeptUnknown prometheus.Gauge
 }
 
 // New returns a registry with the process, Go, build and gRPC families.
@@ -69,13 +72,27 @@ func New() *Metrics {
 			Help:    "Claims written per shard transaction (batches grow with load).",
 			Buckets: prometheus.ExponentialBuckets(1, 2, 10),
 		}),
+		barrierDeleted: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "coupon_barrier_rows_deleted_total",
+			Help: "DTM barrier rows the janitor deleted: why=finished (past retention, transaction finished) or expired (past max age).",
+		}, []string{"why"}),
+		barrierOldest: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "coupon_barrier_oldest_row_age_seconds",
+			Help: "Age of the oldest DTM barrier row left after the janitor's last round.",
+		}),
+		barrierKeptUnknown: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "coupon_barrier_rows_kept_unknown",
+			Help: "Barrier rows past retention kept because the coordinator does not know their transaction (a wrong coordinator address shows here).",
+		}),
 	}
 	m.Registry.MustRegister(
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 		buildInfo(),
-		m.grpc, m.claims, m.batches, m.ready,
+		m.grpc, m.claims, m.batches, m.ready, m.barrierDeleted, m.barrierOldest, m.barrierKeptUnknown,
 	)
+	m.barrierDeleted.WithLabelValues("finished")
+	m.barrierDeleted.WithLabelValues("expired")
 	// Outcomes every dashboard shows start at zero rather than appear late.
 	for _, name := range claimMethods {
 		m.claims.WithLabelValues(name, ReasonIssued)
@@ -113,6 +130,14 @@ func (m *Metrics) SetReady(ok bool) {
 
 // ObserveBatch records the size of one claim batch (couponmysql.Config.ObserveBatch).
 func (m *Metrics) ObserveBatch(size int) { m.batches.Observe(float64(size)) }
+
+// ObserveBarrierJanitor records one janitor round.
+func (m *Metrics) ObserveBarrierJanitor(finished, expired, keptUnknown int64, oldest time.Duration) {
+	m.barrierDeleted.WithLabelValues("finished").Add(float64(finished))
+	m.barrierDeleted.WithLabelValues("expired").Add(float64(expired))
+	m.barrierKeptUnknown.Set(float64(keptUnknown))
+	m.barrierOldest.Set(oldest.Seconds())
+}
 
 // InitializeMetrics pre-creates the gRPC series of every method of s at zero.
 func (m *Metrics) InitializeMetrics(s *grpc.Server) { m.grpc.InitializeMetrics(s) }

@@ -1,0 +1,38 @@
+package app
+
+import (
+	"context"
+	"time"
+
+	"github.com/opencoupon/coupon/internal/janitor"
+	"github.com/opencoupon/coupon/participant"
+)
+
+// barrierJanitor builds the job that cleans the shards' barrier tables
+// under a Redis lease, or nil when it is off.
+func (a *App) barrierJanitor() (*participant.LeasedJob, error) {
+	c := a.cfg.Barrier
+	if c.Interval <= 0 {
+		return nil, nil
+	}
+	j, err := janitor.New(janitor.Config{
+		Retention: c.Retention, MaxAge: c.MaxAge, Batch: c.Batch,
+		Coordinator: c.Coordinator, UnknownFinished: c.UnknownFinished, Now: a.cfg.Now,
+	}, a.store.ShardDBs()...)
+	if err != nil {
+		return nil, err
+	}
+	round := func(ctx context.Context) error {
+		st, err := j.RunOnce(ctx)
+		a.metrics.ObserveBarrierJanitor(st.DeletedFinished, st.DeletedExpired, st.KeptUnknown, st.OldestAge)
+		if st.Deleted > 0 {
+			a.log.InfoContext(ctx, "barrier janitor", "deleted_finished", st.DeletedFinished, "deleted_expired", st.DeletedExpired,
+				"kept", st.Kept, "kept_unknown", st.KeptUnknown, "oldest_age", st.OldestAge.String())
+		}
+		return err
+	}
+	return participant.NewLeasedJob(a.svc, "barrier-janitor", c.Interval, 10*time.Minute, round), nil
+}
+
+// BarrierJanitor is the barrier janitor's job, nil when it is off.
+func (a *App) BarrierJanitor() *participant.LeasedJob { return a.janitor }
