@@ -45,7 +45,7 @@ func TestMainRunsEveryScenario(t *testing.T) {
 		"claim    scenario=many ", "claim    scenario=hot ", "claim    scenario=soldout ",
 		"read     scenario=get ", "read     scenario=list ", "baseline scenario=baseline ",
 		"verify   scenario=many ", "verify   scenario=hot ", "verify   scenario=soldout ", "verify   scenario=list ",
-		"ratio service/baseline=", "rss_peak=",
+		"ratio hot/baseline=", "ratio get/health=", "ratio soldout/health=", "rss_peak=",
 	} {
 		if !strings.Contains(out.String(), want) {
 			t.Errorf("output lacks %q", want)

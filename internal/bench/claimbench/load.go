@@ -42,6 +42,10 @@ type Result struct {
 	RSSPeakMB float64 `json:"rss_peak_mb,omitempty"`
 	// Pool is the baseline's MySQL pool per shard database.
 	Pool int `json:"pool,omitempty"`
+	// ServiceCPUus and MariaDBCPUus are the CPU time the service and
+	// MariaDB spent per measured call, in microseconds.
+	ServiceCPUus float64 `json:"service_cpu_us_per_op,omitempty"`
+	MariaDBCPUus float64 `json:"mariadb_cpu_us_per_op,omitempty"`
 }
 
 // phase is how long a scenario runs and with how many clients.
@@ -54,6 +58,8 @@ type phase struct {
 	attempts int64
 	// pid is the process whose RSS is sampled; 0 samples nothing.
 	pid int
+	// mariadb is MariaDB's pid, whose CPU time is measured; 0: not measured.
+	mariadb int
 }
 
 // unit performs one unit of load (one or a few calls) and records them.
@@ -71,6 +77,19 @@ func (ph phase) run(ctx context.Context, newUnit func(i int) unit) (*Result, err
 	var left atomic.Int64
 	left.Store(ph.attempts)
 	rss := sampleRSS(ph.pid)
+	// CPU is counted over the measured time only: sampled when the warmup ends.
+	var cpuFrom [2]float64
+	cpuTaken := make(chan struct{})
+	go func() {
+		defer close(cpuTaken)
+		if d := time.Until(from); d > 0 {
+			select {
+			case <-time.After(d):
+			case <-ctx.Done():
+			}
+		}
+		cpuFrom = [2]float64{cpuSeconds(ph.pid), cpuSeconds(ph.mariadb)}
+	}()
 	recs := make([]*recorder, ph.clients)
 	var wg sync.WaitGroup
 	for i := range ph.clients {
@@ -92,6 +111,8 @@ func (ph phase) run(ctx context.Context, newUnit func(i int) unit) (*Result, err
 	}
 	wg.Wait()
 	elapsed := time.Since(from)
+	cpuTo := [2]float64{cpuSeconds(ph.pid), cpuSeconds(ph.mariadb)}
+	<-cpuTaken
 	peak := rss()
 	if err := ctx.Err(); err != nil {
 		return nil, err
@@ -111,6 +132,14 @@ func (ph phase) run(ctx context.Context, newUnit func(i int) unit) (*Result, err
 	res.CallsPerSecond = float64(res.Calls) / elapsed.Seconds()
 	res.P50ms, res.P95ms, res.P99ms = h.quantile(0.50), h.quantile(0.95), h.quantile(0.99)
 	res.MaxMs = float64(h.max) / 1e6
+	if res.Calls > 0 {
+		if cpuFrom[0] > 0 {
+			res.ServiceCPUus = (cpuTo[0] - cpuFrom[0]) * 1e6 / float64(res.Calls)
+		}
+		if cpuFrom[1] > 0 {
+			res.MariaDBCPUus = (cpuTo[1] - cpuFrom[1]) * 1e6 / float64(res.Calls)
+		}
+	}
 	return res, nil
 }
 

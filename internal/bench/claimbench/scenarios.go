@@ -24,6 +24,7 @@ import (
 	"github.com/opencoupon/coupon/internal/auth"
 	couponredis "github.com/opencoupon/coupon/participant/redis"
 	couponv1 "github.com/opencoupon/coupon/proto/coupon/v1"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 )
 
 // bench is a run against one service: its clients, the service's stores
@@ -51,10 +52,11 @@ type bench struct {
 	created []int64 // templates, ended when the run ends
 
 	violations violations
+	mariadb    int // MariaDB's pid when it runs here, for CPU per claim
 }
 
 func open(ctx context.Context, o options) (_ *bench, err error) {
-	b := &bench{o: o, runID: "cb" + token(), userBase: rand.Int64N(1<<31) << 31}
+	b := &bench{o: o, runID: "cb" + token(), userBase: rand.Int64N(1<<31) << 31, mariadb: pidOf("mariadbd")}
 	defer func() {
 		if err != nil {
 			b.close()
@@ -182,7 +184,7 @@ func (b *bench) requestID() string {
 func (b *bench) newUser() int64 { return b.userBase + b.users.Add(1) }
 
 func (b *bench) phase() phase {
-	return phase{clients: b.o.concurrency, warmup: b.o.warmup, duration: b.o.duration, pid: b.o.pid}
+	return phase{clients: b.o.concurrency, warmup: b.o.warmup, duration: b.o.duration, pid: b.o.pid, mariadb: b.mariadb}
 }
 
 // createTemplates creates and approves n ACTIVE templates for a scenario.
@@ -336,6 +338,33 @@ func (b *bench) getTemplates(ctx context.Context) (*Result, error) {
 		return nil, err
 	}
 	res.Kind, res.Scenario = "read", scenarioGet
+	return res, nil
+}
+
+// health calls grpc.health.v1 Health/Check, the cheapest call the server
+// answers: the ceiling the reads and refusals are compared against, with
+// the same clients and connections.
+func (b *bench) health(ctx context.Context) (*Result, error) {
+	res, err := b.phase().run(ctx, func(i int) unit {
+		cli := healthpb.NewHealthClient(b.conns[i%len(b.conns)])
+		return func(ctx context.Context, rec *recorder) {
+			start := time.Now()
+			cctx, cancel := context.WithTimeout(ctx, b.o.timeout)
+			r, err := cli.Check(cctx, &healthpb.HealthCheckRequest{})
+			cancel()
+			if rec.observe(start, err) && err == nil {
+				if r.Status != healthpb.HealthCheckResponse_SERVING {
+					rec.fail("NOT_SERVING")
+					return
+				}
+				rec.ok++
+			}
+		}
+	})
+	if err != nil {
+		return nil, err
+	}
+	res.Kind, res.Scenario = "read", scenarioHealth
 	return res, nil
 }
 
