@@ -225,13 +225,13 @@ func Open(ctx context.Context, cfg Config, log *slog.Logger) (a *App, err error)
 
 	lim := newLimiter(cfg.RateLimit)
 	opts := []grpc.ServerOption{
-		grpc.StatsHandler(a.tracer.ServerHandler()),
 		grpc.MaxRecvMsgSize(orDefault(cfg.Limits.MaxRecvBytes, DefaultMaxRecvBytes)),
 		grpc.MaxSendMsgSize(orDefault(cfg.Limits.MaxSendBytes, DefaultMaxSendBytes)),
 		grpc.MaxHeaderListSize(uint32(orDefault(cfg.Limits.MaxHeaderBytes, DefaultMaxHeaderBytes))),
 		grpc.ChainUnaryInterceptor(
 			a.metrics.Unary(), // outermost: counts every outcome, refusals and panics included
 			a.recoverer,
+			tracing.WithCallTrace,
 			tracing.Annotate,
 			authn.Unary,
 			lim.unary(log),
@@ -243,6 +243,7 @@ func Open(ctx context.Context, cfg Config, log *slog.Logger) (a *App, err error)
 		),
 		grpc.ChainStreamInterceptor(a.metrics.Stream(), authn.Stream),
 	}
+	opts = append(opts, a.tracer.ServerOptions()...)
 	if creds != nil {
 		opts = append(opts, grpc.Creds(creds))
 	}

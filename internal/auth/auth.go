@@ -105,8 +105,7 @@ func Bearer(token string) string { return "Bearer " + token }
 // over a client certificate; an unknown token is refused even when a known
 // certificate comes with it.
 func (a *Authenticator) Authenticate(ctx context.Context) (*Caller, error) {
-	md, _ := metadata.FromIncomingContext(ctx)
-	if v := md.Get(Header); len(v) > 0 {
+	if v := metadata.ValueFromIncomingContext(ctx, Header); len(v) > 0 {
 		if len(v) > 1 {
 			return nil, refuse(participant.EUNAUTHENTICATED, "more than one authorization header")
 		}

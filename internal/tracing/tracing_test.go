@@ -54,3 +54,41 @@ func TestLogsCarryTraceAndBranchAndNoSecrets(t *testing.T) {
 		}
 	}
 }
+
+// TestLogsCarryTraceWithoutExport: with spans not exported, a call's log
+// lines still carry a trace id: the caller's W3C trace id when it sent one,
+// else one made for the call and the same on every line.
+func TestLogsCarryTraceWithoutExport(t *testing.T) {
+	var buf bytes.Buffer
+	log := slog.New(tracing.LogHandler(slog.NewJSONHandler(&buf, nil)))
+	call := func(md metadata.MD) []string {
+		buf.Reset()
+		ctx := metadata.NewIncomingContext(context.Background(), md)
+		_, err := tracing.WithCallTrace(ctx, nil, &grpc.UnaryServerInfo{}, func(ctx context.Context, _ any) (any, error) {
+			log.InfoContext(ctx, "one")
+			log.InfoContext(ctx, "two")
+			return nil, nil
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		var ids []string
+		for _, line := range strings.Split(strings.TrimSpace(buf.String()), "\n") {
+			var rec map[string]any
+			if err := json.Unmarshal([]byte(line), &rec); err != nil {
+				t.Fatal(err)
+			}
+			id, _ := rec["trace_id"].(string)
+			ids = append(ids, id)
+		}
+		return ids
+	}
+	ids := call(metadata.MD{})
+	if len(ids) != 2 || len(ids[0]) != 32 || ids[0] != ids[1] {
+		t.Fatalf("trace ids of one call = %q, want one 32-hex id twice", ids)
+	}
+	const sent = "4bf92f3577b34da6a3ce929d0e0e4736"
+	if ids := call(metadata.Pairs("traceparent", "00-"+sent+"-00f067aa0ba902b7-01")); ids[0] != sent {
+		t.Fatalf("trace id = %q, want the caller's %s", ids[0], sent)
+	}
+}
