@@ -66,8 +66,8 @@ type Coupons interface {
 	ByCode(ctx context.Context, userID int64, code string) (*Coupon, error)
 	ByID(ctx context.Context, userID, id int64) (*Coupon, error)
 	ListByUser(ctx context.Context, userID int64, f CouponFilter, p Page) ([]*Coupon, string, error)
-	// ListByUserAndBinds is ListByUser and, in the same query, the phones
-	// of the user's unfinished binds (see Phones).
+	// ListByUserAndBinds is ListByUser and the phones of the user's
+	// unfinished binds (see Phones), in one query in the common case.
 	ListByUserAndBinds(ctx context.Context, userID int64, f CouponFilter, p Page) ([]*Coupon, string, []Phone, error)
 	ListByTemplate(ctx context.Context, templateID int64, f CouponFilter, p Page) ([]*Coupon, string, error)
 	// Issued counts every coupon of the template across all shards.

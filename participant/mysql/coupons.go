@@ -5,7 +5,6 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
-	"sort"
 	"strconv"
 	"strings"
 	"time"
@@ -144,21 +143,32 @@ func (s *Store) ListByUser(ctx context.Context, userID int64, f participant.Coup
 	return cs, next, err
 }
 
-// ListByUserAndBinds is ListByUser with the user's bind intents, in one
-// query: the page, and one extra row per intent (its phone in the last
-// column, which is empty on coupon rows).
+// ListByUserAndBinds is ListByUser with the user's bind intents. The page
+// carries, in the same query, whether the user has any (an uncorrelated
+// EXISTS, evaluated once); only a user with an intent, or with no coupon
+// on the page, costs a second lookup of bind_intent.
 func (s *Store) ListByUserAndBinds(ctx context.Context, userID int64, f participant.CouponFilter, p participant.Page) ([]*participant.Coupon, string, []participant.Phone, error) {
-	return s.listByUser(ctx, userID, f, p, true)
+	cs, next, binding, err := s.listByUser(ctx, userID, f, p, true)
+	if err != nil || (!binding && len(cs) > 0) {
+		return cs, next, nil, err
+	}
+	phones, err := s.BindIntents(ctx, userID)
+	return cs, next, phones, err
 }
 
-func (s *Store) listByUser(ctx context.Context, userID int64, f participant.CouponFilter, p participant.Page, binds bool) ([]*participant.Coupon, string, []participant.Phone, error) {
+func (s *Store) listByUser(ctx context.Context, userID int64, f participant.CouponFilter, p participant.Page, binds bool) ([]*participant.Coupon, string, bool, error) {
 	after, err := afterID(p.After)
 	if err != nil {
-		return nil, "", nil, err
+		return nil, "", false, err
 	}
 	sh := s.ShardOf(userID)
-	q := `SELECT ` + couponCols + `, '' AS bind_phone FROM coupon_` + sh.Suffix() + ` WHERE user_id = ?`
-	args := []any{userID}
+	var args []any
+	q := `SELECT ` + couponCols + `, FALSE FROM coupon_` + sh.Suffix() + ` WHERE user_id = ?`
+	if binds {
+		q = `SELECT ` + couponCols + `, EXISTS(SELECT 1 FROM bind_intent_` + sh.Suffix() + ` WHERE user_id = ?) FROM coupon_` + sh.Suffix() + ` WHERE user_id = ?`
+		args = append(args, userID)
+	}
+	args = append(args, userID)
 	if f.TemplateID > 0 {
 		q += " AND template_id = ?"
 		args = append(args, f.TemplateID)
@@ -172,41 +182,31 @@ func (s *Store) listByUser(ctx context.Context, userID int64, f participant.Coup
 	}
 	q += " ORDER BY id DESC LIMIT ?"
 	args = append(args, p.Size+1)
-	if binds {
-		q = `(` + q + `) UNION ALL (SELECT 0, '', 0, 0, user_id, '', 0, created_at, created_at, '', 0, NULL, '', '', NULL, phone
- FROM bind_intent_` + sh.Suffix() + ` WHERE user_id = ?)`
-		args = append(args, userID)
-	}
 	rows, err := sh.DB.QueryContext(ctx, q, args...)
 	if err != nil {
-		return nil, "", nil, wrap("list user coupons", err)
+		return nil, "", false, wrap("list user coupons", err)
 	}
 	defer rows.Close()
 	var out []*participant.Coupon
-	var phones []participant.Phone
+	binding := false
 	for rows.Next() {
-		var phone string
-		c, err := scanCouponAnd(rows, &phone)
+		var b bool
+		c, err := scanCouponAnd(rows, &b)
 		if err != nil {
-			return nil, "", nil, wrap("list user coupons", err)
+			return nil, "", false, wrap("list user coupons", err)
 		}
-		if phone != "" {
-			phones = append(phones, participant.Phone(phone))
-			continue
-		}
+		binding = binding || b
 		out = append(out, c)
 	}
 	if err := rows.Err(); err != nil {
-		return nil, "", nil, wrap("list user coupons", err)
+		return nil, "", false, wrap("list user coupons", err)
 	}
-	// A union keeps no order of its parts.
-	sort.Slice(out, func(i, j int) bool { return out[i].ID > out[j].ID })
 	next := ""
 	if len(out) > p.Size {
 		out = out[:p.Size]
 		next = strconv.FormatInt(out[len(out)-1].ID, 10)
 	}
-	return out, next, phones, nil
+	return out, next, binding, nil
 }
 
 func (s *Store) list(ctx context.Context, db *sql.DB, q string, args []any) ([]*participant.Coupon, error) {
