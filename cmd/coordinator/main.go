@@ -23,6 +23,8 @@ import (
 	"github.com/spf13/viper"
 
 	"github.com/opencoupon/coupon/coordinator"
+
+	_ "github.com/opencoupon/coupon/internal/dtmlevel" // before the DTM logger reads LOG_LEVEL
 )
 
 func main() {

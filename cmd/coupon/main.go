@@ -20,6 +20,8 @@ import (
 	"syscall"
 
 	"github.com/opencoupon/coupon/internal/app"
+
+	_ "github.com/opencoupon/coupon/internal/dtmlevel" // before the DTM logger reads LOG_LEVEL
 )
 
 // command is one subcommand: what it is for (one line for usage) and what runs it.

@@ -117,7 +117,7 @@ start_coordinator() {
 # bench_tcc STORE: coupon bench tcc against the running coordinator.
 bench_tcc() {
 	echo "== coupon bench tcc, $1 store (coordinator $DTM_GRPC)"
-	# LOG_LEVEL: the DTM client complains at start when it is unset.
+	# LOG_LEVEL=ERROR: the benchmark client counts refusals; the DTM client would log each.
 	LOG_LEVEL=ERROR "$BIN/coupon" bench tcc --dtm "$DTM_GRPC" --store "$1" \
 		--mysql "root@tcp($MYSQL_HOST:$MYSQL_PORT)/" "${TCC_ARGS[@]}"
 	echo

@@ -29,6 +29,8 @@ import (
 
 	"github.com/opencoupon/coupon/examples/shop"
 	"github.com/opencoupon/coupon/internal/janitor"
+
+	_ "github.com/opencoupon/coupon/internal/dtmlevel" // before the DTM logger reads LOG_LEVEL
 )
 
 func main() {
