@@ -64,7 +64,7 @@ func (s *Service) idempotent(ctx context.Context, requestID, fp string, template
 			return nil, err
 		}
 		if held == nil {
-			if s.mayHaveLost(since) {
+			if s.mayHaveLost(since, templateID) {
 				if c, err := replay(); c != nil || err != nil {
 					return c, err
 				}
@@ -109,7 +109,7 @@ func (s *Service) idempotent(ctx context.Context, requestID, fp string, template
 			return nil, Unavailable("wait for the same request in flight", err)
 		}
 	}
-	c, err := issue(s.mayHaveLost(since))
+	c, err := issue(s.mayHaveLost(since, templateID))
 	if err != nil {
 		// Definitely not issued, or unknown (a retry then finds the coupon
 		// at the insert): either way a retry may start afresh.
@@ -122,10 +122,23 @@ func (s *Service) idempotent(ctx context.Context, requestID, fp string, template
 	return c, nil
 }
 
-// mayHaveLost reports whether a request ID found unmarked in a bucket
-// that began holding markers at since could have been marked before and
-// lost with Redis's data within the marker TTL.
-func (s *Service) mayHaveLost(since time.Time) bool { return time.Since(since) < s.cfg.RequestDoneTTL }
+// mayHaveLost reports whether a request ID for the template, found unmarked
+// in a bucket that began holding markers at since, could have been marked
+// before and lost with Redis's data within the marker TTL. No coupon of a
+// template created after the bucket's birth can be older than the bucket,
+// so such a template's refusals need no replay read (sold-out storms hit
+// new templates); bornSkew allows for the clocks of the replicas that
+// stamped the two times.
+func (s *Service) mayHaveLost(since time.Time, templateID int64) bool {
+	if time.Since(since) >= s.cfg.RequestDoneTTL {
+		return false
+	}
+	t := s.templates.cached(templateID)
+	return t == nil || !t.CreatedAt.After(since.Add(bornSkew))
+}
+
+// bornSkew bounds the disagreement of two replicas' clocks.
+const bornSkew = 10 * time.Second
 
 // replay returns the coupon an earlier call with the same request ID made.
 // A request ID is unique per coupon table, whoever's: one held by another

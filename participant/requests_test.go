@@ -105,6 +105,72 @@ func TestSoldOutFromMemory(t *testing.T) {
 	}
 }
 
+// setBorn makes every request-marker bucket look born at the given time.
+func (e *env) setBorn(t *testing.T, at time.Time) {
+	t.Helper()
+	for b := range 64 {
+		if err := e.srv.App.Redis().Set(ctxT(t), fmt.Sprintf("%sreq:{%d}:born", e.srv.Prefix, b), at.UnixMilli(), 0).Err(); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+// TestSoldOutReplayOnlyForOlderTemplates: within the marker TTL of a
+// bucket's birth, a refusal replays only for a template that existed
+// before the birth (its coupons' markers may have been lost); a template
+// created after it cannot have an older coupon, so its sold-out storm
+// costs no MySQL read, while a retry of its own successful claim still
+// gets the coupon.
+func TestSoldOutReplayOnlyForOlderTemplates(t *testing.T) {
+	e := newEnv(t)
+	coupons := &countingCoupons{Coupons: e.store}
+	svc := e.service(t, 2, func(d *participant.Deps, cfg *participant.Config) {
+		d.Coupons = coupons
+		cfg.SoldOutRecheck = time.Hour
+	})
+	storm := func(tplID int64, prefix string) int64 {
+		t.Helper()
+		before := coupons.byRequest.Load()
+		for i := range 10 {
+			_, err := svc.Claim(ctxT(t), participant.ClaimRequest{RequestID: fmt.Sprintf("%s-%d", prefix, i), UserID: int64(100 + i), TemplateID: tplID})
+			if participant.ErrorReason(err) != participant.ReasonSoldOut {
+				t.Fatalf("storm claim = %v, want SOLD_OUT", err)
+			}
+		}
+		return coupons.byRequest.Load() - before
+	}
+
+	// Buckets born a minute ago (Redis restarted), template created now.
+	e.setBorn(t, time.Now().Add(-time.Minute))
+	fresh := e.template(t, 1, 1, 48*time.Hour, 0)
+	first, err := svc.Claim(ctxT(t), participant.ClaimRequest{RequestID: "new-1", UserID: 1, TemplateID: fresh.Id})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n := storm(fresh.Id, "new-storm"); n != 0 {
+		t.Fatalf("%d replay reads refusing a template newer than the buckets", n)
+	}
+	again, err := svc.Claim(ctxT(t), participant.ClaimRequest{RequestID: "new-1", UserID: 1, TemplateID: fresh.Id})
+	if err != nil || again.ID != first.ID {
+		t.Fatalf("retry of the successful claim = %v, %v; want coupon %d", again, err, first.ID)
+	}
+
+	// A template older than the buckets: its refusals must look.
+	old := e.template(t, 1, 1, 48*time.Hour, 0)
+	if _, err := svc.Claim(ctxT(t), participant.ClaimRequest{RequestID: "old-1", UserID: 2, TemplateID: old.Id}); err != nil {
+		t.Fatal(err)
+	}
+	e.setBorn(t, time.Now())
+	if n := storm(old.Id, "old-storm"); n != 10 {
+		t.Fatalf("%d replay reads refusing a template older than the buckets, want 10", n)
+	}
+	testenv.DeleteKeys(t, e.srv.App.Redis(), e.srv.Prefix+"req:")
+	lost, err := svc.Claim(ctxT(t), participant.ClaimRequest{RequestID: "old-1", UserID: 2, TemplateID: old.Id})
+	if err != nil || lost.UserID != 2 {
+		t.Fatalf("retry after Redis lost its markers = %v, %v; want user 2's coupon", lost, err)
+	}
+}
+
 // TestDeadClaimIsTakenOver: a claim that marked its request ID and died
 // before writing blocks its retries only for the in-flight TTL; a retry
 // then takes the mark over and issues the coupon, once.

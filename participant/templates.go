@@ -103,6 +103,17 @@ func (c *templateCache) Get(ctx context.Context, id int64) (*Template, *Campaign
 	return e.Template, e.Campaign, nil
 }
 
+// cached is the template held in memory, if any, without loading it or
+// counting a hit.
+func (c *templateCache) cached(id int64) *Template {
+	c.mu.RLock()
+	defer c.mu.RUnlock()
+	if e := c.m[id]; e != nil {
+		return e.Template
+	}
+	return nil
+}
+
 func (c *templateCache) reloadAsync(id int64) {
 	c.mu.Lock()
 	e := c.m[id]

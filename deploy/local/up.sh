@@ -2,7 +2,9 @@
 # Starts the local stack (make up runs it once bin/ is built): MariaDB and
 # Redis through deps.sh, migrations, then each service below in the
 # background, returning once every one answers its health URL. A service whose
-# recorded pid still runs is left alone. Logs and pids: .run/NAME.log, .run/NAME.pid.
+# recorded pid still runs is left alone, unless its binary was rebuilt since it
+# started (make bench after a change must not measure the old build): that one
+# is stopped and started again. Logs and pids: .run/NAME.log, .run/NAME.pid.
 set -euo pipefail
 # shellcheck source-path=SCRIPTDIR source=lib.sh
 . "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
@@ -55,6 +57,11 @@ start() {
 	local pidfile=$RUN/$name.pid log=$RUN/$name.log
 	read -ra cmd <<<"$2"
 	pid=$(cat "$pidfile" 2>/dev/null) || pid=
+	# /proc/PID/exe is the build the process runs, even after go build replaced the file.
+	if recorded "$pid" "$pidfile" && ! cmp -s "/proc/$pid/exe" "${cmd[0]}"; then
+		echo "$PROG: ${cmd[0]} was rebuilt since $name (pid $pid) started; restarting it"
+		stop_pids 20 "$pid"
+	fi
 	if ! recorded "$pid" "$pidfile"; then
 		if healthy "$url"; then
 			die "$url already answers, from a $name that up.sh did not start; stop it first"
