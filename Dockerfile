@@ -5,7 +5,7 @@
 #   docker build -t opencoupon/coupon .
 #   docker run --rm opencoupon/coupon --help
 # Not built on the development machine (it has no Docker engine); see
-# docs/operations.md.
+# the README's operations guide.
 
 FROM golang:1.26-bookworm AS build
 WORKDIR /src

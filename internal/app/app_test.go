@@ -153,7 +153,7 @@ func TestCallersAndRoles(t *testing.T) {
 // forwards it to the Try and the Confirm and the coupon ends USED; without
 // it, or with a caller lacking the order role, the Try is refused and the
 // transaction rolls back. (Its Cancel is refused as well: DTM keeps the
-// transaction aborting until the credential is fixed. docs/operations.md
+// transaction aborting until the credential is fixed; the README
 // says so.)
 func TestTCCWithBranchHeaders(t *testing.T) {
 	dtm := dtmtest.Start(t)
