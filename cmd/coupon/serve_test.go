@@ -75,9 +75,9 @@ func TestSIGTERMUnderClaimLoad(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	grpcAddr, opsAddr := freeAddr(t), freeAddr(t)
+	grpcAddr, opsAddr, httpAddr := freeAddr(t), freeAddr(t), freeAddr(t)
 	env := append(os.Environ(),
-		"COUPON_GRPC_ADDR="+grpcAddr, "COUPON_OPS_ADDR="+opsAddr,
+		"COUPON_GRPC_ADDR="+grpcAddr, "COUPON_OPS_ADDR="+opsAddr, "COUPON_HTTP_ADDR="+httpAddr,
 		"COUPON_MYSQL_MAIN_DSN="+mainDSN, "COUPON_MYSQL_SHARD_DSNS="+strings.Join(shards, ","),
 		"COUPON_MYSQL_TABLES_PER_SHARD=4", "COUPON_MYSQL_MAX_OPEN_CONNS=8", "COUPON_MYSQL_MAX_IDLE_CONNS=8",
 		"COUPON_REDIS_ADDRS="+testenv.RedisAddr(), "COUPON_REDIS_KEY_PREFIX="+prefix, "COUPON_REDIS_POOL_SIZE=32",
@@ -108,6 +108,11 @@ func TestSIGTERMUnderClaimLoad(t *testing.T) {
 		}
 	})
 	testenv.Eventually(t, 60*time.Second, "the service ready on /readyz", func() bool {
+		select {
+		case err := <-exited:
+			t.Fatalf("coupon serve exited before it was ready: %v", err)
+		default:
+		}
 		resp, err := http.Get("http://" + opsAddr + "/readyz")
 		if err != nil {
 			return false
