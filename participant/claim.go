@@ -190,7 +190,8 @@ func (s *Service) claim(ctx context.Context, r ClaimRequest, maybeIssued bool) (
 // ErrDuplicateRequest and is answered with the earlier coupon, or with
 // REQUEST_ID_CONFLICT when another claim made it.
 func (s *Service) issue(ctx context.Context, r ClaimRequest) (*Coupon, error) {
-	now := s.now().UTC()
+	// MySQL keeps microseconds: the first answer must equal its replays.
+	now := s.now().UTC().Truncate(time.Microsecond)
 	t, err := s.claimable(ctx, r.TemplateID, now)
 	if err != nil {
 		return nil, err

@@ -154,6 +154,9 @@ func TestSoldOutReplayOnlyForOlderTemplates(t *testing.T) {
 	if err != nil || again.ID != first.ID {
 		t.Fatalf("retry of the successful claim = %v, %v; want coupon %d", again, err, first.ID)
 	}
+	if !again.ClaimedAt.Equal(first.ClaimedAt) || !again.ExpireAt.Equal(first.ExpireAt) {
+		t.Fatalf("retry answered claimed %v expiring %v, the first answer %v and %v", again.ClaimedAt, again.ExpireAt, first.ClaimedAt, first.ExpireAt)
+	}
 
 	// A template older than the buckets: its refusals must look.
 	old := e.template(t, 1, 1, 48*time.Hour, 0)
