@@ -14,6 +14,8 @@ import (
 	"sync"
 	"syscall"
 	"time"
+
+	"github.com/opencoupon/coupon/internal/freeport"
 )
 
 // process is one child of the stack (a server binary) that can be killed and
@@ -154,15 +156,9 @@ func tail(file string, n int64) string {
 	return string(b)
 }
 
-// freePort returns a loopback port that was free a moment ago.
-func freePort() (int, error) {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return 0, fmt.Errorf("find a free port: %w", err)
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port, nil
-}
+// freePort returns a loopback port for a child that is told its port
+// before it starts; see internal/freeport for why not port 0.
+func freePort() (int, error) { return freeport.Port() }
 
 func addr(port int) string { return "127.0.0.1:" + strconv.Itoa(port) }
 

@@ -21,6 +21,7 @@ import (
 	"github.com/opencoupon/coupon/examples/shop"
 	shopv1 "github.com/opencoupon/coupon/examples/shop/proto/shop/v1"
 	"github.com/opencoupon/coupon/internal/auth"
+	"github.com/opencoupon/coupon/internal/freeport"
 	"github.com/opencoupon/coupon/internal/testenv"
 )
 
@@ -106,16 +107,14 @@ func (e *env) dial(tb testing.TB, addr string) {
 	e.Payments = shopv1.NewPaymentServiceClient(conn)
 }
 
-// unreachable returns a loopback address where nothing listens (a free
-// port, for now).
+// unreachable returns a loopback address where nothing listens: a port
+// below the ephemeral range that freeport reserved, so no one binds it.
 func unreachable(tb testing.TB) string {
 	tb.Helper()
-	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	addr, err := freeport.Addr()
 	if err != nil {
 		tb.Fatal(err)
 	}
-	addr := lis.Addr().String()
-	_ = lis.Close()
 	return addr
 }
 

@@ -20,6 +20,7 @@ import (
 
 	"github.com/opencoupon/coupon/internal/app"
 	"github.com/opencoupon/coupon/internal/coupontest"
+	"github.com/opencoupon/coupon/internal/freeport"
 	"github.com/opencoupon/coupon/internal/testenv"
 	couponv1 "github.com/opencoupon/coupon/proto/coupon/v1"
 )
@@ -171,12 +172,10 @@ func startRedis(t *testing.T) *redisServer {
 	if err != nil {
 		t.Fatalf("redis-server not installed (deploy/local/deps.sh installs it): %v", err)
 	}
-	l, err := net.Listen("tcp", "127.0.0.1:0")
+	port, err := freeport.Port()
 	if err != nil {
 		t.Fatal(err)
 	}
-	port := l.Addr().(*net.TCPAddr).Port
-	l.Close()
 	dir := t.TempDir()
 	cmd := exec.Command(bin, "--bind", "127.0.0.1", "--port", strconv.Itoa(port), "--save", "", "--appendonly", "no",
 		"--dir", dir, "--logfile", filepath.Join(dir, "redis.log"))

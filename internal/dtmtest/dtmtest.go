@@ -17,7 +17,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -26,6 +25,7 @@ import (
 
 	"github.com/go-sql-driver/mysql"
 
+	"github.com/opencoupon/coupon/internal/freeport"
 	"github.com/opencoupon/coupon/internal/testenv"
 	"github.com/opencoupon/coupon/sql/dtmstore"
 )
@@ -311,15 +311,15 @@ func splitAddr(tb testing.TB, addr string) (host, port string) {
 	return host, port
 }
 
-// freeAddr returns a loopback address whose port was free a moment ago.
+// freeAddr returns a loopback address for the coordinator, which is told
+// its ports before it starts; see internal/freeport for why not port 0.
 func freeAddr(tb testing.TB) string {
 	tb.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
+	a, err := freeport.Addr()
 	if err != nil {
-		tb.Fatalf("find a free port: %v", err)
+		tb.Fatal(err)
 	}
-	defer l.Close()
-	return "127.0.0.1:" + strconv.Itoa(l.Addr().(*net.TCPAddr).Port)
+	return a
 }
 
 var build struct {
