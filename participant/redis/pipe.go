@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"strings"
+	"sync"
 
 	goredis "github.com/redis/go-redis/v9"
 )
@@ -27,21 +28,49 @@ type pipeOp struct {
 	done  chan struct{}
 }
 
+// errClosed answers a call made after Close; it was never sent.
+var errClosed = errors.New("redis adapter closed")
+
+// The channel of queued calls is never closed: a call may race Close (a
+// background give-back outliving a shutdown did, and the send panicked).
+// Close closes quit instead; the workers send what is queued and stop,
+// and a call still waiting after they stopped was never sent.
 type pipe struct {
-	rdb goredis.UniversalClient
-	ch  chan *pipeOp
+	rdb     goredis.UniversalClient
+	ch      chan *pipeOp
+	quit    chan struct{}
+	stopped chan struct{}
+	close   sync.Once
 }
 
 func newPipe(rdb goredis.UniversalClient) *pipe {
-	p := &pipe{rdb: rdb, ch: make(chan *pipeOp, pipeQueue)}
+	p := &pipe{rdb: rdb, ch: make(chan *pipeOp, pipeQueue), quit: make(chan struct{}), stopped: make(chan struct{})}
+	var wg sync.WaitGroup
 	for range pipeWorkers {
-		go p.run()
+		wg.Go(p.run)
 	}
+	go func() { wg.Wait(); close(p.stopped) }()
 	return p
 }
 
+// shut stops the workers once the calls queued so far are answered.
+func (p *pipe) shut() {
+	p.close.Do(func() { close(p.quit) })
+	<-p.stopped
+}
+
 func (p *pipe) run() {
-	for first := range p.ch {
+	for {
+		var first *pipeOp
+		select {
+		case first = <-p.ch:
+		case <-p.quit:
+			select {
+			case first = <-p.ch: // drain what was queued before Close
+			default:
+				return
+			}
+		}
 		ops := []*pipeOp{first}
 	fill:
 		for len(ops) < pipeMax {
@@ -80,12 +109,32 @@ func (p *pipe) do(ctx context.Context, build func(goredis.Pipeliner) goredis.Cmd
 		cmd.SetErr(ctx.Err())
 		return cmd
 	}
+	closed := func() goredis.Cmder {
+		cmd := goredis.NewCmd(ctx)
+		cmd.SetErr(errClosed)
+		return cmd
+	}
+	select {
+	case <-p.quit:
+		return closed()
+	default:
+	}
 	select {
 	case p.ch <- op:
 	case <-ctx.Done():
 		return gaveUp()
+	case <-p.quit:
+		return closed()
 	}
-	<-op.done
+	select {
+	case <-op.done:
+	case <-p.stopped:
+		select {
+		case <-op.done: // answered by the last batch
+		default:
+			return closed() // queued after the workers' last look: never sent
+		}
+	}
 	if err := op.cmd.Err(); err != nil && retry != nil && isNoScript(err) {
 		return retry()
 	}

@@ -40,8 +40,10 @@ func New(rdb goredis.UniversalClient, prefix string) *Adapter {
 	return &Adapter{Stock: &Stock{c}, Requests: &Requests{c}, Leases: &Leases{c}, Blobs: &Blobs{c}, pipe: c.pipe}
 }
 
-// Close stops the pipeline workers; no call may be in flight or follow.
-func (a *Adapter) Close() { close(a.pipe.ch) }
+// Close answers the calls queued so far and stops the pipeline workers; a
+// call that follows (a background give-back outliving shutdown) fails with
+// an Unavailable error without being sent. Close before closing the client.
+func (a *Adapter) Close() { a.pipe.shut() }
 
 // conn is what the adapters share.
 type conn struct {

@@ -162,3 +162,63 @@ func TestBreakerFailsFastWhileRedisHangs(t *testing.T) {
 		return err == nil
 	})
 }
+
+// TestCallsRacingClose: calls that race Close — a background give-back
+// outliving shutdown did, and the send on the closed queue panicked — are
+// either answered or fail without being sent, so the counters account for
+// exactly the calls that answered OK.
+func TestCallsRacingClose(t *testing.T) {
+	prefix := testenv.Unique(t) + ":"
+	rdb := testenv.MustRedis(t, prefix)
+	r := couponredis.New(rdb, prefix)
+	ctx := ctxT(t)
+	const tpl, k, total = 9, 4, 1_000_000
+	if err := r.Stock.Set(ctx, tpl, k, total); err != nil {
+		t.Fatal(err)
+	}
+	type tally struct{ taken, given int64 }
+	results := make(chan tally)
+	started := make(chan struct{}, 16)
+	for range 16 {
+		go func() {
+			var n tally
+			defer func() { results <- n }()
+			for i := 0; ; i++ {
+				tk, err := r.Stock.Take(ctx, tpl, k, uint64(i))
+				if err != nil {
+					return
+				}
+				n.taken++
+				if i == 10 {
+					started <- struct{}{}
+				}
+				if err := r.Stock.Give(ctx, tk); err != nil {
+					return
+				}
+				n.given++
+			}
+		}()
+	}
+	for range 16 {
+		<-started
+	}
+	r.Close()
+	var sum tally
+	for range 16 {
+		n := <-results
+		sum.taken += n.taken
+		sum.given += n.given
+	}
+	if _, err := r.Stock.Take(ctx, tpl, k, 1); err == nil {
+		t.Fatal("Take after Close answered OK")
+	}
+	probe := couponredis.New(rdb, prefix)
+	t.Cleanup(probe.Close)
+	got, ok, err := probe.Stock.Remaining(ctx, tpl, k)
+	if err != nil || !ok {
+		t.Fatalf("Remaining = %v, %v", ok, err)
+	}
+	if want := total - sum.taken + sum.given; got != want {
+		t.Fatalf("remaining %d after %d takes and %d gives answered OK, want %d", got, sum.taken, sum.given, want)
+	}
+}
