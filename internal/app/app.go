@@ -151,6 +151,9 @@ type App struct {
 	metrics *metrics.Metrics
 	tracer  *tracing.Provider
 	opsHTTP *http.Server
+	// detached counts handlers answered at their deadline that still run;
+	// Close waits for them before it closes the pools they use.
+	detached sync.WaitGroup
 }
 
 // Open connects to MySQL and Redis and builds the servers.
@@ -280,11 +283,26 @@ func (a *App) Metrics() *metrics.Metrics { return a.metrics }
 // Close releases the connections, after Serve has returned: claim batches
 // still queued are written first, then the pools close.
 func (a *App) Close() error {
+	a.awaitDetached(orDefault(a.cfg.Shutdown.Timeout, 10*time.Second))
 	err := a.store.Close() // drains the claim batches first
 	a.redis.Close()
 	sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	return errors.Join(err, a.rdb.Close(), a.tracer.Shutdown(sctx))
+}
+
+// awaitDetached waits up to timeout for the handlers that were answered at
+// their deadline and still run (a claim waiting for Redis), so that they
+// finish their work — write the coupon or give the stock back — before the
+// pools close. Past timeout the stores refuse them as not written.
+func (a *App) awaitDetached(timeout time.Duration) {
+	done := make(chan struct{})
+	go func() { a.detached.Wait(); close(done) }()
+	select {
+	case <-done:
+	case <-time.After(timeout):
+		a.log.Warn("handlers past their deadline still running at close; their writes will be refused", "timeout", timeout)
+	}
 }
 
 // Serve listens on the configured addresses and serves until ctx is done,

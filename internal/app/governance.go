@@ -102,7 +102,9 @@ func (a *App) deadline(ctx context.Context, req any, info *grpc.UnaryServerInfo,
 		err  error
 	}
 	done := make(chan result, 1)
+	a.detached.Add(1)
 	go func() {
+		defer a.detached.Done()
 		defer cancel()
 		defer func() {
 			if r := recover(); r != nil {

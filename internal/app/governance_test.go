@@ -2,6 +2,7 @@ package app_test
 
 import (
 	"context"
+	"fmt"
 	"net"
 	"net/http"
 	"os"
@@ -139,7 +140,6 @@ func TestDeadlineOnSlowDependency(t *testing.T) {
 	if code := readyz(t, srv); code != http.StatusServiceUnavailable {
 		t.Fatalf("/readyz with Redis paused: %d, want 503", code)
 	}
-
 	redis.signal(t, syscall.SIGCONT)
 	stopped = false
 	testenv.Eventually(t, 20*time.Second, "health SERVING again", serving(healthpb.HealthCheckResponse_SERVING))
@@ -147,6 +147,38 @@ func TestDeadlineOnSlowDependency(t *testing.T) {
 		t.Fatalf("/readyz with Redis back: %d, want 200", code)
 	}
 	claim(t, srv, tpl.Id, 44)
+}
+
+// TestRedisDown kills a Redis of the test's own: the cached template is
+// still read from memory, claims fail with Unavailable rather than going on
+// to MySQL, no coupon is written, and claims work again once Redis is back
+// (its counters rebuilt from MySQL).
+func TestRedisDown(t *testing.T) {
+	redis := startRedis(t)
+	srv := coupontest.Start(t, func(c *app.Config) {
+		c.Redis.Addrs = []string{redis.addr}
+		c.ReadinessInterval = 100 * time.Millisecond
+	})
+	tpl := template(t, srv, 100)
+	claim(t, srv, tpl.Id, 42)
+	ctx := ctxT(t)
+	redis.kill(t)
+	if _, err := srv.Coupons.GetTemplate(ctx, &couponv1.GetTemplateRequest{TemplateId: tpl.Id}); err != nil {
+		t.Fatalf("GetTemplate with Redis down: %v, want it served from memory", err)
+	}
+	for i := range 20 {
+		_, err := srv.Coupons.ClaimCoupon(ctx, &couponv1.ClaimCouponRequest{RequestId: fmt.Sprintf("down-%d", i), UserId: 43, TemplateId: tpl.Id})
+		wantRefused(t, "claim with Redis down", err, codes.Unavailable, "UNAVAILABLE")
+	}
+	list, err := srv.Coupons.ListUserCoupons(ctx, &couponv1.ListUserCouponsRequest{UserId: 43})
+	if err != nil || len(list.Coupons) != 0 {
+		t.Fatalf("user 43's coupons after refused claims = %v, %v; want none", list.GetCoupons(), err)
+	}
+	redis.restart(t)
+	testenv.Eventually(t, 20*time.Second, "a claim to succeed with Redis back", func() bool {
+		_, err := srv.Coupons.ClaimCoupon(ctx, &couponv1.ClaimCouponRequest{RequestId: "back-1", UserId: 43, TemplateId: tpl.Id})
+		return err == nil
+	})
 }
 
 func readyz(t *testing.T, srv *coupontest.Server) int {
@@ -163,6 +195,8 @@ func readyz(t *testing.T, srv *coupontest.Server) int {
 // nothing on disk.
 type redisServer struct {
 	addr string
+	bin  string
+	dir  string
 	cmd  *exec.Cmd
 }
 
@@ -176,18 +210,21 @@ func startRedis(t *testing.T) *redisServer {
 	if err != nil {
 		t.Fatal(err)
 	}
-	dir := t.TempDir()
-	cmd := exec.Command(bin, "--bind", "127.0.0.1", "--port", strconv.Itoa(port), "--save", "", "--appendonly", "no",
-		"--dir", dir, "--logfile", filepath.Join(dir, "redis.log"))
-	if err := cmd.Start(); err != nil {
+	r := &redisServer{addr: "127.0.0.1:" + strconv.Itoa(port), bin: bin, dir: t.TempDir()}
+	t.Cleanup(func() { r.stop() })
+	r.restart(t)
+	return r
+}
+
+// restart starts the server (again, empty) on its port.
+func (r *redisServer) restart(t *testing.T) {
+	t.Helper()
+	_, port, _ := net.SplitHostPort(r.addr)
+	r.cmd = exec.Command(r.bin, "--bind", "127.0.0.1", "--port", port, "--save", "", "--appendonly", "no",
+		"--dir", r.dir, "--logfile", filepath.Join(r.dir, "redis.log"))
+	if err := r.cmd.Start(); err != nil {
 		t.Fatalf("start redis-server: %v", err)
 	}
-	t.Cleanup(func() {
-		_ = cmd.Process.Signal(syscall.SIGCONT)
-		_ = cmd.Process.Kill()
-		_ = cmd.Wait()
-	})
-	r := &redisServer{addr: "127.0.0.1:" + strconv.Itoa(port), cmd: cmd}
 	testenv.Eventually(t, 10*time.Second, "private redis-server answering", func() bool {
 		c, err := net.DialTimeout("tcp", r.addr, 100*time.Millisecond)
 		if err == nil {
@@ -195,7 +232,22 @@ func startRedis(t *testing.T) *redisServer {
 		}
 		return err == nil
 	})
-	return r
+}
+
+func (r *redisServer) stop() {
+	if r.cmd == nil {
+		return
+	}
+	_ = r.cmd.Process.Signal(syscall.SIGCONT)
+	_ = r.cmd.Process.Kill()
+	_ = r.cmd.Wait()
+	r.cmd = nil
+}
+
+// kill stops the server with SIGKILL: its data is gone.
+func (r *redisServer) kill(t *testing.T) {
+	t.Helper()
+	r.stop()
 }
 
 func (r *redisServer) signal(t *testing.T, sig os.Signal) {

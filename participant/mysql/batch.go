@@ -39,6 +39,7 @@ type batcher struct {
 }
 
 func (s *Store) startBatchers() {
+	s.quit, s.stopped = make(chan struct{}), make(chan struct{})
 	s.batchers = make([]*batcher, len(s.shards))
 	for i, db := range s.shards {
 		b := &batcher{db: db, queue: make(chan *claimJob, batchQueueSize)}
@@ -51,18 +52,28 @@ func (s *Store) startBatchers() {
 			}()
 		}
 	}
+	go func() { s.wg.Wait(); close(s.stopped) }()
 }
 
+// run writes batches until Close, then writes what is still queued and
+// returns.
 func (b *batcher) run(s *Store) {
-	for first := range b.queue {
+	for {
+		var first *claimJob
+		select {
+		case first = <-b.queue:
+		case <-s.quit:
+			select {
+			case first = <-b.queue:
+			default:
+				return
+			}
+		}
 		jobs := []*claimJob{first}
 	fill:
 		for len(jobs) < maxBatch {
 			select {
-			case j, ok := <-b.queue:
-				if !ok {
-					break fill
-				}
+			case j := <-b.queue:
 				jobs = append(jobs, j)
 			default:
 				break fill
@@ -77,14 +88,36 @@ func (s *Store) submit(ctx context.Context, cl participant.Claim) error {
 	sh := s.ShardOf(cl.Coupon.UserID)
 	j := &claimJob{ctx: ctx, claim: cl, table: sh.Table, done: make(chan error, 1)}
 	select {
+	case <-s.quit:
+		return participant.Unavailable("queue coupon write", errStoreClosed)
+	default:
+	}
+	select {
 	case s.batchers[sh.Index].queue <- j:
 	case <-ctx.Done():
 		return participant.Unavailable("queue coupon write", ctx.Err())
+	case <-s.quit:
+		return participant.Unavailable("queue coupon write", errStoreClosed)
 	}
 	// Once queued the job is written or failed by the batch; its outcome
-	// must be waited for, since the row may commit.
-	return <-j.done
+	// must be waited for, since the row may commit. A job still queued when
+	// the batchers have stopped was never sent.
+	select {
+	case err := <-j.done:
+		return err
+	case <-s.stopped:
+		select {
+		case err := <-j.done:
+			return err
+		default:
+			return participant.Unavailable("queue coupon write", errStoreClosed)
+		}
+	}
 }
+
+// errStoreClosed fails a claim that reached the store after Close; its
+// coupon was not written.
+var errStoreClosed = errors.New("store closed")
 
 func (s *Store) writeBatch(db *sql.DB, jobs []*claimJob) {
 	live := jobs[:0]

@@ -49,6 +49,13 @@ type Store struct {
 	perShard int
 	batchers []*batcher
 	wg       sync.WaitGroup
+	// quit ends the batchers; stopped is closed once they have all
+	// returned. The queues are never closed: a claim may race Close (a
+	// handler answered at its deadline still runs), and must then fail as
+	// not written rather than send on a closed channel.
+	quit     chan struct{}
+	stopped  chan struct{}
+	closeOne sync.Once
 	observe  func(size int)
 	smap     shardMap
 }
@@ -125,11 +132,12 @@ func Open(ctx context.Context, cfg Config) (*Store, error) {
 // Close stops the claim batchers (after the claims already queued) and
 // closes every pool.
 func (s *Store) Close() error {
-	for _, b := range s.batchers {
-		close(b.queue)
-	}
-	s.wg.Wait()
-	s.batchers = nil
+	s.closeOne.Do(func() {
+		if s.quit != nil {
+			close(s.quit)
+			<-s.stopped
+		}
+	})
 	var errs []error
 	if s.main != nil {
 		errs = append(errs, s.main.Close())
