@@ -55,6 +55,15 @@ func SourceKey(kind string, names ...string) string {
 
 func dbTime(us int64) string { return FromMicros(us).Format("2006-01-02 15:04:05.000000") }
 
+// The shop's ledgers are read by the day's updates, a range over each
+// table's idx_updated (examples/shop/sql/*/004_reconcile_index.sql).
+const (
+	ordersQuery = `SELECT order_no, user_id, status, amount, coupon_code, discount, payable, updated_at
+		FROM orders WHERE updated_at >= ? AND created_at < ?`
+	paymentsQuery = `SELECT id, order_no, status, amount, updated_at
+		FROM payments WHERE updated_at >= ? AND created_at < ?`
+)
+
 // MySQLOrders reads the sample shop's orders table. Rows updated since the
 // day began and created before it ended are read; the engine sorts out
 // those changed after as-of.
@@ -64,8 +73,7 @@ type MySQLOrders struct{ DB *sql.DB }
 func (s MySQLOrders) ReadOrders(ctx context.Context, w Window, emit func(*Order) error) error {
 	var o Order
 	var no, status, code, at sql.RawBytes
-	return stream(ctx, s.DB, `SELECT order_no, user_id, status, amount, coupon_code, discount, payable, updated_at
-		FROM orders WHERE updated_at >= ? AND created_at < ?`, w, func(rows *sql.Rows) error {
+	return stream(ctx, s.DB, ordersQuery, w, func(rows *sql.Rows) error {
 		if err := rows.Scan(&no, &o.UserID, &status, &o.Amount, &code, &o.Discount, &o.Payable, &at); err != nil {
 			return err
 		}
@@ -89,8 +97,7 @@ type MySQLPayments struct{ DB *sql.DB }
 func (s MySQLPayments) ReadPayments(ctx context.Context, w Window, emit func(*Payment) error) error {
 	var p Payment
 	var id, no, status, at sql.RawBytes
-	return stream(ctx, s.DB, `SELECT id, order_no, status, amount, updated_at
-		FROM payments WHERE updated_at >= ? AND created_at < ?`, w, func(rows *sql.Rows) error {
+	return stream(ctx, s.DB, paymentsQuery, w, func(rows *sql.Rows) error {
 		if err := rows.Scan(&id, &no, &status, &p.Amount, &at); err != nil {
 			return err
 		}

@@ -441,3 +441,50 @@ func (s *stack) ledgerCount(t *testing.T, gid, op string) int {
 	}
 	return total
 }
+
+// TestShopReadsUseUpdatedIndex: the nightly read of the shop's orders and
+// payments is a range over the day's updates, not a scan of every order
+// ever placed (3,000 days of rows, one day read).
+func TestShopReadsUseUpdatedIndex(t *testing.T) {
+	ctx := context.Background()
+	for _, tc := range []struct {
+		role, table, query, insert string
+	}{
+		{shop.OrderDB, "orders", reconcile.OrdersQuery, `INSERT INTO orders (order_no, user_id, amount, currency, items, payable, gid, created_at, updated_at)
+			SELECT CONCAT('o', seq), seq, 100, 'CNY', '[]', 100, CONCAT('g', seq), NOW(6) - INTERVAL seq DAY, NOW(6) - INTERVAL seq DAY FROM seq_1_to_3000`},
+		{shop.PaymentDB, "payments", reconcile.PaymentsQuery, `INSERT INTO payments (order_no, gid, user_id, amount, status, created_at, updated_at)
+			SELECT CONCAT('o', seq), CONCAT('g', seq), seq, 100, 'CAPTURED', NOW(6) - INTERVAL seq DAY, NOW(6) - INTERVAL seq DAY FROM seq_1_to_3000`},
+	} {
+		t.Run(tc.table, func(t *testing.T) {
+			dsn := testenv.MustDatabase(t, testenv.Unique(t)+"_"+tc.role)
+			if err := shop.Migrate(ctx, dsn, tc.role); err != nil {
+				t.Fatal(err)
+			}
+			db, err := sql.Open("mysql", dsn)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer db.Close()
+			if _, err := db.ExecContext(ctx, tc.insert); err != nil {
+				t.Fatal(err)
+			}
+			if _, err := db.ExecContext(ctx, "ANALYZE TABLE "+tc.table); err != nil {
+				t.Fatal(err)
+			}
+			day := time.Now().UTC().AddDate(0, 0, -10).Truncate(24 * time.Hour)
+			var (
+				id                                int
+				selectType, table, typ, keys, key sql.NullString
+				keyLen, ref, rows, extra          sql.NullString
+			)
+			err = db.QueryRowContext(ctx, "EXPLAIN "+tc.query, day, day.Add(24*time.Hour)).
+				Scan(&id, &selectType, &table, &typ, &keys, &key, &keyLen, &ref, &rows, &extra)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if key.String != "idx_updated" || typ.String != "range" {
+				t.Errorf("EXPLAIN %s: key %q, type %s, rows %s; want a range over idx_updated", tc.table, key.String, typ.String, rows.String)
+			}
+		})
+	}
+}
