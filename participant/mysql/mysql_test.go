@@ -342,3 +342,77 @@ func TestInsertsRacingClose(t *testing.T) {
 		t.Fatalf("%d coupons stored, %d inserts answered OK", rows, total)
 	}
 }
+
+// TestRefusedBranchLeavesNothingOpen: a branch change the server refuses
+// (a daily cap's CHECK) in the round trip that also commits leaves no
+// barrier row, count or coupon change behind — also not later, when the
+// same pooled connection opens the next branch's transaction (START
+// TRANSACTION would commit whatever was left open).
+func TestRefusedBranchLeavesNothingOpen(t *testing.T) {
+	mainDSN, shards := databases(t, 1)
+	s := open(t, Config{MainDSN: mainDSN, ShardDSNs: shards, TablesPerShard: 1})
+	if err := s.Migrate(ctxT(t)); err != nil {
+		t.Fatal(err)
+	}
+	const user, tpl = 5, 3
+	sh := s.ShardOf(user)
+	sh.DB.SetMaxOpenConns(1) // every branch below runs on one connection
+	codes := map[int64]string{}
+	for id := int64(1); id <= 2; id++ {
+		c := coupon(id, user, tpl, fmt.Sprintf("r%d", id))
+		codes[id] = c.Code
+		if err := s.insertOne(ctxT(t), participant.Claim{Coupon: c}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	lock := func(gid string, id int64, limit int32) error {
+		br := participant.Branch{TransType: "tcc", GID: gid, BranchID: "01", Op: "try"}
+		_, err := s.Apply(ctxT(t), br, user, codes[id], func(c *participant.Coupon) (*participant.Change, error) {
+			now := time.Now().UTC()
+			return &participant.Change{Status: participant.CouponLocked, OrderNo: gid, GID: gid, BranchID: "01", LockedAt: now, At: now,
+				Ledger:   []participant.Entry{{Op: participant.OpLock, OrderNo: gid}},
+				CountUse: []participant.DailyLimit{{TemplateID: tpl, Limit: limit}}}, nil
+		})
+		return err
+	}
+	if err := lock("g1", 1, 1); err != nil {
+		t.Fatal(err)
+	}
+	if err := lock("g2", 2, 1); participant.ErrorReason(err) != participant.ReasonDailyUseLimitReached {
+		t.Fatalf("second lock past the daily cap: %v, want DAILY_USE_LIMIT_REACHED", err)
+	}
+	check := func(when string) {
+		t.Helper()
+		var barriers, ledger, used int
+		var status participant.CouponStatus
+		db := sh.DB
+		if err := db.QueryRowContext(ctxT(t), `SELECT COUNT(*) FROM barrier WHERE gid = 'g2'`).Scan(&barriers); err != nil {
+			t.Fatal(err)
+		}
+		if err := db.QueryRowContext(ctxT(t), `SELECT COUNT(*) FROM coupon_ledger WHERE gid = 'g2'`).Scan(&ledger); err != nil {
+			t.Fatal(err)
+		}
+		if err := db.QueryRowContext(ctxT(t), `SELECT used FROM daily_use WHERE user_id = ? AND template_id = ?`, user, tpl).Scan(&used); err != nil {
+			t.Fatal(err)
+		}
+		if err := db.QueryRowContext(ctxT(t), `SELECT status FROM coupon_`+sh.Suffix()+` WHERE id = 2`).Scan(&status); err != nil {
+			t.Fatal(err)
+		}
+		if barriers != 0 || ledger != 0 || status != participant.CouponAvailable {
+			t.Fatalf("%s: g2 left %d barrier rows, %d ledger rows, coupon 2 %s; want none and AVAILABLE", when, barriers, ledger, status)
+		}
+		if used != 1 {
+			t.Fatalf("%s: daily use %d, want 1 (g1's)", when, used)
+		}
+	}
+	check("after the refusal")
+	// The next branch on the same connection: uncapped, it succeeds, and
+	// its START TRANSACTION finds nothing of g2 to commit.
+	if err := lock("g3", 2, 0); err != nil {
+		t.Fatal(err)
+	}
+	var barriers int
+	if err := sh.DB.QueryRowContext(ctxT(t), `SELECT COUNT(*) FROM barrier WHERE gid = 'g2'`).Scan(&barriers); err != nil || barriers != 0 {
+		t.Fatalf("g2's barrier rows after the next branch: %d (%v), want 0", barriers, err)
+	}
+}

@@ -3,6 +3,7 @@ package mysql
 import (
 	"context"
 	"database/sql"
+	"database/sql/driver"
 	"errors"
 	"fmt"
 	"strings"
@@ -63,34 +64,39 @@ var originOp = map[string]string{
 const barrierID = "01"
 
 func applyOnce(ctx context.Context, sh Shard, br participant.Branch, userID, id int64, code string, decide participant.Decide) (out participant.Outcome, err error) {
-	tx, err := sh.DB.BeginTx(ctx, nil)
+	// The transaction is two round trips on a connection of its own: the
+	// first opens it, writes the barrier rows and locks the coupon; the
+	// second writes the change and commits. database/sql's Tx would add a
+	// round trip for BEGIN and one for COMMIT.
+	conn, err := sh.DB.Conn(ctx)
 	if err != nil {
 		return out, err
 	}
+	open := true // a transaction may be open on conn
 	defer func() {
-		if err != nil {
-			_ = tx.Rollback()
-			return
+		if open {
+			abandon(ctx, conn)
 		}
-		if err = tx.Commit(); err != nil {
-			err = fmt.Errorf("%w: %w", participant.ErrCommitUnknown, err)
-		}
+		_ = conn.Close()
 	}()
-	var q []string
+	q := []string{"START TRANSACTION"}
 	var args []any
 	insert := `INSERT IGNORE INTO ` + BarrierTable + ` (trans_type, gid, branch_id, op, barrier_id, reason) VALUES (?,?,?,?,?,?); SELECT ROW_COUNT()`
 	origin := originOp[br.Op]
+	counts := 0
 	if br.Op != "" {
 		if origin != "" {
 			q = append(q, insert)
 			args = append(args, br.TransType, br.GID, br.BranchID, origin, barrierID, br.Op)
+			counts++
 		}
 		q = append(q, insert)
 		args = append(args, br.TransType, br.GID, br.BranchID, br.Op, barrierID, br.Op)
+		counts++
 	}
 	q = append(q, `SELECT `+couponCols+` FROM coupon_`+sh.Suffix()+` WHERE id = ? AND code = ? AND user_id = ? FOR UPDATE`)
 	args = append(args, id, code, userID)
-	rows, err := tx.QueryContext(ctx, strings.Join(q, ";\n"), args...)
+	rows, err := conn.QueryContext(ctx, strings.Join(q, ";\n"), args...)
 	if err != nil {
 		return out, err
 	}
@@ -98,7 +104,7 @@ func applyOnce(ctx context.Context, sh Shard, br participant.Branch, userID, id 
 	var c *participant.Coupon
 	for {
 		for rows.Next() {
-			if len(affected) < len(q)-1 {
+			if len(affected) < counts {
 				var n int64
 				if err := rows.Scan(&n); err != nil {
 					rows.Close()
@@ -122,13 +128,28 @@ func applyOnce(ctx context.Context, sh Shard, br participant.Branch, userID, id 
 	if err := rows.Err(); err != nil {
 		return out, err
 	}
+	commit := func(stmts []string, args []any) error {
+		_, err := conn.ExecContext(ctx, strings.Join(append(stmts, "COMMIT"), ";\n"), args...)
+		var me *mysql.MySQLError
+		if err != nil && !errors.As(err, &me) {
+			// Lost on the way: the COMMIT may have run.
+			return fmt.Errorf("%w: %w", participant.ErrCommitUnknown, err)
+		}
+		// A server error stopped the statements before COMMIT ran; the
+		// deferred ROLLBACK ends the transaction.
+		open = err != nil
+		return err
+	}
 	if br.Op != "" {
-		if len(affected) != len(q)-1 {
-			return out, fmt.Errorf("barrier: %d of %d row counts read", len(affected), len(q)-1)
+		if len(affected) != counts {
+			return out, fmt.Errorf("barrier: %d of %d row counts read", len(affected), counts)
 		}
 		nullCompensation := origin != "" && affected[0] > 0
 		if nullCompensation || affected[len(affected)-1] == 0 {
 			// Skipped: commit the barrier rows, leave the coupon as it is.
+			if err := commit(nil, nil); err != nil {
+				return out, err
+			}
 			if c == nil {
 				return out, notFound("coupon", code)
 			}
@@ -143,12 +164,27 @@ func applyOnce(ctx context.Context, sh Shard, br participant.Branch, userID, id 
 		return participant.Outcome{}, err
 	}
 	if ch == nil {
+		if err := commit(nil, nil); err != nil {
+			return out, err
+		}
 		return participant.Outcome{Coupon: c}, nil
 	}
-	if err := writeChange(ctx, tx, sh, br, c, ch); err != nil {
+	stmts, wargs := changeStatements(sh, br, c, ch)
+	if err := writeError(commit(stmts, wargs), ch); err != nil {
 		return participant.Outcome{}, err
 	}
 	return participant.Outcome{Coupon: changed(c, ch), Changed: true}, nil
+}
+
+// abandon ends a transaction left open on conn by a failed round trip. A
+// connection that cannot roll back is discarded: closing it makes the
+// server roll back.
+func abandon(ctx context.Context, conn *sql.Conn) {
+	rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 2*time.Second)
+	defer cancel()
+	if _, err := conn.ExecContext(rctx, "ROLLBACK"); err != nil {
+		_ = conn.Raw(func(any) error { return driver.ErrBadConn })
+	}
 }
 
 // changed is the coupon c after ch.
@@ -163,11 +199,11 @@ func nullTime(t time.Time) sql.NullTime {
 	return sql.NullTime{Time: t.UTC(), Valid: !t.IsZero()}
 }
 
-// writeChange sends the daily-use counts, the coupon update and the
-// ledger rows in one multi-statement round trip of the branch's
-// transaction; a count past its cap fails the CHECK on daily_use (error
-// 4025) and refuses the change.
-func writeChange(ctx context.Context, tx *sql.Tx, sh Shard, br participant.Branch, c *participant.Coupon, ch *participant.Change) error {
+// changeStatements are the daily-use counts, the coupon update and the
+// ledger rows of a change, sent with the COMMIT in the branch
+// transaction's second round trip; a count past its cap fails the CHECK on
+// daily_use (error 4025) and refuses the change.
+func changeStatements(sh Shard, br participant.Branch, c *participant.Coupon, ch *participant.Change) ([]string, []any) {
 	at := ch.At.UTC()
 	var stmts []string
 	var args []any
@@ -198,7 +234,11 @@ func writeChange(ctx context.Context, tx *sql.Tx, sh Shard, br participant.Branc
 			args = append(args, e.Op, e.OrderNo, br.GID, br.BranchID, c.ID, c.Code, c.UserID, c.TemplateID, e.Discount, at)
 		}
 	}
-	_, err := tx.ExecContext(ctx, strings.Join(stmts, ";\n"), args...)
+	return stmts, args
+}
+
+// writeError turns the server's refusals of a change into domain errors.
+func writeError(err error, ch *participant.Change) error {
 	if _, dup := isDuplicate(err); dup && ch.Return != nil {
 		return participant.ErrDuplicateRequest
 	}
