@@ -256,3 +256,19 @@ func (r *redisServer) signal(t *testing.T, sig os.Signal) {
 		t.Fatalf("signal redis-server: %v", err)
 	}
 }
+
+// TestRequestBucketsBornWhileServing: the service gives every request
+// bucket its birth time while it serves (not at the bucket's first claim),
+// and again after Redis lost them, so that templates created afterwards
+// are refused when sold out without a replay read.
+func TestRequestBucketsBornWhileServing(t *testing.T) {
+	srv := coupontest.Start(t, func(c *app.Config) { c.ReadinessInterval = 100 * time.Millisecond })
+	rdb := srv.App.Redis()
+	born := func() bool {
+		keys, err := rdb.Keys(ctxT(t), srv.Prefix+"req:*:born").Result()
+		return err == nil && len(keys) == 64
+	}
+	testenv.Eventually(t, 10*time.Second, "64 request buckets born", born)
+	testenv.DeleteKeys(t, rdb, srv.Prefix+"req:")
+	testenv.Eventually(t, 10*time.Second, "64 request buckets born again after the loss", born)
+}

@@ -76,6 +76,15 @@ func (a *App) watchReadiness(ctx context.Context) {
 		if ctx.Err() != nil {
 			return
 		}
+		if err == nil {
+			// Request buckets born now, not at their first claim: the
+			// sold-out refusals of templates created from now on need no
+			// replay read (see Requests.Touch). Best effort: a bucket not
+			// touched is born at its first marker as before.
+			if terr := a.redis.Requests.Touch(ctx); terr != nil && ctx.Err() == nil {
+				a.log.Debug("touch request buckets", "err", terr)
+			}
+		}
 		if ok := err == nil; ok != was {
 			if ok {
 				a.log.Info("ready: every database and Redis reachable")

@@ -13,6 +13,17 @@ import (
 	couponredis "github.com/opencoupon/coupon/participant/redis"
 )
 
+// adapter returns adapters over the shared Redis under a prefix of the
+// test's own, closed when the test ends.
+func adapter(t *testing.T) (*couponredis.Adapter, goredis.UniversalClient, string) {
+	t.Helper()
+	prefix := testenv.Unique(t) + ":"
+	rdb := testenv.MustRedis(t, prefix)
+	r := couponredis.New(rdb, prefix)
+	t.Cleanup(r.Close)
+	return r, rdb, prefix
+}
+
 func ctxT(tb testing.TB) context.Context {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	tb.Cleanup(cancel)
@@ -23,10 +34,7 @@ func ctxT(tb testing.TB) context.Context {
 // after a lost reply would — changes the counters once, and an Add stamped
 // with an older generation does not land on rebuilt counters.
 func TestChangesApplyOnce(t *testing.T) {
-	prefix := testenv.Unique(t) + ":"
-	rdb := testenv.MustRedis(t, prefix)
-	r := couponredis.New(rdb, prefix)
-	t.Cleanup(r.Close)
+	r, _, _ := adapter(t)
 	ctx := ctxT(t)
 	const tpl, k = 7, 3
 	if err := r.Stock.Set(ctx, tpl, k, 10); err != nil {
@@ -79,10 +87,7 @@ func TestChangesApplyOnce(t *testing.T) {
 // request marker answers later calls with its fingerprint and is forgotten
 // only by the call that holds it.
 func TestLeaseAndRequestMarkers(t *testing.T) {
-	prefix := testenv.Unique(t) + ":"
-	rdb := testenv.MustRedis(t, prefix)
-	r := couponredis.New(rdb, prefix)
-	t.Cleanup(r.Close)
+	r, _, _ := adapter(t)
 	ctx := ctxT(t)
 	unlock, ok, err := r.Leases.Lock(ctx, "job", time.Minute)
 	if err != nil || !ok {
@@ -220,5 +225,46 @@ func TestCallsRacingClose(t *testing.T) {
 	}
 	if want := total - sum.taken + sum.given; got != want {
 		t.Fatalf("remaining %d after %d takes and %d gives answered OK, want %d", got, sum.taken, sum.given, want)
+	}
+}
+
+// TestTouchBearsEveryBucketOnce: Touch gives every request bucket a birth
+// time, never moves one that has it, and gives a new one after a loss.
+func TestTouchBearsEveryBucketOnce(t *testing.T) {
+	r, rdb, prefix := adapter(t)
+	ctx := ctxT(t)
+	since := func() time.Time {
+		t.Helper()
+		m, s, err := r.Requests.Peek(ctx, "some-request")
+		if err != nil || m != nil {
+			t.Fatalf("Peek = %v, %v", m, err)
+		}
+		return s
+	}
+	before := time.Now().Add(-time.Millisecond)
+	if err := r.Requests.Touch(ctx); err != nil {
+		t.Fatal(err)
+	}
+	born := since()
+	if born.Before(before) || born.After(time.Now()) {
+		t.Fatalf("born %v, want the time of Touch (after %v)", born, before)
+	}
+	keys, err := rdb.Keys(ctx, prefix+"req:*:born").Result()
+	if err != nil || len(keys) != 64 {
+		t.Fatalf("%d born keys (%v), want 64", len(keys), err)
+	}
+	if err := r.Requests.Touch(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if again := since(); !again.Equal(born) {
+		t.Fatalf("a second Touch moved the birth from %v to %v", born, again)
+	}
+	testenv.DeleteKeys(t, rdb, prefix+"req:") // Redis lost its data
+	lost := time.Now().Add(-time.Millisecond)
+	if err := r.Requests.Touch(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if reborn := since(); reborn.Before(lost) {
+		t.Fatalf("born %v after the loss at %v, want a birth after it", reborn, lost)
 	}
 }

@@ -28,8 +28,29 @@ const requestBuckets = 64
 func (r *Requests) keys(id string) []string {
 	h := fnv.New32a()
 	_, _ = h.Write([]byte(id))
-	tag := fmt.Sprintf("%sreq:{%d}", r.prefix, h.Sum32()%requestBuckets)
+	tag := r.bucket(h.Sum32() % requestBuckets)
 	return []string{tag + ":" + id, tag + ":born"}
+}
+
+func (r *Requests) bucket(b uint32) string { return fmt.Sprintf("%sreq:{%d}", r.prefix, b) }
+
+// Touch makes every bucket born that is not. A bucket is otherwise born at
+// its first marker, which for a service that just started is after the
+// templates it serves were created, so that their sold-out refusals all
+// read MySQL for an earlier coupon; touched when the service starts (and
+// after any loss), the buckets are older than every template created since.
+// Safe at any moment: a bucket is only ever born after its markers were
+// lost, since its born key lives in its slot and is lost with them. SET NX
+// applies once, however often it is sent.
+func (r *Requests) Touch(ctx context.Context) error {
+	now := strconv.FormatInt(nowMS(), 10)
+	_, err := r.rdb.Pipelined(ctx, func(pl goredis.Pipeliner) error {
+		for b := range uint32(requestBuckets) {
+			pl.SetNX(ctx, r.bucket(b)+":born", now, 0)
+		}
+		return nil
+	})
+	return wrap("touch request buckets", err)
 }
 
 // beginScript marks the request unless it is marked, and reports the
