@@ -386,6 +386,10 @@ grpc:
   addr: %s
 ops:
   addr: %s
+# No HTTP gateway: chaos drives gRPC, and the default :9092 may be taken
+# by a local stack (make up) on the same machine.
+http:
+  addr: ""
 node_id: 7
 log:
   level: info
