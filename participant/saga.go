@@ -18,40 +18,7 @@ import (
 // Confirm). Every refusal is EABORTED, DTM's FAILURE, so DTM compensates
 // the branches before it.
 func (s *Service) Use(ctx context.Context, br Branch, r BranchRequest) (BranchResult, error) {
-	if err := br.validate(); err != nil {
-		return BranchResult{}, err
-	}
-	if err := br.fits(); err != nil {
-		return BranchResult{}, aborted(err)
-	}
-	if err := r.validate(); err != nil {
-		return BranchResult{}, aborted(err)
-	}
-	now := s.now().UTC()
-	out, err := s.branches.Apply(ctx, br, r.UserID, r.Code, func(c *Coupon) (*Change, error) {
-		return s.decideReserve(ctx, br, c, r, now, CouponUsed)
-	})
-	if ErrorCode(err) == ENOTFOUND {
-		if owner, ok, oerr := s.branches.Owner(ctx, r.Code); oerr == nil && ok && owner != r.UserID {
-			return BranchResult{}, refuse(ReasonNotOwner, "coupon %s belongs to another user", r.Code)
-		}
-		return BranchResult{}, refuse(ReasonNotFound, "coupon %s not found", r.Code)
-	}
-	if err != nil {
-		return BranchResult{}, err
-	}
-	c := out.Coupon
-	if out.Changed {
-		s.counts.locks.Add(1)
-		s.counts.consumes.Add(1)
-	} else if out.Skipped {
-		// A duplicate action, or one after its compensation (hanging): OK
-		// only if this transaction used the coupon for this order.
-		if err := s.checkHeld(ctx, br, c, r, now, CouponUsed); err != nil {
-			return BranchResult{}, err
-		}
-	}
-	return BranchResult{Coupon: c, Discount: c.DiscountAmount, Payable: r.Order.Amount - c.DiscountAmount}, nil
+	return s.reserve(ctx, br, r, CouponUsed)
 }
 
 // Revert is the Saga compensation: it gives back only a use made by its own

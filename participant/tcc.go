@@ -194,6 +194,12 @@ func holds(c *Coupon, br Branch, orderNo string) bool {
 // rules and the daily limits, and returns the discount. Every refusal is
 // EABORTED so DTM rolls back, input refusals included.
 func (s *Service) Lock(ctx context.Context, br Branch, r BranchRequest) (BranchResult, error) {
+	return s.reserve(ctx, br, r, CouponLocked)
+}
+
+// reserve is a Try (final LOCKED) or a Saga action (final USED): the same
+// checks, in the same local transaction, ending in a different status.
+func (s *Service) reserve(ctx context.Context, br Branch, r BranchRequest, final CouponStatus) (BranchResult, error) {
 	if err := br.validate(); err != nil {
 		return BranchResult{}, err
 	}
@@ -205,7 +211,7 @@ func (s *Service) Lock(ctx context.Context, br Branch, r BranchRequest) (BranchR
 	}
 	now := s.now().UTC()
 	out, err := s.branches.Apply(ctx, br, r.UserID, r.Code, func(c *Coupon) (*Change, error) {
-		return s.decideReserve(ctx, br, c, r, now, CouponLocked)
+		return s.decideReserve(ctx, br, c, r, now, final)
 	})
 	if ErrorCode(err) == ENOTFOUND {
 		if owner, ok, oerr := s.branches.Owner(ctx, r.Code); oerr == nil && ok && owner != r.UserID {
@@ -219,11 +225,15 @@ func (s *Service) Lock(ctx context.Context, br Branch, r BranchRequest) (BranchR
 	c := out.Coupon
 	if out.Changed {
 		s.counts.locks.Add(1)
+		if final == CouponUsed {
+			s.counts.consumes.Add(1)
+		}
 	} else if out.Skipped {
-		// A duplicate of a Try, or one that arrived after its Cancel: it
-		// answers OK only if its transaction holds the coupon for this
-		// order, and only with the discount this order gets.
-		if err := s.checkHeld(ctx, br, c, r, now, CouponLocked); err != nil {
+		// A duplicate, or one that arrived after its Cancel or
+		// compensation (hanging): OK only if its transaction holds the
+		// coupon for this order, and only with the discount this order
+		// gets.
+		if err := s.checkHeld(ctx, br, c, r, now, final); err != nil {
 			return BranchResult{}, err
 		}
 	}
