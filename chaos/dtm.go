@@ -2,16 +2,16 @@ package chaos
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"net/http"
-	"net/url"
 	"time"
 
 	"github.com/dtm-labs/client/dtmcli/dtmimp"
 	"github.com/dtm-labs/client/dtmgrpc"
 	"github.com/dtm-labs/client/dtmgrpc/dtmgimp"
 	"google.golang.org/protobuf/proto"
+
+	"github.com/opencoupon/coupon/internal/dtmquery"
 )
 
 // DTM global transaction statuses (transaction.status of the query API).
@@ -37,34 +37,15 @@ var httpClient = &http.Client{Timeout: 3 * time.Second}
 func (s *Stack) queryStatus(ctx context.Context, gid string) (string, error) {
 	var last error
 	for _, h := range s.coordHTTP {
-		req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+h+"/api/dtmsvr/query?gid="+url.QueryEscape(gid), nil)
-		if err != nil {
-			return "", err
-		}
-		resp, err := httpClient.Do(req)
+		st, known, err := dtmquery.Client{Addr: h, HTTP: httpClient}.Status(ctx, gid)
 		if err != nil {
 			last = err
 			continue
 		}
-		var body struct {
-			Transaction *struct {
-				Status string `json:"status"`
-			} `json:"transaction"`
-		}
-		err = json.NewDecoder(resp.Body).Decode(&body)
-		resp.Body.Close()
-		if err != nil {
-			last = fmt.Errorf("query %s: %w", gid, err)
-			continue
-		}
-		if resp.StatusCode != http.StatusOK {
-			last = fmt.Errorf("query %s: %s", gid, resp.Status)
-			continue
-		}
-		if body.Transaction == nil {
+		if !known {
 			return statusUnknown, nil
 		}
-		return body.Transaction.Status, nil
+		return st, nil
 	}
 	return "", fmt.Errorf("no coordinator answered the query of %s: %w", gid, last)
 }

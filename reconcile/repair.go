@@ -9,13 +9,13 @@ import (
 	"fmt"
 	"io"
 	"net/http"
-	"net/url"
 	"strings"
 	"time"
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/metadata"
 
+	"github.com/opencoupon/coupon/internal/dtmquery"
 	couponv1 "github.com/opencoupon/coupon/proto/coupon/v1"
 )
 
@@ -364,42 +364,18 @@ type DTMHTTP struct {
 
 // Status returns the transaction's status, DTMUnknown when there is none.
 func (d DTMHTTP) Status(ctx context.Context, gid string) (string, error) {
-	base := d.Addr
-	if !strings.Contains(base, "://") {
-		base = "http://" + base
-	}
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, strings.TrimSuffix(base, "/")+"/api/dtmsvr/query?gid="+url.QueryEscape(gid), nil)
-	if err != nil {
-		return "", err
-	}
 	c := d.Client
 	if c == nil {
 		c = &http.Client{Timeout: 10 * time.Second}
 	}
-	resp, err := c.Do(req)
+	st, known, err := dtmquery.Client{Addr: d.Addr, HTTP: c}.Status(ctx, gid)
 	if err != nil {
 		return "", err
 	}
-	defer resp.Body.Close()
-	body, err := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
-	if err != nil {
-		return "", err
-	}
-	if resp.StatusCode != http.StatusOK {
-		return "", fmt.Errorf("DTM query: HTTP %d: %s", resp.StatusCode, truncate(string(body), 200))
-	}
-	var out struct {
-		Transaction *struct {
-			Status string `json:"status"`
-		} `json:"transaction"`
-	}
-	if err := json.Unmarshal(body, &out); err != nil {
-		return "", fmt.Errorf("DTM query: %w", err)
-	}
-	if out.Transaction == nil || out.Transaction.Status == "" {
+	if !known {
 		return DTMUnknown, nil
 	}
-	return out.Transaction.Status, nil
+	return st, nil
 }
 
 // CouponGRPC calls the coupon service over gRPC.

@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -33,24 +32,6 @@ func freeAddr(t *testing.T) string {
 		t.Fatal(err)
 	}
 	return a
-}
-
-// syncBuffer collects a child's output.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
 }
 
 // TestSIGTERMUnderClaimLoad runs the real binary with the local stack's
@@ -92,7 +73,7 @@ func TestSIGTERMUnderClaimLoad(t *testing.T) {
 	if out, err := run("migrate").CombinedOutput(); err != nil {
 		t.Fatalf("coupon migrate: %v\n%s", err, out)
 	}
-	logs := &syncBuffer{}
+	logs := &testenv.Buffer{}
 	srv := run("serve")
 	srv.Stdout, srv.Stderr = logs, logs
 	if err := srv.Start(); err != nil {

@@ -1,7 +1,6 @@
 package shop_test
 
 import (
-	"bytes"
 	"context"
 	"fmt"
 	"net/http"
@@ -130,7 +129,7 @@ func TestRefundSurvivesShopCrash(t *testing.T) {
 type shopProcess struct {
 	cmd  *exec.Cmd
 	done chan struct{}
-	logs *lockedBuffer
+	logs *testenv.Buffer
 }
 
 // startShop runs the shop binary with env and waits until it is healthy;
@@ -138,7 +137,7 @@ type shopProcess struct {
 func startShop(tb testing.TB, bin string, env []string) *shopProcess {
 	tb.Helper()
 	ops := unreachable(tb)
-	p := &shopProcess{cmd: exec.Command(bin, "serve"), done: make(chan struct{}), logs: &lockedBuffer{}}
+	p := &shopProcess{cmd: exec.Command(bin, "serve"), done: make(chan struct{}), logs: &testenv.Buffer{}}
 	p.cmd.Env = append(os.Environ(), append(env, "COUPON_SHOP_OPS_ADDR="+ops)...)
 	p.cmd.Stdout, p.cmd.Stderr = p.logs, p.logs
 	if err := p.cmd.Start(); err != nil {
@@ -218,19 +217,3 @@ func shopBinary(tb testing.TB) string {
 	return shopBuild.path
 }
 
-type lockedBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *lockedBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *lockedBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
-}

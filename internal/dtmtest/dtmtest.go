@@ -7,7 +7,6 @@
 package dtmtest
 
 import (
-	"bytes"
 	"context"
 	"database/sql"
 	"errors"
@@ -80,7 +79,7 @@ type Coordinator struct {
 	dir  string
 	mu   sync.Mutex
 	proc *process
-	logs *syncBuffer
+	logs *testenv.Buffer
 }
 
 type process struct {
@@ -168,7 +167,7 @@ func (c *Coordinator) Restart() {
 	defer c.mu.Unlock()
 	c.signal(syscall.SIGKILL, 0)
 	if err := c.start(); err != nil {
-		c.tb.Fatalf("restart coordinator: %v\n%s", err, c.logs.tail())
+		c.tb.Fatalf("restart coordinator: %v\n%s", err, c.logs.Tail(8000))
 	}
 }
 
@@ -179,14 +178,14 @@ func (c *Coordinator) Logs() string { return c.logs.String() }
 // another process took a port between picking and binding it.
 func (c *Coordinator) startFresh() {
 	c.tb.Helper()
-	c.logs = &syncBuffer{}
+	c.logs = &testenv.Buffer{}
 	c.dir = c.tb.TempDir() // working directory, where a boltdb store would go
 	c.tb.Cleanup(func() {
 		c.mu.Lock()
 		defer c.mu.Unlock()
 		c.signal(syscall.SIGTERM, 15*time.Second)
 		if c.tb.Failed() {
-			c.tb.Logf("coordinator %s logs:\n%s", c.GRPCAddr, c.logs.tail())
+			c.tb.Logf("coordinator %s logs:\n%s", c.GRPCAddr, c.logs.Tail(8000))
 		}
 	})
 	c.mu.Lock()
@@ -199,7 +198,7 @@ func (c *Coordinator) startFresh() {
 		}
 	}
 	if err != nil {
-		c.tb.Fatalf("start coordinator: %v\n%s", err, c.logs.tail())
+		c.tb.Fatalf("start coordinator: %v\n%s", err, c.logs.Tail(8000))
 	}
 }
 
@@ -364,29 +363,3 @@ func buildBinary() (string, error) {
 	return bin, nil
 }
 
-// syncBuffer collects a process's output.
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
-}
-
-// tail is the end of the output, enough to see why a coordinator failed.
-func (b *syncBuffer) tail() string {
-	s := b.String()
-	if len(s) > 8000 {
-		s = "..." + s[len(s)-8000:]
-	}
-	return s
-}

@@ -3,11 +3,9 @@ package dtmtest_test
 import (
 	"context"
 	"database/sql"
-	"encoding/json"
 	"fmt"
 	"net"
 	"net/http"
-	"net/url"
 	"os"
 	"sync"
 	"testing"
@@ -21,6 +19,7 @@ import (
 	"google.golang.org/protobuf/types/known/emptypb"
 	"google.golang.org/protobuf/types/known/wrapperspb"
 
+	"github.com/opencoupon/coupon/internal/dtmquery"
 	"github.com/opencoupon/coupon/internal/dtmtest"
 	"github.com/opencoupon/coupon/internal/testenv"
 )
@@ -275,11 +274,10 @@ func (p *participant) wantLedger(t *testing.T, gid string, want map[string]int) 
 // waitStatus polls c's query API until gid has the given status.
 func waitStatus(t *testing.T, c *dtmtest.Coordinator, gid, want string) {
 	t.Helper()
-	client := &http.Client{Timeout: 2 * time.Second}
-	u := "http://" + c.HTTPAddr + "/api/dtmsvr/query?gid=" + url.QueryEscape(gid)
+	q := dtmquery.Client{Addr: c.HTTPAddr, HTTP: &http.Client{Timeout: 2 * time.Second}}
 	deadline := time.Now().Add(finishTimeout)
 	for {
-		got, err := queryStatus(client, u)
+		got, _, err := q.Status(context.Background(), gid)
 		if err == nil && got == want {
 			return
 		}
@@ -290,22 +288,3 @@ func waitStatus(t *testing.T, c *dtmtest.Coordinator, gid, want string) {
 	}
 }
 
-func queryStatus(client *http.Client, u string) (string, error) {
-	resp, err := client.Get(u)
-	if err != nil {
-		return "", err
-	}
-	defer resp.Body.Close()
-	var body struct {
-		Transaction *struct {
-			Status string `json:"status"`
-		} `json:"transaction"`
-	}
-	if err := json.NewDecoder(resp.Body).Decode(&body); err != nil {
-		return "", fmt.Errorf("decode query reply: %w", err)
-	}
-	if body.Transaction == nil {
-		return "", fmt.Errorf("not found")
-	}
-	return body.Transaction.Status, nil
-}

@@ -19,7 +19,6 @@ import (
 	"os"
 	"path/filepath"
 	"strconv"
-	"sync"
 	"time"
 )
 
@@ -31,11 +30,6 @@ const (
 	reservationTTL = 30 * time.Minute
 )
 
-var (
-	mu    sync.Mutex
-	taken = map[int]bool{}
-)
-
 // Port returns a loopback TCP port that is free now and that no other
 // caller of Port, in this process or another, is handed for the next half
 // hour.
@@ -44,11 +38,9 @@ func Port() (int, error) {
 	if err := os.MkdirAll(dir, 0o777); err != nil {
 		return 0, fmt.Errorf("free port: %w", err)
 	}
-	mu.Lock()
-	defer mu.Unlock()
 	for range 200 {
 		p := low + rand.IntN(high-low)
-		if taken[p] || !reserve(dir, p) {
+		if !reserve(dir, p) {
 			continue
 		}
 		l, err := net.Listen("tcp", "127.0.0.1:"+strconv.Itoa(p))
@@ -56,7 +48,6 @@ func Port() (int, error) {
 			continue // something bound it without asking us
 		}
 		_ = l.Close()
-		taken[p] = true
 		return p, nil
 	}
 	return 0, errors.New("free port: none found in 200 tries")

@@ -238,7 +238,7 @@ func TestRunOnce(t *testing.T) {
 			t.Fatal(err)
 		}
 		before := gids(t, dbs[0])
-		if _, err := j.RunOnce(ctx); err == nil || !strings.Contains(err.Error(), "query coordinator") {
+		if _, err := j.RunOnce(ctx); err == nil || !strings.Contains(err.Error(), "query dtm transaction") {
 			t.Errorf("RunOnce = %v; want the lookup's error", err)
 		}
 		if after := gids(t, dbs[0]); fmt.Sprint(after) != fmt.Sprint(before) {

@@ -1,9 +1,8 @@
 package rpc_test
 
 import (
-	"encoding/json"
+	"context"
 	"fmt"
-	"net/http"
 	"strings"
 	"testing"
 	"time"
@@ -19,6 +18,7 @@ import (
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/opencoupon/coupon/internal/coupontest"
+	"github.com/opencoupon/coupon/internal/dtmquery"
 	"github.com/opencoupon/coupon/internal/testenv"
 	couponv1 "github.com/opencoupon/coupon/proto/coupon/v1"
 )
@@ -261,20 +261,8 @@ func TestTwoTransactionsOneOrderThroughDTM(t *testing.T) {
 func (e *tccEnv) waitDTM(t *testing.T, gid, status string) {
 	t.Helper()
 	testenv.Eventually(t, 60*time.Second, fmt.Sprintf("transaction %s to be %s", gid, status), func() bool {
-		resp, err := http.Get("http://" + e.dtm.HTTPAddr + "/api/dtmsvr/query?gid=" + gid)
-		if err != nil {
-			return false
-		}
-		defer resp.Body.Close()
-		var body struct {
-			Transaction *struct {
-				Status string `json:"status"`
-			} `json:"transaction"`
-		}
-		if json.NewDecoder(resp.Body).Decode(&body) != nil || body.Transaction == nil {
-			return false
-		}
-		return body.Transaction.Status == status
+		st, _, err := dtmquery.Client{Addr: e.dtm.HTTPAddr}.Status(context.Background(), gid)
+		return err == nil && st == status
 	})
 }
 
@@ -528,18 +516,9 @@ func TestResubmitDoesNotSkipConfirm(t *testing.T) {
 
 func (e *tccEnv) dtmStatus(t *testing.T, gid string) string {
 	t.Helper()
-	resp, err := http.Get("http://" + e.dtm.HTTPAddr + "/api/dtmsvr/query?gid=" + gid)
-	if err != nil {
-		t.Fatal(err)
+	st, known, err := dtmquery.Client{Addr: e.dtm.HTTPAddr}.Status(context.Background(), gid)
+	if err != nil || !known {
+		t.Fatalf("query %s: %q, known %v, %v", gid, st, known, err)
 	}
-	defer resp.Body.Close()
-	var body struct {
-		Transaction *struct {
-			Status string `json:"status"`
-		} `json:"transaction"`
-	}
-	if err := json.NewDecoder(resp.Body).Decode(&body); err != nil || body.Transaction == nil {
-		t.Fatalf("query %s: %v", gid, err)
-	}
-	return body.Transaction.Status
+	return st
 }
