@@ -45,81 +45,141 @@ func (s *Service) Claim(ctx context.Context, r ClaimRequest) (*Coupon, error) {
 	}
 	return s.idempotent(ctx, r.RequestID, r.fingerprint(), r.TemplateID,
 		func() (*Coupon, error) { return s.replay(ctx, r) },
-		func(maybeIssued bool) (*Coupon, error) { return s.claim(ctx, r, maybeIssued) })
+		func() (*Coupon, error) { return s.issue(ctx, r) })
 }
 
-// idempotent runs issue once per request ID. The request ID is marked in
-// Redis when the claim begins and stays marked (success writes nothing
-// more); a call that finds it marked by the same claim waits for, and
-// answers with, the coupon replay finds, and takes the mark over when the
-// call holding it died in flight; another claim's mark is
-// REQUEST_ID_CONFLICT. A template known to be sold out is answered from
-// memory after only a look at the mark. issue learns whether the request
-// ID may have been issued before (its mark lost with Redis's data), in
-// which case a refusal must look for the earlier coupon.
-func (s *Service) idempotent(ctx context.Context, requestID, fp string, templateID int64, replay func() (*Coupon, error), issue func(maybeIssued bool) (*Coupon, error)) (*Coupon, error) {
-	if s.soldOut.known(templateID, s.now()) {
-		held, since, err := s.requests.Peek(ctx, requestID)
-		if err != nil {
-			return nil, err
-		}
-		if held == nil {
-			if s.mayHaveLost(since, templateID) {
-				if c, err := replay(); c != nil || err != nil {
-					return c, err
-				}
-			}
-			return nil, soldOut(templateID)
-		}
-		// Marked: the claim may have succeeded before; answer as usual.
+// mark is what a call learned when it marked its request ID.
+type mark struct {
+	tok string // the marker the call holds; "" when it holds none
+	// maybeIssued: an earlier attempt may have written the coupon (its
+	// commit's outcome unknown, its marker taken over, or its marker lost
+	// with Redis's data), so the durable record answers before anything
+	// may refuse.
+	maybeIssued bool
+	// soldOut: the template is known sold out and the request ID unmarked,
+	// so the call is refused from memory, holding no marker.
+	soldOut bool
+}
+
+// idempotent runs issue once per request ID: mark the ID, answer from the
+// durable record if the request may already have been issued, issue, and
+// leave the mark as the outcome says (see Requests).
+func (s *Service) idempotent(ctx context.Context, requestID, fp string, templateID int64, replay, issue func() (*Coupon, error)) (*Coupon, error) {
+	m, c, err := s.markRequest(ctx, requestID, fp, templateID, replay)
+	if c != nil || err != nil {
+		return c, err
 	}
-	var (
-		tok   string
-		since time.Time
-	)
-	for {
-		t, started, held, sn, err := s.requests.Begin(ctx, requestID, fp, s.cfg.RequestDoneTTL)
-		if err != nil {
-			return nil, err
-		}
-		if started {
-			tok, since = t, sn
-			break
-		}
-		if held.FP != fp {
-			return nil, requestConflict(requestID)
-		}
-		// Another call with this request ID is in flight or has finished.
-		if c, err := replay(); c != nil || err != nil {
-			return c, err
-		}
-		if time.Since(held.Started) > s.cfg.RequestInFlightTTL {
-			// The call holding it made no coupon and is long gone.
-			t, ok, err := s.requests.TakeOver(ctx, requestID, held, fp, s.cfg.RequestDoneTTL)
-			if err != nil {
-				return nil, err
-			}
-			if ok {
-				tok, since = t, sn
-				break
-			}
-			continue
-		}
-		if err := pause(ctx, 5*time.Millisecond); err != nil {
-			return nil, Unavailable("wait for the same request in flight", err)
-		}
-	}
-	c, err := issue(s.mayHaveLost(since, templateID))
+	c, err = answer(m, templateID, replay, issue)
 	if err != nil {
-		// Definitely not issued, or unknown (a retry then finds the coupon
-		// at the insert): either way a retry may start afresh.
-		if ferr := s.requests.Forget(context.WithoutCancel(ctx), requestID, fp, tok); ferr != nil {
-			s.log.WarnContext(ctx, "forget request", "request_id", requestID, "err", ferr)
-		}
+		s.settle(ctx, requestID, fp, m, err)
 		return nil, err
 	}
 	c.Status = c.EffectiveStatus(s.now())
 	return c, nil
+}
+
+// answer answers from the durable record if the request may already have
+// been issued, and otherwise refuses a template known sold out or issues.
+// It is the one place where an earlier attempt's coupon is looked for
+// before a refusal: every refusal comes after it.
+func answer(m mark, templateID int64, replay, issue func() (*Coupon, error)) (*Coupon, error) {
+	if m.maybeIssued {
+		if c, err := replay(); c != nil || err != nil {
+			return c, err
+		}
+	}
+	if m.soldOut {
+		return nil, soldOut(templateID)
+	}
+	return issue()
+}
+
+// markRequest marks the request ID for the call, or returns the coupon (or
+// REQUEST_ID_CONFLICT) of another call with the same ID. A call that finds
+// it marked by the same claim waits for, and answers with, the coupon
+// replay finds; it takes the mark over, as maybe issued, when the call
+// holding it ended maybe issued or died in flight; another claim's mark is
+// REQUEST_ID_CONFLICT. A template known to be sold out is answered from
+// memory after only a look at the mark, unless the ID is marked or its
+// mark may have been lost.
+func (s *Service) markRequest(ctx context.Context, requestID, fp string, templateID int64, replay func() (*Coupon, error)) (mark, *Coupon, error) {
+	if s.soldOut.known(templateID, s.now()) {
+		held, since, err := s.requests.Peek(ctx, requestID)
+		if err != nil {
+			return mark{}, nil, err
+		}
+		if held == nil {
+			return mark{soldOut: true, maybeIssued: s.mayHaveLost(since, templateID)}, nil, nil
+		}
+		// Marked: the claim may have succeeded before; answer as usual.
+	}
+	for {
+		tok, started, held, since, err := s.requests.Begin(ctx, requestID, fp, s.cfg.RequestDoneTTL)
+		if err != nil {
+			return mark{}, nil, err
+		}
+		if started {
+			return mark{tok: tok, maybeIssued: s.mayHaveLost(since, templateID)}, nil, nil
+		}
+		if held.FP != fp {
+			return mark{}, nil, requestConflict(requestID)
+		}
+		// Another call with this request ID is in flight or has finished.
+		if c, err := replay(); c != nil || err != nil {
+			return mark{}, c, err
+		}
+		if held.MaybeIssued || s.now().Sub(held.Started) > s.cfg.RequestInFlightTTL {
+			// The call holding it ended without knowing whether it wrote,
+			// or is long gone: its coupon may yet appear, so the taker
+			// looks again before any refusal.
+			tok, ok, err := s.requests.TakeOver(ctx, requestID, held, fp, s.cfg.RequestDoneTTL)
+			if err != nil {
+				return mark{}, nil, err
+			}
+			if ok {
+				return mark{tok: tok, maybeIssued: true}, nil, nil
+			}
+			continue
+		}
+		if err := pause(ctx, 5*time.Millisecond); err != nil {
+			return mark{}, nil, Unavailable("wait for the same request in flight", err)
+		}
+	}
+}
+
+// settle leaves the mark of a call that failed. A request definitely
+// without a coupon — refused and never maybe issued, or its ID found to be
+// another claim's (the unique key leaves it no room) — has its mark
+// dropped so that a retry starts afresh. Any other failure (a commit of
+// unknown outcome above all) leaves it marked as maybe issued, so that
+// every later attempt, including one that takes it over, looks for the
+// coupon before refusing. A mark that cannot be updated stays as it is and
+// is taken over, as maybe issued, after the in-flight TTL.
+func (s *Service) settle(ctx context.Context, requestID, fp string, m mark, err error) {
+	if m.tok == "" {
+		return
+	}
+	ctx = context.WithoutCancel(ctx)
+	if ErrorReason(err) == ReasonRequestIDConflict || !m.maybeIssued && definitelyNotIssued(err) {
+		if ferr := s.requests.Forget(ctx, requestID, fp, m.tok); ferr != nil {
+			s.log.WarnContext(ctx, "forget request", "request_id", requestID, "err", ferr)
+		}
+		return
+	}
+	if merr := s.requests.MaybeIssued(ctx, requestID, fp, m.tok); merr != nil {
+		s.log.WarnContext(ctx, "mark request maybe issued", "request_id", requestID, "err", merr)
+	}
+}
+
+// definitelyNotIssued reports whether a claim that failed with err surely
+// wrote no coupon: it was refused or its input was bad. Transient and
+// internal failures may have come after a write.
+func definitelyNotIssued(err error) bool {
+	switch ErrorCode(err) {
+	case EREFUSED, EINVALID, ENOTFOUND:
+		return true
+	}
+	return false
 }
 
 // mayHaveLost reports whether a request ID for the template, found unmarked
@@ -130,7 +190,7 @@ func (s *Service) idempotent(ctx context.Context, requestID, fp string, template
 // new templates); bornSkew allows for the clocks of the replicas that
 // stamped the two times.
 func (s *Service) mayHaveLost(since time.Time, templateID int64) bool {
-	if time.Since(since) >= s.cfg.RequestDoneTTL {
+	if s.now().Sub(since) >= s.cfg.RequestDoneTTL {
 		return false
 	}
 	t := s.templates.cached(templateID)
@@ -169,26 +229,13 @@ func pause(ctx context.Context, d time.Duration) error {
 	}
 }
 
-func (s *Service) claim(ctx context.Context, r ClaimRequest, maybeIssued bool) (*Coupon, error) {
-	c, err := s.issue(ctx, r)
-	if ErrorCode(err) == EREFUSED && ErrorReason(err) != ReasonRequestIDConflict &&
-		(maybeIssued || ErrorReason(err) == ReasonUserLimitReached) {
-		// A refusal may answer a retry of a claim that succeeded before and
-		// whose Redis marker was lost: the shard's unique key on request_id
-		// is the durable record. The per-user limit counts that coupon, so
-		// its refusal always looks (the read is on the shard the claim just
-		// wrote to anyway).
-		if prev, rerr := s.replay(ctx, r); prev != nil || rerr != nil {
-			return prev, rerr
-		}
-	}
-	return c, err
-}
-
 // issue checks the template and campaign, takes a unit of stock and writes
 // the coupon. A request ID written before surfaces at the insert as
 // ErrDuplicateRequest and is answered with the earlier coupon, or with
-// REQUEST_ID_CONFLICT when another claim made it.
+// REQUEST_ID_CONFLICT when another claim made it; or, since the per-user
+// limit counts that coupon and is decided first, as USER_LIMIT_REACHED,
+// which therefore looks for it too (the read is on the shard just written
+// to).
 func (s *Service) issue(ctx context.Context, r ClaimRequest) (*Coupon, error) {
 	// MySQL keeps microseconds: the first answer must equal its replays.
 	now := s.now().UTC().Truncate(time.Microsecond)
@@ -212,6 +259,9 @@ func (s *Service) issue(ctx context.Context, r ClaimRequest) (*Coupon, error) {
 		// retryable answer, since a retry would hit the same key.
 		return nil, requestConflict(r.RequestID)
 	case ErrorReason(err) == ReasonUserLimitReached:
+		if c, rerr := s.replay(ctx, r); c != nil || rerr != nil {
+			return c, rerr
+		}
 		return nil, userLimit(t)
 	}
 	return nil, err

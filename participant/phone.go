@@ -209,7 +209,7 @@ func (s *Service) ClaimByPhone(ctx context.Context, r PhoneClaimRequest) (*Coupo
 	}
 	return s.idempotent(ctx, r.RequestID, phoneFingerprint(p, r.TemplateID), r.TemplateID,
 		func() (*Coupon, error) { return s.replayPhone(ctx, p, r) },
-		func(maybeIssued bool) (*Coupon, error) { return s.claimPhone(ctx, p, r, maybeIssued) })
+		func() (*Coupon, error) { return s.claimPhone(ctx, p, r) })
 }
 
 // replayPhone returns the coupon an earlier call with the same request ID
@@ -242,7 +242,7 @@ func (s *Service) replayPhone(ctx context.Context, p Phone, r PhoneClaimRequest)
 	return c, nil
 }
 
-func (s *Service) claimPhone(ctx context.Context, p Phone, r PhoneClaimRequest, maybeIssued bool) (*Coupon, error) {
+func (s *Service) claimPhone(ctx context.Context, p Phone, r PhoneClaimRequest) (*Coupon, error) {
 	if c, err := s.replayPhone(ctx, p, r); c != nil || err != nil {
 		return c, err
 	}
@@ -251,7 +251,7 @@ func (s *Service) claimPhone(ctx context.Context, p Phone, r PhoneClaimRequest, 
 		return nil, err
 	}
 	if owner != 0 {
-		return s.claim(ctx, ClaimRequest{RequestID: r.RequestID, UserID: owner, TemplateID: r.TemplateID}, maybeIssued)
+		return s.issue(ctx, ClaimRequest{RequestID: r.RequestID, UserID: owner, TemplateID: r.TemplateID})
 	}
 	now := s.now().UTC()
 	t, err := s.claimable(ctx, r.TemplateID, now)
@@ -291,7 +291,7 @@ func (s *Service) claimPhone(ctx context.Context, p Phone, r PhoneClaimRequest, 
 		if owner == 0 {
 			return nil, Errorf(EINTERNAL, ReasonInternal, "phone %s reported bound but has no user", p)
 		}
-		return s.claim(ctx, ClaimRequest{RequestID: r.RequestID, UserID: owner, TemplateID: r.TemplateID}, maybeIssued)
+		return s.issue(ctx, ClaimRequest{RequestID: r.RequestID, UserID: owner, TemplateID: r.TemplateID})
 	case ErrorReason(err) == ReasonUserLimitReached:
 		return nil, userLimit(t)
 	}

@@ -121,19 +121,23 @@ type Ticket struct {
 }
 
 // Marker is the record of a request ID: which claim holds it (FP), the
-// call that took it (Token) and when.
+// call that took it (Token) and when, and whether that call ended with the
+// coupon maybe issued (a commit of unknown outcome).
 type Marker struct {
-	FP      string
-	Token   string
-	Started time.Time
+	FP          string
+	Token       string
+	Started     time.Time
+	MaybeIssued bool
 }
 
 // Requests keeps request markers (Redis): a claim's request ID is marked
 // once, when the claim begins, and the mark stays for the marker TTL
 // whatever the outcome but a definite failure, so success costs no second
-// write. Markers live in buckets; each bucket remembers since when it has
-// held markers, so a caller can tell whether a request ID seen fresh could
-// have been marked before and lost (Redis lost its data) within the TTL.
+// write; a call that ends with the coupon maybe issued marks the mark so,
+// and every later attempt then looks for the coupon before anything else.
+// Markers live in buckets; each bucket remembers since when it has held
+// markers, so a caller can tell whether a request ID seen fresh could have
+// been marked before and lost (Redis lost its data) within the TTL.
 type Requests interface {
 	// Begin marks requestID for the claim fp for ttl. When it is already
 	// marked it returns the holder with started=false. since is when the
@@ -141,12 +145,17 @@ type Requests interface {
 	Begin(ctx context.Context, requestID, fp string, ttl time.Duration) (tok string, started bool, held Marker, since time.Time, err error)
 	// Peek reads the marker, if any, without marking.
 	Peek(ctx context.Context, requestID string) (held *Marker, since time.Time, err error)
-	// TakeOver replaces the marker held (a call that died in flight) with
-	// one for the claim fp; ok is false when it changed meanwhile.
+	// TakeOver replaces the marker held (a call that died in flight, or
+	// one that ended maybe issued) with one for the claim fp; ok is false
+	// when it changed meanwhile.
 	TakeOver(ctx context.Context, requestID string, held Marker, fp string, ttl time.Duration) (tok string, ok bool, err error)
 	// Forget drops the marker the call holding tok took, after a definite
 	// failure, so that a retry starts afresh.
 	Forget(ctx context.Context, requestID, fp, tok string) error
+	// MaybeIssued keeps the marker the call holding tok took for the rest
+	// of its TTL, marked as maybe issued: the call ended without knowing
+	// whether its coupon, or an earlier attempt's, was written.
+	MaybeIssued(ctx context.Context, requestID, fp, tok string) error
 }
 
 // Leases are named, expiring locks that keep one replica doing a job.

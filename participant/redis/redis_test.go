@@ -134,6 +134,50 @@ func TestLeaseAndRequestMarkers(t *testing.T) {
 	}
 }
 
+// TestMaybeIssuedMarker: a call that ends maybe issued keeps its marker,
+// for the rest of its TTL, marked so; only its own token can mark it,
+// repeating changes nothing, and a retry can take it over (once).
+func TestMaybeIssuedMarker(t *testing.T) {
+	r, rdb, prefix := adapter(t)
+	ctx := ctxT(t)
+	tok, started, _, _, err := r.Requests.Begin(ctx, "req-m", "u1:t1", time.Minute)
+	if err != nil || !started {
+		t.Fatalf("Begin = %v, %v", started, err)
+	}
+	if err := r.Requests.MaybeIssued(ctx, "req-m", "u1:t1", "not-mine"); err != nil {
+		t.Fatal(err)
+	}
+	if m, _, err := r.Requests.Peek(ctx, "req-m"); err != nil || m == nil || m.MaybeIssued {
+		t.Fatalf("Peek after another call's MaybeIssued = %+v, %v; want unmarked", m, err)
+	}
+	for range 2 {
+		if err := r.Requests.MaybeIssued(ctx, "req-m", "u1:t1", tok); err != nil {
+			t.Fatal(err)
+		}
+	}
+	held, _, err := r.Requests.Peek(ctx, "req-m")
+	if err != nil || held == nil || !held.MaybeIssued || held.Token != tok || held.FP != "u1:t1" {
+		t.Fatalf("Peek after MaybeIssued = %+v, %v; want u1:t1's marker, maybe issued", held, err)
+	}
+	keys, err := rdb.Keys(ctx, prefix+"req:*:req-m").Result()
+	if err != nil || len(keys) != 1 {
+		t.Fatalf("marker keys = %v, %v", keys, err)
+	}
+	if ttl, err := rdb.PTTL(ctx, keys[0]).Result(); err != nil || ttl <= 0 || ttl > time.Minute {
+		t.Fatalf("marker TTL after MaybeIssued = %v, %v; want the rest of a minute", ttl, err)
+	}
+	tok2, ok, err := r.Requests.TakeOver(ctx, "req-m", *held, "u1:t1", time.Minute)
+	if err != nil || !ok || tok2 == tok {
+		t.Fatalf("TakeOver of a maybe-issued marker = %q, %v, %v", tok2, ok, err)
+	}
+	if _, ok, err := r.Requests.TakeOver(ctx, "req-m", *held, "u1:t1", time.Minute); err != nil || ok {
+		t.Fatalf("second TakeOver of the same marker = %v, %v; want refused", ok, err)
+	}
+	if m, _, _ := r.Requests.Peek(ctx, "req-m"); m == nil || m.MaybeIssued || m.Token != tok2 {
+		t.Fatalf("marker after the takeover = %+v; want the taker's, in flight", m)
+	}
+}
+
 // TestBreakerFailsFastWhileRedisHangs: while Redis does not answer, calls
 // fail with Unavailable; after a few failures they stop waiting out the
 // read timeout; once Redis answers again calls succeed.

@@ -14,7 +14,8 @@ import (
 )
 
 // Requests keeps the markers of idempotent requests (participant.Requests).
-// A marker is "fp|token|started-ms". Markers live in 64 buckets, hash-tagged
+// A marker is "fp|token|started-ms", with "|m" appended once its call ended
+// with the request maybe issued. Markers live in 64 buckets, hash-tagged
 // so that each bucket has one slot; beside each bucket's markers a "born"
 // key says since when (ms) the bucket has held markers: if Redis lost its
 // data the bucket is born again, and a request marked before the loss may
@@ -73,6 +74,10 @@ return {v, born}
 
 func nowMS() int64 { return time.Now().UnixMilli() }
 
+// maybeIssuedFlag is the fourth field of the marker of a call that ended
+// with the request maybe issued.
+const maybeIssuedFlag = "m"
+
 func parseMarker(v string) participant.Marker {
 	parts := strings.Split(v, "|")
 	m := participant.Marker{FP: parts[0]}
@@ -82,11 +87,21 @@ func parseMarker(v string) participant.Marker {
 			m.Started = time.UnixMilli(ms)
 		}
 	}
+	m.MaybeIssued = len(parts) >= 4 && parts[3] == maybeIssuedFlag
 	return m
 }
 
 func marker(fp, tok string, started int64) string {
 	return fp + "|" + tok + "|" + strconv.FormatInt(started, 10)
+}
+
+// markerOf is the stored form of m, for a compare-and-set.
+func markerOf(m participant.Marker) string {
+	v := marker(m.FP, m.Token, m.Started.UnixMilli())
+	if m.MaybeIssued {
+		v += "|" + maybeIssuedFlag
+	}
+	return v
 }
 
 func bornAt(v any) time.Time {
@@ -138,11 +153,11 @@ redis.call('SET', KEYS[1], ARGV[2], 'PX', ARGV[3])
 return 1
 `)
 
-// TakeOver replaces a dead call's marker.
+// TakeOver replaces the marker of a call that died or ended with the
+// request maybe issued.
 func (r *Requests) TakeOver(ctx context.Context, requestID string, held participant.Marker, fp string, ttl time.Duration) (string, bool, error) {
 	tok := token()
-	old := marker(held.FP, held.Token, held.Started.UnixMilli())
-	n, err := r.script(ctx, takeOverScript, r.keys(requestID)[:1], old, marker(fp, tok, nowMS()), ttl.Milliseconds()).Int()
+	n, err := r.script(ctx, takeOverScript, r.keys(requestID)[:1], markerOf(held), marker(fp, tok, nowMS()), ttl.Milliseconds()).Int()
 	if err != nil {
 		return "", false, wrap("take over request "+requestID, err)
 	}
@@ -159,4 +174,19 @@ return 0
 func (r *Requests) Forget(ctx context.Context, requestID, fp, tok string) error {
 	err := r.script(ctx, forgetScript, r.keys(requestID)[:1], fp+"|"+tok+"|").Err()
 	return wrap("forget request "+requestID, err)
+}
+
+var maybeIssuedScript = goredis.NewScript(`
+local v = redis.call('GET', KEYS[1])
+if not v or string.sub(v, 1, string.len(ARGV[1])) ~= ARGV[1] then return 0 end
+if string.sub(v, -string.len(ARGV[2])) == ARGV[2] then return 0 end
+redis.call('SET', KEYS[1], v .. ARGV[2], 'KEEPTTL')
+return 1
+`)
+
+// MaybeIssued marks the marker the call holding tok took as maybe issued,
+// for the rest of its TTL. Repeating it changes nothing.
+func (r *Requests) MaybeIssued(ctx context.Context, requestID, fp, tok string) error {
+	err := r.script(ctx, maybeIssuedScript, r.keys(requestID)[:1], fp+"|"+tok+"|", "|"+maybeIssuedFlag).Err()
+	return wrap("mark request "+requestID+" maybe issued", err)
 }
