@@ -17,6 +17,7 @@ import (
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/opencoupon/coupon/client/coupontcc"
+	"github.com/opencoupon/coupon/internal/auth"
 	"github.com/opencoupon/coupon/internal/coupontest"
 	"github.com/opencoupon/coupon/internal/dtmtest"
 	"github.com/opencoupon/coupon/internal/testenv"
@@ -107,10 +108,31 @@ func TestCallersAndRoles(t *testing.T) {
 	wantRefused(t, "AdminService as local-app", err, codes.PermissionDenied, "PERMISSION_DENIED")
 	_, err = srv.AdminAs(coupontest.TokenShop).ListCampaigns(ctx, list)
 	wantRefused(t, "AdminService as local-shop", err, codes.PermissionDenied, "PERMISSION_DENIED")
-	_, err = srv.CouponsAs(coupontest.TokenApp).LockCoupon(ctx, branch)
-	wantRefused(t, "LockCoupon as local-app", err, codes.PermissionDenied, "PERMISSION_DENIED")
-	_, err = srv.CouponsAs(coupontest.TokenApp).ConsumeCoupon(ctx, branch)
-	wantRefused(t, "ConsumeCoupon as local-app", err, codes.PermissionDenied, "PERMISSION_DENIED")
+	// Only the order role reaches a branch method: every other role, and no
+	// credential at all, is refused on every one of them.
+	for _, who := range []struct{ name, token, reason string }{
+		{"local-app", coupontest.TokenApp, "PERMISSION_DENIED"},
+		{"alice (admin)", coupontest.TokenAlice, "PERMISSION_DENIED"},
+		{"no credential", "", "UNAUTHENTICATED"},
+	} {
+		conn := srv.Dial(t)
+		for _, m := range auth.Branches {
+			var req, resp any = branch, new(couponv1.CouponBranchResponse)
+			if m == couponv1.CouponService_ReturnCoupon_FullMethodName {
+				req, resp = &couponv1.ReturnCouponRequest{RequestId: "r-1", UserId: 1, CouponCode: "C1", OrderNo: "o-1"}, new(couponv1.ReturnCouponResponse)
+			}
+			cctx := ctx
+			if who.token != "" {
+				cctx = coupontest.AsToken(ctx, who.token)
+			}
+			code := codes.PermissionDenied
+			if who.reason == "UNAUTHENTICATED" {
+				code = codes.Unauthenticated
+			}
+			err := conn.Invoke(cctx, m, req, resp)
+			wantRefused(t, m+" as "+who.name, err, code, who.reason)
+		}
+	}
 	_, err = srv.CouponsAs(coupontest.TokenShop).ClaimCoupon(ctx, &couponv1.ClaimCouponRequest{RequestId: "r", UserId: 1, TemplateId: 1})
 	wantRefused(t, "ClaimCoupon as local-shop", err, codes.PermissionDenied, "PERMISSION_DENIED")
 	_, err = srv.CouponsAs("").GetTemplate(ctx, &couponv1.GetTemplateRequest{TemplateId: 1})
