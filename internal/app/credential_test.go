@@ -24,17 +24,20 @@ import (
 	"github.com/opencoupon/coupon/internal/app"
 	"github.com/opencoupon/coupon/internal/coupontest"
 	"github.com/opencoupon/coupon/internal/dtmtest"
+	"github.com/opencoupon/coupon/internal/testenv"
 	couponv1 "github.com/opencoupon/coupon/proto/coupon/v1"
 )
 
-// TestNoReusableCredentialInCoordinator runs two orders through a real
-// coordinator with the branch headers coupontcc recommends, then reads
+// TestNoReusableCredentialInCoordinator runs two TCC orders and a Saga order
+// through a real coordinator with the branch headers coupontcc recommends,
+// then reads
 // everything the coordinator exposes — its HTTP API (query and all), its
 // MySQL store (trans_global, trans_branch_op) and its info log — and tries
 // every branch header value found there on the coupon service the way a
 // reader of the coordinator would: ReturnCoupon, ConsumeCoupon and
-// UnlockCoupon for another gid, for the other order's coupon, LockCoupon,
-// and, once the credential has expired, even the calls it was made for.
+// UnlockCoupon for another gid, for another order's coupon, LockCoupon, a
+// replay of the Saga's compensation on its own gid after it succeeded, and,
+// once the credential has expired, even the calls it was made for.
 // Every one is refused by authentication, both coupons stay USED, and the
 // transactions themselves committed.
 func TestNoReusableCredentialInCoordinator(t *testing.T) {
@@ -42,6 +45,7 @@ func TestNoReusableCredentialInCoordinator(t *testing.T) {
 	var skew atomic.Int64 // how far the coupon service's auth clock is ahead
 	srv := coupontest.Start(t, func(c *app.Config) {
 		c.Auth.Now = func() time.Time { return time.Now().Add(time.Duration(skew.Load())) }
+		c.Auth.Coordinator = dtm.HTTPAddr
 	})
 	tpl := template(t, srv, 10)
 	const user = 9101
@@ -63,6 +67,19 @@ func TestNoReusableCredentialInCoordinator(t *testing.T) {
 		})
 		if err != nil {
 			t.Fatalf("order %s: %v", gid, err)
+		}
+		orders = append(orders, placed{gid, req})
+	}
+	{
+		c := claim(t, srv, tpl.Id, user)
+		gid := fmt.Sprintf("cred-saga-%d", time.Now().UnixNano())
+		req := &couponv1.CouponBranchRequest{UserId: user, CouponCode: c.Code,
+			Order: &couponv1.Order{OrderNo: "o-" + gid, UserId: user, Amount: 8000, Currency: "CNY"}}
+		saga := dtmgrpc.NewSagaGrpc(dtm.GRPCAddr, gid, dtmgrpc.WithBranchHeaders(coupontest.BranchHeaders(t, gid, coupontcc.OrderOf(req))))
+		saga.WaitResult = true
+		saga.Add(srv.Addr+couponv1.CouponService_UseCoupon_FullMethodName, srv.Addr+couponv1.CouponService_UseCouponRevert_FullMethodName, req)
+		if err := saga.Submit(); err != nil {
+			t.Fatalf("saga %s: %v", gid, err)
 		}
 		orders = append(orders, placed{gid, req})
 	}
@@ -99,8 +116,11 @@ func TestNoReusableCredentialInCoordinator(t *testing.T) {
 	conn := srv.Dial(t) // no credential of its own
 	call := func(ctx context.Context, method, gid, op string, req any) error {
 		transType, resp := "tcc", any(new(couponv1.CouponBranchResponse))
-		if method == couponv1.CouponService_ReturnCoupon_FullMethodName {
+		switch method {
+		case couponv1.CouponService_ReturnCoupon_FullMethodName:
 			transType, resp = "msg", new(couponv1.ReturnCouponResponse)
+		case couponv1.CouponService_UseCoupon_FullMethodName, couponv1.CouponService_UseCouponRevert_FullMethodName:
+			transType = "saga"
 		}
 		ctx = metadata.AppendToOutgoingContext(ctx, "dtm-gid", gid, "dtm-trans_type", transType, "dtm-branch_id", "01", "dtm-op", op, "dtm-dtm", dtm.GRPCAddr)
 		return conn.Invoke(ctx, method, req, resp)
@@ -119,7 +139,7 @@ func TestNoReusableCredentialInCoordinator(t *testing.T) {
 		for _, as := range asCredential(h) {
 			ctx := metadata.AppendToOutgoingContext(ctxT(t), as[0], as[1])
 			for i, own := range orders {
-				other := orders[1-i]
+				other := orders[(i+1)%len(orders)]
 				who := fmt.Sprintf("%s=%.40q… as %s", h[0], h[1], as[0])
 				// Another transaction: a made-up gid, and the other order's.
 				for _, gid := range []string{"forged-" + own.gid, other.gid} {
@@ -133,7 +153,11 @@ func TestNoReusableCredentialInCoordinator(t *testing.T) {
 				refused(t, who+": UnlockCoupon of the other coupon", call(ctx, couponv1.CouponService_UnlockCoupon_FullMethodName, own.gid, "cancel", other.req))
 				// A Try is the order service's own call, never DTM's.
 				refused(t, who+": LockCoupon", call(ctx, couponv1.CouponService_LockCoupon_FullMethodName, own.gid, "try", own.req))
-				attempts += 9
+				refused(t, who+": UseCouponRevert of the other coupon", call(ctx, couponv1.CouponService_UseCouponRevert_FullMethodName, own.gid, "compensate", other.req))
+				// Its own gid and coupon, the compensation DTM never sent:
+				// the barrier has not seen it, only the coordinator knows.
+				refused(t, who+": UseCouponRevert of its own committed coupon", call(ctx, couponv1.CouponService_UseCouponRevert_FullMethodName, own.gid, "compensate", own.req))
+				attempts += 11
 			}
 		}
 	}
@@ -238,4 +262,53 @@ func asCredential(h [2]string) [][2]string {
 		}
 	}
 	return out
+}
+
+// TestSagaCompensatesWithCoordinatorCheck: with the coordinator check on, a
+// Saga that fails is still compensated on its branch credential (DTM sends
+// the compensation while the Saga is aborting) and its coupon comes back.
+func TestSagaCompensatesWithCoordinatorCheck(t *testing.T) {
+	dtm := dtmtest.Start(t)
+	srv := coupontest.Start(t, func(c *app.Config) { c.Auth.Coordinator = dtm.HTTPAddr })
+	tpl := template(t, srv, 10)
+	const user = 9201
+	spent := claim(t, srv, tpl.Id, user)
+	fresh := claim(t, srv, tpl.Id, user)
+	req := func(code, gid string) *couponv1.CouponBranchRequest {
+		return &couponv1.CouponBranchRequest{UserId: user, CouponCode: code,
+			Order: &couponv1.Order{OrderNo: "o-" + gid, UserId: user, Amount: 8000, Currency: "CNY"}}
+	}
+	run := func(gid string, reqs ...*couponv1.CouponBranchRequest) error {
+		var orders []branchcred.Order
+		for _, r := range reqs {
+			orders = append(orders, coupontcc.OrderOf(r))
+		}
+		saga := dtmgrpc.NewSagaGrpc(dtm.GRPCAddr, gid, dtmgrpc.WithBranchHeaders(coupontest.BranchHeaders(t, gid, orders...)))
+		saga.WaitResult = true
+		for _, r := range reqs {
+			saga.Add(srv.Addr+couponv1.CouponService_UseCoupon_FullMethodName, srv.Addr+couponv1.CouponService_UseCouponRevert_FullMethodName, r)
+		}
+		return saga.Submit()
+	}
+	g1 := fmt.Sprintf("comp-1-%d", time.Now().UnixNano())
+	if err := run(g1, req(spent.Code, g1)); err != nil {
+		t.Fatalf("saga using %s: %v", spent.Code, err)
+	}
+	// The second branch wants the coupon the first saga used: refused, so
+	// DTM compensates the first branch, which had used the fresh coupon.
+	g2 := fmt.Sprintf("comp-2-%d", time.Now().UnixNano())
+	if err := run(g2, req(fresh.Code, g2), req(spent.Code, g2)); err == nil {
+		t.Fatal("saga reusing a used coupon succeeded")
+	}
+	status := func(code string) couponv1.Coupon_Status {
+		c, err := srv.Coupons.GetCoupon(ctxT(t), &couponv1.GetCouponRequest{UserId: user, CouponCode: code})
+		if err != nil {
+			t.Fatalf("GetCoupon: %v", err)
+		}
+		return c.Status
+	}
+	testenv.Eventually(t, 30*time.Second, "the compensated coupon AVAILABLE again", func() bool { return status(fresh.Code) == couponv1.Coupon_AVAILABLE })
+	if got := status(spent.Code); got != couponv1.Coupon_USED {
+		t.Fatalf("the first saga's coupon is %s, want USED", got)
+	}
 }

@@ -324,3 +324,33 @@ func TestBranchKeysConfig(t *testing.T) {
 		t.Errorf("two keys (a rotation): %v", err)
 	}
 }
+
+// statuses is a Transactions answering from a map.
+type statuses map[string]string
+
+func (s statuses) Status(_ context.Context, gid string) (string, bool, error) {
+	st, ok := s[gid]
+	return st, ok, nil
+}
+
+// TestBranchCompensationOnlyWhileAborting: a Saga compensation on a branch
+// credential is served only while DTM is compensating that Saga.
+func TestBranchCompensationOnlyWhileAborting(t *testing.T) {
+	now := time.Now()
+	txns := statuses{"g-aborting": "aborting", "g-succeed": "succeed", "g-submitted": "submitted"}
+	a := mustNew(t, auth.Config{Enabled: true, Callers: auth.DevCallers(), Transactions: txns})
+	req := &couponv1.CouponBranchRequest{UserId: 1, CouponCode: "C1", Order: &couponv1.Order{OrderNo: "o-1"}}
+	for gid, want := range map[string]codes.Code{"g-aborting": codes.OK, "g-succeed": codes.PermissionDenied, "g-submitted": codes.PermissionDenied, "g-unknown": codes.PermissionDenied} {
+		v, err := branchcred.Sign(auth.DevBranchKey, "shop", gid, now.Add(time.Hour), branchcred.Order{CouponCode: "C1", OrderNo: "o-1"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		ctx := metadata.NewIncomingContext(context.Background(), metadata.Pairs(branchcred.Header, v, "dtm-gid", gid))
+		for method, w := range map[string]codes.Code{couponv1.CouponService_UseCouponRevert_FullMethodName: want, couponv1.CouponService_UseCoupon_FullMethodName: codes.OK} {
+			_, err := a.Unary(ctx, req, &grpc.UnaryServerInfo{FullMethod: method}, func(context.Context, any) (any, error) { return nil, nil })
+			if got := status.Code(err); got != w {
+				t.Errorf("%s of %s: %s (%v), want %s", method, gid, got, err, w)
+			}
+		}
+	}
+}
