@@ -231,7 +231,7 @@ func (r *run) tryCoupon(ctx context.Context, t *tcc, o directOrder, phase2 strin
 	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()
 	resp := new(couponv1.CouponBranchResponse)
-	err := t.branch(ctx, o.branchRequest(), r.s.couponGRPC, phase2,
+	err := t.branch(as(ctx, tokenShop), o.branchRequest(), r.s.couponGRPC, phase2,
 		couponv1.CouponService_LockCoupon_FullMethodName, couponv1.CouponService_ConsumeCoupon_FullMethodName,
 		couponv1.CouponService_UnlockCoupon_FullMethodName, resp)
 	r.rec.ops.Add(1)
@@ -304,7 +304,10 @@ func (r *run) oneDirect(ctx context.Context, rng *rand.Rand, dtm, phase2 string,
 	if err != nil {
 		return err
 	}
-	t := newTCC(ctx, dtm, r.prefix+"g-"+o.orderNo)
+	t, err := newTCC(ctx, dtm, r.prefix+"g-"+o.orderNo, o)
+	if err != nil {
+		return err
+	}
 	rec := &txnRec{GID: t.Gid, OrderNo: o.orderNo, UserID: o.user, Coupon: o.code, Amount: o.amount, Payment: true}
 	if err := t.prepare(ctx); err != nil {
 		if out, _ := classify(err); out != unknown {
@@ -344,7 +347,10 @@ func killCouponDuringConfirm(ctx context.Context, r *run) error {
 		if err != nil {
 			return err
 		}
-		t := newTCC(ctx, r.s.coordGRPC[1], r.prefix+"g-"+o.orderNo)
+		t, err := newTCC(ctx, r.s.coordGRPC[1], r.prefix+"g-"+o.orderNo, o)
+		if err != nil {
+			return err
+		}
 		rec := &txnRec{GID: t.Gid, OrderNo: o.orderNo, UserID: o.user, Coupon: o.code, Amount: o.amount, Payment: true, Want: "commit"}
 		if err := t.prepare(ctx); err != nil {
 			return fmt.Errorf("prepare %s: %w", t.Gid, err)
@@ -483,7 +489,11 @@ func twoTransactionsOneOrder(ctx context.Context, r *run) error {
 			return err
 		}
 		dtm := r.s.coordGRPC[1]
-		t1, t2 := newTCC(ctx, dtm, r.prefix+"t1-"+o.orderNo), newTCC(ctx, dtm, r.prefix+"t2-"+o.orderNo)
+		t1, err1 := newTCC(ctx, dtm, r.prefix+"t1-"+o.orderNo, o)
+		t2, err2 := newTCC(ctx, dtm, r.prefix+"t2-"+o.orderNo, o)
+		if err := errors.Join(err1, err2); err != nil {
+			return err
+		}
 		for _, t := range []*tcc{t1, t2} {
 			if err := t.prepare(ctx); err != nil {
 				return fmt.Errorf("prepare %s: %w", t.Gid, err)
@@ -497,7 +507,7 @@ func twoTransactionsOneOrder(ctx context.Context, r *run) error {
 			cctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 			defer cancel()
 			r.rec.ops.Add(1)
-			return coupontcc.Enlist(cctx, t.TccGrpc, r.s.couponGRPC, o.branchRequest())
+			return coupontcc.Enlist(coupontcc.WithToken(cctx, tokenShop), t.TccGrpc, r.s.couponGRPC, o.branchRequest())
 		}
 		if i%2 == 0 {
 			// T1 holds coupon and payment; T2 tries the same coupon, its
@@ -551,7 +561,10 @@ func submitRetry(ctx context.Context, r *run) error {
 				return err
 			}
 			// Through the client-dtm proxy to coordinator A.
-			t := newTCC(ctx, r.s.proxyAddr[proxyClientDTM], r.prefix+"r-"+o.orderNo)
+			t, err := newTCC(ctx, r.s.proxyAddr[proxyClientDTM], r.prefix+"r-"+o.orderNo, o)
+			if err != nil {
+				return err
+			}
 			rec := &txnRec{GID: t.Gid, OrderNo: o.orderNo, UserID: o.user, Coupon: o.code, Amount: o.amount, Payment: true, Note: lost}
 			if err := t.prepare(ctx); err != nil {
 				return fmt.Errorf("prepare %s: %w", t.Gid, err)
