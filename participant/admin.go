@@ -135,7 +135,9 @@ func (s *Service) CreateTemplate(ctx context.Context, t *Template) (*Template, e
 		return nil, err
 	}
 	t.CreatedBy = by
-	t.ValidFrom, t.ValidUntil = t.ValidFrom.UTC(), t.ValidUntil.UTC()
+	// Kept to the microsecond the catalog stores, so the template created
+	// (and its audit row) is the one later reads and comparisons see.
+	t.ValidFrom, t.ValidUntil = storedTime(t.ValidFrom), storedTime(t.ValidUntil)
 	if err := t.validate(s.cfg.MaxSubStock); err != nil {
 		return nil, err
 	}
@@ -157,6 +159,9 @@ func (s *Service) CreateTemplate(ctx context.Context, t *Template) (*Template, e
 	}
 	return t, nil
 }
+
+// storedTime is t as the catalog stores it: UTC, to the microsecond.
+func storedTime(t time.Time) time.Time { return t.UTC().Truncate(time.Microsecond) }
 
 // TemplateChange is a partial update; nil fields stay as they are.
 type TemplateChange struct {
@@ -233,7 +238,7 @@ func (s *Service) UpdateTemplate(ctx context.Context, id int64, ch TemplateChang
 			t.Returnable = *ch.Returnable
 		}
 		if !ch.ValidUntil.IsZero() {
-			t.ValidUntil = ch.ValidUntil.UTC()
+			t.ValidUntil = storedTime(ch.ValidUntil)
 		}
 		if ch.Status != 0 && ch.Status != t.Status {
 			ok := (t.Status == TemplateActive && ch.Status == TemplatePaused) ||
