@@ -105,7 +105,7 @@ func activeTemplate(tb testing.TB, base string, stock int) string {
 		`{"name":"10 off","coupon_type":"FIXED_AMOUNT","discount_amount":1000,"total_stock":%d,"per_user_limit":1,"created_by":"alice","valid_from":%q,"valid_until":%q}`,
 		stock, now.Add(-time.Minute).Format(time.RFC3339), now.Add(24*time.Hour).Format(time.RFC3339)))
 	id := tpl["id"].(string)
-	ok(tb, "approve", "POST", base+"/v1/admin/templates/"+id+":approve", "local-admin-bob", `{"approvedBy":"bob"}`)
+	ok(tb, "approve", "POST", base+"/v1/admin/templates/"+id+":approve", "local-admin-bob", `{"approvedBy":"bob","version":"`+tpl["version"].(string)+`"}`)
 	return id
 }
 
