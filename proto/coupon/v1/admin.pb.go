@@ -581,7 +581,9 @@ func (x *CreateTemplateRequest) GetReturnable() bool {
 }
 
 // UpdateTemplateRequest changes presentation fields at any time, and moves the status
-// between ACTIVE, PAUSED and ENDED. Money rules change only while PENDING_APPROVAL.
+// between ACTIVE, PAUSED and ENDED. The discount fields, usage rule and returnable change only
+// while PENDING_APPROVAL. Whoever changes a money rule (those, the limits or the validity)
+// becomes the template's money_edited_by, who may not approve it.
 type UpdateTemplateRequest struct {
 	state          protoimpl.MessageState `protogen:"open.v1"`
 	TemplateId     int64                  `protobuf:"varint,1,opt,name=template_id,json=templateId,proto3" json:"template_id,omitempty"`
