@@ -37,11 +37,13 @@ func MoneyRuleChanges(before, after *Template) []RuleChange {
 		}
 	}
 	i64 := func(v int64) string { return strconv.FormatInt(v, 10) }
+	// To the microsecond the catalog stores: a snapshot taken before the
+	// write (an audit row's) may carry nanoseconds the stored row lost.
 	tm := func(v time.Time) string {
 		if v.IsZero() {
 			return ""
 		}
-		return v.UTC().Format(time.RFC3339Nano)
+		return storedTime(v).Format(time.RFC3339Nano)
 	}
 	add("coupon_type", couponTypeName(before.Type), couponTypeName(after.Type))
 	add("discount_amount", i64(before.DiscountAmount), i64(after.DiscountAmount))
