@@ -191,7 +191,7 @@ func (r *run) fixture(ctx context.Context) error {
 			return fmt.Errorf("create template %q: %w", t.Name, err)
 		}
 		// Maker-checker: someone else approves.
-		if _, err := r.s.admin.ApproveTemplate(as(ctx, tokenBob), &couponv1.ApproveTemplateRequest{TemplateId: tpl.Id, ApprovedBy: "bob"}); err != nil {
+		if _, err := r.s.admin.ApproveTemplate(as(ctx, tokenBob), &couponv1.ApproveTemplateRequest{TemplateId: tpl.Id, Version: tpl.GetVersion(), ApprovedBy: "bob"}); err != nil {
 			return fmt.Errorf("approve template %d: %w", tpl.Id, err)
 		}
 		r.tpls = append(r.tpls, tpl.Id)

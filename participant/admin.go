@@ -3,6 +3,7 @@ package participant
 import (
 	"context"
 	"fmt"
+	"strconv"
 	"strings"
 	"time"
 )
@@ -134,7 +135,9 @@ func (s *Service) CreateTemplate(ctx context.Context, t *Template) (*Template, e
 		return nil, err
 	}
 	t.CreatedBy = by
-	t.ValidFrom, t.ValidUntil = t.ValidFrom.UTC(), t.ValidUntil.UTC()
+	// Kept to the microsecond the catalog stores, so the template created
+	// (and its audit row) is the one later reads and comparisons see.
+	t.ValidFrom, t.ValidUntil = storedTime(t.ValidFrom), storedTime(t.ValidUntil)
 	if err := t.validate(s.cfg.MaxSubStock); err != nil {
 		return nil, err
 	}
@@ -156,6 +159,9 @@ func (s *Service) CreateTemplate(ctx context.Context, t *Template) (*Template, e
 	}
 	return t, nil
 }
+
+// storedTime is t as the catalog stores it: UTC, to the microsecond.
+func storedTime(t time.Time) time.Time { return t.UTC().Truncate(time.Microsecond) }
 
 // TemplateChange is a partial update; nil fields stay as they are.
 type TemplateChange struct {
@@ -189,11 +195,12 @@ func (s *Service) UpdateTemplate(ctx context.Context, id int64, ch TemplateChang
 	if err := checkText("updated_by", ch.UpdatedBy, false, maxPrincipalLen); err != nil {
 		return nil, err
 	}
-	_, actor, err := s.principal(ctx, "updated_by", ch.UpdatedBy, "UpdateTemplate")
+	by, actor, err := s.principal(ctx, "updated_by", ch.UpdatedBy, "UpdateTemplate")
 	if err != nil {
 		return nil, err
 	}
 	t, err := s.catalog.UpdateTemplate(ctx, id, func(t *Template) error {
+		before := *t
 		if t.Status == TemplateEnded {
 			return Errorf(EREFUSED, ReasonTemplateNotEditable, "template %d has ended", t.ID)
 		}
@@ -231,7 +238,7 @@ func (s *Service) UpdateTemplate(ctx context.Context, id int64, ch TemplateChang
 			t.Returnable = *ch.Returnable
 		}
 		if !ch.ValidUntil.IsZero() {
-			t.ValidUntil = ch.ValidUntil.UTC()
+			t.ValidUntil = storedTime(ch.ValidUntil)
 		}
 		if ch.Status != 0 && ch.Status != t.Status {
 			ok := (t.Status == TemplateActive && ch.Status == TemplatePaused) ||
@@ -246,6 +253,14 @@ func (s *Service) UpdateTemplate(ctx context.Context, id int64, ch TemplateChang
 		if err := t.validate(s.cfg.MaxSubStock); err != nil {
 			return err
 		}
+		if len(MoneyRuleChanges(&before, t)) > 0 {
+			// Maker-checker needs to know who changed what goes live: an
+			// anonymous money edit could be approved by its own author.
+			if strings.TrimSpace(by) == "" {
+				return Invalid("updated_by", "is required to change money rules")
+			}
+			t.MoneyEditedBy = strings.TrimSpace(by)
+		}
 		t.UpdatedAt = s.now().UTC()
 		return nil
 	}, actor)
@@ -254,6 +269,31 @@ func (s *Service) UpdateTemplate(ctx context.Context, id int64, ch TemplateChang
 	}
 	s.templates.invalidate(ctx, id)
 	return t, nil
+}
+
+// decideApproval decides an approval on the locked template: only a
+// PENDING_APPROVAL template, by neither its creator nor its last money
+// editor, at the version the approver reviewed.
+func decideApproval(t *Template, version int64, approver string) error {
+	if t.Status != TemplatePendingApproval {
+		return Errorf(EREFUSED, ReasonInvalidStateTransition,
+			"template %d is %s, only PENDING_APPROVAL can be approved", t.ID, templateStatusName(t.Status))
+	}
+	same := func(a, b string) bool { return strings.EqualFold(strings.TrimSpace(a), strings.TrimSpace(b)) }
+	if same(approver, t.CreatedBy) {
+		return Errorf(EREFUSED, ReasonApproverIsCreator, "template %d was created by %s, who cannot approve it", t.ID, t.CreatedBy)
+	}
+	if t.MoneyEditedBy != "" && same(approver, t.MoneyEditedBy) {
+		return Errorf(EREFUSED, ReasonApproverEditedRule,
+			"%s last changed the money rules of template %d and cannot approve it", t.MoneyEditedBy, t.ID)
+	}
+	if t.Version != version {
+		e := Errorf(EREFUSED, ReasonTemplateChanged,
+			"template %d is at version %d, not the version %d that was reviewed; review it again", t.ID, t.Version, version)
+		e.Metadata = map[string]string{"version": strconv.FormatInt(t.Version, 10)}
+		return e
+	}
+	return nil
 }
 
 func templateStatusName(s TemplateStatus) string {
@@ -270,12 +310,18 @@ func templateStatusName(s TemplateStatus) string {
 	return fmt.Sprintf("status(%d)", s)
 }
 
-// ApproveTemplate is the checker step of maker-checker: someone other than
-// the creator moves a PENDING_APPROVAL template to ACTIVE, and its stock
-// counters are created.
-func (s *Service) ApproveTemplate(ctx context.Context, id int64, approver string) (*Template, error) {
+// ApproveTemplate is the checker step of maker-checker: someone who
+// neither created the template nor last changed its money rules moves it
+// from PENDING_APPROVAL to ACTIVE, and its stock counters are created.
+// version is the template version the approver reviewed; it is compared
+// with the locked row, so an edit made after they looked is never approved
+// unseen (TEMPLATE_CHANGED).
+func (s *Service) ApproveTemplate(ctx context.Context, id, version int64, approver string) (*Template, error) {
 	if err := checkID("template_id", id); err != nil {
 		return nil, err
+	}
+	if version <= 0 {
+		return nil, Invalid("version", "is required: the template version the approver reviewed, got %d", version)
 	}
 	approver, actor, err := s.principal(ctx, "approved_by", approver, "ApproveTemplate")
 	if err != nil {
@@ -285,12 +331,8 @@ func (s *Service) ApproveTemplate(ctx context.Context, id int64, approver string
 		return nil, err
 	}
 	t, err := s.catalog.UpdateTemplate(ctx, id, func(t *Template) error {
-		if t.Status != TemplatePendingApproval {
-			return Errorf(EREFUSED, ReasonInvalidStateTransition,
-				"template %d is %s, only PENDING_APPROVAL can be approved", t.ID, templateStatusName(t.Status))
-		}
-		if strings.EqualFold(strings.TrimSpace(approver), strings.TrimSpace(t.CreatedBy)) {
-			return Errorf(EREFUSED, ReasonApproverIsCreator, "template %d was created by %s, who cannot approve it", t.ID, t.CreatedBy)
+		if err := decideApproval(t, version, approver); err != nil {
+			return err
 		}
 		t.Status = TemplateActive
 		t.ApprovedBy = approver

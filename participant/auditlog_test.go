@@ -45,11 +45,11 @@ func TestIdentityAndAuditLog(t *testing.T) {
 		t.Fatalf("CreateTemplate = %+v, %v", tpl, err)
 	}
 	approve := "/coupon.v1.AdminService/ApproveTemplate"
-	_, err = e.svc.ApproveTemplate(as(t, "alice", approve), tpl.ID, "")
+	_, err = e.svc.ApproveTemplate(as(t, "alice", approve), tpl.ID, tpl.Version, "")
 	wantReason(t, err, participant.EREFUSED, participant.ReasonApproverIsCreator)
-	_, err = e.svc.ApproveTemplate(as(t, "alice", approve), tpl.ID, "bob")
+	_, err = e.svc.ApproveTemplate(as(t, "alice", approve), tpl.ID, tpl.Version, "bob")
 	wantReason(t, err, participant.EPERMISSION, participant.ReasonIdentityMismatch)
-	got, err := e.svc.ApproveTemplate(as(t, "bob", approve), tpl.ID, "")
+	got, err := e.svc.ApproveTemplate(as(t, "bob", approve), tpl.ID, tpl.Version, "")
 	if err != nil || got.ApprovedBy != "bob" || got.Status != participant.TemplateActive {
 		t.Fatalf("ApproveTemplate by bob = %+v, %v", got, err)
 	}

@@ -31,6 +31,8 @@ const (
 	ReasonCampaignNotActive      = "CAMPAIGN_NOT_ACTIVE"
 	ReasonRequestIDConflict      = "REQUEST_ID_CONFLICT"
 	ReasonApproverIsCreator      = "APPROVER_IS_CREATOR"
+	ReasonApproverEditedRule     = "APPROVER_EDITED_RULE"
+	ReasonTemplateChanged        = "TEMPLATE_CHANGED"
 	ReasonInvalidStateTransition = "INVALID_STATE_TRANSITION"
 	ReasonTemplateNotEditable    = "TEMPLATE_NOT_EDITABLE"
 	ReasonCouponNotAvailable     = "COUPON_NOT_AVAILABLE"

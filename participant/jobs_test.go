@@ -106,7 +106,7 @@ func (e *env) template(t *testing.T, stock int64, sub int32, window time.Duratio
 	if err != nil {
 		t.Fatalf("CreateTemplate: %v", err)
 	}
-	if tpl, err = e.srv.AdminAs(coupontest.TokenBob).ApproveTemplate(ctxT(t), &couponv1.ApproveTemplateRequest{TemplateId: tpl.Id}); err != nil {
+	if tpl, err = e.srv.AdminAs(coupontest.TokenBob).ApproveTemplate(ctxT(t), &couponv1.ApproveTemplateRequest{TemplateId: tpl.Id, Version: tpl.GetVersion()}); err != nil {
 		t.Fatalf("ApproveTemplate: %v", err)
 	}
 	return tpl

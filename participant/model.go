@@ -81,7 +81,11 @@ type Template struct {
 	Status              TemplateStatus
 	CreatedBy           string
 	ApprovedBy          string
-	SubStockCount       int32
+	// MoneyEditedBy is who last changed the template's money rules after
+	// its creation (see MoneyRuleChanges); empty while nobody has. Like the
+	// creator, they may not approve it.
+	MoneyEditedBy string
+	SubStockCount int32
 	// Version grows with every change; caches and compiled rules key on it.
 	Version   int64
 	CreatedAt time.Time

@@ -110,7 +110,7 @@ func startStack(t *testing.T) *stack {
 	if err != nil {
 		t.Fatalf("CreateTemplate: %v", err)
 	}
-	if _, err := s.coupons.AdminAs(coupontest.TokenBob).ApproveTemplate(ctx, &couponv1.ApproveTemplateRequest{TemplateId: tpl.GetId(), ApprovedBy: "bob"}); err != nil {
+	if _, err := s.coupons.AdminAs(coupontest.TokenBob).ApproveTemplate(ctx, &couponv1.ApproveTemplateRequest{TemplateId: tpl.GetId(), Version: tpl.GetVersion(), ApprovedBy: "bob"}); err != nil {
 		t.Fatalf("ApproveTemplate: %v", err)
 	}
 	s.tpl = tpl.GetId()

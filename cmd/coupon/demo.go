@@ -64,10 +64,10 @@ func demo(ctx context.Context, args []string) error {
 	}
 	fmt.Printf("campaign %d %q created by alice; template %d %q is %s (stock %d, 1 per user)\n",
 		camp.Id, camp.Name, tpl.Id, tpl.Name, tpl.Status, tpl.TotalStock)
-	if _, err := admin.ApproveTemplate(ctx, &couponv1.ApproveTemplateRequest{TemplateId: tpl.Id, ApprovedBy: "alice"}); err != nil {
+	if _, err := admin.ApproveTemplate(ctx, &couponv1.ApproveTemplateRequest{TemplateId: tpl.Id, Version: tpl.GetVersion(), ApprovedBy: "alice"}); err != nil {
 		fmt.Printf("alice approves her own template: refused, %s\n", describe(err))
 	}
-	if tpl, err = admin.ApproveTemplate(auth.AsToken(ctx, *approver), &couponv1.ApproveTemplateRequest{TemplateId: tpl.Id, ApprovedBy: "bob"}); err != nil {
+	if tpl, err = admin.ApproveTemplate(auth.AsToken(ctx, *approver), &couponv1.ApproveTemplateRequest{TemplateId: tpl.Id, Version: tpl.GetVersion(), ApprovedBy: "bob"}); err != nil {
 		return fmt.Errorf("approve: %w", err)
 	}
 	fmt.Printf("bob approves it: template is %s\n\n", tpl.Status)

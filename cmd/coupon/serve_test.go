@@ -122,7 +122,7 @@ func TestSIGTERMUnderClaimLoad(t *testing.T) {
 	if err != nil {
 		t.Fatalf("CreateTemplate: %v", err)
 	}
-	if _, err := admin.ApproveTemplate(auth.AsToken(ctx, auth.DevTokenBob), &couponv1.ApproveTemplateRequest{TemplateId: tpl.Id, ApprovedBy: "bob"}); err != nil {
+	if _, err := admin.ApproveTemplate(auth.AsToken(ctx, auth.DevTokenBob), &couponv1.ApproveTemplateRequest{TemplateId: tpl.Id, Version: tpl.GetVersion(), ApprovedBy: "bob"}); err != nil {
 		t.Fatalf("ApproveTemplate: %v", err)
 	}
 

@@ -64,7 +64,7 @@ func (c *coupons) mustTemplate(tb testing.TB, edit func(*couponv1.CreateTemplate
 	if err != nil {
 		tb.Fatalf("CreateTemplate: %v", err)
 	}
-	if _, err := c.AdminAs(coupontest.TokenBob).ApproveTemplate(ctx, &couponv1.ApproveTemplateRequest{TemplateId: tpl.GetId(), ApprovedBy: "bob"}); err != nil {
+	if _, err := c.AdminAs(coupontest.TokenBob).ApproveTemplate(ctx, &couponv1.ApproveTemplateRequest{TemplateId: tpl.GetId(), Version: tpl.GetVersion(), ApprovedBy: "bob"}); err != nil {
 		tb.Fatalf("ApproveTemplate: %v", err)
 	}
 	return tpl.GetId()

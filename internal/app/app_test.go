@@ -77,7 +77,7 @@ func template(t *testing.T, srv *coupontest.Server, stock int64) *couponv1.Coupo
 	if err != nil {
 		t.Fatalf("CreateTemplate as alice: %v", err)
 	}
-	tpl, err = srv.AdminAs(coupontest.TokenBob).ApproveTemplate(ctx, &couponv1.ApproveTemplateRequest{TemplateId: tpl.Id, ApprovedBy: "bob"})
+	tpl, err = srv.AdminAs(coupontest.TokenBob).ApproveTemplate(ctx, &couponv1.ApproveTemplateRequest{TemplateId: tpl.Id, Version: tpl.GetVersion(), ApprovedBy: "bob"})
 	if err != nil {
 		t.Fatalf("ApproveTemplate as bob: %v", err)
 	}

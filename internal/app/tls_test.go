@@ -145,7 +145,7 @@ func TestMTLS(t *testing.T) {
 	if err != nil {
 		t.Fatalf("CreateTemplate with alice's certificate: %v", err)
 	}
-	if _, err := couponv1.NewAdminServiceClient(bob).ApproveTemplate(ctx, &couponv1.ApproveTemplateRequest{TemplateId: tpl.Id, ApprovedBy: "bob-cert"}); err != nil {
+	if _, err := couponv1.NewAdminServiceClient(bob).ApproveTemplate(ctx, &couponv1.ApproveTemplateRequest{TemplateId: tpl.Id, Version: tpl.GetVersion(), ApprovedBy: "bob-cert"}); err != nil {
 		t.Fatalf("ApproveTemplate with bob's certificate: %v", err)
 	}
 	c, err := couponv1.NewCouponServiceClient(appc).ClaimCoupon(ctx, &couponv1.ClaimCouponRequest{RequestId: "mtls-1", UserId: 9001, TemplateId: tpl.Id})

@@ -200,8 +200,8 @@ func (c *Console) parse() error {
 		"statusForm": func(csrf, action, value, label string) map[string]string {
 			return map[string]string{"CSRF": csrf, "Action": action, "Value": value, "Label": label}
 		},
-		"approveForm": func(csrf string, id int64, from string) map[string]any {
-			return map[string]any{"CSRF": csrf, "ID": id, "From": from}
+		"approveForm": func(csrf string, id, version int64, from string) map[string]any {
+			return map[string]any{"CSRF": csrf, "ID": id, "Version": version, "From": from}
 		},
 		"filterOf": func(action, status string, statuses []string) map[string]any {
 			return map[string]any{"Action": action, "Status": status, "Statuses": statuses}

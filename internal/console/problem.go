@@ -32,6 +32,8 @@ var words = map[string]string{
 	"CAMPAIGN_NOT_ACTIVE":      "The campaign is not active.",
 	"REQUEST_ID_CONFLICT":      "This request id was already used for a different request.",
 	"APPROVER_IS_CREATOR":      "You created this template, so you cannot approve it: someone else must (maker-checker).",
+	"APPROVER_EDITED_RULE":     "You last changed this template's money rules, so you cannot approve it: someone else must (maker-checker).",
+	"TEMPLATE_CHANGED":         "The template changed after you looked at it: review it again, then approve the version shown.",
 	"INVALID_STATE_TRANSITION": "That status change is not allowed from the current status.",
 	"TEMPLATE_NOT_EDITABLE":    "Money rules are fixed once a template is approved.",
 	"UNAUTHENTICATED":          "The service does not accept this token.",

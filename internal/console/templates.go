@@ -163,6 +163,8 @@ type templateData struct {
 	StockRequestID string
 	StockAmount    string
 	Mine           bool
+	// Review is shown with the approve button: what changed since creation.
+	Review *review
 }
 
 func (c *Console) template(w http.ResponseWriter, r *http.Request, ss *session) {
@@ -194,6 +196,11 @@ func (c *Console) templatePage(w http.ResponseWriter, r *http.Request, ss *sessi
 	if r.Method == http.MethodPost && r.URL.Path == fmt.Sprintf("/console/templates/%d/stock", id) {
 		// A refused top-up keeps its request id: retrying it is safe.
 		d.StockRequestID = r.PostFormValue("request_id")
+	}
+	if tpl.Status == couponv1.CouponTemplate_PENDING_APPROVAL {
+		if d.Review, err = c.reviewOf(ctx, tpl); err != nil && p == nil {
+			p = describe(err)
+		}
 	}
 	if camp, err := c.d.Admin.GetCampaign(ctx, &couponv1.GetCampaignRequest{CampaignId: tpl.CampaignId}); err == nil {
 		d.Campaign = camp
@@ -231,14 +238,21 @@ func (c *Console) updateTemplate(w http.ResponseWriter, r *http.Request, ss *ses
 	c.done(w, r, ss, fmt.Sprintf("/console/templates/%d", id), "Template saved.")
 }
 
+// approve approves the version of the template the page showed (the
+// form's version): if it changed since, the service refuses with
+// TEMPLATE_CHANGED and the page shows it anew.
 func (c *Console) approve(w http.ResponseWriter, r *http.Request, ss *session) {
 	id, p := pathID(r)
+	var version int64
+	if p == nil {
+		version, p = parseInt("version", r.PostFormValue("version"), 64)
+	}
 	var tpl *couponv1.CouponTemplate
 	if p == nil {
 		ctx, cancel := c.call(r, ss)
 		defer cancel()
 		var err error
-		if tpl, err = c.d.Admin.ApproveTemplate(ctx, &couponv1.ApproveTemplateRequest{TemplateId: id, ApprovedBy: ss.identity}); err != nil {
+		if tpl, err = c.d.Admin.ApproveTemplate(ctx, &couponv1.ApproveTemplateRequest{TemplateId: id, Version: version, ApprovedBy: ss.identity}); err != nil {
 			p = describe(err)
 		}
 	}

@@ -105,7 +105,7 @@ func activeTemplate(tb testing.TB, base string, stock int) string {
 		`{"name":"10 off","coupon_type":"FIXED_AMOUNT","discount_amount":1000,"total_stock":%d,"per_user_limit":1,"created_by":"alice","valid_from":%q,"valid_until":%q}`,
 		stock, now.Add(-time.Minute).Format(time.RFC3339), now.Add(24*time.Hour).Format(time.RFC3339)))
 	id := tpl["id"].(string)
-	ok(tb, "approve", "POST", base+"/v1/admin/templates/"+id+":approve", "local-admin-bob", `{"approvedBy":"bob"}`)
+	ok(tb, "approve", "POST", base+"/v1/admin/templates/"+id+":approve", "local-admin-bob", `{"approvedBy":"bob","version":"`+tpl["version"].(string)+`"}`)
 	return id
 }
 
@@ -153,7 +153,8 @@ func TestErrorsCarryTheServiceReason(t *testing.T) {
 		wantHTTP                 int
 		wantReason               string
 	}{
-		{"maker-checker", "POST", "/v1/admin/templates/" + tid + ":approve", `{"approvedBy":"alice"}`, http.StatusBadRequest, "APPROVER_IS_CREATOR"},
+		{"maker-checker", "POST", "/v1/admin/templates/" + tid + ":approve", `{"approvedBy":"alice","version":"` + tpl["version"].(string) + `"}`, http.StatusBadRequest, "APPROVER_IS_CREATOR"},
+		{"approval without the reviewed version", "POST", "/v1/admin/templates/" + tid + ":approve", `{"approvedBy":"alice"}`, http.StatusBadRequest, "INVALID_ARGUMENT"},
 		{"unknown template", "GET", "/v1/admin/templates/999999", "", http.StatusNotFound, "NOT_FOUND"},
 		{"bad rule", "POST", "/v1/admin/campaigns/" + camp["id"].(string) + "/templates",
 			`{"name":"t","couponType":"FIXED_AMOUNT","discountAmount":"100","createdBy":"alice","usageRule":"order.amount >=","validFrom":"2026-01-01T00:00:00Z","validUntil":"2027-01-01T00:00:00Z"}`,

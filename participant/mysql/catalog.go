@@ -137,7 +137,7 @@ func (s *Store) ListCampaigns(ctx context.Context, status participant.CampaignSt
 const templateCols = `id, request_id, campaign_id, name, description, logo, coupon_type, discount_amount,
  percent_off, max_discount, min_order_amount, product_lines, usage_rule, total_stock, per_user_limit,
  daily_use_limit, valid_from, valid_until, valid_days_after_claim, status, created_by, approved_by,
- sub_stock_count, version, created_at, updated_at, returnable`
+ sub_stock_count, version, created_at, updated_at, returnable, money_edited_by`
 
 func scanTemplate(r scanner) (*participant.Template, error) {
 	var t participant.Template
@@ -146,7 +146,7 @@ func scanTemplate(r scanner) (*participant.Template, error) {
 	err := r.Scan(&t.ID, &req, &t.CampaignID, &t.Name, &t.Description, &t.Logo, &t.Type, &t.DiscountAmount,
 		&t.PercentOff, &t.MaxDiscount, &t.MinOrderAmount, &lines, &t.UsageRule, &t.TotalStock, &t.PerUserLimit,
 		&t.DailyUseLimit, &t.ValidFrom, &t.ValidUntil, &t.ValidDaysAfterClaim, &t.Status, &t.CreatedBy, &t.ApprovedBy,
-		&t.SubStockCount, &t.Version, &t.CreatedAt, &t.UpdatedAt, &t.Returnable)
+		&t.SubStockCount, &t.Version, &t.CreatedAt, &t.UpdatedAt, &t.Returnable, &t.MoneyEditedBy)
 	if err != nil {
 		return nil, err
 	}
@@ -174,12 +174,12 @@ func (s *Store) CreateTemplate(ctx context.Context, t *participant.Template, act
 		res, err := tx.ExecContext(ctx, `INSERT INTO coupon_template (request_id, campaign_id, name, description,
  logo, coupon_type, discount_amount, percent_off, max_discount, min_order_amount, product_lines, usage_rule,
  total_stock, per_user_limit, daily_use_limit, valid_from, valid_until, valid_days_after_claim, status,
- created_by, approved_by, sub_stock_count, version, created_at, updated_at, returnable)
- VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)`,
+ created_by, approved_by, sub_stock_count, version, created_at, updated_at, returnable, money_edited_by)
+ VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)`,
 			nullString(t.RequestID), t.CampaignID, t.Name, t.Description, t.Logo, t.Type, t.DiscountAmount, t.PercentOff,
 			t.MaxDiscount, t.MinOrderAmount, productLines(t), t.UsageRule, t.TotalStock, t.PerUserLimit, t.DailyUseLimit,
 			t.ValidFrom.UTC(), t.ValidUntil.UTC(), t.ValidDaysAfterClaim, t.Status, t.CreatedBy, t.ApprovedBy,
-			t.SubStockCount, t.Version, t.CreatedAt, t.UpdatedAt, t.Returnable)
+			t.SubStockCount, t.Version, t.CreatedAt, t.UpdatedAt, t.Returnable, t.MoneyEditedBy)
 		if err != nil {
 			return err
 		}
@@ -207,16 +207,28 @@ func (s *Store) lockTemplate(ctx context.Context, tx *sql.Tx, id int64) (*partic
 	return t, err
 }
 
+// writeTemplate writes t over the locked row it was read from, bumping
+// its version. The WHERE names the version read as well: the row lock
+// already keeps it, and a write that finds another version changes nothing
+// and fails rather than overwrite an edit it did not see.
 func writeTemplate(ctx context.Context, tx *sql.Tx, t *participant.Template) error {
-	_, err := tx.ExecContext(ctx, `UPDATE coupon_template SET name=?, description=?, logo=?, discount_amount=?,
+	res, err := tx.ExecContext(ctx, `UPDATE coupon_template SET name=?, description=?, logo=?, discount_amount=?,
  percent_off=?, max_discount=?, min_order_amount=?, product_lines=?, usage_rule=?, total_stock=?,
- per_user_limit=?, daily_use_limit=?, valid_until=?, status=?, approved_by=?, sub_stock_count=?,
- returnable=?, version=version+1, updated_at=? WHERE id=?`,
+ per_user_limit=?, daily_use_limit=?, valid_until=?, status=?, approved_by=?, money_edited_by=?, sub_stock_count=?,
+ returnable=?, version=version+1, updated_at=? WHERE id=? AND version=?`,
 		t.Name, t.Description, t.Logo, t.DiscountAmount, t.PercentOff, t.MaxDiscount, t.MinOrderAmount,
 		productLines(t), t.UsageRule, t.TotalStock, t.PerUserLimit, t.DailyUseLimit, t.ValidUntil.UTC(),
-		t.Status, t.ApprovedBy, t.SubStockCount, t.Returnable, t.UpdatedAt, t.ID)
+		t.Status, t.ApprovedBy, t.MoneyEditedBy, t.SubStockCount, t.Returnable, t.UpdatedAt, t.ID, t.Version)
+	if err != nil {
+		return err
+	}
+	if n, err := res.RowsAffected(); err != nil {
+		return err
+	} else if n != 1 {
+		return fmt.Errorf("template %d changed under its row lock (version %d)", t.ID, t.Version)
+	}
 	t.Version++
-	return err
+	return nil
 }
 
 // UpdateTemplate runs fn on the locked row and writes the result.

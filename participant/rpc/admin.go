@@ -96,9 +96,10 @@ func (a *Admin) UpdateTemplate(ctx context.Context, r *couponv1.UpdateTemplateRe
 	return templatePB(t), nil
 }
 
-// ApproveTemplate activates a template; the approver must not be its creator.
+// ApproveTemplate activates a template at the version the approver
+// reviewed; the approver must be neither its creator nor its money editor.
 func (a *Admin) ApproveTemplate(ctx context.Context, r *couponv1.ApproveTemplateRequest) (*couponv1.CouponTemplate, error) {
-	t, err := a.svc.ApproveTemplate(ctx, r.TemplateId, r.ApprovedBy)
+	t, err := a.svc.ApproveTemplate(ctx, r.TemplateId, r.Version, r.ApprovedBy)
 	if err != nil {
 		return nil, err
 	}

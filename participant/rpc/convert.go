@@ -41,6 +41,7 @@ func templatePB(t *participant.Template) *couponv1.CouponTemplate {
 		ValidUntil: ts(t.ValidUntil), ValidDaysAfterClaim: t.ValidDaysAfterClaim,
 		Status: couponv1.CouponTemplate_Status(t.Status), CreatedBy: t.CreatedBy, ApprovedBy: t.ApprovedBy,
 		SubStockCount: t.SubStockCount, CreatedAt: ts(t.CreatedAt), UpdatedAt: ts(t.UpdatedAt), Returnable: t.Returnable,
+		Version: t.Version, MoneyEditedBy: t.MoneyEditedBy,
 	}
 }
 

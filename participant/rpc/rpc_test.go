@@ -76,7 +76,7 @@ func (f *fixture) template(t *testing.T, stock int64, perUser int32) *couponv1.C
 	if err != nil {
 		t.Fatalf("CreateTemplate: %v", err)
 	}
-	tpl, err = f.srv.AdminAs(coupontest.TokenBob).ApproveTemplate(ctxT(t), &couponv1.ApproveTemplateRequest{TemplateId: tpl.Id})
+	tpl, err = f.srv.AdminAs(coupontest.TokenBob).ApproveTemplate(ctxT(t), &couponv1.ApproveTemplateRequest{TemplateId: tpl.Id, Version: tpl.GetVersion()})
 	if err != nil {
 		t.Fatalf("ApproveTemplate: %v", err)
 	}
@@ -299,11 +299,11 @@ func TestBadInputsWriteNothing(t *testing.T) {
 			return err
 		}, codes.InvalidArgument, "INVALID_ARGUMENT"},
 		{"approve own template", func() error {
-			_, err := f.srv.Admin.ApproveTemplate(ctxT(t), &couponv1.ApproveTemplateRequest{TemplateId: pending.Id})
+			_, err := f.srv.Admin.ApproveTemplate(ctxT(t), &couponv1.ApproveTemplateRequest{TemplateId: pending.Id, Version: pending.GetVersion()})
 			return err
 		}, codes.FailedPrecondition, "APPROVER_IS_CREATOR"},
 		{"approve in someone else's name", func() error {
-			_, err := f.srv.Admin.ApproveTemplate(ctxT(t), &couponv1.ApproveTemplateRequest{TemplateId: pending.Id, ApprovedBy: "bob"})
+			_, err := f.srv.Admin.ApproveTemplate(ctxT(t), &couponv1.ApproveTemplateRequest{TemplateId: pending.Id, Version: pending.GetVersion(), ApprovedBy: "bob"})
 			return err
 		}, codes.PermissionDenied, "IDENTITY_MISMATCH"},
 		{"claim pending template", func() error {

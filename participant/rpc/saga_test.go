@@ -167,7 +167,7 @@ func TestReturnCoupon(t *testing.T) {
 	if err != nil || kept.Returnable {
 		t.Fatalf("CreateTemplate(returnable false) = %v, %v", kept, err)
 	}
-	if _, err := e.srv.AdminAs(coupontest.TokenBob).ApproveTemplate(ctxT(t), &couponv1.ApproveTemplateRequest{TemplateId: kept.Id}); err != nil {
+	if _, err := e.srv.AdminAs(coupontest.TokenBob).ApproveTemplate(ctxT(t), &couponv1.ApproveTemplateRequest{TemplateId: kept.Id, Version: kept.GetVersion()}); err != nil {
 		t.Fatal(err)
 	}
 	k := e.claim(t, kept.Id, 322)

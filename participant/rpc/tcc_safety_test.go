@@ -401,7 +401,7 @@ func TestProductLineCouponOnEligibleAmount(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := e.srv.AdminAs(coupontest.TokenBob).ApproveTemplate(ctxT(t), &couponv1.ApproveTemplateRequest{TemplateId: tpl.Id}); err != nil {
+	if _, err := e.srv.AdminAs(coupontest.TokenBob).ApproveTemplate(ctxT(t), &couponv1.ApproveTemplateRequest{TemplateId: tpl.Id, Version: tpl.GetVersion()}); err != nil {
 		t.Fatal(err)
 	}
 	c := e.claim(t, tpl.Id, 95)

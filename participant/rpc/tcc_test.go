@@ -392,7 +392,7 @@ func TestTCCDailyUseLimit(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := e.srv.AdminAs(coupontest.TokenBob).ApproveTemplate(ctxT(t), &couponv1.ApproveTemplateRequest{TemplateId: tpl.Id}); err != nil {
+	if _, err := e.srv.AdminAs(coupontest.TokenBob).ApproveTemplate(ctxT(t), &couponv1.ApproveTemplateRequest{TemplateId: tpl.Id, Version: tpl.GetVersion()}); err != nil {
 		t.Fatal(err)
 	}
 	a, b := e.claim(t, tpl.Id, 41), e.claim(t, tpl.Id, 41)

@@ -233,7 +233,7 @@ func (b *bench) createTemplate(ctx context.Context, name string, now time.Time, 
 	if err != nil {
 		return nil, fmt.Errorf("create template %s: %w", name, err)
 	}
-	if t, err = b.admin.ApproveTemplate(auth.AsToken(ctx, b.o.approverToken), &couponv1.ApproveTemplateRequest{TemplateId: t.Id, ApprovedBy: b.o.checker}); err != nil {
+	if t, err = b.admin.ApproveTemplate(auth.AsToken(ctx, b.o.approverToken), &couponv1.ApproveTemplateRequest{TemplateId: t.Id, Version: t.GetVersion(), ApprovedBy: b.o.checker}); err != nil {
 		return nil, fmt.Errorf("approve template %s: %w", name, err)
 	}
 	return t, nil

@@ -111,7 +111,7 @@ func (b *bench) template(ctx context.Context, name string, stock int) (*couponv1
 	if err != nil {
 		return nil, fmt.Errorf("create template: %w", err)
 	}
-	if tpl, err = admin.ApproveTemplate(auth.AsToken(ctx, auth.DevTokenBob), &couponv1.ApproveTemplateRequest{TemplateId: tpl.Id, ApprovedBy: "bob"}); err != nil {
+	if tpl, err = admin.ApproveTemplate(auth.AsToken(ctx, auth.DevTokenBob), &couponv1.ApproveTemplateRequest{TemplateId: tpl.Id, Version: tpl.GetVersion(), ApprovedBy: "bob"}); err != nil {
 		return nil, fmt.Errorf("approve template: %w", err)
 	}
 	return tpl, nil

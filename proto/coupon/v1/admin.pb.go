@@ -581,7 +581,9 @@ func (x *CreateTemplateRequest) GetReturnable() bool {
 }
 
 // UpdateTemplateRequest changes presentation fields at any time, and moves the status
-// between ACTIVE, PAUSED and ENDED. Money rules change only while PENDING_APPROVAL.
+// between ACTIVE, PAUSED and ENDED. The discount fields, usage rule and returnable change only
+// while PENDING_APPROVAL. Whoever changes a money rule (those, the limits or the validity)
+// becomes the template's money_edited_by, who may not approve it.
 type UpdateTemplateRequest struct {
 	state          protoimpl.MessageState `protogen:"open.v1"`
 	TemplateId     int64                  `protobuf:"varint,1,opt,name=template_id,json=templateId,proto3" json:"template_id,omitempty"`
@@ -740,9 +742,13 @@ func (x *UpdateTemplateRequest) GetReturnable() bool {
 }
 
 type ApproveTemplateRequest struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	TemplateId    int64                  `protobuf:"varint,1,opt,name=template_id,json=templateId,proto3" json:"template_id,omitempty"`
-	ApprovedBy    string                 `protobuf:"bytes,2,opt,name=approved_by,json=approvedBy,proto3" json:"approved_by,omitempty"`
+	state      protoimpl.MessageState `protogen:"open.v1"`
+	TemplateId int64                  `protobuf:"varint,1,opt,name=template_id,json=templateId,proto3" json:"template_id,omitempty"`
+	ApprovedBy string                 `protobuf:"bytes,2,opt,name=approved_by,json=approvedBy,proto3" json:"approved_by,omitempty"`
+	// Required: CouponTemplate.version as the approver reviewed it. The approval applies only
+	// while the template is still at this version; otherwise it is refused with TEMPLATE_CHANGED
+	// and nothing changes.
+	Version       int64 `protobuf:"varint,3,opt,name=version,proto3" json:"version,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -789,6 +795,13 @@ func (x *ApproveTemplateRequest) GetApprovedBy() string {
 		return x.ApprovedBy
 	}
 	return ""
+}
+
+func (x *ApproveTemplateRequest) GetVersion() int64 {
+	if x != nil {
+		return x.Version
+	}
+	return 0
 }
 
 type GetTemplateRequest struct {
@@ -1920,12 +1933,13 @@ const file_coupon_v1_admin_proto_rawDesc = "" +
 	"\f_percent_offB\x0f\n" +
 	"\r_max_discountB\x13\n" +
 	"\x11_min_order_amountB\r\n" +
-	"\v_returnable\"Z\n" +
+	"\v_returnable\"t\n" +
 	"\x16ApproveTemplateRequest\x12\x1f\n" +
 	"\vtemplate_id\x18\x01 \x01(\x03R\n" +
 	"templateId\x12\x1f\n" +
 	"\vapproved_by\x18\x02 \x01(\tR\n" +
-	"approvedBy\"5\n" +
+	"approvedBy\x12\x18\n" +
+	"\aversion\x18\x03 \x01(\x03R\aversion\"5\n" +
 	"\x12GetTemplateRequest\x12\x1f\n" +
 	"\vtemplate_id\x18\x01 \x01(\x03R\n" +
 	"templateId\"\xad\x01\n" +

@@ -47,7 +47,9 @@ type AdminServiceClient interface {
 	ListCampaigns(ctx context.Context, in *ListCampaignsRequest, opts ...grpc.CallOption) (*ListCampaignsResponse, error)
 	CreateTemplate(ctx context.Context, in *CreateTemplateRequest, opts ...grpc.CallOption) (*CouponTemplate, error)
 	UpdateTemplate(ctx context.Context, in *UpdateTemplateRequest, opts ...grpc.CallOption) (*CouponTemplate, error)
-	// ApproveTemplate moves a PENDING_APPROVAL template to ACTIVE; the approver must not be its creator.
+	// ApproveTemplate moves a PENDING_APPROVAL template to ACTIVE. The approver must be neither its
+	// creator (APPROVER_IS_CREATOR) nor whoever last changed its money rules (APPROVER_EDITED_RULE),
+	// and names the version they reviewed: any other is refused with TEMPLATE_CHANGED.
 	ApproveTemplate(ctx context.Context, in *ApproveTemplateRequest, opts ...grpc.CallOption) (*CouponTemplate, error)
 	GetTemplate(ctx context.Context, in *GetTemplateRequest, opts ...grpc.CallOption) (*CouponTemplate, error)
 	ListTemplates(ctx context.Context, in *ListTemplatesRequest, opts ...grpc.CallOption) (*ListTemplatesResponse, error)
@@ -222,7 +224,9 @@ type AdminServiceServer interface {
 	ListCampaigns(context.Context, *ListCampaignsRequest) (*ListCampaignsResponse, error)
 	CreateTemplate(context.Context, *CreateTemplateRequest) (*CouponTemplate, error)
 	UpdateTemplate(context.Context, *UpdateTemplateRequest) (*CouponTemplate, error)
-	// ApproveTemplate moves a PENDING_APPROVAL template to ACTIVE; the approver must not be its creator.
+	// ApproveTemplate moves a PENDING_APPROVAL template to ACTIVE. The approver must be neither its
+	// creator (APPROVER_IS_CREATOR) nor whoever last changed its money rules (APPROVER_EDITED_RULE),
+	// and names the version they reviewed: any other is refused with TEMPLATE_CHANGED.
 	ApproveTemplate(context.Context, *ApproveTemplateRequest) (*CouponTemplate, error)
 	GetTemplate(context.Context, *GetTemplateRequest) (*CouponTemplate, error)
 	ListTemplates(context.Context, *ListTemplatesRequest) (*ListTemplatesResponse, error)

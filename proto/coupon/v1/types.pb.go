@@ -52,6 +52,8 @@ const (
 	ErrorReason_UNAUTHENTICATED           ErrorReason = 23
 	ErrorReason_PERMISSION_DENIED         ErrorReason = 24
 	ErrorReason_IDENTITY_MISMATCH         ErrorReason = 25
+	ErrorReason_APPROVER_EDITED_RULE      ErrorReason = 26
+	ErrorReason_TEMPLATE_CHANGED          ErrorReason = 27
 )
 
 // Enum value maps for ErrorReason.
@@ -83,6 +85,8 @@ var (
 		23: "UNAUTHENTICATED",
 		24: "PERMISSION_DENIED",
 		25: "IDENTITY_MISMATCH",
+		26: "APPROVER_EDITED_RULE",
+		27: "TEMPLATE_CHANGED",
 	}
 	ErrorReason_value = map[string]int32{
 		"ERROR_REASON_UNSPECIFIED":  0,
@@ -111,6 +115,8 @@ var (
 		"UNAUTHENTICATED":           23,
 		"PERMISSION_DENIED":         24,
 		"IDENTITY_MISMATCH":         25,
+		"APPROVER_EDITED_RULE":      26,
+		"TEMPLATE_CHANGED":          27,
 	}
 )
 
@@ -516,7 +522,11 @@ type CouponTemplate struct {
 	CreatedAt     *timestamppb.Timestamp `protobuf:"bytes,23,opt,name=created_at,json=createdAt,proto3" json:"created_at,omitempty"`
 	UpdatedAt     *timestamppb.Timestamp `protobuf:"bytes,24,opt,name=updated_at,json=updatedAt,proto3" json:"updated_at,omitempty"`
 	// Whether coupons used by a refunded order come back (ReturnCoupon).
-	Returnable    bool `protobuf:"varint,25,opt,name=returnable,proto3" json:"returnable,omitempty"`
+	Returnable bool `protobuf:"varint,25,opt,name=returnable,proto3" json:"returnable,omitempty"`
+	// Grows with every change to the template; ApproveTemplate names the version it approves.
+	Version int64 `protobuf:"varint,26,opt,name=version,proto3" json:"version,omitempty"`
+	// Who last changed the money rules after creation; empty if nobody has. They may not approve it.
+	MoneyEditedBy string `protobuf:"bytes,27,opt,name=money_edited_by,json=moneyEditedBy,proto3" json:"money_edited_by,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -724,6 +734,20 @@ func (x *CouponTemplate) GetReturnable() bool {
 		return x.Returnable
 	}
 	return false
+}
+
+func (x *CouponTemplate) GetVersion() int64 {
+	if x != nil {
+		return x.Version
+	}
+	return 0
+}
+
+func (x *CouponTemplate) GetMoneyEditedBy() string {
+	if x != nil {
+		return x.MoneyEditedBy
+	}
+	return ""
 }
 
 // Coupon is one claimed coupon, owned by one user.
@@ -1155,7 +1179,7 @@ const file_coupon_v1_types_proto_rawDesc = "" +
 	"\x06ACTIVE\x10\x01\x12\n" +
 	"\n" +
 	"\x06PAUSED\x10\x02\x12\t\n" +
-	"\x05ENDED\x10\x03\"\xaa\t\n" +
+	"\x05ENDED\x10\x03\"\xec\t\n" +
 	"\x0eCouponTemplate\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\x03R\x02id\x12\x1f\n" +
 	"\vcampaign_id\x18\x02 \x01(\x03R\n" +
@@ -1195,7 +1219,9 @@ const file_coupon_v1_types_proto_rawDesc = "" +
 	"updated_at\x18\x18 \x01(\v2\x1a.google.protobuf.TimestampR\tupdatedAt\x12\x1e\n" +
 	"\n" +
 	"returnable\x18\x19 \x01(\bR\n" +
-	"returnable\"L\n" +
+	"returnable\x12\x18\n" +
+	"\aversion\x18\x1a \x01(\x03R\aversion\x12&\n" +
+	"\x0fmoney_edited_by\x18\x1b \x01(\tR\rmoneyEditedBy\"L\n" +
 	"\n" +
 	"CouponType\x12\x1b\n" +
 	"\x17COUPON_TYPE_UNSPECIFIED\x10\x00\x12\x10\n" +
@@ -1257,7 +1283,7 @@ const file_coupon_v1_types_proto_rawDesc = "" +
 	"\tavailable\x18\x05 \x01(\x03R\tavailable\x12\x16\n" +
 	"\x06locked\x18\x06 \x01(\x03R\x06locked\x12\x12\n" +
 	"\x04used\x18\a \x01(\x03R\x04used\x12\x18\n" +
-	"\aexpired\x18\b \x01(\x03R\aexpired*\xd4\x04\n" +
+	"\aexpired\x18\b \x01(\x03R\aexpired*\x84\x05\n" +
 	"\vErrorReason\x12\x1c\n" +
 	"\x18ERROR_REASON_UNSPECIFIED\x10\x00\x12\x14\n" +
 	"\x10INVALID_ARGUMENT\x10\x01\x12\r\n" +
@@ -1285,7 +1311,9 @@ const file_coupon_v1_types_proto_rawDesc = "" +
 	"\x15COUPON_NOT_RETURNABLE\x10\x16\x12\x13\n" +
 	"\x0fUNAUTHENTICATED\x10\x17\x12\x15\n" +
 	"\x11PERMISSION_DENIED\x10\x18\x12\x15\n" +
-	"\x11IDENTITY_MISMATCH\x10\x19B7Z5github.com/opencoupon/coupon/proto/coupon/v1;couponv1b\x06proto3"
+	"\x11IDENTITY_MISMATCH\x10\x19\x12\x18\n" +
+	"\x14APPROVER_EDITED_RULE\x10\x1a\x12\x14\n" +
+	"\x10TEMPLATE_CHANGED\x10\x1bB7Z5github.com/opencoupon/coupon/proto/coupon/v1;couponv1b\x06proto3"
 
 var (
 	file_coupon_v1_types_proto_rawDescOnce sync.Once
