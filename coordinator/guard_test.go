@@ -163,7 +163,11 @@ func TestEverySubmitRouteIsGuarded(t *testing.T) {
 	if testing.Short() {
 		t.Skip("starts a DTM coordinator")
 	}
-	coord := dtmtest.Start(t)
+	t.Run("mysql store", func(t *testing.T) { submitRoutes(t, dtmtest.Start(t)) })
+	t.Run("redis store", func(t *testing.T) { submitRoutes(t, dtmtest.Start(t, dtmtest.RedisStore())) })
+}
+
+func submitRoutes(t *testing.T, coord *dtmtest.Coordinator) {
 	b := newBranch(t)
 	b.failConfirm.Store(true)
 	run := testenv.Unique(t)
@@ -305,7 +309,12 @@ func TestCoordinatorRedactsCredentials(t *testing.T) {
 		t.Skip("starts a DTM coordinator")
 	}
 	t.Setenv("LOG_LEVEL", "DEBUG") // DTM's logger, in the child process
-	coord := dtmtest.Start(t, dtmtest.Set("log.level", "debug"))
+	debug := dtmtest.Set("log.level", "debug")
+	t.Run("mysql store", func(t *testing.T) { redacts(t, dtmtest.Start(t, debug)) })
+	t.Run("redis store", func(t *testing.T) { redacts(t, dtmtest.Start(t, debug, dtmtest.RedisStore())) })
+}
+
+func redacts(t *testing.T, coord *dtmtest.Coordinator) {
 	b := newBranch(t)
 	run := testenv.Unique(t)
 	gid := run + "-tcc"
