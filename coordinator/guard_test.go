@@ -235,7 +235,7 @@ func submitRoutes(t *testing.T, coord *dtmtest.Coordinator) {
 		})
 	}
 
-	t.Run("grpc routes not used", func(t *testing.T) {
+	t.Run("grpc refusals", func(t *testing.T) {
 		_, err := dtm.PrepareWorkflow(ctxT(t), &dtmgpb.DtmRequest{Gid: run + "-wf", TransType: "workflow"})
 		if status.Code(err) != codes.Unimplemented {
 			t.Errorf("PrepareWorkflow = %v; want Unimplemented", err)
@@ -243,6 +243,10 @@ func submitRoutes(t *testing.T, coord *dtmtest.Coordinator) {
 		_, err = dtm.Subscribe(ctxT(t), &dtmgpb.DtmTopicRequest{Topic: "t", URL: "http://127.0.0.1:1/x"})
 		if status.Code(err) != codes.Unimplemented {
 			t.Errorf("Subscribe = %v; want Unimplemented", err)
+		}
+		_, err = dtm.Submit(ctxT(t), &dtmgpb.DtmRequest{Gid: run + "-never-prepared", TransType: "tcc"})
+		if status.Code(err) != codes.NotFound || grpcReason(err) != "TRANS_NOT_FOUND" {
+			t.Errorf("Submit of a tcc never prepared = %v; want NotFound TRANS_NOT_FOUND", err)
 		}
 		_, err = dtm.Prepare(ctxT(t), &dtmgpb.DtmRequest{Gid: run + "-xa", TransType: "xa"})
 		if status.Code(err) != codes.InvalidArgument || grpcReason(err) != "TRANS_TYPE_NOT_SERVED" {
