@@ -23,12 +23,25 @@ import (
 // (ResourceExhausted, with a RetryInfo); Confirm, Cancel, the Saga
 // compensation and the return branch answer Unavailable, which DTM
 // retries, never a refusal. Refused calls write no barrier row, and
-// another order service keeps its own budget.
+// another order service keeps its own budget. It runs with the branch
+// limit (ratelimit.branch_rps) and with an order-role entry in its place.
 func TestBranchCallsRateLimited(t *testing.T) {
 	const budget = 3
+	for _, tc := range []struct {
+		name  string
+		limit app.RateLimit
+	}{
+		{"branch limit", app.RateLimit{Branch: 0.001, BranchBurst: budget}},
+		{"order role's limit", app.RateLimit{Limits: []app.Limit{{Role: auth.RoleOrder, RPS: 0.001, Burst: budget}}}},
+	} {
+		t.Run(tc.name, func(t *testing.T) { testBranchLimit(t, tc.limit, budget) })
+	}
+}
+
+func testBranchLimit(t *testing.T, limit app.RateLimit, budget int) {
 	srv := coupontest.Start(t, func(c *app.Config) {
 		c.Auth.Callers = append(c.Auth.Callers, auth.Caller{Identity: "shop-b", Roles: []string{auth.RoleOrder}, TokenSHA256: auth.HashToken("shop-b-token")})
-		c.RateLimit = app.RateLimit{Limits: []app.Limit{{Role: auth.RoleOrder, RPS: 0.001, Burst: budget}}}
+		c.RateLimit = limit
 	})
 	ctx := ctxT(t)
 	tpl := template(t, srv, 10)
