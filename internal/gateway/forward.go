@@ -39,6 +39,9 @@ func NewForwarding() *Forwarding {
 // incoming call of ctx; ok is false for a call that did not come through
 // the gateway with this key.
 func (f *Forwarding) Client(ctx context.Context) (addr string, ok bool) {
+	if f == nil {
+		return "", false
+	}
 	md, _ := metadata.FromIncomingContext(ctx)
 	keys, clients := md.Get(forwardKeyHeader), md.Get(forwardClientHeader)
 	if len(keys) != 1 || len(clients) != 1 || clients[0] == "" ||
