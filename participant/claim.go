@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"math/rand/v2"
+	"strconv"
 	"time"
 )
 
@@ -481,8 +482,14 @@ func (s *Service) GetCoupon(ctx context.Context, userID int64, code string, id i
 			return nil, Invalid("coupon_code", "is not a coupon code")
 		}
 		c, err = s.coupons.ByCode(ctx, userID, code)
+		if ErrorCode(err) == ENOTFOUND {
+			return nil, couponNotFound(ENOTFOUND, code)
+		}
 	case id > 0:
 		c, err = s.coupons.ByID(ctx, userID, id)
+		if ErrorCode(err) == ENOTFOUND {
+			return nil, couponNotFound(ENOTFOUND, strconv.FormatInt(id, 10))
+		}
 	default:
 		return nil, Invalid("coupon_code", "coupon_code or coupon_id is required")
 	}

@@ -118,7 +118,12 @@ func TestCodeID(t *testing.T) {
 			t.Errorf("CodeID(CouponCode(%d)) = %d, %v", id, got, ok)
 		}
 	}
-	for _, bad := range []string{"", "short", "ZZZZZZZZZZZZZZZZ", "0000000000000ab1"} {
+	// Codes minted before the 64-bit tag (13 ID digits and 3 random ones)
+	// still carry their ID.
+	if got, ok := participant.CodeID("000000000001AXYZ"); !ok || got != 42 {
+		t.Errorf("CodeID(%q) = %d, %v; want 42", "000000000001AXYZ", got, ok)
+	}
+	for _, bad := range []string{"", "short", "ZZZZZZZZZZZZZZZZ", "0000000000000ab1", "8000000000000000", "G000000000000000000000000", "G0000000000000000000000000"} {
 		if id, ok := participant.CodeID(bad); ok {
 			t.Errorf("CodeID(%q) = %d, true; want false", bad, id)
 		}

@@ -39,7 +39,6 @@ const (
 	ReasonCouponExpired          = "COUPON_EXPIRED"
 	ReasonRuleNotMet             = "RULE_NOT_MET"
 	ReasonDailyUseLimitReached   = "DAILY_USE_LIMIT_REACHED"
-	ReasonNotOwner               = "NOT_OWNER"
 	ReasonMissingBarrier         = "MISSING_BARRIER"
 	ReasonRateLimited            = "RATE_LIMITED"
 	ReasonUnavailable            = "UNAVAILABLE"
@@ -49,6 +48,7 @@ const (
 	ReasonPermissionDenied       = "PERMISSION_DENIED"
 	ReasonIdentityMismatch       = "IDENTITY_MISMATCH"
 	ReasonCouponNotReturnable    = "COUPON_NOT_RETURNABLE"
+	ReasonCouponNotFound         = "COUPON_NOT_FOUND"
 )
 
 // Error is the one error type of the domain: a code for the transport, a
@@ -96,6 +96,14 @@ func ErrorReason(err error) string {
 		return e.Reason
 	}
 	return ReasonInternal
+}
+
+// couponNotFound is the one answer for a coupon the user does not hold,
+// whether no such coupon exists or another user holds it: the two must not
+// be told apart, or codes could be probed for existence. code is the
+// transport class (ENOTFOUND for a read, EABORTED for a Try).
+func couponNotFound(code Code, coupon string) *Error {
+	return Errorf(code, ReasonCouponNotFound, "coupon %s not found", coupon)
 }
 
 // Unavailable wraps a transient infrastructure error.

@@ -2,6 +2,7 @@ package participant
 
 import (
 	"crypto/rand"
+	"encoding/binary"
 	"fmt"
 	"strings"
 	"sync"
@@ -55,22 +56,34 @@ func (g *IDGen) Next() int64 {
 
 const crockford = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
 
-// CouponCode turns an ID into a 16-character code: the ID in Crockford
-// base32 followed by 3 random characters, so codes are unique and not
-// guessable from a neighbour's.
+// Code layout: the coupon ID in 13 Crockford base32 characters, then a
+// tag of 64 random bits in 13 more. The ID routes a lookup to its row by
+// primary key; the tag makes a code unguessable from a neighbour's, whose
+// ID differs only in its low bits. Codes minted before the tag had 3
+// random characters (15 bits) in place of it; they stay valid.
+const (
+	codeIDLen  = 13
+	codeTagLen = 13
+)
+
+// CouponCode turns an ID into a 26-character code: the ID followed by a
+// 64-bit random tag, both in Crockford base32.
 func CouponCode(id int64) string {
-	var b [16]byte
-	v := uint64(id)
-	for i := 12; i >= 0; i-- {
-		b[i] = crockford[v&31]
+	var b [codeIDLen + codeTagLen]byte
+	putBase32(b[:codeIDLen], uint64(id))
+	var r [8]byte
+	_, _ = rand.Read(r[:]) // crypto/rand.Read never fails (Go 1.24)
+	putBase32(b[codeIDLen:], binary.BigEndian.Uint64(r[:]))
+	return string(b[:])
+}
+
+// putBase32 writes v into dst in base32, most significant digit first;
+// 13 digits hold 64 bits.
+func putBase32(dst []byte, v uint64) {
+	for i := len(dst) - 1; i >= 0; i-- {
+		dst[i] = crockford[v&31]
 		v >>= 5
 	}
-	var r [3]byte
-	_, _ = rand.Read(r[:])
-	for i := range r {
-		b[13+i] = crockford[r[i]&31]
-	}
-	return string(b[:])
 }
 
 // CodeID is the coupon ID a code carries (its first 13 characters), so
@@ -80,13 +93,13 @@ func CodeID(code string) (int64, bool) {
 	if !ValidCode(code) {
 		return 0, false
 	}
-	var v uint64
-	for i := 0; i < 13; i++ {
-		d := strings.IndexByte(crockford, code[i])
-		v = v<<5 | uint64(d)
-	}
-	if v>>63 != 0 {
+	// 13 digits are 65 bits; an ID has 63, so its first digit is at most 7.
+	if strings.IndexByte(crockford, code[0]) > 7 {
 		return 0, false
+	}
+	var v uint64
+	for i := 0; i < codeIDLen; i++ {
+		v = v<<5 | uint64(strings.IndexByte(crockford, code[i]))
 	}
 	return int64(v), true
 }

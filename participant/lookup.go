@@ -46,7 +46,7 @@ func (s *Service) LookupCoupons(ctx context.Context, code string, userID int64, 
 			return nil, "", oerr
 		}
 		if !ok {
-			return nil, "", Errorf(ENOTFOUND, ReasonNotFound, "coupon %s not found", code)
+			return nil, "", couponNotFound(ENOTFOUND, code)
 		}
 		userID = owner
 		c, err := s.coupons.ByCode(ctx, owner, code)

@@ -105,7 +105,8 @@ type ReturnResult struct {
 //
 // A coupon that cannot come back — not used by that order, or of a
 // template that is not returnable — is refused with COUPON_NOT_RETURNABLE
-// when called directly. Called as a DTM branch (a 2-phase message's, which
+// when called directly, and one the user does not hold with
+// COUPON_NOT_FOUND. Called as a DTM branch (a 2-phase message's, which
 // must complete) it answers OK with nothing changed instead, and logs why.
 func (s *Service) Return(ctx context.Context, br Branch, r ReturnRequest) (ReturnResult, error) {
 	asBranch := br.Op != ""
@@ -183,7 +184,10 @@ func (s *Service) Return(ctx context.Context, br Branch, r ReturnRequest) (Retur
 		}
 		return ReturnResult{}, Unavailable("return coupon", err)
 	case ErrorCode(err) == ENOTFOUND:
-		return cannot(nil, "coupon %s is not the user's", r.Code)
+		if asBranch {
+			return cannot(nil, "coupon %s is not the user's", r.Code)
+		}
+		return ReturnResult{}, couponNotFound(ENOTFOUND, r.Code)
 	case err != nil:
 		if asBranch {
 			return ReturnResult{}, transient("return coupon", err)

@@ -127,7 +127,8 @@ type Branches interface {
 	// the user's shard. A coupon the user does not hold is ENOTFOUND.
 	Apply(ctx context.Context, br Branch, userID int64, code string, decide Decide) (Outcome, error)
 	// Owner finds which user holds a code, scanning every shard; for
-	// explaining refusals only.
+	// operators' lookups only: answers to a user or an order service must
+	// not tell another user's coupon from none.
 	Owner(ctx context.Context, code string) (int64, bool, error)
 	// ReturnRecord reads the return a request ID made in the user's shard
 	// database, whoever's; nil when none.
@@ -214,10 +215,9 @@ func (s *Service) reserve(ctx context.Context, br Branch, r BranchRequest, final
 		return s.decideReserve(ctx, br, c, r, now, final)
 	})
 	if ErrorCode(err) == ENOTFOUND {
-		if owner, ok, oerr := s.branches.Owner(ctx, r.Code); oerr == nil && ok && owner != r.UserID {
-			return BranchResult{}, refuse(ReasonNotOwner, "coupon %s belongs to another user", r.Code)
-		}
-		return BranchResult{}, refuse(ReasonNotFound, "coupon %s not found", r.Code)
+		// Another user's coupon and no coupon at all get one answer,
+		// after the same queries.
+		return BranchResult{}, couponNotFound(EABORTED, r.Code)
 	}
 	if err != nil {
 		return BranchResult{}, err

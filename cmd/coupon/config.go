@@ -41,6 +41,8 @@ func loadConfig(file string) (app.Config, string, error) {
 		"auth.callers":                 []any{},
 		"ratelimit.per_caller_rps":     0,
 		"ratelimit.burst":              1000,
+		"ratelimit.branch_rps":         app.DefaultBranchRPS,
+		"ratelimit.branch_burst":       app.DefaultBranchBurst,
 		"ratelimit.limits":             []any{},
 		"deadline.user":                app.DefaultUserDeadline.String(),
 		"deadline.branch":              app.DefaultBranchDeadline.String(),
@@ -149,6 +151,7 @@ func loadConfig(file string) (app.Config, string, error) {
 		Auth: auth.Config{Enabled: v.GetBool("auth.enabled"), Callers: callers, Coordinator: v.GetString("dtm.http_addr")},
 		RateLimit: app.RateLimit{
 			PerCaller: v.GetFloat64("ratelimit.per_caller_rps"), Burst: v.GetInt("ratelimit.burst"),
+			Branch: nonZeroFloat(v.GetFloat64("ratelimit.branch_rps")), BranchBurst: v.GetInt("ratelimit.branch_burst"),
 			Limits: limits,
 		},
 		Deadlines: app.Deadlines{
@@ -273,4 +276,11 @@ func nonZeroInt(n int) int {
 		return -1
 	}
 	return n
+}
+
+func nonZeroFloat(f float64) float64 {
+	if f == 0 {
+		return -1
+	}
+	return f
 }

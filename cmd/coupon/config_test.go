@@ -23,7 +23,7 @@ func TestLocalConfig(t *testing.T) {
 	if diff := cmp.Diff(auth.DevCallers(), cfg.Auth.Callers); diff != "" {
 		t.Errorf("callers of deploy/local/coupon.yaml (-want +got):\n%s", diff)
 	}
-	if cfg.RateLimit.PerCaller != 0 || len(cfg.RateLimit.Limits) != 0 {
+	if cfg.RateLimit.PerCaller != 0 || cfg.RateLimit.Branch >= 0 || len(cfg.RateLimit.Limits) != 0 {
 		t.Errorf("deploy/local/coupon.yaml sets rate limits %+v; make bench must not meet one", cfg.RateLimit)
 	}
 	if _, err := auth.New(cfg.Auth, nil); err != nil {
@@ -41,6 +41,9 @@ func TestDefaultsAndEnvironment(t *testing.T) {
 	}
 	if cfg.Deadlines.User != 500*time.Millisecond || cfg.Deadlines.Branch != app.DefaultBranchDeadline {
 		t.Errorf("default deadlines %+v", cfg.Deadlines)
+	}
+	if cfg.RateLimit.Branch != app.DefaultBranchRPS || cfg.RateLimit.BranchBurst != app.DefaultBranchBurst {
+		t.Errorf("default branch limit %v/%d, want %v/%d", cfg.RateLimit.Branch, cfg.RateLimit.BranchBurst, app.DefaultBranchRPS, app.DefaultBranchBurst)
 	}
 	t.Setenv("COUPON_AUTH_ENABLED", "false")
 	t.Setenv("COUPON_AUTH_CALLERS", `[{"identity":"svc","roles":["app"],"token_sha256":"`+auth.HashToken("t")+`"}]`)

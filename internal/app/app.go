@@ -146,6 +146,7 @@ type App struct {
 	janitor *participant.LeasedJob // nil when off
 	grpc    *grpc.Server
 	authn   *auth.Authenticator
+	forward *gateway.Forwarding // the HTTP gateway's calls name their client
 	conc    *concurrency
 	health  *health.Server
 	metrics *metrics.Metrics
@@ -159,7 +160,7 @@ type App struct {
 // Open connects to MySQL and Redis and builds the servers.
 func Open(ctx context.Context, cfg Config, log *slog.Logger) (a *App, err error) {
 	log = slog.New(tracing.LogHandler(log.Handler()))
-	a = &App{cfg: cfg, log: log, health: health.NewServer(), metrics: metrics.New()}
+	a = &App{cfg: cfg, log: log, health: health.NewServer(), metrics: metrics.New(), forward: gateway.NewForwarding()}
 	var closers []func() error
 	defer func() {
 		if err != nil {
@@ -227,6 +228,7 @@ func Open(ctx context.Context, cfg Config, log *slog.Logger) (a *App, err error)
 	}
 
 	lim := newLimiter(cfg.RateLimit)
+	lim.forwarded = a.forward
 	opts := []grpc.ServerOption{
 		grpc.MaxRecvMsgSize(orDefault(cfg.Limits.MaxRecvBytes, DefaultMaxRecvBytes)),
 		grpc.MaxSendMsgSize(orDefault(cfg.Limits.MaxSendBytes, DefaultMaxSendBytes)),
@@ -320,20 +322,7 @@ func (a *App) Serve(ctx context.Context) error {
 		}
 	}
 	if a.cfg.HTTP.Addr != "" {
-		// The JSON API and the console call the service through its own
-		// gRPC listener, so they pass the same interceptors.
-		var dial []grpc.DialOption
-		if a.cfg.TLS.Enabled() {
-			// The listener's own loopback address: its certificate names
-			// the service's public name, not this address.
-			dial = []grpc.DialOption{grpc.WithTransportCredentials(credentials.NewTLS(&tls.Config{InsecureSkipVerify: true, MinVersion: tls.VersionTLS12}))} //nolint:gosec // own listener on loopback
-		}
-		deps := gateway.Deps{GRPCTarget: lis.Addr().String(), DialOptions: dial, Log: a.log}
-		if a.cfg.Auth.Enabled {
-			deps.Console.Identities = a.authn
-		}
-		deps.Console.Reconcile = reconcileRuns{db: a.store.Main()}
-		web, err := gateway.Start(ctx, a.cfg.HTTP, deps)
+		web, err := a.StartHTTP(ctx, lis.Addr().String())
 		if err != nil {
 			lis.Close()
 			if ops != nil {
@@ -344,6 +333,25 @@ func (a *App) Serve(ctx context.Context) error {
 		defer web.Close()
 	}
 	return a.ServeListeners(ctx, lis, ops)
+}
+
+// StartHTTP starts the HTTP listener (cfg.HTTP.Addr): the JSON API and the
+// console, calling the service through its own gRPC listener at grpcAddr,
+// so they pass the same interceptors. Serve starts it; tests that serve
+// with ServeListeners start it themselves.
+func (a *App) StartHTTP(ctx context.Context, grpcAddr string) (*gateway.Server, error) {
+	var dial []grpc.DialOption
+	if a.cfg.TLS.Enabled() {
+		// The listener's own loopback address: its certificate names
+		// the service's public name, not this address.
+		dial = []grpc.DialOption{grpc.WithTransportCredentials(credentials.NewTLS(&tls.Config{InsecureSkipVerify: true, MinVersion: tls.VersionTLS12}))} //nolint:gosec // own listener on loopback
+	}
+	deps := gateway.Deps{GRPCTarget: grpcAddr, DialOptions: dial, Forwarding: a.forward, Log: a.log}
+	if a.cfg.Auth.Enabled {
+		deps.Console.Identities = a.authn
+	}
+	deps.Console.Reconcile = reconcileRuns{db: a.store.Main()}
+	return gateway.Start(ctx, a.cfg.HTTP, deps)
 }
 
 // ServeListeners serves gRPC on lis and the ops HTTP endpoints on ops (if

@@ -59,7 +59,7 @@ const (
 	DefaultMaxHeaderBytes = 16 << 10
 )
 
-func orDefault[T int | time.Duration](v, d T) T {
+func orDefault[T int | float64 | time.Duration](v, d T) T {
 	if v == 0 {
 		return d
 	}

@@ -16,18 +16,27 @@ import (
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/types/known/durationpb"
 
+	"github.com/opencoupon/coupon/internal/auth"
 	"github.com/opencoupon/coupon/participant"
 	"github.com/opencoupon/coupon/participant/rpc"
 	couponv1 "github.com/opencoupon/coupon/proto/coupon/v1"
 )
 
 // RateLimit caps each caller's request rate per method with a token bucket
-// keyed by the authenticated identity (the peer address when auth is off).
+// keyed by the authenticated identity (when auth is off, the peer address,
+// or for calls through the HTTP gateway the HTTP client's address).
 type RateLimit struct {
 	// PerCaller and Burst are the limit of callers no Limit matches:
-	// requests per second per identity and method; 0 disables.
+	// requests per second per identity and method; 0 disables. They do
+	// not apply to branch methods, which have their own.
 	PerCaller float64
 	Burst     int
+	// Branch and BranchBurst are the limit of branch calls (auth.Branches)
+	// for callers no Limit matches, per identity and method: every branch
+	// call may write barrier rows, so none is unlimited by default. Zero
+	// takes the defaults; a negative Branch means unlimited.
+	Branch      float64
+	BranchBurst int
 	// Limits set the rate of an identity or a role, optionally for some
 	// methods only. The most specific match wins: identity+method,
 	// identity, role+method, role; among a caller's roles the most generous.
@@ -46,11 +55,22 @@ type Limit struct {
 	Burst   int      `mapstructure:"burst" json:"burst"`
 }
 
-// exempt are never limited: DTM must be able to finish what it started.
-var exempt = map[string]bool{
+// Defaults of the branch calls' limit: generous beside the throughput of
+// one order service (the TCC bench peaks near 1,200 transactions a second),
+// but a bound on the barrier rows a caller can write with fresh gids.
+const (
+	DefaultBranchRPS   = 2000
+	DefaultBranchBurst = 4000
+)
+
+// mustFinish are the branches that finish what DTM started: Confirm,
+// Cancel, the Saga compensation and the return message's branch. Over their
+// limit they answer Unavailable, which DTM retries, never a refusal.
+var mustFinish = map[string]bool{
 	couponv1.CouponService_ConsumeCoupon_FullMethodName:   true,
 	couponv1.CouponService_UnlockCoupon_FullMethodName:    true,
 	couponv1.CouponService_UseCouponRevert_FullMethodName: true,
+	couponv1.CouponService_ReturnCoupon_FullMethodName:    true,
 }
 
 // methodKey normalises a configured or called method name for comparison:
@@ -63,8 +83,17 @@ func methodKey(s string) string {
 
 type limiter struct {
 	cfg RateLimit
-	mu  sync.Mutex
-	m   map[string]*rate.Limiter // identity + "\x00" + method; nil: unlimited
+	// forwarded names the HTTP client of a call through the gateway; nil
+	// when there is none.
+	forwarded forwarder
+	mu        sync.Mutex
+	m         map[string]*rate.Limiter // identity + "\x00" + method; nil: unlimited
+}
+
+// forwarder tells which HTTP client a call through the gateway came from
+// (gateway.Forwarding); ok is false for any other call.
+type forwarder interface {
+	Client(ctx context.Context) (addr string, ok bool)
 }
 
 const maxBuckets = 100_000
@@ -76,6 +105,9 @@ func newLimiter(cfg RateLimit) *limiter {
 // rateFor resolves the configured rate of a caller for a method.
 func (l *limiter) rateFor(c participant.Caller, method string) (rps float64, burst int) {
 	best, rank := Limit{RPS: l.cfg.PerCaller, Burst: l.cfg.Burst}, 0
+	if auth.IsBranch(method) {
+		best = Limit{RPS: max(orDefault(l.cfg.Branch, DefaultBranchRPS), 0), Burst: orDefault(l.cfg.BranchBurst, DefaultBranchBurst)}
+	}
 	mk := methodKey(method)
 	for _, x := range l.cfg.Limits {
 		r := 0
@@ -122,10 +154,17 @@ func (l *limiter) get(c participant.Caller, method string) *rate.Limiter {
 	return lim
 }
 
-// callerOf is the authenticated caller, or the peer address when auth is off.
-func callerOf(ctx context.Context) participant.Caller {
+// callerOf is the authenticated caller; when auth is off, the HTTP
+// client's address for a call through the gateway (whose calls all come
+// from one loopback address), else the peer address.
+func (l *limiter) callerOf(ctx context.Context) participant.Caller {
 	if c, ok := participant.CallerFrom(ctx); ok {
 		return c
+	}
+	if l.forwarded != nil {
+		if addr, ok := l.forwarded.Client(ctx); ok {
+			return participant.Caller{Identity: "ip:" + addr}
+		}
 	}
 	if p, ok := peer.FromContext(ctx); ok && p.Addr != nil {
 		if host, _, err := net.SplitHostPort(p.Addr.String()); err == nil {
@@ -138,13 +177,12 @@ func callerOf(ctx context.Context) participant.Caller {
 
 // unary refuses calls over the caller's rate with ResourceExhausted,
 // RATE_LIMITED, and the delay after which a retry would pass in the
-// ErrorInfo metadata (retry_delay) and a RetryInfo.
+// ErrorInfo metadata (retry_delay) and a RetryInfo. Branches that must
+// finish answer Unavailable instead (reason RATE_LIMITED): a compensation
+// answers only OK or a transient fault, and DTM retries it.
 func (l *limiter) unary(log *slog.Logger) grpc.UnaryServerInterceptor {
 	return func(ctx context.Context, req any, info *grpc.UnaryServerInfo, h grpc.UnaryHandler) (any, error) {
-		if exempt[info.FullMethod] {
-			return h(ctx, req)
-		}
-		c := callerOf(ctx)
+		c := l.callerOf(ctx)
 		lim := l.get(c, info.FullMethod)
 		if lim == nil {
 			return h(ctx, req)
@@ -160,7 +198,11 @@ func (l *limiter) unary(log *slog.Logger) grpc.UnaryServerInterceptor {
 			delay = time.Second
 		}
 		delay = delay.Round(time.Millisecond)
-		e := participant.Errorf(participant.ERATELIMIT, participant.ReasonRateLimited, "rate limit of %s for %s exceeded; retry after %s", c.Identity, info.FullMethod, delay)
+		code := participant.ERATELIMIT
+		if mustFinish[info.FullMethod] {
+			code = participant.EUNAVAILABLE
+		}
+		e := participant.Errorf(code, participant.ReasonRateLimited, "rate limit of %s for %s exceeded; retry after %s", c.Identity, info.FullMethod, delay)
 		e.Metadata = map[string]string{"identity": c.Identity, "method": info.FullMethod, "retry_delay": delay.String()}
 		err := rpc.Status(ctx, log, e)
 		st := status.Convert(err)

@@ -17,6 +17,7 @@ func TestRateResolution(t *testing.T) {
 		{Identity: "mobile", Methods: []string{"/coupon.v1.CouponService/ClaimCoupon"}, RPS: 0},
 	}})
 	claim, get := couponv1.CouponService_ClaimCoupon_FullMethodName, couponv1.CouponService_GetTemplate_FullMethodName
+	try, cancel := couponv1.CouponService_LockCoupon_FullMethodName, couponv1.CouponService_UnlockCoupon_FullMethodName
 	tests := []struct {
 		name      string
 		caller    participant.Caller
@@ -30,6 +31,9 @@ func TestRateResolution(t *testing.T) {
 		{"most generous role", participant.Caller{Identity: "both", Roles: []string{"app", "order"}}, get, 300, 300},
 		{"identity over role", participant.Caller{Identity: "mobile", Roles: []string{"app"}}, get, 1000, 1000},
 		{"identity and method: unlimited", participant.Caller{Identity: "mobile", Roles: []string{"app"}}, claim, 0, 0},
+		{"branch default: Try", participant.Caller{Identity: "ip:10.0.0.1"}, try, DefaultBranchRPS, DefaultBranchBurst},
+		{"branch default: Cancel", participant.Caller{Identity: "ip:10.0.0.1"}, cancel, DefaultBranchRPS, DefaultBranchBurst},
+		{"role over the branch default", participant.Caller{Identity: "shop", Roles: []string{"order"}}, cancel, 300, 300},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -38,6 +42,13 @@ func TestRateResolution(t *testing.T) {
 				t.Fatalf("rateFor = %v/%d, want %v/%d", rps, burst, tt.rps, tt.wantBurst)
 			}
 		})
+	}
+}
+
+func TestBranchRateOff(t *testing.T) {
+	l := newLimiter(RateLimit{Branch: -1})
+	if rps, _ := l.rateFor(participant.Caller{Identity: "shop"}, couponv1.CouponService_LockCoupon_FullMethodName); rps != 0 {
+		t.Fatalf("branch rate with Branch -1 = %v, want 0 (unlimited)", rps)
 	}
 }
 

@@ -26,6 +26,7 @@ var words = map[string]string{
 	"INVALID_ARGUMENT":         "The service refused a field of the form.",
 	"INVALID_RULE":             "The usage rule does not compile.",
 	"NOT_FOUND":                "Nothing was found with that id or code.",
+	"COUPON_NOT_FOUND":         "The user holds no coupon with that code.",
 	"SOLD_OUT":                 "The template has no stock left.",
 	"USER_LIMIT_REACHED":       "The user already holds as many coupons of this template as it allows.",
 	"TEMPLATE_NOT_ACTIVE":      "The template is not active.",

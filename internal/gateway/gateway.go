@@ -12,6 +12,7 @@ import (
 	"net"
 	"net/http"
 	"net/textproto"
+	"slices"
 	"strings"
 	"time"
 
@@ -82,7 +83,10 @@ func incomingHeader(key string) (string, bool) {
 	case strings.HasPrefix(k, "Dtm-"), k == "X-Caller-Id", k == "X-Request-Id":
 		return strings.ToLower(k), true
 	}
-	return runtime.DefaultHeaderMatcher(k)
+	if md, ok := runtime.DefaultHeaderMatcher(k); ok && !forwardHeader(md) {
+		return md, true
+	}
+	return "", false
 }
 
 // reasonOf names an ErrorInfo reason for statuses the gateway makes itself
@@ -155,16 +159,22 @@ type Deps struct {
 	// Console carries the console's optional ports (identities, reconcile
 	// runs); its gRPC clients are filled in here.
 	Console console.Deps
-	Log     *slog.Logger
+	// Forwarding, when set, sends each HTTP client's address with the
+	// calls made for it, for the server that holds the same Forwarding.
+	Forwarding *Forwarding
+	Log        *slog.Logger
 }
 
 // Start listens on cfg.Addr and serves the API under /v1/, the OpenAPI
 // document at /openapi.json and the console under /console/ until ctx is
 // done or Close is called.
 func Start(ctx context.Context, cfg Config, d Deps) (*Server, error) {
-	opts := d.DialOptions
+	opts := slices.Clone(d.DialOptions)
 	if len(opts) == 0 {
 		opts = []grpc.DialOption{grpc.WithTransportCredentials(insecure.NewCredentials())}
+	}
+	if d.Forwarding != nil {
+		opts = append(opts, grpc.WithChainUnaryInterceptor(d.Forwarding.unary))
 	}
 	conn, err := grpc.NewClient(d.GRPCTarget, opts...)
 	if err != nil {
@@ -182,7 +192,7 @@ func Start(ctx context.Context, cfg Config, d Deps) (*Server, error) {
 	}
 	s := &Server{
 		http: &http.Server{
-			Handler:           h,
+			Handler:           withClient(h),
 			ReadHeaderTimeout: 5 * time.Second,
 			ReadTimeout:       30 * time.Second,
 			WriteTimeout:      30 * time.Second,

@@ -15,9 +15,12 @@ import (
 	"time"
 
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/metadata"
+	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/reflect/protoreflect"
 
+	"github.com/opencoupon/coupon/internal/app"
 	"github.com/opencoupon/coupon/internal/coupontest"
 	"github.com/opencoupon/coupon/internal/gateway"
 	couponv1 "github.com/opencoupon/coupon/proto/coupon/v1"
@@ -270,5 +273,82 @@ func TestForwardsCredentialAndBarrierHeaders(t *testing.T) {
 		if got := md.Get(tt.key); !slices.Equal(got, tt.want) {
 			t.Errorf("metadata %s = %q, want %q", tt.key, got, tt.want)
 		}
+	}
+}
+
+// clientFrom is an HTTP client whose connections come from ip, a loopback
+// address of its own (Linux routes all of 127/8 to lo), so that the
+// gateway sees it as a caller of its own.
+func clientFrom(ip string) *http.Client {
+	d := &net.Dialer{LocalAddr: &net.TCPAddr{IP: net.ParseIP(ip)}}
+	return &http.Client{Transport: &http.Transport{DialContext: d.DialContext}, Timeout: 30 * time.Second}
+}
+
+// TestGatewayLimitsPerCaller: with auth off, the rate limit of calls
+// through the HTTP gateway is per HTTP client, not one bucket for the
+// gateway's loopback connection; and neither an HTTP header nor a gRPC
+// caller's metadata can claim another client's address.
+func TestGatewayLimitsPerCaller(t *testing.T) {
+	srv := coupontest.Start(t, coupontest.WithoutAuth(), func(c *app.Config) {
+		c.RateLimit = app.RateLimit{PerCaller: 0.001, Burst: 2}
+		c.HTTP.Addr = "127.0.0.1:0"
+	})
+	web, err := srv.App.StartHTTP(context.Background(), srv.Addr)
+	if err != nil {
+		t.Fatalf("start http: %v", err)
+	}
+	t.Cleanup(func() { _ = web.Close() })
+	url := "http://" + web.Addr() + "/v1/templates/424242"
+	get := func(cl *http.Client, header ...string) (int, string) {
+		t.Helper()
+		req, err := http.NewRequest("GET", url, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for i := 0; i+1 < len(header); i += 2 {
+			req.Header.Set(header[i], header[i+1])
+		}
+		resp, err := cl.Do(req)
+		if err != nil {
+			t.Fatalf("GET %s: %v", url, err)
+		}
+		defer resp.Body.Close()
+		body := map[string]any{}
+		_ = json.NewDecoder(resp.Body).Decode(&body)
+		return resp.StatusCode, reason(body)
+	}
+	a, b := clientFrom("127.0.0.2"), clientFrom("127.0.0.3")
+	for i := range 2 {
+		if code, r := get(a); code != http.StatusNotFound {
+			t.Fatalf("call %d of client A within its burst: %d %s, want 404 (served)", i, code, r)
+		}
+	}
+	if code, r := get(a); code != http.StatusTooManyRequests || r != "RATE_LIMITED" {
+		t.Fatalf("third call of client A: %d %s, want 429 RATE_LIMITED", code, r)
+	}
+	// A header cannot move client A to a fresh bucket.
+	if code, r := get(a, "Grpc-Metadata-X-Coupon-Gateway-Client", "10.9.9.9", "X-Forwarded-For", "10.9.9.8"); code != http.StatusTooManyRequests {
+		t.Fatalf("client A claiming another address in headers: %d %s, want 429 RATE_LIMITED", code, r)
+	}
+	// Client B has its own bucket.
+	for i := range 2 {
+		if code, r := get(b); code != http.StatusNotFound {
+			t.Fatalf("call %d of client B after A was limited: %d %s, want 404 (served)", i, code, r)
+		}
+	}
+
+	// A gRPC caller is limited by its peer address and cannot claim to be
+	// a gateway client: without the gateway's key the metadata is ignored.
+	grpcGet := func(ctx context.Context) error {
+		_, err := couponv1.NewCouponServiceClient(srv.Conn).GetTemplate(ctx, &couponv1.GetTemplateRequest{TemplateId: 424242})
+		return err
+	}
+	ctx := context.Background()
+	for range 2 {
+		_ = grpcGet(ctx)
+	}
+	spoof := metadata.AppendToOutgoingContext(ctx, "x-coupon-gateway-client", "10.7.7.7", "x-coupon-gateway-key", "guess")
+	if err := grpcGet(spoof); status.Code(err) != codes.ResourceExhausted {
+		t.Fatalf("gRPC call claiming a gateway client after its burst: %v, want ResourceExhausted", err)
 	}
 }

@@ -429,7 +429,7 @@ func TestTemplateLifecycle(t *testing.T) {
 		t.Fatalf("GetCoupon = %v, %v; want coupon %d", got, err, c.Id)
 	}
 	_, err = f.srv.Coupons.GetCoupon(ctxT(t), &couponv1.GetCouponRequest{UserId: 2, CouponCode: c.Code})
-	wantErr(t, err, codes.NotFound, "NOT_FOUND")
+	wantErr(t, err, codes.NotFound, "COUPON_NOT_FOUND")
 	if errors.Is(err, context.Canceled) {
 		t.Fatal("unexpected cancel")
 	}

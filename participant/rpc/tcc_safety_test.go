@@ -323,7 +323,7 @@ func TestCompensationNeverRefuses(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			_, err := cl.LockCoupon(branchCtx(t, tc.gid, "try"), tc.req)
 			if tc.field == "" {
-				wantErr(t, err, codes.Aborted, "NOT_FOUND")
+				wantErr(t, err, codes.Aborted, "COUPON_NOT_FOUND")
 			} else {
 				wantErr(t, err, codes.Aborted, "INVALID_ARGUMENT")
 				if f := fieldOf(err); f != tc.field {
@@ -483,7 +483,7 @@ func TestLookupCouponsShowsLedger(t *testing.T) {
 		t.Fatalf("LookupCoupons by user = %v, %v; want the new coupon (no history) then the used one", byUser, err)
 	}
 	_, err = e.srv.Admin.LookupCoupons(ctxT(t), &couponv1.LookupCouponsRequest{CouponCode: "0000000000000ABC"})
-	wantErr(t, err, codes.NotFound, "NOT_FOUND")
+	wantErr(t, err, codes.NotFound, "COUPON_NOT_FOUND")
 }
 
 // TestResubmitDoesNotSkipConfirm: an order service resubmits a TCC

@@ -346,7 +346,7 @@ func TestBranchBarrierCases(t *testing.T) {
 	t.Run("someone else's coupon", func(t *testing.T) {
 		c := e.claim(t, tpl.Id, 25)
 		_, err := cl.LockCoupon(branchCtx(t, "g-owner", "try"), branchReq(26, c.Code, "o-owner"))
-		wantErr(t, err, codes.Aborted, "NOT_OWNER")
+		wantErr(t, err, codes.Aborted, "COUPON_NOT_FOUND")
 	})
 }
 

@@ -22,8 +22,11 @@ const (
 	MaxSKULen         = 64
 	MaxProductLineLen = 64
 	MaxQuantity       = 1_000_000_000
-	// CodeLen is the length of a coupon code.
-	CodeLen = 16
+	// CodeLen is the length of a coupon code: its ID and a 64-bit random
+	// tag. LegacyCodeLen is the length of codes minted before the tag,
+	// which stay valid.
+	CodeLen       = 26
+	LegacyCodeLen = 16
 )
 
 // FieldError names the offending field of a request and what is wrong.
@@ -38,10 +41,11 @@ func fieldErr(field, format string, args ...any) *FieldError {
 	return &FieldError{Field: field, Message: fmt.Sprintf(format, args...)}
 }
 
-// Code reports whether s has the shape of a coupon code: 16 characters of
-// Crockford base32 (digits and upper-case letters but I, L, O and U).
+// Code reports whether s has the shape of a coupon code: 26 (or, minted
+// before codes carried a 64-bit tag, 16) characters of Crockford base32
+// (digits and upper-case letters but I, L, O and U).
 func Code(s string) bool {
-	if len(s) != CodeLen {
+	if len(s) != CodeLen && len(s) != LegacyCodeLen {
 		return false
 	}
 	for i := 0; i < len(s); i++ {

@@ -26,21 +26,25 @@ const (
 type ErrorReason int32
 
 const (
-	ErrorReason_ERROR_REASON_UNSPECIFIED  ErrorReason = 0
-	ErrorReason_INVALID_ARGUMENT          ErrorReason = 1
-	ErrorReason_NOT_FOUND                 ErrorReason = 2
-	ErrorReason_SOLD_OUT                  ErrorReason = 3
-	ErrorReason_USER_LIMIT_REACHED        ErrorReason = 4
-	ErrorReason_TEMPLATE_NOT_ACTIVE       ErrorReason = 5
-	ErrorReason_CAMPAIGN_NOT_ACTIVE       ErrorReason = 6
-	ErrorReason_REQUEST_ID_CONFLICT       ErrorReason = 7
-	ErrorReason_APPROVER_IS_CREATOR       ErrorReason = 8
-	ErrorReason_INVALID_STATE_TRANSITION  ErrorReason = 9
-	ErrorReason_TEMPLATE_NOT_EDITABLE     ErrorReason = 10
-	ErrorReason_COUPON_NOT_AVAILABLE      ErrorReason = 11
-	ErrorReason_COUPON_EXPIRED            ErrorReason = 12
-	ErrorReason_RULE_NOT_MET              ErrorReason = 13
-	ErrorReason_DAILY_USE_LIMIT_REACHED   ErrorReason = 14
+	ErrorReason_ERROR_REASON_UNSPECIFIED ErrorReason = 0
+	ErrorReason_INVALID_ARGUMENT         ErrorReason = 1
+	ErrorReason_NOT_FOUND                ErrorReason = 2
+	ErrorReason_SOLD_OUT                 ErrorReason = 3
+	ErrorReason_USER_LIMIT_REACHED       ErrorReason = 4
+	ErrorReason_TEMPLATE_NOT_ACTIVE      ErrorReason = 5
+	ErrorReason_CAMPAIGN_NOT_ACTIVE      ErrorReason = 6
+	ErrorReason_REQUEST_ID_CONFLICT      ErrorReason = 7
+	ErrorReason_APPROVER_IS_CREATOR      ErrorReason = 8
+	ErrorReason_INVALID_STATE_TRANSITION ErrorReason = 9
+	ErrorReason_TEMPLATE_NOT_EDITABLE    ErrorReason = 10
+	ErrorReason_COUPON_NOT_AVAILABLE     ErrorReason = 11
+	ErrorReason_COUPON_EXPIRED           ErrorReason = 12
+	ErrorReason_RULE_NOT_MET             ErrorReason = 13
+	ErrorReason_DAILY_USE_LIMIT_REACHED  ErrorReason = 14
+	// No longer sent: another user's coupon answers COUPON_NOT_FOUND, as a
+	// coupon that does not exist does.
+	//
+	// Deprecated: Marked as deprecated in coupon/v1/types.proto.
 	ErrorReason_NOT_OWNER                 ErrorReason = 15
 	ErrorReason_MISSING_BARRIER           ErrorReason = 16
 	ErrorReason_RATE_LIMITED              ErrorReason = 17
@@ -54,6 +58,8 @@ const (
 	ErrorReason_IDENTITY_MISMATCH         ErrorReason = 25
 	ErrorReason_APPROVER_EDITED_RULE      ErrorReason = 26
 	ErrorReason_TEMPLATE_CHANGED          ErrorReason = 27
+	// The user holds no coupon with that code (none exists, or another user holds it).
+	ErrorReason_COUPON_NOT_FOUND ErrorReason = 28
 )
 
 // Enum value maps for ErrorReason.
@@ -87,6 +93,7 @@ var (
 		25: "IDENTITY_MISMATCH",
 		26: "APPROVER_EDITED_RULE",
 		27: "TEMPLATE_CHANGED",
+		28: "COUPON_NOT_FOUND",
 	}
 	ErrorReason_value = map[string]int32{
 		"ERROR_REASON_UNSPECIFIED":  0,
@@ -117,6 +124,7 @@ var (
 		"IDENTITY_MISMATCH":         25,
 		"APPROVER_EDITED_RULE":      26,
 		"TEMPLATE_CHANGED":          27,
+		"COUPON_NOT_FOUND":          28,
 	}
 )
 
@@ -1283,7 +1291,7 @@ const file_coupon_v1_types_proto_rawDesc = "" +
 	"\tavailable\x18\x05 \x01(\x03R\tavailable\x12\x16\n" +
 	"\x06locked\x18\x06 \x01(\x03R\x06locked\x12\x12\n" +
 	"\x04used\x18\a \x01(\x03R\x04used\x12\x18\n" +
-	"\aexpired\x18\b \x01(\x03R\aexpired*\x84\x05\n" +
+	"\aexpired\x18\b \x01(\x03R\aexpired*\x9e\x05\n" +
 	"\vErrorReason\x12\x1c\n" +
 	"\x18ERROR_REASON_UNSPECIFIED\x10\x00\x12\x14\n" +
 	"\x10INVALID_ARGUMENT\x10\x01\x12\r\n" +
@@ -1300,8 +1308,8 @@ const file_coupon_v1_types_proto_rawDesc = "" +
 	"\x14COUPON_NOT_AVAILABLE\x10\v\x12\x12\n" +
 	"\x0eCOUPON_EXPIRED\x10\f\x12\x10\n" +
 	"\fRULE_NOT_MET\x10\r\x12\x1b\n" +
-	"\x17DAILY_USE_LIMIT_REACHED\x10\x0e\x12\r\n" +
-	"\tNOT_OWNER\x10\x0f\x12\x13\n" +
+	"\x17DAILY_USE_LIMIT_REACHED\x10\x0e\x12\x11\n" +
+	"\tNOT_OWNER\x10\x0f\x1a\x02\b\x01\x12\x13\n" +
 	"\x0fMISSING_BARRIER\x10\x10\x12\x10\n" +
 	"\fRATE_LIMITED\x10\x11\x12\x0f\n" +
 	"\vUNAVAILABLE\x10\x12\x12\x10\n" +
@@ -1313,7 +1321,8 @@ const file_coupon_v1_types_proto_rawDesc = "" +
 	"\x11PERMISSION_DENIED\x10\x18\x12\x15\n" +
 	"\x11IDENTITY_MISMATCH\x10\x19\x12\x18\n" +
 	"\x14APPROVER_EDITED_RULE\x10\x1a\x12\x14\n" +
-	"\x10TEMPLATE_CHANGED\x10\x1bB7Z5github.com/opencoupon/coupon/proto/coupon/v1;couponv1b\x06proto3"
+	"\x10TEMPLATE_CHANGED\x10\x1b\x12\x14\n" +
+	"\x10COUPON_NOT_FOUND\x10\x1cB7Z5github.com/opencoupon/coupon/proto/coupon/v1;couponv1b\x06proto3"
 
 var (
 	file_coupon_v1_types_proto_rawDescOnce sync.Once
