@@ -4,7 +4,8 @@
 // count (hash partitions spilled to disk, each joined in memory), and writes
 // the findings finance reads (discrepancies.jsonl, summary.md, report.html)
 // plus the orders still in flight (pending.jsonl) for the next day's run.
-// Repairs of orphan coupon locks go through the coupon service's own Cancel.
+// Repairs of orphan coupon locks go through the coupon service's own Cancel,
+// and of coupons a refund did not get back through its ReturnCoupon.
 package reconcile
 
 import (
