@@ -59,7 +59,8 @@ const (
 	ErrorReason_APPROVER_EDITED_RULE      ErrorReason = 26
 	ErrorReason_TEMPLATE_CHANGED          ErrorReason = 27
 	// The user holds no coupon with that code (none exists, or another user holds it).
-	ErrorReason_COUPON_NOT_FOUND ErrorReason = 28
+	ErrorReason_COUPON_NOT_FOUND              ErrorReason = 28
+	ErrorReason_COUPON_LOCKED_PENDING_CONFIRM ErrorReason = 29
 )
 
 // Enum value maps for ErrorReason.
@@ -94,37 +95,39 @@ var (
 		26: "APPROVER_EDITED_RULE",
 		27: "TEMPLATE_CHANGED",
 		28: "COUPON_NOT_FOUND",
+		29: "COUPON_LOCKED_PENDING_CONFIRM",
 	}
 	ErrorReason_value = map[string]int32{
-		"ERROR_REASON_UNSPECIFIED":  0,
-		"INVALID_ARGUMENT":          1,
-		"NOT_FOUND":                 2,
-		"SOLD_OUT":                  3,
-		"USER_LIMIT_REACHED":        4,
-		"TEMPLATE_NOT_ACTIVE":       5,
-		"CAMPAIGN_NOT_ACTIVE":       6,
-		"REQUEST_ID_CONFLICT":       7,
-		"APPROVER_IS_CREATOR":       8,
-		"INVALID_STATE_TRANSITION":  9,
-		"TEMPLATE_NOT_EDITABLE":     10,
-		"COUPON_NOT_AVAILABLE":      11,
-		"COUPON_EXPIRED":            12,
-		"RULE_NOT_MET":              13,
-		"DAILY_USE_LIMIT_REACHED":   14,
-		"NOT_OWNER":                 15,
-		"MISSING_BARRIER":           16,
-		"RATE_LIMITED":              17,
-		"UNAVAILABLE":               18,
-		"INVALID_RULE":              19,
-		"INTERNAL":                  20,
-		"PHONE_BOUND_TO_OTHER_USER": 21,
-		"COUPON_NOT_RETURNABLE":     22,
-		"UNAUTHENTICATED":           23,
-		"PERMISSION_DENIED":         24,
-		"IDENTITY_MISMATCH":         25,
-		"APPROVER_EDITED_RULE":      26,
-		"TEMPLATE_CHANGED":          27,
-		"COUPON_NOT_FOUND":          28,
+		"ERROR_REASON_UNSPECIFIED":      0,
+		"INVALID_ARGUMENT":              1,
+		"NOT_FOUND":                     2,
+		"SOLD_OUT":                      3,
+		"USER_LIMIT_REACHED":            4,
+		"TEMPLATE_NOT_ACTIVE":           5,
+		"CAMPAIGN_NOT_ACTIVE":           6,
+		"REQUEST_ID_CONFLICT":           7,
+		"APPROVER_IS_CREATOR":           8,
+		"INVALID_STATE_TRANSITION":      9,
+		"TEMPLATE_NOT_EDITABLE":         10,
+		"COUPON_NOT_AVAILABLE":          11,
+		"COUPON_EXPIRED":                12,
+		"RULE_NOT_MET":                  13,
+		"DAILY_USE_LIMIT_REACHED":       14,
+		"NOT_OWNER":                     15,
+		"MISSING_BARRIER":               16,
+		"RATE_LIMITED":                  17,
+		"UNAVAILABLE":                   18,
+		"INVALID_RULE":                  19,
+		"INTERNAL":                      20,
+		"PHONE_BOUND_TO_OTHER_USER":     21,
+		"COUPON_NOT_RETURNABLE":         22,
+		"UNAUTHENTICATED":               23,
+		"PERMISSION_DENIED":             24,
+		"IDENTITY_MISMATCH":             25,
+		"APPROVER_EDITED_RULE":          26,
+		"TEMPLATE_CHANGED":              27,
+		"COUPON_NOT_FOUND":              28,
+		"COUPON_LOCKED_PENDING_CONFIRM": 29,
 	}
 )
 
@@ -1291,7 +1294,7 @@ const file_coupon_v1_types_proto_rawDesc = "" +
 	"\tavailable\x18\x05 \x01(\x03R\tavailable\x12\x16\n" +
 	"\x06locked\x18\x06 \x01(\x03R\x06locked\x12\x12\n" +
 	"\x04used\x18\a \x01(\x03R\x04used\x12\x18\n" +
-	"\aexpired\x18\b \x01(\x03R\aexpired*\x9e\x05\n" +
+	"\aexpired\x18\b \x01(\x03R\aexpired*\xc1\x05\n" +
 	"\vErrorReason\x12\x1c\n" +
 	"\x18ERROR_REASON_UNSPECIFIED\x10\x00\x12\x14\n" +
 	"\x10INVALID_ARGUMENT\x10\x01\x12\r\n" +
@@ -1322,7 +1325,8 @@ const file_coupon_v1_types_proto_rawDesc = "" +
 	"\x11IDENTITY_MISMATCH\x10\x19\x12\x18\n" +
 	"\x14APPROVER_EDITED_RULE\x10\x1a\x12\x14\n" +
 	"\x10TEMPLATE_CHANGED\x10\x1b\x12\x14\n" +
-	"\x10COUPON_NOT_FOUND\x10\x1cB7Z5github.com/opencoupon/coupon/proto/coupon/v1;couponv1b\x06proto3"
+	"\x10COUPON_NOT_FOUND\x10\x1c\x12!\n" +
+	"\x1dCOUPON_LOCKED_PENDING_CONFIRM\x10\x1dB7Z5github.com/opencoupon/coupon/proto/coupon/v1;couponv1b\x06proto3"
 
 var (
 	file_coupon_v1_types_proto_rawDescOnce sync.Once
