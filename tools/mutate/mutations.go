@@ -106,4 +106,84 @@ var mutations = []mutation{
 		Also: []edit{{"case DTMPrepared, DTMSubmitted, DTMAborting:", "case DTMPrepared, DTMAborting:"}},
 		Pkg:  "./reconcile", Run: "Repair|Orphan",
 	},
+	{
+		ID: "return-ignores-locked", Bug: "a refund's Return finds the coupon LOCKED for its order, answers OK and the later Confirm spends it on a refunded order",
+		File: "participant/saga.go", Find: "if c.Status == CouponLocked && c.OrderNo == r.OrderNo && !faultReturnIgnoresLocked() {", Replace: "if false {",
+		Pkg: "./participant/rpc", Run: "TestReturnWaitsForConfirm",
+	},
+	{
+		ID: "return-any-order", Bug: "a Return gives back a coupon used by another order",
+		File: "participant/saga.go", Find: "if c.Status != CouponUsed || c.OrderNo != r.OrderNo {", Replace: "if c.Status != CouponUsed {",
+		Pkg: "./participant/rpc", Run: "TestReturnCoupon|TestReturnWaitsForConfirm",
+	},
+	{
+		ID: "claim-refuses-before-replay", Bug: "a retry of a claim that may have committed is refused SOLD_OUT without looking for its coupon",
+		File: "participant/claim.go", Find: "	if m.maybeIssued {\n		if c, err := replay(); c != nil || err != nil {", Replace: "	if false {\n		if c, err := replay(); c != nil || err != nil {",
+		Pkg: "./participant", Run: "TestClaimRetryAfter",
+	},
+	{
+		ID: "claim-forgets-unknown-commit", Bug: "a claim whose commit outcome is unknown drops its request marker",
+		File: "participant/claim.go", Find: "	case EREFUSED, EINVALID, ENOTFOUND:\n		return true", Replace: "	case EREFUSED, EINVALID, ENOTFOUND, EUNAVAILABLE, EINTERNAL:\n		return true",
+		Pkg: "./participant", Run: "TestClaimRetryAfter",
+	},
+	{
+		ID: "takeover-not-maybe-issued", Bug: "a claim that takes over a dead claim's marker does not look for that claim's coupon",
+		File: "participant/claim.go", Find: "return mark{tok: tok, maybeIssued: true}, nil, nil", Replace: "return mark{tok: tok}, nil, nil",
+		Pkg: "./participant", Run: "TestClaimRetryAfterTakeover",
+	},
+	{
+		ID: "approve-by-money-editor", Bug: "the last editor of a template's money rules approves it himself",
+		File: "participant/admin.go", Find: "if t.MoneyEditedBy != \"\" && same(approver, t.MoneyEditedBy) {", Replace: "if false {",
+		Pkg: "./participant/rpc", Run: "TestLastMoneyEditorCannotApprove",
+	},
+	{
+		ID: "approve-stale-version", Bug: "an approval of a version the approver never saw goes through",
+		File: "participant/admin.go", Find: "if t.Version != version {", Replace: "if false {",
+		Pkg: "./participant/rpc", Run: "TestApproveStaleVersion",
+	},
+	{
+		ID: "branchcred-any-signature", Bug: "a branch credential with a forged signature is accepted",
+		File: "client/branchcred/branchcred.go", Find: "if !hmac.Equal(sig, mac(secret, p)) {", Replace: "if false {",
+		Pkg: "./client/branchcred ./internal/auth", Run: ".",
+	},
+	{
+		ID: "branchcred-never-expires", Bug: "an expired branch credential is accepted",
+		File: "client/branchcred/branchcred.go", Find: "if !now.Before(c.Expires) {", Replace: "if false {",
+		Pkg: "./client/branchcred ./internal/auth", Run: ".",
+	},
+	{
+		ID: "branchcred-any-gid", Bug: "a branch credential copied from the coordinator works for another transaction",
+		File: "internal/auth/auth.go", Find: "len(gid) != 1 || gid[0] != claims.GID {", Replace: "len(gid) != 1 {",
+		Pkg: "./internal/auth ./internal/app", Run: "Branch|Credential",
+	},
+	{
+		ID: "branchcred-any-coupon", Bug: "a branch credential works for coupons its transaction never named",
+		File: "internal/auth/auth.go", Find: "if !ok || !claims.Covers(code, orderNo) {", Replace: "if !ok {",
+		Pkg: "./internal/auth ./internal/app", Run: "Branch|Credential",
+	},
+	{
+		ID: "branchcred-revert-any-time", Bug: "a copy of a succeeded Saga's credential gives its used coupon back through UseCouponRevert",
+		File: "internal/auth/auth.go", Find: "if method == couponv1.CouponService_UseCouponRevert_FullMethodName && a.txns != nil {", Replace: "if false {",
+		Pkg: "./internal/auth ./internal/app", Run: "Branch|Credential",
+	},
+	{
+		ID: "janitor-max-age-deletes-open", Bug: "the barrier janitor deletes the rows of a transaction still retrying past max_age",
+		File: "internal/janitor/janitor.go", Find: "case r.expired && (finished || status == Unknown):", Replace: "case r.expired:",
+		Pkg: "./internal/janitor", Run: "TestJanitorKeepsUnfinishedTransactions",
+	},
+	{
+		ID: "coordinator-trusts-request-type", Bug: "a resubmit labelled with another type reaches DTM's unguarded submit",
+		File: "coordinator/guard.go", Find: "		if reqType != g.TransType {", Replace: "		if reqType != g.TransType {\n			return nil, true\n		}\n		if false {",
+		Pkg: "./coordinator", Run: "TestEverySubmitRouteIsGuarded",
+	},
+	{
+		ID: "coordinator-resubmit-skips-confirm", Bug: "a resubmit of a submitted TCC is passed to DTM, which marks it succeed without its Confirms",
+		File: "coordinator/guard.go", Find: "		case dtmcli.StatusSubmitted:\n			t := &dtmsvr.TransGlobal", Replace: "		case dtmcli.StatusSubmitted:\n			return nil, true\n			t := &dtmsvr.TransGlobal",
+		Pkg: "./coordinator", Run: "TestEverySubmitRouteIsGuarded",
+	},
+	{
+		ID: "reconcile-skips-refunded", Bug: "reconcile says nothing of a refunded order whose coupon never came back",
+		File: "reconcile/match.go", Find: "			if c := &cs[i]; c.consumed {\n				f := base(ClassRefundCouponNotReturned", Replace: "			if c := &cs[i]; false && c.consumed {\n				f := base(ClassRefundCouponNotReturned",
+		Pkg: "./reconcile", Run: "TestRefundedCouponNotReturnedIsReported|TestMatchRules",
+	},
 }
