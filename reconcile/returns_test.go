@@ -68,7 +68,7 @@ func TestRefundedCouponNotReturnedIsReported(t *testing.T) {
 	if err != nil {
 		t.Fatalf("CreateTemplate: %v", err)
 	}
-	if _, err := s.coupons.AdminAs(coupontest.TokenBob).ApproveTemplate(ctx, &couponv1.ApproveTemplateRequest{TemplateId: kept.GetId(), ApprovedBy: "bob"}); err != nil {
+	if _, err := s.coupons.AdminAs(coupontest.TokenBob).ApproveTemplate(ctx, &couponv1.ApproveTemplateRequest{TemplateId: kept.GetId(), Version: kept.GetVersion(), ApprovedBy: "bob"}); err != nil {
 		t.Fatalf("ApproveTemplate: %v", err)
 	}
 	c, err := s.coupons.Coupons.ClaimCoupon(ctx, &couponv1.ClaimCouponRequest{RequestId: t.Name() + "-kept", UserId: 2002, TemplateId: kept.GetId()})

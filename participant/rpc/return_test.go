@@ -62,7 +62,7 @@ func newGate(t *testing.T, target string) *gate {
 			md, _ := metadata.FromIncomingContext(stream.Context())
 			fwd := metadata.MD{}
 			for k, v := range md {
-				if k == "authorization" || strings.HasPrefix(k, "dtm-") {
+				if k == "authorization" || k == branchcred.Header || strings.HasPrefix(k, "dtm-") {
 					fwd[k] = v
 				}
 			}
