@@ -344,6 +344,23 @@ func (m *model) clone() model {
 	return n
 }
 
+// essential is the model's state without what only bounds or adds
+// options: used duplicates, dropped optional calls, the janitor and
+// repair flags.
+func (m *model) essential() string {
+	var b strings.Builder
+	for _, t := range m.tx {
+		fmt.Fprintf(&b, "%d%t%t%t|", t.phase, t.ok, t.committed, t.refunded)
+	}
+	for _, c := range m.pending {
+		if !c.late {
+			fmt.Fprintf(&b, "p%d%s", c.tx, c.op)
+		}
+	}
+	fmt.Fprintf(&b, "|%d%d", m.refundOf, m.started)
+	return b.String()
+}
+
 // key is the model's state, for the explorer's memo of visited states.
 func (m *model) key() string {
 	var b strings.Builder
