@@ -803,82 +803,92 @@ func (e *execution) roleOf(toRole map[string]string, v string) string {
 	return "?" + v // not this execution's: the checks will say so
 }
 
-// read reads the execution's state back.
+// read reads the execution's state back, in one round trip.
 func (e *execution) read(ctx context.Context, t *testing.T) dbState {
 	t.Helper()
 	toRole, _ := e.roles()
 	sh := e.w.store.ShardOf(e.user)
-	var s dbState
-	var order, gid, branch sql.NullString
-	var locked, used sql.NullTime
-	err := sh.DB.QueryRowContext(ctx, `SELECT status, order_no, discount_amount, lock_gid, lock_branch, locked_at, used_at FROM coupon_`+sh.Suffix()+` WHERE id = ?`, e.couponID).
-		Scan(&s.Status, &order, &s.Discount, &gid, &branch, &locked, &used)
+	q := strings.Join([]string{
+		`SELECT status, order_no, discount_amount, lock_gid, lock_branch, locked_at, used_at FROM coupon_` + sh.Suffix() + ` WHERE id = ?`,
+		`SELECT op, order_no, gid, discount_amount, created_at FROM coupon_ledger WHERE coupon_id = ? ORDER BY id`,
+		`SELECT template_id, used FROM daily_use WHERE user_id = ?`,
+		`SELECT gid, branch_id, op, reason FROM barrier WHERE gid IN (?,?,?,?)`,
+		`SELECT request_id, order_no FROM coupon_return WHERE coupon_id = ? ORDER BY request_id`,
+	}, ";\n")
+	rows, err := sh.DB.QueryContext(ctx, q, e.couponID, e.couponID, e.user, e.gids[0], e.gids[1], e.gids[2], e.gids[3], e.couponID)
 	if err != nil {
-		t.Fatalf("read coupon: %v", err)
-	}
-	s.OrderNo, s.GID, s.Branch = e.roleOf(toRole, order.String), e.roleOf(toRole, gid.String), branch.String
-	s.Locked, s.Used = locked.Valid, used.Valid
-	e.ledgerAt = e.ledgerAt[:0]
-	query(ctx, t, sh.DB, func(r *sql.Rows) error {
-		var l ledgerRow
-		var at time.Time
-		var br string
-		if err := r.Scan(&l.Op, &l.OrderNo, &l.GID, &br, &l.Discount, &at); err != nil {
-			return err
-		}
-		l.OrderNo, l.GID = e.roleOf(toRole, l.OrderNo), e.roleOf(toRole, l.GID)
-		s.Ledger = append(s.Ledger, l)
-		e.ledgerAt = append(e.ledgerAt, at)
-		return nil
-	}, `SELECT op, order_no, gid, branch_id, discount_amount, created_at FROM coupon_ledger WHERE coupon_id = ? ORDER BY id`, e.couponID)
-	query(ctx, t, sh.DB, func(r *sql.Rows) error {
-		var tpl, used int64
-		if err := r.Scan(&tpl, &used); err != nil {
-			return err
-		}
-		s.Daily = true
-		if tpl == 0 {
-			s.DailyAll += used
-		} else {
-			s.DailyTemplate += used
-		}
-		return nil
-	}, `SELECT template_id, used FROM daily_use WHERE user_id = ?`, e.user)
-	query(ctx, t, sh.DB, func(r *sql.Rows) error {
-		var gid, branch, op, reason string
-		if err := r.Scan(&gid, &branch, &op, &reason); err != nil {
-			return err
-		}
-		s.Barrier = append(s.Barrier, e.roleOf(toRole, gid)+"/"+branch+"/"+op+"/"+reason)
-		return nil
-	}, `SELECT gid, branch_id, op, reason FROM barrier WHERE gid IN (?,?,?,?)`, e.gids[0], e.gids[1], e.gids[2], e.gids[3])
-	sort.Strings(s.Barrier)
-	query(ctx, t, sh.DB, func(r *sql.Rows) error {
-		var req, order string
-		if err := r.Scan(&req, &order); err != nil {
-			return err
-		}
-		s.Returns = append(s.Returns, e.roleOf(toRole, req)+"/"+e.roleOf(toRole, order))
-		return nil
-	}, `SELECT request_id, order_no FROM coupon_return WHERE coupon_id = ? ORDER BY request_id`, e.couponID)
-	return s
-}
-
-func query(ctx context.Context, t *testing.T, db *sql.DB, each func(*sql.Rows) error, q string, args ...any) {
-	t.Helper()
-	rows, err := db.QueryContext(ctx, q, args...)
-	if err != nil {
-		t.Fatalf("%s: %v", q, err)
+		t.Fatalf("read state: %v", err)
 	}
 	defer rows.Close()
-	for rows.Next() {
-		if err := each(rows); err != nil {
-			t.Fatalf("%s: %v", q, err)
+	var s dbState
+	e.ledgerAt = e.ledgerAt[:0]
+	scan := []func() error{
+		func() error {
+			var order, gid, branch sql.NullString
+			var locked, used sql.NullTime
+			if err := rows.Scan(&s.Status, &order, &s.Discount, &gid, &branch, &locked, &used); err != nil {
+				return err
+			}
+			s.OrderNo, s.GID, s.Branch = e.roleOf(toRole, order.String), e.roleOf(toRole, gid.String), branch.String
+			s.Locked, s.Used = locked.Valid, used.Valid
+			return nil
+		},
+		func() error {
+			var l ledgerRow
+			var at time.Time
+			if err := rows.Scan(&l.Op, &l.OrderNo, &l.GID, &l.Discount, &at); err != nil {
+				return err
+			}
+			l.OrderNo, l.GID = e.roleOf(toRole, l.OrderNo), e.roleOf(toRole, l.GID)
+			s.Ledger = append(s.Ledger, l)
+			e.ledgerAt = append(e.ledgerAt, at)
+			return nil
+		},
+		func() error {
+			var tpl, used int64
+			if err := rows.Scan(&tpl, &used); err != nil {
+				return err
+			}
+			s.Daily = true
+			if tpl == 0 {
+				s.DailyAll += used
+			} else {
+				s.DailyTemplate += used
+			}
+			return nil
+		},
+		func() error {
+			var gid, branch, op, reason string
+			if err := rows.Scan(&gid, &branch, &op, &reason); err != nil {
+				return err
+			}
+			s.Barrier = append(s.Barrier, e.roleOf(toRole, gid)+"/"+branch+"/"+op+"/"+reason)
+			return nil
+		},
+		func() error {
+			var req, order string
+			if err := rows.Scan(&req, &order); err != nil {
+				return err
+			}
+			s.Returns = append(s.Returns, e.roleOf(toRole, req)+"/"+e.roleOf(toRole, order))
+			return nil
+		},
+	}
+	for i, each := range scan {
+		if i > 0 && !rows.NextResultSet() {
+			t.Fatalf("read state: result %d of %d missing: %v", i+1, len(scan), rows.Err())
+		}
+		for rows.Next() {
+			if err := each(); err != nil {
+				t.Fatalf("read state: %v", err)
+			}
 		}
 	}
 	if err := rows.Err(); err != nil {
-		t.Fatalf("%s: %v", q, err)
+		t.Fatalf("read state: %v", err)
 	}
+	sort.Strings(s.Barrier)
+	return s
 }
 
 // restore writes state s for the execution's fresh coupon, user and gids:
