@@ -56,8 +56,6 @@ const (
 	failed
 )
 
-var phaseNames = [...]string{"idle", "reserving", "reserved", "committing", "aborting", "sending", "succeeded", "failed"}
-
 func (p phase) finished() bool { return p == succeeded || p == failed }
 
 type txn struct {
