@@ -247,7 +247,17 @@ func (d domainCoupons) Unlock(ctx context.Context, l reconcile.Lock) error {
 	_, err := d.svc.Unlock(ctx, br, participant.BranchRequest{
 		UserID: l.UserID, Code: l.CouponCode, Order: participant.Order{OrderNo: l.OrderNo, UserID: l.UserID, Amount: l.Amount},
 	})
-	return err
+	return rpc.Status(ctx, discard, err)
+}
+
+// Return is ReturnCoupon called directly, as reconcile's repair calls it;
+// its refusals reach the repair as the gRPC statuses it reads reasons from.
+func (d domainCoupons) Return(ctx context.Context, r reconcile.Refund) error {
+	_, err := d.svc.Return(ctx, participant.Branch{}, participant.ReturnRequest{
+		RequestID: r.RequestID(), UserID: r.UserID, Code: r.CouponCode, OrderNo: r.OrderNo,
+		Reason: "reconcile: order refunded without its coupon",
+	})
+	return rpc.Status(ctx, discard, err)
 }
 
 func (d domainCoupons) Coupon(ctx context.Context, userID int64, code string) (reconcile.CouponState, error) {
@@ -711,21 +721,43 @@ func (e *execution) reconcile(ctx context.Context, t *testing.T) {
 		}
 	}
 	var buf bytes.Buffer
+	write := func(f reconcile.Finding) {
+		b, err := json.Marshal(f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		buf.Write(append(b, '\n'))
+	}
+	// A refunded order whose coupon the ledger shows consumed and not
+	// returned: REFUND_COUPON_NOT_RETURNED.
+	consumed := map[string]string{} // order → gid of the consume not returned
+	for _, r := range s.Ledger {
+		switch order := fromRole[r.OrderNo]; r.Op {
+		case participant.OpConsume:
+			consumed[order] = fromRole[r.GID]
+		case participant.OpReturn:
+			delete(consumed, order)
+		}
+	}
+	for order, gid := range consumed {
+		if e.orderStatus(order) == "REFUNDED" {
+			write(reconcile.Finding{
+				Class: reconcile.ClassRefundCouponNotReturned, OrderNo: order, CouponCode: e.code, AmountAtRisk: 500,
+				OrderStatus: "REFUNDED", OrderAmount: 10_000, UserID: e.user, GID: gid, BranchID: "01",
+			})
+		}
+	}
 	for _, l := range out {
 		status := e.orderStatus(l.order)
 		if status == "REFUNDED" {
-			continue // reconcile finds refunded orders consistent
+			continue // reconcile judges a refunded order by its return alone
 		}
 		at := l.at
 		f := reconcile.Finding{
 			Class: reconcile.ClassOrphanLock, OrderNo: l.order, CouponCode: e.code, AmountAtRisk: l.discount,
 			OrderStatus: status, OrderAmount: 10_000, UserID: e.user, GID: l.gid, BranchID: "01", LockedAt: &at,
 		}
-		b, err := json.Marshal(f)
-		if err != nil {
-			t.Fatal(err)
-		}
-		buf.Write(append(b, '\n'))
+		write(f)
 	}
 	// A repair that fails is retried by the next run; what it left is
 	// for the checks to judge.
@@ -792,6 +824,8 @@ func (e *execution) roles() (toRole, fromRole map[string]string) {
 		r := fmt.Sprintf("o%d", i+1)
 		toRole[o], fromRole[r] = r, o
 		toRole["refund-"+o], fromRole["refund-"+r] = "refund-"+r, "refund-"+o
+		rr := reconcile.Refund{OrderNo: o}.RequestID()
+		toRole[rr], fromRole["reconcile-"+r] = "reconcile-"+r, rr
 	}
 	return toRole, fromRole
 }
