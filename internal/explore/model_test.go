@@ -183,6 +183,10 @@ func (m *model) options(b bounds) []event {
 		switch {
 		case t.phase == reserving && specs[i].kind == kindTCC:
 			out = append(out, event{kind: evTimeout, tx: i})
+		case t.phase == reserved && m.orderRefunded(specs[i].order):
+			// The order's own branch refuses a refunded order: the
+			// transaction can only roll back.
+			out = append(out, event{kind: evAbort, tx: i})
 		case t.phase == reserved:
 			out = append(out, event{kind: evCommit, tx: i}, event{kind: evAbort, tx: i})
 		}
@@ -194,6 +198,12 @@ func (m *model) options(b bounds) []event {
 		out = append(out, event{kind: evRepair})
 	}
 	return out
+}
+
+// orderRefunded reports whether order (an index of the execution's
+// orders) was refunded.
+func (m *model) orderRefunded(order int) bool {
+	return m.refundOf >= 0 && specs[m.refundOf].order == order
 }
 
 // firstOp is the call that starts a transaction.
