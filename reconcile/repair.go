@@ -225,7 +225,8 @@ func (rp *Repairer) one(ctx context.Context, date string, runID int64, f *Findin
 // the refund's message makes meanwhile and this one cannot both happen.
 // The repair asks only for an order the order ledger says is REFUNDED, and
 // only while the coupon reads USED by it; a coupon still LOCKED for the
-// order waits for its Confirm (the next run looks again), and one of a
+// order waits for its Confirm (the next run looks again), one USED under
+// another gid than the refunded payment's goes to a person, and one of a
 // template that keeps used coupons is consistent as it is.
 func (rp *Repairer) notReturned(ctx context.Context, date string, runID int64, f *Finding, it *RepairItem) {
 	if f.UserID == 0 || f.CouponCode == "" || f.OrderStatus != OrderRefunded.String() {
@@ -262,6 +263,13 @@ func (rp *Repairer) notReturned(ctx context.Context, date string, runID int64, f
 			return
 		}
 		record(RepairApplied, detail)
+		return
+	case f.GID != "" && before.GID != "" && before.GID != f.GID:
+		// USED by the order, but not by the payment that was refunded: a
+		// later transaction paid the same order number again, and its use
+		// is not this refund's to give back.
+		it.Status, it.Detail = rp.manual(ctx, date, runID, it, fmt.Sprintf("coupon %s is USED by order %s under gid %s, but the refunded payment consumed it under gid %s: a later payment of the same order holds it; check the order's payments before returning anything",
+			ref.CouponCode, ref.OrderNo, before.GID, f.GID))
 		return
 	case !rp.Apply:
 		record(RepairPlanned, fmt.Sprintf("would return coupon %s of user %d through ReturnCoupon (request_id %s): the order is REFUNDED and the coupon USED by it", ref.CouponCode, ref.UserID, ref.RequestID()))
