@@ -131,7 +131,7 @@ func newWorld(t *testing.T) *world {
 	if err != nil {
 		t.Fatalf("CreateTemplate: %v", err)
 	}
-	if _, err = srv.AdminAs(coupontest.TokenBob).ApproveTemplate(ctx, &couponv1.ApproveTemplateRequest{TemplateId: tpl.Id}); err != nil {
+	if _, err = srv.AdminAs(coupontest.TokenBob).ApproveTemplate(ctx, &couponv1.ApproveTemplateRequest{TemplateId: tpl.Id, Version: tpl.GetVersion()}); err != nil {
 		t.Fatalf("ApproveTemplate: %v", err)
 	}
 	store := srv.App.Store()
