@@ -2,6 +2,7 @@ package rpc_test
 
 import (
 	"context"
+	"database/sql"
 	"fmt"
 	"strings"
 	"testing"
@@ -521,4 +522,66 @@ func (e *tccEnv) dtmStatus(t *testing.T, gid string) string {
 		t.Fatalf("query %s: %q, known %v, %v", gid, st, known, err)
 	}
 	return st
+}
+
+// TestLegacyLockMatchedByOrder: a lock written before locks recorded their
+// gid (lock_gid empty) is matched by its order alone, so a Confirm naming
+// another order leaves it, and the Cancel of its own order releases it.
+func TestLegacyLockMatchedByOrder(t *testing.T) {
+	e := newTCC(t)
+	tpl := e.template(t, 10, 0)
+	cl := e.srv.Coupons
+	c := e.claim(t, tpl.Id, 63)
+	if _, err := cl.LockCoupon(branchCtx(t, "g-legacy", "try"), branchReq(63, c.Code, "o-legacy")); err != nil {
+		t.Fatal(err)
+	}
+	// Forget the gid, as a row locked by an earlier version reads.
+	forgot := int64(0)
+	for _, dsn := range e.srv.Config.MySQL.ShardDSNs {
+		db, err := sql.Open("mysql", dsn)
+		if err != nil {
+			t.Fatal(err)
+		}
+		rows, err := db.QueryContext(ctxT(t), "SELECT table_name FROM information_schema.tables WHERE table_schema = DATABASE() AND table_name REGEXP '^coupon_[0-9]+$'")
+		if err != nil {
+			t.Fatal(err)
+		}
+		var tables []string
+		for rows.Next() {
+			var name string
+			if err := rows.Scan(&name); err != nil {
+				t.Fatal(err)
+			}
+			tables = append(tables, name)
+		}
+		rows.Close()
+		for _, table := range tables {
+			res, err := db.ExecContext(ctxT(t), "UPDATE `"+table+"` SET lock_gid = '' WHERE code = ?", c.Code)
+			if err != nil {
+				t.Fatal(err)
+			}
+			n, _ := res.RowsAffected()
+			forgot += n
+		}
+		db.Close()
+	}
+	if forgot != 1 {
+		t.Fatalf("cleared the gid of %d rows, want 1", forgot)
+	}
+	// A Confirm of another transaction naming another order reaches the
+	// row (the barrier checks no Try before a Confirm; a Cancel after a
+	// refused Try would be a null compensation and never get there).
+	if _, err := cl.LockCoupon(branchCtx(t, "g-other", "try"), branchReq(63, c.Code, "o-other")); status.Code(err) != codes.Aborted {
+		t.Fatalf("try of another order = %v, want Aborted", err)
+	}
+	if _, err := cl.ConsumeCoupon(branchCtx(t, "g-other", "confirm"), branchReq(63, c.Code, "o-other")); err != nil {
+		t.Fatalf("confirm naming another order: %v, want OK", err)
+	}
+	if got := e.waitStatus(t, 63, c.Code, couponv1.Coupon_LOCKED); got.OrderNo != "o-legacy" {
+		t.Fatalf("legacy lock now for order %q, want o-legacy", got.OrderNo)
+	}
+	if _, err := cl.UnlockCoupon(branchCtx(t, "g-legacy", "cancel"), branchReq(63, c.Code, "o-legacy")); err != nil {
+		t.Fatal(err)
+	}
+	e.waitStatus(t, 63, c.Code, couponv1.Coupon_AVAILABLE)
 }

@@ -33,7 +33,7 @@ var mutations = []mutation{
 	{
 		ID: "tcc-holds-ignores-order", Bug: "a Confirm or Cancel acts on a lock of another order",
 		File: "participant/tcc.go", Find: "if c.Status != CouponLocked || c.OrderNo != orderNo {", Replace: "if c.Status != CouponLocked {",
-		Pkg: "./participant/rpc", Run: "TestTwoTransactionsOneOrder$|TestCancelReleasesOnlyItsOwnLock|TestCompensationNeverRefuses",
+		Pkg: "./participant/rpc", Run: "TestLegacyLockMatchedByOrder|TestTwoTransactionsOneOrder$|TestCancelReleasesOnlyItsOwnLock",
 	},
 	{
 		ID: "try-reserves-unavailable", Bug: "a Try locks a coupon that is already LOCKED or USED",
