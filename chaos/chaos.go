@@ -83,12 +83,12 @@ type ScenarioResult struct {
 	CommitsPerMinute float64        `json:"commits_per_minute"`
 	Floor            int            `json:"commit_floor"`
 	Exercised        bool           `json:"exercised"`
-	Faults       []string       `json:"faults"`
-	Invariants   []Invariant    `json:"invariants"`
-	Took         string         `json:"took"`
-	Error        string         `json:"error,omitempty"`
-	Notes        []string       `json:"notes,omitempty"`
-	prefix       string
+	Faults           []string       `json:"faults"`
+	Invariants       []Invariant    `json:"invariants"`
+	Took             string         `json:"took"`
+	Error            string         `json:"error,omitempty"`
+	Notes            []string       `json:"notes,omitempty"`
+	prefix           string
 	// own are the order numbers of the scenario's own transactions: they
 	// have no shop order, so reconcile (invariant 6) does not judge them;
 	// invariants 1 and 2 check them against what the scenario drove.

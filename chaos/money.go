@@ -237,14 +237,13 @@ const (
 )
 
 // janitorEnv is the coupon service's environment for janitor-during-retry:
-// a janitor that runs all the time with a tiny max_age, asking coordinator
-// B about transactions.
+// a janitor that runs all the time with a tiny max_age (it asks the stack's
+// coordinator, dtm.http_addr in the config, about transactions).
 func (s *Stack) janitorEnv() []string {
 	return []string{
 		"COUPON_BARRIER_INTERVAL=" + janitorInterval.String(),
 		"COUPON_BARRIER_RETENTION=" + janitorMaxAge.String(),
 		"COUPON_BARRIER_MAX_AGE=" + janitorMaxAge.String(),
-		"COUPON_DTM_HTTP_ADDR=" + s.coordHTTP[1],
 	}
 }
 

@@ -475,7 +475,10 @@ type expectation struct{ want, why, reason string }
 // answer was lost and none answered OK, either end is right and the
 // coupon's ledger says which it was.
 func (d disorder) play(call func(step) error) map[string]expectation {
-	type answers struct{ acked, lost, refused int; reason string }
+	type answers struct {
+		acked, lost, refused int
+		reason               string
+	}
 	got := map[string]*answers{}
 	for label := range d.plan {
 		got[label] = &answers{}
@@ -518,13 +521,13 @@ func (d disorder) play(call func(step) error) map[string]expectation {
 func branchDisorder(ctx context.Context, r *run) error {
 	rng := r.rng("disorder")
 	rounds := max(1, int(r.duration/(4*time.Second)))
-	for round := range rounds {
+	for round := range rounds + 1 {
 		user, err := r.directUser(ctx)
 		if err != nil {
 			return err
 		}
-		if round == 0 {
-			// One round's user has reached the daily cap: every Try is
+		if round == rounds {
+			// A last round with a user at the daily cap: every Try is
 			// refused, and every sequence must end aborted with its
 			// coupon AVAILABLE.
 			if user, err = r.capUser(ctx, rng); err != nil {

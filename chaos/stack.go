@@ -418,6 +418,10 @@ cache:
   template_refresh: 200ms
 risk:
   max_daily_uses: 20
+# The stack's own coordinator, for the barrier janitor (never a local
+# stack's on the default port).
+dtm:
+  http_addr: %s
 auth:
   enabled: true
   callers:
@@ -433,7 +437,7 @@ auth:
     - identity: shop
       roles: [order]
       token_sha256: %s
-`, s.couponGRPC, s.couponOps, s.mysqlPort, dbMain, dsns.String(), tables, s.proxyAddr[proxyRedis], keyPrefix,
+`, s.couponGRPC, s.couponOps, s.mysqlPort, dbMain, dsns.String(), tables, s.proxyAddr[proxyRedis], keyPrefix, s.coordHTTP[0],
 		tokenHash(tokenAlice), tokenHash(tokenBob), tokenHash(tokenApp), tokenHash(tokenShop))
 	s.couponConfigFile = filepath.Join(s.Dir, "coupon.yaml")
 	if err := os.WriteFile(s.couponConfigFile, []byte(cfg), 0o644); err != nil {

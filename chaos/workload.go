@@ -166,8 +166,8 @@ type run struct {
 	duration time.Duration
 	prefix   string // of every order_no, request_id and gid of the run
 	pool     *users
-	callers  int   // of the load; 0: the scenario's own number
-	capped   int64 // a user the scenario brought to the daily cap, if any
+	callers  int     // of the load; 0: the scenario's own number
+	capped   int64   // a user the scenario brought to the daily cap, if any
 	tpls     []int64 // templates of the run: main, scarce, direct[, hot]
 	hot      int64   // the hot template, when the scenario has one
 	rec      *records
