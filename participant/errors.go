@@ -47,6 +47,10 @@ const (
 	ReasonPermissionDenied       = "PERMISSION_DENIED"
 	ReasonIdentityMismatch       = "IDENTITY_MISMATCH"
 	ReasonCouponNotReturnable    = "COUPON_NOT_RETURNABLE"
+	// A return found the coupon still LOCKED for the refunded order: its
+	// Confirm (or Cancel) has not run yet. EREFUSED, so FailedPrecondition,
+	// DTM's ONGOING: the message branch is retried at a fixed interval.
+	ReasonCouponLockedPendingConfirm = "COUPON_LOCKED_PENDING_CONFIRM"
 )
 
 // Error is the one error type of the domain: a code for the transport, a

@@ -103,10 +103,26 @@ type ReturnResult struct {
 // back: the coupon was used that day, and a refund must not reopen the
 // daily and risk limits (buy, refund, buy again).
 //
+// A coupon still LOCKED for the refunded order is waited for: the order's
+// Confirm of the coupon may not have run yet (DTM confirms in reverse
+// order of registration, so the order can be PAID, then refunded, while
+// ConsumeCoupon is still being retried). Return answers EREFUSED with
+// COUPON_LOCKED_PENDING_CONFIRM — FailedPrecondition, DTM's ONGOING, so the
+// message branch is retried at a fixed interval — and the refusal rolls
+// its barrier row back with it, so the retry is not a duplicate. Once the
+// lock is consumed the retry returns the coupon; once it is released
+// there is nothing to return. A coupon LOCKED for another order is not
+// this order's to wait for: this order's lock was settled before that one
+// was taken (a coupon has one lock at a time), so nothing of this order
+// will come back by waiting.
+//
 // A coupon that cannot come back — not used by that order, or of a
 // template that is not returnable — is refused with COUPON_NOT_RETURNABLE
 // when called directly. Called as a DTM branch (a 2-phase message's, which
 // must complete) it answers OK with nothing changed instead, and logs why.
+//
+// Replayed is true only when this request ID did return the coupon; a
+// branch the barrier skips reports the coupon as it stands.
 func (s *Service) Return(ctx context.Context, br Branch, r ReturnRequest) (ReturnResult, error) {
 	asBranch := br.Op != ""
 	if asBranch {
@@ -154,6 +170,10 @@ func (s *Service) Return(ctx context.Context, br Branch, r ReturnRequest) (Retur
 	now := s.now().UTC()
 	why := ""
 	out, err := s.branches.Apply(ctx, br, r.UserID, r.Code, func(c *Coupon) (*Change, error) {
+		if c.Status == CouponLocked && c.OrderNo == r.OrderNo && !faultReturnIgnoresLocked() {
+			return nil, Errorf(EREFUSED, ReasonCouponLockedPendingConfirm,
+				"coupon %s is locked by transaction %s for order %s: its Confirm has not run yet; retry", c.Code, c.LockGID, r.OrderNo)
+		}
 		if c.Status != CouponUsed || c.OrderNo != r.OrderNo {
 			why = "coupon " + c.Code + " is " + c.Status.String() + ", not used by order " + r.OrderNo
 			return nil, nil
@@ -184,6 +204,9 @@ func (s *Service) Return(ctx context.Context, br Branch, r ReturnRequest) (Retur
 		return ReturnResult{}, Unavailable("return coupon", err)
 	case ErrorCode(err) == ENOTFOUND:
 		return cannot(nil, "coupon %s is not the user's", r.Code)
+	case ErrorReason(err) == ReasonCouponLockedPendingConfirm:
+		s.log.InfoContext(ctx, "return waits for the coupon's Confirm", "gid", br.GID, "order_no", r.OrderNo, "code", r.Code, "err", err)
+		return ReturnResult{}, err
 	case err != nil:
 		if asBranch {
 			return ReturnResult{}, transient("return coupon", err)
@@ -193,7 +216,14 @@ func (s *Service) Return(ctx context.Context, br Branch, r ReturnRequest) (Retur
 	c := out.Coupon
 	c.Status = c.EffectiveStatus(s.now())
 	if out.Skipped {
-		return ReturnResult{Coupon: c, Replayed: true}, nil
+		// The barrier saw this branch before. It returned the coupon only
+		// if its request ID has a return record (written with that
+		// barrier row); otherwise that call returned nothing.
+		if res, done, err := replay(); done || err != nil {
+			return res, err
+		}
+		s.log.WarnContext(ctx, "return branch seen before returned nothing", "gid", br.GID, "order_no", r.OrderNo, "code", c.Code, "status", c.Status.String())
+		return ReturnResult{Coupon: c}, nil
 	}
 	if why != "" {
 		return cannot(c, "%s", why)

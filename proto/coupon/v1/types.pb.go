@@ -26,32 +26,33 @@ const (
 type ErrorReason int32
 
 const (
-	ErrorReason_ERROR_REASON_UNSPECIFIED  ErrorReason = 0
-	ErrorReason_INVALID_ARGUMENT          ErrorReason = 1
-	ErrorReason_NOT_FOUND                 ErrorReason = 2
-	ErrorReason_SOLD_OUT                  ErrorReason = 3
-	ErrorReason_USER_LIMIT_REACHED        ErrorReason = 4
-	ErrorReason_TEMPLATE_NOT_ACTIVE       ErrorReason = 5
-	ErrorReason_CAMPAIGN_NOT_ACTIVE       ErrorReason = 6
-	ErrorReason_REQUEST_ID_CONFLICT       ErrorReason = 7
-	ErrorReason_APPROVER_IS_CREATOR       ErrorReason = 8
-	ErrorReason_INVALID_STATE_TRANSITION  ErrorReason = 9
-	ErrorReason_TEMPLATE_NOT_EDITABLE     ErrorReason = 10
-	ErrorReason_COUPON_NOT_AVAILABLE      ErrorReason = 11
-	ErrorReason_COUPON_EXPIRED            ErrorReason = 12
-	ErrorReason_RULE_NOT_MET              ErrorReason = 13
-	ErrorReason_DAILY_USE_LIMIT_REACHED   ErrorReason = 14
-	ErrorReason_NOT_OWNER                 ErrorReason = 15
-	ErrorReason_MISSING_BARRIER           ErrorReason = 16
-	ErrorReason_RATE_LIMITED              ErrorReason = 17
-	ErrorReason_UNAVAILABLE               ErrorReason = 18
-	ErrorReason_INVALID_RULE              ErrorReason = 19
-	ErrorReason_INTERNAL                  ErrorReason = 20
-	ErrorReason_PHONE_BOUND_TO_OTHER_USER ErrorReason = 21
-	ErrorReason_COUPON_NOT_RETURNABLE     ErrorReason = 22
-	ErrorReason_UNAUTHENTICATED           ErrorReason = 23
-	ErrorReason_PERMISSION_DENIED         ErrorReason = 24
-	ErrorReason_IDENTITY_MISMATCH         ErrorReason = 25
+	ErrorReason_ERROR_REASON_UNSPECIFIED      ErrorReason = 0
+	ErrorReason_INVALID_ARGUMENT              ErrorReason = 1
+	ErrorReason_NOT_FOUND                     ErrorReason = 2
+	ErrorReason_SOLD_OUT                      ErrorReason = 3
+	ErrorReason_USER_LIMIT_REACHED            ErrorReason = 4
+	ErrorReason_TEMPLATE_NOT_ACTIVE           ErrorReason = 5
+	ErrorReason_CAMPAIGN_NOT_ACTIVE           ErrorReason = 6
+	ErrorReason_REQUEST_ID_CONFLICT           ErrorReason = 7
+	ErrorReason_APPROVER_IS_CREATOR           ErrorReason = 8
+	ErrorReason_INVALID_STATE_TRANSITION      ErrorReason = 9
+	ErrorReason_TEMPLATE_NOT_EDITABLE         ErrorReason = 10
+	ErrorReason_COUPON_NOT_AVAILABLE          ErrorReason = 11
+	ErrorReason_COUPON_EXPIRED                ErrorReason = 12
+	ErrorReason_RULE_NOT_MET                  ErrorReason = 13
+	ErrorReason_DAILY_USE_LIMIT_REACHED       ErrorReason = 14
+	ErrorReason_NOT_OWNER                     ErrorReason = 15
+	ErrorReason_MISSING_BARRIER               ErrorReason = 16
+	ErrorReason_RATE_LIMITED                  ErrorReason = 17
+	ErrorReason_UNAVAILABLE                   ErrorReason = 18
+	ErrorReason_INVALID_RULE                  ErrorReason = 19
+	ErrorReason_INTERNAL                      ErrorReason = 20
+	ErrorReason_PHONE_BOUND_TO_OTHER_USER     ErrorReason = 21
+	ErrorReason_COUPON_NOT_RETURNABLE         ErrorReason = 22
+	ErrorReason_UNAUTHENTICATED               ErrorReason = 23
+	ErrorReason_PERMISSION_DENIED             ErrorReason = 24
+	ErrorReason_IDENTITY_MISMATCH             ErrorReason = 25
+	ErrorReason_COUPON_LOCKED_PENDING_CONFIRM ErrorReason = 26
 )
 
 // Enum value maps for ErrorReason.
@@ -83,34 +84,36 @@ var (
 		23: "UNAUTHENTICATED",
 		24: "PERMISSION_DENIED",
 		25: "IDENTITY_MISMATCH",
+		26: "COUPON_LOCKED_PENDING_CONFIRM",
 	}
 	ErrorReason_value = map[string]int32{
-		"ERROR_REASON_UNSPECIFIED":  0,
-		"INVALID_ARGUMENT":          1,
-		"NOT_FOUND":                 2,
-		"SOLD_OUT":                  3,
-		"USER_LIMIT_REACHED":        4,
-		"TEMPLATE_NOT_ACTIVE":       5,
-		"CAMPAIGN_NOT_ACTIVE":       6,
-		"REQUEST_ID_CONFLICT":       7,
-		"APPROVER_IS_CREATOR":       8,
-		"INVALID_STATE_TRANSITION":  9,
-		"TEMPLATE_NOT_EDITABLE":     10,
-		"COUPON_NOT_AVAILABLE":      11,
-		"COUPON_EXPIRED":            12,
-		"RULE_NOT_MET":              13,
-		"DAILY_USE_LIMIT_REACHED":   14,
-		"NOT_OWNER":                 15,
-		"MISSING_BARRIER":           16,
-		"RATE_LIMITED":              17,
-		"UNAVAILABLE":               18,
-		"INVALID_RULE":              19,
-		"INTERNAL":                  20,
-		"PHONE_BOUND_TO_OTHER_USER": 21,
-		"COUPON_NOT_RETURNABLE":     22,
-		"UNAUTHENTICATED":           23,
-		"PERMISSION_DENIED":         24,
-		"IDENTITY_MISMATCH":         25,
+		"ERROR_REASON_UNSPECIFIED":      0,
+		"INVALID_ARGUMENT":              1,
+		"NOT_FOUND":                     2,
+		"SOLD_OUT":                      3,
+		"USER_LIMIT_REACHED":            4,
+		"TEMPLATE_NOT_ACTIVE":           5,
+		"CAMPAIGN_NOT_ACTIVE":           6,
+		"REQUEST_ID_CONFLICT":           7,
+		"APPROVER_IS_CREATOR":           8,
+		"INVALID_STATE_TRANSITION":      9,
+		"TEMPLATE_NOT_EDITABLE":         10,
+		"COUPON_NOT_AVAILABLE":          11,
+		"COUPON_EXPIRED":                12,
+		"RULE_NOT_MET":                  13,
+		"DAILY_USE_LIMIT_REACHED":       14,
+		"NOT_OWNER":                     15,
+		"MISSING_BARRIER":               16,
+		"RATE_LIMITED":                  17,
+		"UNAVAILABLE":                   18,
+		"INVALID_RULE":                  19,
+		"INTERNAL":                      20,
+		"PHONE_BOUND_TO_OTHER_USER":     21,
+		"COUPON_NOT_RETURNABLE":         22,
+		"UNAUTHENTICATED":               23,
+		"PERMISSION_DENIED":             24,
+		"IDENTITY_MISMATCH":             25,
+		"COUPON_LOCKED_PENDING_CONFIRM": 26,
 	}
 )
 
@@ -1257,7 +1260,7 @@ const file_coupon_v1_types_proto_rawDesc = "" +
 	"\tavailable\x18\x05 \x01(\x03R\tavailable\x12\x16\n" +
 	"\x06locked\x18\x06 \x01(\x03R\x06locked\x12\x12\n" +
 	"\x04used\x18\a \x01(\x03R\x04used\x12\x18\n" +
-	"\aexpired\x18\b \x01(\x03R\aexpired*\xd4\x04\n" +
+	"\aexpired\x18\b \x01(\x03R\aexpired*\xf7\x04\n" +
 	"\vErrorReason\x12\x1c\n" +
 	"\x18ERROR_REASON_UNSPECIFIED\x10\x00\x12\x14\n" +
 	"\x10INVALID_ARGUMENT\x10\x01\x12\r\n" +
@@ -1285,7 +1288,8 @@ const file_coupon_v1_types_proto_rawDesc = "" +
 	"\x15COUPON_NOT_RETURNABLE\x10\x16\x12\x13\n" +
 	"\x0fUNAUTHENTICATED\x10\x17\x12\x15\n" +
 	"\x11PERMISSION_DENIED\x10\x18\x12\x15\n" +
-	"\x11IDENTITY_MISMATCH\x10\x19B7Z5github.com/opencoupon/coupon/proto/coupon/v1;couponv1b\x06proto3"
+	"\x11IDENTITY_MISMATCH\x10\x19\x12!\n" +
+	"\x1dCOUPON_LOCKED_PENDING_CONFIRM\x10\x1aB7Z5github.com/opencoupon/coupon/proto/coupon/v1;couponv1b\x06proto3"
 
 var (
 	file_coupon_v1_types_proto_rawDescOnce sync.Once
