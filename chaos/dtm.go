@@ -11,6 +11,7 @@ import (
 	"github.com/dtm-labs/client/dtmgrpc/dtmgimp"
 	"google.golang.org/protobuf/proto"
 
+	"github.com/opencoupon/coupon/client/coupontcc"
 	"github.com/opencoupon/coupon/internal/dtmquery"
 )
 
@@ -93,16 +94,22 @@ type tcc struct {
 	*dtmgrpc.TccGrpc
 }
 
-// newTCC prepares nothing yet: it only names the transaction. dtm is the
-// coordinator's gRPC address the order service talks to.
-func newTCC(ctx context.Context, dtm, gid string) *tcc {
+// newTCC prepares nothing yet: it only names the transaction of order o.
+// dtm is the coordinator's gRPC address the order service talks to.
+func newTCC(ctx context.Context, dtm, gid string, o directOrder) *tcc {
 	t := &dtmgrpc.TccGrpc{TransBase: *dtmimp.NewTransBase(gid, "tcc", dtm, "")}
 	t.Context = ctx
 	t.WaitResult = true
 	t.TimeoutToFail = 8
 	t.RequestTimeout = 2
-	// The order service's credential, forwarded by DTM to every branch.
-	t.BranchHeaders = map[string]string{"authorization": "Bearer " + tokenShop}
+	// The order service's branch credential for this gid and coupon,
+	// forwarded by DTM to every branch. The Trys carry the shop's token
+	// themselves (tryCoupon).
+	h, err := coupontcc.BranchHeaders(coupontcc.Signer{Caller: "shop", Key: shopBranchKey}, gid, coupontcc.OrderOf(o.branchRequest()))
+	if err != nil {
+		panic(err) // the key and the order are the harness's own constants
+	}
+	t.BranchHeaders = h
 	return &tcc{t}
 }
 

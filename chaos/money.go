@@ -42,7 +42,7 @@ func resubmitEveryRoute(ctx context.Context, r *run) error {
 			if err != nil {
 				return err
 			}
-			t := newTCC(ctx, r.s.coordGRPC[1], r.prefix+"rs-"+route+"-"+o.orderNo)
+			t := newTCC(ctx, r.s.coordGRPC[1], r.prefix+"rs-"+route+"-"+o.orderNo, o)
 			rec := &txnRec{GID: t.Gid, OrderNo: o.orderNo, UserID: o.user, Coupon: o.code, Amount: o.amount, Payment: true,
 				Note: "resubmitted over " + route}
 			if err := t.prepare(ctx); err != nil {
@@ -160,7 +160,7 @@ func janitorDuringRetry(ctx context.Context, r *run) error {
 	if err != nil {
 		return err
 	}
-	t := newTCC(ctx, r.s.coordGRPC[1], r.prefix+"jf-"+o.orderNo)
+	t := newTCC(ctx, r.s.coordGRPC[1], r.prefix+"jf-"+o.orderNo, o)
 	rec := &txnRec{GID: t.Gid, OrderNo: o.orderNo, UserID: o.user, Coupon: o.code, Amount: o.amount, Payment: true, Note: "proves the janitor runs"}
 	if err := t.prepare(ctx); err != nil {
 		return fmt.Errorf("prepare %s: %w", t.Gid, err)
@@ -193,7 +193,7 @@ func janitorDuringRetry(ctx context.Context, r *run) error {
 		if err != nil {
 			return err
 		}
-		t := newTCC(ctx, r.s.coordGRPC[1], r.prefix+"j-"+o.orderNo)
+		t := newTCC(ctx, r.s.coordGRPC[1], r.prefix+"j-"+o.orderNo, o)
 		rec := &txnRec{GID: t.Gid, OrderNo: o.orderNo, UserID: o.user, Coupon: o.code, Amount: o.amount, Payment: true, Note: "Cancel held back"}
 		if err := t.prepare(ctx); err != nil {
 			return fmt.Errorf("prepare %s: %w", t.Gid, err)
@@ -307,7 +307,7 @@ func refundBeforeConfirm(ctx context.Context, r *run) error {
 		if err := r.s.insertOrder(ctx, o, gid); err != nil {
 			return err
 		}
-		t := newTCC(ctx, r.s.coordGRPC[1], gid)
+		t := newTCC(ctx, r.s.coordGRPC[1], gid, o)
 		if err := t.prepare(ctx); err != nil {
 			return fmt.Errorf("prepare %s: %w", t.Gid, err)
 		}

@@ -244,7 +244,7 @@ func (r *run) tryCoupon(ctx context.Context, t *tcc, o directOrder, phase2 strin
 	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()
 	resp := new(couponv1.CouponBranchResponse)
-	err := t.branch(ctx, o.branchRequest(), r.s.couponGRPC, phase2,
+	err := t.branch(as(ctx, tokenShop), o.branchRequest(), r.s.couponGRPC, phase2,
 		couponv1.CouponService_LockCoupon_FullMethodName, couponv1.CouponService_ConsumeCoupon_FullMethodName,
 		couponv1.CouponService_UnlockCoupon_FullMethodName, resp)
 	r.rec.ops.Add(1)
@@ -318,7 +318,7 @@ func (r *run) oneDirect(ctx context.Context, rng *rand.Rand, dtm, phase2 string,
 	if err != nil {
 		return err
 	}
-	t := newTCC(ctx, dtm, r.prefix+"g-"+o.orderNo)
+	t := newTCC(ctx, dtm, r.prefix+"g-"+o.orderNo, o)
 	rec := &txnRec{GID: t.Gid, OrderNo: o.orderNo, UserID: o.user, Coupon: o.code, Amount: o.amount, Payment: true}
 	if err := t.prepare(ctx); err != nil {
 		if out, _ := classify(err); out != unknown {
@@ -363,7 +363,7 @@ func killCouponDuringConfirm(ctx context.Context, r *run) error {
 		if err != nil {
 			return err
 		}
-		t := newTCC(ctx, r.s.coordGRPC[1], r.prefix+"g-"+o.orderNo)
+		t := newTCC(ctx, r.s.coordGRPC[1], r.prefix+"g-"+o.orderNo, o)
 		rec := &txnRec{GID: t.Gid, OrderNo: o.orderNo, UserID: o.user, Coupon: o.code, Amount: o.amount, Payment: true, Want: "commit"}
 		if err := t.prepare(ctx); err != nil {
 			return fmt.Errorf("prepare %s: %w", t.Gid, err)
@@ -627,7 +627,7 @@ func twoTransactionsOneOrder(ctx context.Context, r *run) error {
 			return err
 		}
 		dtm := r.s.coordGRPC[1]
-		t1, t2 := newTCC(ctx, dtm, r.prefix+"t1-"+o.orderNo), newTCC(ctx, dtm, r.prefix+"t2-"+o.orderNo)
+		t1, t2 := newTCC(ctx, dtm, r.prefix+"t1-"+o.orderNo, o), newTCC(ctx, dtm, r.prefix+"t2-"+o.orderNo, o)
 		for _, t := range []*tcc{t1, t2} {
 			if err := t.prepare(ctx); err != nil {
 				return fmt.Errorf("prepare %s: %w", t.Gid, err)
@@ -641,7 +641,7 @@ func twoTransactionsOneOrder(ctx context.Context, r *run) error {
 			cctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 			defer cancel()
 			r.rec.ops.Add(1)
-			return coupontcc.Enlist(cctx, t.TccGrpc, r.s.couponGRPC, o.branchRequest())
+			return coupontcc.Enlist(coupontcc.WithToken(cctx, tokenShop), t.TccGrpc, r.s.couponGRPC, o.branchRequest())
 		}
 		if i%2 == 0 {
 			// T1 holds coupon and payment; T2 tries the same coupon, its
@@ -705,7 +705,7 @@ func submitRetry(ctx context.Context, r *run) error {
 				return err
 			}
 			// Through the client-dtm proxy to coordinator A.
-			t := newTCC(ctx, r.s.proxyAddr[proxyClientDTM], r.prefix+"r-"+o.orderNo)
+			t := newTCC(ctx, r.s.proxyAddr[proxyClientDTM], r.prefix+"r-"+o.orderNo, o)
 			rec := &txnRec{GID: t.Gid, OrderNo: o.orderNo, UserID: o.user, Coupon: o.code, Amount: o.amount, Payment: true, Note: lost}
 			if err := t.prepare(ctx); err != nil {
 				return fmt.Errorf("prepare %s: %w", t.Gid, err)

@@ -19,6 +19,7 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
 
+	"github.com/opencoupon/coupon/client/branchcred"
 	shopv1 "github.com/opencoupon/coupon/examples/shop/proto/shop/v1"
 	couponv1 "github.com/opencoupon/coupon/proto/coupon/v1"
 )
@@ -31,6 +32,10 @@ const (
 	tokenApp   = "local-app"
 	tokenShop  = "local-shop"
 )
+
+// shopBranchKey signs the shop's branch credentials (DTM branch headers);
+// both services' configs name it.
+var shopBranchKey = branchcred.Key{ID: "chaos-shop-1", Secret: "chaos-shop-branch-key-public-development-only"}
 
 // Database names on the stack's own MariaDB.
 const (
@@ -437,8 +442,11 @@ auth:
     - identity: shop
       roles: [order]
       token_sha256: %s
+      branch_keys:
+        - id: %s
+          secret: %s
 `, s.couponGRPC, s.couponOps, s.mysqlPort, dbMain, dsns.String(), tables, s.proxyAddr[proxyRedis], keyPrefix, s.coordHTTP[0],
-		tokenHash(tokenAlice), tokenHash(tokenBob), tokenHash(tokenApp), tokenHash(tokenShop))
+		tokenHash(tokenAlice), tokenHash(tokenBob), tokenHash(tokenApp), tokenHash(tokenShop), shopBranchKey.ID, shopBranchKey.Secret)
 	s.couponConfigFile = filepath.Join(s.Dir, "coupon.yaml")
 	if err := os.WriteFile(s.couponConfigFile, []byte(cfg), 0o644); err != nil {
 		return err
@@ -477,8 +485,13 @@ dtm:
   grpc: %s
 coupon:
   target: %s
-  # Sent as authorization: Bearer on its calls and as the DTM BranchHeaders.
+  # Sent as authorization: Bearer on its own calls and Trys only.
   token: %s
+  identity: shop
+  # Signs the gid-bound branch credential in DTM branch headers.
+  branch_keys:
+    - id: %s
+      secret: %s
 payment:
   target: %s
   dsn: %s
@@ -490,7 +503,7 @@ db:
   max_conns: 8
 shutdown:
   timeout: 5s
-`, s.shopGRPC, s.shopGRPC, s.shopOps, s.coordGRPC[0], s.couponGRPC, tokenShop, s.shopGRPC, dsn(dbPayment), dsn(dbOrder))
+`, s.shopGRPC, s.shopGRPC, s.shopOps, s.coordGRPC[0], s.couponGRPC, tokenShop, shopBranchKey.ID, shopBranchKey.Secret, s.shopGRPC, dsn(dbPayment), dsn(dbOrder))
 	s.shopConfigFile = filepath.Join(s.Dir, "shop.yaml")
 	if err := os.WriteFile(s.shopConfigFile, []byte(cfg), 0o644); err != nil {
 		return err

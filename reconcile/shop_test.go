@@ -67,7 +67,7 @@ func startShop(tb testing.TB, dtm, coupon string) *shopEnv {
 		tb.Fatal(err)
 	}
 	log := slog.New(slog.NewJSONHandler(io.Discard, nil))
-	orders := shop.NewOrderServer(dbs[0], shop.OrderConfig{DTM: dtm, Coupon: coupon, Token: coupontest.TokenShop, Payment: lis.Addr().String(), Self: lis.Addr().String(), Timeout: 5 * time.Second}, log)
+	orders := shop.NewOrderServer(dbs[0], shop.OrderConfig{DTM: dtm, Coupon: coupon, Token: coupontest.TokenShop, Branch: coupontest.Signer(), Payment: lis.Addr().String(), Self: lis.Addr().String(), Timeout: 5 * time.Second}, log)
 	gs := shop.NewGRPCServer(log, orders, shop.NewPaymentServer(dbs[1]))
 	go func() { _ = gs.Serve(lis) }()
 	tb.Cleanup(gs.Stop)
@@ -269,9 +269,9 @@ func TestShopLedgersAndOrphanRepair(t *testing.T) {
 	lost := dtmtest.Start(t)
 	gidA := "orphan-a-" + testenv.Unique(t)
 	err := dtmgrpc.TccGlobalTransaction2(lost.GRPCAddr, gidA, func(tcc *dtmgrpc.TccGrpc) {
-		tcc.BranchHeaders = coupontcc.BranchHeaders(coupontest.TokenShop)
+		tcc.BranchHeaders = coupontest.BranchHeaders(t, gidA, coupontcc.OrderOf(branchReq(1005, codeA, "orphan-a")))
 	}, func(tcc *dtmgrpc.TccGrpc) error {
-		if _, err := coupontcc.Enlist(ctx, tcc, s.coupons.Addr, branchReq(1005, codeA, "orphan-a")); err != nil {
+		if _, err := coupontcc.Enlist(coupontest.AsShop(ctx), tcc, s.coupons.Addr, branchReq(1005, codeA, "orphan-a")); err != nil {
 			return err
 		}
 		lost.Kill()

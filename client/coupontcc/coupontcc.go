@@ -8,13 +8,16 @@ package coupontcc
 import (
 	"context"
 	"fmt"
+	"time"
 
 	"github.com/dtm-labs/client/dtmgrpc"
 
+	"github.com/opencoupon/coupon/client/branchcred"
 	"github.com/opencoupon/coupon/participant/shape"
 	couponv1 "github.com/opencoupon/coupon/proto/coupon/v1"
 	"google.golang.org/genproto/googleapis/rpc/errdetails"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
 )
 
@@ -24,8 +27,9 @@ import (
 // ConsumeCoupon there when the transaction commits and UnlockCoupon when it
 // rolls back, with the same request.
 //
-// With authentication on, the coupon service accepts the branch calls only
-// with the credential of a caller holding the order role: set
+// With authentication on, the coupon service accepts the Try only with the
+// token of a caller holding the order role (ctx from WithToken), and DTM's
+// Confirm and Cancel only with that caller's branch credential: set
 // BranchHeaders on the transaction before it starts.
 //
 // The response carries the discount and the payable amount for the order.
@@ -62,21 +66,67 @@ func Enlist(ctx context.Context, tcc *dtmgrpc.TccGrpc, couponTarget string, req 
 	return resp, nil
 }
 
-// BranchHeaders are the DTM branch headers carrying the order service's
-// bearer token for the coupon service. Set them on the global transaction
-// before it starts, e.g.
+// Signer signs the branch credentials of one order service (see package
+// branchcred).
+type Signer struct {
+	// Caller is the order service's identity in the coupon service's
+	// auth.callers, the one its Key is configured under.
+	Caller string
+	// Key signs; configure the same id and secret in the coupon service's
+	// auth.callers[].branch_keys.
+	Key branchcred.Key
+	// TTL defaults to branchcred.DefaultTTL.
+	TTL time.Duration
+	// Now defaults to time.Now.
+	Now func() time.Time
+}
+
+// BranchHeaders are the DTM branch headers for the global transaction gid
+// using the coupons in orders (coupon code and order number, as in the
+// branch requests). Set them on the transaction before it starts, e.g.
 //
+//	h, err := coupontcc.BranchHeaders(signer, gid, coupontcc.OrderOf(req))
 //	dtmgrpc.TccGlobalTransaction2(dtm, gid, func(t *dtmgrpc.TccGrpc) {
-//		t.BranchHeaders = coupontcc.BranchHeaders(token)
-//	}, func(tcc *dtmgrpc.TccGrpc) error { ... coupontcc.Enlist(...) ... })
+//		t.BranchHeaders = h
+//	}, func(tcc *dtmgrpc.TccGrpc) error {
+//		... coupontcc.Enlist(coupontcc.WithToken(ctx, token), tcc, ...) ...
+//	})
 //
-// DTM then sends them with every branch call of the transaction: the Try
-// that Enlist makes from this process, and the Confirm or Cancel the DTM
-// server makes later. They reach every participant of the transaction, not
-// only the coupon service: give each order service a token of its own with
-// only the order role.
-func BranchHeaders(token string) map[string]string {
-	return map[string]string{"authorization": "Bearer " + token}
+// DTM stores them with the transaction, shows them on its HTTP API and
+// sends them with every branch call. They carry a branch credential, not a
+// token: the coupon service accepts it only on the calls DTM makes (Consume,
+// Unlock, Use, UseRevert, Return), only with this gid in DTM's dtm-gid
+// metadata, only for these coupons and orders, and only until it expires.
+// Never put a bearer token in branch headers: anyone who reads the
+// coordinator could reuse it.
+func BranchHeaders(s Signer, gid string, orders ...branchcred.Order) (map[string]string, error) {
+	now, ttl := time.Now, s.TTL
+	if s.Now != nil {
+		now = s.Now
+	}
+	if ttl <= 0 {
+		ttl = branchcred.DefaultTTL
+	}
+	cred, err := branchcred.Sign(s.Key, s.Caller, gid, now().Add(ttl), orders...)
+	if err != nil {
+		return nil, fmt.Errorf("branch headers of %s: %w", gid, err)
+	}
+	return map[string]string{branchcred.Header: cred}, nil
+}
+
+// OrderOf is the coupon and order a branch request names, for BranchHeaders.
+func OrderOf(req *couponv1.CouponBranchRequest) branchcred.Order {
+	return branchcred.Order{CouponCode: req.GetCouponCode(), OrderNo: req.GetOrder().GetOrderNo()}
+}
+
+// WithToken makes the calls under ctx carry the order service's own bearer
+// token. Enlist's Try is the order service's call, not DTM's: it needs the
+// token, which thus never reaches the coordinator.
+func WithToken(ctx context.Context, token string) context.Context {
+	md, _ := metadata.FromOutgoingContext(ctx)
+	md = md.Copy()
+	md.Set("authorization", "Bearer "+token)
+	return metadata.NewOutgoingContext(ctx, md)
 }
 
 // Check runs the coupon service's own shape checks on a branch request and

@@ -64,14 +64,25 @@ func bearer(token string) grpc.UnaryClientInterceptor {
 	}
 }
 
-// branchHeaders are the DTM branch headers of every global transaction the
-// shop starts: the coupon service accepts branch calls only with the shop's
-// credential, and DTM sends them with each branch call it makes.
-func (s *OrderServer) branchHeaders() map[string]string {
-	if s.cfg.Token == "" {
-		return nil
+// branchHeaders are the DTM branch headers of a global transaction of the
+// shop using coupon (nil: none): a branch credential the coupon service
+// accepts only on DTM's calls for gid and that coupon and order. The shop's
+// token never goes into them: DTM shows branch headers to anyone who
+// reaches its HTTP API.
+func (s *OrderServer) branchHeaders(gid string, coupon *couponv1.CouponBranchRequest) (map[string]string, error) {
+	if s.cfg.Token == "" || coupon == nil || coupon.GetCouponCode() == "" {
+		return nil, nil
 	}
-	return coupontcc.BranchHeaders(s.cfg.Token)
+	return coupontcc.BranchHeaders(s.cfg.Branch, gid, coupontcc.OrderOf(coupon))
+}
+
+// withToken makes the calls under ctx that go through DTM's client (the
+// coupon's Try) carry the shop's own token.
+func (s *OrderServer) withToken(ctx context.Context) context.Context {
+	if s.cfg.Token == "" {
+		return ctx
+	}
+	return coupontcc.WithToken(ctx, s.cfg.Token)
 }
 
 // quote asks the coupon service what the coupon would take off the order

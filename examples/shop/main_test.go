@@ -21,6 +21,7 @@ import (
 	"github.com/opencoupon/coupon/examples/shop"
 	shopv1 "github.com/opencoupon/coupon/examples/shop/proto/shop/v1"
 	"github.com/opencoupon/coupon/internal/auth"
+	"github.com/opencoupon/coupon/internal/coupontest"
 	"github.com/opencoupon/coupon/internal/freeport"
 	"github.com/opencoupon/coupon/internal/testenv"
 )
@@ -57,7 +58,7 @@ func mustStart(tb testing.TB, dtm, coupon string) *env {
 		log = slog.New(slog.NewJSONHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	}
 	e.Server = shop.NewOrderServer(e.OrderDB, shop.OrderConfig{
-		DTM: dtm, Coupon: coupon, Token: auth.DevTokenShop, Payment: e.Addr, Self: e.Addr, Timeout: 5 * time.Second,
+		DTM: dtm, Coupon: coupon, Token: auth.DevTokenShop, Branch: coupontest.Signer(), Payment: e.Addr, Self: e.Addr, Timeout: 5 * time.Second,
 	}, log)
 	tb.Cleanup(func() { _ = e.Server.Close() })
 	gs := shop.NewGRPCServer(log, e.Server, shop.NewPaymentServer(e.PaymentDB))

@@ -30,9 +30,13 @@ import (
 type OrderConfig struct {
 	DTM    string // DTM gRPC server, e.g. "127.0.0.1:36790"
 	Coupon string // coupon service, e.g. "127.0.0.1:9090"
-	// Token is the shop's bearer token for the coupon service; DTM sends
-	// it with every branch call of the order's transaction (BranchHeaders).
-	Token   string
+	// Token is the shop's bearer token for the coupon service: its own
+	// calls and the coupon's Try carry it. It never goes to DTM.
+	Token string
+	// Branch signs the branch credential DTM sends with the coupon's
+	// Confirm, Cancel, Saga and refund branches (coupontcc.BranchHeaders),
+	// good only for that transaction's coupon. Required with Token.
+	Branch  coupontcc.Signer
 	Payment string // payment service
 	Self    string // this order service, for the order row's own branch
 	// Timeout bounds the Try phase of one order, and again its Submit or
@@ -113,7 +117,15 @@ func (s *OrderServer) place(ctx context.Context, req *shopv1.CreateOrderRequest,
 	finishCancel := context.CancelFunc(func() {})
 	defer func() { finishCancel() }()
 	tried := false
-	err := dtmgrpc.TccGlobalTransaction2(s.cfg.DTM, gid, func(t *dtmgrpc.TccGrpc) {
+	headers, err := s.branchHeaders(gid, couponBranch(req))
+	if err != nil {
+		s.log.ErrorContext(ctx, "order transaction not started", "order_no", req.GetOrderNo(), "gid", gid, "err", err)
+		if err := s.cancel(ctx, req.GetOrderNo(), shopv1.ErrorReason_TRANSACTION_FAILED.String(), err.Error()); err != nil {
+			s.log.ErrorContext(ctx, "cancel order", "order_no", req.GetOrderNo(), "err", err)
+		}
+		return
+	}
+	err = dtmgrpc.TccGlobalTransaction2(s.cfg.DTM, gid, func(t *dtmgrpc.TccGrpc) {
 		t.Context = tryCtx
 		// Submit and Abort return once the Confirms or Cancels ran, so the
 		// caller sees the order settled.
@@ -121,7 +133,7 @@ func (s *OrderServer) place(ctx context.Context, req *shopv1.CreateOrderRequest,
 		t.TimeoutToFail = max(1, int64(2*s.cfg.Timeout/time.Second))
 		// Set before Prepare, so the DTM server has them for the Confirm
 		// and Cancel calls too, not only for the Trys made from here.
-		t.BranchHeaders = s.branchHeaders()
+		t.BranchHeaders = headers
 	}, func(tcc *dtmgrpc.TccGrpc) error {
 		defer func() {
 			// Submit or Abort get their own deadline, even when the tries
@@ -163,7 +175,7 @@ func (s *OrderServer) place(ctx context.Context, req *shopv1.CreateOrderRequest,
 func (s *OrderServer) try(ctx context.Context, tcc *dtmgrpc.TccGrpc, req *shopv1.CreateOrderRequest) error {
 	discount, payable := int64(0), req.GetAmount()
 	if req.GetCouponCode() != "" {
-		resp, err := coupontcc.Enlist(ctx, tcc, s.cfg.Coupon, couponBranch(req))
+		resp, err := coupontcc.Enlist(s.withToken(ctx), tcc, s.cfg.Coupon, couponBranch(req))
 		if err != nil {
 			return err
 		}

@@ -88,7 +88,11 @@ func (s *OrderServer) refund(ctx context.Context, o *shopv1.Order, gid, reason s
 	}
 	ctx, cancel := context.WithTimeout(ctx, s.cfg.Timeout)
 	defer cancel()
-	msg := dtmgrpc.NewMsgGrpc(s.cfg.DTM, gid, dtmgrpc.WithBranchHeaders(s.branchHeaders()))
+	headers, err := s.branchHeaders(gid, &couponv1.CouponBranchRequest{CouponCode: o.CouponCode, Order: &couponv1.Order{OrderNo: o.OrderNo}})
+	if err != nil {
+		return err
+	}
+	msg := dtmgrpc.NewMsgGrpc(s.cfg.DTM, gid, dtmgrpc.WithBranchHeaders(headers))
 	msg.Context = ctx
 	// Submit returns once the branches ran, so the caller sees the money
 	// and the coupon back.

@@ -72,7 +72,13 @@ func (s *OrderServer) placeSaga(ctx context.Context, req *shopv1.CreateOrderRequ
 		}
 	}
 
-	saga := dtmgrpc.NewSagaGrpc(s.cfg.DTM, gid, dtmgrpc.WithBranchHeaders(s.branchHeaders()))
+	headers, err := s.branchHeaders(gid, coupon)
+	if err != nil {
+		log.ErrorContext(ctx, "saga not started", "err", err)
+		fail(shopv1.ErrorReason_TRANSACTION_FAILED.String(), err.Error())
+		return
+	}
+	saga := dtmgrpc.NewSagaGrpc(s.cfg.DTM, gid, dtmgrpc.WithBranchHeaders(headers))
 	saga.Context = qctx
 	// Submit returns once the branches (or their compensations) ran.
 	saga.WaitResult = true
@@ -87,7 +93,7 @@ func (s *OrderServer) placeSaga(ctx context.Context, req *shopv1.CreateOrderRequ
 	saga.Add(s.cfg.Self+shopv1.OrderService_OrderPay_FullMethodName,
 		s.cfg.Self+shopv1.OrderService_OrderPayRevert_FullMethodName,
 		&shopv1.OrderBranchRequest{OrderNo: req.GetOrderNo(), DiscountAmount: discount, PayableAmount: payable})
-	err := saga.Submit()
+	err = saga.Submit()
 	if err == nil {
 		log.InfoContext(ctx, "order placed")
 		return

@@ -10,7 +10,7 @@ import (
 	"github.com/dtm-labs/client/dtmgrpc"
 	"google.golang.org/grpc/codes"
 
-	"github.com/opencoupon/coupon/client/coupontcc"
+	"github.com/opencoupon/coupon/client/branchcred"
 	"github.com/opencoupon/coupon/examples/shop"
 	shopv1 "github.com/opencoupon/coupon/examples/shop/proto/shop/v1"
 	"github.com/opencoupon/coupon/internal/coupontest"
@@ -94,7 +94,7 @@ func TestTwoSagasForOneOrder(t *testing.T) {
 	// saga builds a Saga for the order by hand, as the shop builds it.
 	saga := func(gid string, req *shopv1.CreateOrderRequest, discount int64) *dtmgrpc.SagaGrpc {
 		payable := req.GetAmount() - discount
-		s := dtmgrpc.NewSagaGrpc(dtm.GRPCAddr, gid, dtmgrpc.WithBranchHeaders(coupontcc.BranchHeaders(coupontest.TokenShop)))
+		s := dtmgrpc.NewSagaGrpc(dtm.GRPCAddr, gid, dtmgrpc.WithBranchHeaders(coupontest.BranchHeaders(t, gid, branchcred.Order{CouponCode: req.GetCouponCode(), OrderNo: req.GetOrderNo()})))
 		s.WaitResult = true
 		s.Add(coupons.Addr+couponv1.CouponService_UseCoupon_FullMethodName, coupons.Addr+couponv1.CouponService_UseCouponRevert_FullMethodName,
 			&couponv1.CouponBranchRequest{UserId: req.GetUserId(), CouponCode: req.GetCouponCode(), Order: &couponv1.Order{

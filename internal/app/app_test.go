@@ -17,6 +17,7 @@ import (
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/opencoupon/coupon/client/coupontcc"
+	"github.com/opencoupon/coupon/internal/auth"
 	"github.com/opencoupon/coupon/internal/coupontest"
 	"github.com/opencoupon/coupon/internal/dtmtest"
 	"github.com/opencoupon/coupon/internal/testenv"
@@ -107,10 +108,31 @@ func TestCallersAndRoles(t *testing.T) {
 	wantRefused(t, "AdminService as local-app", err, codes.PermissionDenied, "PERMISSION_DENIED")
 	_, err = srv.AdminAs(coupontest.TokenShop).ListCampaigns(ctx, list)
 	wantRefused(t, "AdminService as local-shop", err, codes.PermissionDenied, "PERMISSION_DENIED")
-	_, err = srv.CouponsAs(coupontest.TokenApp).LockCoupon(ctx, branch)
-	wantRefused(t, "LockCoupon as local-app", err, codes.PermissionDenied, "PERMISSION_DENIED")
-	_, err = srv.CouponsAs(coupontest.TokenApp).ConsumeCoupon(ctx, branch)
-	wantRefused(t, "ConsumeCoupon as local-app", err, codes.PermissionDenied, "PERMISSION_DENIED")
+	// Only the order role reaches a branch method: every other role, and no
+	// credential at all, is refused on every one of them.
+	for _, who := range []struct{ name, token, reason string }{
+		{"local-app", coupontest.TokenApp, "PERMISSION_DENIED"},
+		{"alice (admin)", coupontest.TokenAlice, "PERMISSION_DENIED"},
+		{"no credential", "", "UNAUTHENTICATED"},
+	} {
+		conn := srv.Dial(t)
+		for _, m := range auth.Branches {
+			var req, resp any = branch, new(couponv1.CouponBranchResponse)
+			if m == couponv1.CouponService_ReturnCoupon_FullMethodName {
+				req, resp = &couponv1.ReturnCouponRequest{RequestId: "r-1", UserId: 1, CouponCode: "C1", OrderNo: "o-1"}, new(couponv1.ReturnCouponResponse)
+			}
+			cctx := ctx
+			if who.token != "" {
+				cctx = coupontest.AsToken(ctx, who.token)
+			}
+			code := codes.PermissionDenied
+			if who.reason == "UNAUTHENTICATED" {
+				code = codes.Unauthenticated
+			}
+			err := conn.Invoke(cctx, m, req, resp)
+			wantRefused(t, m+" as "+who.name, err, code, who.reason)
+		}
+	}
 	_, err = srv.CouponsAs(coupontest.TokenShop).ClaimCoupon(ctx, &couponv1.ClaimCouponRequest{RequestId: "r", UserId: 1, TemplateId: 1})
 	wantRefused(t, "ClaimCoupon as local-shop", err, codes.PermissionDenied, "PERMISSION_DENIED")
 	_, err = srv.CouponsAs("").GetTemplate(ctx, &couponv1.GetTemplateRequest{TemplateId: 1})
@@ -149,29 +171,31 @@ func TestCallersAndRoles(t *testing.T) {
 }
 
 // TestTCCWithBranchHeaders runs order transactions through a real
-// coordinator: with the shop's credential in the branch headers DTM
-// forwards it to the Try and the Confirm and the coupon ends USED; without
-// it, or with a caller lacking the order role, the Try is refused and the
-// transaction rolls back. (Its Cancel is refused as well: DTM keeps the
-// transaction aborting until the credential is fixed; the README
-// says so.)
+// coordinator: with the shop's token on its Try and its branch credential in
+// the branch headers, DTM's Confirm is accepted and the coupon ends USED;
+// without a token, or with a caller lacking the order role, the Try is
+// refused and the transaction rolls back.
 func TestTCCWithBranchHeaders(t *testing.T) {
 	dtm := dtmtest.Start(t)
 	srv := coupontest.Start(t)
 	tpl := template(t, srv, 10)
-	order := func(t *testing.T, user int64, code string, headers map[string]string) (*couponv1.CouponBranchResponse, error) {
+	// order runs one transaction whose Try carries token ("" none).
+	order := func(t *testing.T, user int64, code, token string) (*couponv1.CouponBranchResponse, error) {
 		t.Helper()
 		gid := fmt.Sprintf("ops-%d-%d", user, time.Now().UnixNano())
+		req := &couponv1.CouponBranchRequest{UserId: user, CouponCode: code,
+			Order: &couponv1.Order{OrderNo: gid, UserId: user, Amount: 8000, Currency: "CNY"}}
 		var resp *couponv1.CouponBranchResponse
 		err := dtmgrpc.TccGlobalTransaction2(dtm.GRPCAddr, gid, func(tcc *dtmgrpc.TccGrpc) {
-			tcc.BranchHeaders = headers
-			// Wait for the Confirms only: the Cancel of a refused Try is
-			// refused too, and DTM retries it until the test ends.
-			tcc.WaitResult = headers != nil && headers["authorization"] == "Bearer "+coupontest.TokenShop
+			tcc.BranchHeaders = coupontest.BranchHeaders(t, gid, coupontcc.OrderOf(req))
+			tcc.WaitResult = true
 		}, func(tcc *dtmgrpc.TccGrpc) error {
+			ctx := ctxT(t)
+			if token != "" {
+				ctx = coupontcc.WithToken(ctx, token)
+			}
 			var err error
-			resp, err = coupontcc.Enlist(ctxT(t), tcc, srv.Addr, &couponv1.CouponBranchRequest{UserId: user, CouponCode: code,
-				Order: &couponv1.Order{OrderNo: gid, UserId: user, Amount: 8000, Currency: "CNY"}})
+			resp, err = coupontcc.Enlist(ctx, tcc, srv.Addr, req)
 			return err
 		})
 		return resp, err
@@ -187,7 +211,7 @@ func TestTCCWithBranchHeaders(t *testing.T) {
 
 	t.Run("with local-shop", func(t *testing.T) {
 		c := claim(t, srv, tpl.Id, 7001)
-		resp, err := order(t, 7001, c.Code, coupontest.BranchHeaders())
+		resp, err := order(t, 7001, c.Code, coupontest.TokenShop)
 		if err != nil {
 			t.Fatalf("transaction with BranchHeaders: %v", err)
 		}
@@ -198,15 +222,16 @@ func TestTCCWithBranchHeaders(t *testing.T) {
 	})
 	t.Run("without credential", func(t *testing.T) {
 		c := claim(t, srv, tpl.Id, 7002)
-		_, err := order(t, 7002, c.Code, nil)
-		wantRefused(t, "Try without branch headers", err, codes.Unauthenticated, "UNAUTHENTICATED")
+		_, err := order(t, 7002, c.Code, "")
+		// The branch credential alone does not make a Try.
+		wantRefused(t, "Try with only the branch credential", err, codes.PermissionDenied, "PERMISSION_DENIED")
 		if got := status(t, 7002, c.Code); got != couponv1.Coupon_AVAILABLE {
 			t.Fatalf("coupon %s after the refused Try, want AVAILABLE", got)
 		}
 	})
 	t.Run("as local-app", func(t *testing.T) {
 		c := claim(t, srv, tpl.Id, 7003)
-		_, err := order(t, 7003, c.Code, map[string]string{"authorization": "Bearer " + coupontest.TokenApp})
+		_, err := order(t, 7003, c.Code, coupontest.TokenApp)
 		wantRefused(t, "Try as local-app", err, codes.PermissionDenied, "PERMISSION_DENIED")
 		if got := status(t, 7003, c.Code); got != couponv1.Coupon_AVAILABLE {
 			t.Fatalf("coupon %s after the refused Try, want AVAILABLE", got)

@@ -56,9 +56,9 @@ func TestBarrierJanitor(t *testing.T) {
 	}
 	tx := func(gid string, user int64, code string, hold <-chan struct{}, locked chan<- struct{}) error {
 		return dtmgrpc.TccGlobalTransaction2(dtm.GRPCAddr, gid, func(tcc *dtmgrpc.TccGrpc) {
-			tcc.BranchHeaders, tcc.WaitResult = coupontest.BranchHeaders(), true
+			tcc.BranchHeaders, tcc.WaitResult = coupontest.BranchHeaders(t, gid, coupontcc.OrderOf(req(user, code, gid))), true
 		}, func(tcc *dtmgrpc.TccGrpc) error {
-			if _, err := coupontcc.Enlist(ctxT(t), tcc, srv.Addr, req(user, code, gid)); err != nil {
+			if _, err := coupontcc.Enlist(coupontest.AsShop(ctxT(t)), tcc, srv.Addr, req(user, code, gid)); err != nil {
 				return err
 			}
 			if locked != nil {

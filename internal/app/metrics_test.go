@@ -15,6 +15,7 @@ import (
 	"go.yaml.in/yaml/v3"
 	"google.golang.org/grpc/codes"
 
+	"github.com/opencoupon/coupon/client/branchcred"
 	"github.com/opencoupon/coupon/client/coupontcc"
 	"github.com/opencoupon/coupon/internal/app"
 	"github.com/opencoupon/coupon/internal/coupontest"
@@ -94,9 +95,9 @@ func TestMetricsMove(t *testing.T) {
 	}
 	gid := fmt.Sprintf("metrics-%d", time.Now().UnixNano())
 	err = dtmgrpc.TccGlobalTransaction2(dtm.GRPCAddr, gid, func(tcc *dtmgrpc.TccGrpc) {
-		tcc.BranchHeaders, tcc.WaitResult = coupontest.BranchHeaders(), true
+		tcc.BranchHeaders, tcc.WaitResult = coupontest.BranchHeaders(t, gid, branchcred.Order{CouponCode: codes3[0], OrderNo: gid}), true
 	}, func(tcc *dtmgrpc.TccGrpc) error {
-		_, err := coupontcc.Enlist(ctxT(t), tcc, srv.Addr, &couponv1.CouponBranchRequest{UserId: 100, CouponCode: codes3[0],
+		_, err := coupontcc.Enlist(coupontest.AsShop(ctxT(t)), tcc, srv.Addr, &couponv1.CouponBranchRequest{UserId: 100, CouponCode: codes3[0],
 			Order: &couponv1.Order{OrderNo: gid, UserId: 100, Amount: 8000, Currency: "CNY"}})
 		return err
 	})

@@ -1,7 +1,7 @@
 // Package auth authenticates the services that call the coupon service (a
-// bearer token or a client-certificate subject under mTLS), checks their
-// roles against the method called, and hands the caller to the domain
-// through participant.WithCaller.
+// bearer token, a DTM branch credential or a client-certificate subject
+// under mTLS), checks their roles against the method called, and hands the
+// caller to the domain through participant.WithCaller.
 package auth
 
 import (
@@ -9,18 +9,23 @@ import (
 	"crypto/sha256"
 	"crypto/subtle"
 	"encoding/hex"
+	"errors"
 	"fmt"
 	"log/slog"
+	"slices"
 	"strings"
 	"sync"
+	"time"
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/peer"
 
+	"github.com/opencoupon/coupon/client/branchcred"
 	"github.com/opencoupon/coupon/participant"
 	"github.com/opencoupon/coupon/participant/rpc"
+	couponv1 "github.com/opencoupon/coupon/proto/coupon/v1"
 )
 
 // Header is the gRPC metadata key of the bearer token.
@@ -36,6 +41,11 @@ type Caller struct {
 	// Subject is the subject of its client certificate under mTLS, as Go
 	// renders it (RFC 2253, e.g. "CN=shop,O=Example").
 	Subject string `mapstructure:"subject" json:"subject"`
+	// BranchKeys verify the branch credentials this caller signs for the
+	// calls DTM makes on its transactions (package branchcred). Only a
+	// caller with the order role has them; any of them verifies, so a key
+	// is rotated by adding the new one first.
+	BranchKeys []branchcred.Key `mapstructure:"branch_keys" json:"branch_keys,omitempty"`
 }
 
 // Config is the authentication configuration.
@@ -44,6 +54,8 @@ type Config struct {
 	// served and the domain sees no caller.
 	Enabled bool
 	Callers []Caller
+	// Now is the clock branch credentials expire by; time.Now if nil.
+	Now func() time.Time
 }
 
 // Authenticator knows the configured callers.
@@ -52,12 +64,22 @@ type Authenticator struct {
 	enabled   bool
 	byToken   map[string]*Caller // key: hex SHA-256
 	bySubject map[string]*Caller
+	byKey     map[string]branchKey // key id → its caller and secret
+	now       func() time.Time
 	log       *slog.Logger
+}
+
+type branchKey struct {
+	caller *Caller
+	secret string
 }
 
 // New checks the configuration and returns its authenticator.
 func New(cfg Config, log *slog.Logger) (*Authenticator, error) {
-	a := &Authenticator{enabled: cfg.Enabled, byToken: map[string]*Caller{}, bySubject: map[string]*Caller{}, log: log}
+	a := &Authenticator{enabled: cfg.Enabled, byToken: map[string]*Caller{}, bySubject: map[string]*Caller{}, byKey: map[string]branchKey{}, now: cfg.Now, log: log}
+	if a.now == nil {
+		a.now = time.Now
+	}
 	for i := range cfg.Callers {
 		c := cfg.Callers[i]
 		if c.Identity == "" {
@@ -88,6 +110,18 @@ func New(cfg Config, log *slog.Logger) (*Authenticator, error) {
 				return nil, fmt.Errorf("auth caller %s: subject %q shared with another caller", c.Identity, c.Subject)
 			}
 			a.bySubject[c.Subject] = &c
+		}
+		if len(c.BranchKeys) > 0 && !slices.Contains(c.Roles, RoleOrder) {
+			return nil, fmt.Errorf("auth caller %s: branch_keys without the %s role", c.Identity, RoleOrder)
+		}
+		for _, k := range c.BranchKeys {
+			if err := k.Check(); err != nil {
+				return nil, fmt.Errorf("auth caller %s: %w", c.Identity, err)
+			}
+			if _, dup := a.byKey[k.ID]; dup {
+				return nil, fmt.Errorf("auth caller %s: branch key id %q used twice", c.Identity, k.ID)
+			}
+			a.byKey[k.ID] = branchKey{caller: &c, secret: k.Secret}
 		}
 	}
 	return a, nil
@@ -167,15 +201,24 @@ func refuse(code participant.Code, format string, args ...any) *participant.Erro
 	return participant.Errorf(code, reason, format, args...)
 }
 
-// check authenticates and authorizes a call to method and returns ctx
-// carrying the caller.
-func (a *Authenticator) check(ctx context.Context, method string) (context.Context, error) {
+// check authenticates and authorizes a call to method with request req (nil
+// for a stream) and returns ctx carrying the caller. A bearer token takes
+// precedence over a branch credential: the order service's own Try carries
+// both, its token and the branch headers DTM appends.
+func (a *Authenticator) check(ctx context.Context, method string, req any) (context.Context, error) {
 	if !a.enabled || Open(method) {
 		return ctx, nil
 	}
-	c, err := a.Authenticate(ctx)
-	if err == nil {
-		err = Authorize(c, method)
+	var c *Caller
+	var err error
+	md, _ := metadata.FromIncomingContext(ctx)
+	if len(md.Get(Header)) == 0 && len(md.Get(branchcred.Header)) > 0 {
+		c, err = a.branch(md, method, req)
+	} else {
+		c, err = a.Authenticate(ctx)
+		if err == nil {
+			err = Authorize(c, method)
+		}
 	}
 	if err != nil {
 		a.log.DebugContext(ctx, "call refused", "method", method, "err", err)
@@ -185,11 +228,79 @@ func (a *Authenticator) check(ctx context.Context, method string) (context.Conte
 	return participant.WithCaller(ctx, participant.Caller{Identity: c.Identity, Roles: c.Roles, Method: method}), nil
 }
 
+// DTMGID is the metadata key under which DTM sends a branch call's gid.
+const DTMGID = "dtm-gid"
+
+// branch authenticates and authorizes a call made with a branch credential:
+// signed by a configured key of its caller and not expired (else
+// Unauthenticated), for the gid in the call's dtm-gid metadata (else
+// Unauthenticated: it is another transaction's credential), to a method DTM
+// calls that the caller's roles allow, for a coupon and order the credential
+// names (else PermissionDenied).
+func (a *Authenticator) branch(md metadata.MD, method string, req any) (*Caller, error) {
+	v := md.Get(branchcred.Header)
+	if len(v) > 1 {
+		return nil, branchRefusal(participant.EUNAUTHENTICATED, "MULTIPLE", "more than one branch credential")
+	}
+	claims, err := branchcred.Verify(v[0], func(id string) (string, bool) {
+		k, ok := a.byKey[id]
+		return k.secret, ok
+	}, a.now())
+	if err != nil {
+		why := "INVALID"
+		if errors.Is(err, branchcred.ErrExpired) {
+			why = "EXPIRED"
+		}
+		return nil, branchRefusal(participant.EUNAUTHENTICATED, why, "%v", err)
+	}
+	c := a.byKey[claims.KeyID].caller
+	if claims.Caller != c.Identity {
+		return nil, branchRefusal(participant.EUNAUTHENTICATED, "INVALID", "branch credential of %s signed with a key of %s", claims.Caller, c.Identity)
+	}
+	if gid := md.Get(DTMGID); len(gid) != 1 || gid[0] != claims.GID {
+		return nil, branchRefusal(participant.EUNAUTHENTICATED, "OTHER_GID", "branch credential of transaction %s used on a call of %q", claims.GID, strings.Join(gid, ","))
+	}
+	if !CoordinatorCall(method) || !Allowed(c.Roles, method) {
+		return nil, branchRefusal(participant.EPERMISSION, "METHOD", "a branch credential of %s may not call %s", c.Identity, method)
+	}
+	code, orderNo, ok := couponOf(req)
+	if !ok || !claims.Covers(code, orderNo) {
+		return nil, branchRefusal(participant.EPERMISSION, "OTHER_COUPON", "the branch credential of transaction %s does not name coupon %q for order %q", claims.GID, code, orderNo)
+	}
+	return c, nil
+}
+
+// couponOf is the coupon code and order number a branch request names.
+func couponOf(req any) (code, orderNo string, ok bool) {
+	switch r := req.(type) {
+	case interface {
+		GetCouponCode() string
+		GetOrder() *couponv1.Order
+	}:
+		return r.GetCouponCode(), r.GetOrder().GetOrderNo(), true
+	case interface {
+		GetCouponCode() string
+		GetOrderNo() string
+	}:
+		return r.GetCouponCode(), r.GetOrderNo(), true
+	}
+	return "", "", false
+}
+
+// branchRefusal is a refusal of a branch credential; its ErrorInfo
+// metadata says credential=branch and why (MULTIPLE, INVALID, EXPIRED,
+// OTHER_GID, METHOD, OTHER_COUPON).
+func branchRefusal(code participant.Code, why, format string, args ...any) *participant.Error {
+	e := refuse(code, format, args...)
+	e.Metadata = map[string]string{"credential": "branch", "why": why}
+	return e
+}
+
 // Unary is the unary server interceptor: unauthenticated calls get
 // Unauthenticated, calls outside the caller's roles PermissionDenied, both
 // with an ErrorInfo reason; health and reflection stay open.
 func (a *Authenticator) Unary(ctx context.Context, req any, info *grpc.UnaryServerInfo, h grpc.UnaryHandler) (any, error) {
-	ctx, err := a.check(ctx, info.FullMethod)
+	ctx, err := a.check(ctx, info.FullMethod, req)
 	if err != nil {
 		return nil, err
 	}
@@ -198,7 +309,7 @@ func (a *Authenticator) Unary(ctx context.Context, req any, info *grpc.UnaryServ
 
 // Stream is the stream server interceptor, with the same rules as Unary.
 func (a *Authenticator) Stream(srv any, ss grpc.ServerStream, info *grpc.StreamServerInfo, h grpc.StreamHandler) error {
-	ctx, err := a.check(ss.Context(), info.FullMethod)
+	ctx, err := a.check(ss.Context(), info.FullMethod, nil)
 	if err != nil {
 		return err
 	}

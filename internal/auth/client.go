@@ -5,6 +5,8 @@ import (
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/metadata"
+
+	"github.com/opencoupon/coupon/client/branchcred"
 )
 
 // Development tokens of the local stack (deploy/local/coupon.yaml). They are
@@ -16,13 +18,17 @@ const (
 	DevTokenShop  = "local-shop"        // identity shop, role order
 )
 
+// DevBranchKey is the shop's development branch key (deploy/local/coupon.yaml
+// and shop.yaml). Public like the tokens: development only.
+var DevBranchKey = branchcred.Key{ID: "local-shop-1", Secret: "local-shop-branch-key-public-development-only"}
+
 // DevCallers are the development callers of the local stack.
 func DevCallers() []Caller {
 	return []Caller{
 		{Identity: "alice", Roles: []string{RoleAdmin}, TokenSHA256: HashToken(DevTokenAlice)},
 		{Identity: "bob", Roles: []string{RoleAdmin}, TokenSHA256: HashToken(DevTokenBob)},
 		{Identity: "app", Roles: []string{RoleApp}, TokenSHA256: HashToken(DevTokenApp)},
-		{Identity: "shop", Roles: []string{RoleOrder}, TokenSHA256: HashToken(DevTokenShop)},
+		{Identity: "shop", Roles: []string{RoleOrder}, TokenSHA256: HashToken(DevTokenShop), BranchKeys: []branchcred.Key{DevBranchKey}},
 	}
 }
 

@@ -40,6 +40,21 @@ var Branches = []string{
 	couponv1.CouponService_ReturnCoupon_FullMethodName,
 }
 
+// CoordinatorCalls are the branch methods DTM itself calls: a TCC's Confirm
+// and Cancel, a Saga's action and compensation, a 2-phase message's branch.
+// A branch credential is good for these only; the Try (LockCoupon) is the
+// order service's own call, made with its own token.
+var CoordinatorCalls = []string{
+	couponv1.CouponService_ConsumeCoupon_FullMethodName,
+	couponv1.CouponService_UnlockCoupon_FullMethodName,
+	couponv1.CouponService_UseCoupon_FullMethodName,
+	couponv1.CouponService_UseCouponRevert_FullMethodName,
+	couponv1.CouponService_ReturnCoupon_FullMethodName,
+}
+
+// CoordinatorCall reports whether DTM calls method (a branch credential may).
+func CoordinatorCall(method string) bool { return matchAny(CoordinatorCalls, method) }
+
 // adminService grants every AdminService method, present and future.
 var adminService = "/" + couponv1.AdminService_ServiceDesc.ServiceName + "/"
 

@@ -10,8 +10,10 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/opencoupon/coupon/internal/auth"
 	"github.com/opencoupon/coupon/internal/console"
 	"github.com/opencoupon/coupon/internal/coupontest"
+	couponv1 "github.com/opencoupon/coupon/proto/coupon/v1"
 )
 
 // startConsole serves a console over a real service with authentication
@@ -135,4 +137,69 @@ func TestSignInWithAuthenticationOff(t *testing.T) {
 	if resp.StatusCode != http.StatusSeeOther {
 		t.Errorf("the old session cookie after sign-out: http %d, want a redirect to sign-in", resp.StatusCode)
 	}
+}
+
+// TestSignInWithAuthenticationOn signs in against a service that checks
+// tokens: the console names the caller from the service's configuration and
+// lets in only a token the service lets run the admin API. An app token and
+// an order service's token are known callers, yet neither may sign in.
+func TestSignInWithAuthenticationOn(t *testing.T) {
+	srv := coupontest.Start(t)
+	ids, err := auth.New(auth.Config{Enabled: true, Callers: auth.DevCallers()}, coupontest.Logger())
+	if err != nil {
+		t.Fatal(err)
+	}
+	// A connection with no token of its own: the console sends the one
+	// signing in.
+	conn := srv.Dial(t)
+	c, err := console.New(console.Config{}, console.Deps{Admin: couponv1.NewAdminServiceClient(conn), Coupons: couponv1.NewCouponServiceClient(conn), Identities: ids})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ts := httptest.NewServer(c)
+	t.Cleanup(ts.Close)
+
+	signin := func(t *testing.T, token string) (*http.Response, string) {
+		t.Helper()
+		jar, _ := cookiejar.New(nil)
+		cl := &http.Client{Jar: jar, CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
+		resp, page := get(t, cl, ts.URL+"/console/signin")
+		if resp.StatusCode != http.StatusOK {
+			t.Fatalf("sign-in page: http %d", resp.StatusCode)
+		}
+		if strings.Contains(page, `name="name"`) {
+			t.Fatal("with authentication on the sign-in form asks for a name")
+		}
+		return post(t, cl, ts.URL+"/console/signin", url.Values{"csrf": {csrfOf(t, page)}, "token": {token}})
+	}
+	for _, tc := range []struct{ who, token, reason string }{
+		{"an app token", coupontest.TokenApp, "PERMISSION_DENIED"},
+		{"an order service's token", coupontest.TokenShop, "PERMISSION_DENIED"},
+		{"an unknown token", "not-a-token", "UNAUTHENTICATED"},
+	} {
+		t.Run(tc.who, func(t *testing.T) {
+			resp, page := signin(t, tc.token)
+			for _, ck := range resp.Cookies() {
+				if ck.Name == "coupon_console" && ck.Value != "" {
+					t.Fatalf("sign-in with %s set a session cookie", tc.who)
+				}
+			}
+			if resp.StatusCode == http.StatusSeeOther || !strings.Contains(page, `data-reason="`+tc.reason+`"`) {
+				t.Fatalf("sign-in with %s: http %d (location %q), want the form again with reason %s", tc.who, resp.StatusCode, resp.Header.Get("Location"), tc.reason)
+			}
+		})
+	}
+	t.Run("an admin token", func(t *testing.T) {
+		resp, _ := signin(t, coupontest.TokenAlice)
+		if resp.StatusCode != http.StatusSeeOther || resp.Header.Get("Location") != "/console/campaigns" {
+			t.Fatalf("sign-in as alice: http %d to %q, want 303 to /console/campaigns", resp.StatusCode, resp.Header.Get("Location"))
+		}
+		var session bool
+		for _, ck := range resp.Cookies() {
+			session = session || ck.Name == "coupon_console" && ck.Value != ""
+		}
+		if !session {
+			t.Fatal("sign-in as alice set no session cookie")
+		}
+	})
 }

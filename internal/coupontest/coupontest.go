@@ -24,6 +24,8 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
 
+	"github.com/opencoupon/coupon/client/branchcred"
+	"github.com/opencoupon/coupon/client/coupontcc"
 	"github.com/opencoupon/coupon/internal/app"
 	"github.com/opencoupon/coupon/internal/auth"
 	"github.com/opencoupon/coupon/internal/testenv"
@@ -172,11 +174,26 @@ func AsToken(ctx context.Context, token string) context.Context { return auth.As
 // WithoutToken makes calls under ctx on Conn carry no credential.
 func WithoutToken(ctx context.Context) context.Context { return auth.WithoutToken(ctx) }
 
-// BranchHeaders are the DTM branch headers of an order service calling as
-// the development shop: set them on a global transaction
-// (dtmgrpc.WithBranchHeaders, TransBase.BranchHeaders) and DTM sends the
-// credential with every branch call, the Try included.
-func BranchHeaders() map[string]string { return map[string]string{auth.Header: auth.Bearer(TokenShop)} }
+// Signer signs branch credentials as the development shop.
+func Signer() coupontcc.Signer { return coupontcc.Signer{Caller: "shop", Key: auth.DevBranchKey} }
+
+// BranchHeaders are the DTM branch headers of the development shop for the
+// transaction gid using the coupons in orders (coupontcc.OrderOf): set them
+// on the global transaction (dtmgrpc.WithBranchHeaders,
+// TransBase.BranchHeaders) and DTM sends the branch credential with every
+// branch call. The Try needs the shop's token besides: AsShop.
+func BranchHeaders(tb testing.TB, gid string, orders ...branchcred.Order) map[string]string {
+	tb.Helper()
+	h, err := coupontcc.BranchHeaders(Signer(), gid, orders...)
+	if err != nil {
+		tb.Fatalf("branch headers: %v", err)
+	}
+	return h
+}
+
+// AsShop makes the calls under ctx through DTM's client (a TCC Try) carry
+// the development shop's token, as an order service's Try does.
+func AsShop(ctx context.Context) context.Context { return coupontcc.WithToken(ctx, TokenShop) }
 
 // Metrics returns the server's /metrics page.
 func (s *Server) Metrics(tb testing.TB) string {

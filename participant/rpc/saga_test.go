@@ -11,6 +11,7 @@ import (
 	"google.golang.org/protobuf/types/known/emptypb"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
+	"github.com/opencoupon/coupon/client/coupontcc"
 	"github.com/opencoupon/coupon/internal/coupontest"
 	couponv1 "github.com/opencoupon/coupon/proto/coupon/v1"
 )
@@ -99,7 +100,7 @@ func TestSagaThroughDTM(t *testing.T) {
 			Add(e.url("UseCoupon"), e.url("UseCouponRevert"), req).
 			Add(e.pay.addr+"/pay.Pay/Try", e.pay.addr+"/pay.Pay/Cancel", &emptypb.Empty{})
 		s.WaitResult = true
-		s.BranchHeaders = coupontest.BranchHeaders()
+		s.BranchHeaders = coupontest.BranchHeaders(t, gid, coupontcc.OrderOf(req))
 		return s.Submit()
 	}
 	c := e.claim(t, tpl.Id, 311)

@@ -219,7 +219,7 @@ func TestTwoTransactionsOneOrderThroughDTM(t *testing.T) {
 	locked, proceed := make(chan struct{}), make(chan struct{})
 	first := make(chan error, 1)
 	go func() {
-		first <- e.tcc("retry-g1", func(tcc *dtmgrpc.TccGrpc) error {
+		first <- e.tcc("retry-g1", []*couponv1.CouponBranchRequest{req}, func(tcc *dtmgrpc.TccGrpc) error {
 			if err := tcc.CallBranch(req, e.url("LockCoupon"), e.url("ConsumeCoupon"), e.url("UnlockCoupon"), &couponv1.CouponBranchResponse{}); err != nil {
 				return err
 			}
@@ -229,7 +229,7 @@ func TestTwoTransactionsOneOrderThroughDTM(t *testing.T) {
 		})
 	}()
 	<-locked
-	err := e.tcc("retry-g2", func(tcc *dtmgrpc.TccGrpc) error {
+	err := e.tcc("retry-g2", []*couponv1.CouponBranchRequest{req}, func(tcc *dtmgrpc.TccGrpc) error {
 		return tcc.CallBranch(req, e.url("LockCoupon"), e.url("ConsumeCoupon"), e.url("UnlockCoupon"), &couponv1.CouponBranchResponse{})
 	})
 	if err == nil {
@@ -278,7 +278,7 @@ func TestMalformedSecondCouponRollsBack(t *testing.T) {
 	good := branchReq(81, c.Code, "o-two-coupons")
 	bad := branchReq(81, "not-a-code", "o-two-coupons")
 	var tryErr error
-	err := e.tcc("two-coupons", func(tcc *dtmgrpc.TccGrpc) error {
+	err := e.tcc("two-coupons", []*couponv1.CouponBranchRequest{good, bad}, func(tcc *dtmgrpc.TccGrpc) error {
 		if err := tcc.CallBranch(good, e.url("LockCoupon"), e.url("ConsumeCoupon"), e.url("UnlockCoupon"), &couponv1.CouponBranchResponse{}); err != nil {
 			return err
 		}

@@ -20,6 +20,8 @@ import (
 	"google.golang.org/protobuf/types/known/emptypb"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
+	"github.com/opencoupon/coupon/client/branchcred"
+	"github.com/opencoupon/coupon/client/coupontcc"
 	"github.com/opencoupon/coupon/internal/coupontest"
 	"github.com/opencoupon/coupon/internal/dtmtest"
 	"github.com/opencoupon/coupon/internal/testenv"
@@ -90,22 +92,30 @@ type tccEnv struct {
 	*fixture
 	dtm *dtmtest.Coordinator
 	pay *payment
+	t   *testing.T
 }
 
 func newTCC(t *testing.T, opts ...dtmtest.Option) *tccEnv {
 	t.Helper()
 	f := newFixture(t)
 
-	return &tccEnv{fixture: f, dtm: dtmtest.Start(t, opts...), pay: newPayment(t)}
+	return &tccEnv{fixture: f, dtm: dtmtest.Start(t, opts...), pay: newPayment(t), t: t}
 }
 
 func (e *tccEnv) url(method string) string { return e.srv.Addr + "/coupon.v1.CouponService/" + method }
 
-// tcc runs a global TCC transaction that sends the shop's credential on
-// every branch call, as an order service does.
-func (e *tccEnv) tcc(gid string, fn func(*dtmgrpc.TccGrpc) error) error {
-	return dtmgrpc.TccGlobalTransaction2(e.dtm.GRPCAddr, gid, func(t *dtmgrpc.TccGrpc) {
-		t.BranchHeaders = coupontest.BranchHeaders()
+// tcc runs a global TCC transaction using the coupons of reqs as an order
+// service does: its Trys carry the shop's token, and DTM's Confirms and
+// Cancels the shop's branch credential for gid and those coupons.
+func (e *tccEnv) tcc(gid string, reqs []*couponv1.CouponBranchRequest, fn func(*dtmgrpc.TccGrpc) error) error {
+	orders := make([]branchcred.Order, len(reqs))
+	for i, r := range reqs {
+		orders[i] = coupontcc.OrderOf(r)
+	}
+	headers := coupontest.BranchHeaders(e.t, gid, orders...)
+	return dtmgrpc.TccGlobalTransaction2(e.dtm.GRPCAddr, gid, func(tcc *dtmgrpc.TccGrpc) {
+		tcc.Context = coupontest.AsShop(context.Background())
+		tcc.BranchHeaders = headers
 	}, fn)
 }
 
@@ -114,7 +124,7 @@ func (e *tccEnv) order(gid string, user int64, code string, amount int64) (*coup
 	req := &couponv1.CouponBranchRequest{UserId: user, CouponCode: code, Order: &couponv1.Order{
 		OrderNo: "order-" + gid, UserId: user, Amount: amount, Currency: "CNY", ProductLine: "food"}}
 	resp := &couponv1.CouponBranchResponse{}
-	err := e.tcc(gid, func(tcc *dtmgrpc.TccGrpc) error {
+	err := e.tcc(gid, []*couponv1.CouponBranchRequest{req}, func(tcc *dtmgrpc.TccGrpc) error {
 		if err := tcc.CallBranch(req, e.url("LockCoupon"), e.url("ConsumeCoupon"), e.url("UnlockCoupon"), resp); err != nil {
 			return err
 		}

@@ -57,11 +57,15 @@ func (b *bench) couponScenario(ctx context.Context, name, short string, base int
 		user := base + int64(i)
 		req := &couponv1.CouponBranchRequest{UserId: user, CouponCode: codes[i], Order: &couponv1.Order{
 			OrderNo: gid, UserId: user, Amount: orderAmount, Currency: "CNY", ProductLine: "food"}}
+		headers, err := coupontcc.BranchHeaders(coupontcc.Signer{Caller: "shop", Key: auth.DevBranchKey}, gid, coupontcc.OrderOf(req))
+		if err != nil {
+			return err
+		}
 		return dtmgrpc.TccGlobalTransaction2(b.o.dtm, gid, func(t *dtmgrpc.TccGrpc) {
 			t.Context = ctx
-			t.BranchHeaders = coupontcc.BranchHeaders(auth.DevTokenShop)
+			t.BranchHeaders = headers
 		}, func(t *dtmgrpc.TccGrpc) error {
-			resp, err := coupontcc.Enlist(ctx, t, b.couponAddr, req)
+			resp, err := coupontcc.Enlist(coupontcc.WithToken(ctx, auth.DevTokenShop), t, b.couponAddr, req)
 			if err != nil || !payment {
 				return err
 			}

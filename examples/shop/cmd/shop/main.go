@@ -12,6 +12,7 @@ package main
 import (
 	"context"
 	"database/sql"
+	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
@@ -27,6 +28,8 @@ import (
 	"github.com/dtm-labs/logger"
 	"github.com/spf13/viper"
 
+	"github.com/opencoupon/coupon/client/branchcred"
+	"github.com/opencoupon/coupon/client/coupontcc"
 	"github.com/opencoupon/coupon/examples/shop"
 	"github.com/opencoupon/coupon/internal/janitor"
 
@@ -75,6 +78,9 @@ func loadConfig(file string) (*viper.Viper, error) {
 	v.SetDefault("dtm.http", "127.0.0.1:36789")
 	v.SetDefault("coupon.target", "127.0.0.1:9090")
 	v.SetDefault("coupon.token", "")
+	v.SetDefault("coupon.identity", "shop")
+	v.SetDefault("coupon.branch_keys", []any{})
+	v.SetDefault("coupon.branch_ttl", branchcred.DefaultTTL.String())
 	v.SetDefault("payment.target", "127.0.0.1:9190")
 	v.SetDefault("order.dsn", "root@tcp(127.0.0.1:3306)/shop_order?parseTime=true&loc=UTC&interpolateParams=true")
 	v.SetDefault("payment.dsn", "root@tcp(127.0.0.1:3306)/shop_payment?parseTime=true&loc=UTC&interpolateParams=true")
@@ -97,6 +103,40 @@ func loadConfig(file string) (*viper.Viper, error) {
 		}
 	}
 	return v, nil
+}
+
+// branchSigner signs with the first of coupon.branch_keys (the others are
+// there for the coupon service's side of a rotation). With a coupon token
+// configured a key is required: without one DTM could not confirm the
+// coupon of any order.
+func branchSigner(v *viper.Viper) (coupontcc.Signer, error) {
+	var keys []branchcred.Key
+	if err := v.UnmarshalKey("coupon.branch_keys", &keys); err != nil {
+		return coupontcc.Signer{}, fmt.Errorf("coupon.branch_keys: %w", err)
+	}
+	if raw := v.GetString("coupon.branch_keys"); len(keys) == 0 && strings.HasPrefix(strings.TrimSpace(raw), "[") {
+		// From the environment: COUPON_SHOP_COUPON_BRANCH_KEYS='[{"id":…,"secret":…}]'.
+		if err := json.Unmarshal([]byte(raw), &keys); err != nil {
+			return coupontcc.Signer{}, fmt.Errorf("coupon.branch_keys: %w", err)
+		}
+	}
+	s := coupontcc.Signer{Caller: v.GetString("coupon.identity"), TTL: v.GetDuration("coupon.branch_ttl")}
+	if v.GetString("coupon.token") == "" {
+		return s, nil
+	}
+	if len(keys) == 0 {
+		return s, errors.New("coupon.branch_keys: a key is required with coupon.token (the coupon service verifies DTM's calls with it)")
+	}
+	if s.TTL < 24*time.Hour {
+		return s, fmt.Errorf("coupon.branch_ttl %s: under a day, DTM's retries of a Confirm or Cancel would outlive it", s.TTL)
+	}
+	for _, k := range keys {
+		if err := k.Check(); err != nil {
+			return s, fmt.Errorf("coupon.branch_keys: %w", err)
+		}
+	}
+	s.Key = keys[0]
+	return s, nil
 }
 
 func newLogger(level string) (*slog.Logger, error) {
@@ -133,11 +173,16 @@ func serve(ctx context.Context, log *slog.Logger, v *viper.Viper) error {
 	}
 	defer paymentDB.Close()
 
+	branch, err := branchSigner(v)
+	if err != nil {
+		return err
+	}
 	timeout := v.GetDuration("order.timeout")
 	orders := shop.NewOrderServer(orderDB, shop.OrderConfig{
 		DTM:     v.GetString("dtm.grpc"),
 		Coupon:  v.GetString("coupon.target"),
 		Token:   v.GetString("coupon.token"),
+		Branch:  branch,
 		Payment: v.GetString("payment.target"),
 		Self:    v.GetString("grpc.advertise"),
 		Timeout: timeout,
