@@ -15,9 +15,11 @@ import (
 // slowSQL is when gorm's statements are worth a warning.
 const slowSQL = 500 * time.Millisecond
 
-// routeLogs sends DTM's and gorm's logs to log, from level up. Both are
-// process globals; DTM's zap logger and gorm's stdout logger would otherwise
-// write unstructured lines.
+// routeLogs sends DTM's and gorm's logs to log, from level up, with
+// credentials redacted (redactText): DTM logs requests, transactions and
+// SQL with their branch headers in them. Both are process globals; DTM's
+// zap logger and gorm's stdout logger would otherwise write unstructured
+// lines.
 func routeLogs(log *slog.Logger, level slog.Level) {
 	dtmlogger.WithLogger(dtmLog{log: log.With("component", "dtm"), level: level})
 	gormlogger.Default = gormLog{log: log.With("component", "gorm"), level: level}
@@ -39,7 +41,7 @@ func (l dtmLog) logf(level slog.Level, format string, args []any) {
 	if level < l.level || !l.log.Enabled(context.Background(), level) {
 		return
 	}
-	l.log.Log(context.Background(), level, fmt.Sprintf(format, args...))
+	l.log.Log(context.Background(), level, redactText(fmt.Sprintf(format, args...)))
 }
 
 // gormLog adapts slog to gorm's logger. SQL errors are logged at warn: DTM
@@ -67,7 +69,7 @@ func (l gormLog) logf(ctx context.Context, level slog.Level, msg string, args []
 	if level < l.level || !l.log.Enabled(ctx, level) {
 		return
 	}
-	l.log.Log(ctx, level, fmt.Sprintf(msg, args...))
+	l.log.Log(ctx, level, redactText(fmt.Sprintf(msg, args...)))
 }
 
 func (l gormLog) Trace(ctx context.Context, begin time.Time, fc func() (string, int64), err error) {
@@ -76,15 +78,15 @@ func (l gormLog) Trace(ctx context.Context, begin time.Time, fc func() (string, 
 	case err != nil && !errors.Is(err, gorm.ErrRecordNotFound):
 		if slog.LevelWarn >= l.level && l.log.Enabled(ctx, slog.LevelWarn) {
 			sql, rows := fc()
-			l.log.WarnContext(ctx, "sql failed", "sql", sql, "rows", rows, "elapsed", elapsed, "err", err)
+			l.log.WarnContext(ctx, "sql failed", "sql", redactText(sql), "rows", rows, "elapsed", elapsed, "err", redactText(err.Error()))
 		}
 	case elapsed > slowSQL:
 		if slog.LevelWarn >= l.level && l.log.Enabled(ctx, slog.LevelWarn) {
 			sql, rows := fc()
-			l.log.WarnContext(ctx, "slow sql", "sql", sql, "rows", rows, "elapsed", elapsed)
+			l.log.WarnContext(ctx, "slow sql", "sql", redactText(sql), "rows", rows, "elapsed", elapsed)
 		}
 	case slog.LevelDebug >= l.level && l.log.Enabled(ctx, slog.LevelDebug):
 		sql, rows := fc()
-		l.log.DebugContext(ctx, "sql", "sql", sql, "rows", rows, "elapsed", elapsed)
+		l.log.DebugContext(ctx, "sql", "sql", redactText(sql), "rows", rows, "elapsed", elapsed)
 	}
 }

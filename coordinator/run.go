@@ -65,9 +65,8 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) error {
 
 	app := dtmutil.GetGinApp()
 	app = httpMetrics(app)
-	app.Use(guardResubmit)
-	addRoute(app)
-	addJrpcRouter(app)
+	app.Use(guardHTTP(log))
+	addRoute(app) // DTM's JSON-RPC router is not added: no part of the project uses it
 	httpSrv := &http.Server{
 		Handler:           app,
 		ReadHeaderTimeout: 10 * time.Second,
@@ -196,7 +195,7 @@ func recoverUnary(log *slog.Logger) grpc.UnaryServerInterceptor {
 	return func(ctx context.Context, req any, info *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (res any, err error) {
 		defer func() {
 			if x := recover(); x != nil {
-				log.Error("dtm api panicked", "method", info.FullMethod, "panic", fmt.Sprint(x))
+				log.Error("dtm api panicked", "method", info.FullMethod, "panic", redactText(fmt.Sprint(x)))
 				err = status.Errorf(codes.Internal, "%v", x)
 			}
 		}()
@@ -214,7 +213,7 @@ func logUnary(log *slog.Logger) grpc.UnaryServerInterceptor {
 			if c := status.Code(err); c == codes.Aborted || c == codes.FailedPrecondition {
 				level = slog.LevelDebug
 			}
-			log.Log(ctx, level, "dtm api call failed", "method", info.FullMethod, "err", err)
+			log.Log(ctx, level, "dtm api call failed", "method", info.FullMethod, "err", redactText(err.Error()))
 		}
 		return res, err
 	}

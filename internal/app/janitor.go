@@ -24,10 +24,14 @@ func (a *App) barrierJanitor() (*participant.LeasedJob, error) {
 	}
 	round := func(ctx context.Context) error {
 		st, err := j.RunOnce(ctx)
-		a.metrics.ObserveBarrierJanitor(st.DeletedFinished, st.DeletedExpired, st.KeptUnknown, st.OldestAge)
+		a.metrics.ObserveBarrierJanitor(st.DeletedFinished, st.DeletedExpired, st.KeptUnknown, st.KeptPastMaxAge, st.OldestAge)
 		if st.Deleted > 0 {
 			a.log.InfoContext(ctx, "barrier janitor", "deleted_finished", st.DeletedFinished, "deleted_expired", st.DeletedExpired,
 				"kept", st.Kept, "kept_unknown", st.KeptUnknown, "oldest_age", st.OldestAge.String())
+		}
+		if st.KeptPastMaxAge > 0 {
+			a.log.WarnContext(ctx, "barrier janitor kept rows of unfinished transactions past max age",
+				"kept_past_max_age", st.KeptPastMaxAge)
 		}
 		return err
 	}

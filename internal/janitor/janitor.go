@@ -6,10 +6,15 @@
 // A row may go once nothing can call its branch again: when the
 // coordinator reports the row's transaction finished (succeed or failed)
 // and the row is older than a retention, which covers a duplicate request
-// still on its way, or when the row is older than a max age, whatever the
-// coordinator says. Rows of unfinished transactions stay until then: they
-// are what makes a late duplicate, a Cancel without its Try or a Try after
-// its Cancel change nothing.
+// still on its way, or when the row is older than a max age and the
+// coordinator reports the transaction finished or does not know it. Rows
+// of unfinished transactions stay, however old: they are what makes a late
+// duplicate, a Cancel without its Try or a Try after its Cancel change
+// nothing. A Cancel whose retries back off past the max age would
+// otherwise find its Try's row gone, be taken for a null compensation,
+// answer OK and leave the coupon LOCKED. Stats.KeptPastMaxAge counts such
+// rows: each is a transaction the coordinator has retried for longer than
+// the max age, which wants a look.
 //
 // The janitor has no leader election of its own: run RunOnce under
 // whatever lease the service already has (one runner at a time is a matter
@@ -54,8 +59,10 @@ type Config struct {
 	// Retention: rows of finished transactions older than this go.
 	// Default 7 days.
 	Retention time.Duration
-	// MaxAge: rows older than this go whatever their transaction's
-	// status. Default 30 days; never below Retention.
+	// MaxAge: rows older than this go unless the coordinator reports
+	// their transaction unfinished (prepared, submitted, aborting): a gid
+	// it does not know goes too, whatever UnknownFinished says. Default 30
+	// days; never below Retention.
 	MaxAge time.Duration
 	// Batch is how many rows one statement reads or deletes. Default 500.
 	Batch int
@@ -89,11 +96,16 @@ type Stats struct {
 	Deleted int64
 	// DeletedFinished are rows past Retention of finished transactions.
 	DeletedFinished int64
-	// DeletedExpired are rows past MaxAge, whatever their status.
+	// DeletedExpired are rows past MaxAge of transactions the
+	// coordinator reports finished or does not know.
 	DeletedExpired int64
 	// Kept are rows past Retention left in place: their transaction is
 	// unfinished, or unknown to the coordinator (see UnknownFinished).
 	Kept int64
+	// KeptPastMaxAge are the rows of Kept past MaxAge: their transaction
+	// is still unfinished. Anything here is a transaction retried for
+	// longer than MaxAge.
+	KeptPastMaxAge int64
 	// KeptUnknown are the rows of Kept whose gid the coordinator does not
 	// know. Most rows here means the janitor asks the wrong coordinator,
 	// or one whose store forgets finished transactions.
@@ -111,6 +123,7 @@ func (s *Stats) add(o Stats) {
 	s.DeletedExpired += o.DeletedExpired
 	s.Kept += o.Kept
 	s.KeptUnknown += o.KeptUnknown
+	s.KeptPastMaxAge += o.KeptPastMaxAge
 	s.Lookups += o.Lookups
 	s.OldestAge = max(s.OldestAge, o.OldestAge)
 }
@@ -224,8 +237,9 @@ type row struct {
 
 // walk reads the rows created before retained a page at a time through the
 // create_time index, in (create_time, id) order so that kept rows are
-// passed over, and deletes by primary key those older than expired and
-// those whose transaction has finished. Each statement touches at most
+// passed over, and deletes by primary key those whose transaction has
+// finished and those older than expired whose transaction is not known to
+// be unfinished. Each statement touches at most
 // Batch rows, so it holds its locks briefly, and deleting by id keeps it
 // deterministic for statement-based replication.
 func (j *Janitor) walk(ctx context.Context, db *sql.DB, retained, expired string, statuses *statusCache, st *Stats) error {
@@ -241,20 +255,23 @@ func (j *Janitor) walk(ctx context.Context, db *sql.DB, retained, expired string
 		after = page[len(page)-1]
 		var old, done []any
 		for _, r := range page {
-			if r.expired {
-				old = append(old, r.id)
-				continue
-			}
 			status, err := statuses.get(ctx, r.gid)
 			if err != nil {
 				return fmt.Errorf("status of %s: %w", r.gid, err)
 			}
-			if status == StatusSucceed || status == StatusFailed || status == Unknown && j.cfg.UnknownFinished {
+			finished := status == StatusSucceed || status == StatusFailed
+			switch {
+			case r.expired && (finished || status == Unknown):
+				old = append(old, r.id)
+			case finished || status == Unknown && j.cfg.UnknownFinished:
 				done = append(done, r.id)
-			} else {
+			default:
 				st.Kept++
 				if status == Unknown {
 					st.KeptUnknown++
+				}
+				if r.expired {
+					st.KeptPastMaxAge++
 				}
 			}
 		}

@@ -110,10 +110,7 @@ func TestMaxAgeInSessionTimeZone(t *testing.T) {
 	if _, err := db.Exec(`INSERT INTO barrier (trans_type, gid, branch_id, op, barrier_id, reason) VALUES ('tcc', 'g-now', '01', 'try', '01', 'try')`); err != nil {
 		t.Fatal(err)
 	}
-	noLookups := func(_ context.Context, gid string) (string, error) {
-		t.Errorf("status of %s looked up; nothing is past retention without being past max age", gid)
-		return "", nil
-	}
+	unknown := func(context.Context, string) (string, error) { return janitor.Unknown, nil }
 	now := time.Now()
 	for _, tt := range []struct {
 		name       string
@@ -125,7 +122,7 @@ func TestMaxAgeInSessionTimeZone(t *testing.T) {
 		{"61 minutes later", now.Add(61 * time.Minute), 0, 0},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
-			j, err := janitor.New(janitor.Config{Retention: time.Hour, MaxAge: time.Hour, Status: noLookups, Now: func() time.Time { return tt.at }}, db)
+			j, err := janitor.New(janitor.Config{Retention: time.Hour, MaxAge: time.Hour, Status: unknown, Now: func() time.Time { return tt.at }}, db)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -189,7 +186,7 @@ func TestRunOnce(t *testing.T) {
 			insertRow(t, db, prepared, branch, 8*day)         // unfinished: stays
 			insertRow(t, db, run+"-unknown", branch, 8*day)   // unknown: stays (UnknownFinished off)
 			insertRow(t, db, succeed+"-new", branch, 6*day)   // within retention: stays, not looked up
-			insertRow(t, db, prepared+"-old", branch, 31*day) // past max age: goes whatever its status
+			insertRow(t, db, prepared+"-old", branch, 31*day) // past max age, unknown: goes
 		}
 	}
 	j, err := janitor.New(janitor.Config{Status: status, Batch: 4}, dbs...)
@@ -200,7 +197,7 @@ func TestRunOnce(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	want := janitor.Stats{Deleted: 30, DeletedFinished: 20, DeletedExpired: 10, Kept: 20, KeptUnknown: 10, Lookups: 4}
+	want := janitor.Stats{Deleted: 30, DeletedFinished: 20, DeletedExpired: 10, Kept: 20, KeptUnknown: 10, Lookups: 5}
 	if st.Deleted != want.Deleted || st.DeletedFinished != want.DeletedFinished || st.DeletedExpired != want.DeletedExpired ||
 		st.Kept != want.Kept || st.KeptUnknown != want.KeptUnknown || st.Lookups != want.Lookups {
 		t.Errorf("stats = %+v; want %+v", st, want)
@@ -245,6 +242,51 @@ func TestRunOnce(t *testing.T) {
 			t.Errorf("rows %v became %v although no status was learnt", before, after)
 		}
 	})
+}
+
+// TestJanitorKeepsUnfinishedTransactions: past max age, rows of a
+// transaction the coordinator reports unfinished stay (and are counted),
+// while those of finished and unknown transactions go. A Cancel retried
+// for longer than max age must still find its Try's row, or it would be
+// taken for a null compensation and leave the coupon LOCKED.
+func TestJanitorKeepsUnfinishedTransactions(t *testing.T) {
+	dtm := dtmtest.Start(t)
+	ctx := context.Background()
+	run := testenv.Unique(t)
+	succeed, prepared := run+"-succeed", run+"-prepared"
+	done := dtmgrpc.NewMsgGrpc(dtm.GRPCAddr, succeed)
+	done.WaitResult = true
+	if err := done.Submit(); err != nil {
+		t.Fatalf("transaction %s: %v", succeed, err)
+	}
+	open := dtmgrpc.NewMsgGrpc(dtm.GRPCAddr, prepared)
+	open.TimeoutToFail = 3600 // never back-checked while the test runs
+	if err := open.Prepare("127.0.0.1:1/none.V1/QueryPrepared"); err != nil {
+		t.Fatalf("transaction %s: %v", prepared, err)
+	}
+
+	day := 24 * time.Hour
+	db := mustBarrier(t, "")
+	for b := range 3 {
+		branch := fmt.Sprintf("%02d", b)
+		insertRow(t, db, prepared, branch, 45*day)
+		insertRow(t, db, succeed, branch, 45*day)
+		insertRow(t, db, run+"-unknown", branch, 45*day)
+	}
+	j, err := janitor.New(janitor.Config{Status: janitor.CoordinatorStatus(dtm.HTTPAddr, nil), Batch: 2}, db)
+	if err != nil {
+		t.Fatal(err)
+	}
+	st, err := j.RunOnce(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st.DeletedExpired != 6 || st.Kept != 3 || st.KeptPastMaxAge != 3 || st.KeptUnknown != 0 {
+		t.Errorf("stats = %+v; want 6 deleted as expired, the unfinished transaction's 3 kept past max age", st)
+	}
+	if got := gids(t, db); len(got) != 1 || got[prepared] != 3 {
+		t.Errorf("rows left %v; want only the 3 of the unfinished %s", got, prepared)
+	}
 }
 
 // TestWalkUsesCreateTimeIndex: the janitor's reads go through

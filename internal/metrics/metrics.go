@@ -51,6 +51,7 @@ type Metrics struct {
 	barrierDeleted     *prometheus.CounterVec
 	barrierOldest      prometheus.Gauge
 	barrierKeptUnknown prometheus.Gauge
+	barrierKeptOpen    prometheus.Gauge
 }
 
 // New returns a registry with the process, Go, build and gRPC families.
@@ -84,12 +85,16 @@ func New() *Metrics {
 			Name: "coupon_barrier_rows_kept_unknown",
 			Help: "Barrier rows past retention kept because the coordinator does not know their transaction (a wrong coordinator address shows here).",
 		}),
+		barrierKeptOpen: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "coupon_barrier_rows_kept_unfinished",
+			Help: "Barrier rows past max age kept because the coordinator reports their transaction unfinished: a Confirm, Cancel or compensation retried for longer than barrier.max_age.",
+		}),
 	}
 	m.Registry.MustRegister(
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 		buildInfo(),
-		m.grpc, m.claims, m.batches, m.ready, m.barrierDeleted, m.barrierOldest, m.barrierKeptUnknown,
+		m.grpc, m.claims, m.batches, m.ready, m.barrierDeleted, m.barrierOldest, m.barrierKeptUnknown, m.barrierKeptOpen,
 	)
 	m.barrierDeleted.WithLabelValues("finished")
 	m.barrierDeleted.WithLabelValues("expired")
@@ -132,10 +137,11 @@ func (m *Metrics) SetReady(ok bool) {
 func (m *Metrics) ObserveBatch(size int) { m.batches.Observe(float64(size)) }
 
 // ObserveBarrierJanitor records one janitor round.
-func (m *Metrics) ObserveBarrierJanitor(finished, expired, keptUnknown int64, oldest time.Duration) {
+func (m *Metrics) ObserveBarrierJanitor(finished, expired, keptUnknown, keptUnfinished int64, oldest time.Duration) {
 	m.barrierDeleted.WithLabelValues("finished").Add(float64(finished))
 	m.barrierDeleted.WithLabelValues("expired").Add(float64(expired))
 	m.barrierKeptUnknown.Set(float64(keptUnknown))
+	m.barrierKeptOpen.Set(float64(keptUnfinished))
 	m.barrierOldest.Set(oldest.Seconds())
 }
 

@@ -263,7 +263,7 @@ func cleanBarriers(ctx context.Context, log *slog.Logger, lockDB *sql.DB, j *jan
 			log.Error("clean barrier tables", "err", err, "deleted", st.Deleted)
 		case ran:
 			log.Info("cleaned barrier tables", "deleted", st.Deleted, "deleted_finished", st.DeletedFinished,
-				"deleted_expired", st.DeletedExpired, "kept", st.Kept, "kept_unknown", st.KeptUnknown, "oldest_age", st.OldestAge.String())
+				"deleted_expired", st.DeletedExpired, "kept", st.Kept, "kept_unknown", st.KeptUnknown, "kept_past_max_age", st.KeptPastMaxAge, "oldest_age", st.OldestAge.String())
 		}
 	})
 }
