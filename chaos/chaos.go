@@ -206,6 +206,7 @@ func (s *Stack) runScenario(ctx context.Context, sc *Scenario, index int, o Opti
 		res.Invariants = v.list()
 		r.rec.mu.Lock()
 		res.Ops, res.Claims, res.Orders, res.Direct = r.rec.ops.Load(), len(r.rec.claims), len(r.rec.orders), len(r.rec.txns)
+		res.Notes = append(append([]string(nil), r.rec.notes...), res.Notes...)
 		res.own = map[string]bool{}
 		for _, t := range r.rec.txns {
 			res.own[t.OrderNo] = true

@@ -31,9 +31,14 @@ var submitRoutes = []string{"grpc", "http", "json-rpc"}
 // no succeeded transaction leaves its coupon LOCKED.
 func resubmitEveryRoute(ctx context.Context, r *run) error {
 	rng := r.rng("resubmit-routes")
-	rounds := max(1, int(r.duration/(6*time.Second)))
 	phase2 := r.s.proxyAddr[proxyDTMCoupon]
-	for range rounds {
+	answers := map[string]map[string]int{}
+	defer func() {
+		for _, route := range submitRoutes {
+			r.note(fmt.Sprintf("resubmits over %s answered %s", route, counts(answers[route])))
+		}
+	}()
+	for round := 0; round == 0 || r.workloadLeft(); round++ {
 		for _, route := range submitRoutes {
 			o, err := r.directOrder(ctx, rng)
 			if errors.Is(err, errNoCoupon) {
@@ -71,6 +76,10 @@ func resubmitEveryRoute(ctx context.Context, r *run) error {
 			}
 			second := r.s.submitOver(ctx, route, t)
 			r.rec.ops.Add(1)
+			if answers[route] == nil {
+				answers[route] = map[string]int{}
+			}
+			answers[route][errText(second)]++
 			rec.Note += fmt.Sprintf("; first Submit: %s (then %s); resubmit: %s", errText(first), st, errText(second))
 			if err := r.s.faults.heal(context.WithoutCancel(ctx)); err != nil {
 				return err
@@ -183,9 +192,12 @@ func janitorDuringRetry(ctx context.Context, r *run) error {
 		return fmt.Errorf("the barrier janitor never deleted the rows of finished transaction %s (see %s/coupon.log)", t.Gid, r.s.Dir)
 	}
 
-	n := max(2, int(r.duration/(4*time.Second)))
 	phase2 := r.s.proxyAddr[proxyDTMCoupon]
-	for range n {
+	held, deleted := 0, 0
+	defer func() {
+		r.note(fmt.Sprintf("the janitor deleted the Try barrier rows of %d of %d transactions whose Cancel was held back", deleted, held))
+	}()
+	for i := 0; i < 2 || r.workloadLeft(); i++ {
 		o, err := r.directOrder(ctx, rng)
 		if errors.Is(err, errNoCoupon) {
 			continue
@@ -219,6 +231,10 @@ func janitorDuringRetry(ctx context.Context, r *run) error {
 		gone, err := r.s.awaitBarrierGone(ctx, t.Gid, janitorWait)
 		if err != nil {
 			return err
+		}
+		held++
+		if gone {
+			deleted++
 		}
 		rec.Note += fmt.Sprintf("; Try's barrier row deleted while the Cancel waited: %v", gone)
 		if err := r.s.faults.heal(context.WithoutCancel(ctx)); err != nil {
@@ -293,9 +309,10 @@ func (s *Stack) awaitBarrierGone(ctx context.Context, gid string, timeout time.D
 // not USED by a refunded order (invariant 2's refund check).
 func refundBeforeConfirm(ctx context.Context, r *run) error {
 	rng := r.rng("refund")
-	n := max(2, int(r.duration/(4*time.Second)))
 	phase2 := r.s.proxyAddr[proxyDTMCoupon]
-	for range n {
+	refunds := map[string]int{}
+	defer func() { r.note("refunds before the coupon's Confirm answered " + counts(refunds)) }()
+	for i := 0; i < 2 || r.workloadLeft(); i++ {
 		o, err := r.directOrder(ctx, rng)
 		if errors.Is(err, errNoCoupon) {
 			continue
@@ -335,6 +352,7 @@ func refundBeforeConfirm(ctx context.Context, r *run) error {
 		_, err = r.s.orders.RefundOrder(as(rctx, tokenShop), &shopv1.RefundOrderRequest{OrderNo: o.orderNo, Reason: "chaos: refund before the coupon's Confirm"})
 		cancel()
 		r.rec.ops.Add(1)
+		refunds[errText(err)]++
 		if o, _ := classify(err); o == refused {
 			return fmt.Errorf("refund of PAID order %s refused: %w", gid, err)
 		}
@@ -386,4 +404,15 @@ func (s *Stack) awaitOrder(ctx context.Context, orderNo, want string, timeout ti
 			return err
 		}
 	}
+}
+
+// workloadLeft reports whether the scenario's workload window is still open:
+// the scenarios' own transactions run as long as the load does.
+func (r *run) workloadLeft() bool { return time.Now().Before(r.started.Add(r.duration)) }
+
+// note adds a line to the scenario's report.
+func (r *run) note(s string) {
+	r.rec.mu.Lock()
+	r.rec.notes = append(r.rec.notes, s)
+	r.rec.mu.Unlock()
 }

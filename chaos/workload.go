@@ -136,6 +136,8 @@ type records struct {
 	// refusedTries counts the coupon Tries of the scenario's own
 	// transactions that were refused, by reason.
 	refusedTries map[string]int
+	// notes are the scenario's lines for the report.
+	notes []string
 }
 
 // tried records the answer of one of the scenario's own coupon Tries.
