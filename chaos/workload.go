@@ -366,6 +366,16 @@ type load struct {
 	hotPct   int // of claims, on the hot template
 }
 
+// faultBackoff is a caller's pause after an operation that failed for a
+// fault (plus up to as much again, jittered).
+const faultBackoff = 50 * time.Millisecond
+
+// faulted reports whether the order failed for a fault rather than a
+// business refusal: its answer was lost or its transaction failed.
+func (o *orderRec) faulted() bool {
+	return o.Outcome == unknown || o.Reason == "TRANSACTION_FAILED" || o.Reason == "ABANDONED"
+}
+
 func (r *run) load(ctx context.Context, l load, until time.Time) {
 	var wg sync.WaitGroup
 	callers := l.workers
@@ -378,7 +388,16 @@ func (r *run) load(ctx context.Context, l load, until time.Time) {
 		rng := r.rng(fmt.Sprintf("worker-%d", w))
 		wg.Go(func() {
 			var lastUnknown *claimRec
+			faulted := false
 			for time.Now().Before(until) && ctx.Err() == nil {
+				if faulted {
+					// A client backs off a little after a failure, as real
+					// ones do, instead of spinning on a dead dependency.
+					if sleep(ctx, faultBackoff+time.Duration(rng.Int64N(int64(faultBackoff)))) != nil {
+						return
+					}
+					faulted = false
+				}
 				user := r.loadUser(ctx, rng)
 				switch p := rng.IntN(100); {
 				case p < l.claimPct:
@@ -397,14 +416,14 @@ func (r *run) load(ctx context.Context, l load, until time.Time) {
 						tpl = r.tpls[1]
 					}
 					if c := r.claim(ctx, r.next("c"), user, tpl); c.Outcome == unknown {
-						lastUnknown = c
+						lastUnknown, faulted = c, true
 					}
 				case p < l.claimPct+(100-l.claimPct)*8/10:
 					if code := r.couponOf(rng, user); code != "" {
-						r.order(ctx, user, code, 1000+rng.Int64N(19000))
+						faulted = r.order(ctx, user, code, 1000+rng.Int64N(19000)).faulted()
 					}
 				default:
-					r.order(ctx, user, "", 500+rng.Int64N(5000))
+					faulted = r.order(ctx, user, "", 500+rng.Int64N(5000)).faulted()
 				}
 			}
 		})
