@@ -186,7 +186,9 @@ func janitorDuringRetry(ctx context.Context, r *run) error {
 	}
 	rec.Want = "commit"
 	_ = finish(ctx, t, true)
-	if gone, err := r.s.awaitBarrierGone(ctx, t.Gid, janitorWait*4); err != nil {
+	// Its first round works through every row the run left so far (tens
+	// of thousands after a long soak), so it is given minutes.
+	if gone, err := r.s.awaitBarrierGone(ctx, t.Gid, janitorFirstRound); err != nil {
 		return err
 	} else if !gone {
 		return fmt.Errorf("the barrier janitor never deleted the rows of finished transaction %s (see %s/coupon.log)", t.Gid, r.s.Dir)
@@ -250,6 +252,8 @@ const (
 	janitorInterval = 300 * time.Millisecond
 	janitorMaxAge   = time.Second
 	janitorWait     = 3*time.Second + 2*janitorMaxAge
+	// janitorFirstRound bounds the janitor's first round after the restart.
+	janitorFirstRound = 3 * time.Minute
 )
 
 // janitorEnv is the coupon service's environment for janitor-during-retry:

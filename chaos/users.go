@@ -29,17 +29,16 @@ const (
 // users is the run's user pool; every user it ever handed out stays in all
 // for the checks.
 type users struct {
-	mu       sync.Mutex
-	all      []int64
-	deposit  map[int64]int64
-	cohort   []int64
-	ops      int  // load operations on the current cohort
-	growing  bool // a caller is provisioning the next cohort
-	direct   int64
-	directN  int
-	next     int64
-	base     int64
-	provided int
+	mu      sync.Mutex
+	all     []int64
+	deposit map[int64]int64
+	cohort  []int64
+	ops     int  // load operations on the current cohort
+	growing bool // a caller is provisioning the next cohort
+	direct  int64
+	directN int
+	next    int64
+	base    int64
 }
 
 func newUsers(index int) *users {
@@ -82,7 +81,6 @@ func (r *run) newCohort(ctx context.Context) error {
 	p := r.pool
 	p.mu.Lock()
 	p.cohort, p.ops = c, 0
-	p.provided++
 	p.mu.Unlock()
 	return nil
 }
