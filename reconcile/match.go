@@ -180,10 +180,6 @@ func appendFindings(v *view, out []Finding) []Finding {
 			refundedPay = true
 		}
 	}
-	// Refunded orders are consistent whether or not the coupon came back.
-	if o != nil && o.Status == OrderRefunded && refundedPay && !openPay {
-		return out
-	}
 	cs := coupons(v.entries)
 	base := func(class, code string, risk int64, detail string, args ...any) Finding {
 		f := Finding{Class: class, OrderNo: v.orderNo, CouponCode: code, AmountAtRisk: risk, Detail: fmt.Sprintf(detail, args...)}
@@ -191,6 +187,29 @@ func appendFindings(v *view, out []Finding) []Finding {
 			f.OrderStatus, f.OrderAmount, f.UserID = o.Status.String(), o.Amount, o.UserID
 		}
 		return f
+	}
+	// notReturned reports the coupons a refunded order consumed and did
+	// not get back: a Return that came while the coupon was still locked
+	// for the order, before its Confirm, once answered OK with nothing to
+	// return. A template that keeps used coupons (returnable false) shows
+	// the same rows; the repair tells the two apart.
+	notReturned := func() {
+		for i := range cs {
+			if c := &cs[i]; c.consumed {
+				f := base(ClassRefundCouponNotReturned, c.code, c.consume.Discount, "order refunded but coupon %s, consumed at %s (gid %q), was not returned (ledger: %s)",
+					c.code, fmtMicros(c.consume.CreatedAt), c.consume.GID, describeOps(v.entries, c.code))
+				f.GID, f.BranchID = c.consume.GID, c.consume.BranchID
+				if f.UserID == 0 {
+					f.UserID = c.consume.UserID
+				}
+				out = append(out, f)
+			}
+		}
+	}
+	// A refunded order is consistent once its coupon came back.
+	if o != nil && o.Status == OrderRefunded && refundedPay && !openPay {
+		notReturned()
+		return out
 	}
 	orphan := func(c *couponState) {
 		l := &c.locks[0]
@@ -280,6 +299,7 @@ func appendFindings(v *view, out []Finding) []Finding {
 				orphan(c)
 			}
 		}
+		notReturned()
 	default: // PENDING or CANCELLED: not paid
 		if hasCaptured {
 			out = append(out, base(ClassPaymentAmountMismatch, o.CouponCode, captured, "%d captured for an order that is %s", captured, o.Status))

@@ -85,14 +85,14 @@ func TestMatchRules(t *testing.T) {
 		wantPending []string
 	}{
 		{"paid with a coupon", func(b *books) { paidWithCoupon(b, "o1", "C1", at(10, 0, 0)) }, time.Time{}, nil, nil},
-		{"refunded, coupon returned or kept", func(b *books) {
+		{"refunded: coupon returned, or not", func(b *books) {
 			for _, no := range []string{"o1", "o2"} {
 				b.entries = append(b.entries, entry(no, "C"+no, L, 100, "g", at(9, 0, 0)), entry(no, "C"+no, C, 100, "g", at(9, 0, 1)))
 				b.payments = append(b.payments, pay(no, reconcile.PaymentRefunded, 900, at(11, 0, 0)))
 				b.orders = append(b.orders, order(no, reconcile.OrderRefunded, 1000, "C"+no, 100, at(11, 0, 0)))
 			}
 			b.entries = append(b.entries, entry("o1", "Co1", Ret, 100, "refund", at(11, 0, 0)))
-		}, time.Time{}, nil, nil},
+		}, time.Time{}, []key{{reconcile.ClassRefundCouponNotReturned, "o2", "Co2"}}, nil},
 		{"refunded order with its payment still captured", func(b *books) {
 			b.payments = append(b.payments, pay("o1", reconcile.PaymentCaptured, 1000, at(9, 0, 0)))
 			b.orders = append(b.orders, order("o1", reconcile.OrderRefunded, 1000, "", 0, at(11, 0, 0)))

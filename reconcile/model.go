@@ -4,7 +4,8 @@
 // count (hash partitions spilled to disk, each joined in memory), and writes
 // the findings finance reads (discrepancies.jsonl, summary.md, report.html)
 // plus the orders still in flight (pending.jsonl) for the next day's run.
-// Repairs of orphan coupon locks go through the coupon service's own Cancel.
+// Repairs of orphan coupon locks go through the coupon service's own Cancel,
+// and of coupons a refund did not get back through its ReturnCoupon.
 package reconcile
 
 import (
@@ -29,12 +30,15 @@ const (
 	ClassPaymentWithoutOrder = "PAYMENT_WITHOUT_ORDER"
 	// An order is paid but no payment was captured for it.
 	ClassOrderPaidWithoutPayment = "ORDER_PAID_WITHOUT_PAYMENT"
+	// An order was refunded but its consumed coupon was not returned.
+	ClassRefundCouponNotReturned = "REFUND_COUPON_NOT_RETURNED"
 )
 
 // Classes lists every finding class in report order.
 var Classes = []string{
 	ClassCouponUsedOrderNotPaid, ClassOrderPaidCouponNotUsed, ClassDiscountMismatch, ClassPaymentAmountMismatch,
 	ClassCouponUsedTwice, ClassOrphanLock, ClassPaymentWithoutOrder, ClassOrderPaidWithoutPayment,
+	ClassRefundCouponNotReturned,
 }
 
 // OrderStatus is an order's state in the CSV contract.
@@ -176,7 +180,8 @@ type Finding struct {
 	OrderStatus string   `json:"order_status,omitempty"`
 	OrderAmount int64    `json:"order_amount,omitempty"`
 	UserID      int64    `json:"user_id,omitempty"`
-	// GID, BranchID and LockedAt identify an ORPHAN_LOCK's DTM branch.
+	// GID, BranchID and LockedAt identify an ORPHAN_LOCK's DTM branch;
+	// GID and BranchID the consuming branch of a REFUND_COUPON_NOT_RETURNED.
 	GID      string     `json:"gid,omitempty"`
 	BranchID string     `json:"branch_id,omitempty"`
 	LockedAt *time.Time `json:"locked_at,omitempty"`

@@ -3,7 +3,9 @@ package reconcile
 import (
 	"bufio"
 	"context"
+	"crypto/sha256"
 	"database/sql"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -12,8 +14,10 @@ import (
 	"strings"
 	"time"
 
+	"google.golang.org/genproto/googleapis/rpc/errdetails"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/metadata"
+	"google.golang.org/grpc/status"
 
 	"github.com/opencoupon/coupon/internal/dtmquery"
 	couponv1 "github.com/opencoupon/coupon/proto/coupon/v1"
@@ -22,6 +26,7 @@ import (
 // Repair actions and statuses, as recorded in reconcile_repair.
 const (
 	ActionRelease = "RELEASE_COUPON"
+	ActionReturn  = "RETURN_COUPON"
 	ActionManual  = "MANUAL_REVIEW"
 
 	RepairPlanned = "planned" // dry run: what --apply would do
@@ -50,11 +55,38 @@ type DTMQuery interface {
 }
 
 // CouponService is the part of the coupon service a repair uses: the TCC
-// Cancel (the same code path DTM drives, barrier included) and a read.
+// Cancel (the same code path DTM drives, barrier included), the return of
+// a refunded order's coupon (ReturnCoupon, the refund's own path) and a
+// read.
 type CouponService interface {
 	Unlock(ctx context.Context, l Lock) error
+	Return(ctx context.Context, r Refund) error
 	Coupon(ctx context.Context, userID int64, code string) (CouponState, error)
 }
+
+// Refund identifies a coupon a refunded order consumed and did not get
+// back.
+type Refund struct {
+	OrderNo, CouponCode string
+	UserID              int64
+}
+
+// RequestID is the return's idempotency key: reconcile-<order_no>, or a
+// digest of the order number when that would pass the coupon service's 64
+// bytes. Every run asks with the same key, so a return is made once.
+func (r Refund) RequestID() string {
+	if id := "reconcile-" + r.OrderNo; len(id) <= 64 {
+		return id
+	}
+	sum := sha256.Sum256([]byte(r.OrderNo))
+	return "reconcile-" + hex.EncodeToString(sum[:])[:54]
+}
+
+// Coupon service error reasons a return repair acts on.
+const (
+	reasonNotReturnable        = "COUPON_NOT_RETURNABLE"
+	reasonLockedPendingConfirm = "COUPON_LOCKED_PENDING_CONFIRM"
+)
 
 // Lock identifies an orphan lock: the DTM branch that took it and what
 // Cancel needs.
@@ -93,9 +125,11 @@ type RepairItem struct {
 type RepairSummary map[string]int
 
 // Repairer plans and, with Apply, carries out the repairs of one run's
-// findings. Only ORPHAN_LOCKs are ever changed, and only when DTM says
-// their transaction failed, or does not know it and the lock is older than
-// TimeoutToFail + Grace; everything else is marked for manual review.
+// findings. Only ORPHAN_LOCKs and REFUND_COUPON_NOT_RETURNEDs are ever
+// changed: a lock only when DTM says its transaction failed, or does not
+// know it and the lock is older than TimeoutToFail + Grace; a refunded
+// order's coupon only while it is USED by that order. Everything else is
+// marked for manual review.
 type Repairer struct {
 	State   *sql.DB // reconcile_repair; required with Apply
 	DTM     DTMQuery
@@ -174,12 +208,95 @@ func (rp *Repairer) one(ctx context.Context, date string, runID int64, f *Findin
 			return it
 		}
 	}
-	if f.Class != ClassOrphanLock {
+	switch f.Class {
+	case ClassOrphanLock:
+		rp.orphan(ctx, date, runID, f, &it)
+	case ClassRefundCouponNotReturned:
+		rp.notReturned(ctx, date, runID, f, &it)
+	default:
 		it.Status, it.Detail = rp.manual(ctx, date, runID, &it, manualCheck(f))
-		return it
 	}
-	rp.orphan(ctx, date, runID, f, &it)
 	return it
+}
+
+// notReturned gives a refunded order's coupon back through ReturnCoupon,
+// the refund's own path: the coupon service returns it only if it is USED
+// by that order, deciding on the coupon row it holds locked, so a return
+// the refund's message makes meanwhile and this one cannot both happen.
+// The repair asks only for an order the order ledger says is REFUNDED, and
+// only while the coupon reads USED by it; a coupon still LOCKED for the
+// order waits for its Confirm (the next run looks again), and one of a
+// template that keeps used coupons is consistent as it is.
+func (rp *Repairer) notReturned(ctx context.Context, date string, runID int64, f *Finding, it *RepairItem) {
+	if f.UserID == 0 || f.CouponCode == "" || f.OrderStatus != OrderRefunded.String() {
+		it.Status, it.Detail = rp.manual(ctx, date, runID, it, fmt.Sprintf("order %s is %s, coupon %q of user %d: check the order and give the coupon back with ReturnCoupon if it was refunded",
+			f.OrderNo, orMissing(f.OrderStatus), f.CouponCode, f.UserID))
+		return
+	}
+	ref := Refund{OrderNo: f.OrderNo, CouponCode: f.CouponCode, UserID: f.UserID}
+	it.Action = ActionReturn
+	// record ends the item; applied ones resolve the finding.
+	record := func(status, detail string) {
+		it.Status, it.Detail = status, detail
+		if !rp.Apply || status == RepairWait {
+			return
+		}
+		if err := saveRepair(ctx, rp.State, date, runID, it, status, detail, rp.Now()); err != nil {
+			it.Status, it.Detail = RepairFailed, err.Error()
+		}
+	}
+	before, err := rp.Coupons.Coupon(ctx, ref.UserID, ref.CouponCode)
+	if err != nil {
+		it.Status, it.Detail = RepairFailed, fmt.Sprintf("read coupon %s: %v", ref.CouponCode, err)
+		return
+	}
+	switch {
+	case before.Status == couponv1.Coupon_LOCKED.String() && before.OrderNo == ref.OrderNo:
+		record(RepairWait, fmt.Sprintf("coupon %s is still locked by gid %s for the order: its Confirm has not run; the refund's return waits for it, the next run looks again", ref.CouponCode, before.GID))
+		return
+	case before.Status != couponv1.Coupon_USED.String() || before.OrderNo != ref.OrderNo:
+		detail := fmt.Sprintf("coupon is %s (order %q) now, no longer used by this order: nothing to return", before.Status, before.OrderNo)
+		if !rp.Apply {
+			detail = "would record: " + detail
+			record(RepairPlanned, detail)
+			return
+		}
+		record(RepairApplied, detail)
+		return
+	case !rp.Apply:
+		record(RepairPlanned, fmt.Sprintf("would return coupon %s of user %d through ReturnCoupon (request_id %s): the order is REFUNDED and the coupon USED by it", ref.CouponCode, ref.UserID, ref.RequestID()))
+		return
+	}
+	if err := saveRepair(ctx, rp.State, date, runID, it, RepairStarted, "order REFUNDED, coupon USED by it", rp.Now()); err != nil {
+		it.Status, it.Detail = RepairFailed, err.Error()
+		return
+	}
+	rerr := rp.Coupons.Return(ctx, ref)
+	after, err := rp.Coupons.Coupon(ctx, ref.UserID, ref.CouponCode)
+	switch {
+	case err != nil:
+		record(RepairFailed, fmt.Sprintf("read coupon %s after ReturnCoupon (%v): %v", ref.CouponCode, rerr, err))
+	case rerr == nil:
+		record(RepairApplied, fmt.Sprintf("returned through ReturnCoupon (request_id %s), coupon now %s", ref.RequestID(), after.Status))
+	case errorReason(rerr) == reasonLockedPendingConfirm:
+		record(RepairWait, fmt.Sprintf("ReturnCoupon: %v; the next run looks again", rerr))
+	case errorReason(rerr) == reasonNotReturnable && after.Status == couponv1.Coupon_USED.String() && after.OrderNo == ref.OrderNo:
+		record(RepairApplied, fmt.Sprintf("nothing to return, the template keeps used coupons: %v", status.Convert(rerr).Message()))
+	case errorReason(rerr) == reasonNotReturnable:
+		record(RepairApplied, fmt.Sprintf("coupon is %s (order %q) now, no longer used by this order: nothing to return", after.Status, after.OrderNo))
+	default:
+		record(RepairFailed, fmt.Sprintf("ReturnCoupon: %v", rerr))
+	}
+}
+
+// errorReason is the google.rpc.ErrorInfo reason of a gRPC error.
+func errorReason(err error) string {
+	for _, d := range status.Convert(err).Details() {
+		if info, ok := d.(*errdetails.ErrorInfo); ok {
+			return info.GetReason()
+		}
+	}
+	return ""
 }
 
 // manual marks an item for review (recorded only with Apply).
@@ -402,6 +519,16 @@ func (c CouponGRPC) Unlock(ctx context.Context, l Lock) error {
 		"dtm-gid", l.GID, "dtm-branch_id", l.BranchID, "dtm-op", "cancel", "dtm-trans_type", "tcc", "dtm-dtm", c.DTM)
 	_, err := couponv1.NewCouponServiceClient(c.Conn).UnlockCoupon(ctx, &couponv1.CouponBranchRequest{
 		UserId: l.UserID, CouponCode: l.CouponCode, Order: &couponv1.Order{OrderNo: l.OrderNo, UserId: l.UserID, Amount: l.Amount},
+	})
+	return err
+}
+
+// Return runs ReturnCoupon without barrier metadata (the repair is no DTM
+// branch): a coupon that cannot come back is refused with its reason.
+func (c CouponGRPC) Return(ctx context.Context, r Refund) error {
+	_, err := couponv1.NewCouponServiceClient(c.Conn).ReturnCoupon(c.ctx(ctx), &couponv1.ReturnCouponRequest{
+		RequestId: r.RequestID(), UserId: r.UserID, CouponCode: r.CouponCode, OrderNo: r.OrderNo,
+		Reason: "reconcile: order refunded without its coupon",
 	})
 	return err
 }

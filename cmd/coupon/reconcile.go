@@ -310,7 +310,7 @@ func runReconcile(ctx context.Context, f runFlags, stdout io.Writer) (*reconcile
 		defer conn.Close()
 		job.Repair = rp
 		if !f.apply {
-			fmt.Fprintln(stdout, "repair dry run (add --apply to carry out the RELEASE_COUPON lines and record them):")
+			fmt.Fprintln(stdout, "repair dry run (add --apply to carry out the RELEASE_COUPON and RETURN_COUPON lines and record them):")
 		}
 	}
 	res, err := job.Run(ctx)

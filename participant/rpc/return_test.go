@@ -49,7 +49,6 @@ func newGate(t *testing.T, target string) *gate {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = conn.Close() })
-	//lint:ignore SA1019 the pass-through needs the raw bytes of any method
 	srv := grpc.NewServer(grpc.ForceServerCodec(rawCodec{}), grpc.UnknownServiceHandler(func(_ any, stream grpc.ServerStream) error {
 		method, _ := grpc.MethodFromServerStream(stream)
 		var in []byte

@@ -1,6 +1,6 @@
 // Package gen generates reconciliation datasets in the CSV contract: a day
 // of consistent orders (paid with and without coupons, cancelled, refunded
-// with and without the coupon returned, saga-style lock+consume), and, on
+// with the coupon returned, saga-style lock+consume), and, on
 // request, one or more of every finding class, orders in flight inside the
 // grace window and records outside the day, with the findings and pending
 // orders a correct reconciliation must report. Tests and `coupon bench
@@ -298,14 +298,12 @@ func (g *writer) noise() {
 			g.writeEntry(o, o.coupon, "RELEASE", o.discount, gidOf(o), o.at.Add(15*ms))
 			o.status, o.discount, o.at = "CANCELLED", 0, o.at.Add(20*ms)
 			g.writeOrder(o)
-		case 8: // refunded, coupon returned (or not, every other one)
+		case 8: // refunded, coupon returned (a refund that keeps it is REFUND_COUPON_NOT_RETURNED)
 			o := g.newOrder("O", true)
 			gid := gidOf(o)
 			g.writeEntry(o, o.coupon, "LOCK", o.discount, gid, o.at)
 			g.writeEntry(o, o.coupon, "CONSUME", o.discount, gid, o.at.Add(10*ms))
-			if i%20 == 8 {
-				g.writeEntry(o, o.coupon, "RETURN", o.discount, "refund-"+o.no, o.at.Add(time.Minute))
-			}
+			g.writeEntry(o, o.coupon, "RETURN", o.discount, "refund-"+o.no, o.at.Add(time.Minute))
 			g.writePayment(o, "REFUNDED", o.amount-o.discount, o.at.Add(time.Minute))
 			o.status, o.at = "REFUNDED", o.at.Add(time.Minute+ms)
 			g.writeOrder(o)
@@ -419,6 +417,16 @@ func (g *writer) inject(k int) {
 	o2.status, o2.at = "PAID", o.at.Add(ms)
 	g.writeOrder(o2)
 	g.want(reconcile.ClassOrderPaidWithoutPayment, o, "")
+
+	// Refunded, payment refunded, but the coupon was never returned.
+	o = g.newOrder(p+"notreturned", true)
+	g.writeEntry(o, o.coupon, "LOCK", o.discount, gidOf(o), o.at)
+	g.writeEntry(o, o.coupon, "CONSUME", o.discount, gidOf(o), o.at.Add(ms))
+	g.writePayment(o, "REFUNDED", o.amount-o.discount, o.at.Add(2*ms))
+	o2 = o
+	o2.status, o2.at = "REFUNDED", o.at.Add(3*ms)
+	g.writeOrder(o2)
+	g.want(reconcile.ClassRefundCouponNotReturned, o, o.coupon)
 
 	// In flight inside the grace window: a lock with nothing else yet, and
 	// a paid order whose records are all recent. Pending, not findings.
