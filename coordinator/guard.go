@@ -44,6 +44,7 @@ const (
 	ReasonTransTypeMismatch  = "TRANS_TYPE_MISMATCH"
 	ReasonMissingGID         = "MISSING_GID"
 	ReasonBadRequest         = "BAD_REQUEST"
+	ReasonTransNotFound      = "TRANS_NOT_FOUND"
 )
 
 // errorDomain is the google.rpc.ErrorInfo domain of the refusals.
@@ -64,7 +65,7 @@ func (r *refusal) Error() string { return r.msg }
 
 func (r *refusal) httpStatus() int {
 	switch r.code {
-	case codes.Unimplemented:
+	case codes.Unimplemented, codes.NotFound:
 		return http.StatusNotFound
 	case codes.InvalidArgument:
 		return http.StatusBadRequest
@@ -90,7 +91,8 @@ func refuseType(transType string) *refusal {
 // request's label (reqType only has to agree with it):
 //
 //   - unknown gid: a saga or msg Submit creates the transaction (DTM's
-//     svcSubmit takes it); a TCC must have been prepared (FAILURE).
+//     svcSubmit takes it); a TCC must have been prepared (NotFound; DTM
+//     would record an empty TCC as succeed).
 //   - prepared TCC: moved to submitted if it still is, then confirmed from
 //     its stored branches. DTM's svcSubmit would confirm the branches the
 //     request lists — none, for TCC — if another Submit moved it first.
@@ -116,7 +118,10 @@ func guardSubmit(ctx context.Context, gid, reqType string) (r any, pass bool) {
 			case !servedTypes[reqType]:
 				return refuseType(reqType), false
 			case reqType == "tcc":
-				return fmt.Errorf("no tcc transaction %s was prepared. %w", gid, dtmcli.ErrFailure), false
+				// Not FAILURE: a Redis store forgets finished transactions,
+				// and this one may have committed long ago.
+				return &refusal{codes.NotFound, ReasonTransNotFound,
+					fmt.Sprintf("no tcc transaction %s is known: a tcc is prepared before it is submitted", gid)}, false
 			}
 			return nil, true
 		}

@@ -163,7 +163,11 @@ func TestEverySubmitRouteIsGuarded(t *testing.T) {
 	if testing.Short() {
 		t.Skip("starts a DTM coordinator")
 	}
-	coord := dtmtest.Start(t)
+	t.Run("mysql store", func(t *testing.T) { submitRoutes(t, dtmtest.Start(t)) })
+	t.Run("redis store", func(t *testing.T) { submitRoutes(t, dtmtest.Start(t, dtmtest.RedisStore())) })
+}
+
+func submitRoutes(t *testing.T, coord *dtmtest.Coordinator) {
 	b := newBranch(t)
 	b.failConfirm.Store(true)
 	run := testenv.Unique(t)
@@ -231,7 +235,7 @@ func TestEverySubmitRouteIsGuarded(t *testing.T) {
 		})
 	}
 
-	t.Run("grpc routes not used", func(t *testing.T) {
+	t.Run("grpc refusals", func(t *testing.T) {
 		_, err := dtm.PrepareWorkflow(ctxT(t), &dtmgpb.DtmRequest{Gid: run + "-wf", TransType: "workflow"})
 		if status.Code(err) != codes.Unimplemented {
 			t.Errorf("PrepareWorkflow = %v; want Unimplemented", err)
@@ -239,6 +243,10 @@ func TestEverySubmitRouteIsGuarded(t *testing.T) {
 		_, err = dtm.Subscribe(ctxT(t), &dtmgpb.DtmTopicRequest{Topic: "t", URL: "http://127.0.0.1:1/x"})
 		if status.Code(err) != codes.Unimplemented {
 			t.Errorf("Subscribe = %v; want Unimplemented", err)
+		}
+		_, err = dtm.Submit(ctxT(t), &dtmgpb.DtmRequest{Gid: run + "-never-prepared", TransType: "tcc"})
+		if status.Code(err) != codes.NotFound || grpcReason(err) != "TRANS_NOT_FOUND" {
+			t.Errorf("Submit of a tcc never prepared = %v; want NotFound TRANS_NOT_FOUND", err)
 		}
 		_, err = dtm.Prepare(ctxT(t), &dtmgpb.DtmRequest{Gid: run + "-xa", TransType: "xa"})
 		if status.Code(err) != codes.InvalidArgument || grpcReason(err) != "TRANS_TYPE_NOT_SERVED" {
@@ -305,7 +313,12 @@ func TestCoordinatorRedactsCredentials(t *testing.T) {
 		t.Skip("starts a DTM coordinator")
 	}
 	t.Setenv("LOG_LEVEL", "DEBUG") // DTM's logger, in the child process
-	coord := dtmtest.Start(t, dtmtest.Set("log.level", "debug"))
+	debug := dtmtest.Set("log.level", "debug")
+	t.Run("mysql store", func(t *testing.T) { redacts(t, dtmtest.Start(t, debug)) })
+	t.Run("redis store", func(t *testing.T) { redacts(t, dtmtest.Start(t, debug, dtmtest.RedisStore())) })
+}
+
+func redacts(t *testing.T, coord *dtmtest.Coordinator) {
 	b := newBranch(t)
 	run := testenv.Unique(t)
 	gid := run + "-tcc"
