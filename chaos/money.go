@@ -47,7 +47,10 @@ func resubmitEveryRoute(ctx context.Context, r *run) error {
 			if err != nil {
 				return err
 			}
-			t := newTCC(ctx, r.s.coordGRPC[1], r.prefix+"rs-"+route+"-"+o.orderNo, o)
+			t, err := newTCC(ctx, r.s.coordGRPC[1], r.prefix+"rs-"+route+"-"+o.orderNo, o)
+			if err != nil {
+				return err
+			}
 			rec := &txnRec{GID: t.Gid, OrderNo: o.orderNo, UserID: o.user, Coupon: o.code, Amount: o.amount, Payment: true,
 				Note: "resubmitted over " + route}
 			if err := t.prepare(ctx); err != nil {
@@ -169,7 +172,10 @@ func janitorDuringRetry(ctx context.Context, r *run) error {
 	if err != nil {
 		return err
 	}
-	t := newTCC(ctx, r.s.coordGRPC[1], r.prefix+"jf-"+o.orderNo, o)
+	t, err := newTCC(ctx, r.s.coordGRPC[1], r.prefix+"jf-"+o.orderNo, o)
+	if err != nil {
+		return err
+	}
 	rec := &txnRec{GID: t.Gid, OrderNo: o.orderNo, UserID: o.user, Coupon: o.code, Amount: o.amount, Payment: true, Note: "proves the janitor runs"}
 	if err := t.prepare(ctx); err != nil {
 		return fmt.Errorf("prepare %s: %w", t.Gid, err)
@@ -207,7 +213,10 @@ func janitorDuringRetry(ctx context.Context, r *run) error {
 		if err != nil {
 			return err
 		}
-		t := newTCC(ctx, r.s.coordGRPC[1], r.prefix+"j-"+o.orderNo, o)
+		t, err := newTCC(ctx, r.s.coordGRPC[1], r.prefix+"j-"+o.orderNo, o)
+		if err != nil {
+			return err
+		}
 		rec := &txnRec{GID: t.Gid, OrderNo: o.orderNo, UserID: o.user, Coupon: o.code, Amount: o.amount, Payment: true, Note: "Cancel held back"}
 		if err := t.prepare(ctx); err != nil {
 			return fmt.Errorf("prepare %s: %w", t.Gid, err)
@@ -328,7 +337,10 @@ func refundBeforeConfirm(ctx context.Context, r *run) error {
 		if err := r.s.insertOrder(ctx, o, gid); err != nil {
 			return err
 		}
-		t := newTCC(ctx, r.s.coordGRPC[1], gid, o)
+		t, err := newTCC(ctx, r.s.coordGRPC[1], gid, o)
+		if err != nil {
+			return err
+		}
 		if err := t.prepare(ctx); err != nil {
 			return fmt.Errorf("prepare %s: %w", t.Gid, err)
 		}

@@ -318,7 +318,10 @@ func (r *run) oneDirect(ctx context.Context, rng *rand.Rand, dtm, phase2 string,
 	if err != nil {
 		return err
 	}
-	t := newTCC(ctx, dtm, r.prefix+"g-"+o.orderNo, o)
+	t, err := newTCC(ctx, dtm, r.prefix+"g-"+o.orderNo, o)
+	if err != nil {
+		return err
+	}
 	rec := &txnRec{GID: t.Gid, OrderNo: o.orderNo, UserID: o.user, Coupon: o.code, Amount: o.amount, Payment: true}
 	if err := t.prepare(ctx); err != nil {
 		if out, _ := classify(err); out != unknown {
@@ -363,7 +366,10 @@ func killCouponDuringConfirm(ctx context.Context, r *run) error {
 		if err != nil {
 			return err
 		}
-		t := newTCC(ctx, r.s.coordGRPC[1], r.prefix+"g-"+o.orderNo, o)
+		t, err := newTCC(ctx, r.s.coordGRPC[1], r.prefix+"g-"+o.orderNo, o)
+		if err != nil {
+			return err
+		}
 		rec := &txnRec{GID: t.Gid, OrderNo: o.orderNo, UserID: o.user, Coupon: o.code, Amount: o.amount, Payment: true, Want: "commit"}
 		if err := t.prepare(ctx); err != nil {
 			return fmt.Errorf("prepare %s: %w", t.Gid, err)
@@ -627,7 +633,11 @@ func twoTransactionsOneOrder(ctx context.Context, r *run) error {
 			return err
 		}
 		dtm := r.s.coordGRPC[1]
-		t1, t2 := newTCC(ctx, dtm, r.prefix+"t1-"+o.orderNo, o), newTCC(ctx, dtm, r.prefix+"t2-"+o.orderNo, o)
+		t1, err1 := newTCC(ctx, dtm, r.prefix+"t1-"+o.orderNo, o)
+		t2, err2 := newTCC(ctx, dtm, r.prefix+"t2-"+o.orderNo, o)
+		if err := errors.Join(err1, err2); err != nil {
+			return err
+		}
 		for _, t := range []*tcc{t1, t2} {
 			if err := t.prepare(ctx); err != nil {
 				return fmt.Errorf("prepare %s: %w", t.Gid, err)
@@ -671,7 +681,7 @@ func twoTransactionsOneOrder(ctx context.Context, r *run) error {
 		}
 		// T1 holds only the coupon; T2 enlists coupon and payment; the
 		// order service gives T1 up, then commits T2.
-		_, err1 := enlist(t1)
+		_, err1 = enlist(t1)
 		r.rec.tried(err1)
 		resp2, err2 := enlist(t2)
 		r.rec.tried(err2)
@@ -705,7 +715,10 @@ func submitRetry(ctx context.Context, r *run) error {
 				return err
 			}
 			// Through the client-dtm proxy to coordinator A.
-			t := newTCC(ctx, r.s.proxyAddr[proxyClientDTM], r.prefix+"r-"+o.orderNo, o)
+			t, err := newTCC(ctx, r.s.proxyAddr[proxyClientDTM], r.prefix+"r-"+o.orderNo, o)
+			if err != nil {
+				return err
+			}
 			rec := &txnRec{GID: t.Gid, OrderNo: o.orderNo, UserID: o.user, Coupon: o.code, Amount: o.amount, Payment: true, Note: lost}
 			if err := t.prepare(ctx); err != nil {
 				return fmt.Errorf("prepare %s: %w", t.Gid, err)

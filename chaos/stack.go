@@ -423,8 +423,9 @@ cache:
   template_refresh: 200ms
 risk:
   max_daily_uses: 20
-# The stack's own coordinator, for the barrier janitor (never a local
-# stack's on the default port).
+# Asked whether a Saga is aborting before its compensation is served on a
+# branch credential (and by the barrier janitor); both coordinators share
+# one store.
 dtm:
   http_addr: %s
 auth:
@@ -445,8 +446,8 @@ auth:
       branch_keys:
         - id: %s
           secret: %s
-`, s.couponGRPC, s.couponOps, s.mysqlPort, dbMain, dsns.String(), tables, s.proxyAddr[proxyRedis], keyPrefix, s.coordHTTP[0],
-		tokenHash(tokenAlice), tokenHash(tokenBob), tokenHash(tokenApp), tokenHash(tokenShop), shopBranchKey.ID, shopBranchKey.Secret)
+`, s.couponGRPC, s.couponOps, s.mysqlPort, dbMain, dsns.String(), tables, s.proxyAddr[proxyRedis], keyPrefix,
+		s.coordHTTP[0], tokenHash(tokenAlice), tokenHash(tokenBob), tokenHash(tokenApp), tokenHash(tokenShop), shopBranchKey.ID, shopBranchKey.Secret)
 	s.couponConfigFile = filepath.Join(s.Dir, "coupon.yaml")
 	if err := os.WriteFile(s.couponConfigFile, []byte(cfg), 0o644); err != nil {
 		return err

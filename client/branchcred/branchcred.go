@@ -140,19 +140,9 @@ var (
 // returns its claims. It checks neither the gid nor the coupons: the
 // caller compares them with the call.
 func Verify(value string, lookup func(keyID string) (secret string, ok bool), now time.Time) (Claims, error) {
-	ver, rest, ok := strings.Cut(strings.TrimSpace(value), ".")
-	if !ok || ver != version {
-		return Claims{}, fmt.Errorf("%w: want %s.PAYLOAD.SIGNATURE", ErrMalformed, version)
-	}
-	p, s, ok := strings.Cut(rest, ".")
-	if !ok {
-		return Claims{}, fmt.Errorf("%w: no signature", ErrMalformed)
-	}
-	payload, err1 := base64.RawURLEncoding.DecodeString(p)
-	sig, err2 := base64.RawURLEncoding.DecodeString(s)
-	var c Claims
-	if err1 != nil || err2 != nil || json.Unmarshal(payload, &c) != nil {
-		return Claims{}, fmt.Errorf("%w: bad encoding", ErrMalformed)
+	c, p, sig, err := decode(value)
+	if err != nil {
+		return Claims{}, err
 	}
 	secret, ok := lookup(c.KeyID)
 	if !ok {
@@ -161,12 +151,36 @@ func Verify(value string, lookup func(keyID string) (secret string, ok bool), no
 	if !hmac.Equal(sig, mac(secret, p)) {
 		return Claims{}, ErrSignature
 	}
-	c.Expires = time.Unix(c.Exp, 0)
 	if !now.Before(c.Expires) {
 		return Claims{}, fmt.Errorf("%w at %s", ErrExpired, c.Expires.UTC().Format(time.RFC3339))
 	}
-	if c.Caller == "" || c.GID == "" || len(c.Orders) == 0 {
-		return Claims{}, fmt.Errorf("%w: caller, gid and coupons are required", ErrMalformed)
-	}
 	return c, nil
+}
+
+// Peek returns what value claims without checking its signature or expiry:
+// for the signer's own checks (coupontcc.Enlist), never to trust a caller.
+func Peek(value string) (Claims, error) {
+	c, _, _, err := decode(value)
+	return c, err
+}
+
+func decode(value string) (c Claims, payload string, sig []byte, err error) {
+	ver, rest, ok := strings.Cut(strings.TrimSpace(value), ".")
+	if !ok || ver != version {
+		return Claims{}, "", nil, fmt.Errorf("%w: want %s.PAYLOAD.SIGNATURE", ErrMalformed, version)
+	}
+	p, s, ok := strings.Cut(rest, ".")
+	if !ok {
+		return Claims{}, "", nil, fmt.Errorf("%w: no signature", ErrMalformed)
+	}
+	raw, err1 := base64.RawURLEncoding.DecodeString(p)
+	sig, err2 := base64.RawURLEncoding.DecodeString(s)
+	if err1 != nil || err2 != nil || json.Unmarshal(raw, &c) != nil {
+		return Claims{}, "", nil, fmt.Errorf("%w: bad encoding", ErrMalformed)
+	}
+	if c.Caller == "" || c.GID == "" || len(c.Orders) == 0 {
+		return Claims{}, "", nil, fmt.Errorf("%w: caller, gid and coupons are required", ErrMalformed)
+	}
+	c.Expires = time.Unix(c.Exp, 0)
+	return c, p, sig, nil
 }

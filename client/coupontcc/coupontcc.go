@@ -7,6 +7,7 @@ package coupontcc
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"time"
 
@@ -37,6 +38,9 @@ import (
 // tells its reason. The caller returns any error from its TCC function so DTM
 // rolls the transaction back.
 //
+// A request its branch headers' credential does not cover is refused here
+// too, with ErrNotCovered, before the branch is registered.
+//
 // A request the coupon service would refuse for its shape (no user, a
 // malformed code, a missing or malformed order) is refused here, before the
 // branch is registered, with an error wrapping *shape.FieldError: DTM never
@@ -46,6 +50,9 @@ import (
 // concurrently on one tcc.
 func Enlist(ctx context.Context, tcc *dtmgrpc.TccGrpc, couponTarget string, req *couponv1.CouponBranchRequest) (*couponv1.CouponBranchResponse, error) {
 	if err := Check(req); err != nil {
+		return nil, fmt.Errorf("enlist coupon: %w", err)
+	}
+	if err := covered(tcc, req); err != nil {
 		return nil, fmt.Errorf("enlist coupon: %w", err)
 	}
 	// CallBranch runs the Try under tcc.Context, which the caller set up for
@@ -64,6 +71,29 @@ func Enlist(ctx context.Context, tcc *dtmgrpc.TccGrpc, couponTarget string, req 
 		return nil, fmt.Errorf("lock coupon %s: %w", req.GetCouponCode(), err)
 	}
 	return resp, nil
+}
+
+// ErrNotCovered is returned by Enlist, before the branch is registered, when
+// the transaction's branch credential does not name the request's gid,
+// coupon and order: the coupon service would refuse DTM's Confirm and Cancel
+// of the branch, and DTM would retry them without end.
+var ErrNotCovered = errors.New("the branch headers' credential does not cover this coupon")
+
+// covered checks the branch credential in tcc's branch headers, if any,
+// against req.
+func covered(tcc *dtmgrpc.TccGrpc, req *couponv1.CouponBranchRequest) error {
+	v, ok := tcc.BranchHeaders[branchcred.Header]
+	if !ok {
+		return nil
+	}
+	c, err := branchcred.Peek(v)
+	if err != nil {
+		return fmt.Errorf("%w: %w", ErrNotCovered, err)
+	}
+	if c.GID != tcc.Gid || !c.Covers(req.GetCouponCode(), req.GetOrder().GetOrderNo()) {
+		return fmt.Errorf("%w: it names gid %s and %v, not coupon %s of order %s in %s", ErrNotCovered, c.GID, c.Orders, req.GetCouponCode(), req.GetOrder().GetOrderNo(), tcc.Gid)
+	}
+	return nil
 }
 
 // Signer signs the branch credentials of one order service (see package

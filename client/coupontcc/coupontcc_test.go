@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 	"testing"
 
 	"github.com/dtm-labs/client/dtmgrpc"
@@ -11,6 +12,7 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
+	"github.com/opencoupon/coupon/client/branchcred"
 	"github.com/opencoupon/coupon/client/coupontcc"
 	"github.com/opencoupon/coupon/participant/shape"
 	couponv1 "github.com/opencoupon/coupon/proto/coupon/v1"
@@ -80,6 +82,33 @@ func TestEnlistRejectsIncompleteRequests(t *testing.T) {
 		var fe *shape.FieldError
 		if !errors.As(err, &fe) || fe.Field != tc.field {
 			t.Errorf("Enlist(%v) = %v; want a *shape.FieldError for %s", tc.req, err, tc.field)
+		}
+	}
+}
+
+// TestEnlistRefusesUncoveredCoupon: a coupon the branch credential does not
+// name is refused before DTM holds its branch, whose Confirm and Cancel the
+// coupon service would refuse for ever.
+func TestEnlistRefusesUncoveredCoupon(t *testing.T) {
+	const code = "0AKXPNRD80400DDQ"
+	signer := coupontcc.Signer{Caller: "shop", Key: branchcred.Key{ID: "k1", Secret: strings.Repeat("s", branchcred.MinSecret)}}
+	req := &couponv1.CouponBranchRequest{UserId: 1, CouponCode: code, Order: &couponv1.Order{OrderNo: "o-1", UserId: 1, Amount: 6000, Currency: "CNY"}}
+	other := &couponv1.CouponBranchRequest{UserId: 1, CouponCode: code, Order: &couponv1.Order{OrderNo: "o-2", UserId: 1, Amount: 6000, Currency: "CNY"}}
+	for name, tc := range map[string]struct {
+		gid, signedGID string
+		signed         *couponv1.CouponBranchRequest
+	}{
+		"another order":       {"g-1", "g-1", other},
+		"another transaction": {"g-1", "g-2", req},
+	} {
+		h, err := coupontcc.BranchHeaders(signer, tc.signedGID, coupontcc.OrderOf(tc.signed))
+		if err != nil {
+			t.Fatal(err)
+		}
+		tcc := &dtmgrpc.TccGrpc{}
+		tcc.Gid, tcc.BranchHeaders = tc.gid, h
+		if _, err := coupontcc.Enlist(context.Background(), tcc, "127.0.0.1:1", req); !errors.Is(err, coupontcc.ErrNotCovered) {
+			t.Errorf("%s: Enlist = %v, want ErrNotCovered", name, err)
 		}
 	}
 }

@@ -146,7 +146,7 @@ func loadConfig(file string) (app.Config, string, error) {
 			ClientCAFile:      v.GetString("grpc.tls.client_ca_file"),
 			RequireClientCert: v.GetBool("grpc.tls.require_client_cert"),
 		},
-		Auth: auth.Config{Enabled: v.GetBool("auth.enabled"), Callers: callers},
+		Auth: auth.Config{Enabled: v.GetBool("auth.enabled"), Callers: callers, Coordinator: v.GetString("dtm.http_addr")},
 		RateLimit: app.RateLimit{
 			PerCaller: v.GetFloat64("ratelimit.per_caller_rps"), Burst: v.GetInt("ratelimit.burst"),
 			Limits: limits,

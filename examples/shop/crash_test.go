@@ -2,6 +2,7 @@ package shop_test
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"net/http"
 	"os"
@@ -13,6 +14,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/opencoupon/coupon/client/branchcred"
 	shopv1 "github.com/opencoupon/coupon/examples/shop/proto/shop/v1"
 	"github.com/opencoupon/coupon/internal/coupontest"
 	"github.com/opencoupon/coupon/internal/dtmtest"
@@ -44,7 +46,7 @@ func TestRefundSurvivesShopCrash(t *testing.T) {
 	addr := unreachable(t)
 	env := []string{
 		"COUPON_SHOP_GRPC_ADDR=" + addr, "COUPON_SHOP_GRPC_ADVERTISE=" + addr, "COUPON_SHOP_PAYMENT_TARGET=" + addr,
-		"COUPON_SHOP_COUPON_TARGET=" + coupons.Addr, "COUPON_SHOP_COUPON_TOKEN=" + coupontest.TokenShop, "COUPON_SHOP_DTM_HTTP=" + dtm.HTTPAddr,
+		"COUPON_SHOP_COUPON_TARGET=" + coupons.Addr, "COUPON_SHOP_COUPON_TOKEN=" + coupontest.TokenShop, "COUPON_SHOP_COUPON_BRANCH_KEYS=" + branchKeysJSON(t), "COUPON_SHOP_DTM_HTTP=" + dtm.HTTPAddr,
 		"COUPON_SHOP_ORDER_DSN=" + e.OrderDSN, "COUPON_SHOP_PAYMENT_DSN=" + e.PaymentDSN, "COUPON_SHOP_DB_MAX_CONNS=4",
 		"COUPON_SHOP_ORDER_TIMEOUT=8s", "COUPON_SHOP_ORDER_SWEEP_INTERVAL=0", "COUPON_SHOP_BARRIER_INTERVAL=0", "COUPON_SHOP_LOG_LEVEL=warn", "LOG_LEVEL=WARN",
 	}
@@ -217,3 +219,14 @@ func shopBinary(tb testing.TB) string {
 	return shopBuild.path
 }
 
+
+// branchKeysJSON is the development shop's branch key as the shop reads it
+// from the environment.
+func branchKeysJSON(t *testing.T) string {
+	t.Helper()
+	b, err := json.Marshal([]branchcred.Key{coupontest.Signer().Key})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return string(b)
+}

@@ -23,6 +23,7 @@ import (
 	"google.golang.org/grpc/peer"
 
 	"github.com/opencoupon/coupon/client/branchcred"
+	"github.com/opencoupon/coupon/internal/dtmquery"
 	"github.com/opencoupon/coupon/participant"
 	"github.com/opencoupon/coupon/participant/rpc"
 	couponv1 "github.com/opencoupon/coupon/proto/coupon/v1"
@@ -56,6 +57,18 @@ type Config struct {
 	Callers []Caller
 	// Now is the clock branch credentials expire by; time.Now if nil.
 	Now func() time.Time
+	// Coordinator is DTM's HTTP address (dtm.http_addr). With it, a Saga
+	// compensation on a branch credential is served only while DTM is
+	// compensating that Saga (status aborting): a copy of a succeeded
+	// Saga's credential cannot give its coupon back. Empty: not checked.
+	Coordinator string
+	// Transactions answers for Coordinator when set (tests).
+	Transactions Transactions
+}
+
+// Transactions tells a DTM global transaction's status (dtmquery.Client).
+type Transactions interface {
+	Status(ctx context.Context, gid string) (status string, known bool, err error)
 }
 
 // Authenticator knows the configured callers.
@@ -66,6 +79,7 @@ type Authenticator struct {
 	bySubject map[string]*Caller
 	byKey     map[string]branchKey // key id → its caller and secret
 	now       func() time.Time
+	txns      Transactions // nil: compensations are not checked
 	log       *slog.Logger
 }
 
@@ -79,6 +93,10 @@ func New(cfg Config, log *slog.Logger) (*Authenticator, error) {
 	a := &Authenticator{enabled: cfg.Enabled, byToken: map[string]*Caller{}, bySubject: map[string]*Caller{}, byKey: map[string]branchKey{}, now: cfg.Now, log: log}
 	if a.now == nil {
 		a.now = time.Now
+	}
+	a.txns = cfg.Transactions
+	if a.txns == nil && cfg.Coordinator != "" {
+		a.txns = dtmquery.Client{Addr: cfg.Coordinator}
 	}
 	for i := range cfg.Callers {
 		c := cfg.Callers[i]
@@ -213,7 +231,7 @@ func (a *Authenticator) check(ctx context.Context, method string, req any) (cont
 	var err error
 	md, _ := metadata.FromIncomingContext(ctx)
 	if len(md.Get(Header)) == 0 && len(md.Get(branchcred.Header)) > 0 {
-		c, err = a.branch(md, method, req)
+		c, err = a.branch(ctx, md, method, req)
 	} else {
 		c, err = a.Authenticate(ctx)
 		if err == nil {
@@ -237,7 +255,7 @@ const DTMGID = "dtm-gid"
 // Unauthenticated: it is another transaction's credential), to a method DTM
 // calls that the caller's roles allow, for a coupon and order the credential
 // names (else PermissionDenied).
-func (a *Authenticator) branch(md metadata.MD, method string, req any) (*Caller, error) {
+func (a *Authenticator) branch(ctx context.Context, md metadata.MD, method string, req any) (*Caller, error) {
 	v := md.Get(branchcred.Header)
 	if len(v) > 1 {
 		return nil, branchRefusal(participant.EUNAUTHENTICATED, "MULTIPLE", "more than one branch credential")
@@ -267,6 +285,17 @@ func (a *Authenticator) branch(md metadata.MD, method string, req any) (*Caller,
 	if !ok || !claims.Covers(code, orderNo) {
 		return nil, branchRefusal(participant.EPERMISSION, "OTHER_COUPON", "the branch credential of transaction %s does not name coupon %q for order %q", claims.GID, code, orderNo)
 	}
+	if method == couponv1.CouponService_UseCouponRevert_FullMethodName && a.txns != nil {
+		// The barrier lets a compensation through once after its action
+		// succeeded; DTM sends one only while the Saga is aborting.
+		status, known, err := a.txns.Status(ctx, claims.GID)
+		if err != nil {
+			return nil, participant.Unavailable("ask the coordinator about "+claims.GID, err)
+		}
+		if !known || status != dtmquery.Aborting {
+			return nil, branchRefusal(participant.EPERMISSION, "NOT_ABORTING", "transaction %s is %q, not aborting: DTM sends no compensation", claims.GID, status)
+		}
+	}
 	return c, nil
 }
 
@@ -289,7 +318,7 @@ func couponOf(req any) (code, orderNo string, ok bool) {
 
 // branchRefusal is a refusal of a branch credential; its ErrorInfo
 // metadata says credential=branch and why (MULTIPLE, INVALID, EXPIRED,
-// OTHER_GID, METHOD, OTHER_COUPON).
+// OTHER_GID, METHOD, OTHER_COUPON, NOT_ABORTING).
 func branchRefusal(code participant.Code, why, format string, args ...any) *participant.Error {
 	e := refuse(code, format, args...)
 	e.Metadata = map[string]string{"credential": "branch", "why": why}

@@ -5,10 +5,13 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"crypto/x509/pkix"
+	"encoding/base64"
 	"io"
 	"log/slog"
 	"slices"
+	"strings"
 	"testing"
+	"time"
 
 	"google.golang.org/genproto/googleapis/rpc/errdetails"
 	"google.golang.org/grpc"
@@ -18,6 +21,7 @@ import (
 	"google.golang.org/grpc/peer"
 	"google.golang.org/grpc/status"
 
+	"github.com/opencoupon/coupon/client/branchcred"
 	"github.com/opencoupon/coupon/internal/auth"
 	"github.com/opencoupon/coupon/participant"
 	couponv1 "github.com/opencoupon/coupon/proto/coupon/v1"
@@ -192,6 +196,160 @@ func TestEveryServiceMethodHasARole(t *testing.T) {
 			full := "/" + sd.ServiceName + "/" + m.MethodName
 			if !auth.Allowed([]string{auth.RoleAdmin, auth.RoleApp, auth.RoleOrder}, full) {
 				t.Errorf("%s: no role may call it", full)
+			}
+		}
+	}
+}
+
+// TestBranchCredential checks each condition a branch credential must meet,
+// and the why each refusal names.
+func TestBranchCredential(t *testing.T) {
+	now := time.Date(2026, 12, 7, 3, 0, 0, 0, time.UTC)
+	a := mustNew(t, auth.Config{Enabled: true, Callers: auth.DevCallers(), Now: func() time.Time { return now }})
+	mine := branchcred.Order{CouponCode: "C1", OrderNo: "o-1"}
+	sign := func(key branchcred.Key, caller, gid string, exp time.Time) string {
+		v, err := branchcred.Sign(key, caller, gid, exp, mine)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return v
+	}
+	good := sign(auth.DevBranchKey, "shop", "g-1", now.Add(time.Hour))
+	branchReq := func(code, orderNo string) *couponv1.CouponBranchRequest {
+		return &couponv1.CouponBranchRequest{UserId: 1, CouponCode: code, Order: &couponv1.Order{OrderNo: orderNo}}
+	}
+	forged := auth.DevBranchKey
+	forged.Secret = strings.Repeat("x", branchcred.MinSecret)
+	tests := []struct {
+		name   string
+		method string
+		req    any
+		md     []string
+		code   codes.Code
+		why    string
+	}{
+		{"confirm", couponv1.CouponService_ConsumeCoupon_FullMethodName, branchReq("C1", "o-1"), []string{branchcred.Header, good, "dtm-gid", "g-1"}, codes.OK, ""},
+		{"saga compensation", couponv1.CouponService_UseCouponRevert_FullMethodName, branchReq("C1", "o-1"), []string{branchcred.Header, good, "dtm-gid", "g-1"}, codes.OK, ""},
+		{"return", couponv1.CouponService_ReturnCoupon_FullMethodName, &couponv1.ReturnCouponRequest{CouponCode: "C1", OrderNo: "o-1"}, []string{branchcred.Header, good, "dtm-gid", "g-1"}, codes.OK, ""},
+		{"try", couponv1.CouponService_LockCoupon_FullMethodName, branchReq("C1", "o-1"), []string{branchcred.Header, good, "dtm-gid", "g-1"}, codes.PermissionDenied, "METHOD"},
+		{"user-side call", couponv1.CouponService_GetCoupon_FullMethodName, &couponv1.GetCouponRequest{UserId: 1, CouponCode: "C1"}, []string{branchcred.Header, good, "dtm-gid", "g-1"}, codes.PermissionDenied, "METHOD"},
+		{"admin call", couponv1.AdminService_ListCampaigns_FullMethodName, &couponv1.ListCampaignsRequest{}, []string{branchcred.Header, good, "dtm-gid", "g-1"}, codes.PermissionDenied, "METHOD"},
+		{"another gid", couponv1.CouponService_ConsumeCoupon_FullMethodName, branchReq("C1", "o-1"), []string{branchcred.Header, good, "dtm-gid", "g-2"}, codes.Unauthenticated, "OTHER_GID"},
+		{"no gid", couponv1.CouponService_ConsumeCoupon_FullMethodName, branchReq("C1", "o-1"), []string{branchcred.Header, good}, codes.Unauthenticated, "OTHER_GID"},
+		{"two gids", couponv1.CouponService_ConsumeCoupon_FullMethodName, branchReq("C1", "o-1"), []string{branchcred.Header, good, "dtm-gid", "g-1", "dtm-gid", "g-2"}, codes.Unauthenticated, "OTHER_GID"},
+		{"another coupon", couponv1.CouponService_UnlockCoupon_FullMethodName, branchReq("C2", "o-1"), []string{branchcred.Header, good, "dtm-gid", "g-1"}, codes.PermissionDenied, "OTHER_COUPON"},
+		{"another order", couponv1.CouponService_ReturnCoupon_FullMethodName, &couponv1.ReturnCouponRequest{CouponCode: "C1", OrderNo: "o-2"}, []string{branchcred.Header, good, "dtm-gid", "g-1"}, codes.PermissionDenied, "OTHER_COUPON"},
+		{"expired", couponv1.CouponService_ConsumeCoupon_FullMethodName, branchReq("C1", "o-1"), []string{branchcred.Header, sign(auth.DevBranchKey, "shop", "g-1", now), "dtm-gid", "g-1"}, codes.Unauthenticated, "EXPIRED"},
+		{"forged signature", couponv1.CouponService_ConsumeCoupon_FullMethodName, branchReq("C1", "o-1"), []string{branchcred.Header, sign(forged, "shop", "g-1", now.Add(time.Hour)), "dtm-gid", "g-1"}, codes.Unauthenticated, "INVALID"},
+		{"unknown key", couponv1.CouponService_ConsumeCoupon_FullMethodName, branchReq("C1", "o-1"), []string{branchcred.Header, sign(branchcred.Key{ID: "other", Secret: forged.Secret}, "shop", "g-1", now.Add(time.Hour)), "dtm-gid", "g-1"}, codes.Unauthenticated, "INVALID"},
+		{"signed for another caller", couponv1.CouponService_ConsumeCoupon_FullMethodName, branchReq("C1", "o-1"), []string{branchcred.Header, sign(auth.DevBranchKey, "alice", "g-1", now.Add(time.Hour)), "dtm-gid", "g-1"}, codes.Unauthenticated, "INVALID"},
+		{"tampered payload", couponv1.CouponService_ConsumeCoupon_FullMethodName, branchReq("C1", "o-1"), []string{branchcred.Header, tamper(good), "dtm-gid", "g-1"}, codes.Unauthenticated, "INVALID"},
+		{"garbage", couponv1.CouponService_ConsumeCoupon_FullMethodName, branchReq("C1", "o-1"), []string{branchcred.Header, "Bearer local-shop", "dtm-gid", "g-1"}, codes.Unauthenticated, "INVALID"},
+		{"two credentials", couponv1.CouponService_ConsumeCoupon_FullMethodName, branchReq("C1", "o-1"), []string{branchcred.Header, good, branchcred.Header, good, "dtm-gid", "g-1"}, codes.Unauthenticated, "MULTIPLE"},
+		// The order service's own Try: its token decides, the branch
+		// headers DTM appended are not looked at.
+		{"try with the token too", couponv1.CouponService_LockCoupon_FullMethodName, branchReq("C1", "o-1"), []string{"authorization", "Bearer " + auth.DevTokenShop, branchcred.Header, good, "dtm-gid", "g-1"}, codes.OK, ""},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			ctx := metadata.NewIncomingContext(context.Background(), metadata.Pairs(tc.md...))
+			var got participant.Caller
+			_, err := a.Unary(ctx, tc.req, &grpc.UnaryServerInfo{FullMethod: tc.method}, func(ctx context.Context, _ any) (any, error) {
+				got, _ = participant.CallerFrom(ctx)
+				return nil, nil
+			})
+			if c := status.Code(err); c != tc.code {
+				t.Fatalf("%s: got %s (%v), want %s", tc.name, c, err, tc.code)
+			}
+			if err == nil {
+				if got.Identity != "shop" {
+					t.Errorf("caller %q, want shop", got.Identity)
+				}
+				return
+			}
+			if why := errorMetadata(err)["why"]; why != tc.why {
+				t.Errorf("why %q, want %q (%v)", why, tc.why, err)
+			}
+		})
+	}
+
+	// A stream carries no request to check: a branch credential is refused.
+	ss := &fakeStream{ctx: metadata.NewIncomingContext(context.Background(), metadata.Pairs(branchcred.Header, good, "dtm-gid", "g-1"))}
+	err := a.Stream(nil, ss, &grpc.StreamServerInfo{FullMethod: couponv1.CouponService_ConsumeCoupon_FullMethodName}, func(any, grpc.ServerStream) error { return nil })
+	if status.Code(err) != codes.PermissionDenied {
+		t.Errorf("stream with a branch credential: %v, want PermissionDenied", err)
+	}
+}
+
+// tamper swaps the gid in the credential's payload, keeping its signature.
+func tamper(v string) string {
+	parts := strings.Split(v, ".")
+	payload, _ := base64.RawURLEncoding.DecodeString(parts[1])
+	parts[1] = base64.RawURLEncoding.EncodeToString([]byte(strings.Replace(string(payload), `"g-1"`, `"g-9"`, 1)))
+	return strings.Join(parts, ".")
+}
+
+func errorMetadata(err error) map[string]string {
+	for _, d := range status.Convert(err).Details() {
+		if ei, ok := d.(*errdetails.ErrorInfo); ok {
+			return ei.GetMetadata()
+		}
+	}
+	return nil
+}
+
+type fakeStream struct {
+	grpc.ServerStream
+	ctx context.Context
+}
+
+func (s *fakeStream) Context() context.Context { return s.ctx }
+
+func TestBranchKeysConfig(t *testing.T) {
+	shop := func(roles []string, keys ...branchcred.Key) auth.Config {
+		return auth.Config{Enabled: true, Callers: []auth.Caller{{Identity: "shop", Roles: roles, TokenSHA256: auth.HashToken("t"), BranchKeys: keys}}}
+	}
+	long := strings.Repeat("k", branchcred.MinSecret)
+	for name, cfg := range map[string]auth.Config{
+		"short secret":       shop([]string{auth.RoleOrder}, branchcred.Key{ID: "k1", Secret: "short"}),
+		"no id":              shop([]string{auth.RoleOrder}, branchcred.Key{Secret: long}),
+		"duplicate id":       shop([]string{auth.RoleOrder}, branchcred.Key{ID: "k1", Secret: long}, branchcred.Key{ID: "k1", Secret: long + "x"}),
+		"without order role": shop([]string{auth.RoleApp}, branchcred.Key{ID: "k1", Secret: long}),
+	} {
+		if _, err := auth.New(cfg, quiet); err == nil {
+			t.Errorf("%s: accepted", name)
+		}
+	}
+	if _, err := auth.New(shop([]string{auth.RoleOrder}, branchcred.Key{ID: "k2", Secret: long + "2"}, branchcred.Key{ID: "k1", Secret: long}), quiet); err != nil {
+		t.Errorf("two keys (a rotation): %v", err)
+	}
+}
+
+// statuses is a Transactions answering from a map.
+type statuses map[string]string
+
+func (s statuses) Status(_ context.Context, gid string) (string, bool, error) {
+	st, ok := s[gid]
+	return st, ok, nil
+}
+
+// TestBranchCompensationOnlyWhileAborting: a Saga compensation on a branch
+// credential is served only while DTM is compensating that Saga.
+func TestBranchCompensationOnlyWhileAborting(t *testing.T) {
+	now := time.Now()
+	txns := statuses{"g-aborting": "aborting", "g-succeed": "succeed", "g-submitted": "submitted"}
+	a := mustNew(t, auth.Config{Enabled: true, Callers: auth.DevCallers(), Transactions: txns})
+	req := &couponv1.CouponBranchRequest{UserId: 1, CouponCode: "C1", Order: &couponv1.Order{OrderNo: "o-1"}}
+	for gid, want := range map[string]codes.Code{"g-aborting": codes.OK, "g-succeed": codes.PermissionDenied, "g-submitted": codes.PermissionDenied, "g-unknown": codes.PermissionDenied} {
+		v, err := branchcred.Sign(auth.DevBranchKey, "shop", gid, now.Add(time.Hour), branchcred.Order{CouponCode: "C1", OrderNo: "o-1"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		ctx := metadata.NewIncomingContext(context.Background(), metadata.Pairs(branchcred.Header, v, "dtm-gid", gid))
+		for method, w := range map[string]codes.Code{couponv1.CouponService_UseCouponRevert_FullMethodName: want, couponv1.CouponService_UseCoupon_FullMethodName: codes.OK} {
+			_, err := a.Unary(ctx, req, &grpc.UnaryServerInfo{FullMethod: method}, func(context.Context, any) (any, error) { return nil, nil })
+			if got := status.Code(err); got != w {
+				t.Errorf("%s of %s: %s (%v), want %s", method, gid, got, err, w)
 			}
 		}
 	}

@@ -111,14 +111,15 @@ func loadConfig(file string) (*viper.Viper, error) {
 // coupon of any order.
 func branchSigner(v *viper.Viper) (coupontcc.Signer, error) {
 	var keys []branchcred.Key
-	if err := v.UnmarshalKey("coupon.branch_keys", &keys); err != nil {
-		return coupontcc.Signer{}, fmt.Errorf("coupon.branch_keys: %w", err)
-	}
-	if raw := v.GetString("coupon.branch_keys"); len(keys) == 0 && strings.HasPrefix(strings.TrimSpace(raw), "[") {
+	if raw, ok := v.Get("coupon.branch_keys").(string); ok {
 		// From the environment: COUPON_SHOP_COUPON_BRANCH_KEYS='[{"id":…,"secret":…}]'.
-		if err := json.Unmarshal([]byte(raw), &keys); err != nil {
-			return coupontcc.Signer{}, fmt.Errorf("coupon.branch_keys: %w", err)
+		if strings.TrimSpace(raw) != "" {
+			if err := json.Unmarshal([]byte(raw), &keys); err != nil {
+				return coupontcc.Signer{}, fmt.Errorf("coupon.branch_keys: %w", err)
+			}
 		}
+	} else if err := v.UnmarshalKey("coupon.branch_keys", &keys); err != nil {
+		return coupontcc.Signer{}, fmt.Errorf("coupon.branch_keys: %w", err)
 	}
 	s := coupontcc.Signer{Caller: v.GetString("coupon.identity"), TTL: v.GetDuration("coupon.branch_ttl")}
 	if v.GetString("coupon.token") == "" {
