@@ -83,6 +83,30 @@ type txnView struct {
 	user, amount         int64
 	status               string // DTM's, or by construction for direct calls
 	payment, shop        bool
+	own                  bool   // one of the scenario's own transactions
+	why, reason          string // of an abort: abortRefusal, abortFault or abortDeliberate, and the refusal
+	refund               string // the DTM status of the order's refund, if it was refunded
+}
+
+// resolveUndecided settles the direct transactions whose Try answer was
+// lost: they committed if the coupon's ledger has their CONSUME row, and
+// failed otherwise; the invariants then check the rest of the story.
+func resolveUndecided(ts []txnView, sn *snapshot) {
+	consumed := map[string]bool{}
+	for _, l := range sn.ledger {
+		if l.Op == "CONSUME" {
+			consumed[l.GID+"/"+l.Code] = true
+		}
+	}
+	for i := range ts {
+		if ts[i].status != statusUndecided {
+			continue
+		}
+		ts[i].status = statusFailed
+		if consumed[ts[i].gid+"/"+ts[i].coupon] {
+			ts[i].status, ts[i].why = statusSucceed, ""
+		}
+	}
 }
 
 // committedOrders maps order numbers to whether any transaction of the order
@@ -151,6 +175,10 @@ func checkTransactions(v *verdict, sn *snapshot, ts []txnView) {
 		c := sn.byCode[t.coupon]
 		p := sn.payments[t.orderNo]
 		o := sn.orders[t.orderNo]
+		if t.status == statusSucceed && t.shop && o != nil && o.Status == "REFUNDED" {
+			checkRefunded(v, sn, t, o, p, c)
+			continue
+		}
 		if t.status == statusSucceed {
 			if t.shop && (o == nil || o.Status != "PAID") {
 				v.fail(2, t.gid, "succeeded but order %s is %s", t.orderNo, orderStatus(o))
@@ -182,6 +210,49 @@ func checkTransactions(v *verdict, sn *snapshot, ts []txnView) {
 		if o.Status == "PENDING" {
 			v.fail(2, o.OrderNo, "order still PENDING after quiescence (gid %s)", o.GID)
 		}
+	}
+}
+
+// checkRefunded checks a committed order that was refunded afterwards
+// (invariant 2): its refund finished, its payment went back, and its coupon,
+// when the template returns coupons, is back — AVAILABLE or EXPIRED with a
+// RETURN ledger row after the order's CONSUME. A coupon that is still USED
+// (or LOCKED) by a refunded order is money the shop gave back twice: once
+// as the discount, once as a coupon never returned.
+func checkRefunded(v *verdict, sn *snapshot, t txnView, o *shopOrder, p *payment, c *couponRow) {
+	if t.refund != statusSucceed {
+		v.fail(2, t.gid, "order %s is REFUNDED but its refund is %s", t.orderNo, t.refund)
+	}
+	if p == nil || p.GID != t.gid || p.Status != "REFUNDED" {
+		v.fail(2, t.gid, "order %s is REFUNDED but its payment is %s", t.orderNo, paymentStatus(p, t.gid))
+	}
+	if o.Coupon == "" {
+		return
+	}
+	if c == nil {
+		v.fail(2, t.gid, "order %s is REFUNDED and its coupon %s is missing", t.orderNo, o.Coupon)
+		return
+	}
+	if !sn.templates[c.TemplateID].Returnable {
+		return
+	}
+	consumed, returned := false, false
+	for _, l := range sn.ledger {
+		if l.Code != c.Code || l.OrderNo != t.orderNo {
+			continue
+		}
+		switch l.Op {
+		case "CONSUME":
+			consumed, returned = true, false
+		case "RETURN":
+			returned = consumed
+		}
+	}
+	switch {
+	case c.Status != couponAvailable && c.Status != couponExpired:
+		v.fail(2, t.gid, "order %s is REFUNDED but its coupon %s is %s", t.orderNo, c.Code, couponState(c))
+	case !returned:
+		v.fail(2, t.gid, "order %s is REFUNDED; its coupon %s is %s without a RETURN after its CONSUME", t.orderNo, c.Code, couponState(c))
 	}
 }
 
@@ -226,12 +297,26 @@ func checkLimits(v *verdict, sn *snapshot, r *run, maxDaily int64) {
 	issued := map[int64]int64{}
 	perUser := map[[2]int64]int64{}
 	daily := map[string]int64{} // user/day/template (0 = all)
+	// A returned coupon's use stays counted on the day it was locked (a
+	// refund must not reopen the daily limits): the day of its last LOCK.
+	lastOp, lockDay := map[string]string{}, map[string]string{}
+	for _, l := range sn.ledger {
+		lastOp[l.Code] = l.Op
+		if l.Op == "LOCK" {
+			lockDay[l.Code] = l.Day
+		}
+	}
 	for _, c := range sn.coupons {
 		issued[c.TemplateID]++
 		perUser[[2]int64{c.UserID, c.TemplateID}]++
-		if (c.Status == couponLocked || c.Status == couponUsed) && c.LockedDay != "" {
-			daily[fmt.Sprintf("%d/%s/%d", c.UserID, c.LockedDay, c.TemplateID)]++
-			daily[fmt.Sprintf("%d/%s/0", c.UserID, c.LockedDay)]++
+		day := c.LockedDay
+		inUse := (c.Status == couponLocked || c.Status == couponUsed) && day != ""
+		if !inUse && lastOp[c.Code] == "RETURN" && lockDay[c.Code] != "" {
+			day, inUse = lockDay[c.Code], true
+		}
+		if inUse {
+			daily[fmt.Sprintf("%d/%s/%d", c.UserID, day, c.TemplateID)]++
+			daily[fmt.Sprintf("%d/%s/0", c.UserID, day)]++
 		}
 	}
 	for _, id := range r.tpls {
@@ -296,7 +381,8 @@ func checkLimits(v *verdict, sn *snapshot, r *run, maxDaily int64) {
 			captured[p.UserID] += p.Amount
 		}
 	}
-	for _, u := range r.users {
+	users, deposit := r.allUsers()
+	for _, u := range users {
 		a, ok := sn.accounts[u]
 		if !ok {
 			v.fail(4, fmt.Sprintf("user %d", u), "account missing")
@@ -308,8 +394,8 @@ func checkLimits(v *verdict, sn *snapshot, r *run, maxDaily int64) {
 		if a.Frozen != 0 {
 			v.fail(4, fmt.Sprintf("user %d", u), "%d still frozen after every transaction finished", a.Frozen)
 		}
-		if got := a.Balance + a.Frozen + captured[u]; got != r.deposit[u] {
-			v.fail(4, fmt.Sprintf("user %d", u), "deposited %d but balance %d + frozen %d + captured %d = %d", r.deposit[u], a.Balance, a.Frozen, captured[u], got)
+		if got := a.Balance + a.Frozen + captured[u]; got != deposit[u] {
+			v.fail(4, fmt.Sprintf("user %d", u), "deposited %d but balance %d + frozen %d + captured %d = %d", deposit[u], a.Balance, a.Frozen, captured[u], got)
 		}
 	}
 }

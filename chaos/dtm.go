@@ -25,6 +25,9 @@ const (
 	// statusUnknown: the coordinators have no such gid (its Prepare never
 	// reached them).
 	statusUnknown = "unknown"
+	// statusUndecided: a direct branch sequence whose Try answer was lost,
+	// until the ledger says whether it committed.
+	statusUndecided = "undecided"
 )
 
 func finished(st string) bool {

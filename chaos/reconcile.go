@@ -55,7 +55,8 @@ reconcile:
   orders_dsn: %s
   payments_dsn: %s
   state_dir: %s
-`, dsn(dbOrder), dsn(dbPayment), dsn(dbOrder), dsn(dbPayment), filepath.Join(s.Dir, "reconcile-state"))
+  dtm_http: %s
+`, dsn(dbOrder), dsn(dbPayment), dsn(dbOrder), dsn(dbPayment), filepath.Join(s.Dir, "reconcile-state"), s.coordHTTP[0])
 	file := filepath.Join(s.Dir, "reconcile.yaml")
 	return file, os.WriteFile(file, append(b, extra...), 0o644)
 }

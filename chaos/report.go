@@ -18,6 +18,13 @@ func (rep *Report) WriteTable(w io.Writer) error {
 		fmt.Fprintf(w, "\n== %s — %s (%s)\n", s.Name, s.About, s.Took)
 		fmt.Fprintf(w, "operations %d (claims %d, shop orders %d, own transactions %d); transactions %s\n",
 			s.Ops, s.Claims, s.Orders, s.Direct, statusCounts(s.Transactions))
+		exercised := "exercised"
+		if !s.Exercised {
+			exercised = "NOT EXERCISED"
+		}
+		fmt.Fprintf(w, "committed %d (%.1f a minute, floor %d: %s), aborted %d (%s); %.1f operations a second; %d users\n",
+			s.Committed, s.CommitsPerMinute, s.Floor, exercised, s.Aborted, counts(s.Aborts), s.OpsPerSecond, s.Users)
+		fmt.Fprintf(w, "refused Tries: %s; refused claims: %s\n", counts(s.RefusedTries), counts(s.RefusedClaims))
 		faults := "none"
 		if len(s.Faults) > 0 {
 			faults = strings.Join(s.Faults, "; ")
@@ -61,8 +68,8 @@ func (rep *Report) WriteTable(w io.Writer) error {
 // WriteMarkdown prints the summary table (scenario × invariant) that the
 // README keeps from the last smoke run.
 func (rep *Report) WriteMarkdown(w io.Writer) {
-	fmt.Fprintln(w, "| scenario | ops | faults | 1 | 2 | 3 | 4 | 5 | 6 | first offending |")
-	fmt.Fprintln(w, "|---|---|---|---|---|---|---|---|---|---|")
+	fmt.Fprintln(w, "| scenario | ops/s | commits | commits/min | aborts | refused Tries | faults | 1 | 2 | 3 | 4 | 5 | 6 | first offending |")
+	fmt.Fprintln(w, "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
 	for _, s := range rep.Scenarios {
 		cells := make([]string, 0, 6)
 		var first []string
@@ -81,21 +88,25 @@ func (rep *Report) WriteMarkdown(w io.Writer) {
 		}
 		if s.Error != "" {
 			first = append(first, "error: "+s.Error)
+		} else if !s.Exercised {
+			first = append(first, fmt.Sprintf("not exercised: %d commits, floor %d", s.Committed, s.Floor))
 		}
-		fmt.Fprintf(w, "| %s | %d | %d | %s | %s |\n", s.Name, s.Ops, len(s.Faults), strings.Join(cells, " | "), strings.Join(first, "; "))
+		fmt.Fprintf(w, "| %s | %.1f | %d | %.1f | %s | %s | %d | %s | %s |\n", s.Name, s.OpsPerSecond, s.Committed, s.CommitsPerMinute,
+			counts(s.Aborts), counts(s.RefusedTries), len(s.Faults), strings.Join(cells, " | "), strings.Join(first, "; "))
 	}
 }
 
 // Summary is the run's last line.
 func (rep *Report) Summary() string {
-	bad := 0
+	bad, commits := 0, 0
 	for _, s := range rep.Scenarios {
 		if s.Violations() > 0 || s.Error != "" {
 			bad++
 		}
+		commits += s.Committed
 	}
-	return fmt.Sprintf("chaos: %d scenarios, %d with violations or errors, %d invariant violations; seed %d, %s",
-		len(rep.Scenarios), bad, rep.Violations, rep.Seed, rep.Took)
+	return fmt.Sprintf("chaos: %d scenarios, %d with violations or errors, %d invariant violations, %d not exercised; %d commits; seed %d, %s",
+		len(rep.Scenarios), bad, rep.Violations, rep.NotExercised, commits, rep.Seed, rep.Took)
 }
 
 // WriteJSON writes the report to file atomically.
@@ -129,6 +140,28 @@ func statusCounts(m map[string]int) string {
 		keys = append(keys, k)
 	}
 	sort.Strings(keys)
+	parts := make([]string, len(keys))
+	for i, k := range keys {
+		parts[i] = fmt.Sprintf("%s %d", k, m[k])
+	}
+	return strings.Join(parts, ", ")
+}
+
+// counts prints a reason → count map, largest first, "none" when empty.
+func counts(m map[string]int) string {
+	if len(m) == 0 {
+		return "none"
+	}
+	keys := make([]string, 0, len(m))
+	for k := range m {
+		keys = append(keys, k)
+	}
+	sort.Slice(keys, func(i, j int) bool {
+		if m[keys[i]] != m[keys[j]] {
+			return m[keys[i]] > m[keys[j]]
+		}
+		return keys[i] < keys[j]
+	})
 	parts := make([]string, len(keys))
 	for i, k := range keys {
 		parts[i] = fmt.Sprintf("%s %d", k, m[k])

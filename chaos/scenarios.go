@@ -5,6 +5,8 @@ import (
 	"errors"
 	"fmt"
 	"math/rand/v2"
+	"sort"
+	"strings"
 	"sync"
 	"time"
 
@@ -26,19 +28,18 @@ type Scenario struct {
 	// them; drive runs the scenario's own transactions. Either may be nil.
 	inject func(ctx context.Context, r *run) error
 	drive  func(ctx context.Context, r *run) error
+	// couponEnv, if set, is added to the coupon service's environment for
+	// this scenario: it is restarted with it first and without it after.
+	couponEnv func(s *Stack) []string
 }
 
-// scaled sizes the op budget for the workload length.
-func (l load) scaled(d time.Duration) load {
-	l.maxOps = max(l.maxOps*int(d/time.Second), l.maxOps)
-	return l
-}
-
+// The load profiles: callers and mix. The storm's callers are the most;
+// --callers N scales every profile so that the storm gets N.
 var (
-	mixed      = load{workers: 4, maxOps: 40, claimPct: 45}
-	light      = load{workers: 2, maxOps: 15, claimPct: 50}
-	orderHeavy = load{workers: 4, maxOps: 30, claimPct: 20}
-	storm      = load{workers: 8, maxOps: 200, claimPct: 95, hotPct: 85}
+	mixed      = load{workers: 4, claimPct: 45}
+	light      = load{workers: 2, claimPct: 50}
+	orderHeavy = load{workers: 4, claimPct: 20}
+	storm      = load{workers: 8, claimPct: 95, hotPct: 85}
 )
 
 // Scenarios returns every scenario, in the order `all` runs them.
@@ -60,6 +61,10 @@ func Scenarios() []*Scenario {
 		{Name: "two-transactions-one-order", About: "an order service retries an order under a new gid while the first is in flight", load: light, drive: twoTransactionsOneOrder},
 		{Name: "submit-retry", About: "an order service resubmits a transaction whose Submit answer it lost", load: light, drive: submitRetry},
 		{Name: "hot-storm", About: "a hot-template claim storm while Redis flaps", load: storm, hot: true, inject: redisFlaps},
+		{Name: "resubmit-every-route", About: "a Submit resent over gRPC, HTTP and JSON-RPC while the first one's coupon Confirm cannot get through", load: light, drive: resubmitEveryRoute},
+		{Name: "janitor-during-retry", About: "the barrier janitor runs with a 1s max_age while a Cancel is held back by the proxy", load: light, drive: janitorDuringRetry,
+			couponEnv: (*Stack).janitorEnv},
+		{Name: "refund-before-confirm", About: "the shop refunds a PAID order while the proxy holds back its coupon's Confirm", load: light, drive: refundBeforeConfirm},
 	}
 }
 
@@ -210,7 +215,15 @@ type directOrder struct {
 }
 
 func (r *run) directOrder(ctx context.Context, rng *rand.Rand) (directOrder, error) {
-	user := r.users[1+rng.IntN(len(r.users)-1)] // not the poor user
+	user, err := r.directUser(ctx)
+	if err != nil {
+		return directOrder{}, fmt.Errorf("%w: %v", errNoCoupon, err)
+	}
+	return r.orderFor(ctx, rng, user)
+}
+
+// orderFor is a direct order of user with a fresh coupon.
+func (r *run) orderFor(ctx context.Context, rng *rand.Rand, user int64) (directOrder, error) {
 	code, err := r.freshCoupon(ctx, user)
 	if err != nil {
 		return directOrder{}, err
@@ -235,6 +248,7 @@ func (r *run) tryCoupon(ctx context.Context, t *tcc, o directOrder, phase2 strin
 		couponv1.CouponService_LockCoupon_FullMethodName, couponv1.CouponService_ConsumeCoupon_FullMethodName,
 		couponv1.CouponService_UnlockCoupon_FullMethodName, resp)
 	r.rec.ops.Add(1)
+	r.rec.tried(err)
 	return resp, err
 }
 
@@ -313,7 +327,8 @@ func (r *run) oneDirect(ctx context.Context, rng *rand.Rand, dtm, phase2 string,
 		if out, _ := classify(err); out != unknown {
 			return fmt.Errorf("prepare %s: %w", t.Gid, err)
 		}
-		rec.Want, rec.Note = "abort", "prepare answer lost"
+		rec.Note = "prepare answer lost"
+		rec.abort(err)
 		r.rec.txn(rec)
 		return nil
 	}
@@ -322,9 +337,13 @@ func (r *run) oneDirect(ctx context.Context, rng *rand.Rand, dtm, phase2 string,
 	if err == nil {
 		err = r.tryPayment(ctx, t, o, o.amount-resp.GetDiscountAmount())
 	}
-	rec.Want = "commit"
-	if err != nil || !commit {
-		rec.Want = "abort"
+	switch {
+	case err != nil:
+		rec.abort(err)
+	case !commit:
+		rec.abort(nil)
+	default:
+		rec.Want = "commit"
 	}
 	_ = finish(ctx, t, rec.Want == "commit")
 	return nil
@@ -361,7 +380,7 @@ func killCouponDuringConfirm(ctx context.Context, r *run) error {
 			err = r.tryPayment(ctx, t, o, o.amount-resp.GetDiscountAmount())
 		}
 		if err != nil {
-			rec.Want = "abort"
+			rec.abort(err)
 			_ = finish(ctx, t, false)
 			continue
 		}
@@ -403,78 +422,203 @@ func (r *run) branchCall(ctx context.Context, gid, branchID, op string, o direct
 	return err
 }
 
-// disorder is one sequence of branch calls: gid index, op.
+// disorder is one sequence of branch calls sent straight to the coupon
+// service: each step names its transaction (a gid label), the op and whose
+// order payload it carries. plan is what each transaction's order service
+// means to do; what it must end as follows from the Tries' answers (play).
 type disorder struct {
 	name  string
-	calls [][2]string // {gid label, op}
-	want  map[string]string
+	steps []step
+	plan  map[string]string // gid label → "commit" or "abort"
+	// apart: each gid has an order (and coupon) of its own; otherwise
+	// every gid of the sequence names the same one.
+	apart bool
+}
+
+type step struct {
+	gid, op string
+	payload string // the gid label whose order the call carries; "" its own
+}
+
+func steps(s ...string) []step {
+	var out []step
+	for _, x := range s {
+		f := strings.Split(x, " ")
+		st := step{gid: f[0], op: f[1]}
+		if len(f) > 2 {
+			st.payload = f[2]
+		}
+		out = append(out, st)
+	}
+	return out
 }
 
 var disorders = []disorder{
-	{"cancel-before-try", [][2]string{{"a", "cancel"}, {"a", "try"}}, map[string]string{"a": "abort"}},
-	{"try-cancel-try", [][2]string{{"a", "try"}, {"a", "cancel"}, {"a", "try"}}, map[string]string{"a": "abort"}},
-	{"confirm-twice", [][2]string{{"a", "try"}, {"a", "confirm"}, {"a", "confirm"}}, map[string]string{"a": "commit"}},
-	{"try-twice-confirm", [][2]string{{"a", "try"}, {"a", "try"}, {"a", "confirm"}}, map[string]string{"a": "commit"}},
-	{"cancel-twice", [][2]string{{"a", "try"}, {"a", "cancel"}, {"a", "cancel"}}, map[string]string{"a": "abort"}},
+	{name: "cancel-before-try", steps: steps("a cancel", "a try"), plan: map[string]string{"a": "abort"}},
+	{name: "try-cancel-try", steps: steps("a try", "a cancel", "a try"), plan: map[string]string{"a": "abort"}},
+	{name: "confirm-twice", steps: steps("a try", "a confirm", "a confirm"), plan: map[string]string{"a": "commit"}},
+	{name: "try-twice-confirm", steps: steps("a try", "a try", "a confirm"), plan: map[string]string{"a": "commit"}},
+	{name: "cancel-twice", steps: steps("a try", "a cancel", "a cancel"), plan: map[string]string{"a": "abort"}},
 	// A Cancel of another gid, never tried, must not release a's lock.
-	{"foreign-cancel", [][2]string{{"a", "try"}, {"b", "cancel"}, {"a", "confirm"}}, map[string]string{"a": "commit", "b": "abort"}},
+	{name: "foreign-cancel", steps: steps("a try", "b cancel", "a confirm"), plan: map[string]string{"a": "commit", "b": "abort"}},
 	// Another gid's Try of the same order must not share a's lock.
-	{"foreign-try-same-order", [][2]string{{"a", "try"}, {"b", "try"}, {"b", "cancel"}, {"a", "confirm"}}, map[string]string{"a": "commit", "b": "abort"}},
+	{name: "foreign-try-same-order", steps: steps("a try", "b try", "b cancel", "a confirm"), plan: map[string]string{"a": "commit", "b": "abort"}},
+	// A Cancel whose payload names another transaction's coupon (a forger,
+	// or an order service that mixed up its payloads) gets past the
+	// barrier, since its own Try ran: it must leave that lock alone.
+	{name: "cancel-names-foreign-coupon", apart: true, steps: steps("a try", "b try", "b cancel a", "b confirm", "a confirm"),
+		plan: map[string]string{"a": "commit", "b": "commit"}},
+}
+
+// expectation is what one transaction of a disorder must end as.
+type expectation struct{ want, why, reason string }
+
+// play runs d's steps through call and derives each transaction's
+// expectation from the answers its Tries got, never from the plan alone: a
+// transaction meant to commit commits only if one of its Tries answered OK;
+// if every Try was refused (daily cap, not owner, locked by another
+// transaction, ...) it must abort and leave the coupon as it was; if a Try's
+// answer was lost and none answered OK, either end is right and the
+// coupon's ledger says which it was.
+func (d disorder) play(call func(step) error) map[string]expectation {
+	type answers struct {
+		acked, lost, refused int
+		reason               string
+	}
+	got := map[string]*answers{}
+	for label := range d.plan {
+		got[label] = &answers{}
+	}
+	for _, st := range d.steps {
+		err := call(st)
+		if st.op != "try" {
+			continue
+		}
+		a := got[st.gid]
+		switch o, reason := classify(err); o {
+		case acked:
+			a.acked++
+		case refused:
+			a.refused++
+			if a.reason == "" {
+				a.reason = reason
+			}
+		default:
+			a.lost++
+		}
+	}
+	out := map[string]expectation{}
+	for label, plan := range d.plan {
+		a := got[label]
+		switch {
+		case plan != "commit":
+			out[label] = expectation{want: "abort", why: abortDeliberate, reason: a.reason}
+		case a.acked > 0:
+			out[label] = expectation{want: "commit"}
+		case a.lost > 0:
+			out[label] = expectation{want: wantUnknown, why: abortFault}
+		default:
+			out[label] = expectation{want: "abort", why: abortRefusal, reason: a.reason}
+		}
+	}
+	return out
 }
 
 func branchDisorder(ctx context.Context, r *run) error {
 	rng := r.rng("disorder")
 	rounds := max(1, int(r.duration/(4*time.Second)))
-	for range rounds {
-		for _, d := range disorders {
-			o, err := r.directOrder(ctx, rng)
-			if err != nil {
+	for round := range rounds + 1 {
+		user, err := r.directUser(ctx)
+		if err != nil {
+			return err
+		}
+		if round == rounds {
+			// A last round with a user at the daily cap: every Try is
+			// refused, and every sequence must end aborted with its
+			// coupon AVAILABLE.
+			if user, err = r.capUser(ctx, rng); err != nil {
 				return err
 			}
-			gids := map[string]string{}
-			for label := range d.want {
-				gids[label] = fmt.Sprintf("%sb-%s-%s-%s", r.prefix, d.name, label, o.orderNo)
-				r.rec.txn(&txnRec{GID: gids[label], OrderNo: o.orderNo, UserID: o.user, Coupon: o.code, Amount: o.amount, Direct: true, Want: d.want[label], Note: d.name})
-			}
-			for _, c := range d.calls {
-				r.disorderCall(ctx, gids[c[0]], c[1], d.name, o)
+		}
+		for _, d := range disorders {
+			if err := r.runDisorder(ctx, rng, d, user); err != nil {
+				return err
 			}
 		}
-		// A Cancel whose payload names another transaction's coupon (a
-		// forger, or an order service that mixed up its payloads) gets
-		// past the barrier, since its own Try ran: it must leave that
-		// lock alone.
-		o1, err := r.directOrder(ctx, rng)
-		if err != nil {
-			return err
-		}
-		o2, err := r.directOrder(ctx, rng)
-		if err != nil {
-			return err
-		}
-		const name = "cancel-names-foreign-coupon"
-		ga, gb := fmt.Sprintf("%sb-%s-a-%s", r.prefix, name, o1.orderNo), fmt.Sprintf("%sb-%s-b-%s", r.prefix, name, o2.orderNo)
-		r.rec.txn(&txnRec{GID: ga, OrderNo: o1.orderNo, UserID: o1.user, Coupon: o1.code, Amount: o1.amount, Direct: true, Want: "commit", Note: name})
-		r.rec.txn(&txnRec{GID: gb, OrderNo: o2.orderNo, UserID: o2.user, Coupon: o2.code, Amount: o2.amount, Direct: true, Want: "commit", Note: name})
-		r.disorderCall(ctx, ga, "try", name, o1)
-		r.disorderCall(ctx, gb, "try", name, o2)
-		r.disorderCall(ctx, gb, "cancel", name, o1)
-		r.disorderCall(ctx, gb, "confirm", name, o2)
-		r.disorderCall(ctx, ga, "confirm", name, o1)
 	}
 	return nil
 }
 
-// disorderCall sends one branch call of a disorder sequence and records a
-// Confirm or Cancel that did not answer OK: they never may refuse, DTM
-// would retry them forever.
-func (r *run) disorderCall(ctx context.Context, gid, op, name string, o directOrder) {
-	err := r.branchCall(ctx, gid, "01", op, o)
-	if out, reason := classify(err); op != "try" && err != nil {
-		r.rec.mu.Lock()
-		r.rec.branchErrs = append(r.rec.branchErrs, fmt.Sprintf("%s: %s %s answered %s %s", gid, name, op, out, reason))
-		r.rec.mu.Unlock()
+// runDisorder plays d with fresh coupons of user and records what each of
+// its transactions must end as.
+func (r *run) runDisorder(ctx context.Context, rng *rand.Rand, d disorder, user int64) error {
+	orders := map[string]directOrder{}
+	var shared directOrder
+	for _, label := range sortedKeys(d.plan) {
+		if !d.apart && shared.code != "" {
+			orders[label] = shared
+			continue
+		}
+		o, err := r.orderFor(ctx, rng, user)
+		if err != nil {
+			return err
+		}
+		orders[label], shared = o, o
 	}
+	gid := func(label string) string {
+		return fmt.Sprintf("%sb-%s-%s-%s", r.prefix, d.name, label, orders[label].orderNo)
+	}
+	exp := d.play(func(st step) error {
+		o := orders[st.gid]
+		if st.payload != "" {
+			o = orders[st.payload]
+		}
+		err := r.branchCall(ctx, gid(st.gid), "01", st.op, o)
+		if st.op == "try" {
+			r.rec.tried(err)
+		} else if err != nil {
+			// Confirm and Cancel never may refuse: DTM would retry them
+			// forever.
+			out, reason := classify(err)
+			r.rec.mu.Lock()
+			r.rec.branchErrs = append(r.rec.branchErrs, fmt.Sprintf("%s: %s %s answered %s %s", gid(st.gid), d.name, st.op, out, reason))
+			r.rec.mu.Unlock()
+		}
+		return err
+	})
+	for _, label := range sortedKeys(d.plan) {
+		o, e := orders[label], exp[label]
+		r.rec.txn(&txnRec{GID: gid(label), OrderNo: o.orderNo, UserID: o.user, Coupon: o.code, Amount: o.amount, Direct: true,
+			Want: e.want, Why: e.why, Reason: e.reason, Note: d.name})
+	}
+	return nil
+}
+
+// capUser funds a new user and uses coupons until the service's daily cap
+// (risk.max_daily_uses) refuses the next Try, each use a Try and Confirm
+// sent straight to the coupon service.
+func (r *run) capUser(ctx context.Context, rng *rand.Rand) (int64, error) {
+	user, err := r.addUser(ctx, richUser)
+	if err != nil {
+		return 0, err
+	}
+	d := disorder{name: "reach-daily-cap", steps: steps("a try", "a confirm"), plan: map[string]string{"a": "commit"}}
+	for range maxDailyUses {
+		if err := r.runDisorder(ctx, rng, d, user); err != nil {
+			return 0, err
+		}
+	}
+	r.capped = user
+	return user, nil
+}
+
+func sortedKeys(m map[string]string) []string {
+	out := make([]string, 0, len(m))
+	for k := range m {
+		out = append(out, k)
+	}
+	sort.Strings(out)
+	return out
 }
 
 // twoTransactionsOneOrder: the order service starts T1 for an order, then,
@@ -513,34 +657,44 @@ func twoTransactionsOneOrder(ctx context.Context, r *run) error {
 			// T1 holds coupon and payment; T2 tries the same coupon, its
 			// payment conflicts, so it rolls back; then T1 commits.
 			resp, err := enlist(t1)
+			r.rec.tried(err)
 			if err == nil {
 				rec1.Payment = true
 				err = r.tryPayment(ctx, t1, o, o.amount-resp.GetDiscountAmount())
 			}
 			resp2, err2 := enlist(t2)
+			r.rec.tried(err2)
 			rec2.Note += "; coupon Try: " + errText(err2)
 			if err2 == nil {
 				// The order's payment exists under T1: PAYMENT_CONFLICT.
 				rec2.Payment = true
 				rec2.Note += "; payment Try: " + errText(r.tryPayment(ctx, t2, o, o.amount-resp2.GetDiscountAmount()))
 			}
-			rec2.Want = "abort"
+			rec2.abort(nil)
 			_ = finish(ctx, t2, false)
-			rec1.Want = map[bool]string{true: "commit", false: "abort"}[err == nil]
+			rec1.Want = "commit"
+			if err != nil {
+				rec1.abort(err)
+			}
 			_ = finish(ctx, t1, err == nil)
 			continue
 		}
 		// T1 holds only the coupon; T2 enlists coupon and payment; the
 		// order service gives T1 up, then commits T2.
-		_, _ = enlist(t1)
+		_, err1 = enlist(t1)
+		r.rec.tried(err1)
 		resp2, err2 := enlist(t2)
+		r.rec.tried(err2)
 		if err2 == nil {
 			rec2.Payment = true
 			err2 = r.tryPayment(ctx, t2, o, o.amount-resp2.GetDiscountAmount())
 		}
-		rec1.Want = "abort"
+		rec1.abort(nil)
 		_ = finish(ctx, t1, false)
-		rec2.Want = map[bool]string{true: "commit", false: "abort"}[err2 == nil]
+		rec2.Want = "commit"
+		if err2 != nil {
+			rec2.abort(err2)
+		}
 		_ = finish(ctx, t2, err2 == nil)
 	}
 	return nil
@@ -575,7 +729,7 @@ func submitRetry(ctx context.Context, r *run) error {
 				err = r.tryPayment(ctx, t, o, o.amount-resp.GetDiscountAmount())
 			}
 			if err != nil {
-				rec.Want = "abort"
+				rec.abort(err)
 				_ = finish(ctx, t, false)
 				continue
 			}

@@ -36,11 +36,13 @@ type couponRow struct {
 type ledgerRow struct {
 	Op, OrderNo, GID, Code string
 	CouponID, Discount     int64
+	Day                    string // UTC day of the row
 }
 
 type templateRow struct {
 	ID, Total, PerUser, DailyLimit int64
 	SubKeys                        int32
+	Returnable                     bool
 }
 
 type shopOrder struct {
@@ -104,7 +106,8 @@ func (s *Stack) snapshot(ctx context.Context, r *run) (*snapshot, error) {
 		claimCount: map[[2]int64]int64{}, dailyUse: map[string]int64{}, orders: map[string]*shopOrder{},
 		payments: map[string]*payment{}, accounts: map[int64]account{}, redis: map[int64][]int64{},
 	}
-	tpls, users := inList(r.tpls), inList(r.users)
+	all, _ := r.allUsers()
+	tpls, users := inList(r.tpls), inList(all)
 	q := func(query string, scan func(*sql.Rows) error, args ...any) error {
 		rows, err := s.db.QueryContext(ctx, query, args...)
 		if err != nil {
@@ -118,9 +121,9 @@ func (s *Stack) snapshot(ctx context.Context, r *run) (*snapshot, error) {
 		}
 		return rows.Err()
 	}
-	err := q(`SELECT id, total_stock, per_user_limit, daily_use_limit, sub_stock_count FROM `+dbMain+`.coupon_template WHERE id IN (`+tpls+`)`, func(rs *sql.Rows) error {
+	err := q(`SELECT id, total_stock, per_user_limit, daily_use_limit, sub_stock_count, returnable FROM `+dbMain+`.coupon_template WHERE id IN (`+tpls+`)`, func(rs *sql.Rows) error {
 		var t templateRow
-		err := rs.Scan(&t.ID, &t.Total, &t.PerUser, &t.DailyLimit, &t.SubKeys)
+		err := rs.Scan(&t.ID, &t.Total, &t.PerUser, &t.DailyLimit, &t.SubKeys, &t.Returnable)
 		sn.templates[t.ID] = t
 		return err
 	})
@@ -155,9 +158,9 @@ func (s *Stack) snapshot(ctx context.Context, r *run) (*snapshot, error) {
 				return nil, err
 			}
 		}
-		err = q(`SELECT op, order_no, gid, coupon_code, coupon_id, discount_amount FROM `+db+`.coupon_ledger WHERE template_id IN (`+tpls+`) ORDER BY id`, func(rs *sql.Rows) error {
+		err = q(`SELECT op, order_no, gid, coupon_code, coupon_id, discount_amount, DATE_FORMAT(created_at, '%Y-%m-%d') FROM `+db+`.coupon_ledger WHERE template_id IN (`+tpls+`) ORDER BY id`, func(rs *sql.Rows) error {
 			var l ledgerRow
-			err := rs.Scan(&l.Op, &l.OrderNo, &l.GID, &l.Code, &l.CouponID, &l.Discount)
+			err := rs.Scan(&l.Op, &l.OrderNo, &l.GID, &l.Code, &l.CouponID, &l.Discount, &l.Day)
 			sn.ledger = append(sn.ledger, l)
 			return err
 		})

@@ -14,6 +14,7 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	shopv1 "github.com/opencoupon/coupon/examples/shop/proto/shop/v1"
@@ -78,9 +79,11 @@ type orderRec struct {
 }
 
 // txnRec is a transaction the scenario drove itself (not through the shop):
-// Want is what the order service decided ("commit" or "abort"); DTM says
-// what happened. Direct is set for branch calls sent without a coordinator,
-// where Want is the outcome by construction.
+// Want is what the order service decided from the answers it got
+// ("commit" only after every Try it sent answered OK, "abort" otherwise);
+// DTM says what happened. Direct is set for branch calls sent without a
+// coordinator, where Want is the outcome by construction — or "unknown"
+// when a Try's answer was lost, which the coupon's ledger resolves.
 type txnRec struct {
 	GID     string
 	OrderNo string
@@ -91,6 +94,32 @@ type txnRec struct {
 	Want    string
 	Direct  bool
 	Note    string
+	// Why an abort: abortRefusal (a Try was refused: Reason says why),
+	// abortFault (an answer was lost) or abortDeliberate (the scenario
+	// chose to roll back).
+	Why, Reason string
+}
+
+// Why a transaction aborted, in the report.
+const (
+	abortRefusal    = "refusal"
+	abortFault      = "fault"
+	abortDeliberate = "deliberate"
+	wantUnknown     = "unknown"
+)
+
+// abort marks t as aborting: after a refused Try (err's reason is kept),
+// a lost answer, or, with err nil, deliberately.
+func (t *txnRec) abort(err error) {
+	t.Want = "abort"
+	switch o, reason := classify(err); {
+	case err == nil:
+		t.Why = abortDeliberate
+	case o == refused:
+		t.Why, t.Reason = abortRefusal, reason
+	default:
+		t.Why = abortFault
+	}
 }
 
 // records is the oracle: what the workload did and what it was told.
@@ -104,10 +133,24 @@ type records struct {
 	replays []string           // request_ids whose replay answered another coupon
 	// branchErrs are Confirm or Cancel calls that did not answer OK.
 	branchErrs []string
+	// refusedTries counts the coupon Tries of the scenario's own
+	// transactions that were refused, by reason.
+	refusedTries map[string]int
+	// notes are the scenario's lines for the report.
+	notes []string
+}
+
+// tried records the answer of one of the scenario's own coupon Tries.
+func (r *records) tried(err error) {
+	if o, reason := classify(err); o == refused {
+		r.mu.Lock()
+		r.refusedTries[reason]++
+		r.mu.Unlock()
+	}
 }
 
 func newRecords() *records {
-	return &records{claims: map[string]*claimRec{}, byUser: map[int64][]string{}}
+	return &records{claims: map[string]*claimRec{}, byUser: map[int64][]string{}, refusedTries: map[string]int{}}
 }
 
 func (r *records) txn(t *txnRec) {
@@ -124,8 +167,9 @@ type run struct {
 	seed     uint64
 	duration time.Duration
 	prefix   string // of every order_no, request_id and gid of the run
-	users    []int64
-	deposit  map[int64]int64
+	pool     *users
+	callers  int     // of the load; 0: the scenario's own number
+	capped   int64   // a user the scenario brought to the daily cap, if any
 	tpls     []int64 // templates of the run: main, scarce, direct[, hot]
 	hot      int64   // the hot template, when the scenario has one
 	rec      *records
@@ -148,11 +192,17 @@ func as(ctx context.Context, token string) context.Context {
 }
 
 const (
-	usersPerRun  = 16
-	poorUser     = 0 // index of the user with almost no balance: payments refused
 	mainStock    = 4000
 	mainDiscount = 500
+	directStock  = 2000
 )
+
+// stockFor sizes a template's stock for the run's length, so that a long
+// run's claims meet stock as a short one's do: base, plus perSecond for
+// every second of workload.
+func (r *run) stockFor(base, perSecond int64) int64 {
+	return base + perSecond*int64(r.duration/time.Second)
+}
 
 // fixture creates the run's campaign and templates and funds its users.
 func (r *run) fixture(ctx context.Context) error {
@@ -169,13 +219,13 @@ func (r *run) fixture(ctx context.Context) error {
 	specs := []*couponv1.CreateTemplateRequest{
 		// The main template: plenty of stock, a per-user limit the load reaches.
 		{Name: "fixed 5 off 10", CouponType: couponv1.CouponTemplate_FIXED_AMOUNT, DiscountAmount: mainDiscount,
-			MinOrderAmount: 1000, TotalStock: mainStock, PerUserLimit: 6, DailyUseLimit: 3, SubStockCount: 4},
+			MinOrderAmount: 1000, TotalStock: r.stockFor(mainStock, 150), PerUserLimit: 6, DailyUseLimit: 3, SubStockCount: 4},
 		// A small one that sells out during the run.
 		{Name: "10% off, scarce", CouponType: couponv1.CouponTemplate_PERCENT_OFF, PercentOff: 10, MaxDiscount: 800,
 			TotalStock: 40, PerUserLimit: 3, SubStockCount: 2},
 		// Fresh coupons for the scenarios' own transactions.
 		{Name: "direct", CouponType: couponv1.CouponTemplate_FIXED_AMOUNT, DiscountAmount: 300,
-			TotalStock: 2000, PerUserLimit: 1000, SubStockCount: 2},
+			TotalStock: r.stockFor(directStock, 20), PerUserLimit: 1000, SubStockCount: 2, Returnable: proto.Bool(true)},
 	}
 	if r.sc.hot {
 		specs = append(specs, &couponv1.CreateTemplateRequest{Name: "hot", CouponType: couponv1.CouponTemplate_FIXED_AMOUNT,
@@ -199,18 +249,8 @@ func (r *run) fixture(ctx context.Context) error {
 	if r.sc.hot {
 		r.hot = r.tpls[3]
 	}
-	r.deposit = map[int64]int64{}
-	for i := range usersPerRun {
-		u := int64(r.index+1)*1_000_000 + int64(i) + 1
-		r.users = append(r.users, u)
-		amount := int64(1_000_000_00)
-		if i == poorUser {
-			amount = 300
-		}
-		if _, err := r.s.payments.Deposit(ctx, &shopv1.DepositRequest{UserId: u, Amount: amount}); err != nil {
-			return fmt.Errorf("deposit for user %d: %w", u, err)
-		}
-		r.deposit[u] = amount
+	if err := r.newCohort(ctx); err != nil {
+		return err
 	}
 	// Wait until the service's template cache serves the new templates.
 	for _, id := range r.tpls {
@@ -300,7 +340,7 @@ func (r *run) couponOf(rng *rand.Rand, user int64) string {
 func (r *run) warmUp(ctx context.Context) error {
 	var wg sync.WaitGroup
 	var failed atomic.Int64
-	for _, u := range r.users {
+	for _, u := range r.cohortUsers() {
 		wg.Go(func() {
 			for range 2 {
 				if c := r.claim(ctx, r.next("w"), u, r.tpls[0]); c.Outcome != acked {
@@ -316,33 +356,49 @@ func (r *run) warmUp(ctx context.Context) error {
 	return nil
 }
 
-// load is the mixed workload: workers claiming, retrying claims and placing
-// orders with and without coupons until the deadline or the op budget.
+// load is the mixed workload: callers claiming, retrying claims and placing
+// orders with and without coupons until the deadline. Each caller sends its
+// next operation as soon as the last one answered, so the rate is what the
+// stack sustains under the fault, not a fixed trickle.
 type load struct {
-	workers  int
-	maxOps   int
+	workers  int // callers, unless the run sets its own number
 	claimPct int // the rest are orders
 	hotPct   int // of claims, on the hot template
 }
 
+// faultBackoff is a caller's pause after an operation that failed for a
+// fault (plus up to as much again, jittered).
+const faultBackoff = 50 * time.Millisecond
+
+// faulted reports whether the order failed for a fault rather than a
+// business refusal: its answer was lost or its transaction failed.
+func (o *orderRec) faulted() bool {
+	return o.Outcome == unknown || o.Reason == "TRANSACTION_FAILED" || o.Reason == "ABANDONED"
+}
+
 func (r *run) load(ctx context.Context, l load, until time.Time) {
 	var wg sync.WaitGroup
-	var budget atomic.Int64
-	budget.Store(int64(l.maxOps))
-	// Each worker paces its operations so that the budget spreads over the
-	// whole window and the faults in the middle of it meet traffic.
-	every := time.Until(until) * time.Duration(l.workers) / time.Duration(max(l.maxOps, 1))
-	for w := range l.workers {
+	callers := l.workers
+	if r.callers > 0 {
+		// The run's number, in the scenario's proportion to the busiest
+		// profile (the storm's eight).
+		callers = max(1, r.callers*l.workers/storm.workers)
+	}
+	for w := range callers {
 		rng := r.rng(fmt.Sprintf("worker-%d", w))
 		wg.Go(func() {
 			var lastUnknown *claimRec
-			next := time.Now().Add(time.Duration(rng.Int64N(int64(every) + 1)))
-			for time.Now().Before(until) && ctx.Err() == nil && budget.Add(-1) >= 0 {
-				if err := sleep(ctx, time.Until(next)); err != nil {
-					return
+			faulted := false
+			for time.Now().Before(until) && ctx.Err() == nil {
+				if faulted {
+					// A client backs off a little after a failure, as real
+					// ones do, instead of spinning on a dead dependency.
+					if sleep(ctx, faultBackoff+time.Duration(rng.Int64N(int64(faultBackoff)))) != nil {
+						return
+					}
+					faulted = false
 				}
-				next = next.Add(every)
-				user := r.users[rng.IntN(len(r.users))]
+				user := r.loadUser(ctx, rng)
 				switch p := rng.IntN(100); {
 				case p < l.claimPct:
 					switch {
@@ -360,14 +416,14 @@ func (r *run) load(ctx context.Context, l load, until time.Time) {
 						tpl = r.tpls[1]
 					}
 					if c := r.claim(ctx, r.next("c"), user, tpl); c.Outcome == unknown {
-						lastUnknown = c
+						lastUnknown, faulted = c, true
 					}
 				case p < l.claimPct+(100-l.claimPct)*8/10:
 					if code := r.couponOf(rng, user); code != "" {
-						r.order(ctx, user, code, 1000+rng.Int64N(19000))
+						faulted = r.order(ctx, user, code, 1000+rng.Int64N(19000)).faulted()
 					}
 				default:
-					r.order(ctx, user, "", 500+rng.Int64N(5000))
+					faulted = r.order(ctx, user, "", 500+rng.Int64N(5000)).faulted()
 				}
 			}
 		})
@@ -389,7 +445,7 @@ func sleep(ctx context.Context, d time.Duration) error {
 
 var errNoCoupon = errors.New("no coupon to use")
 
-// freshCoupon claims a new coupon of the main template for user, for
+// freshCoupon claims a new coupon of the direct template for user, for
 // scenarios that need one they know is AVAILABLE.
 func (r *run) freshCoupon(ctx context.Context, user int64) (string, error) {
 	for range 5 {
