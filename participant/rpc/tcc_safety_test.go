@@ -585,3 +585,43 @@ func TestLegacyLockMatchedByOrder(t *testing.T) {
 	}
 	e.waitStatus(t, 63, c.Code, couponv1.Coupon_AVAILABLE)
 }
+
+// TestRepeatedTryMustGetTheLockedDiscount: a Try that finds the coupon
+// already locked by its own transaction for its order (a duplicate, or
+// another branch of the transaction) is OK only if this order's checks give
+// the discount that was locked; a bigger order under the same lock would
+// otherwise be paid with the smaller order's discount, or the other way round.
+func TestRepeatedTryMustGetTheLockedDiscount(t *testing.T) {
+	e := newTCC(t)
+	now := time.Now()
+	tpl, err := e.srv.Admin.CreateTemplate(ctxT(t), &couponv1.CreateTemplateRequest{
+		CampaignId: e.campaign.Id, Name: "10% off", CouponType: couponv1.CouponTemplate_PERCENT_OFF,
+		PercentOff: 10, MaxDiscount: 100000, MinOrderAmount: 1000, TotalStock: 10,
+		ValidFrom: timestamppb.New(now.Add(-time.Minute)), ValidUntil: timestamppb.New(now.Add(48 * time.Hour)), CreatedBy: "alice",
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := e.srv.AdminAs(coupontest.TokenBob).ApproveTemplate(ctxT(t), &couponv1.ApproveTemplateRequest{TemplateId: tpl.Id, Version: tpl.GetVersion()}); err != nil {
+		t.Fatal(err)
+	}
+	cl := e.srv.Coupons
+	c := e.claim(t, tpl.Id, 64)
+	req := branchReq(64, c.Code, "o-amount")
+	got, err := cl.LockCoupon(branchCtx(t, "g-amount", "try"), req)
+	if err != nil || got.GetDiscountAmount() != 900 {
+		t.Fatalf("try = %v, %v; want discount 900", got, err)
+	}
+	bigger := branchReq(64, c.Code, "o-amount")
+	bigger.Order.Amount = 20000
+	second := metadata.AppendToOutgoingContext(ctxT(t), "dtm-gid", "g-amount", "dtm-trans_type", "tcc", "dtm-branch_id", "02", "dtm-op", "try")
+	for name, ctx := range map[string]context.Context{"duplicate": branchCtx(t, "g-amount", "try"), "another branch": second} {
+		_, err := cl.LockCoupon(ctx, bigger)
+		if code, reason := reasonOf(err); code != codes.Aborted || reason != "COUPON_NOT_AVAILABLE" {
+			t.Fatalf("%s try for a bigger order = %v; want Aborted COUPON_NOT_AVAILABLE", name, err)
+		}
+	}
+	if _, err := cl.LockCoupon(branchCtx(t, "g-amount", "try"), req); err != nil {
+		t.Fatalf("duplicate try of the same order: %v, want OK", err)
+	}
+}

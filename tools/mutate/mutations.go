@@ -53,7 +53,7 @@ var mutations = []mutation{
 	{
 		ID: "checkheld-ignores-discount", Bug: "a duplicate Try for a bigger order is answered with the old discount",
 		File: "participant/tcc.go", Find: "if d != c.DiscountAmount {", Replace: "if false {",
-		Pkg: "./participant/rpc", Run: "TestBranchBarrierCases|TestTwoTransactionsOneOrder$",
+		Pkg: "./participant/rpc", Run: "TestRepeatedTryMustGetTheLockedDiscount|TestTwoTransactionsOneOrder$",
 	},
 	{
 		ID: "consume-skips-ledger", Bug: "a Confirm writes no CONSUME ledger row",
