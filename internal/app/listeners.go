@@ -17,8 +17,8 @@ import (
 // Connection caps per listener. Their sum, with the MySQL and Redis pools,
 // must stay well below the process's descriptor limit (ulimit -n): a
 // process at its limit cannot open pool connections, and every caller
-// fails, not only the new ones. A gRPC connection costs about 70 KB of
-// buffers once its handshake is done, so the gRPC cap also bounds memory.
+// fails, not only the new ones. A gRPC connection holds tens of kilobytes
+// of buffers once its handshake is done, so the gRPC cap also bounds memory.
 const (
 	DefaultGRPCMaxConns  = 2048
 	DefaultHTTPMaxConns  = 1024

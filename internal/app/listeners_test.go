@@ -327,7 +327,7 @@ func TestPprofRefusesForeignHost(t *testing.T) {
 		start := time.Now()
 		code, body, err := c.get(p, "localhost")
 		if err != nil || code != http.StatusBadRequest {
-			t.Errorf("GET %s with a 2 s write timeout: %d %q %v, want 400", p, code, body, err)
+			t.Errorf("GET %s with a 2 s write timeout: %d %.200q %v, want 400", p, code, body, err)
 		}
 		if d := time.Since(start); d > 5*time.Second {
 			t.Errorf("GET %s: the refusal took %s", p, d)
