@@ -18,6 +18,7 @@ import (
 
 	"github.com/opencoupon/coupon/internal/app"
 	"github.com/opencoupon/coupon/internal/coupontest"
+	"github.com/opencoupon/coupon/internal/testenv"
 )
 
 // httpConn is one raw keep-alive HTTP/1.1 connection.
@@ -101,18 +102,6 @@ func listenerValue(t *testing.T, srv *coupontest.Server, family, listener string
 	return 0
 }
 
-// eventually polls cond every 50 ms until it holds or d passes.
-func eventually(t *testing.T, d time.Duration, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(d)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("after %s: %s", d, what)
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
-}
-
 // TestOpsServerClosesIdleConnections: a connection that made one request
 // to the ops port and then says nothing is closed by the server after the
 // idle timeout, and so is one that never finishes its request line.
@@ -131,7 +120,7 @@ func TestOpsServerClosesIdleConnections(t *testing.T) {
 		t.Fatal(err)
 	}
 	closedWithin(t, "ops connection that never ends its headers", slow, 10*time.Second)
-	eventually(t, 10*time.Second, "ops connections still counted open", func() bool {
+	testenv.Eventually(t, 10*time.Second, "ops connections still counted open", func() bool {
 		return listenerValue(t, srv, "coupon_listener_connections", "ops") == 0
 	})
 }
@@ -181,7 +170,7 @@ func TestListenersCapConnections(t *testing.T) {
 				}
 			}
 			held[0].Close()
-			eventually(t, 15*time.Second, "no new connection got in after one closed", func() bool {
+			testenv.Eventually(t, 15*time.Second, "no new connection got in after one closed", func() bool {
 				c := dialHTTP(t, l.addr)
 				code, _, err := c.get(l.path, "localhost")
 				return err == nil && code == http.StatusOK
@@ -231,7 +220,7 @@ func TestListenersCapConnections(t *testing.T) {
 			}
 		}
 		held[0].Close()
-		eventually(t, 15*time.Second, "no new client got in after one closed", func() bool {
+		testenv.Eventually(t, 15*time.Second, "no new client got in after one closed", func() bool {
 			ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 			defer cancel()
 			conn, err := health(ctx)
@@ -272,7 +261,7 @@ func TestGRPCClosesIdleConnections(t *testing.T) {
 	if _, err := hc.Check(ctxT(t), &healthpb.HealthCheckRequest{}); err != nil {
 		t.Fatalf("health check: %v", err)
 	}
-	eventually(t, 20*time.Second, "the idle client's connection is still open on the server", func() bool {
+	testenv.Eventually(t, 20*time.Second, "the idle client's connection is still open on the server", func() bool {
 		return listenerValue(t, srv, "coupon_listener_connections", "grpc") == 0
 	})
 	if _, err := hc.Check(ctxT(t), &healthpb.HealthCheckRequest{}); err != nil {

@@ -176,8 +176,8 @@ func (a *App) pprofServer() *http.Server {
 		}),
 		ReadHeaderTimeout: 5 * time.Second,
 		ReadTimeout:       10 * time.Second,
-		WriteTimeout: wt,
-		IdleTimeout:  DefaultOpsIdleTimeout,
+		WriteTimeout:      wt,
+		IdleTimeout:       DefaultOpsIdleTimeout,
 	}
 }
 
