@@ -116,9 +116,10 @@ type capListener struct {
 	m     metrics.Listener
 	log   *slog.Logger
 
-	mu      sync.Mutex
-	logged  time.Time
-	refused int // since the last log line
+	mu       sync.Mutex
+	logged   time.Time // last "at its cap" line
+	fdLogged time.Time // last "out of file descriptors" line
+	refused  int       // since the last "at its cap" line
 }
 
 // limitConns wraps l with the cap (0: none) and the listener's metrics.
@@ -134,7 +135,8 @@ func (l *capListener) Accept() (net.Conn, error) {
 	for {
 		c, err := l.Listener.Accept()
 		if err != nil {
-			if isFDExhausted(err) {
+			if isFDExhausted(err) && l.due(&l.fdLogged) {
+				// The server retries the accept; one line per interval.
 				l.log.Error("listener out of file descriptors: lower the connection caps or raise ulimit -n",
 					"listener", l.name, "err", err)
 			}
@@ -162,17 +164,31 @@ func (l *capListener) release() {
 	}
 }
 
-// noteRefused logs that the cap is reached, at most once per logEvery.
+// due reports whether a line stamped at *last may be logged now, and if
+// so stamps it.
+func (l *capListener) due(last *time.Time) bool {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	now := time.Now()
+	if now.Sub(*last) < logEvery {
+		return false
+	}
+	*last = now
+	return true
+}
+
+// noteRefused logs that the cap is reached, at most once per logEvery,
+// with the number refused since the last line.
 func (l *capListener) noteRefused() {
 	l.mu.Lock()
 	l.refused++
-	now := time.Now()
-	if now.Sub(l.logged) < logEvery {
-		l.mu.Unlock()
+	l.mu.Unlock()
+	if !l.due(&l.logged) {
 		return
 	}
+	l.mu.Lock()
 	n := l.refused
-	l.logged, l.refused = now, 0
+	l.refused = 0
 	l.mu.Unlock()
 	l.log.Warn("listener at its connection cap: refusing new connections",
 		"listener", l.name, "cap", l.limit, "refused", n, "addr", l.Addr().String())
