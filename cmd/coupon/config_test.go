@@ -45,6 +45,19 @@ func TestDefaultsAndEnvironment(t *testing.T) {
 	if cfg.RateLimit.Branch != app.DefaultBranchRPS || cfg.RateLimit.BranchBurst != app.DefaultBranchBurst {
 		t.Errorf("default branch limit %v/%d, want %v/%d", cfg.RateLimit.Branch, cfg.RateLimit.BranchBurst, app.DefaultBranchRPS, app.DefaultBranchBurst)
 	}
+	if cfg.Pprof.Addr != "" {
+		t.Errorf("pprof.addr defaults to %q, want off", cfg.Pprof.Addr)
+	}
+	wantConns := app.Connections{GRPC: app.DefaultGRPCMaxConns, HTTP: app.DefaultHTTPMaxConns, Ops: app.DefaultOpsMaxConns}
+	if cfg.Conns != wantConns {
+		t.Errorf("default connection caps %+v, want %+v", cfg.Conns, wantConns)
+	}
+	if cfg.Ops.IdleTimeout != app.DefaultOpsIdleTimeout || cfg.Keepalive.MaxIdle != app.DefaultGRPCMaxIdle || cfg.Keepalive.HandshakeTimeout != app.DefaultHandshakeTimeout {
+		t.Errorf("default idle timeouts: ops %+v, grpc %+v", cfg.Ops, cfg.Keepalive)
+	}
+	t.Setenv("COUPON_GRPC_MAX_CONNECTIONS", "0")
+	t.Setenv("COUPON_PPROF_ADDR", "127.0.0.1:6060")
+	t.Setenv("COUPON_PPROF_HOSTS", "localhost,ops.internal")
 	t.Setenv("COUPON_AUTH_ENABLED", "false")
 	t.Setenv("COUPON_AUTH_CALLERS", `[{"identity":"svc","roles":["app"],"token_sha256":"`+auth.HashToken("t")+`"}]`)
 	t.Setenv("COUPON_RATELIMIT_LIMITS", `[{"role":"app","methods":["CouponService/ClaimCoupon"],"rps":50,"burst":100}]`)
@@ -64,6 +77,12 @@ func TestDefaultsAndEnvironment(t *testing.T) {
 	}
 	if cfg.Deadlines.User >= 0 {
 		t.Errorf("deadline.user 0s gave %s, want no bound (negative)", cfg.Deadlines.User)
+	}
+	if cfg.Conns.GRPC >= 0 {
+		t.Errorf("grpc.max_connections 0 gave %d, want no cap (negative)", cfg.Conns.GRPC)
+	}
+	if cfg.Pprof.Addr != "127.0.0.1:6060" || !cmp.Equal(cfg.Pprof.Hosts, []string{"localhost", "ops.internal"}) {
+		t.Errorf("pprof from the environment: %+v", cfg.Pprof)
 	}
 	if cfg.TLS.CertFile != "/etc/coupon/tls.crt" {
 		t.Errorf("TLS cert file %q", cfg.TLS.CertFile)

@@ -12,6 +12,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"runtime"
 	"strings"
 	"sync"
 	"time"
@@ -68,6 +69,15 @@ type Config struct {
 	HTTP gateway.Config
 	// Barrier is the janitor of the shards' DTM barrier tables.
 	Barrier BarrierJanitor
+
+	// Conns caps each listener's open connections.
+	Conns Connections
+	// Keepalive closes idle, silent and never-handshaked gRPC connections.
+	Keepalive Keepalive
+	// Ops bounds the ops listener's requests and idle connections.
+	Ops OpsServer
+	// Pprof is off unless it is given an address of its own.
+	Pprof Pprof
 }
 
 // BarrierJanitor configures the cleanup of the shards' DTM barrier tables,
@@ -152,6 +162,10 @@ type App struct {
 	metrics *metrics.Metrics
 	tracer  *tracing.Provider
 	opsHTTP *http.Server
+	// pprofLis is bound by Open when pprof is on, so a wrong address
+	// fails at start; pprofHTTP serves it.
+	pprofLis  net.Listener
+	pprofHTTP *http.Server
 	// detached counts handlers answered at their deadline that still run;
 	// Close waits for them before it closes the pools they use.
 	detached sync.WaitGroup
@@ -248,6 +262,7 @@ func Open(ctx context.Context, cfg Config, log *slog.Logger) (a *App, err error)
 		),
 		grpc.ChainStreamInterceptor(a.metrics.Stream(), authn.Stream),
 	}
+	opts = append(opts, grpcConnOptions(cfg.Keepalive)...)
 	opts = append(opts, a.tracer.ServerOptions()...)
 	if creds != nil {
 		opts = append(opts, grpc.Creds(creds))
@@ -267,7 +282,43 @@ func Open(ctx context.Context, cfg Config, log *slog.Logger) (a *App, err error)
 	if err := a.metrics.Register(a.metricSources()); err != nil {
 		return nil, fmt.Errorf("register metrics: %w", err)
 	}
+	if cfg.Pprof.Addr != "" {
+		if a.pprofLis, err = net.Listen("tcp", cfg.Pprof.Addr); err != nil {
+			return nil, fmt.Errorf("listen pprof %s: %w", cfg.Pprof.Addr, err)
+		}
+		closers = append(closers, a.pprofLis.Close)
+	}
+	checkDescriptors(log, a.connectionCaps(), a.poolSizes())
 	return a, nil
+}
+
+// PprofAddr is the address pprof listens on, or "" when it is off.
+func (a *App) PprofAddr() string { return addrOf(a.pprofLis) }
+
+// connectionCaps is the sum of the caps of the listeners configured.
+func (a *App) connectionCaps() int {
+	n := capOf(a.cfg.Conns.GRPC, DefaultGRPCMaxConns)
+	if a.cfg.HTTP.Addr != "" {
+		n += capOf(a.cfg.Conns.HTTP, DefaultHTTPMaxConns)
+	}
+	if a.cfg.OpsAddr != "" {
+		n += capOf(a.cfg.Conns.Ops, DefaultOpsMaxConns)
+	}
+	if a.cfg.Pprof.Addr != "" {
+		n += DefaultPprofMaxConns
+	}
+	return n
+}
+
+// poolSizes is the most connections the MySQL and Redis pools open.
+func (a *App) poolSizes() int {
+	n := a.cfg.MySQL.MaxOpenConns * (1 + len(a.cfg.MySQL.ShardDSNs))
+	if p := a.cfg.Redis.PoolSize; p > 0 {
+		n += p * max(1, len(a.cfg.Redis.Addrs))
+	} else {
+		n += 10 * runtime.GOMAXPROCS(0) * max(1, len(a.cfg.Redis.Addrs))
+	}
+	return n
 }
 
 // Service is the domain service.
@@ -290,6 +341,9 @@ func (a *App) Close() error {
 	a.redis.Close()
 	sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
+	if a.pprofLis != nil {
+		_ = a.pprofLis.Close() // already closed when ServeListeners ran
+	}
 	return errors.Join(err, a.rdb.Close(), a.tracer.Shutdown(sctx))
 }
 
@@ -346,12 +400,21 @@ func (a *App) StartHTTP(ctx context.Context, grpcAddr string) (*gateway.Server, 
 		// the service's public name, not this address.
 		dial = []grpc.DialOption{grpc.WithTransportCredentials(credentials.NewTLS(&tls.Config{InsecureSkipVerify: true, MinVersion: tls.VersionTLS12}))} //nolint:gosec // own listener on loopback
 	}
-	deps := gateway.Deps{GRPCTarget: grpcAddr, DialOptions: dial, Forwarding: a.forward, Log: a.log}
+	lis, err := net.Listen("tcp", a.cfg.HTTP.Addr)
+	if err != nil {
+		return nil, fmt.Errorf("listen http %s: %w", a.cfg.HTTP.Addr, err)
+	}
+	lis = limitConns(lis, "http", capOf(a.cfg.Conns.HTTP, DefaultHTTPMaxConns), a.metrics, a.log)
+	deps := gateway.Deps{GRPCTarget: grpcAddr, DialOptions: dial, Forwarding: a.forward, Log: a.log, Listener: lis}
 	if a.cfg.Auth.Enabled {
 		deps.Console.Identities = a.authn
 	}
 	deps.Console.Reconcile = reconcileRuns{db: a.store.Main()}
-	return gateway.Start(ctx, a.cfg.HTTP, deps)
+	s, err := gateway.Start(ctx, a.cfg.HTTP, deps)
+	if err != nil {
+		lis.Close()
+	}
+	return s, err
 }
 
 // ServeListeners serves gRPC on lis and the ops HTTP endpoints on ops (if
@@ -360,12 +423,32 @@ func (a *App) StartHTTP(ctx context.Context, grpcAddr string) (*gateway.Server, 
 // flight drain for up to Shutdown.Timeout, and the background jobs stop.
 // Close then flushes the claim batches and closes the pools.
 func (a *App) ServeListeners(ctx context.Context, lis, ops net.Listener) error {
-	errc := make(chan error, 2)
+	errc := make(chan error, 3)
+	lis = limitConns(lis, "grpc", capOf(a.cfg.Conns.GRPC, DefaultGRPCMaxConns), a.metrics, a.log)
 	if ops != nil {
-		a.opsHTTP = &http.Server{Handler: a.opsMux(), ReadHeaderTimeout: 5 * time.Second}
+		ops = limitConns(ops, "ops", capOf(a.cfg.Conns.Ops, DefaultOpsMaxConns), a.metrics, a.log)
+		// Every timeout set: an idle or slow connection cannot hold one
+		// of the few ops slots for long.
+		a.opsHTTP = &http.Server{
+			Handler:           a.opsMux(),
+			ReadHeaderTimeout: 5 * time.Second,
+			ReadTimeout:       orDefault(a.cfg.Ops.ReadTimeout, DefaultOpsReadTimeout),
+			WriteTimeout:      orDefault(a.cfg.Ops.WriteTimeout, DefaultOpsWriteTimeout),
+			IdleTimeout:       orDefault(a.cfg.Ops.IdleTimeout, DefaultOpsIdleTimeout),
+			MaxHeaderBytes:    16 << 10,
+		}
 		go func() {
 			if err := a.opsHTTP.Serve(ops); err != nil && !errors.Is(err, http.ErrServerClosed) {
 				errc <- fmt.Errorf("ops http: %w", err)
+			}
+		}()
+	}
+	if a.pprofLis != nil {
+		a.pprofHTTP = a.pprofServer()
+		pl := limitConns(a.pprofLis, "pprof", DefaultPprofMaxConns, a.metrics, a.log)
+		go func() {
+			if err := a.pprofHTTP.Serve(pl); err != nil && !errors.Is(err, http.ErrServerClosed) {
+				errc <- fmt.Errorf("pprof http: %w", err)
 			}
 		}()
 	}
@@ -383,7 +466,7 @@ func (a *App) ServeListeners(ctx context.Context, lis, ops net.Listener) error {
 		jobs.Go(func() { a.janitor.Run(jctx) })
 	}
 	jobs.Go(func() { a.watchReadiness(jctx) })
-	a.log.Info("coupon service serving", "grpc", lis.Addr().String(), "ops", addrOf(ops),
+	a.log.Info("coupon service serving", "grpc", lis.Addr().String(), "ops", addrOf(ops), "pprof", addrOf(a.pprofLis),
 		"auth", a.cfg.Auth.Enabled, "tls", a.cfg.TLS.Enabled(), "callers", len(a.cfg.Auth.Callers))
 	var err error
 	select {
@@ -416,6 +499,9 @@ func (a *App) ServeListeners(ctx context.Context, lis, ops net.Listener) error {
 		sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		defer cancel()
 		_ = a.opsHTTP.Shutdown(sctx)
+	}
+	if a.pprofHTTP != nil {
+		_ = a.pprofHTTP.Close() // a profile in progress is not worth waiting for
 	}
 	a.log.Info("coupon service stopped accepting; calls drained")
 	return err

@@ -5,8 +5,11 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
+	"net"
 	"net/http"
 	"net/http/pprof"
+	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -117,11 +120,73 @@ func (a *App) opsMux() *http.ServeMux {
 		_, _ = w.Write([]byte("ready\n"))
 	})
 	mux.Handle("GET /metrics", a.metrics.Handler())
+	return mux
+}
+
+// Pprof serves net/http/pprof on a listener of its own, never on the ops
+// port that Prometheus scrapes: profiles show the service's internals and
+// a long one costs CPU, so they are opt-in and reachable only by name from
+// the machine itself by default.
+type Pprof struct {
+	// Addr is where pprof listens (config pprof.addr); empty: off.
+	Addr string
+	// Hosts are the Host header names accepted (any port); others are
+	// refused, so a page in an operator's browser cannot reach pprof by
+	// DNS rebinding. Default localhost, 127.0.0.1 and ::1.
+	Hosts []string
+	// WriteTimeout bounds a response: a profile or trace asked for longer
+	// is refused (default 60s).
+	WriteTimeout time.Duration
+}
+
+var defaultPprofHosts = []string{"localhost", "127.0.0.1", "::1"}
+
+// pprofServer is the pprof listener's server.
+func (a *App) pprofServer() *http.Server {
+	mux := http.NewServeMux()
 	mux.HandleFunc("/debug/pprof/", pprof.Index)
+	mux.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)
 	mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
 	mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
 	mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
-	return mux
+	hosts := a.cfg.Pprof.Hosts
+	if len(hosts) == 0 {
+		hosts = defaultPprofHosts
+	}
+	allowed := make(map[string]bool, len(hosts))
+	for _, h := range hosts {
+		allowed[strings.ToLower(strings.Trim(h, "[]"))] = true
+	}
+	wt := orDefault(a.cfg.Pprof.WriteTimeout, DefaultPprofWriteTimeout)
+	return &http.Server{
+		Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			if !allowed[hostName(r.Host)] {
+				a.log.Warn("pprof: request with a foreign Host refused", "host", r.Host, "remote", r.RemoteAddr)
+				http.Error(w, "host not allowed", http.StatusForbidden)
+				return
+			}
+			// net/http/pprof extends its write deadline by the seconds
+			// asked for, so the bound is checked here, for the CPU profile,
+			// the trace and the delta profiles alike.
+			if sec, err := strconv.ParseFloat(r.FormValue("seconds"), 64); err == nil && sec > wt.Seconds() {
+				http.Error(w, fmt.Sprintf("seconds=%s exceeds pprof.write_timeout %s", r.FormValue("seconds"), wt), http.StatusBadRequest)
+				return
+			}
+			mux.ServeHTTP(w, r)
+		}),
+		ReadHeaderTimeout: 5 * time.Second,
+		ReadTimeout:       10 * time.Second,
+		WriteTimeout:      wt,
+		IdleTimeout:       DefaultOpsIdleTimeout,
+	}
+}
+
+// hostName is the lower-case name of a Host header, without its port.
+func hostName(host string) string {
+	if h, _, err := net.SplitHostPort(host); err == nil {
+		host = h
+	}
+	return strings.ToLower(strings.Trim(host, "[]"))
 }
 
 // metricSources tells the metrics where the service's state is.

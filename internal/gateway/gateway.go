@@ -163,6 +163,9 @@ type Deps struct {
 	// calls made for it, for the server that holds the same Forwarding.
 	Forwarding *Forwarding
 	Log        *slog.Logger
+	// Listener, when set, is served instead of listening on Config.Addr
+	// (the service passes its connection-capped listener); Close closes it.
+	Listener net.Listener
 }
 
 // Start listens on cfg.Addr and serves the API under /v1/, the OpenAPI
@@ -185,10 +188,12 @@ func Start(ctx context.Context, cfg Config, d Deps) (*Server, error) {
 		conn.Close()
 		return nil, err
 	}
-	lis, err := net.Listen("tcp", cfg.Addr)
-	if err != nil {
-		conn.Close()
-		return nil, fmt.Errorf("listen http %s: %w", cfg.Addr, err)
+	lis := d.Listener
+	if lis == nil {
+		if lis, err = net.Listen("tcp", cfg.Addr); err != nil {
+			conn.Close()
+			return nil, fmt.Errorf("listen http %s: %w", cfg.Addr, err)
+		}
 	}
 	s := &Server{
 		http: &http.Server{

@@ -52,6 +52,9 @@ type Metrics struct {
 	barrierOldest      prometheus.Gauge
 	barrierKeptUnknown prometheus.Gauge
 	barrierKeptOpen    prometheus.Gauge
+	connsOpen          *prometheus.GaugeVec
+	connsLimit         *prometheus.GaugeVec
+	connsRefused       *prometheus.CounterVec
 }
 
 // New returns a registry with the process, Go, build and gRPC families.
@@ -89,12 +92,25 @@ func New() *Metrics {
 			Name: "coupon_barrier_rows_kept_unfinished",
 			Help: "Barrier rows past max age kept because the coordinator reports their transaction unfinished: a Confirm, Cancel or compensation retried for longer than barrier.max_age.",
 		}),
+		connsOpen: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "coupon_listener_connections",
+			Help: "Connections open on a listener (grpc, http, ops, pprof).",
+		}, []string{"listener"}),
+		connsLimit: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "coupon_listener_connection_limit",
+			Help: "A listener's connection cap (0: none).",
+		}, []string{"listener"}),
+		connsRefused: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "coupon_listener_connections_refused_total",
+			Help: "Connections a listener closed on accept because it was at its cap.",
+		}, []string{"listener"}),
 	}
 	m.Registry.MustRegister(
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 		buildInfo(),
 		m.grpc, m.claims, m.batches, m.ready, m.barrierDeleted, m.barrierOldest, m.barrierKeptUnknown, m.barrierKeptOpen,
+		m.connsOpen, m.connsLimit, m.connsRefused,
 	)
 	m.barrierDeleted.WithLabelValues("finished")
 	m.barrierDeleted.WithLabelValues("expired")
@@ -143,6 +159,19 @@ func (m *Metrics) ObserveBarrierJanitor(finished, expired, keptUnknown, keptUnfi
 	m.barrierKeptUnknown.Set(float64(keptUnknown))
 	m.barrierKeptOpen.Set(float64(keptUnfinished))
 	m.barrierOldest.Set(oldest.Seconds())
+}
+
+// Listener is one listener's connection counters.
+type Listener struct {
+	Open    prometheus.Gauge
+	Refused prometheus.Counter
+}
+
+// Listener returns the counters of the listener called name, whose cap is
+// limit (0: none), starting at zero.
+func (m *Metrics) Listener(name string, limit int) Listener {
+	m.connsLimit.WithLabelValues(name).Set(float64(limit))
+	return Listener{Open: m.connsOpen.WithLabelValues(name), Refused: m.connsRefused.WithLabelValues(name)}
 }
 
 // InitializeMetrics pre-creates the gRPC series of every method of s at zero.
