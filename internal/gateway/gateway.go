@@ -63,10 +63,11 @@ func NewAPI(ctx context.Context, conn *grpc.ClientConn) (http.Handler, error) {
 	if err := couponv1.RegisterAdminServiceHandler(ctx, mux, conn); err != nil {
 		return nil, fmt.Errorf("register admin service handler: %w", err)
 	}
-	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		r.Body = http.MaxBytesReader(w, r.Body, maxBody)
-		mux.ServeHTTP(w, r)
-	}), nil
+	routes, err := routesOf(couponv1.File_coupon_v1_coupon_proto, couponv1.File_coupon_v1_admin_proto)
+	if err != nil {
+		return nil, err
+	}
+	return strict(routes, mux, mux), nil
 }
 
 // incomingHeader picks the HTTP headers that become gRPC metadata. The
