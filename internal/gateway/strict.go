@@ -337,4 +337,3 @@ func refuse(mux *runtime.ServeMux, w http.ResponseWriter, r *http.Request, ref *
 	_, out := runtime.MarshalerForRequest(mux, r)
 	runtime.HTTPError(context.WithoutCancel(r.Context()), mux, out, w, r, &runtime.HTTPStatusError{HTTPStatus: ref.http, Err: st.Err()})
 }
-
