@@ -40,6 +40,20 @@ func checkLongText(field, v string, required bool, maxLen int) error {
 	return checkString(field, v, required, maxLen, true)
 }
 
+// checkBranchText checks free text a branch carries from the caller's
+// systems (a return's reason): length and UTF-8 only. It is not operator
+// text, and ReturnCoupon is a DTM message branch, which must not start
+// refusing for ever text it used to take: the coupon would never return.
+func checkBranchText(field, v string, maxLen int) error {
+	if len(v) > maxLen {
+		return Invalid(field, "is longer than %d bytes", maxLen)
+	}
+	if !utf8.ValidString(v) {
+		return Invalid(field, "is not valid UTF-8")
+	}
+	return nil
+}
+
 func checkString(field, v string, required bool, maxLen int, multiline bool) error {
 	if required && strings.TrimSpace(v) == "" {
 		return Invalid(field, "is required")
