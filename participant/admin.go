@@ -17,7 +17,7 @@ func (s *Service) CreateCampaign(ctx context.Context, c *Campaign) (*Campaign, e
 		return nil, err
 	}
 	c.CreatedBy = by
-	if err := c.validate(); err != nil {
+	if err := c.validate(nil); err != nil {
 		return nil, err
 	}
 	now := s.now().UTC()
@@ -58,6 +58,7 @@ func (s *Service) UpdateCampaign(ctx context.Context, id int64, ch CampaignChang
 		return nil, err
 	}
 	c, err := s.catalog.UpdateCampaign(ctx, id, func(c *Campaign) error {
+		stored := *c
 		if ch.Name != nil {
 			c.Name = *ch.Name
 		}
@@ -79,7 +80,7 @@ func (s *Service) UpdateCampaign(ctx context.Context, id int64, ch CampaignChang
 			}
 			c.Status = ch.Status
 		}
-		if err := c.validate(); err != nil {
+		if err := c.validate(&stored); err != nil {
 			return err
 		}
 		c.UpdatedAt = s.now().UTC()
@@ -138,7 +139,7 @@ func (s *Service) CreateTemplate(ctx context.Context, t *Template) (*Template, e
 	// Kept to the microsecond the catalog stores, so the template created
 	// (and its audit row) is the one later reads and comparisons see.
 	t.ValidFrom, t.ValidUntil = storedTime(t.ValidFrom), storedTime(t.ValidUntil)
-	if err := t.validate(s.cfg.MaxSubStock); err != nil {
+	if err := t.validate(s.cfg.MaxSubStock, nil); err != nil {
 		return nil, err
 	}
 	if t.SubStockCount == 0 {
@@ -250,7 +251,7 @@ func (s *Service) UpdateTemplate(ctx context.Context, id int64, ch TemplateChang
 			}
 			t.Status = ch.Status
 		}
-		if err := t.validate(s.cfg.MaxSubStock); err != nil {
+		if err := t.validate(s.cfg.MaxSubStock, &before); err != nil {
 			return err
 		}
 		if len(MoneyRuleChanges(&before, t)) > 0 {

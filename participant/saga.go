@@ -87,7 +87,7 @@ func (r ReturnRequest) validate() error {
 	if err := CheckRequestID("order_no", r.OrderNo); err != nil {
 		return err
 	}
-	return checkText("reason", r.Reason, false, 255)
+	return checkBranchText("reason", r.Reason, 255)
 }
 
 // ReturnResult is what ReturnCoupon did.

@@ -1,7 +1,9 @@
 package participant
 
 import (
+	"net/url"
 	"strings"
+	"unicode"
 	"unicode/utf8"
 
 	"github.com/opencoupon/coupon/participant/rules"
@@ -24,7 +26,35 @@ const (
 	maxProductLineLen = shape.MaxProductLineLen
 )
 
+// checkText checks single-line operator text (names, codes, types,
+// principals, reasons): no control characters at all, no bidirectional
+// controls. It is shown in the console, in logs and in audit rows, where a
+// NUL or a right-to-left override makes it read as something else.
 func checkText(field, v string, required bool, maxLen int) error {
+	return checkString(field, v, required, maxLen, false)
+}
+
+// checkLongText checks multi-line operator text (descriptions): as
+// checkText, except that line breaks and tabs are kept.
+func checkLongText(field, v string, required bool, maxLen int) error {
+	return checkString(field, v, required, maxLen, true)
+}
+
+// checkBranchText checks free text a branch carries from the caller's
+// systems (a return's reason): length and UTF-8 only. It is not operator
+// text, and ReturnCoupon is a DTM message branch, which must not start
+// refusing for ever text it used to take: the coupon would never return.
+func checkBranchText(field, v string, maxLen int) error {
+	if len(v) > maxLen {
+		return Invalid(field, "is longer than %d bytes", maxLen)
+	}
+	if !utf8.ValidString(v) {
+		return Invalid(field, "is not valid UTF-8")
+	}
+	return nil
+}
+
+func checkString(field, v string, required bool, maxLen int, multiline bool) error {
 	if required && strings.TrimSpace(v) == "" {
 		return Invalid(field, "is required")
 	}
@@ -34,7 +64,59 @@ func checkText(field, v string, required bool, maxLen int) error {
 	if !utf8.ValidString(v) {
 		return Invalid(field, "is not valid UTF-8")
 	}
+	for i, r := range v {
+		if multiline && (r == '\n' || r == '\r' || r == '\t') {
+			continue
+		}
+		if unicode.IsControl(r) || r == '\u2028' || r == '\u2029' {
+			return Invalid(field, "has a control character (%U at byte %d)", r, i)
+		}
+		if bidiControl(r) {
+			return Invalid(field, "has a bidirectional control character (%U at byte %d)", r, i)
+		}
+	}
 	return nil
+}
+
+// bidiControl reports the explicit bidirectional embeddings, overrides and
+// isolates (Unicode's "Trojan Source" characters), which reorder the text
+// that follows them on screen. The implicit marks (U+200E, U+200F, U+061C)
+// are allowed: they only affect neutral characters next to them.
+func bidiControl(r rune) bool {
+	return (r >= '\u202A' && r <= '\u202E') || (r >= '\u2066' && r <= '\u2069')
+}
+
+// checkLogo checks a template's logo: empty, or an absolute http: or https:
+// URL with a host. Anything else (javascript:, data:, a relative path)
+// would be dangerous or meaningless in a client's <img src>.
+func checkLogo(field, v string) error {
+	if v == "" {
+		return nil
+	}
+	if err := checkText(field, v, false, maxTextLen); err != nil {
+		return err
+	}
+	u, err := url.Parse(v)
+	if err != nil {
+		return Invalid(field, "is not a URL")
+	}
+	if scheme := strings.ToLower(u.Scheme); scheme != "https" && scheme != "http" {
+		return Invalid(field, "must be an absolute https: or http: URL")
+	}
+	if u.Host == "" || u.Opaque != "" || strings.ContainsAny(v, " \\") {
+		return Invalid(field, "must be an absolute https: or http: URL with a host")
+	}
+	return nil
+}
+
+// LogoURL returns logo if it is one checkLogo accepts, and "" otherwise:
+// rows stored before the check may hold anything, and the console shows
+// only what a new row could hold.
+func LogoURL(logo string) string {
+	if logo == "" || checkLogo("logo", logo) != nil {
+		return ""
+	}
+	return logo
 }
 
 // CheckRequestID validates an idempotency key: 1 to 64 printable ASCII bytes.
@@ -60,23 +142,40 @@ func checkID(field string, id int64) error {
 	return nil
 }
 
-func (c *Campaign) validate() error {
+// kept reports whether an update leaves a text field as the stored row has
+// it (stored is nil when creating). Such a field is not checked again, so a
+// row stored before a check existed can still be paused, ended or fixed; a
+// field is held to today's checks whenever it is written.
+func kept(stored bool, old, v string) bool { return stored && old == v }
+
+func (c *Campaign) validate(stored *Campaign) error {
+	var was Campaign
+	if stored != nil {
+		was = *stored
+	}
 	if c.RequestID != "" {
 		if err := CheckRequestID("request_id", c.RequestID); err != nil {
 			return err
 		}
 	}
 	for _, f := range []struct {
-		name, v  string
-		required bool
-		max      int
+		name, v, old string
+		required     bool
+		max          int
 	}{
-		{"name", c.Name, true, maxNameLen},
-		{"description", c.Description, false, maxTextLen},
-		{"campaign_type", c.Type, false, maxCampaignType},
-		{"created_by", c.CreatedBy, true, maxPrincipalLen},
+		{"name", c.Name, was.Name, true, maxNameLen},
+		{"campaign_type", c.Type, was.Type, false, maxCampaignType},
+		{"created_by", c.CreatedBy, was.CreatedBy, true, maxPrincipalLen},
 	} {
+		if kept(stored != nil, f.old, f.v) {
+			continue
+		}
 		if err := checkText(f.name, f.v, f.required, f.max); err != nil {
+			return err
+		}
+	}
+	if !kept(stored != nil, was.Description, c.Description) {
+		if err := checkLongText("description", c.Description, false, maxTextLen); err != nil {
 			return err
 		}
 	}
@@ -111,10 +210,11 @@ func checkPage(p Page) (Page, error) {
 // CheckRules validates t's money rules and usage rule as CreateTemplate
 // does, storing nothing: the console checks a draft with it as the operator
 // types.
-func (t *Template) CheckRules() error { return t.validateRules() }
+func (t *Template) CheckRules() error { return t.validateRules(nil) }
 
-// validateRules checks the money rules of a template.
-func (t *Template) validateRules() error {
+// validateRules checks the money rules of a template; stored is the row an
+// update starts from, nil when creating.
+func (t *Template) validateRules(stored *Template) error {
 	switch t.Type {
 	case FixedAmount:
 		if t.DiscountAmount <= 0 {
@@ -148,7 +248,10 @@ func (t *Template) validateRules() error {
 	if len(t.ProductLines) > maxProductLines {
 		return Invalid("product_lines", "has more than %d entries", maxProductLines)
 	}
-	for _, pl := range t.ProductLines {
+	for i, pl := range t.ProductLines {
+		if stored != nil && i < len(stored.ProductLines) && kept(true, stored.ProductLines[i], pl) {
+			continue
+		}
 		if err := checkText("product_lines", pl, true, maxProductLineLen); err != nil {
 			return err
 		}
@@ -161,7 +264,11 @@ func (t *Template) validateRules() error {
 	return nil
 }
 
-func (t *Template) validate(maxSub int32) error {
+func (t *Template) validate(maxSub int32, stored *Template) error {
+	var was Template
+	if stored != nil {
+		was = *stored
+	}
 	if t.RequestID != "" {
 		if err := CheckRequestID("request_id", t.RequestID); err != nil {
 			return err
@@ -171,20 +278,31 @@ func (t *Template) validate(maxSub int32) error {
 		return err
 	}
 	for _, f := range []struct {
-		name, v  string
-		required bool
-		max      int
+		name, v, old string
+		required     bool
+		max          int
 	}{
-		{"name", t.Name, true, maxNameLen},
-		{"description", t.Description, false, maxTextLen},
-		{"logo", t.Logo, false, maxTextLen},
-		{"created_by", t.CreatedBy, true, maxPrincipalLen},
+		{"name", t.Name, was.Name, true, maxNameLen},
+		{"created_by", t.CreatedBy, was.CreatedBy, true, maxPrincipalLen},
 	} {
+		if kept(stored != nil, f.old, f.v) {
+			continue
+		}
 		if err := checkText(f.name, f.v, f.required, f.max); err != nil {
 			return err
 		}
 	}
-	if err := t.validateRules(); err != nil {
+	if !kept(stored != nil, was.Description, t.Description) {
+		if err := checkLongText("description", t.Description, false, maxTextLen); err != nil {
+			return err
+		}
+	}
+	if !kept(stored != nil, was.Logo, t.Logo) {
+		if err := checkLogo("logo", t.Logo); err != nil {
+			return err
+		}
+	}
+	if err := t.validateRules(stored); err != nil {
 		return err
 	}
 	if t.TotalStock < 0 || t.TotalStock > MaxStock {

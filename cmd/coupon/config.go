@@ -27,6 +27,8 @@ func loadConfig(file string) (app.Config, string, error) {
 		"grpc.addr":                    "127.0.0.1:9090",
 		"ops.addr":                     "127.0.0.1:9091",
 		"http.addr":                    "127.0.0.1:9092",
+		"http.tls.cert_file":           "",
+		"http.tls.key_file":            "",
 		"console.dtm_http_addr":        "127.0.0.1:36789",
 		"node_id":                      1,
 		"grpc.tls.cert_file":           "",
@@ -256,6 +258,7 @@ func loadConfig(file string) (app.Config, string, error) {
 			SweepBatch:         v.GetInt("expiry.batch"),
 		},
 	}
+	cfg.HTTP.TLS = gateway.TLSConfig{CertFile: v.GetString("http.tls.cert_file"), KeyFile: v.GetString("http.tls.key_file")}
 	return cfg, v.GetString("log.level"), nil
 }
 

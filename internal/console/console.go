@@ -22,6 +22,7 @@ import (
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
+	"github.com/opencoupon/coupon/participant"
 	couponv1 "github.com/opencoupon/coupon/proto/coupon/v1"
 )
 
@@ -210,6 +211,9 @@ func (c *Console) parse() error {
 			return map[string]any{"Form": f, "Types": types, "Create": create}
 		},
 	}
+	// A template's logo is shown only if it is an http(s) URL: rows stored
+	// before the service checked logos may hold javascript: or data:.
+	funcs["logoURL"] = participant.LogoURL
 	names, err := fs.Glob(templateFS, "templates/*.html")
 	if err != nil {
 		return err

@@ -6,6 +6,7 @@ package gateway
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -34,6 +35,31 @@ type Config struct {
 	// Addr is where the listener binds (config http.addr); empty turns it off.
 	Addr    string
 	Console console.Config
+	// TLS, when given a certificate and key, serves the listener over TLS
+	// (config http.tls.*).
+	TLS TLSConfig
+}
+
+// TLSConfig turns TLS on for the HTTP listener, as grpc.tls does for gRPC.
+type TLSConfig struct {
+	CertFile string
+	KeyFile  string
+}
+
+// Enabled reports whether TLS is configured.
+func (t TLSConfig) Enabled() bool { return t.CertFile != "" || t.KeyFile != "" }
+
+// config loads the key pair; a missing half or an unreadable pair stops
+// the start rather than serving plain text in its place.
+func (t TLSConfig) config() (*tls.Config, error) {
+	if t.CertFile == "" || t.KeyFile == "" {
+		return nil, errors.New("http tls: both cert_file and key_file are required")
+	}
+	cert, err := tls.LoadX509KeyPair(t.CertFile, t.KeyFile)
+	if err != nil {
+		return nil, fmt.Errorf("http tls: load key pair: %w", err)
+	}
+	return &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}, nil
 }
 
 // maxBody bounds a JSON request body; gRPC's own limit is 4 MiB.
@@ -63,10 +89,11 @@ func NewAPI(ctx context.Context, conn *grpc.ClientConn) (http.Handler, error) {
 	if err := couponv1.RegisterAdminServiceHandler(ctx, mux, conn); err != nil {
 		return nil, fmt.Errorf("register admin service handler: %w", err)
 	}
-	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		r.Body = http.MaxBytesReader(w, r.Body, maxBody)
-		mux.ServeHTTP(w, r)
-	}), nil
+	routes, err := routesOf(couponv1.File_coupon_v1_coupon_proto, couponv1.File_coupon_v1_admin_proto)
+	if err != nil {
+		return nil, err
+	}
+	return strict(routes, mux, mux), nil
 }
 
 // incomingHeader picks the HTTP headers that become gRPC metadata. The
@@ -172,6 +199,13 @@ type Deps struct {
 // document at /openapi.json and the console under /console/ until ctx is
 // done or Close is called.
 func Start(ctx context.Context, cfg Config, d Deps) (*Server, error) {
+	var tlsConfig *tls.Config
+	if cfg.TLS.Enabled() {
+		var err error
+		if tlsConfig, err = cfg.TLS.config(); err != nil {
+			return nil, err
+		}
+	}
 	opts := slices.Clone(d.DialOptions)
 	if len(opts) == 0 {
 		opts = []grpc.DialOption{grpc.WithTransportCredentials(insecure.NewCredentials())}
@@ -203,12 +237,17 @@ func Start(ctx context.Context, cfg Config, d Deps) (*Server, error) {
 			WriteTimeout:      30 * time.Second,
 			IdleTimeout:       2 * time.Minute,
 			MaxHeaderBytes:    64 << 10,
+			TLSConfig:         tlsConfig,
 		},
 		lis: lis, conn: conn, log: d.Log, done: make(chan struct{}),
 	}
 	go func() {
 		defer close(s.done)
-		if err := s.http.Serve(lis); err != nil && !errors.Is(err, http.ErrServerClosed) {
+		serve := s.http.Serve
+		if tlsConfig != nil {
+			serve = func(l net.Listener) error { return s.http.ServeTLS(l, "", "") }
+		}
+		if err := serve(lis); err != nil && !errors.Is(err, http.ErrServerClosed) {
 			d.Log.Error("http listener stopped", "addr", lis.Addr().String(), "err", err)
 		}
 	}()
@@ -219,7 +258,7 @@ func Start(ctx context.Context, cfg Config, d Deps) (*Server, error) {
 		case <-s.done:
 		}
 	}()
-	d.Log.Info("http api and console serving", "http", lis.Addr().String())
+	d.Log.Info("http api and console serving", "http", lis.Addr().String(), "tls", tlsConfig != nil)
 	return s, nil
 }
 
