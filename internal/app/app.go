@@ -169,6 +169,7 @@ func Open(ctx context.Context, cfg Config, log *slog.Logger) (a *App, err error)
 			}
 		}
 	}()
+	cfg.Auth.Clients, cfg.Auth.Events = a.forward, a.metrics
 	authn, err := auth.New(cfg.Auth, log)
 	if err != nil {
 		return nil, err
@@ -347,6 +348,7 @@ func (a *App) StartHTTP(ctx context.Context, grpcAddr string) (*gateway.Server, 
 		dial = []grpc.DialOption{grpc.WithTransportCredentials(credentials.NewTLS(&tls.Config{InsecureSkipVerify: true, MinVersion: tls.VersionTLS12}))} //nolint:gosec // own listener on loopback
 	}
 	deps := gateway.Deps{GRPCTarget: grpcAddr, DialOptions: dial, Forwarding: a.forward, Log: a.log}
+	deps.Console.Events, deps.Console.Now = a.metrics, a.cfg.Now
 	if a.cfg.Auth.Enabled {
 		deps.Console.Identities = a.authn
 	}

@@ -52,7 +52,13 @@ type Metrics struct {
 	barrierOldest      prometheus.Gauge
 	barrierKeptUnknown prometheus.Gauge
 	barrierKeptOpen    prometheus.Gauge
+	authFailures       *prometheus.CounterVec
+	authThrottled      *prometheus.CounterVec
 }
+
+// Surfaces label the authentication metrics: gRPC callers, the JSON API
+// through the HTTP gateway, and the console's sign-in.
+var Surfaces = []string{"grpc", "http", "console"}
 
 // New returns a registry with the process, Go, build and gRPC families.
 func New() *Metrics {
@@ -89,13 +95,26 @@ func New() *Metrics {
 			Name: "coupon_barrier_rows_kept_unfinished",
 			Help: "Barrier rows past max age kept because the coordinator reports their transaction unfinished: a Confirm, Cancel or compensation retried for longer than barrier.max_age.",
 		}),
+		authFailures: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "coupon_auth_failures_total",
+			Help: "Failed authentications by surface: grpc and http (the JSON API) calls refused UNAUTHENTICATED, console sign-ins refused.",
+		}, []string{"surface"}),
+		authThrottled: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "coupon_auth_throttled_total",
+			Help: "Calls and sign-ins refused without checking their credential because their client address failed too often (RATE_LIMITED), by surface.",
+		}, []string{"surface"}),
 	}
 	m.Registry.MustRegister(
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 		buildInfo(),
 		m.grpc, m.claims, m.batches, m.ready, m.barrierDeleted, m.barrierOldest, m.barrierKeptUnknown, m.barrierKeptOpen,
+		m.authFailures, m.authThrottled,
 	)
+	for _, s := range Surfaces {
+		m.authFailures.WithLabelValues(s)
+		m.authThrottled.WithLabelValues(s)
+	}
 	m.barrierDeleted.WithLabelValues("finished")
 	m.barrierDeleted.WithLabelValues("expired")
 	// Outcomes every dashboard shows start at zero rather than appear late.
@@ -144,6 +163,13 @@ func (m *Metrics) ObserveBarrierJanitor(finished, expired, keptUnknown, keptUnfi
 	m.barrierKeptOpen.Set(float64(keptUnfinished))
 	m.barrierOldest.Set(oldest.Seconds())
 }
+
+// AuthFailed counts a failed authentication on surface (grpc, http, console).
+func (m *Metrics) AuthFailed(surface string) { m.authFailures.WithLabelValues(surface).Inc() }
+
+// AuthThrottled counts a call or sign-in refused because its client failed
+// authentication too often.
+func (m *Metrics) AuthThrottled(surface string) { m.authThrottled.WithLabelValues(surface).Inc() }
 
 // InitializeMetrics pre-creates the gRPC series of every method of s at zero.
 func (m *Metrics) InitializeMetrics(s *grpc.Server) { m.grpc.InitializeMetrics(s) }
