@@ -259,7 +259,7 @@ func (a *Authenticator) check(ctx context.Context, method string, req any) (cont
 			if a.events != nil {
 				a.events.AuthThrottled(surface)
 			}
-			return ctx, rpc.Status(ctx, a.log, throttled(method, client, wait))
+			return ctx, withRetry(rpc.Status(ctx, a.log, throttled(method, client, wait)), wait)
 		}
 	}
 	if branchCall {

@@ -7,7 +7,10 @@ import (
 	"time"
 
 	"golang.org/x/time/rate"
+	"google.golang.org/genproto/googleapis/rpc/errdetails"
 	"google.golang.org/grpc/peer"
+	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/types/known/durationpb"
 
 	"github.com/opencoupon/coupon/participant"
 )
@@ -138,4 +141,14 @@ func throttled(method, client string, wait time.Duration) *participant.Error {
 	e := participant.Errorf(code, participant.ReasonRateLimited, "too many failed authentications from %s; retry after %s", client, wait)
 	e.Metadata = map[string]string{"client": client, "limit": "auth_failures", "retry_delay": wait.String()}
 	return e
+}
+
+// withRetry adds a RetryInfo with delay to the status err, as the rate
+// limiter's refusals carry.
+func withRetry(err error, delay time.Duration) error {
+	st := status.Convert(err)
+	if d, derr := st.WithDetails(&errdetails.RetryInfo{RetryDelay: durationpb.New(delay.Round(time.Millisecond))}); derr == nil {
+		return d.Err()
+	}
+	return err
 }
