@@ -70,7 +70,7 @@ type Config struct {
 	// RATE_LIMITED before their credential is checked, and it earns one
 	// more try every 1/FailureRPS seconds. Calls carrying a branch
 	// credential are neither charged nor refused: it is signed, not
-	// guessable, and DTM sends every transaction's from one address. Zero
+	// guessable, and DTM sends every transaction's calls from one address. Zero
 	// takes the defaults (1/s, burst 10); a negative FailureRPS is no limit.
 	FailureRPS   float64
 	FailureBurst int
