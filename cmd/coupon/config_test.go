@@ -8,6 +8,7 @@ import (
 
 	"github.com/opencoupon/coupon/internal/app"
 	"github.com/opencoupon/coupon/internal/auth"
+	"github.com/opencoupon/coupon/internal/console"
 )
 
 // TestLocalConfig: the local stack's file defines exactly the four
@@ -86,5 +87,36 @@ func TestDefaultsAndEnvironment(t *testing.T) {
 	}
 	if cfg.TLS.CertFile != "/etc/coupon/tls.crt" {
 		t.Errorf("TLS cert file %q", cfg.TLS.CertFile)
+	}
+}
+
+// TestAuthEdgeKeys: the sign-in throttle and the failed-authentication
+// limit are on by default; 0 turns them off; trusted proxies come as a
+// comma-separated list from the environment.
+func TestAuthEdgeKeys(t *testing.T) {
+	cfg, _, err := loadConfig("")
+	if err != nil {
+		t.Fatal(err)
+	}
+	con := cfg.HTTP.Console
+	if con.SigninFailures != console.DefaultSigninFailures || con.SigninWindow != console.DefaultSigninWindow || con.SecureCookies || len(con.TrustedProxies) != 0 {
+		t.Errorf("default console %+v, want throttle %d in %s, no forced Secure, no proxies", con, console.DefaultSigninFailures, console.DefaultSigninWindow)
+	}
+	if cfg.Auth.FailureRPS != auth.DefaultFailureRPS || cfg.Auth.FailureBurst != auth.DefaultFailureBurst {
+		t.Errorf("default failure limit %v/%d, want %v/%d", cfg.Auth.FailureRPS, cfg.Auth.FailureBurst, auth.DefaultFailureRPS, auth.DefaultFailureBurst)
+	}
+	t.Setenv("COUPON_HTTP_TRUSTED_PROXIES", "10.0.0.0/8, 192.0.2.1")
+	t.Setenv("COUPON_CONSOLE_SECURE_COOKIES", "true")
+	t.Setenv("COUPON_CONSOLE_SIGNIN_FAILURES", "0")
+	t.Setenv("COUPON_AUTH_FAILURE_RPS", "0")
+	if cfg, _, err = loadConfig(""); err != nil {
+		t.Fatal(err)
+	}
+	con = cfg.HTTP.Console
+	if !cmp.Equal(con.TrustedProxies, []string{"10.0.0.0/8", "192.0.2.1"}) || !con.SecureCookies || con.SigninFailures >= 0 {
+		t.Errorf("console from the environment %+v, want the two proxies, forced Secure, throttle off (negative)", con)
+	}
+	if cfg.Auth.FailureRPS >= 0 {
+		t.Errorf("auth.failure_rps 0 gave %v, want no limit (negative)", cfg.Auth.FailureRPS)
 	}
 }

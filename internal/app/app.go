@@ -183,6 +183,7 @@ func Open(ctx context.Context, cfg Config, log *slog.Logger) (a *App, err error)
 			}
 		}
 	}()
+	cfg.Auth.Clients, cfg.Auth.Events = a.forward, a.metrics
 	authn, err := auth.New(cfg.Auth, log)
 	if err != nil {
 		return nil, err
@@ -406,6 +407,7 @@ func (a *App) StartHTTP(ctx context.Context, grpcAddr string) (*gateway.Server, 
 	}
 	lis = limitConns(lis, "http", capOf(a.cfg.Conns.HTTP, DefaultHTTPMaxConns), a.metrics, a.log)
 	deps := gateway.Deps{GRPCTarget: grpcAddr, DialOptions: dial, Forwarding: a.forward, Log: a.log, Listener: lis}
+	deps.Console.Events, deps.Console.Now = a.metrics, a.cfg.Now
 	if a.cfg.Auth.Enabled {
 		deps.Console.Identities = a.authn
 	}

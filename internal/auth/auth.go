@@ -64,6 +64,21 @@ type Config struct {
 	Coordinator string
 	// Transactions answers for Coordinator when set (tests).
 	Transactions Transactions
+	// FailureRPS and FailureBurst limit failed authentications per client
+	// address (the peer's, or the HTTP client's for a call through the
+	// gateway): after FailureBurst failures its calls are refused
+	// RATE_LIMITED before their credential is checked, and it earns one
+	// more try every 1/FailureRPS seconds. Calls carrying a branch
+	// credential are neither charged nor refused: it is signed, not
+	// guessable, and DTM sends every transaction's calls from one address. Zero
+	// takes the defaults (1/s, burst 10); a negative FailureRPS is no limit.
+	FailureRPS   float64
+	FailureBurst int
+	// Clients names the HTTP client of a call through the gateway; nil:
+	// every call is its peer's.
+	Clients Clients
+	// Events counts failed and refused authentications; nil counts nothing.
+	Events Events
 }
 
 // Transactions tells a DTM global transaction's status (dtmquery.Client).
@@ -80,6 +95,9 @@ type Authenticator struct {
 	byKey     map[string]branchKey // key id → its caller and secret
 	now       func() time.Time
 	txns      Transactions // nil: compensations are not checked
+	failures  *failures    // nil: failed authentications are not limited
+	clients   Clients
+	events    Events
 	log       *slog.Logger
 }
 
@@ -95,6 +113,8 @@ func New(cfg Config, log *slog.Logger) (*Authenticator, error) {
 		a.now = time.Now
 	}
 	a.txns = cfg.Transactions
+	a.failures = newFailures(cfg.FailureRPS, cfg.FailureBurst, a.now)
+	a.clients, a.events = cfg.Clients, cfg.Events
 	if a.txns == nil && cfg.Coordinator != "" {
 		a.txns = dtmquery.Client{Addr: cfg.Coordinator}
 	}
@@ -230,7 +250,19 @@ func (a *Authenticator) check(ctx context.Context, method string, req any) (cont
 	var c *Caller
 	var err error
 	md, _ := metadata.FromIncomingContext(ctx)
-	if len(md.Get(Header)) == 0 && len(md.Get(branchcred.Header)) > 0 {
+	branchCall := len(md.Get(Header)) == 0 && len(md.Get(branchcred.Header)) > 0
+	client, surface := a.clientOf(ctx)
+	if !branchCall {
+		// Before anything else looks at the call: a client guessing
+		// tokens costs no more than this.
+		if wait := a.failures.wait(client); wait > 0 {
+			if a.events != nil {
+				a.events.AuthThrottled(surface)
+			}
+			return ctx, withRetry(rpc.Status(ctx, a.log, throttled(method, client, wait)), wait)
+		}
+	}
+	if branchCall {
 		c, err = a.branch(ctx, md, method, req)
 	} else {
 		c, err = a.Authenticate(ctx)
@@ -239,11 +271,29 @@ func (a *Authenticator) check(ctx context.Context, method string, req any) (cont
 		}
 	}
 	if err != nil {
-		a.log.DebugContext(ctx, "call refused", "method", method, "err", err)
+		if participant.ErrorCode(err) == participant.EUNAUTHENTICATED {
+			a.failed(ctx, method, client, surface, branchCall, err)
+		} else {
+			a.log.DebugContext(ctx, "call refused", "method", method, "err", err)
+		}
 		return ctx, rpc.Status(ctx, a.log, err)
 	}
 	// The roles are shared, read only: a caller's configuration never changes.
 	return participant.WithCaller(ctx, participant.Caller{Identity: c.Identity, Roles: c.Roles, Method: method}), nil
+}
+
+// failed logs and counts a failed authentication, and charges it to the
+// client unless it came with a branch credential. The log says why, never
+// the credential.
+func (a *Authenticator) failed(ctx context.Context, method, client, surface string, branchCall bool, err error) {
+	if a.events != nil {
+		a.events.AuthFailed(surface)
+	}
+	a.log.WarnContext(ctx, "authentication failed", "surface", surface, "client", client, "method", method, "err", err)
+	if !branchCall && a.failures.fail(client) {
+		a.log.WarnContext(ctx, "authentication failures limited: calls from this client are refused until it earns a try",
+			"surface", surface, "client", client, "burst", a.failures.burst, "per_second", float64(a.failures.rps))
+	}
 }
 
 // DTMGID is the metadata key under which DTM sends a branch call's gid.

@@ -8,6 +8,7 @@ package console
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"embed"
 	"fmt"
@@ -39,6 +40,20 @@ type Config struct {
 	DTMHTTPAddr string
 	// SessionTTL is how long a sign-in lasts; 0 means 8h.
 	SessionTTL time.Duration
+	// TrustedProxies are the reverse proxies in front of the listener (IP
+	// addresses or CIDR ranges): only from them do X-Forwarded-For and
+	// X-Forwarded-Proto count. Empty: no header is believed.
+	TrustedProxies []string
+	// SecureCookies marks the cookies Secure on every response. Without
+	// it they are Secure whenever the browser's connection is HTTPS,
+	// directly or through a trusted proxy.
+	SecureCookies bool
+	// SigninFailures failed sign-ins from one client address within
+	// SigninWindow make it wait until the window passes (429 with
+	// Retry-After), whatever token it sends. Zero takes the defaults (5
+	// in 15m); a negative SigninFailures turns the throttle off.
+	SigninFailures int
+	SigninWindow   time.Duration
 }
 
 // Deps are the console's collaborators. Admin and Coupons are required.
@@ -52,8 +67,10 @@ type Deps struct {
 	Reconcile ReconcileRuns
 	// Transactions answers DTM transaction status; nil uses DTMHTTPAddr.
 	Transactions Transactions
-	Log          *slog.Logger
-	Now          func() time.Time
+	// Events counts failed and throttled sign-ins; nil counts nothing.
+	Events AuthEvents
+	Log    *slog.Logger
+	Now    func() time.Time
 }
 
 // callTimeout bounds each service call a page makes.
@@ -64,6 +81,8 @@ type Console struct {
 	cfg      Config
 	d        Deps
 	sessions *sessions
+	proxies  Proxies
+	throttle *throttle // nil: off
 	pages    map[string]*template.Template
 	handler  http.Handler
 }
@@ -85,7 +104,18 @@ func New(cfg Config, d Deps) (*Console, error) {
 	if cfg.SessionTTL <= 0 {
 		cfg.SessionTTL = 8 * time.Hour
 	}
-	c := &Console{cfg: cfg, d: d, sessions: newSessions(cfg.SessionTTL, d.Now), pages: map[string]*template.Template{}}
+	proxies, err := ParseProxies(cfg.TrustedProxies)
+	if err != nil {
+		return nil, fmt.Errorf("console: %w", err)
+	}
+	c := &Console{cfg: cfg, d: d, sessions: newSessions(cfg.SessionTTL, d.Now), proxies: proxies, pages: map[string]*template.Template{}}
+	if cfg.SigninFailures >= 0 {
+		window := cfg.SigninWindow
+		if window <= 0 {
+			window = DefaultSigninWindow
+		}
+		c.throttle = newThrottle(cmp.Or(cfg.SigninFailures, DefaultSigninFailures), window, d.Now)
+	}
 	if err := c.parse(); err != nil {
 		return nil, err
 	}

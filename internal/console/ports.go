@@ -47,3 +47,11 @@ type ReconcilePending struct {
 type Transactions interface {
 	Status(ctx context.Context, gid string) (status string, found bool, err error)
 }
+
+// AuthEvents counts what the sign-in refuses (metrics.Metrics): failed
+// sign-ins, and attempts refused while their client waits out the
+// throttle. surface is "console".
+type AuthEvents interface {
+	AuthFailed(surface string)
+	AuthThrottled(surface string)
+}

@@ -105,11 +105,12 @@ func (s *sessions) takeFlash(ss *session) string {
 }
 
 // cookie builds a console cookie: HttpOnly, SameSite=Strict, scoped to the
-// console, Secure when the request came over TLS.
-func cookie(r *http.Request, name, value string, maxAge int) *http.Cookie {
+// console, Secure when the browser's connection is HTTPS (over TLS to this
+// listener, or to a trusted proxy that says so) or when configured always.
+func (c *Console) cookie(r *http.Request, name, value string, maxAge int) *http.Cookie {
 	return &http.Cookie{
 		Name: name, Value: value, Path: "/console/", MaxAge: maxAge,
-		HttpOnly: true, SameSite: http.SameSiteStrictMode, Secure: r.TLS != nil,
+		HttpOnly: true, SameSite: http.SameSiteStrictMode, Secure: c.cfg.SecureCookies || c.proxies.HTTPS(r),
 	}
 }
 

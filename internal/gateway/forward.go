@@ -5,12 +5,13 @@ import (
 	"crypto/rand"
 	"crypto/subtle"
 	"encoding/hex"
-	"net"
 	"net/http"
 	"strings"
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/metadata"
+
+	"github.com/opencoupon/coupon/internal/console"
 )
 
 // Metadata the gateway adds to each of its gRPC calls: the HTTP client's
@@ -61,16 +62,18 @@ func (f *Forwarding) unary(ctx context.Context, method string, req, reply any, c
 
 type clientKey struct{}
 
-// withClient puts the HTTP client's address (the connection's, never a
-// header's: nothing in front of the listener is trusted) in the request's
-// context, for every gRPC call made while serving it.
-func withClient(h http.Handler) http.Handler {
+// withClient puts the HTTP client's address in the request's context, for
+// every gRPC call made while serving it: the connection's, or the one a
+// trusted proxy forwarded (X-Forwarded-For counts from those only).
+func withClient(h http.Handler, proxies []string) (http.Handler, error) {
+	p, err := console.ParseProxies(proxies)
+	if err != nil {
+		return nil, err
+	}
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if host, _, err := net.SplitHostPort(r.RemoteAddr); err == nil {
-			r = r.WithContext(context.WithValue(r.Context(), clientKey{}, host))
-		}
+		r = r.WithContext(context.WithValue(r.Context(), clientKey{}, p.ClientIP(r)))
 		h.ServeHTTP(w, r)
-	})
+	}), nil
 }
 
 // forwardHeader reports whether a metadata key is one the gateway itself

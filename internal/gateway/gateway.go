@@ -218,6 +218,9 @@ func Start(ctx context.Context, cfg Config, d Deps) (*Server, error) {
 		return nil, fmt.Errorf("dial grpc %s: %w", d.GRPCTarget, err)
 	}
 	h, err := handler(ctx, cfg, conn, d)
+	if err == nil {
+		h, err = withClient(h, cfg.Console.TrustedProxies)
+	}
 	if err != nil {
 		conn.Close()
 		return nil, err
@@ -231,7 +234,7 @@ func Start(ctx context.Context, cfg Config, d Deps) (*Server, error) {
 	}
 	s := &Server{
 		http: &http.Server{
-			Handler:           withClient(h),
+			Handler:           h,
 			ReadHeaderTimeout: 5 * time.Second,
 			ReadTimeout:       30 * time.Second,
 			WriteTimeout:      30 * time.Second,

@@ -55,7 +55,13 @@ type Metrics struct {
 	connsOpen          *prometheus.GaugeVec
 	connsLimit         *prometheus.GaugeVec
 	connsRefused       *prometheus.CounterVec
+	authFailures       *prometheus.CounterVec
+	authThrottled      *prometheus.CounterVec
 }
+
+// Surfaces label the authentication metrics: gRPC callers, the JSON API
+// through the HTTP gateway, and the console's sign-in.
+var Surfaces = []string{"grpc", "http", "console"}
 
 // New returns a registry with the process, Go, build and gRPC families.
 func New() *Metrics {
@@ -104,6 +110,14 @@ func New() *Metrics {
 			Name: "coupon_listener_connections_refused_total",
 			Help: "Connections a listener closed on accept because it was at its cap.",
 		}, []string{"listener"}),
+		authFailures: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "coupon_auth_failures_total",
+			Help: "Failed authentications by surface: grpc and http (the JSON API) calls refused UNAUTHENTICATED, console sign-ins refused.",
+		}, []string{"surface"}),
+		authThrottled: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "coupon_auth_throttled_total",
+			Help: "Calls and sign-ins refused without checking their credential because their client address failed too often (RATE_LIMITED), by surface.",
+		}, []string{"surface"}),
 	}
 	m.Registry.MustRegister(
 		collectors.NewGoCollector(),
@@ -111,7 +125,12 @@ func New() *Metrics {
 		buildInfo(),
 		m.grpc, m.claims, m.batches, m.ready, m.barrierDeleted, m.barrierOldest, m.barrierKeptUnknown, m.barrierKeptOpen,
 		m.connsOpen, m.connsLimit, m.connsRefused,
+		m.authFailures, m.authThrottled,
 	)
+	for _, s := range Surfaces {
+		m.authFailures.WithLabelValues(s)
+		m.authThrottled.WithLabelValues(s)
+	}
 	m.barrierDeleted.WithLabelValues("finished")
 	m.barrierDeleted.WithLabelValues("expired")
 	// Outcomes every dashboard shows start at zero rather than appear late.
@@ -173,6 +192,13 @@ func (m *Metrics) Listener(name string, limit int) Listener {
 	m.connsLimit.WithLabelValues(name).Set(float64(limit))
 	return Listener{Open: m.connsOpen.WithLabelValues(name), Refused: m.connsRefused.WithLabelValues(name)}
 }
+
+// AuthFailed counts a failed authentication on surface (grpc, http, console).
+func (m *Metrics) AuthFailed(surface string) { m.authFailures.WithLabelValues(surface).Inc() }
+
+// AuthThrottled counts a call or sign-in refused because its client failed
+// authentication too often.
+func (m *Metrics) AuthThrottled(surface string) { m.authThrottled.WithLabelValues(surface).Inc() }
 
 // InitializeMetrics pre-creates the gRPC series of every method of s at zero.
 func (m *Metrics) InitializeMetrics(s *grpc.Server) { m.grpc.InitializeMetrics(s) }
