@@ -217,12 +217,18 @@ func (s *Stack) startMariaDB(ctx context.Context) error {
 		return err
 	}
 	data := filepath.Join(s.Dir, "mariadb")
+	// A temp dir of its own: instances sharing /tmp (tests in parallel,
+	// another stack) have failed to bootstrap over each other's temp tables.
+	tmp := filepath.Join(s.Dir, "mariadb-tmp")
+	if err := os.MkdirAll(tmp, 0o700); err != nil {
+		return err
+	}
 	user := []string{}
 	if os.Geteuid() == 0 {
 		user = []string{"--user=root"}
 	}
 	if _, err := os.Stat(filepath.Join(data, "mysql")); err != nil {
-		args := append([]string{install, "--no-defaults", "--datadir=" + data, "--auth-root-authentication-method=normal", "--skip-test-db"}, user...)
+		args := append([]string{install, "--no-defaults", "--datadir=" + data, "--auth-root-authentication-method=normal", "--skip-test-db", "--tmpdir=" + tmp}, user...)
 		if err := runCmd(ctx, s.Dir, nil, args...); err != nil {
 			return err
 		}
@@ -230,7 +236,7 @@ func (s *Stack) startMariaDB(ctx context.Context) error {
 	if s.mysqlPort, err = freePort(); err != nil {
 		return err
 	}
-	args := append([]string{server, "--no-defaults", "--datadir=" + data,
+	args := append([]string{server, "--no-defaults", "--datadir=" + data, "--tmpdir=" + tmp,
 		fmt.Sprintf("--port=%d", s.mysqlPort), "--bind-address=127.0.0.1",
 		"--socket=" + filepath.Join(s.Dir, "mariadb.sock"), "--pid-file=" + filepath.Join(s.Dir, "mariadb.pid"),
 		"--skip-log-bin", "--binlog-format=ROW", "--innodb-buffer-pool-size=128M", "--innodb-log-file-size=64M",
