@@ -11,6 +11,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"time"
 
@@ -285,8 +286,30 @@ func (s *Stack) startRedis(ctx context.Context) error {
 		return err
 	}
 	s.rdb = goredis.NewClient(&goredis.Options{Addr: addr(s.redisPort), MaxRetries: -1, PoolSize: 4})
-	return s.rdb.Ping(ctx).Err()
+	if err := s.rdb.Ping(ctx).Err(); err != nil {
+		return err
+	}
+	// The coupon service stamps its request buckets born when it starts,
+	// and counts a template created less than its clock-skew allowance
+	// (10s) later as possibly older than them: every claim of a scenario
+	// run on a young stack would then read MySQL for an earlier coupon
+	// before taking stock, so no claim would reach its write under a shard
+	// fault. A fresh Redis has lost no markers: the buckets are stamped
+	// born a minute ago, as in a Redis that has been up a while. A
+	// restarted, empty Redis (redis-data-loss) is reborn as the service
+	// finds it.
+	born := strconv.FormatInt(time.Now().Add(-time.Minute).UnixMilli(), 10)
+	for b := range requestBuckets {
+		if err := s.rdb.Set(ctx, fmt.Sprintf("%sreq:{%d}:born", keyPrefix, b), born, 0).Err(); err != nil {
+			return err
+		}
+	}
+	return nil
 }
+
+// requestBuckets is the coupon service's number of request-marker
+// buckets (participant/redis/requests.go).
+const requestBuckets = 64
 
 // restartRedis kills Redis and starts it again, empty.
 func (s *Stack) restartRedis(ctx context.Context) error {
