@@ -165,14 +165,15 @@ func mutant(root, tmp string, i int, m mutation, timeout time.Duration) (result,
 func goTest(root, overlay string, m mutation, timeout time.Duration) ([]byte, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), timeout)
 	defer cancel()
-	args := []string{"test", "-count=1", "-run", m.Run}
-	if overlay != "" {
-		args = append(args, "-overlay", overlay)
-	}
-	args = append(args, strings.Fields(m.Pkg)...)
+	args := append([]string{"test", "-count=1", "-run", m.Run}, strings.Fields(m.Pkg)...)
 	cmd := exec.CommandContext(ctx, "go", args...)
 	cmd.Dir = root
 	cmd.Env = append(os.Environ(), "LOG_LEVEL=WARN")
+	if overlay != "" {
+		// Through GOFLAGS, not an argument: tests that build a binary of
+		// their own (a real coordinator, chaos's stack) build the mutant too.
+		cmd.Env = append(cmd.Env, "GOFLAGS="+strings.TrimSpace(os.Getenv("GOFLAGS")+" -overlay="+overlay))
+	}
 	out, err := cmd.CombinedOutput()
 	if errors.Is(ctx.Err(), context.DeadlineExceeded) {
 		return out, fmt.Errorf("timed out after %s", timeout)
