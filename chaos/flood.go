@@ -452,5 +452,8 @@ func (s *Stack) scrapeListeners(ctx context.Context) (string, error) {
 			out = append(out, strings.TrimPrefix(line, "coupon_listener_connections_refused_total"))
 		}
 	}
+	if len(out) == 0 {
+		return "the service exports no coupon_listener_connections_refused_total", nil
+	}
 	return "connections refused by listener " + strings.Join(out, ", "), nil
 }
