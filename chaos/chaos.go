@@ -201,6 +201,9 @@ func (s *Stack) runScenario(ctx context.Context, sc *Scenario, index int, o Opti
 		pool: newUsers(index), callers: o.Callers}
 	_, r.faultIdx = s.faults.since(0)
 	v := newVerdict()
+	if sc.edge {
+		v.inv[edgeInvariant] = &Invariant{ID: edgeInvariant, Name: edgeInvariantName, Status: held}
+	}
 	defer func() {
 		res.Took = time.Since(began).Round(100 * time.Millisecond).String()
 		res.Invariants = v.list()
@@ -221,12 +224,15 @@ func (s *Stack) runScenario(ctx context.Context, sc *Scenario, index int, o Opti
 		return res
 	}
 	if sc.couponEnv != nil {
+		s.coupon.noFile = sc.noFile
 		if err := s.restartCouponWith(ctx, sc.couponEnv(s)); err != nil {
+			s.coupon.noFile = 0
 			return fail("restart the coupon service for the scenario", err)
 		}
 		defer func() {
 			rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), time.Minute)
 			defer cancel()
+			s.coupon.noFile = 0
 			if err := s.restartCouponWith(rctx, nil); err != nil && res.Error == "" {
 				res.Error = fmt.Sprintf("restart the coupon service after the scenario: %v", err)
 			}
@@ -310,6 +316,9 @@ func (s *Stack) runScenario(ctx context.Context, sc *Scenario, index int, o Opti
 	r.rec.mu.Lock()
 	for _, e := range r.rec.branchErrs {
 		v.fail(2, e[:strings.Index(e, ":")], "compensation refused: %s", e)
+	}
+	for _, f := range r.rec.edge {
+		v.fail(edgeInvariant, f.id, "%s", f.detail)
 	}
 	r.rec.mu.Unlock()
 

@@ -18,6 +18,13 @@ var invariantNames = map[int]string{
 	6: "reconcile finds no discrepancy, twice",
 }
 
+// edgeInvariant is checked only by the scenarios that flood the service's
+// listeners (Scenario.edge); the others report the six above.
+const (
+	edgeInvariant     = 7
+	edgeInvariantName = "under a connection flood: connected callers keep working, a new caller gets in, no EMFILE"
+)
+
 // Invariant is one invariant's verdict for a scenario.
 type Invariant struct {
 	ID         int      `json:"id"`

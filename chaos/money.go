@@ -277,12 +277,13 @@ func (s *Stack) janitorEnv() []string {
 }
 
 // restartCouponWith stops the coupon service gracefully and starts it with
-// extra added to the stack's environment for it. A killed predecessor's
-// janitor lease is dropped first, so that the new process can run the
-// janitor at once.
+// extra added to its environment; the stack's own (StackOptions.CouponEnv)
+// comes last and wins, so a run can override a scenario's settings. A
+// killed predecessor's janitor lease is dropped first, so that the new
+// process can run the janitor at once.
 func (s *Stack) restartCouponWith(ctx context.Context, extra []string) error {
 	s.coupon.stop(10 * time.Second)
-	s.coupon.env = append(append([]string(nil), s.couponEnv...), extra...)
+	s.coupon.env = append(append([]string(nil), extra...), s.couponEnv...)
 	if err := s.rdb.Del(ctx, keyPrefix+"lock:job:barrier-janitor").Err(); err != nil {
 		return fmt.Errorf("drop the janitor lease: %w", err)
 	}

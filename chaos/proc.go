@@ -15,6 +15,8 @@ import (
 	"syscall"
 	"time"
 
+	"golang.org/x/sys/unix"
+
 	"github.com/opencoupon/coupon/internal/freeport"
 )
 
@@ -28,6 +30,10 @@ type process struct {
 	env  []string
 	dir  string
 	log  string // file its stdout and stderr go to, appended across restarts
+	// noFile, if not zero, lowers the process's RLIMIT_NOFILE right after
+	// it starts (connection-flood), before it opens its listeners' and
+	// pools' connections.
+	noFile uint64
 
 	mu      sync.Mutex
 	cmd     *exec.Cmd
@@ -63,6 +69,16 @@ func (p *process) start(ctx context.Context, ready func(context.Context) error) 
 		f.Close()
 		p.mu.Unlock()
 		return fmt.Errorf("start %s: %w", p.name, err)
+	}
+	if p.noFile > 0 {
+		lim := unix.Rlimit{Cur: p.noFile, Max: p.noFile}
+		if err := unix.Prlimit(cmd.Process.Pid, unix.RLIMIT_NOFILE, &lim, nil); err != nil {
+			_ = syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
+			_ = cmd.Wait()
+			f.Close()
+			p.mu.Unlock()
+			return fmt.Errorf("start %s: lower its descriptor limit to %d: %w", p.name, p.noFile, err)
+		}
 	}
 	done := make(chan struct{})
 	go func() {

@@ -31,6 +31,11 @@ type Scenario struct {
 	// couponEnv, if set, is added to the coupon service's environment for
 	// this scenario: it is restarted with it first and without it after.
 	couponEnv func(s *Stack) []string
+	// noFile, if set with couponEnv, is the coupon service's
+	// RLIMIT_NOFILE while the scenario runs.
+	noFile uint64
+	// edge: the scenario checks invariant 7 (connection-flood).
+	edge bool
 }
 
 // The load profiles: callers and mix. The storm's callers are the most;
@@ -65,6 +70,8 @@ func Scenarios() []*Scenario {
 		{Name: "janitor-during-retry", About: "the barrier janitor runs with a 1s max_age while a Cancel is held back by the proxy", load: light, drive: janitorDuringRetry,
 			couponEnv: (*Stack).janitorEnv},
 		{Name: "refund-before-confirm", About: "the shop refunds a PAID order while the proxy holds back its coupon's Confirm", load: light, drive: refundBeforeConfirm},
+		{Name: "connection-flood", About: "idle connections beyond the coupon service's descriptor limit on its gRPC, HTTP and ops ports while a caller connected before claims",
+			load: light, drive: connectionFlood, couponEnv: (*Stack).floodEnv, noFile: floodNoFile, edge: true},
 	}
 }
 

@@ -70,6 +70,7 @@ type Stack struct {
 	coordGRPC        [2]string
 	couponGRPC       string
 	couponOps        string
+	couponHTTP       string // the HTTP gateway, on only in connection-flood
 	shopGRPC         string
 	shopOps          string
 	proxyAddr        map[string]string

@@ -138,7 +138,12 @@ type records struct {
 	refusedTries map[string]int
 	// notes are the scenario's lines for the report.
 	notes []string
+	// edge are the connection flood's findings (invariant 7).
+	edge []edgeFinding
 }
+
+// edgeFinding is one violation of invariant 7: what, and why.
+type edgeFinding struct{ id, detail string }
 
 // tried records the answer of one of the scenario's own coupon Tries.
 func (r *records) tried(err error) {
@@ -271,10 +276,16 @@ func (r *run) fixture(ctx context.Context) error {
 // claim claims one coupon and records the answer. retry re-sends an earlier
 // request_id (an idempotent retry).
 func (r *run) claim(ctx context.Context, requestID string, user, tpl int64) *claimRec {
+	return r.claimVia(ctx, r.s.coupons, requestID, user, tpl)
+}
+
+// claimVia is claim over a client of the caller's own (connection-flood's
+// caller connected before the flood).
+func (r *run) claimVia(ctx context.Context, cl couponv1.CouponServiceClient, requestID string, user, tpl int64) *claimRec {
 	ctx, cancel := context.WithTimeout(ctx, 4*time.Second)
 	defer cancel()
 	start := time.Now()
-	c, err := r.s.coupons.ClaimCoupon(as(ctx, tokenApp), &couponv1.ClaimCouponRequest{RequestId: requestID, UserId: user, TemplateId: tpl})
+	c, err := cl.ClaimCoupon(as(ctx, tokenApp), &couponv1.ClaimCouponRequest{RequestId: requestID, UserId: user, TemplateId: tpl})
 	r.rec.ops.Add(1)
 	o, reason := classify(err)
 	r.rec.mu.Lock()
