@@ -219,7 +219,6 @@ func shopBinary(tb testing.TB) string {
 	return shopBuild.path
 }
 
-
 // branchKeysJSON is the development shop's branch key as the shop reads it
 // from the environment.
 func branchKeysJSON(t *testing.T) string {

@@ -362,4 +362,3 @@ func buildBinary() (string, error) {
 	}
 	return bin, nil
 }
-

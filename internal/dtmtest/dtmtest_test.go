@@ -287,4 +287,3 @@ func waitStatus(t *testing.T, c *dtmtest.Coordinator, gid, want string) {
 		time.Sleep(20 * time.Millisecond)
 	}
 }
-
