@@ -57,10 +57,7 @@ func resubmitEveryRoute(ctx context.Context, r *run) error {
 				return fmt.Errorf("prepare %s: %w", t.Gid, err)
 			}
 			r.rec.txn(rec)
-			resp, err := r.tryCoupon(ctx, t, o, phase2)
-			if err == nil {
-				err = r.tryPayment(ctx, t, o, o.amount-resp.GetDiscountAmount())
-			}
+			_, err = r.tryCouponAndPayment(ctx, t, o, phase2)
 			if err != nil {
 				rec.abort(err)
 				_ = finish(ctx, t, false)
@@ -181,10 +178,7 @@ func janitorDuringRetry(ctx context.Context, r *run) error {
 		return fmt.Errorf("prepare %s: %w", t.Gid, err)
 	}
 	r.rec.txn(rec)
-	resp, err := r.tryCoupon(ctx, t, o, r.s.couponGRPC)
-	if err == nil {
-		err = r.tryPayment(ctx, t, o, o.amount-resp.GetDiscountAmount())
-	}
+	_, err = r.tryCouponAndPayment(ctx, t, o, r.s.couponGRPC)
 	if err != nil {
 		rec.abort(err)
 		_ = finish(ctx, t, false)
@@ -222,10 +216,7 @@ func janitorDuringRetry(ctx context.Context, r *run) error {
 			return fmt.Errorf("prepare %s: %w", t.Gid, err)
 		}
 		r.rec.txn(rec)
-		resp, err := r.tryCoupon(ctx, t, o, phase2)
-		if err == nil {
-			err = r.tryPayment(ctx, t, o, o.amount-resp.GetDiscountAmount())
-		}
+		_, err = r.tryCouponAndPayment(ctx, t, o, phase2)
 		rec.abort(err)
 		if err != nil {
 			_ = finish(ctx, t, false)
@@ -345,10 +336,7 @@ func refundBeforeConfirm(ctx context.Context, r *run) error {
 		if err := t.prepare(ctx); err != nil {
 			return fmt.Errorf("prepare %s: %w", t.Gid, err)
 		}
-		resp, err := r.tryCoupon(ctx, t, o, phase2)
-		if err == nil {
-			err = r.tryPayment(ctx, t, o, o.amount-resp.GetDiscountAmount())
-		}
+		resp, err := r.tryCouponAndPayment(ctx, t, o, phase2)
 		if err == nil {
 			err = r.tryOrder(ctx, t, o, resp.GetDiscountAmount())
 		}

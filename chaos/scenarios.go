@@ -259,6 +259,16 @@ func (r *run) tryCoupon(ctx context.Context, t *tcc, o directOrder, phase2 strin
 	return resp, err
 }
 
+// tryCouponAndPayment runs the coupon's Try and then, if it got through,
+// the payment's for what is left to pay.
+func (r *run) tryCouponAndPayment(ctx context.Context, t *tcc, o directOrder, phase2 string) (*couponv1.CouponBranchResponse, error) {
+	resp, err := r.tryCoupon(ctx, t, o, phase2)
+	if err == nil {
+		err = r.tryPayment(ctx, t, o, o.amount-resp.GetDiscountAmount())
+	}
+	return resp, err
+}
+
 // tryPayment runs the shop payment's Try (freeze) of t for what is left to pay.
 func (r *run) tryPayment(ctx context.Context, t *tcc, o directOrder, payable int64) error {
 	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
@@ -340,10 +350,7 @@ func (r *run) oneDirect(ctx context.Context, rng *rand.Rand, dtm, phase2 string,
 		return nil
 	}
 	r.rec.txn(rec)
-	resp, err := r.tryCoupon(ctx, t, o, phase2)
-	if err == nil {
-		err = r.tryPayment(ctx, t, o, o.amount-resp.GetDiscountAmount())
-	}
+	_, err = r.tryCouponAndPayment(ctx, t, o, phase2)
 	switch {
 	case err != nil:
 		rec.abort(err)
@@ -382,10 +389,7 @@ func killCouponDuringConfirm(ctx context.Context, r *run) error {
 			return fmt.Errorf("prepare %s: %w", t.Gid, err)
 		}
 		r.rec.txn(rec)
-		resp, err := r.tryCoupon(ctx, t, o, r.s.proxyAddr[proxyDTMCoupon])
-		if err == nil {
-			err = r.tryPayment(ctx, t, o, o.amount-resp.GetDiscountAmount())
-		}
+		_, err = r.tryCouponAndPayment(ctx, t, o, r.s.proxyAddr[proxyDTMCoupon])
 		if err != nil {
 			rec.abort(err)
 			_ = finish(ctx, t, false)
@@ -731,10 +735,7 @@ func submitRetry(ctx context.Context, r *run) error {
 				return fmt.Errorf("prepare %s: %w", t.Gid, err)
 			}
 			r.rec.txn(rec)
-			resp, err := r.tryCoupon(ctx, t, o, phase2)
-			if err == nil {
-				err = r.tryPayment(ctx, t, o, o.amount-resp.GetDiscountAmount())
-			}
+			_, err = r.tryCouponAndPayment(ctx, t, o, phase2)
 			if err != nil {
 				rec.abort(err)
 				_ = finish(ctx, t, false)
