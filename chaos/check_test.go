@@ -83,3 +83,10 @@ func TestClassify(t *testing.T) {
 type errPlain string
 
 func (e errPlain) Error() string { return string(e) }
+
+func TestSummarizeFaults(t *testing.T) {
+	got := summarizeFaults([]string{"down@dtm-coupon 0.0s", "kill coupon 1.2s", "down@dtm-coupon 0.1s", "down@dtm-coupon 0.0s"})
+	if want := "down@dtm-coupon ×3; kill coupon 1.2s"; got != want {
+		t.Fatalf("summarizeFaults = %q; want %q", got, want)
+	}
+}

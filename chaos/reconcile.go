@@ -72,7 +72,15 @@ func (s *Stack) reconcileRun(ctx context.Context, config, date, out string, repa
 	cmd.Env = append(os.Environ(), "NO_COLOR=1")
 	output, err := cmd.CombinedOutput()
 	var ee *exec.ExitError
-	if err != nil && !(errors.As(err, &ee) && ee.ExitCode() == 1) {
+	exit := -1
+	if errors.As(err, &ee) {
+		exit = ee.ExitCode()
+	}
+	// Exit 2 after a repair run that wrote its items means some repairs
+	// failed: each is a line of the output, judged with the findings.
+	_, itemsErr := os.Stat(filepath.Join(out, "repairs.jsonl"))
+	repairsFailed := repair && exit == 2 && itemsErr == nil
+	if err != nil && exit != 1 && !repairsFailed {
 		return nil, string(output), fmt.Errorf("coupon %s: %w\n%s", strings.Join(args, " "), err, lastLines(string(output), 20))
 	}
 	f, err := os.Open(filepath.Join(out, "discrepancies.jsonl"))
@@ -123,7 +131,7 @@ func (s *Stack) reconcile(ctx context.Context, rep *Report) {
 	}
 	config, err := s.reconcileConfig()
 	if err != nil {
-		set(func(v *verdict, _ string, _ map[string]bool) { v.skip(6, "reconcile config: "+err.Error()) })
+		set(func(v *verdict, _ string, _ map[string]bool) { v.fail(6, "reconcile", "reconcile config: %v", err) })
 		return
 	}
 	var days []string
@@ -144,7 +152,10 @@ func (s *Stack) reconcile(ctx context.Context, rep *Report) {
 			}
 		}
 		if err != nil {
-			set(func(v *verdict, _ string, _ map[string]bool) { v.skip(6, "reconcile failed: "+err.Error()) })
+			// A reconcile that cannot run checks nothing: that fails the
+			// invariant rather than skipping it, or a soak whose reconcile
+			// broke would read as clean.
+			set(func(v *verdict, _ string, _ map[string]bool) { v.fail(6, "reconcile", "reconcile failed: %v", err) })
 			return
 		}
 	}

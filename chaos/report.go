@@ -27,7 +27,7 @@ func (rep *Report) WriteTable(w io.Writer) error {
 		fmt.Fprintf(w, "refused Tries: %s; refused claims: %s\n", counts(s.RefusedTries), counts(s.RefusedClaims))
 		faults := "none"
 		if len(s.Faults) > 0 {
-			faults = strings.Join(s.Faults, "; ")
+			faults = summarizeFaults(s.Faults)
 		}
 		fmt.Fprintf(w, "faults: %s\n", faults)
 		if s.Error != "" {
@@ -167,4 +167,32 @@ func counts(m map[string]int) string {
 		parts[i] = fmt.Sprintf("%s %d", k, m[k])
 	}
 	return strings.Join(parts, ", ")
+}
+
+// summarizeFaults lists the faults in order, each kind once: a scenario
+// that holds back hundreds of Confirms prints "down@dtm-coupon ×349", not
+// 349 entries.
+func summarizeFaults(faults []string) string {
+	var kinds []string
+	n := map[string]int{}
+	first := map[string]string{}
+	for _, f := range faults {
+		kind := f
+		if i := strings.LastIndexByte(f, ' '); i > 0 {
+			kind = f[:i]
+		}
+		if n[kind] == 0 {
+			kinds = append(kinds, kind)
+			first[kind] = f
+		}
+		n[kind]++
+	}
+	out := make([]string, len(kinds))
+	for i, k := range kinds {
+		out[i] = first[k]
+		if n[k] > 1 {
+			out[i] = fmt.Sprintf("%s ×%d", k, n[k])
+		}
+	}
+	return strings.Join(out, "; ")
 }

@@ -16,6 +16,7 @@ import (
 
 	"google.golang.org/genproto/googleapis/rpc/errdetails"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
 
@@ -248,6 +249,14 @@ func (rp *Repairer) notReturned(ctx context.Context, date string, runID int64, f
 	}
 	before, err := rp.Coupons.Coupon(ctx, ref.UserID, ref.CouponCode)
 	if err != nil {
+		if permanent(err) {
+			// Not the order's user's coupon (or not a coupon at all):
+			// returning it to the order's user is wrong and asking again
+			// will not change the answer.
+			it.Status, it.Detail = rp.manual(ctx, date, runID, it, fmt.Sprintf("coupon %s of order %s cannot be read as user %d's (%v): the order was paid with a coupon its user does not own, or the ledger names the wrong coupon; check the ledger before returning anything",
+				ref.CouponCode, ref.OrderNo, ref.UserID, status.Convert(err).Message()))
+			return
+		}
 		it.Status, it.Detail = RepairFailed, fmt.Sprintf("read coupon %s: %v", ref.CouponCode, err)
 		return
 	}
@@ -295,6 +304,17 @@ func (rp *Repairer) notReturned(ctx context.Context, date string, runID int64, f
 	default:
 		record(RepairFailed, fmt.Sprintf("ReturnCoupon: %v", rerr))
 	}
+}
+
+// permanent reports whether a coupon service error is an answer that the
+// next run would get again (the coupon is not that user's, the request is
+// refused as invalid or not allowed), not a transient failure to retry.
+func permanent(err error) bool {
+	switch status.Code(err) {
+	case codes.NotFound, codes.InvalidArgument, codes.PermissionDenied:
+		return true
+	}
+	return false
 }
 
 // errorReason is the google.rpc.ErrorInfo reason of a gRPC error.
