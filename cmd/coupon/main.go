@@ -1,110 +1,31 @@
-// Command coupon runs the coupon service and its operator tools.
+// Command coupon is the coupon server: it serves, migrates and reconciles.
 //
-//	coupon serve   [--config FILE]   serve gRPC and the ops HTTP endpoints
-//	coupon migrate [--config FILE]   create the databases and apply migrations
-//	coupon demo    [--addr ADDR]     run the scripted demo against a running service
-//	coupon bench   NAME [flags]      run a benchmark (see internal/bench)
+//	coupon serve     [--config FILE]         serve gRPC and the ops HTTP endpoints
+//	coupon migrate   [--config FILE]         create the databases and apply migrations
+//	coupon reconcile run|schedule|runs ...   three-way match of orders, payments and coupons
 //
-// Each subcommand lives in its own file and registers itself in commands.
+// The lab tools (benchmarks, the chaos run, the demo) are cmd/couponlab, so
+// that this binary links none of them (TestServerLinksNoLab keeps it so).
 package main
 
 import (
 	"context"
-	"errors"
 	"flag"
-	"fmt"
-	"log/slog"
-	"os"
-	"os/signal"
-	"sort"
-	"syscall"
 
 	"github.com/opencoupon/coupon/internal/app"
+	"github.com/opencoupon/coupon/internal/cli"
 
 	_ "github.com/opencoupon/coupon/internal/dtmlevel" // before the DTM logger reads LOG_LEVEL
 )
 
-// command is one subcommand: what it is for (one line for usage) and what runs it.
-type command struct {
-	usage string
-	run   func(ctx context.Context, args []string) error
+// commands maps a subcommand's name to it.
+var commands = map[string]cli.Command{
+	"serve":     {Usage: "serve   --config FILE   serve the coupon gRPC API and ops HTTP", Run: serve},
+	"migrate":   {Usage: "migrate --config FILE   create databases and apply migrations (idempotent)", Run: migrate},
+	"reconcile": {Usage: "reconcile run|schedule|runs   three-way match of orders, payments and the coupon ledger (exit 0 clean, 1 findings, 2 error)", Run: reconcileCmd},
 }
 
-// commands maps a subcommand's name to it; files add theirs from init.
-var commands = map[string]command{
-	"serve":   {"serve   --config FILE   serve the coupon gRPC API and ops HTTP", serve},
-	"migrate": {"migrate --config FILE   create databases and apply migrations (idempotent)", migrate},
-	"demo":    {"demo    --addr ADDR     run the scripted demo against a running service", demo},
-	"bench":   {"bench   NAME [flags]    run a benchmark (make bench runs them)", bench},
-}
-
-// exitError ends the process with a chosen status (a command's documented
-// exit codes, e.g. 1 for findings and 2 for an error).
-type exitError struct {
-	code int
-	err  error
-}
-
-func (e *exitError) Error() string { return e.err.Error() }
-func (e *exitError) Unwrap() error { return e.err }
-
-// exitCode makes err end the process with code.
-func exitCode(code int, err error) error { return &exitError{code: code, err: err} }
-
-func main() {
-	if len(os.Args) < 2 {
-		usage()
-		os.Exit(2)
-	}
-	name, args := os.Args[1], os.Args[2:]
-	if name == "-h" || name == "--help" || name == "help" {
-		usage()
-		return
-	}
-	cmd, ok := commands[name]
-	if !ok {
-		usage()
-		os.Exit(2)
-	}
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	err := cmd.run(ctx, args)
-	stop()
-	if err == nil {
-		return
-	}
-	code := 1
-	var ee *exitError
-	if errors.As(err, &ee) {
-		code = ee.code
-	}
-	if errors.Is(err, flag.ErrHelp) {
-		os.Exit(2)
-	}
-	if ee == nil || ee.err != nil && ee.err.Error() != "" {
-		fmt.Fprintf(os.Stderr, "coupon %s: %v\n", name, err)
-	}
-	os.Exit(code)
-}
-
-func usage() {
-	names := make([]string, 0, len(commands))
-	for n := range commands {
-		names = append(names, n)
-	}
-	sort.Strings(names)
-	fmt.Fprintln(os.Stderr, "usage: coupon <command> [flags]")
-	for _, n := range names {
-		fmt.Fprintln(os.Stderr, "  "+commands[n].usage)
-	}
-}
-
-func newLogger(level string) *slog.Logger {
-	var l slog.Level
-	if err := l.UnmarshalText([]byte(level)); err != nil {
-		l = slog.LevelInfo
-	}
-	return slog.New(slog.NewJSONHandler(os.Stderr, &slog.HandlerOptions{Level: l}))
-}
+func main() { cli.Main("coupon", commands) }
 
 func configFlag(name string, args []string) (string, *flag.FlagSet, error) {
 	fs := flag.NewFlagSet(name, flag.ContinueOnError)
@@ -122,7 +43,7 @@ func serve(ctx context.Context, args []string) error {
 	if err != nil {
 		return err
 	}
-	log := newLogger(level)
+	log := cli.NewLogger(level)
 	a, err := app.Open(ctx, cfg, log)
 	if err != nil {
 		return err
@@ -143,6 +64,6 @@ func migrate(ctx context.Context, args []string) error {
 	if err := app.Migrate(ctx, cfg.MySQL); err != nil {
 		return err
 	}
-	newLogger(level).Info("migrated", "main", 1, "shards", len(cfg.MySQL.ShardDSNs), "tables_per_shard", cfg.MySQL.TablesPerShard)
+	cli.NewLogger(level).Info("migrated", "main", 1, "shards", len(cfg.MySQL.ShardDSNs), "tables_per_shard", cfg.MySQL.TablesPerShard)
 	return nil
 }

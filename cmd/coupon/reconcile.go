@@ -19,14 +19,9 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
 
-	"github.com/opencoupon/coupon/internal/bench/reconcilebench"
+	"github.com/opencoupon/coupon/internal/cli"
 	"github.com/opencoupon/coupon/reconcile"
 )
-
-func init() {
-	commands["reconcile"] = command{"reconcile run|schedule|runs   three-way match of orders, payments and the coupon ledger (exit 0 clean, 1 findings, 2 error)", reconcileCmd}
-	benches["reconcile"] = reconcilebench.Main
-}
 
 const reconcileUsage = `usage:
   coupon reconcile run --date YYYY-MM-DD [--config FILE] [--orders F --payments F --coupons F] [--out DIR]
@@ -36,7 +31,7 @@ const reconcileUsage = `usage:
 
 func reconcileCmd(ctx context.Context, args []string) error {
 	if len(args) == 0 {
-		return exitCode(2, errors.New(reconcileUsage))
+		return cli.Exit(2, errors.New(reconcileUsage))
 	}
 	var err error
 	switch args[0] {
@@ -50,7 +45,7 @@ func reconcileCmd(ctx context.Context, args []string) error {
 		err = errors.New(reconcileUsage)
 	}
 	if err != nil && !errors.Is(err, flag.ErrHelp) {
-		return exitCode(2, err)
+		return cli.Exit(2, err)
 	}
 	return err
 }
@@ -204,20 +199,20 @@ func reconcileRun(ctx context.Context, args []string) error {
 		if errors.Is(err, flag.ErrHelp) {
 			return err
 		}
-		return exitCode(2, err)
+		return cli.Exit(2, err)
 	}
 	res, err := runReconcile(ctx, runFlags{
 		file: *file, date: *date, asOf: *asOf, zone: *zone, grace: *grace, orders: *orders, payments: *payments, coupons: *couponsCSV,
 		out: *out, pending: *pending, stateDSN: *stateDSN, repair: *repair, apply: *apply, token: *token,
 	}, os.Stdout)
 	if err != nil {
-		return exitCode(2, err)
+		return cli.Exit(2, err)
 	}
 	if res.RepairErr != nil {
-		return exitCode(2, res.RepairErr)
+		return cli.Exit(2, res.RepairErr)
 	}
 	if res.Open > 0 {
-		return exitCode(1, fmt.Errorf("%d open findings, %s at risk (minor units); see %s", res.Open, reconcile.Money(res.MoneyAtRisk), filepath.Dir(res.Run.ReportPath)))
+		return cli.Exit(1, fmt.Errorf("%d open findings, %s at risk (minor units); see %s", res.Open, reconcile.Money(res.MoneyAtRisk), filepath.Dir(res.Run.ReportPath)))
 	}
 	return nil
 }
@@ -361,7 +356,7 @@ func reconcileSchedule(ctx context.Context, args []string) error {
 		return err
 	}
 	c.memoryLimit()
-	log := newLogger(c.level)
+	log := cli.NewLogger(c.level)
 	zone, err := c.zone()
 	if err != nil {
 		return err

@@ -2,28 +2,16 @@ package main
 
 import (
 	"context"
-	"errors"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/opencoupon/coupon/internal/cli"
 	"github.com/opencoupon/coupon/internal/testenv"
 	"github.com/opencoupon/coupon/reconcile/gen"
 )
-
-// exitStatus is the status main would exit with for err.
-func exitStatus(err error) int {
-	var ee *exitError
-	switch {
-	case err == nil:
-		return 0
-	case errors.As(err, &ee):
-		return ee.code
-	}
-	return 1
-}
 
 func TestReconcileRunExitStatus(t *testing.T) {
 	state := testenv.MustDatabase(t, testenv.Unique(t)+"_state")
@@ -68,7 +56,7 @@ func TestReconcileRunExitStatus(t *testing.T) {
 			os.Stdout, _ = os.Open(os.DevNull)
 			err := reconcileCmd(context.Background(), args)
 			os.Stdout = stdout
-			if got := exitStatus(err); got != tt.want {
+			if got := cli.Status(err); got != tt.want {
 				t.Fatalf("exit status %d (%v); want %d", got, err, tt.want)
 			}
 			if err != nil && !strings.Contains(err.Error(), tt.wantText) {

@@ -9,13 +9,16 @@ import (
 	"strings"
 
 	"github.com/opencoupon/coupon/internal/bench/claimbench"
+	"github.com/opencoupon/coupon/internal/bench/reconcilebench"
 	"github.com/opencoupon/coupon/internal/bench/tccbench"
+	"github.com/opencoupon/coupon/internal/cli"
 )
 
-// benches maps a benchmark's name to its entry point; files add theirs from init.
+// benches maps a benchmark's name to its entry point.
 var benches = map[string]func(ctx context.Context, args []string, out io.Writer) error{
-	"claim": claimbench.Main,
-	"tcc":   tccbench.Main,
+	"claim":     claimbench.Main,
+	"reconcile": reconcilebench.Main,
+	"tcc":       tccbench.Main,
 }
 
 func bench(ctx context.Context, args []string) error {
@@ -25,11 +28,11 @@ func bench(ctx context.Context, args []string) error {
 	}
 	sort.Strings(names)
 	if len(args) == 0 {
-		return exitCode(2, fmt.Errorf("usage: coupon bench <%s> [flags]", strings.Join(names, "|")))
+		return cli.Exit(2, fmt.Errorf("usage: couponlab bench <%s> [flags]", strings.Join(names, "|")))
 	}
 	run, ok := benches[args[0]]
 	if !ok {
-		return exitCode(2, fmt.Errorf("unknown benchmark %q (one of %s)", args[0], strings.Join(names, ", ")))
+		return cli.Exit(2, fmt.Errorf("unknown benchmark %q (one of %s)", args[0], strings.Join(names, ", ")))
 	}
 	return run(ctx, args[1:], os.Stdout)
 }

@@ -10,21 +10,18 @@ import (
 	"time"
 
 	"github.com/opencoupon/coupon/chaos"
+	"github.com/opencoupon/coupon/internal/cli"
 )
 
-func init() {
-	commands["chaos"] = command{"chaos   run [flags]     break a stack of its own on purpose and check that no money or stock is lost", chaosCmd}
-}
-
-// chaosCmd runs `coupon chaos run`: exit 0 when every invariant held and
+// chaosCmd runs `couponlab chaos run`: exit 0 when every invariant held and
 // every scenario was exercised, 1 on a violation or a scenario whose
 // commits fell below the floor, 2 when the run could not judge (the stack did not start, a
 // scenario could not reach its checks).
 func chaosCmd(ctx context.Context, args []string) error {
 	if len(args) == 0 || args[0] != "run" {
-		fmt.Fprintln(os.Stderr, "usage: coupon chaos run [--scenario NAME|all] [--duration D] [--seed N|0] [--callers N] [--report FILE] [--markdown-file FILE] [--bin DIR] [--keep]")
+		fmt.Fprintln(os.Stderr, "usage: couponlab chaos run [--scenario NAME|all] [--duration D] [--seed N|0] [--callers N] [--report FILE] [--markdown-file FILE] [--bin DIR] [--keep]")
 		fmt.Fprintln(os.Stderr, "scenarios: all, "+strings.Join(chaos.ScenarioNames(), ", "))
-		return exitCode(2, errors.New(""))
+		return cli.Exit(2, errors.New(""))
 	}
 	fs := flag.NewFlagSet("chaos run", flag.ContinueOnError)
 	scenario := fs.String("scenario", "all", "scenario to run, a comma-separated list, or all: "+strings.Join(chaos.ScenarioNames(), ", "))
@@ -40,13 +37,13 @@ func chaosCmd(ctx context.Context, args []string) error {
 	quiesce := fs.Duration("quiesce", 90*time.Second, "how long to wait for DTM to finish every transaction")
 	logLevel := fs.String("log", "info", "progress log level on stderr")
 	if err := fs.Parse(args[1:]); err != nil {
-		return exitCode(2, err)
+		return cli.Exit(2, err)
 	}
 	if *seed == 0 {
 		*seed = uint64(time.Now().UnixNano())
 	}
 	// First, so that any run, even one that never finishes, can be replayed.
-	fmt.Printf("chaos: seed %d (replay: coupon chaos run --scenario %s --duration %s --seed %d)\n", *seed, *scenario, *duration, *seed)
+	fmt.Printf("chaos: seed %d (replay: couponlab chaos run --scenario %s --duration %s --seed %d)\n", *seed, *scenario, *duration, *seed)
 	rep, err := chaos.Run(ctx, chaos.Options{
 		Scenarios: strings.Split(*scenario, ","),
 		Duration:  *duration,
@@ -54,7 +51,7 @@ func chaosCmd(ctx context.Context, args []string) error {
 		Callers:   *callers,
 		Quiesce:   *quiesce,
 		Stack:     chaos.StackOptions{BinDir: *bin, Dir: *dir, Keep: *keep},
-		Log:       newLogger(*logLevel),
+		Log:       cli.NewLogger(*logLevel),
 	})
 	if rep != nil {
 		if werr := rep.WriteTable(os.Stdout); werr != nil && err == nil {
@@ -79,10 +76,10 @@ func chaosCmd(ctx context.Context, args []string) error {
 		}
 	}
 	if err != nil {
-		return exitCode(2, err)
+		return cli.Exit(2, err)
 	}
 	if rep.Failed() {
-		return exitCode(1, fmt.Errorf("%d invariant violation(s), %d scenario(s) not exercised", rep.Violations, rep.NotExercised))
+		return cli.Exit(1, fmt.Errorf("%d invariant violation(s), %d scenario(s) not exercised", rep.Violations, rep.NotExercised))
 	}
 	return nil
 }
