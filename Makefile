@@ -27,6 +27,7 @@ deps:
 build:
 	@mkdir -p $(BIN)
 	$(GO) build -o $(BIN)/coupon ./cmd/coupon
+	$(GO) build -o $(BIN)/couponlab ./cmd/couponlab
 	@if [ -d cmd/coordinator ]; then $(GO) build -o $(BIN)/coordinator ./cmd/coordinator; fi
 	@if [ -d examples/shop/cmd/shop ]; then $(GO) build -o $(BIN)/shop ./examples/shop/cmd/shop; fi
 
@@ -78,11 +79,11 @@ run: build
 # loopback ports (never the shared 3306/6379); exit 1 on a violated invariant.
 chaos-smoke: build
 	@mkdir -p .run
-	$(BIN)/coupon chaos run --scenario all --duration 4s --bin $(BIN) --report .run/chaos-smoke.json --markdown
+	$(BIN)/couponlab chaos run --scenario all --duration 4s --bin $(BIN) --report .run/chaos-smoke.json --markdown
 
 chaos: build
 	@mkdir -p .run
-	$(BIN)/coupon chaos run --scenario all --duration 30s --bin $(BIN) --report .run/chaos.json
+	$(BIN)/couponlab chaos run --scenario all --duration 30s --bin $(BIN) --report .run/chaos.json
 
 # The nightly soak: every scenario for SOAK_DURATION (4 minutes: about an
 # hour and a half in all) under the default closed-loop callers, the seed
@@ -96,7 +97,7 @@ endif
 soak: build
 	@mkdir -p .run
 	@echo "soak seed $(SOAK_SEED)"
-	$(BIN)/coupon chaos run --scenario all --duration $(SOAK_DURATION) --seed $(SOAK_SEED) --bin $(BIN) \
+	$(BIN)/couponlab chaos run --scenario all --duration $(SOAK_DURATION) --seed $(SOAK_SEED) --bin $(BIN) \
 		--report .run/soak-$(SOAK_SEED).json --markdown-file .run/soak-$(SOAK_SEED).md --log warn
 
 # One-line mutations of the money and authentication paths

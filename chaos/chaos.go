@@ -6,7 +6,7 @@
 // and orders while a scenario injects faults (proxy toxics, process kills,
 // data loss, disordered branch calls), heals, waits until DTM reports every
 // transaction finished, and then checks the invariants against the
-// databases and Redis directly. `coupon chaos run` is the command over it.
+// databases and Redis directly. `couponlab chaos run` is the command over it.
 package chaos
 
 import (

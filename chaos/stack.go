@@ -355,7 +355,7 @@ func (s *Stack) startProxies(ctx context.Context) error {
 func (s *Stack) startCoordinators(ctx context.Context) error {
 	for i := range 2 {
 		file := filepath.Join(s.Dir, fmt.Sprintf("coordinator-%d.yaml", i))
-		cfg := fmt.Sprintf(`# written by coupon chaos: coordinator %d of 2, sharing one MySQL store
+		cfg := fmt.Sprintf(`# written by couponlab chaos: coordinator %d of 2, sharing one MySQL store
 http:
   addr: %s
 grpc:
@@ -415,7 +415,7 @@ func (s *Stack) startCoupon(ctx context.Context) error {
 	for i := range shards {
 		fmt.Fprintf(&dsns, "    - root@tcp(%s)/%s%d\n", s.proxyAddr[fmt.Sprintf("%s%d", proxyShardPrefix, i)], dbShard, i)
 	}
-	cfg := fmt.Sprintf(`# written by coupon chaos: the coupon service under test. Shard and Redis
+	cfg := fmt.Sprintf(`# written by couponlab chaos: the coupon service under test. Shard and Redis
 # connections go through fault proxies; the main database does not.
 grpc:
   addr: %s
@@ -504,7 +504,7 @@ func (s *Stack) startShop(ctx context.Context) error {
 	dsn := func(db string) string {
 		return fmt.Sprintf("root@tcp(127.0.0.1:%d)/%s?parseTime=true&loc=UTC&interpolateParams=true", s.mysqlPort, db)
 	}
-	cfg := fmt.Sprintf(`# written by coupon chaos: the sample shop (order + payment services)
+	cfg := fmt.Sprintf(`# written by couponlab chaos: the sample shop (order + payment services)
 log:
   level: info
 grpc:

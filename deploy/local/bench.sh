@@ -1,18 +1,18 @@
 #!/usr/bin/env bash
-# Runs the benchmarks (make bench runs it after make build): `coupon bench
+# Runs the benchmarks (make bench runs it after make build): `couponlab bench
 # tcc` against a coordinator with the MySQL store, then against one with the
 # Redis store on a Redis of its own. Everything it starts runs on free
 # loopback ports with temporary state, and is stopped and removed on exit.
 #
 # Environment:
-#   COUPON_BENCH_TCC_ARGS  extra flags for `coupon bench tcc`, e.g. "--duration 5s"
+#   COUPON_BENCH_TCC_ARGS  extra flags for `couponlab bench tcc`, e.g. "--duration 5s"
 #   COUPON_BENCH_STORES    stores to run, default "mysql redis"
 #   COUPON_BENCH_DTM_DB    MySQL store database, default coupon_bench_dtm (dropped)
-#   COUPON_BENCH_BIN       where coupon and coordinator are, default bin
+#   COUPON_BENCH_BIN       where couponlab and coordinator are, default bin
 #   COUPON_BENCH_CLAIM     0 skips the claim benchmark
-#   COUPON_BENCH_CLAIM_ARGS extra flags for `coupon bench claim`
+#   COUPON_BENCH_CLAIM_ARGS extra flags for `couponlab bench claim`
 #   COUPON_BENCH_RECONCILE 0 skips the reconcile benchmark
-#   COUPON_BENCH_RECONCILE_ARGS flags for `coupon bench reconcile`, default
+#   COUPON_BENCH_RECONCILE_ARGS flags for `couponlab bench reconcile`, default
 #                          "--orders 10000000" (CSV; add "--source mysql" for MySQL)
 set -euo pipefail
 # shellcheck source-path=SCRIPTDIR source=lib.sh
@@ -27,7 +27,7 @@ BIN=${COUPON_BENCH_BIN:-bin}
 read -ra TCC_ARGS <<<"${COUPON_BENCH_TCC_ARGS:-}"
 [[ $DTM_DB =~ ^[A-Za-z0-9_]{1,64}$ ]] || die "COUPON_BENCH_DTM_DB=$DTM_DB: want letters, digits or underscores"
 
-for bin in "$BIN/coupon" "$BIN/coordinator"; do
+for bin in "$BIN/couponlab" "$BIN/coordinator"; do
 	[ -x "$bin" ] || die "$bin is missing; build it first (make bench does)"
 done
 command -v redis-server >/dev/null || die "redis-server is not installed (deploy/local/deps.sh installs it)"
@@ -114,11 +114,11 @@ start_coordinator() {
 	DTM_GRPC=127.0.0.1:$grpc
 }
 
-# bench_tcc STORE: coupon bench tcc against the running coordinator.
+# bench_tcc STORE: couponlab bench tcc against the running coordinator.
 bench_tcc() {
-	echo "== coupon bench tcc, $1 store (coordinator $DTM_GRPC)"
+	echo "== couponlab bench tcc, $1 store (coordinator $DTM_GRPC)"
 	# LOG_LEVEL=ERROR: the benchmark client counts refusals; the DTM client would log each.
-	LOG_LEVEL=ERROR "$BIN/coupon" bench tcc --dtm "$DTM_GRPC" --store "$1" \
+	LOG_LEVEL=ERROR "$BIN/couponlab" bench tcc --dtm "$DTM_GRPC" --store "$1" \
 		--mysql "root@tcp($MYSQL_HOST:$MYSQL_PORT)/" "${TCC_ARGS[@]}"
 	echo
 }
@@ -181,7 +181,7 @@ bench_claim() {
 		die "coupon service not answering on 127.0.0.1:9091; run make up first"
 	local claim_args=()
 	read -ra claim_args <<<"${COUPON_BENCH_CLAIM_ARGS:-}"
-	"$BIN/coupon" bench claim --addr 127.0.0.1:9090 --pidfile "$RUN/coupon.pid" "${claim_args[@]}"
+	"$BIN/couponlab" bench claim --addr 127.0.0.1:9090 --pidfile "$RUN/coupon.pid" "${claim_args[@]}"
 	echo "== /metrics of the coupon service after the claim bench (non-zero series)"
 	metrics_summary
 }
@@ -191,8 +191,8 @@ bench_claim() {
 bench_reconcile() {
 	local args=()
 	read -ra args <<<"${COUPON_BENCH_RECONCILE_ARGS:---orders 10000000}"
-	echo "== coupon bench reconcile ${args[*]}"
-	"$BIN/coupon" bench reconcile --dir "$TMP" "${args[@]}"
+	echo "== couponlab bench reconcile ${args[*]}"
+	"$BIN/couponlab" bench reconcile --dir "$TMP" "${args[@]}"
 	echo
 }
 

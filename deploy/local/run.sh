@@ -13,7 +13,7 @@ trap '"$ROOT/deploy/local/down.sh"' EXIT
 trap 'exit 0' INT TERM
 
 echo
-bin/coupon demo --addr 127.0.0.1:9090 --shop 127.0.0.1:9190
+bin/couponlab demo --addr 127.0.0.1:9090 --shop 127.0.0.1:9190
 echo
 echo "The stack is up: coupon gRPC 127.0.0.1:9090 (ops http://127.0.0.1:9091), shop 127.0.0.1:9190,"
 echo "DTM coordinator 127.0.0.1:36790 (http 36789). Try: grpcurl -plaintext 127.0.0.1:9090 list"

@@ -3,7 +3,7 @@
 // with the coupon returned, saga-style lock+consume), and, on
 // request, one or more of every finding class, orders in flight inside the
 // grace window and records outside the day, with the findings and pending
-// orders a correct reconciliation must report. Tests and `coupon bench
+// orders a correct reconciliation must report. Tests and `couponlab bench
 // reconcile` use it.
 package gen
 

@@ -6,7 +6,7 @@
 // bare-work baseline (one Redis Lua decrement and one INSERT per claim,
 // without the service) to compare the service against.
 //
-// `coupon bench claim` runs it; deploy/local/bench.sh drives it against the
+// `couponlab bench claim` runs it; deploy/local/bench.sh drives it against the
 // local stack.
 package claimbench
 
@@ -80,7 +80,7 @@ type options struct {
 
 func parse(args []string, out io.Writer) (options, error) {
 	var o options
-	fs := flag.NewFlagSet("coupon bench claim", flag.ContinueOnError)
+	fs := flag.NewFlagSet("couponlab bench claim", flag.ContinueOnError)
 	fs.SetOutput(out)
 	fs.StringVar(&o.addr, "addr", "127.0.0.1:9090", "coupon service gRPC address")
 	fs.StringVar(&o.adminToken, "admin-token", auth.DevTokenAlice, "bearer token of the admin who creates the templates (--maker)")

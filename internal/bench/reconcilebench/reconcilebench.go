@@ -1,4 +1,4 @@
-// Package reconcilebench is `coupon bench reconcile`: it generates a day of
+// Package reconcilebench is `couponlab bench reconcile`: it generates a day of
 // N orders with their payments and coupon ledger (reconcile/gen, one of
 // every finding class injected), reconciles it from CSV files (or, with
 // --source mysql, after loading it into fresh MySQL databases), checks the

@@ -5,7 +5,7 @@
 // reference, all in one run against the same coordinator.
 //
 // The participants run in this process; the coordinator is the separate
-// cmd/coordinator binary, reached with --dtm. `coupon bench tcc` runs it and
+// cmd/coordinator binary, reached with --dtm. `couponlab bench tcc` runs it and
 // deploy/local/bench.sh drives it with the MySQL and the Redis store.
 package tccbench
 
@@ -56,7 +56,7 @@ type options struct {
 
 func parse(args []string, out io.Writer) (options, error) {
 	var o options
-	fs := flag.NewFlagSet("coupon bench tcc", flag.ContinueOnError)
+	fs := flag.NewFlagSet("couponlab bench tcc", flag.ContinueOnError)
 	fs.SetOutput(out)
 	fs.StringVar(&o.dtm, "dtm", "", "DTM coordinator gRPC address, e.g. 127.0.0.1:36790 (required)")
 	fs.StringVar(&o.store, "store", "mysql", "label of the coordinator's store in the report: mysql or redis")

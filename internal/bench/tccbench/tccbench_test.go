@@ -17,7 +17,7 @@ import (
 )
 
 // TestMainReport runs every scenario for a second against a real coordinator and
-// checks the report's shape: it keeps `coupon bench tcc` working.
+// checks the report's shape: it keeps `couponlab bench tcc` working.
 func TestMainReport(t *testing.T) {
 	dtm := dtmtest.Start(t)
 	b := make([]byte, 4)
