@@ -75,7 +75,7 @@ down:
 run: build
 	deploy/local/run.sh
 
-# Chaos (README, "Chaos"): every scenario against a stack of its own on free
+# Chaos (docs/chaos.md): every scenario against a stack of its own on free
 # loopback ports (never the shared 3306/6379); exit 1 on a violated invariant.
 chaos-smoke: build
 	@mkdir -p .run

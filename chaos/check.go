@@ -8,7 +8,7 @@ import (
 	"time"
 )
 
-// The invariants, numbered as in the issue and the README.
+// The invariants, numbered as in docs/chaos.md.
 var invariantNames = map[int]string{
 	1: "no coupon consumed twice; paid orders used their coupon",
 	2: "finished transactions agree across services",

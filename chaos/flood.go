@@ -25,7 +25,7 @@ import (
 // that connected before the flood keeps claiming. The service runs under a
 // lowered RLIMIT_NOFILE so that the flood is small and fast; its listener
 // caps are set to fit under that limit with room for the MySQL and Redis
-// pools, as the README's sizing rule says.
+// pools, as the sizing rule in docs/operations.md says.
 const (
 	floodNoFile = 512
 	// The caps: 272 of 512 descriptors, the pools and the rest ~100.

@@ -66,7 +66,7 @@ func (rep *Report) WriteTable(w io.Writer) error {
 }
 
 // WriteMarkdown prints the summary table (scenario × invariant) that the
-// README keeps from the last smoke run.
+// docs/decisions keep from the last smoke run.
 func (rep *Report) WriteMarkdown(w io.Writer) {
 	fmt.Fprintln(w, "| scenario | ops/s | commits | commits/min | aborts | refused Tries | faults | 1 | 2 | 3 | 4 | 5 | 6 | first offending |")
 	fmt.Fprintln(w, "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")

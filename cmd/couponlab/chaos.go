@@ -29,7 +29,7 @@ func chaosCmd(ctx context.Context, args []string) error {
 	seed := fs.Uint64("seed", 1, "seed of the workload and the fault timings; 0 takes one from the clock (printed first)")
 	callers := fs.Int("callers", 0, "concurrent callers of the busiest load profile (the others in proportion); 0 keeps each scenario's own")
 	report := fs.String("report", "", "write the JSON report to this file")
-	markdown := fs.Bool("markdown", false, "also print the summary as a Markdown table (the README keeps the last smoke run's)")
+	markdown := fs.Bool("markdown", false, "also print the summary as a Markdown table (docs/decisions keep the last smoke run's)")
 	markdownFile := fs.String("markdown-file", "", "write the seed, the summary and the Markdown table to this file")
 	bin := fs.String("bin", "", "directory with prebuilt coupon, coordinator and shop binaries (make build's bin/); empty builds them")
 	dir := fs.String("dir", "", "run directory for data, configs and logs (default: a new temporary one)")
