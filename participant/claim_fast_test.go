@@ -130,8 +130,10 @@ func TestFastClaim(t *testing.T) {
 			wantCode: participant.EREFUSED, wantReason: participant.ReasonCampaignNotActive,
 		},
 		{
-			name:     "no such template",
-			claims:   func(tpl, _ int64) []participant.ClaimRequest { return []participant.ClaimRequest{req("r1", 7, tpl+100)} },
+			name: "no such template",
+			claims: func(tpl, _ int64) []participant.ClaimRequest {
+				return []participant.ClaimRequest{req("r1", 7, tpl+100)}
+			},
 			wantCode: participant.ENOTFOUND, wantReason: participant.ReasonNotFound,
 		},
 		{
@@ -140,8 +142,10 @@ func TestFastClaim(t *testing.T) {
 			wantCode: participant.EINVALID, wantReason: participant.ReasonInvalidArgument, wantField: "request_id",
 		},
 		{
-			name:     "request id with a control character",
-			claims:   func(tpl, _ int64) []participant.ClaimRequest { return []participant.ClaimRequest{req("r\x001", 7, tpl)} },
+			name: "request id with a control character",
+			claims: func(tpl, _ int64) []participant.ClaimRequest {
+				return []participant.ClaimRequest{req("r\x001", 7, tpl)}
+			},
 			wantCode: participant.EINVALID, wantReason: participant.ReasonInvalidArgument, wantField: "request_id",
 		},
 		{
