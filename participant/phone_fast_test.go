@@ -25,8 +25,10 @@ func TestFastClaimByPhone(t *testing.T) {
 		wantTaken  int64
 	}{
 		{
-			name:      "pending for an unbound phone",
-			claims:    func(tpl int64) []participant.PhoneClaimRequest { return []participant.PhoneClaimRequest{preq("p1", fastPhone, tpl)} },
+			name: "pending for an unbound phone",
+			claims: func(tpl int64) []participant.PhoneClaimRequest {
+				return []participant.PhoneClaimRequest{preq("p1", fastPhone, tpl)}
+			},
 			wantTaken: 1,
 		},
 		{
@@ -51,9 +53,11 @@ func TestFastClaimByPhone(t *testing.T) {
 			wantCode: participant.EREFUSED, wantReason: participant.ReasonRequestIDConflict, wantTaken: 1,
 		},
 		{
-			name:     "request id of a claim by user ID",
-			byUser:   []participant.ClaimRequest{{RequestID: "p1", UserID: fastUser}},
-			claims:   func(tpl int64) []participant.PhoneClaimRequest { return []participant.PhoneClaimRequest{preq("p1", fastPhone, tpl)} },
+			name:   "request id of a claim by user ID",
+			byUser: []participant.ClaimRequest{{RequestID: "p1", UserID: fastUser}},
+			claims: func(tpl int64) []participant.PhoneClaimRequest {
+				return []participant.PhoneClaimRequest{preq("p1", fastPhone, tpl)}
+			},
 			wantCode: participant.EREFUSED, wantReason: participant.ReasonRequestIDConflict, wantTaken: 1,
 		},
 		{
@@ -65,9 +69,11 @@ func TestFastClaimByPhone(t *testing.T) {
 			wantCode: participant.EREFUSED, wantReason: participant.ReasonUserLimitReached, wantTaken: 1,
 		},
 		{
-			name:      "a bound phone claims for its user",
-			boundTo:   fastUser,
-			claims:    func(tpl int64) []participant.PhoneClaimRequest { return []participant.PhoneClaimRequest{preq("p1", fastPhone, tpl)} },
+			name:    "a bound phone claims for its user",
+			boundTo: fastUser,
+			claims: func(tpl int64) []participant.PhoneClaimRequest {
+				return []participant.PhoneClaimRequest{preq("p1", fastPhone, tpl)}
+			},
 			wantUser:  fastUser,
 			wantTaken: 1,
 		},
@@ -76,7 +82,9 @@ func TestFastClaimByPhone(t *testing.T) {
 			template: func(t *participant.Template) { t.PerUserLimit = 1 },
 			boundTo:  fastUser,
 			byUser:   []participant.ClaimRequest{{RequestID: "u1", UserID: fastUser}},
-			claims:   func(tpl int64) []participant.PhoneClaimRequest { return []participant.PhoneClaimRequest{preq("p1", fastPhone, tpl)} },
+			claims: func(tpl int64) []participant.PhoneClaimRequest {
+				return []participant.PhoneClaimRequest{preq("p1", fastPhone, tpl)}
+			},
 			wantCode: participant.EREFUSED, wantReason: participant.ReasonUserLimitReached, wantTaken: 1,
 		},
 		{
@@ -88,13 +96,17 @@ func TestFastClaimByPhone(t *testing.T) {
 			wantCode: participant.EREFUSED, wantReason: participant.ReasonSoldOut, wantTaken: 1,
 		},
 		{
-			name:     "not a phone number",
-			claims:   func(tpl int64) []participant.PhoneClaimRequest { return []participant.PhoneClaimRequest{preq("p1", "call me", tpl)} },
+			name: "not a phone number",
+			claims: func(tpl int64) []participant.PhoneClaimRequest {
+				return []participant.PhoneClaimRequest{preq("p1", "call me", tpl)}
+			},
 			wantCode: participant.EINVALID, wantReason: participant.ReasonInvalidArgument,
 		},
 		{
-			name:     "a +86 number that is no mainland mobile",
-			claims:   func(tpl int64) []participant.PhoneClaimRequest { return []participant.PhoneClaimRequest{preq("p1", "+861234567890", tpl)} },
+			name: "a +86 number that is no mainland mobile",
+			claims: func(tpl int64) []participant.PhoneClaimRequest {
+				return []participant.PhoneClaimRequest{preq("p1", "+861234567890", tpl)}
+			},
 			wantCode: participant.EINVALID, wantReason: participant.ReasonInvalidArgument,
 		},
 	}
