@@ -70,6 +70,10 @@ func (e *env) addToCounters(t *testing.T, tpl *couponv1.CouponTemplate, n int64)
 // off, so that tests drive rounds with RunOnce; opts may turn them on.
 func newEnv(t *testing.T, opts ...coupontest.Option) *env {
 	t.Helper()
+	if testing.Short() {
+		// The fast tests (*_fast_test.go) cover the decisions over fakes.
+		t.Skip("needs MariaDB and Redis")
+	}
 	clk := &clock{}
 	base := func(c *app.Config) {
 		c.Now = clk.Now

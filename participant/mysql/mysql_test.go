@@ -20,6 +20,9 @@ func ctxT(tb testing.TB) context.Context {
 // databases creates a main and n shard databases on the test MariaDB.
 func databases(t *testing.T, n int) (mainDSN string, shards []string) {
 	t.Helper()
+	if testing.Short() {
+		t.Skip("needs MariaDB")
+	}
 	name := testenv.Unique(t)
 	mainDSN = testenv.MustDatabase(t, name+"_main")
 	for i := range n {

@@ -18,10 +18,19 @@ import (
 func adapter(t *testing.T) (*couponredis.Adapter, goredis.UniversalClient, string) {
 	t.Helper()
 	prefix := testenv.Unique(t) + ":"
-	rdb := testenv.MustRedis(t, prefix)
+	rdb := mustRedis(t, prefix)
 	r := couponredis.New(rdb, prefix)
 	t.Cleanup(r.Close)
 	return r, rdb, prefix
+}
+
+// mustRedis is testenv.MustRedis, skipped under -short.
+func mustRedis(t *testing.T, prefix string) *goredis.Client {
+	t.Helper()
+	if testing.Short() {
+		t.Skip("needs Redis")
+	}
+	return testenv.MustRedis(t, prefix)
 }
 
 func ctxT(tb testing.TB) context.Context {
@@ -183,7 +192,7 @@ func TestMaybeIssuedMarker(t *testing.T) {
 // read timeout; once Redis answers again calls succeed.
 func TestBreakerFailsFastWhileRedisHangs(t *testing.T) {
 	prefix := testenv.Unique(t) + ":"
-	testenv.MustRedis(t, prefix)
+	mustRedis(t, prefix)
 	proxy := testenv.StartProxy(t, testenv.RedisAddr())
 	rdb := goredis.NewClient(&goredis.Options{Addr: proxy.Addr, MaxRetries: -1, ReadTimeout: 200 * time.Millisecond, DialTimeout: 200 * time.Millisecond})
 	t.Cleanup(func() { rdb.Close() })
@@ -218,7 +227,7 @@ func TestBreakerFailsFastWhileRedisHangs(t *testing.T) {
 // exactly the calls that answered OK.
 func TestCallsRacingClose(t *testing.T) {
 	prefix := testenv.Unique(t) + ":"
-	rdb := testenv.MustRedis(t, prefix)
+	rdb := mustRedis(t, prefix)
 	r := couponredis.New(rdb, prefix)
 	ctx := ctxT(t)
 	const tpl, k, total = 9, 4, 1_000_000

@@ -83,7 +83,7 @@ func templateAudit(t *testing.T, srv *coupontest.Server, id int64) ([]string, []
 // carol, who did neither, may. An edit of presentation only does not make
 // bob its money editor.
 func TestLastMoneyEditorCannotApprove(t *testing.T) {
-	srv := coupontest.Start(t, withCarol())
+	srv := start(t, withCarol())
 	bob, carol := srv.AdminAs(coupontest.TokenBob), srv.AdminAs(tokenCarol)
 
 	t.Run("money edit", func(t *testing.T) {
@@ -149,7 +149,7 @@ func TestLastMoneyEditorCannotApprove(t *testing.T) {
 // and writes nothing; her approval of the version she then reviews goes
 // through. An approval naming no version is invalid.
 func TestApproveStaleVersion(t *testing.T) {
-	srv := coupontest.Start(t, withCarol())
+	srv := start(t, withCarol())
 	bob, carol := srv.AdminAs(coupontest.TokenBob), srv.AdminAs(tokenCarol)
 	tpl := pendingTemplate(t, srv, "1 off 50")
 

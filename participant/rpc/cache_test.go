@@ -5,7 +5,6 @@ import (
 	"time"
 
 	"github.com/opencoupon/coupon/internal/app"
-	"github.com/opencoupon/coupon/internal/coupontest"
 	"github.com/opencoupon/coupon/internal/testenv"
 	couponv1 "github.com/opencoupon/coupon/proto/coupon/v1"
 )
@@ -15,7 +14,7 @@ import (
 func TestTemplateChangeReachesOtherReplica(t *testing.T) {
 	f := newFixture(t)
 	tpl := f.template(t, 100, 0)
-	replica := coupontest.Start(t, func(c *app.Config) {
+	replica := start(t, func(c *app.Config) {
 		c.MySQL = f.srv.Config.MySQL
 		c.Redis = f.srv.Config.Redis
 		c.NodeID = 2

@@ -20,6 +20,7 @@ import (
 // ports and stops it when the test ends.
 func startCluster(t *testing.T, base int) []string {
 	t.Helper()
+	needsServices(t)
 	script := "../../deploy/local/redis-cluster.sh"
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
@@ -41,7 +42,7 @@ func startCluster(t *testing.T, base int) []string {
 
 func TestHotTemplateOnRedisCluster(t *testing.T) {
 	seeds := startCluster(t, 7101)
-	srv := coupontest.Start(t, func(c *app.Config) {
+	srv := start(t, func(c *app.Config) {
 		c.Redis = app.RedisConfig{Addrs: seeds, Cluster: true, Prefix: c.Redis.Prefix, PoolSize: 64}
 	})
 	f := &fixture{srv: srv}

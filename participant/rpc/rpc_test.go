@@ -50,9 +50,25 @@ type fixture struct {
 	campaign *couponv1.Campaign
 }
 
+// start is coupontest.Start, skipped under -short.
+func start(tb testing.TB, opts ...coupontest.Option) *coupontest.Server {
+	tb.Helper()
+	needsServices(tb)
+	return coupontest.Start(tb, opts...)
+}
+
+// needsServices skips a test under -short: the package's tests run the
+// service over MariaDB, Redis and, for transactions, DTM.
+func needsServices(tb testing.TB) {
+	tb.Helper()
+	if testing.Short() {
+		tb.Skip("needs MariaDB and Redis")
+	}
+}
+
 func newFixture(t *testing.T) *fixture {
 	t.Helper()
-	srv := coupontest.Start(t)
+	srv := start(t)
 	now := time.Now()
 	c, err := srv.Admin.CreateCampaign(ctxT(t), &couponv1.CreateCampaignRequest{
 		Name: "spring sale", CampaignType: "PROMOTION", CreatedBy: "alice",
