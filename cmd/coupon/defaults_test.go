@@ -10,6 +10,7 @@ import (
 
 	"github.com/opencoupon/coupon/internal/app"
 	"github.com/opencoupon/coupon/internal/auth"
+	"github.com/opencoupon/coupon/internal/config"
 	"github.com/opencoupon/coupon/internal/console"
 	"github.com/opencoupon/coupon/internal/gateway"
 	"github.com/opencoupon/coupon/internal/tracing"
@@ -150,5 +151,59 @@ func TestEnvironmentOverrides(t *testing.T) {
 		if diff := cmp.Diff(tt.want, tt.got); diff != "" {
 			t.Errorf("%s (-want +got):\n%s", tt.key, diff)
 		}
+	}
+}
+
+// TestReconcileDefaultsUnchanged pins the reconcile command's keys with no
+// file and no environment, as main's second viper instance read them (a
+// memory limit of "200MiB" is not a size viper reads: it gave 0, no limit).
+func TestReconcileDefaultsUnchanged(t *testing.T) {
+	clearEnv(t)
+	c, err := loadReconcileConfig("")
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := config.Reconcile{
+		Source: "mysql", OrdersDSN: "root@tcp(127.0.0.1:3306)/shop_order", PaymentsDSN: "root@tcp(127.0.0.1:3306)/shop_payment",
+		StateDSN: "", Zone: "UTC", Grace: 10 * time.Minute, PendingDays: 3, OutDir: "reconcile-reports", SpillDir: "",
+		MemoryLimit: 0, DTMHTTP: "127.0.0.1:36789", DTMGRPC: "127.0.0.1:36790",
+		DTMTimeoutToFail: 35 * time.Second, DTMRetryBudget: 5 * time.Minute,
+		CouponAddr: "127.0.0.1:9090", CouponToken: "", Schedule: "30 0 * * *", ScheduleRepair: "dry-run", Lease: 10 * time.Minute,
+	}
+	if diff := cmp.Diff(want, c.Reconcile); diff != "" {
+		t.Errorf("reconcile defaults changed (-before +now):\n%s", diff)
+	}
+	if got, want := c.stateDSN(), "root@tcp(127.0.0.1:3306)/coupon_main"; got != want {
+		t.Errorf("state database %q, want mysql.main_dsn %q", got, want)
+	}
+	if c.level != "info" || len(c.shardDSNs) != 2 {
+		t.Errorf("service keys: level %q, shards %q", c.level, c.shardDSNs)
+	}
+}
+
+// TestReconcileEnvironment: reconcile's keys come from COUPON_RECONCILE_*
+// over the file, and reconcile.coupon_addr follows grpc.addr unless set.
+func TestReconcileEnvironment(t *testing.T) {
+	clearEnv(t)
+	t.Setenv("COUPON_GRPC_ADDR", "coupon:9090")
+	t.Setenv("COUPON_RECONCILE_GRACE", "20m")
+	t.Setenv("COUPON_RECONCILE_PENDING_DAYS", "5")
+	t.Setenv("COUPON_RECONCILE_MEMORY_LIMIT", "100mb")
+	t.Setenv("COUPON_RECONCILE_COUPON_TOKEN", "t")
+	c, err := loadReconcileConfig("../../deploy/local/coupon.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := []any{c.CouponAddr, c.Grace, c.PendingDays, c.MemoryLimit, c.CouponToken, c.OutDir}
+	want := []any{"coupon:9090", 20 * time.Minute, 5, uint(100 << 20), "t", ".run/reconcile"}
+	if diff := cmp.Diff(want, got); diff != "" {
+		t.Errorf("reconcile from the environment and the file (-want +got):\n%s", diff)
+	}
+	t.Setenv("COUPON_RECONCILE_COUPON_ADDR", "repairs:9090")
+	if c, err = loadReconcileConfig(""); err != nil {
+		t.Fatal(err)
+	}
+	if c.CouponAddr != "repairs:9090" {
+		t.Errorf("reconcile.coupon_addr set: %q, want repairs:9090", c.CouponAddr)
 	}
 }

@@ -15,11 +15,11 @@ import (
 	"text/tabwriter"
 	"time"
 
-	"github.com/spf13/viper"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
 
 	"github.com/opencoupon/coupon/internal/cli"
+	"github.com/opencoupon/coupon/internal/config"
 	"github.com/opencoupon/coupon/reconcile"
 )
 
@@ -52,60 +52,34 @@ func reconcileCmd(ctx context.Context, args []string) error {
 
 // reconcileConfig is the reconcile.* keys with the service config they lean on.
 type reconcileConfig struct {
-	v          *viper.Viper
-	mainDSN    string
-	shardDSNs  []string
-	couponAddr string
-	level      string
+	config.Reconcile
+	mainDSN   string
+	shardDSNs []string
+	level     string
 }
 
-// loadReconcileConfig reads the coupon service's config (shards, main DSN,
-// gRPC address) with loadConfig, and the reconcile.* keys of the same file
-// and COUPON_RECONCILE_* environment.
+// loadReconcileConfig reads the reconcile.* keys with the coupon service's
+// (shards, main DSN, gRPC address) from the same file and COUPON_*
+// environment.
 func loadReconcileConfig(file string) (*reconcileConfig, error) {
-	cfg, level, err := loadConfig(file)
+	c, err := config.Load(file)
 	if err != nil {
 		return nil, err
 	}
-	defaults := map[string]any{
-		"reconcile.source":              "mysql",
-		"reconcile.orders_dsn":          "root@tcp(127.0.0.1:3306)/shop_order",
-		"reconcile.payments_dsn":        "root@tcp(127.0.0.1:3306)/shop_payment",
-		"reconcile.state_dsn":           "",
-		"reconcile.zone":                "UTC",
-		"reconcile.grace":               "10m",
-		"reconcile.pending_days":        3,
-		"reconcile.out_dir":             "reconcile-reports",
-		"reconcile.spill_dir":           "",
-		"reconcile.memory_limit":        "200MiB",
-		"reconcile.dtm_http":            "127.0.0.1:36789",
-		"reconcile.dtm_grpc":            "127.0.0.1:36790",
-		"reconcile.dtm_timeout_to_fail": "35s",
-		"reconcile.dtm_retry_budget":    "5m",
-		"reconcile.coupon_addr":         cfg.GRPCAddr,
-		"reconcile.coupon_token":        "",
-		"reconcile.schedule":            "30 0 * * *",
-		"reconcile.schedule_repair":     "dry-run",
-		"reconcile.lease":               "10m",
-	}
-	v, err := readViper(file, defaults)
-	if err != nil {
-		return nil, err
-	}
-	return &reconcileConfig{v: v, mainDSN: cfg.MySQL.MainDSN, shardDSNs: cfg.MySQL.ShardDSNs, couponAddr: cfg.GRPCAddr, level: level}, nil
+	return &reconcileConfig{Reconcile: c.Reconcile, mainDSN: c.App.MySQL.MainDSN, shardDSNs: c.App.MySQL.ShardDSNs, level: c.LogLevel}, nil
 }
 
 // stateDSN is reconcile.state_dsn, the coupon main database by default;
 // "none" runs without state.
 func (c *reconcileConfig) stateDSN() string {
-	if s := c.v.GetString("reconcile.state_dsn"); s != "" {
+	if s := c.StateDSN; s != "" {
 		return s
 	}
 	return c.mainDSN
 }
 
 func (c *reconcileConfig) zone() (*time.Location, error) {
-	z, err := time.LoadLocation(c.v.GetString("reconcile.zone"))
+	z, err := time.LoadLocation(c.Zone)
 	if err != nil {
 		return nil, fmt.Errorf("reconcile.zone: %w", err)
 	}
@@ -115,7 +89,7 @@ func (c *reconcileConfig) zone() (*time.Location, error) {
 // checkGrace enforces the grace window's reason to exist: a transaction
 // still inside it may yet be settled by DTM.
 func (c *reconcileConfig) checkGrace(grace time.Duration) error {
-	ttf, budget := c.v.GetDuration("reconcile.dtm_timeout_to_fail"), c.v.GetDuration("reconcile.dtm_retry_budget")
+	ttf, budget := c.DTMTimeoutToFail, c.DTMRetryBudget
 	if grace <= ttf+budget {
 		return fmt.Errorf("grace %s must exceed DTM's TimeoutToFail %s plus its retry budget %s (reconcile.dtm_timeout_to_fail, reconcile.dtm_retry_budget)", grace, ttf, budget)
 	}
@@ -123,7 +97,7 @@ func (c *reconcileConfig) checkGrace(grace time.Duration) error {
 }
 
 func (c *reconcileConfig) memoryLimit() {
-	if n := c.v.GetSizeInBytes("reconcile.memory_limit"); n > 0 {
+	if n := c.MemoryLimit; n > 0 {
 		debug.SetMemoryLimit(int64(n))
 	}
 }
@@ -131,12 +105,12 @@ func (c *reconcileConfig) memoryLimit() {
 // mysqlSources opens the shop's orders and payments and every coupon shard.
 func (c *reconcileConfig) mysqlSources(ctx context.Context) (reconcile.Sources, string, error) {
 	var src reconcile.Sources
-	orders, err := reconcile.OpenSource(ctx, c.v.GetString("reconcile.orders_dsn"))
+	orders, err := reconcile.OpenSource(ctx, c.OrdersDSN)
 	if err != nil {
 		return src, "", fmt.Errorf("orders database (reconcile.orders_dsn): %w", err)
 	}
 	src.Orders = reconcile.MySQLOrders{DB: orders}
-	payments, err := reconcile.OpenSource(ctx, c.v.GetString("reconcile.payments_dsn"))
+	payments, err := reconcile.OpenSource(ctx, c.PaymentsDSN)
 	if err != nil {
 		src.Close()
 		return reconcile.Sources{}, "", fmt.Errorf("payments database (reconcile.payments_dsn): %w", err)
@@ -153,24 +127,24 @@ func (c *reconcileConfig) mysqlSources(ctx context.Context) (reconcile.Sources, 
 		shards = append(shards, db)
 	}
 	src.Ledger = reconcile.MySQLLedger{Shards: shards}
-	names := append([]string{c.v.GetString("reconcile.orders_dsn"), c.v.GetString("reconcile.payments_dsn")}, c.shardDSNs...)
+	names := append([]string{c.OrdersDSN, c.PaymentsDSN}, c.shardDSNs...)
 	return src, reconcile.SourceKey("mysql", names...), nil
 }
 
 // repairer builds the repairer and the gRPC connection it uses.
 func (c *reconcileConfig) repairer(state *sql.DB, apply bool, token string, grace time.Duration) (*reconcile.Repairer, io.Closer, error) {
-	conn, err := grpc.NewClient(c.v.GetString("reconcile.coupon_addr"), grpc.WithTransportCredentials(insecure.NewCredentials()))
+	conn, err := grpc.NewClient(c.CouponAddr, grpc.WithTransportCredentials(insecure.NewCredentials()))
 	if err != nil {
 		return nil, nil, fmt.Errorf("coupon service (reconcile.coupon_addr): %w", err)
 	}
 	if token == "" {
-		token = c.v.GetString("reconcile.coupon_token")
+		token = c.CouponToken
 	}
 	return &reconcile.Repairer{
 		State: state, Apply: apply, Grace: grace,
-		TimeoutToFail: c.v.GetDuration("reconcile.dtm_timeout_to_fail"),
-		DTM:           reconcile.DTMHTTP{Addr: c.v.GetString("reconcile.dtm_http")},
-		Coupons:       reconcile.CouponGRPC{Conn: conn, Token: token, DTM: c.v.GetString("reconcile.dtm_grpc")},
+		TimeoutToFail: c.DTMTimeoutToFail,
+		DTM:           reconcile.DTMHTTP{Addr: c.DTMHTTP},
+		Coupons:       reconcile.CouponGRPC{Conn: conn, Token: token, DTM: c.DTMGRPC},
 	}, conn, nil
 }
 
@@ -238,7 +212,7 @@ func runReconcile(ctx context.Context, f runFlags, stdout io.Writer) (*reconcile
 	}
 	c.memoryLimit()
 	if f.zone != "" {
-		c.v.Set("reconcile.zone", f.zone)
+		c.Zone = f.zone
 	}
 	zone, err := c.zone()
 	if err != nil {
@@ -249,15 +223,15 @@ func runReconcile(ctx context.Context, f runFlags, stdout io.Writer) (*reconcile
 		return nil, err
 	}
 	if f.grace == 0 {
-		f.grace = c.v.GetDuration("reconcile.grace")
+		f.grace = c.Grace
 	}
 	if err := c.checkGrace(f.grace); err != nil {
 		return nil, err
 	}
 	job := reconcile.Job{
 		Options: reconcile.Options{
-			Date: day, Grace: f.grace, PendingDays: c.v.GetInt("reconcile.pending_days"),
-			SpillDir: c.v.GetString("reconcile.spill_dir"), Progress: reconcile.TerminalProgress(os.Stderr),
+			Date: day, Grace: f.grace, PendingDays: c.PendingDays,
+			SpillDir: c.SpillDir, Progress: reconcile.TerminalProgress(os.Stderr),
 		},
 		Out: f.out, PendingFile: f.pending, Report: stdout, Host: hostID(),
 	}
@@ -267,7 +241,7 @@ func runReconcile(ctx context.Context, f runFlags, stdout io.Writer) (*reconcile
 		}
 	}
 	if job.Out == "" {
-		job.Out = filepath.Join(c.v.GetString("reconcile.out_dir"), f.date)
+		job.Out = filepath.Join(c.OutDir, f.date)
 	}
 	switch n := countSet(f.orders, f.payments, f.coupons); {
 	case n == 3:
@@ -278,7 +252,7 @@ func runReconcile(ctx context.Context, f runFlags, stdout io.Writer) (*reconcile
 		job.SourceKey = reconcile.SourceKey("csv", filepath.Dir(abs))
 	case n > 0:
 		return nil, errors.New("--orders, --payments and --coupons go together")
-	case c.v.GetString("reconcile.source") == "csv":
+	case c.Source == "csv":
 		return nil, errors.New("reconcile.source is csv: give --orders, --payments and --coupons")
 	default:
 		if job.Sources, job.SourceKey, err = c.mysqlSources(ctx); err != nil {
@@ -361,11 +335,11 @@ func reconcileSchedule(ctx context.Context, args []string) error {
 	if err != nil {
 		return err
 	}
-	grace := c.v.GetDuration("reconcile.grace")
+	grace := c.Grace
 	if err := c.checkGrace(grace); err != nil {
 		return err
 	}
-	mode := c.v.GetString("reconcile.schedule_repair")
+	mode := c.ScheduleRepair
 	if mode != "off" && mode != "dry-run" && mode != "apply" {
 		return fmt.Errorf("reconcile.schedule_repair %q: want off, dry-run or apply", mode)
 	}
@@ -378,10 +352,10 @@ func reconcileSchedule(ctx context.Context, args []string) error {
 	}
 	defer state.Close()
 	// The books' key only names them; the sources are opened per run.
-	names := append([]string{c.v.GetString("reconcile.orders_dsn"), c.v.GetString("reconcile.payments_dsn")}, c.shardDSNs...)
+	names := append([]string{c.OrdersDSN, c.PaymentsDSN}, c.shardDSNs...)
 	s := &reconcile.Scheduler{
-		DB: state, Cron: c.v.GetString("reconcile.schedule"), Zone: zone, SourceKey: reconcile.SourceKey("mysql", names...),
-		Owner: hostID(), Lease: c.v.GetDuration("reconcile.lease"), Log: log,
+		DB: state, Cron: c.Schedule, Zone: zone, SourceKey: reconcile.SourceKey("mysql", names...),
+		Owner: hostID(), Lease: c.Lease, Log: log,
 		Run: func(ctx context.Context, day time.Time) (int64, error) {
 			src, key, err := c.mysqlSources(ctx)
 			if err != nil {
@@ -390,9 +364,9 @@ func reconcileSchedule(ctx context.Context, args []string) error {
 			defer src.Close()
 			date := day.Format(time.DateOnly)
 			job := reconcile.Job{
-				Options: reconcile.Options{Date: day, Grace: grace, PendingDays: c.v.GetInt("reconcile.pending_days"), SpillDir: c.v.GetString("reconcile.spill_dir")},
+				Options: reconcile.Options{Date: day, Grace: grace, PendingDays: c.PendingDays, SpillDir: c.SpillDir},
 				Sources: src, SourceKey: key, State: state, Host: hostID(),
-				Out:    filepath.Join(c.v.GetString("reconcile.out_dir"), date),
+				Out:    filepath.Join(c.OutDir, date),
 				Report: &logWriter{log: log, date: date},
 			}
 			if mode != "off" {
@@ -456,24 +430,4 @@ func reconcileRuns(ctx context.Context, args []string) error {
 		fmt.Fprintf(tw, "%d\t%s\t%s\t%d\t%d\t%s\t%d\t%s\n", r.ID, r.Date, r.Status, r.Open, r.Resolved, reconcile.Money(r.MoneyAtRisk), r.Pending, r.ReportPath)
 	}
 	return tw.Flush()
-}
-
-// readViper reads the optional YAML file over defaults, with COUPON_*
-// environment overrides (key reconcile.grace ← COUPON_RECONCILE_GRACE), the
-// way loadConfig reads the service's keys.
-func readViper(file string, defaults map[string]any) (*viper.Viper, error) {
-	v := viper.New()
-	for k, val := range defaults {
-		v.SetDefault(k, val)
-	}
-	v.SetEnvPrefix("COUPON")
-	v.SetEnvKeyReplacer(strings.NewReplacer(".", "_"))
-	v.AutomaticEnv()
-	if file != "" {
-		v.SetConfigFile(file)
-		if err := v.ReadInConfig(); err != nil {
-			return nil, fmt.Errorf("read config %s: %w", file, err)
-		}
-	}
-	return v, nil
 }
