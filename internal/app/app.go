@@ -80,6 +80,17 @@ type Config struct {
 	Pprof Pprof
 }
 
+// Defaults of the Config fields whose zero value means "the default".
+const (
+	DefaultShutdownTimeout     = 10 * time.Second
+	DefaultReadinessInterval   = 2 * time.Second
+	DefaultStockMetricsRefresh = 5 * time.Second
+	DefaultStuckLockedAfter    = 10 * time.Minute
+	DefaultRedisDialTimeout    = 2 * time.Second
+	DefaultRedisReadTimeout    = time.Second
+	DefaultRedisWriteTimeout   = time.Second
+)
+
 // BarrierJanitor configures the cleanup of the shards' DTM barrier tables,
 // which DTM never cleans (dtm#389).
 type BarrierJanitor struct {
@@ -125,9 +136,9 @@ type RedisConfig struct {
 func NewRedis(c RedisConfig) goredis.UniversalClient {
 	opts := &goredis.UniversalOptions{
 		Addrs: c.Addrs, Password: c.Password, DB: c.DB, PoolSize: c.PoolSize,
-		DialTimeout:  orDefault(c.DialTimeout, 2*time.Second),
-		ReadTimeout:  orDefault(c.ReadTimeout, time.Second),
-		WriteTimeout: orDefault(c.WriteTimeout, time.Second),
+		DialTimeout:  orDefault(c.DialTimeout, DefaultRedisDialTimeout),
+		ReadTimeout:  orDefault(c.ReadTimeout, DefaultRedisReadTimeout),
+		WriteTimeout: orDefault(c.WriteTimeout, DefaultRedisWriteTimeout),
 		// The server-side deadline of a call must bound its Redis commands.
 		ContextTimeoutEnabled: true,
 		// No automatic re-sends: a command whose reply timed out may have
@@ -337,7 +348,7 @@ func (a *App) Metrics() *metrics.Metrics { return a.metrics }
 // Close releases the connections, after Serve has returned: claim batches
 // still queued are written first, then the pools close.
 func (a *App) Close() error {
-	a.awaitDetached(orDefault(a.cfg.Shutdown.Timeout, 10*time.Second))
+	a.awaitDetached(orDefault(a.cfg.Shutdown.Timeout, DefaultShutdownTimeout))
 	err := a.store.Close() // drains the claim batches first
 	a.redis.Close()
 	sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
@@ -487,7 +498,7 @@ func (a *App) ServeListeners(ctx context.Context, lis, ops net.Listener) error {
 	}
 	stopped := make(chan struct{})
 	go func() { a.grpc.GracefulStop(); close(stopped) }()
-	timeout := orDefault(a.cfg.Shutdown.Timeout, 10*time.Second)
+	timeout := orDefault(a.cfg.Shutdown.Timeout, DefaultShutdownTimeout)
 	select {
 	case <-stopped:
 	case <-time.After(timeout):

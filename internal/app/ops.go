@@ -72,7 +72,7 @@ func (a *App) checkReady(ctx context.Context) error {
 // watchReadiness keeps the gRPC health status in step with checkReady
 // until ctx ends.
 func (a *App) watchReadiness(ctx context.Context) {
-	every := orDefault(a.cfg.ReadinessInterval, 2*time.Second)
+	every := orDefault(a.cfg.ReadinessInterval, DefaultReadinessInterval)
 	was := false
 	for {
 		err := a.checkReady(ctx)
@@ -139,7 +139,9 @@ type Pprof struct {
 	WriteTimeout time.Duration
 }
 
-var defaultPprofHosts = []string{"localhost", "127.0.0.1", "::1"}
+// DefaultPprofHosts are the Host names pprof answers when none are
+// configured: the loopback names only.
+func DefaultPprofHosts() []string { return []string{"localhost", "127.0.0.1", "::1"} }
 
 // pprofServer is the pprof listener's server.
 func (a *App) pprofServer() *http.Server {
@@ -151,7 +153,7 @@ func (a *App) pprofServer() *http.Server {
 	mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
 	hosts := a.cfg.Pprof.Hosts
 	if len(hosts) == 0 {
-		hosts = defaultPprofHosts
+		hosts = DefaultPprofHosts()
 	}
 	allowed := make(map[string]bool, len(hosts))
 	for _, h := range hosts {
@@ -204,7 +206,7 @@ func (a *App) metricSources() metrics.Sources {
 		DBs:           dbs,
 		Redis:         func() *goredis.PoolStats { return a.rdb.PoolStats() },
 		Stock:         a.remainingStock,
-		StockRefresh:  orDefault(a.cfg.StockMetricsRefresh, 5*time.Second),
+		StockRefresh:  orDefault(a.cfg.StockMetricsRefresh, DefaultStockMetricsRefresh),
 		Locked:        a.lockedCoupons,
 		LockedRefresh: 30 * time.Second,
 		Now:           a.cfg.Now,
@@ -245,5 +247,5 @@ func (a *App) lockedCoupons(ctx context.Context) (locked, stuck int64, err error
 	if a.cfg.Now != nil {
 		now = a.cfg.Now
 	}
-	return a.store.LockedCoupons(ctx, now().Add(-orDefault(a.cfg.StuckLockedAfter, 10*time.Minute)))
+	return a.store.LockedCoupons(ctx, now().Add(-orDefault(a.cfg.StuckLockedAfter, DefaultStuckLockedAfter)))
 }

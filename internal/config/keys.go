@@ -57,7 +57,7 @@ func keys(c *Config) []Key {
 
 		// pprof
 		{"pprof.addr", "", to(&a.Pprof.Addr), "`net/http/pprof` on a listener of its own; give a loopback address (`127.0.0.1:6060`); empty: off"},
-		{"pprof.hosts", []string{"localhost", "127.0.0.1", "::1"}, to(&a.Pprof.Hosts), "the only `Host` names pprof answers (any port); others get 403, so a page in a browser cannot reach it by DNS rebinding"},
+		{"pprof.hosts", app.DefaultPprofHosts(), to(&a.Pprof.Hosts), "the only `Host` names pprof answers (any port); others get 403, so a page in a browser cannot reach it by DNS rebinding"},
 		{"pprof.write_timeout", app.DefaultPprofWriteTimeout, to(&a.Pprof.WriteTimeout), "bounds a pprof response; `?seconds=` above it (profile, trace, delta profiles) is refused with 400"},
 
 		// node_id, log
@@ -89,8 +89,8 @@ func keys(c *Config) []Key {
 
 		// shutdown, readiness
 		{"shutdown.delay", time.Duration(0), to(&a.Shutdown.Delay), "health reports NOT_SERVING this long before the listener stops accepting (give load balancers time; 2–5 s behind one)"},
-		{"shutdown.timeout", 10 * time.Second, to(&a.Shutdown.Timeout), "drain of calls in flight; then they are cancelled"},
-		{"readiness.interval", 2 * time.Second, to(&a.ReadinessInterval), "how often gRPC health re-checks the main DB, every shard and Redis"},
+		{"shutdown.timeout", app.DefaultShutdownTimeout, to(&a.Shutdown.Timeout), "drain of calls in flight; then they are cancelled"},
+		{"readiness.interval", app.DefaultReadinessInterval, to(&a.ReadinessInterval), "how often gRPC health re-checks the main DB, every shard and Redis"},
 
 		// tracing
 		{"tracing.otlp.endpoint", "", to(&a.Tracing.OTLPEndpoint), "OTLP/gRPC collector `host:port`; spans are made (ids in logs) but exported only when set; empty: off"},
@@ -99,8 +99,8 @@ func keys(c *Config) []Key {
 		{"tracing.service_name", "coupon", to(&a.Tracing.ServiceName), "the spans' `service.name`"},
 
 		// metrics
-		{"metrics.stock_refresh", 5 * time.Second, to(&a.StockMetricsRefresh), "how often remaining stock is read from Redis for `/metrics`"},
-		{"metrics.stuck_locked_after", 10 * time.Minute, to(&a.StuckLockedAfter), "age past which a LOCKED coupon counts as stuck"},
+		{"metrics.stock_refresh", app.DefaultStockMetricsRefresh, to(&a.StockMetricsRefresh), "how often remaining stock is read from Redis for `/metrics`"},
+		{"metrics.stuck_locked_after", app.DefaultStuckLockedAfter, to(&a.StuckLockedAfter), "age past which a LOCKED coupon counts as stuck"},
 
 		// mysql
 		{"mysql.main_dsn", "root@tcp(127.0.0.1:3306)/coupon_main", to(&a.MySQL.MainDSN), "campaigns, templates, stock ops"},
@@ -118,9 +118,9 @@ func keys(c *Config) []Key {
 		{"redis.db", 0, to(&a.Redis.DB), "Redis database number (single Redis)"},
 		{"redis.key_prefix", "coupon:", to(&a.Redis.Prefix), "every key the service writes starts with it"},
 		{"redis.pool_size", 128, to(&a.Redis.PoolSize), "Redis connection pool size"},
-		{"redis.dial_timeout", 2 * time.Second, to(&a.Redis.DialTimeout), "connecting to Redis; a call's deadline bounds its Redis commands too"},
-		{"redis.read_timeout", time.Second, to(&a.Redis.ReadTimeout), "reading a Redis reply; a call's deadline bounds its Redis commands too"},
-		{"redis.write_timeout", time.Second, to(&a.Redis.WriteTimeout), "writing a Redis command; a call's deadline bounds its Redis commands too"},
+		{"redis.dial_timeout", app.DefaultRedisDialTimeout, to(&a.Redis.DialTimeout), "connecting to Redis; a call's deadline bounds its Redis commands too"},
+		{"redis.read_timeout", app.DefaultRedisReadTimeout, to(&a.Redis.ReadTimeout), "reading a Redis reply; a call's deadline bounds its Redis commands too"},
+		{"redis.write_timeout", app.DefaultRedisWriteTimeout, to(&a.Redis.WriteTimeout), "writing a Redis command; a call's deadline bounds its Redis commands too"},
 
 		// claim, stock, expiry, cache, risk: participant.Config
 		{"claim.write_timeout", d.ClaimWriteTimeout, to(&a.Service.ClaimWriteTimeout), "bound from taking stock to committing the coupon"},

@@ -10,6 +10,8 @@ import (
 	"os"
 
 	"github.com/opencoupon/coupon/internal/config"
+
+	_ "github.com/opencoupon/coupon/internal/dtmlevel" // quiets the DTM logger the server's packages link
 )
 
 func main() {
