@@ -31,9 +31,11 @@ build:
 	@if [ -d cmd/coordinator ]; then $(GO) build -o $(BIN)/coordinator ./cmd/coordinator; fi
 	@if [ -d examples/shop/cmd/shop ]; then $(GO) build -o $(BIN)/shop ./examples/shop/cmd/shop; fi
 
-# Regenerates the committed gRPC and gateway code and the OpenAPI document;
-# CI fails if this leaves a diff.
+# Regenerates the committed gRPC and gateway code, the OpenAPI document and
+# the configuration reference (docs/configuration.md); CI fails if this
+# leaves a diff.
 generate:
+	$(GO) generate ./internal/config
 	cd proto && protoc -I . $(PROTOC_GEN) $(GATEWAY_GEN) \
 		--go_out=. --go_opt=paths=source_relative \
 		--go-grpc_out=. --go-grpc_opt=paths=source_relative \
