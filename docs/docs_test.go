@@ -22,13 +22,6 @@ const root = ".."
 // maxReadmeLines is the README's budget: past it, text belongs in docs/.
 const maxReadmeLines = 300
 
-// pending are link targets produced by another change that has not landed
-// on every branch yet; a link to one of them is accepted while the file is
-// missing, and checked like any other once it exists.
-var pending = map[string]bool{
-	"docs/configuration.md": true, // generated from the config struct
-}
-
 func TestReadmeIsShort(t *testing.T) {
 	b, err := os.ReadFile(filepath.Join(root, "README.md"))
 	if err != nil {
@@ -55,7 +48,6 @@ func TestRelativeLinksResolve(t *testing.T) {
 		return h, nil
 	}
 	checked := 0
-	logged := map[string]bool{}
 	for _, file := range files {
 		b, err := os.ReadFile(filepath.Join(root, filepath.FromSlash(file)))
 		if err != nil {
@@ -66,13 +58,8 @@ func TestRelativeLinksResolve(t *testing.T) {
 				continue
 			}
 			checked++
-			missing, err := resolve(file, l.target, anchorsOf)
-			if err != nil {
+			if err := resolve(file, l.target, anchorsOf); err != nil {
 				t.Errorf("%s:%d: link %q: %v", file, l.line, l.target, err)
-			}
-			if missing != "" && !logged[missing] {
-				logged[missing] = true
-				t.Logf("%s is not there yet; links to it are accepted while it is pending", missing)
 			}
 		}
 	}
@@ -106,9 +93,8 @@ func markdownFiles(t *testing.T) []string {
 }
 
 // resolve checks that target, written in file, names an existing file or
-// directory, and that its #anchor, if any, is a heading of that file. A
-// pending target that is missing is accepted and returned as missing.
-func resolve(file, target string, anchorsOf func(string) (map[string]bool, error)) (missing string, err error) {
+// directory, and that its #anchor, if any, is a heading of that file.
+func resolve(file, target string, anchorsOf func(string) (map[string]bool, error)) error {
 	p, anchor, _ := strings.Cut(target, "#")
 	if i := strings.IndexByte(p, '?'); i >= 0 {
 		p = p[:i]
@@ -121,30 +107,27 @@ func resolve(file, target string, anchorsOf func(string) (map[string]bool, error
 			dest = path.Join(path.Dir(file), p)
 		}
 		if dest == ".." || strings.HasPrefix(dest, "../") {
-			return "", fmt.Errorf("points outside the repository")
+			return fmt.Errorf("points outside the repository")
 		}
 	}
 	st, err := os.Stat(filepath.Join(root, filepath.FromSlash(dest)))
 	if err != nil {
-		if os.IsNotExist(err) && pending[dest] && anchor == "" {
-			return dest, nil
-		}
-		return "", fmt.Errorf("no file %s", dest)
+		return fmt.Errorf("no file %s", dest)
 	}
 	if anchor == "" {
-		return "", nil
+		return nil
 	}
 	if st.IsDir() || !strings.HasSuffix(dest, ".md") {
-		return "", fmt.Errorf("anchor #%s on %s, which is not a Markdown file", anchor, dest)
+		return fmt.Errorf("anchor #%s on %s, which is not a Markdown file", anchor, dest)
 	}
 	as, err := anchorsOf(dest)
 	if err != nil {
-		return "", err
+		return err
 	}
 	if !as[strings.ToLower(anchor)] {
-		return "", fmt.Errorf("no heading #%s in %s", anchor, dest)
+		return fmt.Errorf("no heading #%s in %s", anchor, dest)
 	}
-	return "", nil
+	return nil
 }
 
 func external(target string) bool {
