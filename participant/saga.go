@@ -74,22 +74,6 @@ type ReturnRequest struct {
 	Reason    string
 }
 
-func (r ReturnRequest) validate() error {
-	if err := CheckRequestID("request_id", r.RequestID); err != nil {
-		return err
-	}
-	if err := checkID("user_id", r.UserID); err != nil {
-		return err
-	}
-	if !ValidCode(r.Code) {
-		return Invalid("coupon_code", "is not a coupon code")
-	}
-	if err := CheckRequestID("order_no", r.OrderNo); err != nil {
-		return err
-	}
-	return checkBranchText("reason", r.Reason, 255)
-}
-
 // ReturnResult is what ReturnCoupon did.
 type ReturnResult struct {
 	Coupon   *Coupon
