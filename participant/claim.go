@@ -279,9 +279,7 @@ func (s *Service) mint(ctx context.Context, t *Template, hint uint64, c *Coupon,
 		s.log.WarnContext(ctx, "claim commit outcome unknown; stock left taken", "request_id", c.RequestID, "template_id", t.ID, "err", err)
 		return Unavailable("write coupon", err)
 	}
-	if !faultClaimKeepsStock() {
-		s.giveBack(ctx, ticket)
-	}
+	s.giveBack(ctx, ticket)
 	return err
 }
 

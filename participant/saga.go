@@ -155,7 +155,7 @@ func (s *Service) Return(ctx context.Context, br Branch, r ReturnRequest) (Retur
 	now := s.now().UTC()
 	why := ""
 	out, err := s.branches.Apply(ctx, br, r.UserID, r.Code, func(c *Coupon) (*Change, error) {
-		if c.Status == CouponLocked && c.OrderNo == r.OrderNo && !faultReturnIgnoresLocked() {
+		if c.Status == CouponLocked && c.OrderNo == r.OrderNo {
 			return nil, Errorf(EREFUSED, ReasonCouponLockedPendingConfirm,
 				"coupon %s is locked by transaction %s for order %s: its Confirm has not run yet; retry", c.Code, c.LockGID, r.OrderNo)
 		}

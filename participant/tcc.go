@@ -263,14 +263,10 @@ func (s *Service) Consume(ctx context.Context, br Branch, r BranchRequest) (Bran
 	out, err := s.branches.Apply(ctx, br, r.UserID, r.Code, func(c *Coupon) (*Change, error) {
 		switch {
 		case holds(c, br, r.Order.OrderNo):
-			ch := &Change{
+			return &Change{
 				Status: CouponUsed, OrderNo: c.OrderNo, Discount: c.DiscountAmount, GID: br.GID, BranchID: br.BranchID,
 				LockedAt: c.LockedAt, UsedAt: now, Ledger: []Entry{{OpConsume, c.OrderNo, c.DiscountAmount}}, At: now,
-			}
-			if faultConfirmSkipsLedger() {
-				ch.Ledger = nil
-			}
-			return ch, nil
+			}, nil
 		case c.Status == CouponUsed && c.LockGID == br.GID && c.OrderNo == r.Order.OrderNo:
 			return nil, nil // another branch of this transaction used it
 		}
@@ -313,7 +309,7 @@ func (s *Service) Unlock(ctx context.Context, br Branch, r BranchRequest) (Branc
 	}
 	now := s.now().UTC()
 	out, err := s.branches.Apply(ctx, br, r.UserID, r.Code, func(c *Coupon) (*Change, error) {
-		if !holds(c, br, r.Order.OrderNo) && !(faultCancelIgnoresGID() && c.Status == CouponLocked) {
+		if !holds(c, br, r.Order.OrderNo) {
 			s.log.WarnContext(ctx, "cancel found no lock of its transaction; nothing to release",
 				"gid", br.GID, "order_no", r.Order.OrderNo, "code", c.Code, "status", c.Status.String(), "holder", c.LockGID)
 			return nil, nil
