@@ -74,14 +74,8 @@ func phoneFingerprint(p Phone, templateID int64) string {
 // comes from the same counters as Claim's, and the request ID is idempotent
 // in the same namespace: reusing one of Claim's IDs here is a conflict.
 func (s *Service) ClaimByPhone(ctx context.Context, r PhoneClaimRequest) (*Coupon, error) {
-	if err := CheckRequestID("request_id", r.RequestID); err != nil {
-		return nil, err
-	}
-	p, err := ParsePhone(r.Phone)
+	p, err := r.validate()
 	if err != nil {
-		return nil, err
-	}
-	if err := checkID("template_id", r.TemplateID); err != nil {
 		return nil, err
 	}
 	if err := s.phonesReady(); err != nil {

@@ -342,6 +342,21 @@ func (r ClaimRequest) validate() error {
 	return checkID("template_id", r.TemplateID)
 }
 
+// validate checks a claim by phone and returns the normalised phone.
+func (r PhoneClaimRequest) validate() (Phone, error) {
+	if err := CheckRequestID("request_id", r.RequestID); err != nil {
+		return "", err
+	}
+	p, err := ParsePhone(r.Phone)
+	if err != nil {
+		return "", err
+	}
+	if err := checkID("template_id", r.TemplateID); err != nil {
+		return "", err
+	}
+	return p, nil
+}
+
 // checkEnum refuses a status filter or change outside the enum's values;
 // 0 means "any" or "no change" and passes.
 func checkEnum[T ~int32](field string, v, lo, hi T) error {
