@@ -66,7 +66,7 @@ var mutations = []mutation{
 	{
 		ID: "cancel-ignores-gid", Bug: "a Cancel releases the coupon whatever transaction and order hold its lock",
 		File: "participant/tcc.go", Find: "if !holds(c, br, r.Order.OrderNo) {", Replace: "if !holds(c, br, r.Order.OrderNo) && c.Status != CouponLocked {",
-		Pkg: "./participant/rpc", Run: "TestCancelReleasesOnlyItsOwnLock",
+		Pkg: "./participant/rpc", Run: "TestCancelReleasesOnlyItsOwnLock|TestCancelNamingAnotherTransactionsCoupon",
 	},
 	{
 		ID: "release-keeps-daily-use", Bug: "a Cancel does not give the day's use back",
@@ -127,7 +127,7 @@ var mutations = []mutation{
 	{
 		ID: "claim-keeps-stock", Bug: "a claim whose write definitely failed keeps its stock unit",
 		File: "participant/claim.go", Find: "\ts.giveBack(ctx, ticket)\n\treturn err", Replace: "\t_ = ticket\n\treturn err",
-		Pkg: "./participant/rpc", Run: "TestClaimGivesStockBackWhenInsertFails",
+		Pkg: "./participant", Run: "TestClaimWriteBoundedFromTake|TestRedisStallConservesStock",
 	},
 	{
 		ID: "claim-refuses-before-replay", Bug: "a retry of a claim that may have committed is refused SOLD_OUT without looking for its coupon",
