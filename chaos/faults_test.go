@@ -12,24 +12,22 @@ import (
 	"time"
 
 	"github.com/opencoupon/coupon/chaos"
+	"github.com/opencoupon/coupon/internal/testenv"
 )
 
 // TestCheckersCatchBrokenBuilds runs scenarios against a coupon binary built
-// with -tags faults, with one fault hook switched on by COUPON_FAULTS, and
+// with one of tools/mutate's mutations put in (go build -overlay) and
 // asserts that the invariant meant to catch it reports a violation: proof
-// that each checker can fail. The hooks exist only in that build, never in
-// the production binary.
+// that each checker can fail. The bug exists only in that build; the
+// production code has no hook for it.
 func TestCheckersCatchBrokenBuilds(t *testing.T) {
 	if testing.Short() {
 		t.Skip("starts a whole stack per case")
 	}
-	if !hasFaultHooks(t, moduleRoot(t)) {
-		t.Skip("no fault hooks in this tree: participant code has no files under the faults build tag yet (issue 7 adds them)")
-	}
 	bin := binaries(t)
 
 	cases := []struct {
-		fault     string
+		mutation  string
 		scenario  string
 		invariant int
 	}{
@@ -40,27 +38,25 @@ func TestCheckersCatchBrokenBuilds(t *testing.T) {
 		// than any unknown outcome explains.
 		{"claim-keeps-stock", "mysql-down", 5},
 		// A USED coupon without its CONSUME ledger row.
-		{"confirm-skips-ledger", "redis-latency", 1},
+		{"consume-skips-ledger", "redis-latency", 1},
 	}
 	for _, c := range cases {
-		t.Run(c.fault, func(t *testing.T) {
+		t.Run(c.mutation, func(t *testing.T) {
+			coupon := mutantCoupon(t, c.mutation)
 			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 			defer cancel()
 			rep, err := chaos.Run(ctx, chaos.Options{
 				Scenarios: []string{c.scenario},
 				Duration:  4 * time.Second,
 				Seed:      7,
-				Stack: chaos.StackOptions{
-					Dir: t.TempDir(), BinDir: bin, CouponBin: filepath.Join(bin, "coupon-faults"),
-					CouponEnv: []string{"COUPON_FAULTS=" + c.fault},
-				},
+				Stack:     chaos.StackOptions{Dir: t.TempDir(), BinDir: bin, CouponBin: coupon},
 			})
 			if err != nil {
 				t.Fatalf("run %s: %v", c.scenario, err)
 			}
 			got := rep.Scenarios[0].Invariants[c.invariant-1]
 			if got.ID != c.invariant || got.Status != "violated" {
-				t.Errorf("with %s, invariant %d of %s: got %s %v, want violated", c.fault, c.invariant, c.scenario, got.Status, got.Details)
+				t.Errorf("with %s, invariant %d of %s: got %s %v, want violated", c.mutation, c.invariant, c.scenario, got.Status, got.Details)
 			}
 		})
 	}
@@ -95,10 +91,13 @@ var bins struct {
 	once sync.Once
 	dir  string
 	err  error
+
+	mu      sync.Mutex
+	mutants map[string]string // mutation ID to binary
 }
 
-// binaries builds the coordinator, the shop and the coupon service (plain
-// and with -tags faults) once per test binary.
+// binaries builds the coordinator, the shop and the coupon service once
+// per test binary.
 func binaries(tb testing.TB) string {
 	tb.Helper()
 	bins.once.Do(func() {
@@ -106,7 +105,7 @@ func binaries(tb testing.TB) string {
 		bins.dir, bins.err = os.MkdirTemp("", "chaos-test-bin-")
 		for _, b := range [][]string{
 			{"coordinator", "./cmd/coordinator"}, {"shop", "./examples/shop/cmd/shop"},
-			{"coupon", "./cmd/coupon"}, {"coupon-faults", "./cmd/coupon", "-tags", "faults"},
+			{"coupon", "./cmd/coupon"},
 		} {
 			if bins.err == nil {
 				bins.err = build(root, filepath.Join(bins.dir, b[0]), b[1], b[2:]...)
@@ -117,6 +116,28 @@ func binaries(tb testing.TB) string {
 		tb.Fatal(bins.err)
 	}
 	return bins.dir
+}
+
+// mutantCoupon builds, once per test binary, the coupon service with the
+// mutation id of tools/mutate (a known money bug put back) applied through
+// an overlay, and returns the binary's path.
+func mutantCoupon(tb testing.TB, id string) string {
+	tb.Helper()
+	dir := binaries(tb)
+	bins.mu.Lock()
+	defer bins.mu.Unlock()
+	if bin, ok := bins.mutants[id]; ok {
+		return bin
+	}
+	bin := filepath.Join(dir, "coupon-"+id)
+	if err := build(moduleRoot(tb), bin, "./cmd/coupon", "-overlay", testenv.MutantOverlay(tb, id)); err != nil {
+		tb.Fatal(err)
+	}
+	if bins.mutants == nil {
+		bins.mutants = map[string]string{}
+	}
+	bins.mutants[id] = bin
+	return bin
 }
 
 func TestMain(m *testing.M) {
@@ -134,24 +155,6 @@ func moduleRoot(tb testing.TB) string {
 		tb.Fatalf("go env GOMOD: %v", err)
 	}
 	return filepath.Dir(strings.TrimSpace(string(out)))
-}
-
-// hasFaultHooks reports whether any package of the module has files that
-// only the faults build tag compiles.
-func hasFaultHooks(tb testing.TB, root string) bool {
-	tb.Helper()
-	list := func(tags ...string) string {
-		args := append([]string{"list"}, tags...)
-		args = append(args, "-f", "{{.ImportPath}} {{.GoFiles}}", "./participant/...", "./internal/...")
-		cmd := exec.Command("go", args...)
-		cmd.Dir = root
-		out, err := cmd.Output()
-		if err != nil {
-			tb.Fatalf("go list: %v", err)
-		}
-		return string(out)
-	}
-	return list() != list("-tags", "faults")
 }
 
 func build(root, out, pkg string, flags ...string) error {

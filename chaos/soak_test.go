@@ -2,7 +2,6 @@ package chaos_test
 
 import (
 	"context"
-	"path/filepath"
 	"testing"
 	"time"
 
@@ -82,24 +81,21 @@ func TestMoneySafetyScenarios(t *testing.T) {
 
 // TestSoakCatchesBrokenBuild: a soak of a few scenarios (20s each, about
 // three minutes with the checks) against a coupon build whose Cancel
-// releases a coupon whatever transaction holds it (cancel-ignores-gid, a
-// -tags faults hook) fails the run: proof that a soak can fail, not only
+// releases a coupon whatever transaction holds it (tools/mutate's
+// cancel-ignores-gid, built with -overlay) fails the run: proof that a soak can fail, not only
 // the single-scenario checks of TestCheckersCatchBrokenBuilds.
 func TestSoakCatchesBrokenBuild(t *testing.T) {
 	if testing.Short() {
 		t.Skip("a soak of a few minutes")
 	}
-	if !hasFaultHooks(t, moduleRoot(t)) {
-		t.Skip("no fault hooks in this tree")
-	}
 	bin := binaries(t)
+	coupon := mutantCoupon(t, "cancel-ignores-gid")
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
 	defer cancel()
 	rep, err := chaos.Run(ctx, chaos.Options{
 		Scenarios: []string{"partition-coordinator-coupon", "branch-disorder", "two-transactions-one-order"},
 		Duration:  20 * time.Second, Seed: uint64(time.Now().UnixNano()),
-		Stack: chaos.StackOptions{Dir: t.TempDir(), BinDir: bin, CouponBin: filepath.Join(bin, "coupon-faults"),
-			CouponEnv: []string{"COUPON_FAULTS=cancel-ignores-gid"}},
+		Stack: chaos.StackOptions{Dir: t.TempDir(), BinDir: bin, CouponBin: coupon},
 	})
 	if err != nil {
 		t.Fatalf("run (seed %d): %v", rep.Seed, err)

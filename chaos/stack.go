@@ -101,11 +101,10 @@ type StackOptions struct {
 	// BinDir holds prebuilt coupon, coordinator and shop binaries (make
 	// build's bin/); empty builds them into Dir with `go build`.
 	BinDir string
-	// CouponBin, if set, is the coupon binary to run (e.g. one built with
-	// -tags faults), whatever BinDir says.
+	// CouponBin, if set, is the coupon binary to run (e.g. one built with a
+	// mutation of tools/mutate put in), whatever BinDir says.
 	CouponBin string
-	// CouponEnv is added to the coupon service's environment, e.g.
-	// COUPON_FAULTS=cancel-ignores-gid for a fault build.
+	// CouponEnv is added to the coupon service's environment.
 	CouponEnv []string
 	Log       *slog.Logger
 }

@@ -5,22 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"math/rand/v2"
-	"strconv"
 	"time"
-)
-
-// Sentinel errors that stores return and the service turns into refusals.
-var (
-	// ErrSoldOut: every sub-key of the template's stock is empty.
-	ErrSoldOut = errors.New("sold out")
-	// ErrStockMissing: the counters are gone (Redis lost them) and must be rebuilt.
-	ErrStockMissing = errors.New("stock counters missing")
-	// ErrDuplicateRequest: the shard already holds a coupon for the request ID.
-	ErrDuplicateRequest = errors.New("duplicate request id")
-	// ErrCommitUnknown: the commit's outcome is unknown (connection lost or
-	// deadline passed while committing). Stock is then not given back: the
-	// record may exist, and a retry with the same request ID finds it.
-	ErrCommitUnknown = errors.New("commit outcome unknown")
 )
 
 // ClaimRequest asks for one coupon of a template for a user.
@@ -294,9 +279,7 @@ func (s *Service) mint(ctx context.Context, t *Template, hint uint64, c *Coupon,
 		s.log.WarnContext(ctx, "claim commit outcome unknown; stock left taken", "request_id", c.RequestID, "template_id", t.ID, "err", err)
 		return Unavailable("write coupon", err)
 	}
-	if !faultClaimKeepsStock() {
-		s.giveBack(ctx, ticket)
-	}
+	s.giveBack(ctx, ticket)
 	return err
 }
 
@@ -431,71 +414,4 @@ func (s *Service) awaitStock(ctx context.Context, t *Template) error {
 		}
 	}
 	return Errorf(EUNAVAILABLE, ReasonUnavailable, "stock of template %d is being rebuilt", t.ID)
-}
-
-// ListUserCoupons lists a user's coupons from their shard with effective statuses.
-func (s *Service) ListUserCoupons(ctx context.Context, userID int64, f CouponFilter, p Page) ([]*Coupon, string, error) {
-	if err := checkID("user_id", userID); err != nil {
-		return nil, "", err
-	}
-	if f.TemplateID < 0 {
-		return nil, "", Invalid("template_id", "must not be negative")
-	}
-	if err := checkEnum("status", f.Status, CouponAvailable, CouponExpired); err != nil {
-		return nil, "", err
-	}
-	p, err := checkPage(p)
-	if err != nil {
-		return nil, "", err
-	}
-	f.Now = s.now()
-	// One query reads the page and the user's unfinished phone binds; in
-	// the rare case there is one, the move is finished and the page read
-	// again, so that a list never misses coupons in the middle of a move.
-	cs, next, binds, err := s.coupons.ListByUserAndBinds(ctx, userID, f, p)
-	if err != nil {
-		return nil, "", err
-	}
-	if len(binds) > 0 && s.phones != nil {
-		s.finishBinds(ctx, userID)
-		if cs, next, err = s.coupons.ListByUser(ctx, userID, f, p); err != nil {
-			return nil, "", err
-		}
-	}
-	s.effective(cs)
-	return cs, next, nil
-}
-
-// GetCoupon reads one of the user's coupons by code or ID.
-func (s *Service) GetCoupon(ctx context.Context, userID int64, code string, id int64) (*Coupon, error) {
-	if err := checkID("user_id", userID); err != nil {
-		return nil, err
-	}
-	s.finishBinds(ctx, userID)
-	var (
-		c   *Coupon
-		err error
-	)
-	switch {
-	case code != "":
-		if !ValidCode(code) {
-			return nil, Invalid("coupon_code", "is not a coupon code")
-		}
-		c, err = s.coupons.ByCode(ctx, userID, code)
-		if ErrorCode(err) == ENOTFOUND {
-			return nil, couponNotFound(ENOTFOUND, code)
-		}
-	case id > 0:
-		c, err = s.coupons.ByID(ctx, userID, id)
-		if ErrorCode(err) == ENOTFOUND {
-			return nil, couponNotFound(ENOTFOUND, strconv.FormatInt(id, 10))
-		}
-	default:
-		return nil, Invalid("coupon_code", "coupon_code or coupon_id is required")
-	}
-	if err != nil {
-		return nil, err
-	}
-	c.Status = c.EffectiveStatus(s.now())
-	return c, nil
 }

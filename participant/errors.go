@@ -53,6 +53,8 @@ const (
 	// Confirm (or Cancel) has not run yet. EREFUSED, so FailedPrecondition,
 	// DTM's ONGOING: the message branch is retried at a fixed interval.
 	ReasonCouponLockedPendingConfirm = "COUPON_LOCKED_PENDING_CONFIRM"
+	// ReasonPhoneBoundToOtherUser refuses binding a phone that another user holds.
+	ReasonPhoneBoundToOtherUser = "PHONE_BOUND_TO_OTHER_USER"
 )
 
 // Error is the one error type of the domain: a code for the transport, a
@@ -114,3 +116,21 @@ func couponNotFound(code Code, coupon string) *Error {
 func Unavailable(what string, err error) error {
 	return &Error{Code: EUNAVAILABLE, Reason: ReasonUnavailable, Message: what + ": " + err.Error(), Cause: err}
 }
+
+// Sentinel errors that stores return and the service turns into refusals.
+var (
+	// ErrSoldOut: every sub-key of the template's stock is empty.
+	ErrSoldOut = errors.New("sold out")
+	// ErrStockMissing: the counters are gone (Redis lost them) and must be rebuilt.
+	ErrStockMissing = errors.New("stock counters missing")
+	// ErrDuplicateRequest: the shard already holds a coupon for the request ID.
+	ErrDuplicateRequest = errors.New("duplicate request id")
+	// ErrCommitUnknown: the commit's outcome is unknown (connection lost or
+	// deadline passed while committing). Stock is then not given back: the
+	// record may exist, and a retry with the same request ID finds it.
+	ErrCommitUnknown = errors.New("commit outcome unknown")
+)
+
+// ErrPhoneBound: a store refused a pending coupon because the phone was
+// bound to a user meanwhile; the claim goes to the user instead.
+var ErrPhoneBound = errors.New("phone bound to a user")

@@ -10,20 +10,6 @@ import (
 	"time"
 )
 
-// Expirer is the storage side of the expiry sweep.
-type Expirer interface {
-	// ShardTables lists the coupon tables of each shard database.
-	ShardTables() [][]int
-	// ExpireBatch moves up to limit AVAILABLE coupons of one table whose
-	// expiry is not after now to EXPIRED, earliest first, through the
-	// (status, expire_at) index, and returns how many it moved. LOCKED
-	// coupons are left alone: Release expires them when they come back.
-	ExpireBatch(ctx context.Context, table int, now time.Time, limit int) (int, error)
-	// EndTemplates moves ACTIVE and PAUSED templates whose window closed by
-	// now to ENDED and returns their IDs.
-	EndTemplates(ctx context.Context, now time.Time) ([]int64, error)
-}
-
 // SweepStats counts what a Sweeper has done since it was made.
 type SweepStats struct {
 	Rounds  int64 // rounds run while holding the lease

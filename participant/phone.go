@@ -11,68 +11,9 @@ import (
 	"strings"
 )
 
-// ReasonPhoneBoundToOtherUser refuses binding a phone that another user holds.
-const ReasonPhoneBoundToOtherUser = "PHONE_BOUND_TO_OTHER_USER"
-
-// ErrPhoneBound: a store refused a pending coupon because the phone was
-// bound to a user meanwhile; the claim goes to the user instead.
-var ErrPhoneBound = errors.New("phone bound to a user")
-
 // Phone is a normalised E.164 phone number, e.g. +8613800138000. It prints
 // and logs masked (+86138****8000); E164 gives the number itself.
 type Phone string
-
-const phoneHint = "must be an E.164 number such as +8613800138000 or an 11-digit mainland mobile number"
-
-// ParsePhone normalises s: E.164 (with its leading +), or an 11-digit
-// mainland China mobile number (1[3-9] and 9 digits), which gets +86.
-// Spaces and hyphens are ignored; +86 numbers must be mainland mobiles.
-// The error never repeats s, which may be personal data.
-func ParsePhone(s string) (Phone, error) {
-	s = strings.TrimSpace(s)
-	if len(s) > 32 {
-		return "", Invalid("phone", phoneHint)
-	}
-	var b strings.Builder
-	for i := 0; i < len(s); i++ {
-		switch c := s[i]; {
-		case c >= '0' && c <= '9':
-			b.WriteByte(c)
-		case c == '+' && i == 0:
-			b.WriteByte(c)
-		case c == ' ' || c == '-':
-		default:
-			return "", Invalid("phone", phoneHint)
-		}
-	}
-	v := b.String()
-	if !strings.HasPrefix(v, "+") {
-		if !mainlandMobile(v) {
-			return "", Invalid("phone", phoneHint)
-		}
-		v = "+86" + v
-	}
-	d := v[1:]
-	if len(d) < 8 || len(d) > 15 || d[0] == '0' {
-		return "", Invalid("phone", phoneHint)
-	}
-	if strings.HasPrefix(d, "86") && !mainlandMobile(d[2:]) {
-		return "", Invalid("phone", "a +86 number must be a mainland mobile number (1[3-9] and 9 digits)")
-	}
-	return Phone(v), nil
-}
-
-func mainlandMobile(d string) bool {
-	if len(d) != 11 || d[0] != '1' || d[1] < '3' || d[1] > '9' {
-		return false
-	}
-	for i := 2; i < len(d); i++ {
-		if d[i] < '0' || d[i] > '9' {
-			return false
-		}
-	}
-	return true
-}
 
 // E164 is the number itself, for storage.
 func (p Phone) E164() string { return string(p) }
@@ -105,67 +46,6 @@ func (p Phone) String() string { return p.Masked() }
 // LogValue makes slog log the masked number.
 func (p Phone) LogValue() slog.Value { return slog.StringValue(p.Masked()) }
 
-// PendingClaim is a coupon to be written to a phone's shard.
-type PendingClaim struct {
-	Phone  Phone
-	Coupon *Coupon
-	// PerPhoneLimit is the template's per-user limit, applied to the phone.
-	PerPhoneLimit int32
-}
-
-// Phones keeps the coupons claimed by phone numbers not yet bound to a
-// user, sharded by phone, and moves them to the user's shard when the phone
-// is bound. The two shards are different databases, so a move is a sequence
-// of idempotent steps rather than one transaction:
-//
-//  0. AddBindIntent records (user, phone) in the user's shard;
-//  1. MarkBind binds the phone to the user and marks its pending coupons
-//     with the user, in one transaction in the phone's shard;
-//  2. CopyBound copies the marked coupons into the user's shard, keeping
-//     their ID, code and request ID, and counts each one actually inserted
-//     in the user's claim count, in one transaction (the primary key makes
-//     a repeated copy a no-op);
-//  3. DeleteBound deletes the copied coupons from the phone's shard;
-//  4. RemoveBindIntent drops the record of step 0.
-//
-// A crash anywhere leaves the intent of step 0 behind; the next BindPhone,
-// ListUserCoupons or GetCoupon of the user runs steps 1 to 4 again and
-// finishes the move. Once a phone is bound no coupon can be added to it
-// (claims go straight to the user), so after any run's step 3 nothing is
-// left to move and the intent may go.
-type Phones interface {
-	// PhoneOwner is the user the phone is bound to, 0 when it is not bound.
-	PhoneOwner(ctx context.Context, p Phone) (int64, error)
-	// PendingClaimed counts the phone's pending coupons of the template.
-	PendingClaimed(ctx context.Context, p Phone, templateID int64) (int32, error)
-	// InsertPending writes the coupon for the phone in one local
-	// transaction that holds the phone's lock and enforces PerPhoneLimit
-	// exactly. It returns ErrPhoneBound when the phone is bound,
-	// EREFUSED/USER_LIMIT_REACHED at the limit, ErrDuplicateRequest when
-	// the request ID exists and ErrCommitUnknown like Coupons.Insert.
-	InsertPending(ctx context.Context, c PendingClaim) error
-	// PendingByRequest finds the pending coupon a request ID produced in
-	// the phone's table, whichever phone it is for (Coupon.Phone says).
-	PendingByRequest(ctx context.Context, p Phone, requestID string) (*Coupon, error)
-
-	// AddBindIntent is step 0 of a move: it records (user, phone) in the
-	// user's shard.
-	AddBindIntent(ctx context.Context, userID int64, p Phone) error
-	// MarkBind is step 1: it binds the phone to the user and marks the
-	// phone's pending coupons with the user, or refuses with
-	// EREFUSED/PHONE_BOUND_TO_OTHER_USER.
-	MarkBind(ctx context.Context, userID int64, p Phone) error
-	// CopyBound is step 2: it copies the marked coupons into the user's
-	// shard (once each) and returns them as they stand there.
-	CopyBound(ctx context.Context, userID int64, p Phone) ([]*Coupon, error)
-	// DeleteBound is step 3: it deletes the copied coupons from the phone's shard.
-	DeleteBound(ctx context.Context, userID int64, p Phone, ids []int64) error
-	// RemoveBindIntent is step 4: it forgets the intent of step 0.
-	RemoveBindIntent(ctx context.Context, userID int64, p Phone) error
-	// BindIntents lists the phones with an intent of the user, usually none.
-	BindIntents(ctx context.Context, userID int64) ([]Phone, error)
-}
-
 // PhoneClaimRequest asks for one coupon of a template for a phone number.
 type PhoneClaimRequest struct {
 	RequestID  string
@@ -194,14 +74,8 @@ func phoneFingerprint(p Phone, templateID int64) string {
 // comes from the same counters as Claim's, and the request ID is idempotent
 // in the same namespace: reusing one of Claim's IDs here is a conflict.
 func (s *Service) ClaimByPhone(ctx context.Context, r PhoneClaimRequest) (*Coupon, error) {
-	if err := CheckRequestID("request_id", r.RequestID); err != nil {
-		return nil, err
-	}
-	p, err := ParsePhone(r.Phone)
+	p, err := r.validate()
 	if err != nil {
-		return nil, err
-	}
-	if err := checkID("template_id", r.TemplateID); err != nil {
 		return nil, err
 	}
 	if err := s.phonesReady(); err != nil {

@@ -163,3 +163,124 @@ type Leases interface {
 	// Lock takes a named lease for ttl; the returned func releases it.
 	Lock(ctx context.Context, name string, ttl time.Duration) (unlock func(), ok bool, err error)
 }
+
+// Decide looks at the coupon as the branch's transaction locked it and
+// returns the change to make, nil for none, or an error that rolls the
+// transaction (barrier included) back.
+type Decide func(c *Coupon) (*Change, error)
+
+// Outcome is what a branch found and left.
+type Outcome struct {
+	// Coupon is as the branch left it.
+	Coupon *Coupon
+	// Skipped: the barrier skipped the branch (a duplicate, null
+	// compensation or a Try after its Cancel); decide was not called and
+	// Coupon is read as it stands.
+	Skipped bool
+	// Changed: decide returned a change and it was written.
+	Changed bool
+}
+
+// Branches runs DTM branches on the coupon records.
+type Branches interface {
+	// Apply writes the barrier for br, locks the user's coupon row, asks
+	// decide what to do and writes that, all in one local transaction on
+	// the user's shard. A coupon the user does not hold is ENOTFOUND.
+	Apply(ctx context.Context, br Branch, userID int64, code string, decide Decide) (Outcome, error)
+	// Owner finds which user holds a code, scanning every shard; for
+	// operators' lookups only: answers to a user or an order service must
+	// not tell another user's coupon from none.
+	Owner(ctx context.Context, code string) (int64, bool, error)
+	// ReturnRecord reads the return a request ID made in the user's shard
+	// database, whoever's; nil when none.
+	ReturnRecord(ctx context.Context, userID int64, requestID string) (*ReturnRecord, error)
+}
+
+// PendingClaim is a coupon to be written to a phone's shard.
+type PendingClaim struct {
+	Phone  Phone
+	Coupon *Coupon
+	// PerPhoneLimit is the template's per-user limit, applied to the phone.
+	PerPhoneLimit int32
+}
+
+// Phones keeps the coupons claimed by phone numbers not yet bound to a
+// user, sharded by phone, and moves them to the user's shard when the phone
+// is bound. The two shards are different databases, so a move is a sequence
+// of idempotent steps rather than one transaction:
+//
+//  0. AddBindIntent records (user, phone) in the user's shard;
+//  1. MarkBind binds the phone to the user and marks its pending coupons
+//     with the user, in one transaction in the phone's shard;
+//  2. CopyBound copies the marked coupons into the user's shard, keeping
+//     their ID, code and request ID, and counts each one actually inserted
+//     in the user's claim count, in one transaction (the primary key makes
+//     a repeated copy a no-op);
+//  3. DeleteBound deletes the copied coupons from the phone's shard;
+//  4. RemoveBindIntent drops the record of step 0.
+//
+// A crash anywhere leaves the intent of step 0 behind; the next BindPhone,
+// ListUserCoupons or GetCoupon of the user runs steps 1 to 4 again and
+// finishes the move. Once a phone is bound no coupon can be added to it
+// (claims go straight to the user), so after any run's step 3 nothing is
+// left to move and the intent may go.
+type Phones interface {
+	// PhoneOwner is the user the phone is bound to, 0 when it is not bound.
+	PhoneOwner(ctx context.Context, p Phone) (int64, error)
+	// PendingClaimed counts the phone's pending coupons of the template.
+	PendingClaimed(ctx context.Context, p Phone, templateID int64) (int32, error)
+	// InsertPending writes the coupon for the phone in one local
+	// transaction that holds the phone's lock and enforces PerPhoneLimit
+	// exactly. It returns ErrPhoneBound when the phone is bound,
+	// EREFUSED/USER_LIMIT_REACHED at the limit, ErrDuplicateRequest when
+	// the request ID exists and ErrCommitUnknown like Coupons.Insert.
+	InsertPending(ctx context.Context, c PendingClaim) error
+	// PendingByRequest finds the pending coupon a request ID produced in
+	// the phone's table, whichever phone it is for (Coupon.Phone says).
+	PendingByRequest(ctx context.Context, p Phone, requestID string) (*Coupon, error)
+
+	// AddBindIntent is step 0 of a move: it records (user, phone) in the
+	// user's shard.
+	AddBindIntent(ctx context.Context, userID int64, p Phone) error
+	// MarkBind is step 1: it binds the phone to the user and marks the
+	// phone's pending coupons with the user, or refuses with
+	// EREFUSED/PHONE_BOUND_TO_OTHER_USER.
+	MarkBind(ctx context.Context, userID int64, p Phone) error
+	// CopyBound is step 2: it copies the marked coupons into the user's
+	// shard (once each) and returns them as they stand there.
+	CopyBound(ctx context.Context, userID int64, p Phone) ([]*Coupon, error)
+	// DeleteBound is step 3: it deletes the copied coupons from the phone's shard.
+	DeleteBound(ctx context.Context, userID int64, p Phone, ids []int64) error
+	// RemoveBindIntent is step 4: it forgets the intent of step 0.
+	RemoveBindIntent(ctx context.Context, userID int64, p Phone) error
+	// BindIntents lists the phones with an intent of the user, usually none.
+	BindIntents(ctx context.Context, userID int64) ([]Phone, error)
+}
+
+// Expirer is the storage side of the expiry sweep.
+type Expirer interface {
+	// ShardTables lists the coupon tables of each shard database.
+	ShardTables() [][]int
+	// ExpireBatch moves up to limit AVAILABLE coupons of one table whose
+	// expiry is not after now to EXPIRED, earliest first, through the
+	// (status, expire_at) index, and returns how many it moved. LOCKED
+	// coupons are left alone: Release expires them when they come back.
+	ExpireBatch(ctx context.Context, table int, now time.Time, limit int) (int, error)
+	// EndTemplates moves ACTIVE and PAUSED templates whose window closed by
+	// now to ENDED and returns their IDs.
+	EndTemplates(ctx context.Context, now time.Time) ([]int64, error)
+}
+
+// Blobs is a shared cache of opaque values (Redis), the second level of the
+// template cache. Each value has a stamp that every invalidation renews; a
+// value is stored only under the stamp its reader saw before reading the
+// source, so a slow reload can never overwrite a newer change.
+type Blobs interface {
+	GetBlob(ctx context.Context, key string) ([]byte, bool, error)
+	// Stamp is the value's current stamp ("" when none).
+	Stamp(ctx context.Context, key string) (string, error)
+	// PutBlob stores v for ttl if the value's stamp is still stamp.
+	PutBlob(ctx context.Context, key string, v []byte, ttl time.Duration, stamp string) (stored bool, err error)
+	// DelBlobs drops values and renews their stamps.
+	DelBlobs(ctx context.Context, keys ...string) error
+}

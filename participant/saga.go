@@ -74,22 +74,6 @@ type ReturnRequest struct {
 	Reason    string
 }
 
-func (r ReturnRequest) validate() error {
-	if err := CheckRequestID("request_id", r.RequestID); err != nil {
-		return err
-	}
-	if err := checkID("user_id", r.UserID); err != nil {
-		return err
-	}
-	if !ValidCode(r.Code) {
-		return Invalid("coupon_code", "is not a coupon code")
-	}
-	if err := CheckRequestID("order_no", r.OrderNo); err != nil {
-		return err
-	}
-	return checkBranchText("reason", r.Reason, 255)
-}
-
 // ReturnResult is what ReturnCoupon did.
 type ReturnResult struct {
 	Coupon   *Coupon
@@ -171,7 +155,7 @@ func (s *Service) Return(ctx context.Context, br Branch, r ReturnRequest) (Retur
 	now := s.now().UTC()
 	why := ""
 	out, err := s.branches.Apply(ctx, br, r.UserID, r.Code, func(c *Coupon) (*Change, error) {
-		if c.Status == CouponLocked && c.OrderNo == r.OrderNo && !faultReturnIgnoresLocked() {
+		if c.Status == CouponLocked && c.OrderNo == r.OrderNo {
 			return nil, Errorf(EREFUSED, ReasonCouponLockedPendingConfirm,
 				"coupon %s is locked by transaction %s for order %s: its Confirm has not run yet; retry", c.Code, c.LockGID, r.OrderNo)
 		}

@@ -36,30 +36,6 @@ type Branch struct {
 	Op        string
 }
 
-// maxGIDLen bounds gids and branch IDs (the barrier and coupon columns).
-const maxGIDLen = 128
-
-// validate refuses calls without barrier metadata: they did not come
-// through DTM, and without a gid there is no lock holder to check.
-func (br Branch) validate() error {
-	if br.GID == "" || br.BranchID == "" || br.Op == "" {
-		return Errorf(EINVALID, ReasonMissingBarrier, "DTM branch metadata (gid, branch_id, op) is required")
-	}
-	return nil
-}
-
-// fits reports whether the gid and branch ID fit their columns; a Try that
-// does not fit is refused, so no lock can exist for such a transaction.
-func (br Branch) fits() error {
-	if len(br.GID) > maxGIDLen {
-		return Invalid("dtm-gid", "is longer than %d bytes", maxGIDLen)
-	}
-	if len(br.BranchID) > maxGIDLen {
-		return Invalid("dtm-branch_id", "is longer than %d bytes", maxGIDLen)
-	}
-	return nil
-}
-
 // DailyLimit caps coupon uses per user per UTC day, for one template or,
 // with TemplateID 0, across all templates (the risk rule). Limit 0 counts
 // without a cap.
@@ -103,38 +79,6 @@ type Entry struct {
 	Discount int64
 }
 
-// Decide looks at the coupon as the branch's transaction locked it and
-// returns the change to make, nil for none, or an error that rolls the
-// transaction (barrier included) back.
-type Decide func(c *Coupon) (*Change, error)
-
-// Outcome is what a branch found and left.
-type Outcome struct {
-	// Coupon is as the branch left it.
-	Coupon *Coupon
-	// Skipped: the barrier skipped the branch (a duplicate, null
-	// compensation or a Try after its Cancel); decide was not called and
-	// Coupon is read as it stands.
-	Skipped bool
-	// Changed: decide returned a change and it was written.
-	Changed bool
-}
-
-// Branches runs DTM branches on the coupon records.
-type Branches interface {
-	// Apply writes the barrier for br, locks the user's coupon row, asks
-	// decide what to do and writes that, all in one local transaction on
-	// the user's shard. A coupon the user does not hold is ENOTFOUND.
-	Apply(ctx context.Context, br Branch, userID int64, code string, decide Decide) (Outcome, error)
-	// Owner finds which user holds a code, scanning every shard; for
-	// operators' lookups only: answers to a user or an order service must
-	// not tell another user's coupon from none.
-	Owner(ctx context.Context, code string) (int64, bool, error)
-	// ReturnRecord reads the return a request ID made in the user's shard
-	// database, whoever's; nil when none.
-	ReturnRecord(ctx context.Context, userID int64, requestID string) (*ReturnRecord, error)
-}
-
 // BranchRequest is the one payload of Try, Confirm and Cancel.
 type BranchRequest struct {
 	UserID int64
@@ -148,21 +92,6 @@ type BranchResult struct {
 	Discount int64
 	Payable  int64
 }
-
-// validate checks a Try's payload.
-func (r BranchRequest) validate() error {
-	if err := checkID("user_id", r.UserID); err != nil {
-		return err
-	}
-	if !ValidCode(r.Code) {
-		return Invalid("coupon_code", "is not a coupon code")
-	}
-	return checkOrder(r.UserID, r.Order)
-}
-
-// names reports whether the payload can name a coupon at all: Confirm and
-// Cancel of one that cannot have nothing to do.
-func (r BranchRequest) names() bool { return r.UserID > 0 && ValidCode(r.Code) }
 
 func refuse(reason, format string, args ...any) error {
 	return Errorf(EABORTED, reason, format, args...)
@@ -334,14 +263,10 @@ func (s *Service) Consume(ctx context.Context, br Branch, r BranchRequest) (Bran
 	out, err := s.branches.Apply(ctx, br, r.UserID, r.Code, func(c *Coupon) (*Change, error) {
 		switch {
 		case holds(c, br, r.Order.OrderNo):
-			ch := &Change{
+			return &Change{
 				Status: CouponUsed, OrderNo: c.OrderNo, Discount: c.DiscountAmount, GID: br.GID, BranchID: br.BranchID,
 				LockedAt: c.LockedAt, UsedAt: now, Ledger: []Entry{{OpConsume, c.OrderNo, c.DiscountAmount}}, At: now,
-			}
-			if faultConfirmSkipsLedger() {
-				ch.Ledger = nil
-			}
-			return ch, nil
+			}, nil
 		case c.Status == CouponUsed && c.LockGID == br.GID && c.OrderNo == r.Order.OrderNo:
 			return nil, nil // another branch of this transaction used it
 		}
@@ -384,7 +309,7 @@ func (s *Service) Unlock(ctx context.Context, br Branch, r BranchRequest) (Branc
 	}
 	now := s.now().UTC()
 	out, err := s.branches.Apply(ctx, br, r.UserID, r.Code, func(c *Coupon) (*Change, error) {
-		if !holds(c, br, r.Order.OrderNo) && !(faultCancelIgnoresGID() && c.Status == CouponLocked) {
+		if !holds(c, br, r.Order.OrderNo) {
 			s.log.WarnContext(ctx, "cancel found no lock of its transaction; nothing to release",
 				"gid", br.GID, "order_no", r.Order.OrderNo, "code", c.Code, "status", c.Status.String(), "holder", c.LockGID)
 			return nil, nil

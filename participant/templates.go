@@ -10,20 +10,6 @@ import (
 	"time"
 )
 
-// Blobs is a shared cache of opaque values (Redis), the second level of the
-// template cache. Each value has a stamp that every invalidation renews; a
-// value is stored only under the stamp its reader saw before reading the
-// source, so a slow reload can never overwrite a newer change.
-type Blobs interface {
-	GetBlob(ctx context.Context, key string) ([]byte, bool, error)
-	// Stamp is the value's current stamp ("" when none).
-	Stamp(ctx context.Context, key string) (string, error)
-	// PutBlob stores v for ttl if the value's stamp is still stamp.
-	PutBlob(ctx context.Context, key string, v []byte, ttl time.Duration, stamp string) (stored bool, err error)
-	// DelBlobs drops values and renews their stamps.
-	DelBlobs(ctx context.Context, keys ...string) error
-}
-
 // templateCache serves templates and their campaigns to the claim and TCC
 // paths from memory. An entry older than the refresh interval is served
 // while one background reload replaces it (stale-while-revalidate), so an

@@ -342,6 +342,21 @@ func (r ClaimRequest) validate() error {
 	return checkID("template_id", r.TemplateID)
 }
 
+// validate checks a claim by phone and returns the normalised phone.
+func (r PhoneClaimRequest) validate() (Phone, error) {
+	if err := CheckRequestID("request_id", r.RequestID); err != nil {
+		return "", err
+	}
+	p, err := ParsePhone(r.Phone)
+	if err != nil {
+		return "", err
+	}
+	if err := checkID("template_id", r.TemplateID); err != nil {
+		return "", err
+	}
+	return p, nil
+}
+
 // checkEnum refuses a status filter or change outside the enum's values;
 // 0 means "any" or "no change" and passes.
 func checkEnum[T ~int32](field string, v, lo, hi T) error {
@@ -349,4 +364,112 @@ func checkEnum[T ~int32](field string, v, lo, hi T) error {
 		return Invalid(field, "unknown value %d", v)
 	}
 	return nil
+}
+
+// maxGIDLen bounds gids and branch IDs (the barrier and coupon columns).
+const maxGIDLen = 128
+
+// validate refuses calls without barrier metadata: they did not come
+// through DTM, and without a gid there is no lock holder to check.
+func (br Branch) validate() error {
+	if br.GID == "" || br.BranchID == "" || br.Op == "" {
+		return Errorf(EINVALID, ReasonMissingBarrier, "DTM branch metadata (gid, branch_id, op) is required")
+	}
+	return nil
+}
+
+// fits reports whether the gid and branch ID fit their columns; a Try that
+// does not fit is refused, so no lock can exist for such a transaction.
+func (br Branch) fits() error {
+	if len(br.GID) > maxGIDLen {
+		return Invalid("dtm-gid", "is longer than %d bytes", maxGIDLen)
+	}
+	if len(br.BranchID) > maxGIDLen {
+		return Invalid("dtm-branch_id", "is longer than %d bytes", maxGIDLen)
+	}
+	return nil
+}
+
+// validate checks a Try's payload.
+func (r BranchRequest) validate() error {
+	if err := checkID("user_id", r.UserID); err != nil {
+		return err
+	}
+	if !ValidCode(r.Code) {
+		return Invalid("coupon_code", "is not a coupon code")
+	}
+	return checkOrder(r.UserID, r.Order)
+}
+
+// names reports whether the payload can name a coupon at all: Confirm and
+// Cancel of one that cannot have nothing to do.
+func (r BranchRequest) names() bool { return r.UserID > 0 && ValidCode(r.Code) }
+
+// validate checks a return's payload.
+func (r ReturnRequest) validate() error {
+	if err := CheckRequestID("request_id", r.RequestID); err != nil {
+		return err
+	}
+	if err := checkID("user_id", r.UserID); err != nil {
+		return err
+	}
+	if !ValidCode(r.Code) {
+		return Invalid("coupon_code", "is not a coupon code")
+	}
+	if err := CheckRequestID("order_no", r.OrderNo); err != nil {
+		return err
+	}
+	return checkBranchText("reason", r.Reason, 255)
+}
+
+const phoneHint = "must be an E.164 number such as +8613800138000 or an 11-digit mainland mobile number"
+
+// ParsePhone normalises s: E.164 (with its leading +), or an 11-digit
+// mainland China mobile number (1[3-9] and 9 digits), which gets +86.
+// Spaces and hyphens are ignored; +86 numbers must be mainland mobiles.
+// The error never repeats s, which may be personal data.
+func ParsePhone(s string) (Phone, error) {
+	s = strings.TrimSpace(s)
+	if len(s) > 32 {
+		return "", Invalid("phone", phoneHint)
+	}
+	var b strings.Builder
+	for i := 0; i < len(s); i++ {
+		switch c := s[i]; {
+		case c >= '0' && c <= '9':
+			b.WriteByte(c)
+		case c == '+' && i == 0:
+			b.WriteByte(c)
+		case c == ' ' || c == '-':
+		default:
+			return "", Invalid("phone", phoneHint)
+		}
+	}
+	v := b.String()
+	if !strings.HasPrefix(v, "+") {
+		if !mainlandMobile(v) {
+			return "", Invalid("phone", phoneHint)
+		}
+		v = "+86" + v
+	}
+	d := v[1:]
+	if len(d) < 8 || len(d) > 15 || d[0] == '0' {
+		return "", Invalid("phone", phoneHint)
+	}
+	if strings.HasPrefix(d, "86") && !mainlandMobile(d[2:]) {
+		return "", Invalid("phone", "a +86 number must be a mainland mobile number (1[3-9] and 9 digits)")
+	}
+	return Phone(v), nil
+}
+
+func mainlandMobile(d string) bool {
+	if len(d) != 11 || d[0] != '1' || d[1] < '3' || d[1] > '9' {
+		return false
+	}
+	for i := 2; i < len(d); i++ {
+		if d[i] < '0' || d[i] > '9' {
+			return false
+		}
+	}
+	return true
 }

@@ -8,6 +8,13 @@
 //	go run ./tools/mutate            every mutation (make mutate)
 //	go run ./tools/mutate -only ID   one mutation
 //	go run ./tools/mutate -list      the mutations, without running them
+//	go run ./tools/mutate -only ID -overlay DIR
+//	                                 write the mutant and its overlay into
+//	                                 DIR and print the overlay's path
+//
+// -overlay is for tests that prove a checker can fail: they build the
+// broken binary with `go build -overlay`, so no test hook has to live in
+// the production code.
 //
 // The exit status is 1 when a mutant survives unexplained or a mutation no
 // longer matches its file (the list went stale), 0 otherwise.
@@ -45,7 +52,15 @@ func main() {
 	only := flag.String("only", "", "run only the mutation with this ID")
 	list := flag.Bool("list", false, "list the mutations and exit")
 	timeout := flag.Duration("timeout", 10*time.Minute, "limit for one mutant's tests")
+	overlay := flag.String("overlay", "", "with -only: write the mutant and its overlay file into this directory, print the overlay's path and run nothing")
 	flag.Parse()
+	if *overlay != "" {
+		if err := writeOverlay(*only, *overlay); err != nil {
+			fmt.Fprintln(os.Stderr, "mutate:", err)
+			os.Exit(1)
+		}
+		return
+	}
 	if err := run(*only, *list, *timeout); err != nil {
 		fmt.Fprintln(os.Stderr, "mutate:", err)
 		os.Exit(1)
@@ -123,31 +138,69 @@ func run(only string, list bool, timeout time.Duration) error {
 	return nil
 }
 
-// mutant applies m to a copy of its file and runs its tests with the copy
-// overlaid.
-func mutant(root, tmp string, i int, m mutation, timeout time.Duration) (result, string) {
+// writeOverlay writes the mutant of the mutation id and its overlay file
+// into dir and prints the overlay's path.
+func writeOverlay(id, dir string) error {
+	root, err := moduleRoot()
+	if err != nil {
+		return err
+	}
+	for _, m := range mutations {
+		if m.ID != id {
+			continue
+		}
+		ov, err := writeMutant(root, dir, "m_", m)
+		if err != nil {
+			return fmt.Errorf("mutation %s: %w", id, err)
+		}
+		fmt.Println(ov)
+		return nil
+	}
+	return fmt.Errorf("no mutation %q", id)
+}
+
+// errStale: an edit of a mutation no longer finds its text exactly once.
+var errStale = errors.New("stale mutation")
+
+// writeMutant applies m to a copy of its file in dir, named with prefix,
+// and writes beside it the overlay file that hands the copy to the
+// compiler in place of the original; it returns the overlay's path.
+func writeMutant(root, dir, prefix string, m mutation) (string, error) {
 	path := filepath.Join(root, m.File)
 	src, err := os.ReadFile(path)
 	if err != nil {
-		return stale, err.Error()
+		return "", fmt.Errorf("%w: %v", errStale, err)
 	}
 	mutated := src
 	for _, e := range m.edits() {
 		if n := bytes.Count(mutated, []byte(e.Find)); n != 1 {
-			return stale, fmt.Sprintf("%q occurs %d times in %s, want once", e.Find, n, m.File)
+			return "", fmt.Errorf("%w: %q occurs %d times in %s, want once", errStale, e.Find, n, m.File)
 		}
 		mutated = bytes.Replace(mutated, []byte(e.Find), []byte(e.Replace), 1)
 	}
-	file := filepath.Join(tmp, fmt.Sprintf("m%d_%s", i, filepath.Base(m.File)))
+	file := filepath.Join(dir, prefix+filepath.Base(m.File))
 	if err := os.WriteFile(file, mutated, 0o644); err != nil {
-		return invalid, err.Error()
+		return "", err
 	}
 	overlay, err := json.Marshal(map[string]map[string]string{"Replace": {path: file}})
 	if err != nil {
-		return invalid, err.Error()
+		return "", err
 	}
-	ov := filepath.Join(tmp, fmt.Sprintf("m%d.json", i))
+	ov := filepath.Join(dir, strings.TrimSuffix(prefix, "_")+".json")
 	if err := os.WriteFile(ov, overlay, 0o644); err != nil {
+		return "", err
+	}
+	return ov, nil
+}
+
+// mutant applies m to a copy of its file and runs its tests with the copy
+// overlaid.
+func mutant(root, tmp string, i int, m mutation, timeout time.Duration) (result, string) {
+	ov, err := writeMutant(root, tmp, fmt.Sprintf("m%d_", i), m)
+	switch {
+	case errors.Is(err, errStale):
+		return stale, strings.TrimPrefix(err.Error(), errStale.Error()+": ")
+	case err != nil:
 		return invalid, err.Error()
 	}
 	out, err := goTest(root, ov, m, timeout)

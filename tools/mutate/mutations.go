@@ -23,7 +23,10 @@ func (m mutation) edits() []edit { return append([]edit{{m.Find, m.Replace}}, m.
 
 // The money and authentication paths. Each entry names the bug in words;
 // keep Find short but unique, and point Run at the fewest tests that must
-// catch it.
+// catch it. Chaos's and the explorer's tests build some of these mutants
+// (with -overlay) to prove their checkers fail on a broken build:
+// cancel-ignores-gid, claim-keeps-stock, consume-skips-ledger and
+// return-ignores-locked.
 var mutations = []mutation{
 	{
 		ID: "tcc-holds-ignores-gid", Bug: "a Confirm or Cancel acts on a lock of another transaction for the same order",
@@ -59,6 +62,11 @@ var mutations = []mutation{
 		ID: "consume-skips-ledger", Bug: "a Confirm writes no CONSUME ledger row",
 		File: "participant/tcc.go", Find: "UsedAt: now, Ledger: []Entry{{OpConsume, c.OrderNo, c.DiscountAmount}}, At: now,", Replace: "UsedAt: now, At: now,",
 		Pkg: "./participant/rpc", Run: "TestTCCSuccess|TestLookupCouponsShowsLedger",
+	},
+	{
+		ID: "cancel-ignores-gid", Bug: "a Cancel releases the coupon whatever transaction and order hold its lock",
+		File: "participant/tcc.go", Find: "if !holds(c, br, r.Order.OrderNo) {", Replace: "if !holds(c, br, r.Order.OrderNo) && c.Status != CouponLocked {",
+		Pkg: "./participant/rpc", Run: "TestCancelReleasesOnlyItsOwnLock|TestCancelNamingAnotherTransactionsCoupon",
 	},
 	{
 		ID: "release-keeps-daily-use", Bug: "a Cancel does not give the day's use back",
@@ -108,13 +116,18 @@ var mutations = []mutation{
 	},
 	{
 		ID: "return-ignores-locked", Bug: "a refund's Return finds the coupon LOCKED for its order, answers OK and the later Confirm spends it on a refunded order",
-		File: "participant/saga.go", Find: "if c.Status == CouponLocked && c.OrderNo == r.OrderNo && !faultReturnIgnoresLocked() {", Replace: "if false {",
+		File: "participant/saga.go", Find: "if c.Status == CouponLocked && c.OrderNo == r.OrderNo {", Replace: "if false {",
 		Pkg: "./participant/rpc", Run: "TestReturnWaitsForConfirm",
 	},
 	{
 		ID: "return-any-order", Bug: "a Return gives back a coupon used by another order",
 		File: "participant/saga.go", Find: "if c.Status != CouponUsed || c.OrderNo != r.OrderNo {", Replace: "if c.Status != CouponUsed {",
 		Pkg: "./participant/rpc", Run: "TestReturnCoupon|TestReturnWaitsForConfirm",
+	},
+	{
+		ID: "claim-keeps-stock", Bug: "a claim whose write definitely failed keeps its stock unit",
+		File: "participant/claim.go", Find: "\ts.giveBack(ctx, ticket)\n\treturn err", Replace: "\t_ = ticket\n\treturn err",
+		Pkg: "./participant", Run: "TestClaimWriteBoundedFromTake|TestRedisStallConservesStock",
 	},
 	{
 		ID: "claim-refuses-before-replay", Bug: "a retry of a claim that may have committed is refused SOLD_OUT without looking for its coupon",
