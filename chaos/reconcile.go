@@ -56,7 +56,12 @@ reconcile:
   payments_dsn: %s
   state_dir: %s
   dtm_http: %s
-`, dsn(dbOrder), dsn(dbPayment), dsn(dbOrder), dsn(dbPayment), filepath.Join(s.Dir, "reconcile-state"), s.coordHTTP[0])
+  dtm_grpc: %s
+  # The repair reads coupons (and would return or release them) as the
+  # shop does: without a token every read is refused and each repair item
+  # fails.
+  coupon_token: %s
+`, dsn(dbOrder), dsn(dbPayment), dsn(dbOrder), dsn(dbPayment), filepath.Join(s.Dir, "reconcile-state"), s.coordHTTP[0], s.coordGRPC[0], tokenShop)
 	file := filepath.Join(s.Dir, "reconcile.yaml")
 	return file, os.WriteFile(file, append(b, extra...), 0o644)
 }
