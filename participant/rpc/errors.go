@@ -69,7 +69,8 @@ func StreamErrors(log *slog.Logger) grpc.StreamServerInterceptor {
 // Business refusals keep their message. Transient and internal failures
 // never show driver text to the client: it goes to the log, once, here,
 // with a reference that the status carries (ErrorInfo metadata "ref") so
-// the two can be matched.
+// the two can be matched. A RATE_LIMITED refusal also carries a
+// google.rpc.RetryInfo with its RetryDelay; ErrPanic is a bare Internal.
 func Status(ctx context.Context, log *slog.Logger, err error) error {
 	if err == nil {
 		return nil
