@@ -3,6 +3,7 @@ package participant
 import (
 	"errors"
 	"fmt"
+	"time"
 )
 
 // Code classifies an error for the transport: one gRPC code per Code.
@@ -17,6 +18,8 @@ const (
 	EREFUSED         Code = "refused"         // business refusal: FailedPrecondition
 	EABORTED         Code = "aborted"         // TCC Try refusal: Aborted, so DTM rolls back
 	ERATELIMIT       Code = "rate_limit"      // ResourceExhausted
+	ETOOLARGE        Code = "too_large"       // a request over a size limit: ResourceExhausted
+	EUNIMPLEMENTED   Code = "unimplemented"   // no such method: Unimplemented
 	EUNAVAILABLE     Code = "unavailable"     // transient: Unavailable, retry
 	EINTERNAL        Code = "internal"        // Internal
 )
@@ -64,6 +67,10 @@ type Error struct {
 	Reason   string
 	Message  string
 	Metadata map[string]string
+	// RetryDelay is how long a refused client should wait before it
+	// retries. Every RATE_LIMITED refusal carries it to the client as a
+	// google.rpc.RetryInfo, even when it rounds to zero.
+	RetryDelay time.Duration
 	// Cause is the infrastructure error behind a transient one, for logs
 	// and errors.Is; clients never see it.
 	Cause error

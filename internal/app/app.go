@@ -260,19 +260,23 @@ func Open(ctx context.Context, cfg Config, log *slog.Logger) (a *App, err error)
 		grpc.MaxSendMsgSize(orDefault(cfg.Limits.MaxSendBytes, DefaultMaxSendBytes)),
 		grpc.MaxHeaderListSize(uint32(orDefault(cfg.Limits.MaxHeaderBytes, DefaultMaxHeaderBytes))),
 		grpc.ChainUnaryInterceptor(
-			a.metrics.Unary(), // outermost: counts every outcome, refusals and panics included
-			a.recoverer,
+			a.metrics.Unary(), // outermost: counts every outcome by gRPC code, refusals and panics included
 			tracing.WithCallTrace,
 			tracing.Annotate,
+			// The one place errors become statuses, applied once. Inside
+			// the metrics, which count the status it makes, and the
+			// tracing, whose context its log lines carry; outside every
+			// interceptor that refuses a call, which return domain errors.
+			rpc.UnaryErrors(log),
+			a.recoverer,
 			authn.Unary,
-			lim.unary(log),
+			lim.unary(),
 			a.deadline, // outside the concurrency limit: a call answered at its deadline keeps its slot until it ends
 			func(ctx context.Context, req any, info *grpc.UnaryServerInfo, h grpc.UnaryHandler) (any, error) {
 				return a.conc.unary(ctx, req, info, h)
 			},
-			rpc.UnaryErrors(log), // innermost: the one place domain errors become statuses
 		),
-		grpc.ChainStreamInterceptor(a.metrics.Stream(), authn.Stream),
+		grpc.ChainStreamInterceptor(a.metrics.Stream(), rpc.StreamErrors(log), authn.Stream),
 	}
 	opts = append(opts, grpcConnOptions(cfg.Keepalive)...)
 	opts = append(opts, a.tracer.ServerOptions()...)
@@ -287,7 +291,7 @@ func Open(ctx context.Context, cfg Config, log *slog.Logger) (a *App, err error)
 	couponv1.RegisterCouponServiceServer(a.grpc, rpc.NewCoupons(a.svc, log))
 	healthpb.RegisterHealthServer(a.grpc, a.health)
 	reflection.Register(a.grpc)
-	a.conc = newConcurrency(cfg.Limits, log, a.grpc)
+	a.conc = newConcurrency(cfg.Limits, a.grpc)
 	a.metrics.InitializeMetrics(a.grpc)
 	// Not serving until the first readiness check passes.
 	a.setServing(false)

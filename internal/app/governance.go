@@ -2,15 +2,12 @@ package app
 
 import (
 	"context"
-	"log/slog"
 	"runtime/debug"
 	"strings"
 	"sync/atomic"
 	"time"
 
 	"google.golang.org/grpc"
-	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/status"
 
 	"github.com/opencoupon/coupon/internal/auth"
 	"github.com/opencoupon/coupon/participant"
@@ -90,7 +87,8 @@ func (d Deadlines) deadlineFor(method string) time.Duration {
 // answer goes back at the deadline even when a dependency client does not
 // honour the context: the handler then finishes on its own (it holds its
 // concurrency slot until it does), and the caller retries with the same
-// idempotency key.
+// idempotency key. What such a handler finally returns reaches no client
+// and no error map, so it is logged here.
 func (a *App) deadline(ctx context.Context, req any, info *grpc.UnaryServerInfo, h grpc.UnaryHandler) (any, error) {
 	d := a.cfg.Deadlines.deadlineFor(info.FullMethod)
 	if d <= 0 {
@@ -102,6 +100,18 @@ func (a *App) deadline(ctx context.Context, req any, info *grpc.UnaryServerInfo,
 		err  error
 	}
 	done := make(chan result, 1)
+	// taken decides, once, who has the handler's result: the caller (the
+	// handler finished first) or nobody (the deadline came first).
+	var taken atomic.Bool
+	finish := func(r result) {
+		if taken.CompareAndSwap(false, true) {
+			done <- r
+			return
+		}
+		if r.err != nil {
+			a.log.WarnContext(ctx, "call past its deadline ended in an error", "method", info.FullMethod, "err", r.err)
+		}
+	}
 	a.detached.Add(1)
 	go func() {
 		defer a.detached.Done()
@@ -109,36 +119,34 @@ func (a *App) deadline(ctx context.Context, req any, info *grpc.UnaryServerInfo,
 		defer func() {
 			if r := recover(); r != nil {
 				a.log.ErrorContext(ctx, "panic", "method", info.FullMethod, "panic", r, "stack", string(debug.Stack()))
-				done <- result{err: status.Error(codes.Internal, "internal error")}
+				finish(result{err: rpc.ErrPanic})
 			}
 		}()
 		resp, err := h(ctx, req)
-		done <- result{resp, err}
+		finish(result{resp, err})
 	}()
 	select {
 	case r := <-done:
 		return r.resp, r.err
 	case <-ctx.Done():
-		select {
-		case r := <-done: // finished just in time
+		if !taken.CompareAndSwap(false, true) { // finished just in time
+			r := <-done
 			return r.resp, r.err
-		default:
 		}
 		a.log.WarnContext(ctx, "call past its deadline; answered, handler still running", "method", info.FullMethod, "deadline", d)
-		return nil, rpc.Status(ctx, a.log, ctx.Err())
+		return nil, ctx.Err()
 	}
 }
 
 // concurrency counts calls in flight per method.
 type concurrency struct {
 	cfg      Limits
-	log      *slog.Logger
 	inflight map[string]*atomic.Int64 // filled once for every registered method
 	limit    map[string]int64
 }
 
-func newConcurrency(cfg Limits, log *slog.Logger, s *grpc.Server) *concurrency {
-	c := &concurrency{cfg: cfg, log: log, inflight: map[string]*atomic.Int64{}, limit: map[string]int64{}}
+func newConcurrency(cfg Limits, s *grpc.Server) *concurrency {
+	c := &concurrency{cfg: cfg, inflight: map[string]*atomic.Int64{}, limit: map[string]int64{}}
 	for svc, info := range s.GetServiceInfo() {
 		for _, m := range info.Methods {
 			full := "/" + svc + "/" + m.Name
@@ -164,17 +172,19 @@ func (c *concurrency) unary(ctx context.Context, req any, info *grpc.UnaryServer
 		n.Add(-1)
 		e := participant.Errorf(participant.EUNAVAILABLE, participant.ReasonUnavailable, "too many concurrent %s calls; retry", info.FullMethod)
 		e.Metadata = map[string]string{"method": info.FullMethod, "limit": "concurrency"}
-		return nil, rpc.Status(ctx, c.log, e)
+		return nil, e
 	}
 	defer n.Add(-1)
 	return h(ctx, req)
 }
 
+// recoverer turns a panic of the interceptors inside it or of the handler
+// into rpc.ErrPanic, logged here with its stack.
 func (a *App) recoverer(ctx context.Context, req any, info *grpc.UnaryServerInfo, h grpc.UnaryHandler) (resp any, err error) {
 	defer func() {
 		if r := recover(); r != nil {
 			a.log.ErrorContext(ctx, "panic", "method", info.FullMethod, "panic", r, "stack", string(debug.Stack()))
-			err = status.Error(codes.Internal, "internal error")
+			err = rpc.ErrPanic
 		}
 	}()
 	return h(ctx, req)

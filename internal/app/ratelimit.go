@@ -2,7 +2,6 @@ package app
 
 import (
 	"context"
-	"log/slog"
 	"net"
 	"slices"
 	"strings"
@@ -10,15 +9,11 @@ import (
 	"time"
 
 	"golang.org/x/time/rate"
-	"google.golang.org/genproto/googleapis/rpc/errdetails"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/peer"
-	"google.golang.org/grpc/status"
-	"google.golang.org/protobuf/types/known/durationpb"
 
 	"github.com/opencoupon/coupon/internal/auth"
 	"github.com/opencoupon/coupon/participant"
-	"github.com/opencoupon/coupon/participant/rpc"
 	couponv1 "github.com/opencoupon/coupon/proto/coupon/v1"
 )
 
@@ -179,8 +174,9 @@ func (l *limiter) callerOf(ctx context.Context) participant.Caller {
 // RATE_LIMITED, and the delay after which a retry would pass in the
 // ErrorInfo metadata (retry_delay) and a RetryInfo. Branches that must
 // finish answer Unavailable instead (reason RATE_LIMITED): a compensation
-// answers only OK or a transient fault, and DTM retries it.
-func (l *limiter) unary(log *slog.Logger) grpc.UnaryServerInterceptor {
+// answers only OK or a transient fault, and DTM retries it. The refusal is
+// a domain error; rpc.UnaryErrors, outside, makes it the status.
+func (l *limiter) unary() grpc.UnaryServerInterceptor {
 	return func(ctx context.Context, req any, info *grpc.UnaryServerInfo, h grpc.UnaryHandler) (any, error) {
 		c := l.callerOf(ctx)
 		lim := l.get(c, info.FullMethod)
@@ -204,11 +200,7 @@ func (l *limiter) unary(log *slog.Logger) grpc.UnaryServerInterceptor {
 		}
 		e := participant.Errorf(code, participant.ReasonRateLimited, "rate limit of %s for %s exceeded; retry after %s", c.Identity, info.FullMethod, delay)
 		e.Metadata = map[string]string{"identity": c.Identity, "method": info.FullMethod, "retry_delay": delay.String()}
-		err := rpc.Status(ctx, log, e)
-		st := status.Convert(err)
-		if d, derr := st.WithDetails(&errdetails.RetryInfo{RetryDelay: durationpb.New(delay)}); derr == nil {
-			err = d.Err()
-		}
-		return nil, err
+		e.RetryDelay = delay
+		return nil, e
 	}
 }

@@ -25,7 +25,6 @@ import (
 	"github.com/opencoupon/coupon/client/branchcred"
 	"github.com/opencoupon/coupon/internal/dtmquery"
 	"github.com/opencoupon/coupon/participant"
-	"github.com/opencoupon/coupon/participant/rpc"
 	couponv1 "github.com/opencoupon/coupon/proto/coupon/v1"
 )
 
@@ -240,7 +239,9 @@ func refuse(code participant.Code, format string, args ...any) *participant.Erro
 }
 
 // check authenticates and authorizes a call to method with request req (nil
-// for a stream) and returns ctx carrying the caller. A bearer token takes
+// for a stream) and returns ctx carrying the caller, or a domain error that
+// the server's error map (rpc.UnaryErrors, outside this interceptor) turns
+// into the call's status. A bearer token takes
 // precedence over a branch credential: the order service's own Try carries
 // both, its token and the branch headers DTM appends.
 func (a *Authenticator) check(ctx context.Context, method string, req any) (context.Context, error) {
@@ -259,7 +260,7 @@ func (a *Authenticator) check(ctx context.Context, method string, req any) (cont
 			if a.events != nil {
 				a.events.AuthThrottled(surface)
 			}
-			return ctx, withRetry(rpc.Status(ctx, a.log, throttled(method, client, wait)), wait)
+			return ctx, throttled(method, client, wait)
 		}
 	}
 	if branchCall {
@@ -276,7 +277,7 @@ func (a *Authenticator) check(ctx context.Context, method string, req any) (cont
 		} else {
 			a.log.DebugContext(ctx, "call refused", "method", method, "err", err)
 		}
-		return ctx, rpc.Status(ctx, a.log, err)
+		return ctx, err
 	}
 	// The roles are shared, read only: a caller's configuration never changes.
 	return participant.WithCaller(ctx, participant.Caller{Identity: c.Identity, Roles: c.Roles, Method: method}), nil
@@ -377,7 +378,8 @@ func branchRefusal(code participant.Code, why, format string, args ...any) *part
 
 // Unary is the unary server interceptor: unauthenticated calls get
 // Unauthenticated, calls outside the caller's roles PermissionDenied, both
-// with an ErrorInfo reason; health and reflection stay open.
+// with an ErrorInfo reason; health and reflection stay open. It returns
+// domain errors: the server chains it inside rpc.UnaryErrors.
 func (a *Authenticator) Unary(ctx context.Context, req any, info *grpc.UnaryServerInfo, h grpc.UnaryHandler) (any, error) {
 	ctx, err := a.check(ctx, info.FullMethod, req)
 	if err != nil {
@@ -386,7 +388,8 @@ func (a *Authenticator) Unary(ctx context.Context, req any, info *grpc.UnaryServ
 	return h(ctx, req)
 }
 
-// Stream is the stream server interceptor, with the same rules as Unary.
+// Stream is the stream server interceptor, with the same rules as Unary,
+// chained inside rpc.StreamErrors.
 func (a *Authenticator) Stream(srv any, ss grpc.ServerStream, info *grpc.StreamServerInfo, h grpc.StreamHandler) error {
 	ctx, err := a.check(ss.Context(), info.FullMethod, nil)
 	if err != nil {

@@ -24,10 +24,28 @@ import (
 	"github.com/opencoupon/coupon/client/branchcred"
 	"github.com/opencoupon/coupon/internal/auth"
 	"github.com/opencoupon/coupon/participant"
+	"github.com/opencoupon/coupon/participant/rpc"
 	couponv1 "github.com/opencoupon/coupon/proto/coupon/v1"
 )
 
 var quiet = slog.New(slog.NewTextHandler(io.Discard, nil))
+
+// unary is a's interceptor as the server chains it: inside the error map,
+// which turns its domain errors into statuses.
+func unary(a *auth.Authenticator) grpc.UnaryServerInterceptor {
+	errs := rpc.UnaryErrors(quiet)
+	return func(ctx context.Context, req any, info *grpc.UnaryServerInfo, h grpc.UnaryHandler) (any, error) {
+		return errs(ctx, req, info, func(ctx context.Context, req any) (any, error) { return a.Unary(ctx, req, info, h) })
+	}
+}
+
+// stream is unary for streams.
+func stream(a *auth.Authenticator) grpc.StreamServerInterceptor {
+	errs := rpc.StreamErrors(quiet)
+	return func(srv any, ss grpc.ServerStream, info *grpc.StreamServerInfo, h grpc.StreamHandler) error {
+		return errs(srv, ss, info, func(srv any, ss grpc.ServerStream) error { return a.Stream(srv, ss, info, h) })
+	}
+}
 
 func mustNew(t *testing.T, cfg auth.Config) *auth.Authenticator {
 	t.Helper()
@@ -46,7 +64,7 @@ func call(a *auth.Authenticator, ctx context.Context, method string, md ...strin
 	}
 	var got participant.Caller
 	var seen bool
-	_, err := a.Unary(ctx, nil, &grpc.UnaryServerInfo{FullMethod: method}, func(ctx context.Context, _ any) (any, error) {
+	_, err := unary(a)(ctx, nil, &grpc.UnaryServerInfo{FullMethod: method}, func(ctx context.Context, _ any) (any, error) {
 		got, seen = participant.CallerFrom(ctx)
 		return nil, nil
 	})
@@ -254,7 +272,7 @@ func TestBranchCredential(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			ctx := metadata.NewIncomingContext(context.Background(), metadata.Pairs(tc.md...))
 			var got participant.Caller
-			_, err := a.Unary(ctx, tc.req, &grpc.UnaryServerInfo{FullMethod: tc.method}, func(ctx context.Context, _ any) (any, error) {
+			_, err := unary(a)(ctx, tc.req, &grpc.UnaryServerInfo{FullMethod: tc.method}, func(ctx context.Context, _ any) (any, error) {
 				got, _ = participant.CallerFrom(ctx)
 				return nil, nil
 			})
@@ -275,7 +293,7 @@ func TestBranchCredential(t *testing.T) {
 
 	// A stream carries no request to check: a branch credential is refused.
 	ss := &fakeStream{ctx: metadata.NewIncomingContext(context.Background(), metadata.Pairs(branchcred.Header, good, "dtm-gid", "g-1"))}
-	err := a.Stream(nil, ss, &grpc.StreamServerInfo{FullMethod: couponv1.CouponService_ConsumeCoupon_FullMethodName}, func(any, grpc.ServerStream) error { return nil })
+	err := stream(a)(nil, ss, &grpc.StreamServerInfo{FullMethod: couponv1.CouponService_ConsumeCoupon_FullMethodName}, func(any, grpc.ServerStream) error { return nil })
 	if status.Code(err) != codes.PermissionDenied {
 		t.Errorf("stream with a branch credential: %v, want PermissionDenied", err)
 	}
@@ -347,7 +365,7 @@ func TestBranchCompensationOnlyWhileAborting(t *testing.T) {
 		}
 		ctx := metadata.NewIncomingContext(context.Background(), metadata.Pairs(branchcred.Header, v, "dtm-gid", gid))
 		for method, w := range map[string]codes.Code{couponv1.CouponService_UseCouponRevert_FullMethodName: want, couponv1.CouponService_UseCoupon_FullMethodName: codes.OK} {
-			_, err := a.Unary(ctx, req, &grpc.UnaryServerInfo{FullMethod: method}, func(context.Context, any) (any, error) { return nil, nil })
+			_, err := unary(a)(ctx, req, &grpc.UnaryServerInfo{FullMethod: method}, func(context.Context, any) (any, error) { return nil, nil })
 			if got := status.Code(err); got != w {
 				t.Errorf("%s of %s: %s (%v), want %s", method, gid, got, err, w)
 			}

@@ -7,10 +7,7 @@ import (
 	"time"
 
 	"golang.org/x/time/rate"
-	"google.golang.org/genproto/googleapis/rpc/errdetails"
 	"google.golang.org/grpc/peer"
-	"google.golang.org/grpc/status"
-	"google.golang.org/protobuf/types/known/durationpb"
 
 	"github.com/opencoupon/coupon/participant"
 )
@@ -130,25 +127,18 @@ func (a *Authenticator) clientOf(ctx context.Context) (client, surface string) {
 
 // throttled is the refusal of a call whose client failed authentication
 // too often: RATE_LIMITED with the delay after which a credential is
-// checked again. Branch methods answer Unavailable, which DTM retries, as
-// the rate limiter's do.
+// checked again, in the message, the metadata and a RetryInfo (RetryDelay).
+// Branch methods answer Unavailable, which DTM retries, as the rate
+// limiter's do.
 func throttled(method, client string, wait time.Duration) *participant.Error {
 	code := participant.ERATELIMIT
 	if IsBranch(method) {
 		code = participant.EUNAVAILABLE
 	}
-	wait = max(wait.Round(time.Millisecond), time.Millisecond)
+	retry := wait.Round(time.Millisecond)
+	wait = max(retry, time.Millisecond)
 	e := participant.Errorf(code, participant.ReasonRateLimited, "too many failed authentications from %s; retry after %s", client, wait)
 	e.Metadata = map[string]string{"client": client, "limit": "auth_failures", "retry_delay": wait.String()}
+	e.RetryDelay = retry
 	return e
-}
-
-// withRetry adds a RetryInfo with delay to the status err, as the rate
-// limiter's refusals carry.
-func withRetry(err error, delay time.Duration) error {
-	st := status.Convert(err)
-	if d, derr := st.WithDetails(&errdetails.RetryInfo{RetryDelay: durationpb.New(delay.Round(time.Millisecond))}); derr == nil {
-		return d.Err()
-	}
-	return err
 }

@@ -18,7 +18,6 @@ import (
 	"time"
 
 	"github.com/grpc-ecosystem/grpc-gateway/v2/runtime"
-	"google.golang.org/genproto/googleapis/rpc/errdetails"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials/insecure"
@@ -26,6 +25,7 @@ import (
 	"google.golang.org/protobuf/encoding/protojson"
 
 	"github.com/opencoupon/coupon/internal/console"
+	"github.com/opencoupon/coupon/participant/rpc"
 	couponv1 "github.com/opencoupon/coupon/proto/coupon/v1"
 	"github.com/opencoupon/coupon/proto/openapi"
 )
@@ -65,12 +65,9 @@ func (t TLSConfig) config() (*tls.Config, error) {
 // maxBody bounds a JSON request body; gRPC's own limit is 4 MiB.
 const maxBody = 1 << 20
 
-// errorDomain is the ErrorInfo domain, as participant/rpc sets it.
-const errorDomain = "coupon"
-
 // NewAPI returns the JSON API handler (paths under /v1/) calling the
 // service through conn.
-func NewAPI(ctx context.Context, conn *grpc.ClientConn) (http.Handler, error) {
+func NewAPI(ctx context.Context, conn *grpc.ClientConn, log *slog.Logger) (http.Handler, error) {
 	mux := runtime.NewServeMux(
 		runtime.WithIncomingHeaderMatcher(incomingHeader),
 		runtime.WithErrorHandler(errorHandler),
@@ -93,7 +90,7 @@ func NewAPI(ctx context.Context, conn *grpc.ClientConn) (http.Handler, error) {
 	if err != nil {
 		return nil, err
 	}
-	return strict(routes, mux, mux), nil
+	return strict(routes, mux, log, mux), nil
 }
 
 // incomingHeader picks the HTTP headers that become gRPC metadata. The
@@ -116,30 +113,15 @@ func incomingHeader(key string) (string, bool) {
 	return "", false
 }
 
-// reasonOf names an ErrorInfo reason for statuses the gateway makes itself
-// (a body that is not JSON, an unknown path, the gRPC listener unreachable),
-// so every error body carries one, as the service's own errors do.
-var reasonOf = map[codes.Code]string{
-	codes.InvalidArgument:  "INVALID_ARGUMENT",
-	codes.NotFound:         "NOT_FOUND",
-	codes.Unavailable:      "UNAVAILABLE",
-	codes.DeadlineExceeded: "UNAVAILABLE",
-	codes.Unauthenticated:  "UNAUTHENTICATED",
-	codes.PermissionDenied: "PERMISSION_DENIED",
-	codes.Internal:         "INTERNAL",
-}
-
 func errorHandler(ctx context.Context, mux *runtime.ServeMux, m runtime.Marshaler, w http.ResponseWriter, r *http.Request, err error) {
 	var herr *runtime.HTTPStatusError
 	if errors.As(err, &herr) {
 		err = herr.Err
 	}
-	st := status.Convert(err)
-	if reason, ok := reasonOf[st.Code()]; ok && !hasErrorInfo(st) {
-		if d, derr := st.WithDetails(&errdetails.ErrorInfo{Reason: reason, Domain: errorDomain}); derr == nil {
-			st = d
-		}
-	}
+	// Statuses the gateway's runtime makes (a body that is not JSON, an
+	// unknown path, the gRPC listener unreachable) get an ErrorInfo reason
+	// too, as the service's own errors carry.
+	st := rpc.WithReason(status.Convert(err))
 	err = st.Err()
 	if herr != nil {
 		err = &runtime.HTTPStatusError{HTTPStatus: herr.HTTPStatus, Err: err}
@@ -157,15 +139,6 @@ type bearerChallenge struct{ http.ResponseWriter }
 func (b bearerChallenge) WriteHeader(code int) {
 	b.Header().Set("WWW-Authenticate", `Bearer realm="coupon"`)
 	b.ResponseWriter.WriteHeader(code)
-}
-
-func hasErrorInfo(st *status.Status) bool {
-	for _, d := range st.Details() {
-		if _, ok := d.(*errdetails.ErrorInfo); ok {
-			return true
-		}
-	}
-	return false
 }
 
 // Server is the running HTTP listener.
@@ -266,7 +239,7 @@ func Start(ctx context.Context, cfg Config, d Deps) (*Server, error) {
 }
 
 func handler(ctx context.Context, cfg Config, conn *grpc.ClientConn, d Deps) (http.Handler, error) {
-	api, err := NewAPI(ctx, conn)
+	api, err := NewAPI(ctx, conn, d.Log)
 	if err != nil {
 		return nil, err
 	}

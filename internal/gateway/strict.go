@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"log/slog"
 	"net/http"
 	"net/url"
 	"slices"
@@ -14,11 +15,11 @@ import (
 
 	"github.com/grpc-ecosystem/grpc-gateway/v2/runtime"
 	"google.golang.org/genproto/googleapis/api/annotations"
-	"google.golang.org/genproto/googleapis/rpc/errdetails"
-	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/reflect/protoreflect"
+
+	"github.com/opencoupon/coupon/participant"
+	"github.com/opencoupon/coupon/participant/rpc"
 )
 
 // Reasons of the refusals the gateway makes before a request reaches the
@@ -198,10 +199,12 @@ func (r route) queryField(key string) bool {
 	return false
 }
 
-// refusal is a request the gateway answers itself.
+// refusal is a request the gateway answers itself: a domain error, mapped
+// to its status by rpc.Status as the service's own are, with the HTTP
+// status that the gateway's default (from the gRPC code) would not give.
 type refusal struct {
 	http   int
-	code   codes.Code
+	code   participant.Code
 	reason string
 	meta   map[string]string
 	msg    string
@@ -214,10 +217,10 @@ type refusal struct {
 // data after the JSON body (400). grpc-gateway would ignore an unknown
 // parameter and decode only the first JSON value of a body, executing a
 // request other than the one sent.
-func strict(rs []route, mux *runtime.ServeMux, next http.Handler) http.Handler {
+func strict(rs []route, mux *runtime.ServeMux, log *slog.Logger, next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if ref := check(rs, r); ref != nil {
-			refuse(mux, w, r, ref)
+			refuse(mux, log, w, r, ref)
 			return
 		}
 		next.ServeHTTP(w, r)
@@ -232,11 +235,11 @@ func check(rs []route, r *http.Request) *refusal {
 		}
 	}
 	if size > maxHeaderBytes {
-		return &refusal{http: http.StatusRequestHeaderFieldsTooLarge, code: codes.ResourceExhausted, reason: ReasonHeadersTooLarge,
+		return &refusal{http: http.StatusRequestHeaderFieldsTooLarge, code: participant.ETOOLARGE, reason: ReasonHeadersTooLarge,
 			msg: fmt.Sprintf("request headers are larger than %d bytes", maxHeaderBytes)}
 	}
 	badUTF8 := func(in string) *refusal {
-		return &refusal{http: http.StatusBadRequest, code: codes.InvalidArgument, reason: ReasonInvalidUTF8,
+		return &refusal{http: http.StatusBadRequest, code: participant.EINVALID, reason: ReasonInvalidUTF8,
 			meta: map[string]string{"in": in}, msg: "the request's " + in + " is not valid UTF-8"}
 	}
 	for k, vs := range r.Header {
@@ -251,7 +254,7 @@ func check(rs []route, r *http.Request) *refusal {
 	}
 	query, err := url.ParseQuery(r.URL.RawQuery)
 	if err != nil {
-		return &refusal{http: http.StatusBadRequest, code: codes.InvalidArgument, reason: ReasonMalformedQuery, msg: "malformed query: " + err.Error()}
+		return &refusal{http: http.StatusBadRequest, code: participant.EINVALID, reason: ReasonMalformedQuery, msg: "malformed query: " + err.Error()}
 	}
 	for k, vs := range query {
 		if !utf8.ValidString(k) || slices.ContainsFunc(vs, func(v string) bool { return !utf8.ValidString(v) }) {
@@ -266,7 +269,7 @@ func check(rs []route, r *http.Request) *refusal {
 				allow = append(allow, m.method)
 			}
 		}
-		return &refusal{http: http.StatusMethodNotAllowed, code: codes.Unimplemented, reason: ReasonMethodNotAllowed,
+		return &refusal{http: http.StatusMethodNotAllowed, code: participant.EUNIMPLEMENTED, reason: ReasonMethodNotAllowed,
 			meta: map[string]string{"allow": strings.Join(allow, ", ")},
 			msg:  fmt.Sprintf("%s is not a method of %s; it has %s", r.Method, r.URL.Path, strings.Join(allow, ", "))}
 	}
@@ -278,7 +281,7 @@ func check(rs []route, r *http.Request) *refusal {
 		slices.Sort(keys)
 		for _, k := range keys {
 			if !own.queryField(k) {
-				return &refusal{http: http.StatusBadRequest, code: codes.InvalidArgument, reason: ReasonUnknownParameter,
+				return &refusal{http: http.StatusBadRequest, code: participant.EINVALID, reason: ReasonUnknownParameter,
 					meta: map[string]string{"parameter": k}, msg: fmt.Sprintf("unknown query parameter %q", k)}
 			}
 		}
@@ -286,14 +289,14 @@ func check(rs []route, r *http.Request) *refusal {
 	if r.Body == nil || r.Body == http.NoBody {
 		return nil
 	}
-	tooLarge := &refusal{http: http.StatusRequestEntityTooLarge, code: codes.ResourceExhausted, reason: ReasonBodyTooLarge,
+	tooLarge := &refusal{http: http.StatusRequestEntityTooLarge, code: participant.ETOOLARGE, reason: ReasonBodyTooLarge,
 		msg: fmt.Sprintf("request body is larger than %d bytes", maxBody)}
 	if r.ContentLength > maxBody {
 		return tooLarge
 	}
 	body, err := io.ReadAll(io.LimitReader(r.Body, maxBody+1))
 	if err != nil {
-		return &refusal{http: http.StatusBadRequest, code: codes.InvalidArgument, reason: "INVALID_ARGUMENT", msg: "read request body: " + err.Error()}
+		return &refusal{http: http.StatusBadRequest, code: participant.EINVALID, reason: "INVALID_ARGUMENT", msg: "read request body: " + err.Error()}
 	}
 	if len(body) > maxBody {
 		return tooLarge
@@ -303,7 +306,7 @@ func check(rs []route, r *http.Request) *refusal {
 		return badUTF8("body")
 	}
 	if own != nil && own.body && trailingData(body) {
-		return &refusal{http: http.StatusBadRequest, code: codes.InvalidArgument, reason: ReasonTrailingData,
+		return &refusal{http: http.StatusBadRequest, code: participant.EINVALID, reason: ReasonTrailingData,
 			msg: "the request body has data after its JSON value"}
 	}
 	return nil
@@ -321,11 +324,9 @@ func trailingData(body []byte) bool {
 	return len(bytes.TrimSpace(body[dec.InputOffset():])) > 0
 }
 
-func refuse(mux *runtime.ServeMux, w http.ResponseWriter, r *http.Request, ref *refusal) {
-	st := status.New(ref.code, ref.msg)
-	if d, err := st.WithDetails(&errdetails.ErrorInfo{Reason: ref.reason, Domain: errorDomain, Metadata: ref.meta}); err == nil {
-		st = d
-	}
+func refuse(mux *runtime.ServeMux, log *slog.Logger, w http.ResponseWriter, r *http.Request, ref *refusal) {
+	ctx := context.WithoutCancel(r.Context())
+	err := rpc.Status(ctx, log, &participant.Error{Code: ref.code, Reason: ref.reason, Message: ref.msg, Metadata: ref.meta})
 	if ref.http == http.StatusMethodNotAllowed {
 		w.Header().Set("Allow", ref.meta["allow"])
 	}
@@ -335,5 +336,5 @@ func refuse(mux *runtime.ServeMux, w http.ResponseWriter, r *http.Request, ref *
 		w.Header().Set("Connection", "close")
 	}
 	_, out := runtime.MarshalerForRequest(mux, r)
-	runtime.HTTPError(context.WithoutCancel(r.Context()), mux, out, w, r, &runtime.HTTPStatusError{HTTPStatus: ref.http, Err: st.Err()})
+	runtime.HTTPError(ctx, mux, out, w, r, &runtime.HTTPStatusError{HTTPStatus: ref.http, Err: err})
 }
