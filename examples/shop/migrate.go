@@ -6,6 +6,8 @@ import (
 	"embed"
 	"fmt"
 	"io/fs"
+	"path"
+	"sort"
 	"time"
 
 	"github.com/go-sql-driver/mysql"
@@ -43,6 +45,14 @@ func Migrate(ctx context.Context, dsn, role string) error {
 	if err != nil || len(files) == 0 {
 		return fmt.Errorf("migrate: unknown database role %q", role)
 	}
+	// sql/both holds what each database has, the DTM barrier table: its
+	// files take their place among the role's by number.
+	both, err := fs.Glob(schemas, "sql/both/*.sql")
+	if err != nil {
+		return fmt.Errorf("migrate %s: %w", role, err)
+	}
+	files = append(files, both...)
+	sort.Slice(files, func(i, j int) bool { return path.Base(files[i]) < path.Base(files[j]) })
 	cfg, err := mysql.ParseDSN(dsn)
 	if err != nil {
 		return fmt.Errorf("migrate %s: parse dsn: %w", role, err)
@@ -57,7 +67,7 @@ func Migrate(ctx context.Context, dsn, role string) error {
 		return fmt.Errorf("migrate %s: create database %s: %w", role, name, err)
 	}
 	cfg.DBName = name
-	for _, f := range files { // fs.Glob sorts, so numbered files apply in order
+	for _, f := range files { // numbered files apply in order
 		b, err := schemas.ReadFile(f)
 		if err != nil {
 			return fmt.Errorf("migrate %s: %w", role, err)
