@@ -340,7 +340,7 @@ func (p *tablePlan) insertStatement(jobs []*claimJob, accepted map[countKey]int3
 	for _, k := range p.keys {
 		for pos, i := range p.claims[k] {
 			if int32(pos) >= accepted[k] {
-				results[i] = participant.Errorf(participant.EREFUSED, participant.ReasonUserLimitReached, "per-user limit reached")
+				results[i] = errUserLimit()
 				continue
 			}
 			results[i] = nil
@@ -353,8 +353,19 @@ func (p *tablePlan) insertStatement(jobs []*claimJob, accepted map[countKey]int3
 	if n == 0 {
 		return "", nil
 	}
-	return `INSERT INTO coupon_` + p.suffix + ` (id, code, template_id, campaign_id, user_id,
- request_id, status, claimed_at, expire_at, updated_at) VALUES ` + placeholders("(?,?,?,?,?,?,?,?,?,?)", n), ins
+	return `INSERT INTO coupon_` + p.suffix + ` (` + couponInsertCols + `) VALUES ` + placeholders("(?,?,?,?,?,?,?,?,?,?)", n), ins
+}
+
+// couponInsertCols are the columns a new coupon row is written with, by a
+// claim (insertStatement) and by a phone's coupon moving to its user
+// (copyCoupon).
+const couponInsertCols = `id, code, template_id, campaign_id, user_id,
+ request_id, status, claimed_at, expire_at, updated_at`
+
+// errUserLimit refuses a claim past the per-user (or, before binding,
+// per-phone) limit.
+func errUserLimit() error {
+	return participant.Errorf(participant.EREFUSED, participant.ReasonUserLimitReached, "per-user limit reached")
 }
 
 func sortKeys(keys []countKey) {

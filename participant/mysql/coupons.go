@@ -50,31 +50,18 @@ func (s *Store) Insert(ctx context.Context, cl participant.Claim) error {
 	return s.submit(ctx, cl)
 }
 
-// insertOne is Insert for one claim in its own transaction.
+// insertOne is Insert for one claim in its own transaction: a batch of
+// one, so that the per-user limit is decided and the coupon written by the
+// same statements as a batch's (tablePlan).
 func (s *Store) insertOne(ctx context.Context, cl participant.Claim) error {
-	c := cl.Coupon
-	sh := s.ShardOf(c.UserID)
-	err := s.inTx(ctx, sh.DB, func(tx *sql.Tx) error {
-		// Affected rows: 1 inserted, 2 incremented, 0 unchanged (at the limit).
-		res, err := tx.ExecContext(ctx, `INSERT INTO claim_count_`+sh.Suffix()+` (user_id, template_id, claimed) VALUES (?,?,1)
- ON DUPLICATE KEY UPDATE claimed = IF(? = 0 OR claimed < ?, claimed + 1, claimed)`,
-			c.UserID, c.TemplateID, cl.PerUserLimit, cl.PerUserLimit)
-		if err != nil {
-			return err
-		}
-		if n, err := res.RowsAffected(); err != nil {
-			return err
-		} else if n == 0 {
-			return participant.Errorf(participant.EREFUSED, participant.ReasonUserLimitReached, "per-user limit reached")
-		}
-		_, err = tx.ExecContext(ctx, `INSERT INTO coupon_`+sh.Suffix()+` (id, code, template_id, campaign_id, user_id,
- request_id, status, claimed_at, expire_at, updated_at) VALUES (?,?,?,?,?,?,?,?,?,?)`,
-			c.ID, c.Code, c.TemplateID, c.CampaignID, c.UserID, c.RequestID, c.Status, c.ClaimedAt.UTC(), c.ExpireAt.UTC(), c.ClaimedAt.UTC())
-		if key, dup := isDuplicate(err); dup && strings.Contains(key, "uk_request") {
-			return participant.ErrDuplicateRequest
-		}
-		return err
-	})
+	sh := s.ShardOf(cl.Coupon.UserID)
+	results, err := s.tryBatch(ctx, sh.DB, []*claimJob{{ctx: ctx, claim: cl, table: sh.Table}})
+	if err == nil {
+		err = results[0]
+	}
+	if key, dup := isDuplicate(err); dup && strings.Contains(key, "uk_request") {
+		err = participant.ErrDuplicateRequest
+	}
 	switch {
 	case err == nil, errors.Is(err, participant.ErrDuplicateRequest), errors.Is(err, participant.ErrCommitUnknown):
 		return err

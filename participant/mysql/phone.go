@@ -88,7 +88,7 @@ func (s *Store) InsertPending(ctx context.Context, pc participant.PendingClaim) 
 				return err
 			}
 			if n >= pc.PerPhoneLimit {
-				return participant.Errorf(participant.EREFUSED, participant.ReasonUserLimitReached, "per-user limit reached")
+				return errUserLimit()
 			}
 		}
 		_, err = tx.ExecContext(ctx, `INSERT INTO pending_coupon_`+sh.Suffix()+` (id, code, template_id, campaign_id, phone,
@@ -256,8 +256,7 @@ func (s *Store) CopyBound(ctx context.Context, userID int64, p participant.Phone
 // and reports whether it inserted it.
 func copyCoupon(ctx context.Context, tx *sql.Tx, sh Shard, c *participant.Coupon) (bool, error) {
 	insert := func(requestID string, ignoreDup bool) (bool, error) {
-		q := `INSERT INTO coupon_` + sh.Suffix() + ` (id, code, template_id, campaign_id, user_id, request_id, status,
- claimed_at, expire_at, updated_at) VALUES (?,?,?,?,?,?,?,?,?,UTC_TIMESTAMP(6))`
+		q := `INSERT INTO coupon_` + sh.Suffix() + ` (` + couponInsertCols + `) VALUES (?,?,?,?,?,?,?,?,?,UTC_TIMESTAMP(6))`
 		if ignoreDup {
 			q += ` ON DUPLICATE KEY UPDATE id = id`
 		}
