@@ -189,7 +189,7 @@ func TestShardMapRefusesMovingRows(t *testing.T) {
 			t.Fatal(err)
 		}
 		where[u] = s.ShardOf(u).Table
-		if want := TableOf(u, 8); where[u] != want {
+		if want := slotOf(u, DefaultSlots) % 8; where[u] != want {
 			t.Fatalf("user %d routes to table %d, want %d (splitmix64 mod 8)", u, where[u], want)
 		}
 	}

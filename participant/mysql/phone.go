@@ -30,7 +30,7 @@ func scanPending(r scanner) (*participant.Coupon, error) {
 }
 
 // PhoneShardOf routes a phone number to its table: a pure function of the
-// normalised number, like TableOf for users.
+// normalised number, as ShardOf routes a user.
 func (s *Store) PhoneShardOf(p participant.Phone) Shard { return s.shardOfKey(p.Number()) }
 
 // PhoneOwner reads the user the phone is bound to, 0 when none.

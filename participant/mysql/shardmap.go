@@ -165,12 +165,6 @@ func slotOf(v int64, n int) int { return int(mix(v) % uint64(n)) }
 // SlotTable is the table slot belongs to.
 func (s *Store) SlotTable(slot int) int { return s.smap.slots[slot] }
 
-// TableOf is the user's table under the default map with DefaultSlots
-// slots over tables tables (tables dividing DefaultSlots make it
-// splitmix64(user) mod tables, the map before slots existed). Tools that
-// route without a store use it; the service routes through its stored map.
-func TableOf(userID int64, tables int) int { return slotOf(userID, DefaultSlots) % tables }
-
 // SlotOf is the user's slot.
 func (s *Store) SlotOf(userID int64) int { return slotOf(userID, len(s.smap.slots)) }
 
