@@ -94,7 +94,7 @@ func (b *bench) baseline(ctx context.Context) (*Result, error) {
 				return
 			}
 			id, user := idgen.Next(), b.newUser()
-			t := b.route.ShardOf(user).Table
+			t := b.route.ShardMap.TableOf(user)
 			now := time.Now().UTC()
 			_, err := dbOf(t).ExecContext(ctx, insert[t], id, participant.CouponCode(id), 1, b.campaignID, user,
 				b.requestID(), participant.CouponAvailable, now, now.Add(30*24*time.Hour), now)

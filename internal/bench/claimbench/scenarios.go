@@ -42,7 +42,7 @@ type bench struct {
 	shards []*sql.DB
 	// route is the service's shard map, read from its main database: the
 	// tables the service writes each user's coupons to.
-	route *couponmysql.Store
+	route *couponmysql.Stores
 	rdb   goredis.UniversalClient
 	stock *couponredis.Stock
 

@@ -221,7 +221,7 @@ func (b *bench) checkRetries(ctx context.Context, t *tally, v *Verify) error {
 	sample := append([]claimed{}, t.retried...)
 	t.mu.Unlock()
 	for _, c := range sample {
-		table := b.route.ShardOf(c.req.UserId).Table
+		table := b.route.ShardMap.TableOf(c.req.UserId)
 		db := b.shards[table/b.o.tablesPerShard]
 		var code string
 		err := db.QueryRowContext(ctx, fmt.Sprintf(`SELECT code FROM coupon_%04d WHERE request_id = ?`, table), c.req.RequestId).Scan(&code)
