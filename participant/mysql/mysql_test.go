@@ -416,3 +416,25 @@ func TestRefusedBranchLeavesNothingOpen(t *testing.T) {
 		t.Fatalf("g2's barrier rows after the next branch: %d (%v), want 0", barriers, err)
 	}
 }
+
+// TestStoresReportOnEveryPool: readiness and pool metrics cover the main
+// database and every shard database, by name, without handing out a pool.
+func TestStoresReportOnEveryPool(t *testing.T) {
+	mainDSN, shards := databases(t, 2)
+	s := open(t, Config{MainDSN: mainDSN, ShardDSNs: shards, TablesPerShard: 1})
+	if err := s.Ping(ctxT(t)); err != nil {
+		t.Fatalf("Ping: %v", err)
+	}
+	stats := s.PoolStats()
+	for _, name := range []string{"main", "shard_0", "shard_1"} {
+		if st, ok := stats[name]; !ok || st.OpenConnections == 0 {
+			t.Errorf("PoolStats()[%q] = %+v, %v; want the pool's open connections", name, st, ok)
+		}
+	}
+	if len(stats) != 3 {
+		t.Errorf("PoolStats() has %d pools, want 3", len(stats))
+	}
+	if got := len(s.PoolCollectors()); got != 3 {
+		t.Errorf("PoolCollectors() = %d collectors, want 3", got)
+	}
+}
