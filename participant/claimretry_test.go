@@ -49,7 +49,7 @@ func (l *lostAnswers) Insert(ctx context.Context, c participant.Claim) error {
 // wantStored fails unless c is the coupon the store holds for the request.
 func (e *env) wantStored(t *testing.T, what string, c *participant.Coupon, err error, user int64, requestID string) {
 	t.Helper()
-	stored, serr := e.store.ByRequest(ctxT(t), user, requestID)
+	stored, serr := e.store.Coupons.ByRequest(ctxT(t), user, requestID)
 	if serr != nil {
 		t.Fatalf("%s: the store holds no coupon for %s: %v", what, requestID, serr)
 	}
@@ -76,7 +76,7 @@ func (e *env) wantCounts(t *testing.T, tpl *couponv1.CouponTemplate, remaining, 
 // after the in-flight TTL.
 func TestClaimRetryAfterUnknownCommitFindsCoupon(t *testing.T) {
 	e := newEnv(t)
-	coupons := &lostAnswers{Coupons: e.store}
+	coupons := &lostAnswers{Coupons: e.store.Coupons}
 	svc := e.service(t, 2, func(d *participant.Deps, cfg *participant.Config) {
 		d.Coupons = coupons
 		cfg.SoldOutRecheck = time.Hour
@@ -188,7 +188,7 @@ func (e *env) zombie(t *testing.T, tpl *couponv1.CouponTemplate, req string, use
 // land commits the zombie's coupon, as its write finally does.
 func (z *zombie) land(t *testing.T, e *env) {
 	t.Helper()
-	if err := e.store.Insert(ctxT(t), participant.Claim{Coupon: z.coupon}); err != nil {
+	if err := e.store.Coupons.Insert(ctxT(t), participant.Claim{Coupon: z.coupon}); err != nil {
 		t.Errorf("zombie's write: %v", err)
 	}
 }

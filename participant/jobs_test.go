@@ -47,7 +47,7 @@ type env struct {
 	srv      *coupontest.Server
 	clk      *clock
 	svc      *participant.Service
-	store    *couponmysql.Store
+	store    *couponmysql.Stores
 	stock    *couponredis.Stock
 	redis    *couponredis.Adapter
 	campaign int64
@@ -130,9 +130,9 @@ func (e *env) claim(t *testing.T, tplID, user int64) *couponv1.Coupon {
 // stored is the status in the coupon's row, not the effective one.
 func (e *env) stored(t *testing.T, user int64, code string) participant.CouponStatus {
 	t.Helper()
-	sh := e.store.ShardOf(user)
+	db, table := e.store.UserShardForTest(user)
 	var s participant.CouponStatus
-	if err := sh.DB.QueryRowContext(ctxT(t), `SELECT status FROM coupon_`+sh.Suffix()+` WHERE code = ?`, code).Scan(&s); err != nil {
+	if err := db.QueryRowContext(ctxT(t), fmt.Sprintf(`SELECT status FROM coupon_%04d WHERE code = ?`, table), code).Scan(&s); err != nil {
 		t.Fatalf("read coupon %s: %v", code, err)
 	}
 	return s
@@ -159,11 +159,11 @@ func (e *env) templateStatus(t *testing.T, id int64) couponv1.CouponTemplate_Sta
 // counts returns the template's live remaining stock and total − issued.
 func (e *env) counts(t *testing.T, tpl *couponv1.CouponTemplate) (remaining, want int64) {
 	t.Helper()
-	cur, err := e.store.GetTemplate(ctxT(t), tpl.Id)
+	cur, err := e.store.Catalog.GetTemplate(ctxT(t), tpl.Id)
 	if err != nil {
 		t.Fatalf("GetTemplate: %v", err)
 	}
-	issued, err := e.store.Issued(ctxT(t), tpl.Id)
+	issued, err := e.store.Coupons.Issued(ctxT(t), tpl.Id)
 	if err != nil {
 		t.Fatalf("Issued: %v", err)
 	}
@@ -201,7 +201,7 @@ func TestExpiryBySweeperAndOnRead(t *testing.T) {
 	if _, err := e.svc.Lock(ctxT(t), tcc("try"), order); err != nil {
 		t.Fatalf("Lock: %v", err)
 	}
-	sweeper := participant.NewSweeper(e.svc, e.store)
+	sweeper := participant.NewSweeper(e.svc, e.store.Expiry)
 
 	e.clk.Advance(25 * time.Hour)
 	// On read: expired before any sweep, while the row still says AVAILABLE.
@@ -294,7 +294,7 @@ func TestAuditRepairsUnderCreditSeenForASettleWindow(t *testing.T) {
 	e.claim(t, tpl.Id, 1)
 	e.claim(t, tpl.Id, 2)
 	// An AddStock whose Redis part was lost: MySQL has 5 more than Redis.
-	if _, _, err := e.store.AddStock(ctxT(t), participant.StockOp{RequestID: "lost-add", TemplateID: tpl.Id, Amount: 5},
+	if _, _, err := e.store.Catalog.AddStock(ctxT(t), participant.StockOp{RequestID: "lost-add", TemplateID: tpl.Id, Amount: 5},
 		func(t *participant.Template, _ *participant.StockOp) (bool, error) {
 			t.TotalStock += 5
 			return true, nil
@@ -346,7 +346,7 @@ func TestAuditNoFalseRepairWhileClaiming(t *testing.T) {
 	// Half the claims run on another replica whose writes are slow, so
 	// that some are always in flight; the others are quick, so that some
 	// start and commit between the audit's reads.
-	claimer := e.replica(t, 2, -1, slowInserts{Coupons: e.store, delay: 100 * time.Millisecond})
+	claimer := e.replica(t, 2, -1, slowInserts{Coupons: e.store.Coupons, delay: 100 * time.Millisecond})
 	stop := make(chan struct{})
 	var claimed atomic.Int64
 	var wg sync.WaitGroup
@@ -380,7 +380,7 @@ func TestAuditNoFalseRepairWhileClaiming(t *testing.T) {
 	// Audit back to back for longer than a settle window while claims are
 	// in flight the whole time, sweeping in between: neither may disturb
 	// the claims.
-	sweeper := participant.NewSweeper(e.svc, e.store)
+	sweeper := participant.NewSweeper(e.svc, e.store.Expiry)
 	deadline := time.Now().Add(e.srv.Config.Service.StockSettle*2 + 500*time.Millisecond)
 	for time.Now().Before(deadline) {
 		mustRun(t, "auditor", auditor.RunOnce)
@@ -419,7 +419,7 @@ func (e *env) service(t *testing.T, node int64, mod func(*participant.Deps, *par
 		t.Fatal(err)
 	}
 	d := participant.Deps{
-		Catalog: e.store, Coupons: e.store, Branches: e.store, Stock: e.stock, Requests: e.redis.Requests,
+		Catalog: e.store.Catalog, Coupons: e.store.Coupons, Branches: e.store.Branches, Stock: e.stock, Requests: e.redis.Requests,
 		Leases: e.redis.Leases, Blobs: e.redis.Blobs, IDs: ids, Now: e.clk.Now,
 	}
 	if mod != nil {
@@ -456,7 +456,7 @@ func (w *watched) ExpireBatch(ctx context.Context, table int, now time.Time, lim
 
 func TestJobsOneActiveAcrossReplicas(t *testing.T) {
 	e := newEnv(t)
-	a, b := e.replica(t, 2, 10*time.Millisecond, e.store), e.replica(t, 3, 10*time.Millisecond, e.store)
+	a, b := e.replica(t, 2, 10*time.Millisecond, e.store.Coupons), e.replica(t, 3, 10*time.Millisecond, e.store.Coupons)
 	done, cancel := context.WithCancel(context.Background())
 	cancel()
 
@@ -468,7 +468,7 @@ func TestJobsOneActiveAcrossReplicas(t *testing.T) {
 		name string
 		a, b runner
 	}{
-		{"sweeper", participant.NewSweeper(a, e.store), participant.NewSweeper(b, e.store)},
+		{"sweeper", participant.NewSweeper(a, e.store.Expiry), participant.NewSweeper(b, e.store.Expiry)},
 		{"auditor", participant.NewAuditor(a), participant.NewAuditor(b)},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -495,8 +495,8 @@ func TestJobsOneActiveAcrossReplicas(t *testing.T) {
 
 	t.Run("running side by side", func(t *testing.T) {
 		var owner, overlaps atomic.Int32
-		wa := participant.NewSweeper(a, &watched{Expirer: e.store, id: 1, owner: &owner, overlaps: &overlaps})
-		wb := participant.NewSweeper(b, &watched{Expirer: e.store, id: 2, owner: &owner, overlaps: &overlaps})
+		wa := participant.NewSweeper(a, &watched{Expirer: e.store.Expiry, id: 1, owner: &owner, overlaps: &overlaps})
+		wb := participant.NewSweeper(b, &watched{Expirer: e.store.Expiry, id: 2, owner: &owner, overlaps: &overlaps})
 		ctxA, stopA := context.WithCancel(ctxT(t))
 		ctxB, stopB := context.WithCancel(ctxT(t))
 		var wg sync.WaitGroup

@@ -53,7 +53,7 @@ func TestSoldOutFromMemory(t *testing.T) {
 	e := newEnv(t)
 	tpl := e.template(t, 2, 1, 48*time.Hour, 0)
 	stock := &countingStock{Stock: e.stock}
-	coupons := &countingCoupons{Coupons: e.store}
+	coupons := &countingCoupons{Coupons: e.store.Coupons}
 	svc := e.service(t, 2, func(d *participant.Deps, cfg *participant.Config) {
 		d.Stock, d.Coupons = stock, coupons
 		cfg.SoldOutRecheck = time.Hour
@@ -123,7 +123,7 @@ func (e *env) setBorn(t *testing.T, at time.Time) {
 // gets the coupon.
 func TestSoldOutReplayOnlyForOlderTemplates(t *testing.T) {
 	e := newEnv(t)
-	coupons := &countingCoupons{Coupons: e.store}
+	coupons := &countingCoupons{Coupons: e.store.Coupons}
 	svc := e.service(t, 2, func(d *participant.Deps, cfg *participant.Config) {
 		d.Coupons = coupons
 		cfg.SoldOutRecheck = time.Hour

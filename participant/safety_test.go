@@ -153,7 +153,7 @@ func TestTemplateChangeRacingReload(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			e := newEnv(t)
 			tpl := e.template(t, 10, 0, 48*time.Hour, 0)
-			cat := &holdingCatalog{Catalog: e.store}
+			cat := &holdingCatalog{Catalog: e.store.Catalog}
 			blobs := &countingBlobs{Blobs: e.redis.Blobs}
 			replica := e.service(t, 2, func(d *participant.Deps, _ *participant.Config) { d.Catalog, d.Blobs = cat, blobs })
 			if _, err := replica.PublicTemplate(ctxT(t), tpl.Id); err != nil {
@@ -222,7 +222,7 @@ func TestRequestIDAcrossUsers(t *testing.T) {
 	a := int64(1)
 	var sameTable, otherTable int64
 	for u := int64(2); sameTable == 0 || otherTable == 0; u++ {
-		if e.store.ShardOf(u).Table == e.store.ShardOf(a).Table {
+		if e.store.ShardMap.TableOf(u) == e.store.ShardMap.TableOf(a) {
 			if sameTable == 0 {
 				sameTable = u
 			}
@@ -313,7 +313,7 @@ func TestRedisStallConservesStock(t *testing.T) {
 		if err != nil || !ok {
 			t.Fatalf("Remaining = %v, %v", ok, err)
 		}
-		issued, err := e.store.Issued(ctxT(t), tpl.Id)
+		issued, err := e.store.Coupons.Issued(ctxT(t), tpl.Id)
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -186,7 +186,7 @@ func TestSIGTERMUnderClaimLoad(t *testing.T) {
 		t.Fatalf("only %d claims acknowledged", len(acked))
 	}
 	for _, a := range acked {
-		if c, err := store.ByCode(ctx, a.user, a.code); err != nil || c.Code != a.code {
+		if c, err := store.Coupons.ByCode(ctx, a.user, a.code); err != nil || c.Code != a.code {
 			t.Errorf("acknowledged coupon %s of user %d not in MySQL after shutdown: %v", a.code, a.user, err)
 		}
 	}

@@ -158,13 +158,14 @@ func NewRedis(c RedisConfig) goredis.UniversalClient {
 type App struct {
 	cfg     Config
 	log     *slog.Logger
-	store   *couponmysql.Store
+	store   *couponmysql.Stores
 	rdb     goredis.UniversalClient
 	redis   *couponredis.Adapter
 	svc     *participant.Service
 	sweeper *participant.Sweeper
 	auditor *participant.Auditor
 	janitor *participant.LeasedJob // nil when off
+	runs    *reconcileRuns         // the console's view of reconcile's runs
 	grpc    *grpc.Server
 	authn   *auth.Authenticator
 	forward *gateway.Forwarding // the HTTP gateway's calls name their client
@@ -225,7 +226,7 @@ func Open(ctx context.Context, cfg Config, log *slog.Logger) (a *App, err error)
 		return nil, err
 	}
 	closers = append(closers, a.store.Close)
-	if err := a.store.VerifyShardMap(ctx); err != nil {
+	if err := a.store.ShardMap.Verify(ctx); err != nil {
 		return nil, err
 	}
 	a.rdb = NewRedis(cfg.Redis)
@@ -241,13 +242,14 @@ func Open(ctx context.Context, cfg Config, log *slog.Logger) (a *App, err error)
 	closers = append(closers, func() error { a.redis.Close(); return nil })
 	r := a.redis
 	a.svc, err = participant.NewService(participant.Deps{
-		Catalog: a.store, Coupons: a.store, Branches: a.store, Phones: a.store,
+		Catalog: a.store.Catalog, Coupons: a.store.Coupons, Branches: a.store.Branches, Phones: a.store.Phones,
 		Stock: r.Stock, Requests: r.Requests, Leases: r.Leases, Blobs: r.Blobs, IDs: ids, Log: log, Now: cfg.Now,
 	}, cfg.Service)
 	if err != nil {
 		return nil, err
 	}
-	a.sweeper = participant.NewSweeper(a.svc, a.store)
+	a.sweeper = participant.NewSweeper(a.svc, a.store.Expiry)
+	a.runs = &reconcileRuns{dsn: cfg.MySQL.MainDSN}
 	a.auditor = participant.NewAuditor(a.svc)
 	if a.janitor, err = a.barrierJanitor(); err != nil {
 		return nil, err
@@ -340,8 +342,8 @@ func (a *App) poolSizes() int {
 // Service is the domain service.
 func (a *App) Service() *participant.Service { return a.svc }
 
-// Store is the MySQL store.
-func (a *App) Store() *couponmysql.Store { return a.store }
+// Store is the MySQL stores, one per port.
+func (a *App) Store() *couponmysql.Stores { return a.store }
 
 // Redis is the Redis client.
 func (a *App) Redis() goredis.UniversalClient { return a.rdb }
@@ -355,6 +357,7 @@ func (a *App) Close() error {
 	a.awaitDetached(orDefault(a.cfg.Shutdown.Timeout, DefaultShutdownTimeout))
 	err := a.store.Close() // drains the claim batches first
 	a.redis.Close()
+	_ = a.runs.Close()
 	sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	if a.pprofLis != nil {
@@ -426,7 +429,7 @@ func (a *App) StartHTTP(ctx context.Context, grpcAddr string) (*gateway.Server, 
 	if a.cfg.Auth.Enabled {
 		deps.Console.Identities = a.authn
 	}
-	deps.Console.Reconcile = reconcileRuns{db: a.store.Main()}
+	deps.Console.Reconcile = a.runs
 	s, err := gateway.Start(ctx, a.cfg.HTTP, deps)
 	if err != nil {
 		lis.Close()

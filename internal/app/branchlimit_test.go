@@ -51,7 +51,8 @@ func testBranchLimit(t *testing.T, limit app.RateLimit, budget int) {
 	barrierRows := func(gid string) int {
 		t.Helper()
 		var n int
-		if err := srv.App.Store().ShardOf(user).DB.QueryRowContext(ctx,
+		db, _ := srv.App.Store().UserShardForTest(user)
+		if err := db.QueryRowContext(ctx,
 			"SELECT COUNT(*) FROM "+couponmysql.BarrierTable+" WHERE gid = ?", gid).Scan(&n); err != nil {
 			t.Fatalf("count barrier rows of %s: %v", gid, err)
 		}

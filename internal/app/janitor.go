@@ -15,10 +15,10 @@ func (a *App) barrierJanitor() (*participant.LeasedJob, error) {
 	if c.Interval <= 0 {
 		return nil, nil
 	}
-	j, err := janitor.New(janitor.Config{
+	j, err := a.store.Branches.BarrierJanitor(janitor.Config{
 		Retention: c.Retention, MaxAge: c.MaxAge, Batch: c.Batch,
 		Coordinator: c.Coordinator, UnknownFinished: c.UnknownFinished, Now: a.cfg.Now,
-	}, a.store.ShardDBs()...)
+	})
 	if err != nil {
 		return nil, err
 	}

@@ -40,7 +40,8 @@ func TestBarrierJanitor(t *testing.T) {
 	rows := func(user int64, gid string) int {
 		t.Helper()
 		var n int
-		if err := srv.App.Store().ShardOf(user).DB.QueryRowContext(ctxT(t), `SELECT COUNT(*) FROM barrier WHERE gid = ?`, gid).Scan(&n); err != nil {
+		db, _ := srv.App.Store().UserShardForTest(user)
+		if err := db.QueryRowContext(ctxT(t), `SELECT COUNT(*) FROM barrier WHERE gid = ?`, gid).Scan(&n); err != nil {
 			t.Fatal(err)
 		}
 		return n

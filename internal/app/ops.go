@@ -2,7 +2,6 @@ package app
 
 import (
 	"context"
-	"database/sql"
 	"errors"
 	"fmt"
 	"net"
@@ -45,28 +44,17 @@ func (a *App) setServing(ok bool) {
 func (a *App) checkReady(ctx context.Context) error {
 	ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
 	defer cancel()
-	type dep struct {
-		name string
-		ping func(context.Context) error
-	}
-	deps := []dep{
-		{"mysql main", a.store.Main().PingContext},
-		{"redis", func(ctx context.Context) error { return a.rdb.Ping(ctx).Err() }},
-	}
-	for i, db := range a.store.ShardDBs() {
-		deps = append(deps, dep{fmt.Sprintf("mysql shard %d", i), db.PingContext})
-	}
-	errs := make([]error, len(deps))
+	// The stores ping every database at once and name the ones that fail.
+	var mysqlErr, redisErr error
 	var wg sync.WaitGroup
-	for i, d := range deps {
-		wg.Go(func() {
-			if err := d.ping(ctx); err != nil {
-				errs[i] = fmt.Errorf("%s: %w", d.name, err)
-			}
-		})
-	}
+	wg.Go(func() { mysqlErr = a.store.Ping(ctx) })
+	wg.Go(func() {
+		if err := a.rdb.Ping(ctx).Err(); err != nil {
+			redisErr = fmt.Errorf("redis: %w", err)
+		}
+	})
 	wg.Wait()
-	return errors.Join(errs...)
+	return errors.Join(mysqlErr, redisErr)
 }
 
 // watchReadiness keeps the gRPC health status in step with checkReady
@@ -193,17 +181,13 @@ func hostName(host string) string {
 
 // metricSources tells the metrics where the service's state is.
 func (a *App) metricSources() metrics.Sources {
-	dbs := map[string]*sql.DB{"main": a.store.Main()}
-	for i, db := range a.store.ShardDBs() {
-		dbs[fmt.Sprintf("shard_%d", i)] = db
-	}
 	return metrics.Sources{
 		Service: a.svc.Stats,
 		Jobs: map[string]func() time.Time{
 			"expiry_sweep": func() time.Time { return a.sweeper.Stats().LastRound },
 			"stock_audit":  func() time.Time { return a.auditor.Stats().LastRound },
 		},
-		DBs:           dbs,
+		Pools:         a.store.PoolCollectors(),
 		Redis:         func() *goredis.PoolStats { return a.rdb.PoolStats() },
 		Stock:         a.remainingStock,
 		StockRefresh:  orDefault(a.cfg.StockMetricsRefresh, DefaultStockMetricsRefresh),
@@ -247,5 +231,5 @@ func (a *App) lockedCoupons(ctx context.Context) (locked, stuck int64, err error
 	if a.cfg.Now != nil {
 		now = a.cfg.Now
 	}
-	return a.store.LockedCoupons(ctx, now().Add(-orDefault(a.cfg.StuckLockedAfter, DefaultStuckLockedAfter)))
+	return a.store.Coupons.LockedCoupons(ctx, now().Add(-orDefault(a.cfg.StuckLockedAfter, DefaultStuckLockedAfter)))
 }

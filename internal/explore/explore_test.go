@@ -97,7 +97,7 @@ func TestInterleavingExplorer(t *testing.T) {
 type world struct {
 	srv     *coupontest.Server
 	svc     *participant.Service
-	store   *couponmysql.Store
+	store   *couponmysql.Stores
 	janitor *janitor.Janitor
 	repair  *reconcile.Repairer
 	tpl     int64
@@ -144,7 +144,7 @@ func newWorld(t *testing.T) *world {
 	// The domain service the schedules drive: the real MySQL store and
 	// Redis, its log discarded (every refused branch logs a warning).
 	svc, err := participant.NewService(participant.Deps{
-		Catalog: store, Coupons: store, Branches: store, Stock: r.Stock, Requests: r.Requests,
+		Catalog: store.Catalog, Coupons: store.Coupons, Branches: store.Branches, Stock: r.Stock, Requests: r.Requests,
 		Leases: r.Leases, Blobs: r.Blobs, IDs: ids,
 	}, srv.Config.Service)
 	if err != nil {
@@ -161,10 +161,10 @@ func newWorld(t *testing.T) *world {
 	// A pass of the janitor sees every row past max_age: it deletes what
 	// max_age and retention allow, asking the model for the status of
 	// each transaction.
-	w.janitor, err = janitor.New(janitor.Config{
+	w.janitor, err = store.Branches.BarrierJanitor(janitor.Config{
 		Status: w.janitorStatus,
 		Now:    func() time.Time { return time.Now().Add(janitor.DefaultMaxAge + time.Hour) },
-	}, store.ShardDBs()...)
+	})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -240,7 +240,7 @@ func (r reconcileStatus) Status(_ context.Context, gid string) (string, error) {
 // UnlockCoupon would.
 type domainCoupons struct {
 	svc   *participant.Service
-	store *couponmysql.Store
+	store *couponmysql.Stores
 }
 
 func (d domainCoupons) Unlock(ctx context.Context, l reconcile.Lock) error {
@@ -262,7 +262,7 @@ func (d domainCoupons) Return(ctx context.Context, r reconcile.Refund) error {
 }
 
 func (d domainCoupons) Coupon(ctx context.Context, userID int64, code string) (reconcile.CouponState, error) {
-	c, err := d.store.ByCode(ctx, userID, code)
+	c, err := d.store.Coupons.ByCode(ctx, userID, code)
 	if err != nil {
 		return reconcile.CouponState{}, err
 	}
@@ -841,15 +841,16 @@ func (e *execution) roleOf(toRole map[string]string, v string) string {
 func (e *execution) read(ctx context.Context, t *testing.T) dbState {
 	t.Helper()
 	toRole, _ := e.roles()
-	sh := e.w.store.ShardOf(e.user)
+	db, table := e.w.store.UserShardForTest(e.user)
+	suffix := fmt.Sprintf("%04d", table)
 	q := strings.Join([]string{
-		`SELECT status, order_no, discount_amount, lock_gid, lock_branch, locked_at, used_at FROM coupon_` + sh.Suffix() + ` WHERE id = ?`,
+		`SELECT status, order_no, discount_amount, lock_gid, lock_branch, locked_at, used_at FROM coupon_` + suffix + ` WHERE id = ?`,
 		`SELECT op, order_no, gid, discount_amount, created_at FROM coupon_ledger WHERE coupon_id = ? ORDER BY id`,
 		`SELECT template_id, used FROM daily_use WHERE user_id = ?`,
 		`SELECT gid, branch_id, op, reason FROM barrier WHERE gid IN (?,?,?,?)`,
 		`SELECT request_id, order_no FROM coupon_return WHERE coupon_id = ? ORDER BY request_id`,
 	}, ";\n")
-	rows, err := sh.DB.QueryContext(ctx, q, e.couponID, e.couponID, e.user, e.gids[0], e.gids[1], e.gids[2], e.gids[3], e.couponID)
+	rows, err := db.QueryContext(ctx, q, e.couponID, e.couponID, e.user, e.gids[0], e.gids[1], e.gids[2], e.gids[3], e.couponID)
 	if err != nil {
 		t.Fatalf("read state: %v", err)
 	}
@@ -930,7 +931,8 @@ func (e *execution) read(ctx context.Context, t *testing.T) dbState {
 func (e *execution) restore(ctx context.Context, t *testing.T, s dbState) {
 	t.Helper()
 	_, fromRole := e.roles()
-	sh := e.w.store.ShardOf(e.user)
+	db, table := e.w.store.UserShardForTest(e.user)
+	suffix := fmt.Sprintf("%04d", table)
 	now := time.Now().UTC()
 	at := func(set bool) any {
 		if set {
@@ -944,7 +946,7 @@ func (e *execution) restore(ctx context.Context, t *testing.T, s dbState) {
 		stmts = append(stmts, q)
 		args = append(args, a...)
 	}
-	exec(`UPDATE coupon_`+sh.Suffix()+` SET status = ?, order_no = ?, discount_amount = ?, lock_gid = ?, lock_branch = ?, locked_at = ?, used_at = ? WHERE id = ?`,
+	exec(`UPDATE coupon_`+suffix+` SET status = ?, order_no = ?, discount_amount = ?, lock_gid = ?, lock_branch = ?, locked_at = ?, used_at = ? WHERE id = ?`,
 		s.Status, fromRole[s.OrderNo], s.Discount, fromRole[s.GID], s.Branch, at(s.Locked), at(s.Used), e.couponID)
 	for _, l := range s.Ledger {
 		exec(`INSERT INTO coupon_ledger (op, order_no, gid, branch_id, coupon_id, coupon_code, user_id, template_id, discount_amount, created_at)
@@ -967,7 +969,7 @@ func (e *execution) restore(ctx context.Context, t *testing.T, s dbState) {
 	}
 	// One round trip, one transaction.
 	q := "START TRANSACTION;\n" + strings.Join(stmts, ";\n") + ";\nCOMMIT"
-	if _, err := sh.DB.ExecContext(ctx, q, args...); err != nil {
+	if _, err := db.ExecContext(ctx, q, args...); err != nil {
 		t.Fatalf("restore: %v", err)
 	}
 }

@@ -7,7 +7,6 @@ package metrics
 
 import (
 	"context"
-	"database/sql"
 	"errors"
 	"net/http"
 	"runtime/debug"
@@ -249,8 +248,9 @@ type Sources struct {
 	// Jobs maps a background job's name to when its last round ended well
 	// on this replica (zero: none yet).
 	Jobs map[string]func() time.Time
-	// DBs maps a database's name (main, shard_0, ...) to its pool.
-	DBs   map[string]*sql.DB
+	// Pools export the database pools' statistics, labelled by database
+	// (main, shard_0, ...): the MySQL stores' PoolCollectors.
+	Pools []prometheus.Collector
 	Redis func() *goredis.PoolStats
 	// Stock lists the remaining stock of the active templates; it is
 	// called at most once per StockRefresh.
@@ -270,9 +270,7 @@ func (m *Metrics) Register(src Sources) error {
 		src.Now = time.Now
 	}
 	cs := []prometheus.Collector{&stateCollector{src: src}}
-	for name, db := range src.DBs {
-		cs = append(cs, collectors.NewDBStatsCollector(db, name))
-	}
+	cs = append(cs, src.Pools...)
 	if src.Stock != nil {
 		cs = append(cs, &cached{name: "stock", every: src.StockRefresh, now: src.Now, descs: []*prometheus.Desc{descStock},
 			fetch: func(ctx context.Context) ([]prometheus.Metric, error) {

@@ -43,7 +43,7 @@ func writeAudit(ctx context.Context, tx *sql.Tx, actor participant.Actor, entity
 }
 
 // ListAudit pages through the audit log by descending ID.
-func (s *Store) ListAudit(ctx context.Context, f participant.AuditFilter, p participant.Page) ([]participant.AuditEntry, string, error) {
+func (s *Catalog) ListAudit(ctx context.Context, f participant.AuditFilter, p participant.Page) ([]participant.AuditEntry, string, error) {
 	after, err := afterID(p.After)
 	if err != nil {
 		return nil, "", err

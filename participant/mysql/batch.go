@@ -38,10 +38,10 @@ type batcher struct {
 	queue chan *claimJob
 }
 
-func (s *Store) startBatchers() {
+func (s *Coupons) startBatchers() {
 	s.quit, s.stopped = make(chan struct{}), make(chan struct{})
-	s.batchers = make([]*batcher, len(s.shards))
-	for i, db := range s.shards {
+	s.batchers = make([]*batcher, len(s.dbs))
+	for i, db := range s.dbs {
 		b := &batcher{db: db, queue: make(chan *claimJob, batchQueueSize)}
 		s.batchers[i] = b
 		for range batchWorkers {
@@ -55,9 +55,20 @@ func (s *Store) startBatchers() {
 	go func() { s.wg.Wait(); close(s.stopped) }()
 }
 
+// stopBatchers ends the batchers once the claims already queued are
+// written.
+func (s *Coupons) stopBatchers() {
+	s.closeOne.Do(func() {
+		if s.quit != nil {
+			close(s.quit)
+			<-s.stopped
+		}
+	})
+}
+
 // run writes batches until Close, then writes what is still queued and
 // returns.
-func (b *batcher) run(s *Store) {
+func (b *batcher) run(s *Coupons) {
 	for {
 		var first *claimJob
 		select {
@@ -84,16 +95,16 @@ func (b *batcher) run(s *Store) {
 }
 
 // submit queues a claim and waits for its batch.
-func (s *Store) submit(ctx context.Context, cl participant.Claim) error {
-	sh := s.ShardOf(cl.Coupon.UserID)
-	j := &claimJob{ctx: ctx, claim: cl, table: sh.Table, done: make(chan error, 1)}
+func (s *Coupons) submit(ctx context.Context, cl participant.Claim) error {
+	sh := s.ofUser(cl.Coupon.UserID)
+	j := &claimJob{ctx: ctx, claim: cl, table: sh.table, done: make(chan error, 1)}
 	select {
 	case <-s.quit:
 		return participant.Unavailable("queue coupon write", errStoreClosed)
 	default:
 	}
 	select {
-	case s.batchers[sh.Index].queue <- j:
+	case s.batchers[sh.index].queue <- j:
 	case <-ctx.Done():
 		return participant.Unavailable("queue coupon write", ctx.Err())
 	case <-s.quit:
@@ -119,7 +130,7 @@ func (s *Store) submit(ctx context.Context, cl participant.Claim) error {
 // coupon was not written.
 var errStoreClosed = errors.New("store closed")
 
-func (s *Store) writeBatch(db *sql.DB, jobs []*claimJob) {
+func (s *Coupons) writeBatch(db *sql.DB, jobs []*claimJob) {
 	live := jobs[:0]
 	for _, j := range jobs {
 		if err := j.ctx.Err(); err != nil {
@@ -187,7 +198,7 @@ type countKey struct {
 // table counts every (user, template) of the batch against its limit and
 // returns how many of its claims it accepted (the row lock makes the count
 // exact), then one insert per table writes the accepted coupons.
-func (s *Store) tryBatch(ctx context.Context, db *sql.DB, jobs []*claimJob) ([]error, error) {
+func (s *Coupons) tryBatch(ctx context.Context, db *sql.DB, jobs []*claimJob) ([]error, error) {
 	results := make([]error, len(jobs))
 	byTable := map[int][]int{}
 	for i, j := range jobs {
@@ -340,7 +351,7 @@ func (p *tablePlan) insertStatement(jobs []*claimJob, accepted map[countKey]int3
 	for _, k := range p.keys {
 		for pos, i := range p.claims[k] {
 			if int32(pos) >= accepted[k] {
-				results[i] = participant.Errorf(participant.EREFUSED, participant.ReasonUserLimitReached, "per-user limit reached")
+				results[i] = errUserLimit()
 				continue
 			}
 			results[i] = nil
@@ -353,8 +364,19 @@ func (p *tablePlan) insertStatement(jobs []*claimJob, accepted map[countKey]int3
 	if n == 0 {
 		return "", nil
 	}
-	return `INSERT INTO coupon_` + p.suffix + ` (id, code, template_id, campaign_id, user_id,
- request_id, status, claimed_at, expire_at, updated_at) VALUES ` + placeholders("(?,?,?,?,?,?,?,?,?,?)", n), ins
+	return `INSERT INTO coupon_` + p.suffix + ` (` + couponInsertCols + `) VALUES ` + placeholders("(?,?,?,?,?,?,?,?,?,?)", n), ins
+}
+
+// couponInsertCols are the columns a new coupon row is written with, by a
+// claim (insertStatement) and by a phone's coupon moving to its user
+// (copyCoupon).
+const couponInsertCols = `id, code, template_id, campaign_id, user_id,
+ request_id, status, claimed_at, expire_at, updated_at`
+
+// errUserLimit refuses a claim past the per-user (or, before binding,
+// per-phone) limit.
+func errUserLimit() error {
+	return participant.Errorf(participant.EREFUSED, participant.ReasonUserLimitReached, "per-user limit reached")
 }
 
 func sortKeys(keys []countKey) {

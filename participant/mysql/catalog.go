@@ -11,7 +11,11 @@ import (
 	"github.com/opencoupon/coupon/participant"
 )
 
-var _ participant.Catalog = (*Store)(nil)
+// Catalog keeps campaigns, templates, stock top-ups and the audit log in
+// the main database (participant.Catalog).
+type Catalog struct{ *shards }
+
+var _ participant.Catalog = (*Catalog)(nil)
 
 const campaignCols = `id, request_id, name, description, campaign_type, status, start_time, end_time,
  created_by, approved_by, created_at, updated_at`
@@ -29,7 +33,7 @@ func scanCampaign(r scanner) (*participant.Campaign, error) {
 
 // CreateCampaign inserts c and its audit row, or returns the campaign of
 // an earlier call with the same request ID.
-func (s *Store) CreateCampaign(ctx context.Context, c *participant.Campaign, actor participant.Actor) (bool, error) {
+func (s *Catalog) CreateCampaign(ctx context.Context, c *participant.Campaign, actor participant.Actor) (bool, error) {
 	err := s.inTx(ctx, s.main, func(tx *sql.Tx) error {
 		res, err := tx.ExecContext(ctx, `INSERT INTO campaign (request_id, name, description, campaign_type,
  status, start_time, end_time, created_by, approved_by, created_at, updated_at) VALUES (?,?,?,?,?,?,?,?,?,?,?)`,
@@ -55,7 +59,7 @@ func (s *Store) CreateCampaign(ctx context.Context, c *participant.Campaign, act
 }
 
 // UpdateCampaign runs fn on the locked row and writes the result.
-func (s *Store) UpdateCampaign(ctx context.Context, id int64, fn func(*participant.Campaign) error, actor participant.Actor) (*participant.Campaign, error) {
+func (s *Catalog) UpdateCampaign(ctx context.Context, id int64, fn func(*participant.Campaign) error, actor participant.Actor) (*participant.Campaign, error) {
 	var c *participant.Campaign
 	err := s.inTx(ctx, s.main, func(tx *sql.Tx) error {
 		var err error
@@ -84,7 +88,7 @@ func (s *Store) UpdateCampaign(ctx context.Context, id int64, fn func(*participa
 }
 
 // GetCampaign reads one campaign.
-func (s *Store) GetCampaign(ctx context.Context, id int64) (*participant.Campaign, error) {
+func (s *Catalog) GetCampaign(ctx context.Context, id int64) (*participant.Campaign, error) {
 	c, err := scanCampaign(s.main.QueryRowContext(ctx, `SELECT `+campaignCols+` FROM campaign WHERE id = ?`, id))
 	if errors.Is(err, sql.ErrNoRows) {
 		return nil, notFound("campaign", id)
@@ -104,7 +108,7 @@ func afterID(token string) (int64, error) {
 }
 
 // ListCampaigns pages through campaigns by descending ID.
-func (s *Store) ListCampaigns(ctx context.Context, status participant.CampaignStatus, p participant.Page) ([]*participant.Campaign, string, error) {
+func (s *Catalog) ListCampaigns(ctx context.Context, status participant.CampaignStatus, p participant.Page) ([]*participant.Campaign, string, error) {
 	after, err := afterID(p.After)
 	if err != nil {
 		return nil, "", err
@@ -169,7 +173,7 @@ func productLines(t *participant.Template) string {
 
 // CreateTemplate inserts t and its audit row, or returns the template of
 // an earlier call with the same request ID.
-func (s *Store) CreateTemplate(ctx context.Context, t *participant.Template, actor participant.Actor) (bool, error) {
+func (s *Catalog) CreateTemplate(ctx context.Context, t *participant.Template, actor participant.Actor) (bool, error) {
 	err := s.inTx(ctx, s.main, func(tx *sql.Tx) error {
 		res, err := tx.ExecContext(ctx, `INSERT INTO coupon_template (request_id, campaign_id, name, description,
  logo, coupon_type, discount_amount, percent_off, max_discount, min_order_amount, product_lines, usage_rule,
@@ -199,7 +203,7 @@ func (s *Store) CreateTemplate(ctx context.Context, t *participant.Template, act
 	return false, wrap("insert template", err)
 }
 
-func (s *Store) lockTemplate(ctx context.Context, tx *sql.Tx, id int64) (*participant.Template, error) {
+func (s *Catalog) lockTemplate(ctx context.Context, tx *sql.Tx, id int64) (*participant.Template, error) {
 	t, err := scanTemplate(tx.QueryRowContext(ctx, `SELECT `+templateCols+` FROM coupon_template WHERE id = ? FOR UPDATE`, id))
 	if errors.Is(err, sql.ErrNoRows) {
 		return nil, notFound("template", id)
@@ -232,7 +236,7 @@ func writeTemplate(ctx context.Context, tx *sql.Tx, t *participant.Template) err
 }
 
 // UpdateTemplate runs fn on the locked row and writes the result.
-func (s *Store) UpdateTemplate(ctx context.Context, id int64, fn func(*participant.Template) error, actor participant.Actor) (*participant.Template, error) {
+func (s *Catalog) UpdateTemplate(ctx context.Context, id int64, fn func(*participant.Template) error, actor participant.Actor) (*participant.Template, error) {
 	var t *participant.Template
 	err := s.inTx(ctx, s.main, func(tx *sql.Tx) error {
 		var err error
@@ -255,7 +259,7 @@ func (s *Store) UpdateTemplate(ctx context.Context, id int64, fn func(*participa
 }
 
 // GetTemplate reads one template.
-func (s *Store) GetTemplate(ctx context.Context, id int64) (*participant.Template, error) {
+func (s *Catalog) GetTemplate(ctx context.Context, id int64) (*participant.Template, error) {
 	t, err := scanTemplate(s.main.QueryRowContext(ctx, `SELECT `+templateCols+` FROM coupon_template WHERE id = ?`, id))
 	if errors.Is(err, sql.ErrNoRows) {
 		return nil, notFound("template", id)
@@ -264,7 +268,7 @@ func (s *Store) GetTemplate(ctx context.Context, id int64) (*participant.Templat
 }
 
 // ListTemplates pages through templates by descending ID.
-func (s *Store) ListTemplates(ctx context.Context, campaignID int64, status participant.TemplateStatus, p participant.Page) ([]*participant.Template, string, error) {
+func (s *Catalog) ListTemplates(ctx context.Context, campaignID int64, status participant.TemplateStatus, p participant.Page) ([]*participant.Template, string, error) {
 	after, err := afterID(p.After)
 	if err != nil {
 		return nil, "", err
@@ -299,7 +303,7 @@ func (s *Store) ListTemplates(ctx context.Context, campaignID int64, status part
 // if any, and asks decide; when decide applies the top-up (it changes t),
 // the top-up's record, the template and the audit row are written in the
 // same transaction.
-func (s *Store) AddStock(ctx context.Context, op participant.StockOp, decide func(t *participant.Template, prev *participant.StockOp) (bool, error), actor participant.Actor) (*participant.Template, bool, error) {
+func (s *Catalog) AddStock(ctx context.Context, op participant.StockOp, decide func(t *participant.Template, prev *participant.StockOp) (bool, error), actor participant.Actor) (*participant.Template, bool, error) {
 	var (
 		t        *participant.Template
 		replayed bool
@@ -348,7 +352,7 @@ func (s *Store) AddStock(ctx context.Context, op participant.StockOp, decide fun
 
 // inTx runs fn in a transaction, retrying when the server rolled it back
 // for a deadlock or lock wait timeout.
-func (s *Store) inTx(ctx context.Context, db *sql.DB, fn func(*sql.Tx) error) error {
+func (s *shards) inTx(ctx context.Context, db *sql.DB, fn func(*sql.Tx) error) error {
 	for attempt := 0; ; attempt++ {
 		tx, err := db.BeginTx(ctx, nil)
 		if err != nil {

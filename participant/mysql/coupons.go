@@ -7,12 +7,29 @@ import (
 	"fmt"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/opencoupon/coupon/participant"
 )
 
-var _ participant.Coupons = (*Store)(nil)
+// Coupons keeps the coupon records, sharded by user (participant.Coupons).
+// Claims are written in batches (batch.go).
+type Coupons struct {
+	*shards
+	observe  func(size int)
+	batchers []*batcher
+	wg       sync.WaitGroup
+	// quit ends the batchers; stopped is closed once they have all
+	// returned. The queues are never closed: a claim may race Close (a
+	// handler answered at its deadline still runs), and must then fail as
+	// not written rather than send on a closed channel.
+	quit     chan struct{}
+	stopped  chan struct{}
+	closeOne sync.Once
+}
+
+var _ participant.Coupons = (*Coupons)(nil)
 
 const couponCols = `id, code, template_id, campaign_id, user_id, request_id, status, claimed_at, expire_at,
  order_no, discount_amount, used_at, lock_gid, lock_branch, locked_at`
@@ -32,10 +49,10 @@ func scanCouponAnd(r scanner, extra ...any) (*participant.Coupon, error) {
 
 // Claimed reads the user's claim count for the template (the count that
 // enforces per_user_limit).
-func (s *Store) Claimed(ctx context.Context, userID, templateID int64) (int32, error) {
-	sh := s.ShardOf(userID)
+func (s *Coupons) Claimed(ctx context.Context, userID, templateID int64) (int32, error) {
+	sh := s.ofUser(userID)
 	var n int32
-	err := sh.DB.QueryRowContext(ctx, `SELECT claimed FROM claim_count_`+sh.Suffix()+` WHERE user_id = ? AND template_id = ?`,
+	err := sh.db.QueryRowContext(ctx, `SELECT claimed FROM claim_count_`+sh.suffix()+` WHERE user_id = ? AND template_id = ?`,
 		userID, templateID).Scan(&n)
 	if errors.Is(err, sql.ErrNoRows) {
 		return 0, nil
@@ -46,35 +63,22 @@ func (s *Store) Claimed(ctx context.Context, userID, templateID int64) (int32, e
 // Insert counts the claim against the per-user limit and writes the coupon
 // in one transaction on the user's shard, batched with concurrent claims
 // (see batch.go).
-func (s *Store) Insert(ctx context.Context, cl participant.Claim) error {
+func (s *Coupons) Insert(ctx context.Context, cl participant.Claim) error {
 	return s.submit(ctx, cl)
 }
 
-// insertOne is Insert for one claim in its own transaction.
-func (s *Store) insertOne(ctx context.Context, cl participant.Claim) error {
-	c := cl.Coupon
-	sh := s.ShardOf(c.UserID)
-	err := s.inTx(ctx, sh.DB, func(tx *sql.Tx) error {
-		// Affected rows: 1 inserted, 2 incremented, 0 unchanged (at the limit).
-		res, err := tx.ExecContext(ctx, `INSERT INTO claim_count_`+sh.Suffix()+` (user_id, template_id, claimed) VALUES (?,?,1)
- ON DUPLICATE KEY UPDATE claimed = IF(? = 0 OR claimed < ?, claimed + 1, claimed)`,
-			c.UserID, c.TemplateID, cl.PerUserLimit, cl.PerUserLimit)
-		if err != nil {
-			return err
-		}
-		if n, err := res.RowsAffected(); err != nil {
-			return err
-		} else if n == 0 {
-			return participant.Errorf(participant.EREFUSED, participant.ReasonUserLimitReached, "per-user limit reached")
-		}
-		_, err = tx.ExecContext(ctx, `INSERT INTO coupon_`+sh.Suffix()+` (id, code, template_id, campaign_id, user_id,
- request_id, status, claimed_at, expire_at, updated_at) VALUES (?,?,?,?,?,?,?,?,?,?)`,
-			c.ID, c.Code, c.TemplateID, c.CampaignID, c.UserID, c.RequestID, c.Status, c.ClaimedAt.UTC(), c.ExpireAt.UTC(), c.ClaimedAt.UTC())
-		if key, dup := isDuplicate(err); dup && strings.Contains(key, "uk_request") {
-			return participant.ErrDuplicateRequest
-		}
-		return err
-	})
+// insertOne is Insert for one claim in its own transaction: a batch of
+// one, so that the per-user limit is decided and the coupon written by the
+// same statements as a batch's (tablePlan).
+func (s *Coupons) insertOne(ctx context.Context, cl participant.Claim) error {
+	sh := s.ofUser(cl.Coupon.UserID)
+	results, err := s.tryBatch(ctx, sh.db, []*claimJob{{ctx: ctx, claim: cl, table: sh.table}})
+	if err == nil {
+		err = results[0]
+	}
+	if key, dup := isDuplicate(err); dup && strings.Contains(key, "uk_request") {
+		err = participant.ErrDuplicateRequest
+	}
 	switch {
 	case err == nil, errors.Is(err, participant.ErrDuplicateRequest), errors.Is(err, participant.ErrCommitUnknown):
 		return err
@@ -85,9 +89,9 @@ func (s *Store) insertOne(ctx context.Context, cl participant.Claim) error {
 	return wrap("write coupon", err)
 }
 
-func (s *Store) one(ctx context.Context, userID int64, where string, arg any, what string) (*participant.Coupon, error) {
-	sh := s.ShardOf(userID)
-	c, err := scanCoupon(sh.DB.QueryRowContext(ctx, `SELECT `+couponCols+` FROM coupon_`+sh.Suffix()+` WHERE `+where+` AND user_id = ?`, arg, userID))
+func (s *Coupons) one(ctx context.Context, userID int64, where string, arg any, what string) (*participant.Coupon, error) {
+	sh := s.ofUser(userID)
+	c, err := scanCoupon(sh.db.QueryRowContext(ctx, `SELECT `+couponCols+` FROM coupon_`+sh.suffix()+` WHERE `+where+` AND user_id = ?`, arg, userID))
 	if errors.Is(err, sql.ErrNoRows) {
 		return nil, notFound("coupon", arg)
 	}
@@ -96,9 +100,9 @@ func (s *Store) one(ctx context.Context, userID int64, where string, arg any, wh
 
 // ByRequest finds the coupon a request ID produced in the user's table,
 // whoever's it is (the unique key is per table).
-func (s *Store) ByRequest(ctx context.Context, userID int64, requestID string) (*participant.Coupon, error) {
-	sh := s.ShardOf(userID)
-	c, err := scanCoupon(sh.DB.QueryRowContext(ctx, `SELECT `+couponCols+` FROM coupon_`+sh.Suffix()+` WHERE request_id = ?`, requestID))
+func (s *Coupons) ByRequest(ctx context.Context, userID int64, requestID string) (*participant.Coupon, error) {
+	sh := s.ofUser(userID)
+	c, err := scanCoupon(sh.db.QueryRowContext(ctx, `SELECT `+couponCols+` FROM coupon_`+sh.suffix()+` WHERE request_id = ?`, requestID))
 	if errors.Is(err, sql.ErrNoRows) {
 		return nil, notFound("coupon for request", requestID)
 	}
@@ -106,13 +110,13 @@ func (s *Store) ByRequest(ctx context.Context, userID int64, requestID string) (
 }
 
 // ByCode reads one of the user's coupons by code.
-func (s *Store) ByCode(ctx context.Context, userID int64, code string) (*participant.Coupon, error) {
+func (s *Coupons) ByCode(ctx context.Context, userID int64, code string) (*participant.Coupon, error) {
 	id, ok := participant.CodeID(code)
 	if !ok {
 		return nil, notFound("coupon", code)
 	}
-	sh := s.ShardOf(userID)
-	c, err := scanCoupon(sh.DB.QueryRowContext(ctx, `SELECT `+couponCols+` FROM coupon_`+sh.Suffix()+` WHERE id = ? AND code = ? AND user_id = ?`, id, code, userID))
+	sh := s.ofUser(userID)
+	c, err := scanCoupon(sh.db.QueryRowContext(ctx, `SELECT `+couponCols+` FROM coupon_`+sh.suffix()+` WHERE id = ? AND code = ? AND user_id = ?`, id, code, userID))
 	if errors.Is(err, sql.ErrNoRows) {
 		return nil, notFound("coupon", code)
 	}
@@ -120,7 +124,7 @@ func (s *Store) ByCode(ctx context.Context, userID int64, code string) (*partici
 }
 
 // ByID reads one of the user's coupons by ID.
-func (s *Store) ByID(ctx context.Context, userID, id int64) (*participant.Coupon, error) {
+func (s *Coupons) ByID(ctx context.Context, userID, id int64) (*participant.Coupon, error) {
 	return s.one(ctx, userID, "id = ?", id, "read coupon")
 }
 
@@ -138,7 +142,7 @@ func statusClause(f participant.CouponFilter) (string, []any) {
 }
 
 // ListByUser pages through a user's coupons, newest first.
-func (s *Store) ListByUser(ctx context.Context, userID int64, f participant.CouponFilter, p participant.Page) ([]*participant.Coupon, string, error) {
+func (s *Coupons) ListByUser(ctx context.Context, userID int64, f participant.CouponFilter, p participant.Page) ([]*participant.Coupon, string, error) {
 	cs, next, _, err := s.listByUser(ctx, userID, f, p, false)
 	return cs, next, err
 }
@@ -147,25 +151,25 @@ func (s *Store) ListByUser(ctx context.Context, userID int64, f participant.Coup
 // carries, in the same query, whether the user has any (an uncorrelated
 // EXISTS, evaluated once); only a user with an intent, or with no coupon
 // on the page, costs a second lookup of bind_intent.
-func (s *Store) ListByUserAndBinds(ctx context.Context, userID int64, f participant.CouponFilter, p participant.Page) ([]*participant.Coupon, string, []participant.Phone, error) {
+func (s *Coupons) ListByUserAndBinds(ctx context.Context, userID int64, f participant.CouponFilter, p participant.Page) ([]*participant.Coupon, string, []participant.Phone, error) {
 	cs, next, binding, err := s.listByUser(ctx, userID, f, p, true)
 	if err != nil || (!binding && len(cs) > 0) {
 		return cs, next, nil, err
 	}
-	phones, err := s.BindIntents(ctx, userID)
+	phones, err := s.bindIntents(ctx, userID)
 	return cs, next, phones, err
 }
 
-func (s *Store) listByUser(ctx context.Context, userID int64, f participant.CouponFilter, p participant.Page, binds bool) ([]*participant.Coupon, string, bool, error) {
+func (s *Coupons) listByUser(ctx context.Context, userID int64, f participant.CouponFilter, p participant.Page, binds bool) ([]*participant.Coupon, string, bool, error) {
 	after, err := afterID(p.After)
 	if err != nil {
 		return nil, "", false, err
 	}
-	sh := s.ShardOf(userID)
+	sh := s.ofUser(userID)
 	var args []any
-	q := `SELECT ` + couponCols + `, FALSE FROM coupon_` + sh.Suffix() + ` WHERE user_id = ?`
+	q := `SELECT ` + couponCols + `, FALSE FROM coupon_` + sh.suffix() + ` WHERE user_id = ?`
 	if binds {
-		q = `SELECT ` + couponCols + `, EXISTS(SELECT 1 FROM bind_intent_` + sh.Suffix() + ` WHERE user_id = ?) FROM coupon_` + sh.Suffix() + ` WHERE user_id = ?`
+		q = `SELECT ` + couponCols + `, EXISTS(SELECT 1 FROM bind_intent_` + sh.suffix() + ` WHERE user_id = ?) FROM coupon_` + sh.suffix() + ` WHERE user_id = ?`
 		args = append(args, userID)
 	}
 	args = append(args, userID)
@@ -182,7 +186,7 @@ func (s *Store) listByUser(ctx context.Context, userID int64, f participant.Coup
 	}
 	q += " ORDER BY id DESC LIMIT ?"
 	args = append(args, p.Size+1)
-	rows, err := sh.DB.QueryContext(ctx, q, args...)
+	rows, err := sh.db.QueryContext(ctx, q, args...)
 	if err != nil {
 		return nil, "", false, wrap("list user coupons", err)
 	}
@@ -209,7 +213,7 @@ func (s *Store) listByUser(ctx context.Context, userID int64, f participant.Coup
 	return out, next, binding, nil
 }
 
-func (s *Store) list(ctx context.Context, db *sql.DB, q string, args []any) ([]*participant.Coupon, error) {
+func (s *Coupons) list(ctx context.Context, db *sql.DB, q string, args []any) ([]*participant.Coupon, error) {
 	return queryCoupons(ctx, db, scanCoupon, q, args)
 }
 
@@ -233,20 +237,20 @@ func queryCoupons(ctx context.Context, db *sql.DB, scan func(scanner) (*particip
 
 // ListByTemplate pages through a template's coupons table by table. The
 // page token is "table:lastID".
-func (s *Store) ListByTemplate(ctx context.Context, templateID int64, f participant.CouponFilter, p participant.Page) ([]*participant.Coupon, string, error) {
+func (s *Coupons) ListByTemplate(ctx context.Context, templateID int64, f participant.CouponFilter, p participant.Page) ([]*participant.Coupon, string, error) {
 	table, after := 0, int64(0)
 	if p.After != "" {
 		ts, is, ok := strings.Cut(p.After, ":")
 		var err1, err2 error
 		table, err1 = strconv.Atoi(ts)
 		after, err2 = strconv.ParseInt(is, 10, 64)
-		if !ok || err1 != nil || err2 != nil || table < 0 || table >= s.Tables() || after < 0 {
+		if !ok || err1 != nil || err2 != nil || table < 0 || table >= s.tables() || after < 0 {
 			return nil, "", participant.Invalid("page_token", "is malformed")
 		}
 	}
 	var out []*participant.Coupon
-	for ; table < s.Tables(); table, after = table+1, 0 {
-		db := s.shards[table/s.perShard]
+	for ; table < s.tables(); table, after = table+1, 0 {
+		db := s.dbs[table/s.perShard]
 		q := fmt.Sprintf(`SELECT %s FROM coupon_%04d WHERE template_id = ?`, couponCols, table)
 		args := []any{templateID}
 		sc, sargs := statusClause(f)
@@ -264,12 +268,12 @@ func (s *Store) ListByTemplate(ctx context.Context, templateID int64, f particip
 	return out, "", nil
 }
 
-// perShard runs one UNION ALL query per shard database over all its tables.
-func (s *Store) perShardQuery(ctx context.Context, sel func(table int) string, args func() []any, scan func(*sql.Rows) error) error {
-	for i, db := range s.shards {
+// perShardQuery runs one UNION ALL query per shard database over all its tables.
+func (s *shards) perShardQuery(ctx context.Context, sel func(table int) string, args func() []any, scan func(*sql.Rows) error) error {
+	for i, db := range s.dbs {
 		var parts []string
 		var all []any
-		for _, t := range s.TablesOf(i) {
+		for _, t := range s.tablesOf(i) {
 			parts = append(parts, sel(t))
 			all = append(all, args()...)
 		}
@@ -296,8 +300,8 @@ func (s *Store) perShardQuery(ctx context.Context, sel func(table int) string, a
 // claims included. Pending rows are counted first: a coupon that moves to
 // its user in between is counted twice (stock undersold for a moment),
 // never zero times (oversold).
-func (s *Store) Issued(ctx context.Context, templateID int64) (int64, error) {
-	total, err := s.PendingIssued(ctx, templateID)
+func (s *Coupons) Issued(ctx context.Context, templateID int64) (int64, error) {
+	total, err := s.pendingIssued(ctx, templateID)
 	if err != nil {
 		return 0, err
 	}
@@ -314,7 +318,7 @@ func (s *Store) Issued(ctx context.Context, templateID int64) (int64, error) {
 }
 
 // Stats counts the template's coupons by effective status.
-func (s *Store) Stats(ctx context.Context, templateID int64, now time.Time) (participant.TemplateStats, error) {
+func (s *Coupons) Stats(ctx context.Context, templateID int64, now time.Time) (participant.TemplateStats, error) {
 	var st participant.TemplateStats
 	now = now.UTC()
 	err := s.perShardQuery(ctx,
@@ -377,7 +381,7 @@ func (s *Store) Stats(ctx context.Context, templateID int64, now time.Time) (par
 
 // Ledger reads the ledger rows of the user's coupons, oldest first, from
 // the user's shard database.
-func (s *Store) Ledger(ctx context.Context, userID int64, ids []int64) ([]participant.LedgerEntry, error) {
+func (s *Coupons) Ledger(ctx context.Context, userID int64, ids []int64) ([]participant.LedgerEntry, error) {
 	if len(ids) == 0 {
 		return nil, nil
 	}
@@ -385,7 +389,7 @@ func (s *Store) Ledger(ctx context.Context, userID int64, ids []int64) ([]partic
 	for i, id := range ids {
 		args[i] = id
 	}
-	rows, err := s.ShardOf(userID).DB.QueryContext(ctx, `SELECT id, op, order_no, gid, branch_id, coupon_id, coupon_code,
+	rows, err := s.ofUser(userID).db.QueryContext(ctx, `SELECT id, op, order_no, gid, branch_id, coupon_id, coupon_code,
  user_id, template_id, discount_amount, created_at FROM coupon_ledger WHERE coupon_id IN (`+placeholders("?", len(ids))+`) ORDER BY id`, args...)
 	if err != nil {
 		return nil, wrap("read coupon ledger", err)
@@ -405,7 +409,7 @@ func (s *Store) Ledger(ctx context.Context, userID int64, ids []int64) ([]partic
 
 // LockedCoupons counts LOCKED coupons in every table, and those locked
 // before stuckBefore, through idx_expire (status first).
-func (s *Store) LockedCoupons(ctx context.Context, stuckBefore time.Time) (locked, stuck int64, err error) {
+func (s *Coupons) LockedCoupons(ctx context.Context, stuckBefore time.Time) (locked, stuck int64, err error) {
 	err = s.perShardQuery(ctx,
 		func(t int) string {
 			return fmt.Sprintf("SELECT COUNT(*), COALESCE(SUM(locked_at < ?), 0) FROM coupon_%04d WHERE status = ?", t)

@@ -10,13 +10,16 @@ import (
 	"github.com/opencoupon/coupon/participant"
 )
 
-var _ participant.Expirer = (*Store)(nil)
+// Expiry is the storage side of the expiry sweep (participant.Expirer).
+type Expiry struct{ *shards }
+
+var _ participant.Expirer = (*Expiry)(nil)
 
 // ShardTables lists the coupon tables of each shard database.
-func (s *Store) ShardTables() [][]int {
-	out := make([][]int, len(s.shards))
-	for i := range s.shards {
-		out[i] = s.TablesOf(i)
+func (s *Expiry) ShardTables() [][]int {
+	out := make([][]int, len(s.dbs))
+	for i := range s.dbs {
+		out[i] = s.tablesOf(i)
 	}
 	return out
 }
@@ -25,13 +28,13 @@ func (s *Store) ShardTables() [][]int {
 // expire_at is not after now. The statement walks idx_expire (status,
 // expire_at) from its start, so it reads only the rows it changes; each
 // batch is its own short transaction.
-func (s *Store) ExpireBatch(ctx context.Context, table int, now time.Time, limit int) (int, error) {
-	if table < 0 || table >= s.Tables() || limit <= 0 {
+func (s *Expiry) ExpireBatch(ctx context.Context, table int, now time.Time, limit int) (int, error) {
+	if table < 0 || table >= s.tables() || limit <= 0 {
 		return 0, fmt.Errorf("expire coupons: table %d or limit %d out of range", table, limit)
 	}
 	now = now.UTC()
 	var n int64
-	err := readCommitted(ctx, s.shards[table/s.perShard], func(tx *sql.Tx) error {
+	err := readCommitted(ctx, s.dbs[table/s.perShard], func(tx *sql.Tx) error {
 		res, err := tx.ExecContext(ctx, fmt.Sprintf(`UPDATE coupon_%04d FORCE INDEX (idx_expire)
  SET status = ?, updated_at = ? WHERE status = ? AND expire_at <= ? ORDER BY expire_at LIMIT ?`, table),
 			participant.CouponExpired, now, participant.CouponAvailable, now, limit)
@@ -69,7 +72,7 @@ const endBatch = 500
 
 // EndTemplates moves ACTIVE and PAUSED templates whose valid_until has
 // passed to ENDED, bumping their version as every change does.
-func (s *Store) EndTemplates(ctx context.Context, now time.Time) ([]int64, error) {
+func (s *Expiry) EndTemplates(ctx context.Context, now time.Time) ([]int64, error) {
 	now = now.UTC()
 	var all []int64
 	for {

@@ -21,13 +21,15 @@ import (
 // recorded with their table range, so adding tables re-applies them (their
 // statements are all CREATE ... IF NOT EXISTS). Last it stores the shard
 // map, refusing one that would move a slot holding rows.
-func (s *Store) Migrate(ctx context.Context) error {
+func (s *Stores) Migrate(ctx context.Context) error { return s.shards.migrate(ctx) }
+
+func (s *shards) migrate(ctx context.Context) error {
 	if err := apply(ctx, s.main, "main", nil); err != nil {
 		return fmt.Errorf("migrate main database: %w", err)
 	}
-	for i, db := range s.shards {
+	for i, db := range s.dbs {
 		tables := make([]string, 0, s.perShard)
-		for _, t := range s.TablesOf(i) {
+		for _, t := range s.tablesOf(i) {
 			tables = append(tables, fmt.Sprintf("%04d", t))
 		}
 		if err := apply(ctx, db, "shard", tables); err != nil {

@@ -32,7 +32,7 @@ func databases(t *testing.T, n int) (mainDSN string, shards []string) {
 }
 
 // open opens a store on cfg and closes it when the test ends.
-func open(t *testing.T, cfg Config) *Store {
+func open(t *testing.T, cfg Config) *Stores {
 	t.Helper()
 	cfg.MaxOpenConns = 4
 	s, err := Open(ctxT(t), cfg)
@@ -70,28 +70,28 @@ func TestBatchPlansEachClaimByItsOwnLimit(t *testing.T) {
 	} {
 		t.Run(fmt.Sprint(tc.limits), func(t *testing.T) {
 			user, tpl := int64(100+n), int64(7)
-			if err := s.insertOne(ctxT(t), participant.Claim{Coupon: coupon(int64(1000*n+1), user, tpl, fmt.Sprintf("b%d-0", n)), PerUserLimit: 2}); err != nil {
+			if err := s.Coupons.insertOne(ctxT(t), participant.Claim{Coupon: coupon(int64(1000*n+1), user, tpl, fmt.Sprintf("b%d-0", n)), PerUserLimit: 2}); err != nil {
 				t.Fatal(err)
 			}
-			table := s.ShardOf(user).Table
+			table := s.shards.ofUser(user).table
 			jobs := make([]*claimJob, 2)
 			for i := range jobs {
 				jobs[i] = &claimJob{ctx: ctxT(t), table: table, done: make(chan error, 1), claim: participant.Claim{
 					Coupon: coupon(int64(1000*n+2+i), user, tpl, fmt.Sprintf("b%d-%d", n, i+1)), PerUserLimit: tc.limits[i]}}
 			}
-			s.writeBatch(s.ShardOf(user).DB, jobs)
+			s.Coupons.writeBatch(s.shards.ofUser(user).db, jobs)
 			results := []error{<-jobs[0].done, <-jobs[1].done}
 			for i, r := range results {
 				if got := participant.ErrorReason(r) == participant.ReasonUserLimitReached; got != tc.refused[i] {
 					t.Fatalf("claim %d (limit %d): refused = %v (%v), want %v", i, tc.limits[i], got, r, tc.refused[i])
 				}
 			}
-			sh := s.ShardOf(user)
+			sh := s.shards.ofUser(user)
 			var claimed, rows int
-			if err := sh.DB.QueryRowContext(ctxT(t), `SELECT claimed FROM claim_count_`+sh.Suffix()+` WHERE user_id = ? AND template_id = ?`, user, tpl).Scan(&claimed); err != nil {
+			if err := sh.db.QueryRowContext(ctxT(t), `SELECT claimed FROM claim_count_`+sh.suffix()+` WHERE user_id = ? AND template_id = ?`, user, tpl).Scan(&claimed); err != nil {
 				t.Fatal(err)
 			}
-			if err := sh.DB.QueryRowContext(ctxT(t), `SELECT COUNT(*) FROM coupon_`+sh.Suffix()+` WHERE user_id = ? AND template_id = ?`, user, tpl).Scan(&rows); err != nil {
+			if err := sh.db.QueryRowContext(ctxT(t), `SELECT COUNT(*) FROM coupon_`+sh.suffix()+` WHERE user_id = ? AND template_id = ?`, user, tpl).Scan(&rows); err != nil {
 				t.Fatal(err)
 			}
 			if claimed != rows {
@@ -115,7 +115,7 @@ func TestBatchCountsManyKeys(t *testing.T) {
 	id := int64(10000)
 	for u := int64(1); u <= 6; u++ {
 		id++
-		if err := s.insertOne(ctxT(t), participant.Claim{Coupon: coupon(id, u, 1, fmt.Sprintf("pre-%d", u)), PerUserLimit: 2}); err != nil {
+		if err := s.Coupons.insertOne(ctxT(t), participant.Claim{Coupon: coupon(id, u, 1, fmt.Sprintf("pre-%d", u)), PerUserLimit: 2}); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -140,10 +140,10 @@ func TestBatchCountsManyKeys(t *testing.T) {
 	jobs := make([]*claimJob, len(want))
 	for i, w := range want {
 		id++
-		jobs[i] = &claimJob{ctx: ctxT(t), table: s.ShardOf(w.user).Table, done: make(chan error, 1), claim: participant.Claim{
+		jobs[i] = &claimJob{ctx: ctxT(t), table: s.shards.ofUser(w.user).table, done: make(chan error, 1), claim: participant.Claim{
 			Coupon: coupon(id, w.user, w.tpl, fmt.Sprintf("many-%d", i)), PerUserLimit: w.limit}}
 	}
-	s.writeBatch(s.ShardOf(1).DB, jobs)
+	s.Coupons.writeBatch(s.shards.ofUser(1).db, jobs)
 	for i, w := range want {
 		err := <-jobs[i].done
 		if got := participant.ErrorReason(err) == participant.ReasonUserLimitReached; got != w.refused || (err != nil && !got) {
@@ -151,13 +151,13 @@ func TestBatchCountsManyKeys(t *testing.T) {
 		}
 	}
 	for u := int64(1); u <= 8; u++ {
-		sh := s.ShardOf(u)
+		sh := s.shards.ofUser(u)
 		for tpl := int64(1); tpl <= 2; tpl++ {
 			var claimed, rows int
-			if err := sh.DB.QueryRowContext(ctxT(t), `SELECT claimed FROM claim_count_`+sh.Suffix()+` WHERE user_id = ? AND template_id = ?`, u, tpl).Scan(&claimed); err != nil {
+			if err := sh.db.QueryRowContext(ctxT(t), `SELECT claimed FROM claim_count_`+sh.suffix()+` WHERE user_id = ? AND template_id = ?`, u, tpl).Scan(&claimed); err != nil {
 				t.Fatal(err)
 			}
-			if err := sh.DB.QueryRowContext(ctxT(t), `SELECT COUNT(*) FROM coupon_`+sh.Suffix()+` WHERE user_id = ? AND template_id = ?`, u, tpl).Scan(&rows); err != nil {
+			if err := sh.db.QueryRowContext(ctxT(t), `SELECT COUNT(*) FROM coupon_`+sh.suffix()+` WHERE user_id = ? AND template_id = ?`, u, tpl).Scan(&rows); err != nil {
 				t.Fatal(err)
 			}
 			if claimed != rows || tpl == 1 && rows != 2 || tpl == 2 && rows != 2 {
@@ -179,20 +179,20 @@ func TestShardMapRefusesMovingRows(t *testing.T) {
 	if err := s.Migrate(ctxT(t)); err != nil {
 		t.Fatal(err)
 	}
-	if err := s.VerifyShardMap(ctxT(t)); err != nil {
-		t.Fatalf("VerifyShardMap after the first migrate: %v", err)
+	if err := s.ShardMap.Verify(ctxT(t)); err != nil {
+		t.Fatalf("ShardMap.Verify after the first migrate: %v", err)
 	}
-	if s.Slots() != DefaultSlots {
-		t.Fatalf("slots = %d, want %d", s.Slots(), DefaultSlots)
+	if s.ShardMap.Slots() != DefaultSlots {
+		t.Fatalf("slots = %d, want %d", s.ShardMap.Slots(), DefaultSlots)
 	}
 	// Rows for some users, and where they live.
 	where := map[int64]int{}
 	for u := int64(1); u <= 40; u++ {
-		if err := s.insertOne(ctxT(t), participant.Claim{Coupon: coupon(5000+u, u, 1, fmt.Sprintf("m-%d", u))}); err != nil {
+		if err := s.Coupons.insertOne(ctxT(t), participant.Claim{Coupon: coupon(5000+u, u, 1, fmt.Sprintf("m-%d", u))}); err != nil {
 			t.Fatal(err)
 		}
-		where[u] = s.ShardOf(u).Table
-		if want := TableOf(u, 8); where[u] != want {
+		where[u] = s.shards.ofUser(u).table
+		if want := slotOf(u, DefaultSlots) % 8; where[u] != want {
 			t.Fatalf("user %d routes to table %d, want %d (splitmix64 mod 8)", u, where[u], want)
 		}
 	}
@@ -201,20 +201,20 @@ func TestShardMapRefusesMovingRows(t *testing.T) {
 		grown := base
 		grown.ShardDSNs = shards
 		g := open(t, grown)
-		if err := g.VerifyShardMap(ctxT(t)); err == nil || !strings.Contains(err.Error(), "coupon migrate") {
-			t.Fatalf("VerifyShardMap before migrate = %v, want a request to migrate", err)
+		if err := g.ShardMap.Verify(ctxT(t)); err == nil || !strings.Contains(err.Error(), "coupon migrate") {
+			t.Fatalf("ShardMap.Verify before migrate = %v, want a request to migrate", err)
 		}
 		if err := g.Migrate(ctxT(t)); err != nil {
 			t.Fatalf("Migrate: %v", err)
 		}
-		if err := g.VerifyShardMap(ctxT(t)); err != nil {
-			t.Fatalf("VerifyShardMap: %v", err)
+		if err := g.ShardMap.Verify(ctxT(t)); err != nil {
+			t.Fatalf("ShardMap.Verify: %v", err)
 		}
 		for u, table := range where {
-			if got := g.ShardOf(u).Table; got != table {
+			if got := g.shards.ofUser(u).table; got != table {
 				t.Fatalf("user %d moved from table %d to %d", u, table, got)
 			}
-			if _, err := g.ByRequest(ctxT(t), u, fmt.Sprintf("m-%d", u)); err != nil {
+			if _, err := g.Coupons.ByRequest(ctxT(t), u, fmt.Sprintf("m-%d", u)); err != nil {
 				t.Fatalf("user %d's coupon not found after growing: %v", u, err)
 			}
 		}
@@ -223,7 +223,7 @@ func TestShardMapRefusesMovingRows(t *testing.T) {
 		moved := base
 		moved.ShardDSNs, moved.TablesPerShard = shards, 2 // table 2 would move from shard 0 to shard 1
 		m := open(t, moved)
-		for name, check := range map[string]func(context.Context) error{"Migrate": m.Migrate, "VerifyShardMap": m.VerifyShardMap} {
+		for name, check := range map[string]func(context.Context) error{"Migrate": m.Migrate, "ShardMap.Verify": m.ShardMap.Verify} {
 			err := check(ctxT(t))
 			if err == nil || !strings.Contains(err.Error(), "would move slots that hold rows") || !strings.Contains(err.Error(), "slot ") {
 				t.Fatalf("%s = %v, want a refusal naming the slots", name, err)
@@ -236,8 +236,8 @@ func TestShardMapRefusesMovingRows(t *testing.T) {
 		g := open(t, grown)
 		assignment := func(move func(slot int) bool) []SlotRange {
 			var out []SlotRange
-			for slot := range g.Slots() {
-				table := g.SlotTable(slot)
+			for slot := range g.ShardMap.Slots() {
+				table := g.ShardMap.SlotTable(slot)
 				if move(slot) {
 					table = 8 + table // a new, empty table
 				}
@@ -245,7 +245,7 @@ func TestShardMapRefusesMovingRows(t *testing.T) {
 			}
 			return out
 		}
-		busy := g.SlotOf(1)
+		busy := g.ShardMap.SlotOf(1)
 		full := grown
 		full.SlotMap = assignment(func(slot int) bool { return slot == busy })
 		m := open(t, full)
@@ -253,10 +253,10 @@ func TestShardMapRefusesMovingRows(t *testing.T) {
 			t.Fatalf("Migrate moving slot %d = %v, want a refusal naming it", busy, err)
 		}
 		empty := -1
-		for slot := range g.Slots() {
+		for slot := range g.ShardMap.Slots() {
 			used := false
 			for u := range where {
-				used = used || g.SlotOf(u) == slot
+				used = used || g.ShardMap.SlotOf(u) == slot
 			}
 			if !used {
 				empty = slot
@@ -269,7 +269,7 @@ func TestShardMapRefusesMovingRows(t *testing.T) {
 		if err := f.Migrate(ctxT(t)); err != nil {
 			t.Fatalf("Migrate moving empty slot %d: %v", empty, err)
 		}
-		if got := open(t, grown).SlotTable(empty); got < 8 {
+		if got := open(t, grown).ShardMap.SlotTable(empty); got < 8 {
 			t.Fatalf("slot %d belongs to table %d after the move, want a new table", empty, got)
 		}
 	})
@@ -304,7 +304,7 @@ func TestInsertsRacingClose(t *testing.T) {
 			defer func() { written <- n }()
 			for i := range each {
 				id := int64(w*each + i + 1)
-				err := s.Insert(ctxT(t), participant.Claim{Coupon: coupon(id, id, 1, fmt.Sprintf("race-%d", id))})
+				err := s.Coupons.Insert(ctxT(t), participant.Claim{Coupon: coupon(id, id, 1, fmt.Sprintf("race-%d", id))})
 				if i == 2 {
 					started <- struct{}{}
 				}
@@ -328,15 +328,15 @@ func TestInsertsRacingClose(t *testing.T) {
 	for range workers {
 		total += <-written
 	}
-	if err := s.Insert(ctxT(t), participant.Claim{Coupon: coupon(99999, 1, 1, "after-close")}); participant.ErrorCode(err) != participant.EUNAVAILABLE {
+	if err := s.Coupons.Insert(ctxT(t), participant.Claim{Coupon: coupon(99999, 1, 1, "after-close")}); participant.ErrorCode(err) != participant.EUNAVAILABLE {
 		t.Fatalf("insert after Close: %v, want Unavailable", err)
 	}
 	probe := open(t, cfg)
 	rows := 0
 	for u := int64(1); u <= workers*each; u++ {
-		sh := probe.ShardOf(u)
+		sh := probe.shards.ofUser(u)
 		var n int
-		if err := sh.DB.QueryRowContext(ctxT(t), `SELECT COUNT(*) FROM coupon_`+sh.Suffix()+` WHERE user_id = ?`, u).Scan(&n); err != nil {
+		if err := sh.db.QueryRowContext(ctxT(t), `SELECT COUNT(*) FROM coupon_`+sh.suffix()+` WHERE user_id = ?`, u).Scan(&n); err != nil {
 			t.Fatal(err)
 		}
 		rows += n
@@ -358,19 +358,19 @@ func TestRefusedBranchLeavesNothingOpen(t *testing.T) {
 		t.Fatal(err)
 	}
 	const user, tpl = 5, 3
-	sh := s.ShardOf(user)
-	sh.DB.SetMaxOpenConns(1) // every branch below runs on one connection
+	sh := s.shards.ofUser(user)
+	sh.db.SetMaxOpenConns(1) // every branch below runs on one connection
 	codes := map[int64]string{}
 	for id := int64(1); id <= 2; id++ {
 		c := coupon(id, user, tpl, fmt.Sprintf("r%d", id))
 		codes[id] = c.Code
-		if err := s.insertOne(ctxT(t), participant.Claim{Coupon: c}); err != nil {
+		if err := s.Coupons.insertOne(ctxT(t), participant.Claim{Coupon: c}); err != nil {
 			t.Fatal(err)
 		}
 	}
 	lock := func(gid string, id int64, limit int32) error {
 		br := participant.Branch{TransType: "tcc", GID: gid, BranchID: "01", Op: "try"}
-		_, err := s.Apply(ctxT(t), br, user, codes[id], func(c *participant.Coupon) (*participant.Change, error) {
+		_, err := s.Branches.Apply(ctxT(t), br, user, codes[id], func(c *participant.Coupon) (*participant.Change, error) {
 			now := time.Now().UTC()
 			return &participant.Change{Status: participant.CouponLocked, OrderNo: gid, GID: gid, BranchID: "01", LockedAt: now, At: now,
 				Ledger:   []participant.Entry{{Op: participant.OpLock, OrderNo: gid}},
@@ -388,7 +388,7 @@ func TestRefusedBranchLeavesNothingOpen(t *testing.T) {
 		t.Helper()
 		var barriers, ledger, used int
 		var status participant.CouponStatus
-		db := sh.DB
+		db := sh.db
 		if err := db.QueryRowContext(ctxT(t), `SELECT COUNT(*) FROM barrier WHERE gid = 'g2'`).Scan(&barriers); err != nil {
 			t.Fatal(err)
 		}
@@ -398,7 +398,7 @@ func TestRefusedBranchLeavesNothingOpen(t *testing.T) {
 		if err := db.QueryRowContext(ctxT(t), `SELECT used FROM daily_use WHERE user_id = ? AND template_id = ?`, user, tpl).Scan(&used); err != nil {
 			t.Fatal(err)
 		}
-		if err := db.QueryRowContext(ctxT(t), `SELECT status FROM coupon_`+sh.Suffix()+` WHERE id = 2`).Scan(&status); err != nil {
+		if err := db.QueryRowContext(ctxT(t), `SELECT status FROM coupon_`+sh.suffix()+` WHERE id = 2`).Scan(&status); err != nil {
 			t.Fatal(err)
 		}
 		if barriers != 0 || ledger != 0 || status != participant.CouponAvailable {
@@ -415,7 +415,29 @@ func TestRefusedBranchLeavesNothingOpen(t *testing.T) {
 		t.Fatal(err)
 	}
 	var barriers int
-	if err := sh.DB.QueryRowContext(ctxT(t), `SELECT COUNT(*) FROM barrier WHERE gid = 'g2'`).Scan(&barriers); err != nil || barriers != 0 {
+	if err := sh.db.QueryRowContext(ctxT(t), `SELECT COUNT(*) FROM barrier WHERE gid = 'g2'`).Scan(&barriers); err != nil || barriers != 0 {
 		t.Fatalf("g2's barrier rows after the next branch: %d (%v), want 0", barriers, err)
+	}
+}
+
+// TestStoresReportOnEveryPool: readiness and pool metrics cover the main
+// database and every shard database, by name, without handing out a pool.
+func TestStoresReportOnEveryPool(t *testing.T) {
+	mainDSN, shards := databases(t, 2)
+	s := open(t, Config{MainDSN: mainDSN, ShardDSNs: shards, TablesPerShard: 1})
+	if err := s.Ping(ctxT(t)); err != nil {
+		t.Fatalf("Ping: %v", err)
+	}
+	stats := s.PoolStats()
+	for _, name := range []string{"main", "shard_0", "shard_1"} {
+		if st, ok := stats[name]; !ok || st.OpenConnections == 0 {
+			t.Errorf("PoolStats()[%q] = %+v, %v; want the pool's open connections", name, st, ok)
+		}
+	}
+	if len(stats) != 3 {
+		t.Errorf("PoolStats() has %d pools, want 3", len(stats))
+	}
+	if got := len(s.PoolCollectors()); got != 3 {
+		t.Errorf("PoolCollectors() = %d collectors, want 3", got)
 	}
 }

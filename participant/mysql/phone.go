@@ -12,7 +12,11 @@ import (
 	"github.com/opencoupon/coupon/participant"
 )
 
-var _ participant.Phones = (*Store)(nil)
+// Phones keeps claims by phone number and the moves of their coupons to
+// the phone's user (participant.Phones).
+type Phones struct{ *shards }
+
+var _ participant.Phones = (*Phones)(nil)
 
 // A phone's binding (phone_NNNN) and pending coupons (pending_coupon_NNNN)
 // live in the table numbered by the phone, over the same tables and
@@ -29,15 +33,11 @@ func scanPending(r scanner) (*participant.Coupon, error) {
 	return &c, err
 }
 
-// PhoneShardOf routes a phone number to its table: a pure function of the
-// normalised number, like TableOf for users.
-func (s *Store) PhoneShardOf(p participant.Phone) Shard { return s.shardOfKey(p.Number()) }
-
 // PhoneOwner reads the user the phone is bound to, 0 when none.
-func (s *Store) PhoneOwner(ctx context.Context, p participant.Phone) (int64, error) {
-	sh := s.PhoneShardOf(p)
+func (s *Phones) PhoneOwner(ctx context.Context, p participant.Phone) (int64, error) {
+	sh := s.ofPhone(p)
 	var userID int64
-	err := sh.DB.QueryRowContext(ctx, `SELECT user_id FROM phone_`+sh.Suffix()+` WHERE phone = ?`, p.E164()).Scan(&userID)
+	err := sh.db.QueryRowContext(ctx, `SELECT user_id FROM phone_`+sh.suffix()+` WHERE phone = ?`, p.E164()).Scan(&userID)
 	if errors.Is(err, sql.ErrNoRows) {
 		return 0, nil
 	}
@@ -45,10 +45,10 @@ func (s *Store) PhoneOwner(ctx context.Context, p participant.Phone) (int64, err
 }
 
 // PendingClaimed counts the phone's pending coupons of the template.
-func (s *Store) PendingClaimed(ctx context.Context, p participant.Phone, templateID int64) (int32, error) {
-	sh := s.PhoneShardOf(p)
+func (s *Phones) PendingClaimed(ctx context.Context, p participant.Phone, templateID int64) (int32, error) {
+	sh := s.ofPhone(p)
 	var n int32
-	err := sh.DB.QueryRowContext(ctx, `SELECT COUNT(*) FROM pending_coupon_`+sh.Suffix()+` WHERE phone = ? AND template_id = ?`,
+	err := sh.db.QueryRowContext(ctx, `SELECT COUNT(*) FROM pending_coupon_`+sh.suffix()+` WHERE phone = ? AND template_id = ?`,
 		p.E164(), templateID).Scan(&n)
 	return n, wrap("count pending coupons", err)
 }
@@ -56,22 +56,22 @@ func (s *Store) PendingClaimed(ctx context.Context, p participant.Phone, templat
 // lockPhone creates the phone's row when it has none and locks it; claims
 // and binds of one phone take turns on this lock. It returns the user the
 // phone is bound to, 0 when none.
-func lockPhone(ctx context.Context, tx *sql.Tx, sh Shard, p participant.Phone) (int64, error) {
-	if _, err := tx.ExecContext(ctx, `INSERT INTO phone_`+sh.Suffix()+` (phone, user_id, created_at) VALUES (?, 0, UTC_TIMESTAMP(6))
+func lockPhone(ctx context.Context, tx *sql.Tx, sh shard, p participant.Phone) (int64, error) {
+	if _, err := tx.ExecContext(ctx, `INSERT INTO phone_`+sh.suffix()+` (phone, user_id, created_at) VALUES (?, 0, UTC_TIMESTAMP(6))
  ON DUPLICATE KEY UPDATE phone = phone`, p.E164()); err != nil {
 		return 0, err
 	}
 	var userID int64
-	err := tx.QueryRowContext(ctx, `SELECT user_id FROM phone_`+sh.Suffix()+` WHERE phone = ? FOR UPDATE`, p.E164()).Scan(&userID)
+	err := tx.QueryRowContext(ctx, `SELECT user_id FROM phone_`+sh.suffix()+` WHERE phone = ? FOR UPDATE`, p.E164()).Scan(&userID)
 	return userID, err
 }
 
 // InsertPending writes a pending coupon under the phone's lock, so that the
 // per-phone limit is exact and no coupon is left pending for a bound phone.
-func (s *Store) InsertPending(ctx context.Context, pc participant.PendingClaim) error {
+func (s *Phones) InsertPending(ctx context.Context, pc participant.PendingClaim) error {
 	c := pc.Coupon
-	sh := s.PhoneShardOf(pc.Phone)
-	err := s.inTx(ctx, sh.DB, func(tx *sql.Tx) error {
+	sh := s.ofPhone(pc.Phone)
+	err := s.inTx(ctx, sh.db, func(tx *sql.Tx) error {
 		owner, err := lockPhone(ctx, tx, sh, pc.Phone)
 		if err != nil {
 			return err
@@ -83,15 +83,15 @@ func (s *Store) InsertPending(ctx context.Context, pc participant.PendingClaim) 
 			// The first plain read of the transaction, after the lock: its
 			// snapshot holds every pending coupon committed under the lock.
 			var n int32
-			if err := tx.QueryRowContext(ctx, `SELECT COUNT(*) FROM pending_coupon_`+sh.Suffix()+` WHERE phone = ? AND template_id = ?`,
+			if err := tx.QueryRowContext(ctx, `SELECT COUNT(*) FROM pending_coupon_`+sh.suffix()+` WHERE phone = ? AND template_id = ?`,
 				pc.Phone.E164(), c.TemplateID).Scan(&n); err != nil {
 				return err
 			}
 			if n >= pc.PerPhoneLimit {
-				return participant.Errorf(participant.EREFUSED, participant.ReasonUserLimitReached, "per-user limit reached")
+				return errUserLimit()
 			}
 		}
-		_, err = tx.ExecContext(ctx, `INSERT INTO pending_coupon_`+sh.Suffix()+` (id, code, template_id, campaign_id, phone,
+		_, err = tx.ExecContext(ctx, `INSERT INTO pending_coupon_`+sh.suffix()+` (id, code, template_id, campaign_id, phone,
  request_id, status, claimed_at, expire_at) VALUES (?,?,?,?,?,?,?,?,?)`,
 			c.ID, c.Code, c.TemplateID, c.CampaignID, pc.Phone.E164(), c.RequestID, c.Status, c.ClaimedAt.UTC(), c.ExpireAt.UTC())
 		if key, dup := isDuplicate(err); dup && strings.Contains(key, "uk_request") {
@@ -112,9 +112,9 @@ func (s *Store) InsertPending(ctx context.Context, pc participant.PendingClaim) 
 
 // PendingByRequest finds the pending coupon a request ID produced in the
 // phone's table, whichever phone it is for.
-func (s *Store) PendingByRequest(ctx context.Context, p participant.Phone, requestID string) (*participant.Coupon, error) {
-	sh := s.PhoneShardOf(p)
-	c, err := scanPending(sh.DB.QueryRowContext(ctx, `SELECT `+pendingCols+` FROM pending_coupon_`+sh.Suffix()+
+func (s *Phones) PendingByRequest(ctx context.Context, p participant.Phone, requestID string) (*participant.Coupon, error) {
+	sh := s.ofPhone(p)
+	c, err := scanPending(sh.db.QueryRowContext(ctx, `SELECT `+pendingCols+` FROM pending_coupon_`+sh.suffix()+
 		` WHERE request_id = ?`, requestID))
 	if errors.Is(err, sql.ErrNoRows) {
 		return nil, notFound("pending coupon for request", requestID)
@@ -126,7 +126,11 @@ func (s *Store) PendingByRequest(ctx context.Context, p participant.Phone, reque
 // rebuilds must count them as issued, and count them before the coupon
 // tables: a coupon moved in between is then counted twice (stock is
 // undersold for a moment) rather than not at all (oversold).
-func (s *Store) PendingIssued(ctx context.Context, templateID int64) (int64, error) {
+func (s *Phones) PendingIssued(ctx context.Context, templateID int64) (int64, error) {
+	return s.pendingIssued(ctx, templateID)
+}
+
+func (s *shards) pendingIssued(ctx context.Context, templateID int64) (int64, error) {
 	var total int64
 	err := s.perShardQuery(ctx,
 		func(t int) string {
@@ -143,18 +147,18 @@ func (s *Store) PendingIssued(ctx context.Context, templateID int64) (int64, err
 }
 
 // AddBindIntent records that the user is binding the phone (move step 0).
-func (s *Store) AddBindIntent(ctx context.Context, userID int64, p participant.Phone) error {
-	sh := s.ShardOf(userID)
-	_, err := sh.DB.ExecContext(ctx, `INSERT INTO bind_intent_`+sh.Suffix()+` (user_id, phone, created_at)
+func (s *Phones) AddBindIntent(ctx context.Context, userID int64, p participant.Phone) error {
+	sh := s.ofUser(userID)
+	_, err := sh.db.ExecContext(ctx, `INSERT INTO bind_intent_`+sh.suffix()+` (user_id, phone, created_at)
  VALUES (?, ?, UTC_TIMESTAMP(6)) ON DUPLICATE KEY UPDATE user_id = user_id`, userID, p.E164())
 	return wrap("write bind intent", err)
 }
 
 // MarkBind binds the phone to the user and marks its pending coupons with
 // the user, in one transaction under the phone's lock (move step 1).
-func (s *Store) MarkBind(ctx context.Context, userID int64, p participant.Phone) error {
-	sh := s.PhoneShardOf(p)
-	err := s.inTx(ctx, sh.DB, func(tx *sql.Tx) error {
+func (s *Phones) MarkBind(ctx context.Context, userID int64, p participant.Phone) error {
+	sh := s.ofPhone(p)
+	err := s.inTx(ctx, sh.db, func(tx *sql.Tx) error {
 		owner, err := lockPhone(ctx, tx, sh, p)
 		if err != nil {
 			return err
@@ -162,14 +166,14 @@ func (s *Store) MarkBind(ctx context.Context, userID int64, p participant.Phone)
 		switch owner {
 		case userID:
 		case 0:
-			if _, err := tx.ExecContext(ctx, `UPDATE phone_`+sh.Suffix()+` SET user_id = ?, bound_at = UTC_TIMESTAMP(6) WHERE phone = ?`,
+			if _, err := tx.ExecContext(ctx, `UPDATE phone_`+sh.suffix()+` SET user_id = ?, bound_at = UTC_TIMESTAMP(6) WHERE phone = ?`,
 				userID, p.E164()); err != nil {
 				return err
 			}
 		default:
 			return participant.Errorf(participant.EREFUSED, participant.ReasonPhoneBoundToOtherUser, "phone %s is bound to another user", p)
 		}
-		_, err = tx.ExecContext(ctx, `UPDATE pending_coupon_`+sh.Suffix()+` SET bind_user_id = ? WHERE phone = ? AND bind_user_id = 0`,
+		_, err = tx.ExecContext(ctx, `UPDATE pending_coupon_`+sh.suffix()+` SET bind_user_id = ? WHERE phone = ? AND bind_user_id = 0`,
 			userID, p.E164())
 		return err
 	})
@@ -184,9 +188,9 @@ func (s *Store) MarkBind(ctx context.Context, userID int64, p participant.Phone)
 // in one transaction on the user's shard (move step 2). A coupon already
 // there is skipped, so a repeat copies and counts nothing twice. It returns
 // the coupons as they stand in the user's table.
-func (s *Store) CopyBound(ctx context.Context, userID int64, p participant.Phone) ([]*participant.Coupon, error) {
-	psh := s.PhoneShardOf(p)
-	pending, err := s.listPending(ctx, psh, `SELECT `+pendingCols+` FROM pending_coupon_`+psh.Suffix()+
+func (s *Phones) CopyBound(ctx context.Context, userID int64, p participant.Phone) ([]*participant.Coupon, error) {
+	psh := s.ofPhone(p)
+	pending, err := s.listPending(ctx, psh, `SELECT `+pendingCols+` FROM pending_coupon_`+psh.suffix()+
 		` WHERE phone = ? AND bind_user_id = ? ORDER BY id`, p.E164(), userID)
 	if err != nil {
 		return nil, wrap("read bound coupons", err)
@@ -194,9 +198,9 @@ func (s *Store) CopyBound(ctx context.Context, userID int64, p participant.Phone
 	if len(pending) == 0 {
 		return nil, nil
 	}
-	sh := s.ShardOf(userID)
+	sh := s.ofUser(userID)
 	var out []*participant.Coupon
-	err = s.inTx(ctx, sh.DB, func(tx *sql.Tx) error {
+	err = s.inTx(ctx, sh.db, func(tx *sql.Tx) error {
 		counts := map[int64]int32{}
 		for _, c := range pending {
 			c.UserID = userID
@@ -215,7 +219,7 @@ func (s *Store) CopyBound(ctx context.Context, userID int64, p participant.Phone
 		}
 		slices.Sort(templates)
 		for _, t := range templates {
-			if _, err := tx.ExecContext(ctx, `INSERT INTO claim_count_`+sh.Suffix()+` (user_id, template_id, claimed) VALUES (?,?,?)
+			if _, err := tx.ExecContext(ctx, `INSERT INTO claim_count_`+sh.suffix()+` (user_id, template_id, claimed) VALUES (?,?,?)
  ON DUPLICATE KEY UPDATE claimed = claimed + ?`, userID, t, counts[t], counts[t]); err != nil {
 				return err
 			}
@@ -224,7 +228,7 @@ func (s *Store) CopyBound(ctx context.Context, userID int64, p participant.Phone
 		for i, c := range pending {
 			ids[i] = strconv.FormatInt(c.ID, 10)
 		}
-		rows, err := tx.QueryContext(ctx, `SELECT `+couponCols+` FROM coupon_`+sh.Suffix()+` WHERE user_id = ? AND id IN (`+
+		rows, err := tx.QueryContext(ctx, `SELECT `+couponCols+` FROM coupon_`+sh.suffix()+` WHERE user_id = ? AND id IN (`+
 			strings.Join(ids, ",")+`) ORDER BY id`, userID)
 		if err != nil {
 			return err
@@ -254,10 +258,9 @@ func (s *Store) CopyBound(ctx context.Context, userID int64, p participant.Phone
 
 // copyCoupon inserts c into the user's table unless it is there already,
 // and reports whether it inserted it.
-func copyCoupon(ctx context.Context, tx *sql.Tx, sh Shard, c *participant.Coupon) (bool, error) {
+func copyCoupon(ctx context.Context, tx *sql.Tx, sh shard, c *participant.Coupon) (bool, error) {
 	insert := func(requestID string, ignoreDup bool) (bool, error) {
-		q := `INSERT INTO coupon_` + sh.Suffix() + ` (id, code, template_id, campaign_id, user_id, request_id, status,
- claimed_at, expire_at, updated_at) VALUES (?,?,?,?,?,?,?,?,?,UTC_TIMESTAMP(6))`
+		q := `INSERT INTO coupon_` + sh.suffix() + ` (` + couponInsertCols + `) VALUES (?,?,?,?,?,?,?,?,?,UTC_TIMESTAMP(6))`
 		if ignoreDup {
 			q += ` ON DUPLICATE KEY UPDATE id = id`
 		}
@@ -273,7 +276,7 @@ func copyCoupon(ctx context.Context, tx *sql.Tx, sh Shard, c *participant.Coupon
 		return ok, err
 	}
 	var owner int64
-	err := tx.QueryRowContext(ctx, `SELECT user_id FROM coupon_`+sh.Suffix()+` WHERE id = ? FOR UPDATE`, c.ID).Scan(&owner)
+	err := tx.QueryRowContext(ctx, `SELECT user_id FROM coupon_`+sh.suffix()+` WHERE id = ? FOR UPDATE`, c.ID).Scan(&owner)
 	switch {
 	case err == nil && owner == c.UserID:
 		return false, nil // copied before
@@ -288,36 +291,40 @@ func copyCoupon(ctx context.Context, tx *sql.Tx, sh Shard, c *participant.Coupon
 	return insert("bound:"+strconv.FormatInt(c.ID, 10), false)
 }
 
-func (s *Store) listPending(ctx context.Context, sh Shard, q string, args ...any) ([]*participant.Coupon, error) {
-	return queryCoupons(ctx, sh.DB, scanPending, q, args)
+func (s *Phones) listPending(ctx context.Context, sh shard, q string, args ...any) ([]*participant.Coupon, error) {
+	return queryCoupons(ctx, sh.db, scanPending, q, args)
 }
 
 // DeleteBound deletes copied coupons from the phone's table (move step 3).
-func (s *Store) DeleteBound(ctx context.Context, userID int64, p participant.Phone, ids []int64) error {
+func (s *Phones) DeleteBound(ctx context.Context, userID int64, p participant.Phone, ids []int64) error {
 	if len(ids) == 0 {
 		return nil
 	}
-	sh := s.PhoneShardOf(p)
+	sh := s.ofPhone(p)
 	list := make([]string, len(ids))
 	for i, id := range ids {
 		list[i] = strconv.FormatInt(id, 10)
 	}
-	_, err := sh.DB.ExecContext(ctx, `DELETE FROM pending_coupon_`+sh.Suffix()+` WHERE phone = ? AND bind_user_id = ? AND id IN (`+
+	_, err := sh.db.ExecContext(ctx, `DELETE FROM pending_coupon_`+sh.suffix()+` WHERE phone = ? AND bind_user_id = ? AND id IN (`+
 		strings.Join(list, ",")+`)`, p.E164(), userID)
 	return wrap("delete bound coupons", err)
 }
 
 // RemoveBindIntent forgets the user's intent to bind the phone (move step 4).
-func (s *Store) RemoveBindIntent(ctx context.Context, userID int64, p participant.Phone) error {
-	sh := s.ShardOf(userID)
-	_, err := sh.DB.ExecContext(ctx, `DELETE FROM bind_intent_`+sh.Suffix()+` WHERE user_id = ? AND phone = ?`, userID, p.E164())
+func (s *Phones) RemoveBindIntent(ctx context.Context, userID int64, p participant.Phone) error {
+	sh := s.ofUser(userID)
+	_, err := sh.db.ExecContext(ctx, `DELETE FROM bind_intent_`+sh.suffix()+` WHERE user_id = ? AND phone = ?`, userID, p.E164())
 	return wrap("delete bind intent", err)
 }
 
 // BindIntents lists the phones the user may not have finished binding.
-func (s *Store) BindIntents(ctx context.Context, userID int64) ([]participant.Phone, error) {
-	sh := s.ShardOf(userID)
-	rows, err := sh.DB.QueryContext(ctx, `SELECT phone FROM bind_intent_`+sh.Suffix()+` WHERE user_id = ?`, userID)
+func (s *Phones) BindIntents(ctx context.Context, userID int64) ([]participant.Phone, error) {
+	return s.bindIntents(ctx, userID)
+}
+
+func (s *shards) bindIntents(ctx context.Context, userID int64) ([]participant.Phone, error) {
+	sh := s.ofUser(userID)
+	rows, err := sh.db.QueryContext(ctx, `SELECT phone FROM bind_intent_`+sh.suffix()+` WHERE user_id = ?`, userID)
 	if err != nil {
 		return nil, wrap("read bind intents", err)
 	}

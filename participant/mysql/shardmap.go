@@ -162,25 +162,42 @@ func mix(v int64) uint64 {
 // slotOf is the slot of a user ID or phone number among n slots.
 func slotOf(v int64, n int) int { return int(mix(v) % uint64(n)) }
 
-// SlotTable is the table slot belongs to.
-func (s *Store) SlotTable(slot int) int { return s.smap.slots[slot] }
+// ShardMap answers where rows live: users and phones hash to slots, slots
+// belong to coupon tables and tables to shard databases.
+type ShardMap struct{ *shards }
 
-// TableOf is the user's table under the default map with DefaultSlots
-// slots over tables tables (tables dividing DefaultSlots make it
-// splitmix64(user) mod tables, the map before slots existed). Tools that
-// route without a store use it; the service routes through its stored map.
-func TableOf(userID int64, tables int) int { return slotOf(userID, DefaultSlots) % tables }
+// SlotTable is the table slot belongs to.
+func (m *ShardMap) SlotTable(slot int) int { return m.smap.slots[slot] }
 
 // SlotOf is the user's slot.
-func (s *Store) SlotOf(userID int64) int { return slotOf(userID, len(s.smap.slots)) }
+func (m *ShardMap) SlotOf(userID int64) int { return m.slotOf(userID) }
 
 // Slots is the number of slots.
-func (s *Store) Slots() int { return len(s.smap.slots) }
+func (m *ShardMap) Slots() int { return len(m.smap.slots) }
 
-func (s *Store) shardOfKey(v int64) Shard {
+// TableOf is the coupon table holding the user's coupons.
+func (m *ShardMap) TableOf(userID int64) int { return m.ofUser(userID).table }
+
+// Tables is the total number of coupon tables.
+func (m *ShardMap) Tables() int { return m.tables() }
+
+// TablesOf lists the global table numbers in shard database i.
+func (m *ShardMap) TablesOf(i int) []int { return m.tablesOf(i) }
+
+// slotOf is the slot of a user ID or a phone's number.
+func (s *shards) slotOf(v int64) int { return slotOf(v, len(s.smap.slots)) }
+
+// ofUser routes a user to their shard.
+func (s *shards) ofUser(userID int64) shard { return s.ofKey(userID) }
+
+// ofPhone routes a phone number to its shard: a pure function of the
+// normalised number, as ofUser routes a user.
+func (s *shards) ofPhone(p participant.Phone) shard { return s.ofKey(p.Number()) }
+
+func (s *shards) ofKey(v int64) shard {
 	t := s.smap.slots[slotOf(v, len(s.smap.slots))]
 	i := s.smap.tables[t]
-	return Shard{DB: s.shards[i], Index: i, Table: t}
+	return shard{db: s.dbs[i], index: i, table: t}
 }
 
 // loadMap reads the stored map; ok is false before the first migrate.
@@ -242,11 +259,15 @@ func isNoTable(err error) bool {
 	return errors.As(err, &me) && me.Number == 1146
 }
 
-// VerifyShardMap checks, before serving, that the map the service routes
+// Verify checks, before serving, that the map the service routes
 // by is the stored one. A map that would move a slot holding rows is
 // refused with the rows it would strand; another change must be adopted by
 // `coupon migrate` first, so that every replica routes alike.
-func (s *Store) VerifyShardMap(ctx context.Context) error {
+func (m *ShardMap) Verify(ctx context.Context) error {
+	return m.verify(ctx)
+}
+
+func (s *shards) verify(ctx context.Context) error {
 	stored, ok, err := loadMap(ctx, s.main)
 	if err != nil {
 		return fmt.Errorf("read shard map: %w", err)
@@ -265,7 +286,7 @@ func (s *Store) VerifyShardMap(ctx context.Context) error {
 
 // saveShardMap stores the map after checking that it moves no slot
 // holding rows; the first migrate also fixes the number of slots.
-func (s *Store) saveShardMap(ctx context.Context) error {
+func (s *shards) saveShardMap(ctx context.Context) error {
 	stored, ok, err := loadMap(ctx, s.main)
 	if err != nil {
 		return fmt.Errorf("read shard map: %w", err)
@@ -333,7 +354,7 @@ var keyed = []struct {
 // checkNoMoves scans every shard database for rows the configured map
 // would route to another table or database, and refuses naming the first
 // few.
-func (s *Store) checkNoMoves(ctx context.Context) error {
+func (s *shards) checkNoMoves(ctx context.Context) error {
 	found, err := s.misplaced(ctx, 5)
 	if err != nil {
 		return fmt.Errorf("check the shard map against the rows: %w", err)
@@ -351,9 +372,9 @@ func (s *Store) checkNoMoves(ctx context.Context) error {
 
 // misplaced lists up to limit rows that the configured map would route to
 // another table or shard database.
-func (s *Store) misplaced(ctx context.Context, limit int) ([]Misplaced, error) {
+func (s *shards) misplaced(ctx context.Context, limit int) ([]Misplaced, error) {
 	var out []Misplaced
-	for idx, db := range s.shards {
+	for idx, db := range s.dbs {
 		names, err := tableNames(ctx, db)
 		if err != nil {
 			return nil, err
@@ -362,10 +383,10 @@ func (s *Store) misplaced(ctx context.Context, limit int) ([]Misplaced, error) {
 			if name == "daily_use" {
 				// Per database: a user's counts must stay in their database.
 				err := scanKeys(ctx, db, "SELECT DISTINCT user_id FROM daily_use", func(v int64) bool {
-					sh := s.shardOfKey(v)
-					if sh.Index != idx {
-						out = append(out, Misplaced{Slot: s.SlotOf(v), Key: fmt.Sprintf("user %d", v), Table: fmt.Sprintf("daily_use of shard %d", idx),
-							WantTable: sh.Table, WantShard: sh.Index})
+					sh := s.ofKey(v)
+					if sh.index != idx {
+						out = append(out, Misplaced{Slot: s.slotOf(v), Key: fmt.Sprintf("user %d", v), Table: fmt.Sprintf("daily_use of shard %d", idx),
+							WantTable: sh.table, WantShard: sh.index})
 					}
 					return len(out) < limit
 				})
@@ -381,14 +402,14 @@ func (s *Store) misplaced(ctx context.Context, limit int) ([]Misplaced, error) {
 				}
 				table, _ := strconv.Atoi(m[1])
 				err := scanKeys(ctx, db, fmt.Sprintf(k.query, name), func(v int64) bool {
-					sh := s.shardOfKey(v)
-					if sh.Table != table || sh.Index != idx {
+					sh := s.ofKey(v)
+					if sh.table != table || sh.index != idx {
 						key := fmt.Sprintf("user %d", v)
 						if k.phone {
 							key = "phone " + participant.Phone("+"+strconv.FormatInt(v, 10)).Masked()
 						}
 						out = append(out, Misplaced{Slot: slotOf(v, len(s.smap.slots)), Key: key, Table: fmt.Sprintf("%s of shard %d", name, idx),
-							WantTable: sh.Table, WantShard: sh.Index})
+							WantTable: sh.table, WantShard: sh.index})
 					}
 					return len(out) < limit
 				})

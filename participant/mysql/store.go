@@ -2,6 +2,10 @@
 // catalog (campaigns, templates, stock operations) in one main database and
 // coupon records sharded by user ID over many tables in several databases.
 //
+// Each port of participant has its own store type (Catalog, Coupons,
+// Branches, Phones, Expiry) and ShardMap answers where rows live; they
+// share one set of pools, which never leave the package.
+//
 // Users hash to logical slots, slots belong to tables and tables to shard
 // databases (the shard map, shardmap.go, stored in the main database).
 // Table names carry the global table number, so a table keeps its name if
@@ -18,6 +22,8 @@ import (
 	"time"
 
 	"github.com/go-sql-driver/mysql"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
 
 	"github.com/opencoupon/coupon/participant"
 )
@@ -42,26 +48,31 @@ type Config struct {
 	ObserveBatch func(size int)
 }
 
-// Store is the MySQL side of the service.
-type Store struct {
+// Stores are the MySQL side of the service: one store per port, all over
+// the same pools and shard map. Open them with Open, close them with Close.
+type Stores struct {
+	Catalog  *Catalog
+	Coupons  *Coupons
+	Branches *Branches
+	Phones   *Phones
+	Expiry   *Expiry
+	ShardMap *ShardMap
+
+	shards *shards
+}
+
+// shards is what the stores share: the main database, the shard databases
+// and the map that routes users and phones to their tables.
+type shards struct {
 	main     *sql.DB
-	shards   []*sql.DB
+	dbs      []*sql.DB
 	perShard int
-	batchers []*batcher
-	wg       sync.WaitGroup
-	// quit ends the batchers; stopped is closed once they have all
-	// returned. The queues are never closed: a claim may race Close (a
-	// handler answered at its deadline still runs), and must then fail as
-	// not written rather than send on a closed channel.
-	quit     chan struct{}
-	stopped  chan struct{}
-	closeOne sync.Once
-	observe  func(size int)
 	smap     shardMap
 }
 
-// Open connects to every database and checks that each answers.
-func Open(ctx context.Context, cfg Config) (*Store, error) {
+// Open connects to every database, checks that each answers and reads the
+// stored shard map.
+func Open(ctx context.Context, cfg Config) (*Stores, error) {
 	if cfg.MainDSN == "" || len(cfg.ShardDSNs) == 0 {
 		return nil, errors.New("mysql: main and at least one shard DSN are required")
 	}
@@ -78,7 +89,7 @@ func Open(ctx context.Context, cfg Config) (*Store, error) {
 	if err != nil {
 		return nil, err
 	}
-	s := &Store{perShard: cfg.TablesPerShard, observe: cfg.ObserveBatch, smap: smap}
+	sh := &shards{perShard: cfg.TablesPerShard, smap: smap}
 	open := func(dsn string) (*sql.DB, error) {
 		c, err := mysql.ParseDSN(dsn)
 		if err != nil {
@@ -106,72 +117,113 @@ func Open(ctx context.Context, cfg Config) (*Store, error) {
 		}
 		return db, nil
 	}
-	if s.main, err = open(cfg.MainDSN); err != nil {
+	if sh.main, err = open(cfg.MainDSN); err != nil {
 		return nil, fmt.Errorf("open main database: %w", err)
 	}
 	for i, dsn := range cfg.ShardDSNs {
 		db, err := open(dsn)
 		if err != nil {
-			s.Close()
+			sh.close()
 			return nil, fmt.Errorf("open shard %d: %w", i, err)
 		}
-		s.shards = append(s.shards, db)
+		sh.dbs = append(sh.dbs, db)
 	}
-	stored, haveStored, err := loadMap(ctx, s.main)
+	stored, haveStored, err := loadMap(ctx, sh.main)
 	if err == nil {
-		err = s.smap.resolve(cfg, stored, haveStored)
+		err = sh.smap.resolve(cfg, stored, haveStored)
 	}
 	if err != nil {
-		s.Close()
+		sh.close()
 		return nil, fmt.Errorf("shard map: %w", err)
 	}
-	s.startBatchers()
+	s := &Stores{
+		Catalog:  &Catalog{sh},
+		Coupons:  &Coupons{shards: sh, observe: cfg.ObserveBatch},
+		Branches: &Branches{sh},
+		Phones:   &Phones{sh},
+		Expiry:   &Expiry{sh},
+		ShardMap: &ShardMap{sh},
+		shards:   sh,
+	}
+	s.Coupons.startBatchers()
 	return s, nil
 }
 
 // Close stops the claim batchers (after the claims already queued) and
 // closes every pool.
-func (s *Store) Close() error {
-	s.closeOne.Do(func() {
-		if s.quit != nil {
-			close(s.quit)
-			<-s.stopped
-		}
-	})
+func (s *Stores) Close() error {
+	s.Coupons.stopBatchers()
+	return s.shards.close()
+}
+
+func (s *shards) close() error {
 	var errs []error
 	if s.main != nil {
 		errs = append(errs, s.main.Close())
 	}
-	for _, db := range s.shards {
+	for _, db := range s.dbs {
 		errs = append(errs, db.Close())
 	}
 	return errors.Join(errs...)
 }
 
-// Main is the main database.
-func (s *Store) Main() *sql.DB { return s.main }
-
-// Tables is the total number of coupon tables.
-func (s *Store) Tables() int { return s.perShard * len(s.shards) }
-
-// Shard is where one user's coupons live.
-type Shard struct {
-	DB    *sql.DB
-	Index int // shard database number
-	Table int // global table number
+// Ping checks that the main database and every shard database answer, all
+// at once, and names those that do not.
+func (s *Stores) Ping(ctx context.Context) error {
+	names := []string{"mysql main"}
+	dbs := []*sql.DB{s.shards.main}
+	for i, db := range s.shards.dbs {
+		names = append(names, fmt.Sprintf("mysql shard %d", i))
+		dbs = append(dbs, db)
+	}
+	errs := make([]error, len(dbs))
+	var wg sync.WaitGroup
+	for i, db := range dbs {
+		wg.Go(func() {
+			if err := db.PingContext(ctx); err != nil {
+				errs[i] = fmt.Errorf("%s: %w", names[i], err)
+			}
+		})
+	}
+	wg.Wait()
+	return errors.Join(errs...)
 }
 
-// Suffix is the table-name suffix, e.g. "0007".
-func (sh Shard) Suffix() string { return fmt.Sprintf("%04d", sh.Table) }
+// PoolStats reports each pool's statistics by database name: "main",
+// "shard_0", "shard_1", ...
+func (s *Stores) PoolStats() map[string]sql.DBStats {
+	out := map[string]sql.DBStats{"main": s.shards.main.Stats()}
+	for i, db := range s.shards.dbs {
+		out[fmt.Sprintf("shard_%d", i)] = db.Stats()
+	}
+	return out
+}
 
-// ShardOf routes a user to their shard through the shard map.
-func (s *Store) ShardOf(userID int64) Shard { return s.shardOfKey(userID) }
+// PoolCollectors export every pool's statistics to Prometheus, labelled
+// as PoolStats names them.
+func (s *Stores) PoolCollectors() []prometheus.Collector {
+	cs := []prometheus.Collector{collectors.NewDBStatsCollector(s.shards.main, "main")}
+	for i, db := range s.shards.dbs {
+		cs = append(cs, collectors.NewDBStatsCollector(db, fmt.Sprintf("shard_%d", i)))
+	}
+	return cs
+}
 
-// ShardDBs lists the shard databases in order.
-func (s *Store) ShardDBs() []*sql.DB { return s.shards }
+// shard is where one user's (or phone's) rows live.
+type shard struct {
+	db    *sql.DB
+	index int // shard database number
+	table int // global table number
+}
 
-// TablesOf lists the global table numbers in shard database i.
-func (s *Store) TablesOf(i int) []int {
+// suffix is the table-name suffix, e.g. "0007".
+func (sh shard) suffix() string { return fmt.Sprintf("%04d", sh.table) }
+
+// tables is the total number of coupon tables.
+func (s *shards) tables() int { return s.perShard * len(s.dbs) }
+
+// tablesOf lists the global table numbers in shard database i.
+func (s *shards) tablesOf(i int) []int {
 	ts := make([]int, s.perShard)
 	for j := range ts {
 		ts[j] = i*s.perShard + j

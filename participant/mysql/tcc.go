@@ -12,10 +12,15 @@ import (
 	"github.com/dtm-labs/client/dtmcli/dtmimp"
 	"github.com/go-sql-driver/mysql"
 
+	"github.com/opencoupon/coupon/internal/janitor"
 	"github.com/opencoupon/coupon/participant"
 )
 
-var _ participant.Branches = (*Store)(nil)
+// Branches runs DTM branches on the coupon records under DTM's branch
+// barrier (participant.Branches).
+type Branches struct{ *shards }
+
+var _ participant.Branches = (*Branches)(nil)
 
 // BarrierTable is DTM's barrier table inside every shard database.
 const BarrierTable = "barrier"
@@ -31,8 +36,8 @@ const BarrierTable = "barrier"
 // without barrier metadata (br.Op empty) runs the same transaction without
 // barrier rows. Deadlocks are retried: the barrier rows rolled back with
 // them.
-func (s *Store) Apply(ctx context.Context, br participant.Branch, userID int64, code string, decide participant.Decide) (participant.Outcome, error) {
-	sh := s.ShardOf(userID)
+func (s *Branches) Apply(ctx context.Context, br participant.Branch, userID int64, code string, decide participant.Decide) (participant.Outcome, error) {
+	sh := s.ofUser(userID)
 	id, ok := participant.CodeID(code)
 	if !ok {
 		return participant.Outcome{}, notFound("coupon", code)
@@ -53,6 +58,12 @@ func (s *Store) Apply(ctx context.Context, br participant.Branch, userID int64, 
 	return out, nil
 }
 
+// BarrierJanitor is a janitor of the barrier table of every shard
+// database (see internal/janitor).
+func (s *Branches) BarrierJanitor(cfg janitor.Config) (*janitor.Janitor, error) {
+	return janitor.New(cfg, s.dbs...)
+}
+
 // originOp is the op whose barrier row a compensation inserts first.
 var originOp = map[string]string{
 	dtmimp.OpCancel:     dtmimp.OpTry,
@@ -63,12 +74,12 @@ var originOp = map[string]string{
 // barrierID numbers the first (only) barrier of a branch call, as dtmcli does.
 const barrierID = "01"
 
-func applyOnce(ctx context.Context, sh Shard, br participant.Branch, userID, id int64, code string, decide participant.Decide) (out participant.Outcome, err error) {
+func applyOnce(ctx context.Context, sh shard, br participant.Branch, userID, id int64, code string, decide participant.Decide) (out participant.Outcome, err error) {
 	// The transaction is two round trips on a connection of its own: the
 	// first opens it, writes the barrier rows and locks the coupon; the
 	// second writes the change and commits. database/sql's Tx would add a
 	// round trip for BEGIN and one for COMMIT.
-	conn, err := sh.DB.Conn(ctx)
+	conn, err := sh.db.Conn(ctx)
 	if err != nil {
 		return out, err
 	}
@@ -94,7 +105,7 @@ func applyOnce(ctx context.Context, sh Shard, br participant.Branch, userID, id 
 		args = append(args, br.TransType, br.GID, br.BranchID, br.Op, barrierID, br.Op)
 		counts++
 	}
-	q = append(q, `SELECT `+couponCols+` FROM coupon_`+sh.Suffix()+` WHERE id = ? AND code = ? AND user_id = ? FOR UPDATE`)
+	q = append(q, `SELECT `+couponCols+` FROM coupon_`+sh.suffix()+` WHERE id = ? AND code = ? AND user_id = ? FOR UPDATE`)
 	args = append(args, id, code, userID)
 	rows, err := conn.QueryContext(ctx, strings.Join(q, ";\n"), args...)
 	if err != nil {
@@ -203,7 +214,7 @@ func nullTime(t time.Time) sql.NullTime {
 // ledger rows of a change, sent with the COMMIT in the branch
 // transaction's second round trip; a count past its cap fails the CHECK on
 // daily_use (error 4025) and refuses the change.
-func changeStatements(sh Shard, br participant.Branch, c *participant.Coupon, ch *participant.Change) ([]string, []any) {
+func changeStatements(sh shard, br participant.Branch, c *participant.Coupon, ch *participant.Change) ([]string, []any) {
 	at := ch.At.UTC()
 	var stmts []string
 	var args []any
@@ -214,7 +225,7 @@ func changeStatements(sh Shard, br participant.Branch, c *participant.Coupon, ch
 			args = append(args, c.UserID, at.Format(time.DateOnly), l.TemplateID, l.Limit)
 		}
 	}
-	stmts = append(stmts, `UPDATE coupon_`+sh.Suffix()+` SET status = ?, order_no = ?, discount_amount = ?,
+	stmts = append(stmts, `UPDATE coupon_`+sh.suffix()+` SET status = ?, order_no = ?, discount_amount = ?,
  lock_gid = ?, lock_branch = ?, locked_at = ?, used_at = ?, updated_at = ? WHERE id = ?`)
 	args = append(args, ch.Status, ch.OrderNo, ch.Discount, ch.GID, ch.BranchID, nullTime(ch.LockedAt), nullTime(ch.UsedAt), at, c.ID)
 	if ch.GiveBackUse && !c.LockedAt.IsZero() {
@@ -270,7 +281,7 @@ func describeLimits(ls []participant.DailyLimit) string {
 }
 
 // Owner looks the code's coupon ID up in every table, by primary key.
-func (s *Store) Owner(ctx context.Context, code string) (int64, bool, error) {
+func (s *Branches) Owner(ctx context.Context, code string) (int64, bool, error) {
 	id, ok := participant.CodeID(code)
 	if !ok {
 		return 0, false, nil
@@ -289,9 +300,9 @@ func (s *Store) Owner(ctx context.Context, code string) (int64, bool, error) {
 
 // ReturnRecord reads the return a request ID made in the user's shard
 // database, whoever's it is.
-func (s *Store) ReturnRecord(ctx context.Context, userID int64, requestID string) (*participant.ReturnRecord, error) {
+func (s *Branches) ReturnRecord(ctx context.Context, userID int64, requestID string) (*participant.ReturnRecord, error) {
 	var r participant.ReturnRecord
-	err := s.ShardOf(userID).DB.QueryRowContext(ctx, `SELECT request_id, coupon_id, user_id, order_no, reason, created_at
+	err := s.ofUser(userID).db.QueryRowContext(ctx, `SELECT request_id, coupon_id, user_id, order_no, reason, created_at
  FROM coupon_return WHERE request_id = ?`, requestID).Scan(&r.RequestID, &r.CouponID, &r.UserID, &r.OrderNo, &r.Reason, &r.CreatedAt)
 	if errors.Is(err, sql.ErrNoRows) {
 		return nil, nil

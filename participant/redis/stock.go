@@ -36,6 +36,9 @@ func (s *Stock) marker(templateID int64, i int32, kind, id string) string {
 
 func subKeys(k int32) int32 { return max(k, 1) }
 
+// takeScript takes one unit from a sub-key and answers the units left and
+// the counters' generation; -1 (no generation) when the sub-key is empty
+// and -2 when it is missing.
 var takeScript = goredis.NewScript(`
 local n = redis.call('HGET', KEYS[1], 'n')
 if not n then return {-2, ''} end
@@ -44,6 +47,11 @@ if n <= 0 then return {-1, ''} end
 redis.call('HINCRBY', KEYS[1], 'n', -1)
 return {n - 1, redis.call('HGET', KEYS[1], 'g')}
 `)
+
+// TakeScript is the script Take runs on one sub-key (KEYS[1], a hash of n
+// and g). The claim benchmark's baseline runs it as the bare Redis half of
+// a claim, so that it measures the service's own script.
+func TakeScript() *goredis.Script { return takeScript }
 
 // Take takes one unit from the sub-key picked by hint, moving on to the
 // next ones while they are empty.

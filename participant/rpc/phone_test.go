@@ -62,7 +62,7 @@ func TestParsePhone(t *testing.T) {
 	})
 }
 
-func (f *fixture) store() *couponmysql.Store { return f.srv.App.Store() }
+func (f *fixture) store() *couponmysql.Stores { return f.srv.App.Store() }
 
 func mustPhone(t *testing.T, s string) participant.Phone {
 	t.Helper()
@@ -94,7 +94,7 @@ func (f *fixture) userCoupons(t *testing.T, user int64) []*couponv1.Coupon {
 // pending counts the phone's coupons of the template still waiting.
 func (f *fixture) pending(t *testing.T, phone string, tplID int64) int32 {
 	t.Helper()
-	n, err := f.store().PendingClaimed(ctxT(t), mustPhone(t, phone), tplID)
+	n, err := f.store().Phones.PendingClaimed(ctxT(t), mustPhone(t, phone), tplID)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -104,11 +104,11 @@ func (f *fixture) pending(t *testing.T, phone string, tplID int64) int32 {
 // issued counts the template's coupons everywhere, pending or not.
 func (f *fixture) issued(t *testing.T, tplID int64) (pending, users int64) {
 	t.Helper()
-	pending, err := f.store().PendingIssued(ctxT(t), tplID)
+	pending, err := f.store().Phones.PendingIssued(ctxT(t), tplID)
 	if err != nil {
 		t.Fatal(err)
 	}
-	all, err := f.store().Issued(ctxT(t), tplID) // counts pending coupons too
+	all, err := f.store().Coupons.Issued(ctxT(t), tplID) // counts pending coupons too
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -288,7 +288,7 @@ func TestBindPhonePastUserLimit(t *testing.T) {
 	if got := len(f.userCoupons(t, user)); got != 4 {
 		t.Fatalf("user has %d coupons, want 4", got)
 	}
-	if n, err := f.store().Claimed(ctxT(t), user, tpl.Id); err != nil || n != 4 {
+	if n, err := f.store().Coupons.Claimed(ctxT(t), user, tpl.Id); err != nil || n != 4 {
 		t.Fatalf("claim count = %d, %v; want 4", n, err)
 	}
 	_, err = f.srv.Coupons.ClaimCouponByPhone(ctxT(t), &couponv1.ClaimCouponByPhoneRequest{RequestId: "p-9", Phone: phone, TemplateId: tpl.Id})
@@ -304,15 +304,15 @@ func TestBindPhoneCrash(t *testing.T) {
 	tpl := f.template(t, 1000, 5)
 	steps := []struct {
 		name string
-		run  func(ctx context.Context, s *couponmysql.Store, user int64, p participant.Phone) error
+		run  func(ctx context.Context, s *couponmysql.Phones, user int64, p participant.Phone) error
 	}{
-		{"intent", func(ctx context.Context, s *couponmysql.Store, user int64, p participant.Phone) error {
+		{"intent", func(ctx context.Context, s *couponmysql.Phones, user int64, p participant.Phone) error {
 			return s.AddBindIntent(ctx, user, p)
 		}},
-		{"mark", func(ctx context.Context, s *couponmysql.Store, user int64, p participant.Phone) error {
+		{"mark", func(ctx context.Context, s *couponmysql.Phones, user int64, p participant.Phone) error {
 			return s.MarkBind(ctx, user, p)
 		}},
-		{"copy", func(ctx context.Context, s *couponmysql.Store, user int64, p participant.Phone) error {
+		{"copy", func(ctx context.Context, s *couponmysql.Phones, user int64, p participant.Phone) error {
 			_, err := s.CopyBound(ctx, user, p)
 			return err
 		}},
@@ -354,16 +354,16 @@ func TestBindPhoneCrash(t *testing.T) {
 				p := mustPhone(t, phone)
 				// The bind runs up to and including this step, then "crashes".
 				for _, s := range steps[:si+1] {
-					if err := s.run(ctxT(t), f.store(), user, p); err != nil {
+					if err := s.run(ctxT(t), f.store().Phones, user, p); err != nil {
 						t.Fatalf("step %s: %v", s.name, err)
 					}
 				}
 				if step.name == "copy" {
 					// Copied and still pending: the window between copy and delete.
-					if err := steps[2].run(ctxT(t), f.store(), user, p); err != nil {
+					if err := steps[2].run(ctxT(t), f.store().Phones, user, p); err != nil {
 						t.Fatalf("copy again: %v", err)
 					}
-					mid, _, err := f.store().ListByUser(ctxT(t), user, participant.CouponFilter{}, participant.Page{Size: 10})
+					mid, _, err := f.store().Coupons.ListByUser(ctxT(t), user, participant.CouponFilter{}, participant.Page{Size: 10})
 					if err != nil || len(mid) != 3 || f.pending(t, phone, tpl.Id) != 3 {
 						t.Fatalf("after the crash: %d in the user's table (%v), %d pending; want 3 and 3", len(mid), err, f.pending(t, phone, tpl.Id))
 					}
@@ -383,11 +383,11 @@ func TestBindPhoneCrash(t *testing.T) {
 				if n := f.pending(t, phone, tpl.Id); n != 0 {
 					t.Fatalf("%d coupons still pending", n)
 				}
-				if ps, err := f.store().BindIntents(ctxT(t), user); err != nil || len(ps) != 0 {
+				if ps, err := f.store().Phones.BindIntents(ctxT(t), user); err != nil || len(ps) != 0 {
 					t.Fatalf("bind intents left: %v, %v", ps, err)
 				}
 				// Counted once for the user, however often the copy ran.
-				if n, err := f.store().Claimed(ctxT(t), user, tpl.Id); err != nil || n != 3 {
+				if n, err := f.store().Coupons.Claimed(ctxT(t), user, tpl.Id); err != nil || n != 3 {
 					t.Fatalf("claim count = %d, %v; want 3", n, err)
 				}
 				// A later bind finds nothing to do.
@@ -447,7 +447,7 @@ func TestPhoneBadInputs(t *testing.T) {
 	if pending, users := f.issued(t, tpl.Id); pending != 0 || users != 0 {
 		t.Fatalf("bad inputs wrote coupons: pending %d, users %d", pending, users)
 	}
-	if owner, err := f.store().PhoneOwner(ctxT(t), mustPhone(t, "13800138000")); err != nil || owner != 0 {
+	if owner, err := f.store().Phones.PhoneOwner(ctxT(t), mustPhone(t, "13800138000")); err != nil || owner != 0 {
 		t.Fatalf("bad bind bound the phone to %d (%v)", owner, err)
 	}
 	if st := f.stats(t, tpl.Id); st.RemainingStock != 10 {

@@ -455,13 +455,13 @@ func TestClaimGivesStockBackWhenInsertFails(t *testing.T) {
 	f := newFixture(t)
 	tpl := f.template(t, 5, 0)
 	const user = 77
-	sh := f.srv.App.Store().ShardOf(user)
-	table := "coupon_" + sh.Suffix()
-	if _, err := sh.DB.ExecContext(ctxT(t), "RENAME TABLE "+table+" TO "+table+"_away"); err != nil {
+	db, n := f.srv.App.Store().UserShardForTest(user)
+	table := fmt.Sprintf("coupon_%04d", n)
+	if _, err := db.ExecContext(ctxT(t), "RENAME TABLE "+table+" TO "+table+"_away"); err != nil {
 		t.Fatal(err)
 	}
 	_, err := f.srv.Coupons.ClaimCoupon(ctxT(t), &couponv1.ClaimCouponRequest{RequestId: "broken-1", UserId: user, TemplateId: tpl.Id})
-	if _, err2 := sh.DB.ExecContext(context.Background(), "RENAME TABLE "+table+"_away TO "+table); err2 != nil {
+	if _, err2 := db.ExecContext(context.Background(), "RENAME TABLE "+table+"_away TO "+table); err2 != nil {
 		t.Fatal(err2)
 	}
 	if err == nil {

@@ -169,7 +169,8 @@ func TestTwoTransactionsOneOrder(t *testing.T) {
 func (e *tccEnv) dailyUses(t *testing.T, user, tplID int64) int {
 	t.Helper()
 	var n int
-	err := e.srv.App.Store().ShardOf(user).DB.QueryRowContext(ctxT(t),
+	db, _ := e.srv.App.Store().UserShardForTest(user)
+	err := db.QueryRowContext(ctxT(t),
 		`SELECT COALESCE(SUM(used), 0) FROM daily_use WHERE user_id = ? AND template_id = ?`, user, tplID).Scan(&n)
 	if err != nil {
 		t.Fatal(err)

@@ -157,8 +157,8 @@ func (e *tccEnv) waitStatus(t *testing.T, user int64, code string, want couponv1
 // ledger counts the user's ledger rows by operation for one coupon.
 func (e *tccEnv) ledger(t *testing.T, user int64, code string) map[string]int {
 	t.Helper()
-	sh := e.srv.App.Store().ShardOf(user)
-	rows, err := sh.DB.QueryContext(ctxT(t), `SELECT op, COUNT(*) FROM coupon_ledger WHERE coupon_code = ? GROUP BY op`, code)
+	db, _ := e.srv.App.Store().UserShardForTest(user)
+	rows, err := db.QueryContext(ctxT(t), `SELECT op, COUNT(*) FROM coupon_ledger WHERE coupon_code = ? GROUP BY op`, code)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -238,7 +238,7 @@ func TestTCCConfirmRetriedAfterTransientFailure(t *testing.T) {
 	tpl := e.template(t, 10, 0)
 	c := e.claim(t, tpl.Id, 14)
 	// The coupon's Confirm fails for real: its ledger table is gone.
-	db := e.srv.App.Store().ShardOf(14).DB
+	db, _ := e.srv.App.Store().UserShardForTest(14)
 	if _, err := db.ExecContext(ctxT(t), "RENAME TABLE coupon_ledger TO coupon_ledger_away"); err != nil {
 		t.Fatal(err)
 	}

@@ -10,19 +10,8 @@ import (
 
 	"github.com/opencoupon/coupon/internal/app"
 	"github.com/opencoupon/coupon/participant"
-	couponmysql "github.com/opencoupon/coupon/participant/mysql"
+	couponredis "github.com/opencoupon/coupon/participant/redis"
 )
-
-// takeScript is the service's stock take (participant/redis): read the
-// units left, take one, return the counters' generation.
-var takeScript = goredis.NewScript(`
-local n = redis.call('HGET', KEYS[1], 'n')
-if not n then return {-2, ''} end
-n = tonumber(n)
-if n <= 0 then return {-1, ''} end
-redis.call('HINCRBY', KEYS[1], 'n', -1)
-return {n - 1, redis.call('HGET', KEYS[1], 'g')}
-`)
 
 // baselineStock is what the baseline's counter starts with: more than any run takes.
 const baselineStock = int64(1) << 40
@@ -100,12 +89,12 @@ func (b *bench) baseline(ctx context.Context) (*Result, error) {
 			start := time.Now()
 			ctx, cancel := context.WithTimeout(ctx, o.timeout)
 			defer cancel()
-			if err := takeScript.Run(ctx, rdb, []string{key}).Err(); err != nil {
+			if err := couponredis.TakeScript().Run(ctx, rdb, []string{key}).Err(); err != nil {
 				rec.observe(start, err)
 				return
 			}
 			id, user := idgen.Next(), b.newUser()
-			t := couponmysql.TableOf(user, tables)
+			t := b.route.ShardMap.TableOf(user)
 			now := time.Now().UTC()
 			_, err := dbOf(t).ExecContext(ctx, insert[t], id, participant.CouponCode(id), 1, b.campaignID, user,
 				b.requestID(), participant.CouponAvailable, now, now.Add(30*24*time.Hour), now)

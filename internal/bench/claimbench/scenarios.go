@@ -22,6 +22,7 @@ import (
 
 	"github.com/opencoupon/coupon/internal/app"
 	"github.com/opencoupon/coupon/internal/auth"
+	couponmysql "github.com/opencoupon/coupon/participant/mysql"
 	couponredis "github.com/opencoupon/coupon/participant/redis"
 	couponv1 "github.com/opencoupon/coupon/proto/coupon/v1"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
@@ -39,8 +40,11 @@ type bench struct {
 
 	main   *sql.DB
 	shards []*sql.DB
-	rdb    goredis.UniversalClient
-	stock  *couponredis.Stock
+	// route is the service's shard map, read from its main database: the
+	// tables the service writes each user's coupons to.
+	route *couponmysql.Stores
+	rdb   goredis.UniversalClient
+	stock *couponredis.Stock
 
 	campaignID int64
 	checked    bool // the flags were found to match the service
@@ -71,6 +75,11 @@ func open(ctx context.Context, o options) (_ *bench, err error) {
 			return nil, fmt.Errorf("open shard %d: %w", i, err)
 		}
 		b.shards = append(b.shards, db)
+	}
+	b.route, err = couponmysql.Open(ctx, couponmysql.Config{MainDSN: o.mysqlMain, ShardDSNs: o.mysqlShards,
+		TablesPerShard: o.tablesPerShard, MaxOpenConns: 1})
+	if err != nil {
+		return nil, fmt.Errorf("read the service's shard map: %w", err)
 	}
 	b.rdb = app.NewRedis(app.RedisConfig{Addrs: o.redis, PoolSize: 8})
 	if err := b.rdb.Ping(ctx).Err(); err != nil {
@@ -171,6 +180,9 @@ func (b *bench) close() {
 	}
 	for _, db := range b.shards {
 		db.Close()
+	}
+	if b.route != nil {
+		b.route.Close()
 	}
 	if b.rdb != nil {
 		b.rdb.Close()

@@ -9,7 +9,6 @@ import (
 	"strings"
 	"time"
 
-	couponmysql "github.com/opencoupon/coupon/participant/mysql"
 	couponv1 "github.com/opencoupon/coupon/proto/coupon/v1"
 )
 
@@ -221,9 +220,8 @@ func (b *bench) checkRetries(ctx context.Context, t *tally, v *Verify) error {
 	t.mu.Lock()
 	sample := append([]claimed{}, t.retried...)
 	t.mu.Unlock()
-	tables := len(b.shards) * b.o.tablesPerShard
 	for _, c := range sample {
-		table := couponmysql.TableOf(c.req.UserId, tables)
+		table := b.route.ShardMap.TableOf(c.req.UserId)
 		db := b.shards[table/b.o.tablesPerShard]
 		var code string
 		err := db.QueryRowContext(ctx, fmt.Sprintf(`SELECT code FROM coupon_%04d WHERE request_id = ?`, table), c.req.RequestId).Scan(&code)

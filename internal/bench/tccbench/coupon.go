@@ -134,15 +134,15 @@ func (b *bench) insertCoupons(ctx context.Context, tpl *couponv1.CouponTemplate,
 		user := base + int64(i)
 		id := ids.Next()
 		codes[i] = participant.CouponCode(id)
-		t := store.ShardOf(user).Table
+		t := store.ShardMap.TableOf(user)
 		byTable[t] = append(byTable[t], []any{id, codes[i], tpl.Id, tpl.CampaignId, user, "bench-" + codes[i],
 			participant.CouponAvailable, now, expire, now})
 	}
 	var wg sync.WaitGroup
-	errs := make([]error, len(store.ShardDBs()))
-	for s, db := range store.ShardDBs() {
+	errs := make([]error, len(b.couponShards))
+	for s, db := range b.couponShards {
 		wg.Go(func() {
-			for _, t := range store.TablesOf(s) {
+			for _, t := range store.ShardMap.TablesOf(s) {
 				if err := insertRows(ctx, db, fmt.Sprintf(`INSERT INTO coupon_%04d (id, code, template_id, campaign_id,
  user_id, request_id, status, claimed_at, expire_at, updated_at) VALUES `, t), byTable[t]); err != nil {
 					errs[s] = fmt.Errorf("insert coupons into shard %d: %w", s, err)
@@ -172,8 +172,8 @@ func (b *bench) insertPaymentAccounts(ctx context.Context, base int64, n int) er
 func (b *bench) usedCoupons(ctx context.Context, templateID int64) (map[string]bool, error) {
 	store := b.coupon.Store()
 	used := map[string]bool{}
-	for s, db := range store.ShardDBs() {
-		for _, t := range store.TablesOf(s) {
+	for s, db := range b.couponShards {
+		for _, t := range store.ShardMap.TablesOf(s) {
 			err := queryEach(ctx, db, fmt.Sprintf(`SELECT code FROM coupon_%04d WHERE template_id = ? AND status = ?`, t),
 				[]any{templateID, participant.CouponUsed}, func(r *sql.Rows) error {
 					var code string

@@ -53,10 +53,14 @@ type bench struct {
 	coupon     *app.App
 	couponAddr string
 	couponConn *grpc.ClientConn
-	paymentDB  *sql.DB
-	paymentURL string // gRPC target of the payment service
-	textbookDB *sql.DB
-	textURL    string // gRPC target of the textbook participant
+	// couponShards are the bench's own pools on the coupon shard
+	// databases, to seed coupons and read them back (the service's pools
+	// stay inside its stores).
+	couponShards []*sql.DB
+	paymentDB    *sql.DB
+	paymentURL   string // gRPC target of the payment service
+	textbookDB   *sql.DB
+	textURL      string // gRPC target of the textbook participant
 
 	scenarios []*scenario
 	stops     []func() // run in reverse by close
@@ -322,6 +326,14 @@ func (b *bench) startCoupon(ctx context.Context) error {
 		a.Close()
 	})
 	b.coupon, b.couponAddr = a, lis.Addr().String()
+	for _, role := range []string{dbShard0, dbShard1} {
+		db, err := b.openDB(ctx, role)
+		if err != nil {
+			return err
+		}
+		b.stops = append(b.stops, func() { db.Close() })
+		b.couponShards = append(b.couponShards, db)
+	}
 	conn, err := grpc.NewClient(b.couponAddr, grpc.WithTransportCredentials(insecure.NewCredentials()),
 		grpc.WithUnaryInterceptor(auth.DevTokens().Interceptor()))
 	if err != nil {
@@ -377,18 +389,18 @@ func insertRows(ctx context.Context, db *sql.DB, head string, rows [][]any) erro
 // logPools logs how long transactions waited for a MySQL connection so far,
 // per pool: a pool that makes them wait bounds the throughput.
 func (b *bench) logPools(scenario string) {
-	pools := map[string]*sql.DB{dbPayment: b.paymentDB, dbTextbook: b.textbookDB}
-	if b.coupon != nil {
-		pools[dbMain] = b.coupon.Store().Main()
-		for i, db := range b.coupon.Store().ShardDBs() {
-			pools["s"+strconv.Itoa(i)] = db
+	pools := map[string]sql.DBStats{}
+	for name, db := range map[string]*sql.DB{dbPayment: b.paymentDB, dbTextbook: b.textbookDB} {
+		if db != nil {
+			pools[name] = db.Stats()
 		}
 	}
-	for name, db := range pools {
-		if db == nil {
-			continue
+	if b.coupon != nil {
+		for name, st := range b.coupon.Store().PoolStats() {
+			pools[strings.Replace(name, "shard_", "s", 1)] = st // main, s0, s1
 		}
-		st := db.Stats()
+	}
+	for name, st := range pools {
 		b.log.Info("mysql pool", "scenario", scenario, "db", name, "open", st.OpenConnections,
 			"waits", st.WaitCount, "waited", st.WaitDuration.Round(time.Millisecond))
 	}
