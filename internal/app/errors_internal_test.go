@@ -1,12 +1,10 @@
 package app
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"log/slog"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -14,29 +12,11 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
+	"github.com/opencoupon/coupon/internal/testenv"
 	"github.com/opencoupon/coupon/participant"
 	"github.com/opencoupon/coupon/participant/rpc"
 	couponv1 "github.com/opencoupon/coupon/proto/coupon/v1"
 )
-
-// lockedBuffer is a log sink safe for the handler goroutines the deadline
-// leaves running.
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
 
 // chain runs h behind the error map and then each of ics, outermost
 // first, as Open chains them.
@@ -63,7 +43,7 @@ func TestPanicsAnswerBareInternal(t *testing.T) {
 		{"deadline goroutine", time.Minute},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			var logs lockedBuffer
+			var logs testenv.Buffer
 			a := &App{log: slog.New(slog.NewTextHandler(&logs, nil)), cfg: Config{Deadlines: Deadlines{Methods: map[string]time.Duration{"CouponService/ClaimCoupon": tc.deadline}}}}
 			_, err := chain(a.log, info, boom, a.recoverer, a.deadline)
 			a.detached.Wait()
@@ -82,7 +62,7 @@ func TestPanicsAnswerBareInternal(t *testing.T) {
 // client as DeadlineExceeded; the error its handler returns afterwards
 // reaches no client and no error map, so the deadline logs it.
 func TestLateHandlerErrorLogged(t *testing.T) {
-	var logs lockedBuffer
+	var logs testenv.Buffer
 	a := &App{log: slog.New(slog.NewTextHandler(&logs, nil)), cfg: Config{Deadlines: Deadlines{Methods: map[string]time.Duration{"CouponService/ClaimCoupon": 10 * time.Millisecond}}}}
 	info := &grpc.UnaryServerInfo{FullMethod: couponv1.CouponService_ClaimCoupon_FullMethodName}
 	release := make(chan struct{})

@@ -1,37 +1,18 @@
 package app
 
 import (
-	"bytes"
 	"errors"
 	"io"
 	"log/slog"
 	"net"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
 
 	"github.com/opencoupon/coupon/internal/metrics"
+	"github.com/opencoupon/coupon/internal/testenv"
 )
-
-// syncBuffer is a log destination safe for the accept goroutine.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
 
 // TestCapLogRateLimited: a burst of refusals logs one line, not one per
 // connection (a flood must not flood the log too).
@@ -40,7 +21,7 @@ func TestCapLogRateLimited(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	var logs syncBuffer
+	var logs testenv.Buffer
 	l := limitConns(raw, "test", 1, metrics.New(), slog.New(slog.NewTextHandler(&logs, nil)))
 	defer l.Close()
 	go func() {
