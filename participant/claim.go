@@ -25,11 +25,16 @@ func requestConflict(id string) error {
 // the coupon of the first success, and the same ID with other parameters is
 // refused with REQUEST_ID_CONFLICT. Stock is taken atomically in Redis and
 // given back when the record is definitely not written.
+//
+// Read top to bottom, a claim is: validate (here) → mark the request ID
+// (markRequest) → answer from the durable record if the request may
+// already have been issued (answer, the one place that looks) → take stock
+// and write (issue, mint) → answer.
 func (s *Service) Claim(ctx context.Context, r ClaimRequest) (*Coupon, error) {
 	if err := r.validate(); err != nil {
 		return nil, err
 	}
-	return s.idempotent(ctx, r.RequestID, r.fingerprint(), r.TemplateID,
+	return s.idempotent(ctx, r.RequestID, r.fingerprint(), r.TemplateID, false,
 		func() (*Coupon, error) { return s.replay(ctx, r) },
 		func() (*Coupon, error) { return s.issue(ctx, r) })
 }
@@ -45,30 +50,63 @@ type mark struct {
 	// soldOut: the template is known sold out and the request ID unmarked,
 	// so the call is refused from memory, holding no marker.
 	soldOut bool
+	// inFlight: another call with the same claim holds the mark and is
+	// running; this call holds none and waits for that call's coupon.
+	inFlight bool
 }
+
+// errInFlight is answer's word that the call holding the mark has not
+// written its coupon yet: idempotent waits and marks again.
+var errInFlight = errors.New("same request in flight")
+
+// issuedBefore is a write's answer that an earlier attempt may have issued
+// this request's coupon: its request ID is taken, or the per-user limit,
+// which counts that coupon, refused it. The durable record answers; when it
+// holds nothing of this request the claim fails with otherwise.
+type issuedBefore struct{ otherwise error }
+
+func (e *issuedBefore) Error() string { return e.otherwise.Error() }
 
 // idempotent runs issue once per request ID: mark the ID, answer from the
 // durable record if the request may already have been issued, issue, and
-// leave the mark as the outcome says (see Requests).
-func (s *Service) idempotent(ctx context.Context, requestID, fp string, templateID int64, replay, issue func() (*Coupon, error)) (*Coupon, error) {
-	m, c, err := s.markRequest(ctx, requestID, fp, templateID, replay)
-	if c != nil || err != nil {
-		return c, err
+// leave the mark as the outcome says (see Requests). lookFirst makes every
+// attempt look in the record before it issues (phone claims; see
+// ClaimByPhone).
+func (s *Service) idempotent(ctx context.Context, requestID, fp string, templateID int64, lookFirst bool, replay, issue func() (*Coupon, error)) (*Coupon, error) {
+	for {
+		m, err := s.markRequest(ctx, requestID, fp, templateID)
+		if err != nil {
+			return nil, err
+		}
+		c, err := answer(m, templateID, lookFirst, replay, issue)
+		if errors.Is(err, errInFlight) {
+			if err := pause(ctx, 5*time.Millisecond); err != nil {
+				return nil, Unavailable("wait for the same request in flight", err)
+			}
+			continue
+		}
+		if err != nil {
+			s.settle(ctx, requestID, fp, m, err)
+			return nil, err
+		}
+		c.Status = c.EffectiveStatus(s.now())
+		return c, nil
 	}
-	c, err = answer(m, templateID, replay, issue)
-	if err != nil {
-		s.settle(ctx, requestID, fp, m, err)
-		return nil, err
-	}
-	c.Status = c.EffectiveStatus(s.now())
-	return c, nil
 }
 
-// answer answers from the durable record if the request may already have
-// been issued, and otherwise refuses a template known sold out or issues.
-// It is the one place where an earlier attempt's coupon is looked for
-// before a refusal: every refusal comes after it.
-func answer(m mark, templateID int64, replay, issue func() (*Coupon, error)) (*Coupon, error) {
+// answer is the one place where a claim looks for the coupon an earlier
+// attempt with its request ID made, and it looks before every refusal that
+// such a coupon would make wrong: while another call with the ID is in
+// flight, when the request may already have been issued, and when the
+// write finds the ID taken or the per-user limit reached (issuedBefore).
+// Otherwise it refuses a template known sold out, or issues.
+func answer(m mark, templateID int64, lookFirst bool, replay, issue func() (*Coupon, error)) (*Coupon, error) {
+	if m.inFlight {
+		if c, err := replay(); c != nil || err != nil {
+			return c, err
+		}
+		return nil, errInFlight
+	}
 	if m.maybeIssued {
 		if c, err := replay(); c != nil || err != nil {
 			return c, err
@@ -77,58 +115,63 @@ func answer(m mark, templateID int64, replay, issue func() (*Coupon, error)) (*C
 	if m.soldOut {
 		return nil, soldOut(templateID)
 	}
-	return issue()
+	if lookFirst && !m.maybeIssued {
+		if c, err := replay(); c != nil || err != nil {
+			return c, err
+		}
+	}
+	c, err := issue()
+	var before *issuedBefore
+	if errors.As(err, &before) {
+		if c, rerr := replay(); c != nil || rerr != nil {
+			return c, rerr
+		}
+		return nil, before.otherwise
+	}
+	return c, err
 }
 
-// markRequest marks the request ID for the call, or returns the coupon (or
-// REQUEST_ID_CONFLICT) of another call with the same ID. A call that finds
-// it marked by the same claim waits for, and answers with, the coupon
-// replay finds; it takes the mark over, as maybe issued, when the call
-// holding it ended maybe issued or died in flight; another claim's mark is
-// REQUEST_ID_CONFLICT. A template known to be sold out is answered from
-// memory after only a look at the mark, unless the ID is marked or its
-// mark may have been lost.
-func (s *Service) markRequest(ctx context.Context, requestID, fp string, templateID int64, replay func() (*Coupon, error)) (mark, *Coupon, error) {
+// markRequest marks the request ID for the call. A call that finds it
+// marked by another claim is refused with REQUEST_ID_CONFLICT; one that
+// finds it marked by the same claim is in flight behind it (answer waits
+// for that call's coupon), or takes the mark over, as maybe issued, when
+// the call holding it ended maybe issued or died in flight. A template
+// known to be sold out is answered from memory after only a look at the
+// mark, unless the ID is marked or its mark may have been lost.
+func (s *Service) markRequest(ctx context.Context, requestID, fp string, templateID int64) (mark, error) {
 	if s.soldOut.known(templateID, s.now()) {
 		held, since, err := s.requests.Peek(ctx, requestID)
 		if err != nil {
-			return mark{}, nil, err
+			return mark{}, err
 		}
 		if held == nil {
-			return mark{soldOut: true, maybeIssued: s.mayHaveLost(since, templateID)}, nil, nil
+			return mark{soldOut: true, maybeIssued: s.mayHaveLost(since, templateID)}, nil
 		}
 		// Marked: the claim may have succeeded before; answer as usual.
 	}
 	for {
 		tok, started, held, since, err := s.requests.Begin(ctx, requestID, fp, s.cfg.RequestDoneTTL)
 		if err != nil {
-			return mark{}, nil, err
+			return mark{}, err
 		}
 		if started {
-			return mark{tok: tok, maybeIssued: s.mayHaveLost(since, templateID)}, nil, nil
+			return mark{tok: tok, maybeIssued: s.mayHaveLost(since, templateID)}, nil
 		}
 		if held.FP != fp {
-			return mark{}, nil, requestConflict(requestID)
+			return mark{}, requestConflict(requestID)
 		}
-		// Another call with this request ID is in flight or has finished.
-		if c, err := replay(); c != nil || err != nil {
-			return mark{}, c, err
+		if !held.MaybeIssued && s.now().Sub(held.Started) <= s.cfg.RequestInFlightTTL {
+			return mark{inFlight: true}, nil
 		}
-		if held.MaybeIssued || s.now().Sub(held.Started) > s.cfg.RequestInFlightTTL {
-			// The call holding it ended without knowing whether it wrote,
-			// or is long gone: its coupon may yet appear, so the taker
-			// looks again before any refusal.
-			tok, ok, err := s.requests.TakeOver(ctx, requestID, held, fp, s.cfg.RequestDoneTTL)
-			if err != nil {
-				return mark{}, nil, err
-			}
-			if ok {
-				return mark{tok: tok, maybeIssued: true}, nil, nil
-			}
-			continue
+		// The call holding it ended without knowing whether it wrote, or
+		// is long gone: its coupon may yet appear, so the taker looks
+		// again before any refusal.
+		tok, ok, err := s.requests.TakeOver(ctx, requestID, held, fp, s.cfg.RequestDoneTTL)
+		if err != nil {
+			return mark{}, err
 		}
-		if err := pause(ctx, 5*time.Millisecond); err != nil {
-			return mark{}, nil, Unavailable("wait for the same request in flight", err)
+		if ok {
+			return mark{tok: tok, maybeIssued: true}, nil
 		}
 	}
 }
@@ -204,6 +247,12 @@ func (s *Service) replay(ctx context.Context, r ClaimRequest) (*Coupon, error) {
 	return c, nil
 }
 
+// wall reads the wall clock. The domain decides on its own clock, s.now
+// (validity windows, expiry, the request marks' TTLs); wall is only for
+// what Go's timers and context deadlines measure: how long a write may
+// take after its stock was taken, how long to retry or wait.
+func wall() time.Time { return time.Now() }
+
 func pause(ctx context.Context, d time.Duration) error {
 	t := time.NewTimer(d)
 	defer t.Stop()
@@ -217,11 +266,11 @@ func pause(ctx context.Context, d time.Duration) error {
 
 // issue checks the template and campaign, takes a unit of stock and writes
 // the coupon. A request ID written before surfaces at the insert as
-// ErrDuplicateRequest and is answered with the earlier coupon, or with
-// REQUEST_ID_CONFLICT when another claim made it; or, since the per-user
-// limit counts that coupon and is decided first, as USER_LIMIT_REACHED,
-// which therefore looks for it too (the read is on the shard just written
-// to).
+// ErrDuplicateRequest, and — since the per-user limit counts that coupon
+// and is decided first — possibly as USER_LIMIT_REACHED: both are
+// issuedBefore, for answer to look for the earlier coupon (the read is on
+// the shard just written to). A key taken by a holder that is not readable
+// is still never a retryable answer, since a retry would hit the same key.
 func (s *Service) issue(ctx context.Context, r ClaimRequest) (*Coupon, error) {
 	// MySQL keeps microseconds: the first answer must equal its replays.
 	now := s.now().UTC().Truncate(time.Microsecond)
@@ -238,17 +287,9 @@ func (s *Service) issue(ctx context.Context, r ClaimRequest) (*Coupon, error) {
 	case err == nil:
 		return c, nil
 	case errors.Is(err, ErrDuplicateRequest):
-		if c, rerr := s.replay(ctx, r); c != nil || rerr != nil {
-			return c, rerr
-		}
-		// The key is taken but its holder is not readable: still never a
-		// retryable answer, since a retry would hit the same key.
-		return nil, requestConflict(r.RequestID)
+		return nil, &issuedBefore{otherwise: requestConflict(r.RequestID)}
 	case ErrorReason(err) == ReasonUserLimitReached:
-		if c, rerr := s.replay(ctx, r); c != nil || rerr != nil {
-			return c, rerr
-		}
-		return nil, userLimit(t)
+		return nil, &issuedBefore{otherwise: userLimit(t)}
 	}
 	return nil, err
 }
@@ -293,7 +334,7 @@ func (s *Service) giveBack(ctx context.Context, t Ticket) {
 		return
 	}
 	go func() {
-		deadline := time.Now().Add(30 * time.Second)
+		deadline := wall().Add(30 * time.Second)
 		for wait := 50 * time.Millisecond; ; wait = min(2*wait, 2*time.Second) {
 			if pause(ctx, wait) != nil {
 				return
@@ -302,7 +343,7 @@ func (s *Service) giveBack(ctx context.Context, t Ticket) {
 			if err == nil {
 				return
 			}
-			if time.Now().After(deadline) {
+			if wall().After(deadline) {
 				s.log.WarnContext(ctx, "give stock back; the stock audit will restore it", "template_id", t.TemplateID, "err", err)
 				return
 			}
@@ -339,7 +380,7 @@ func userLimit(t *Template) error {
 // unit left the counters no earlier.
 func (s *Service) take(ctx context.Context, t *Template, hint uint64) (tk Ticket, takenAt time.Time, err error) {
 	for range 3 {
-		takenAt = time.Now()
+		takenAt = wall()
 		tk, err := s.stock.Take(ctx, t.ID, t.SubStockCount, hint)
 		switch {
 		case err == nil:
@@ -404,8 +445,8 @@ func (s *Service) rebuildStock(ctx context.Context, templateID int64) error {
 }
 
 func (s *Service) awaitStock(ctx context.Context, t *Template) error {
-	deadline := time.Now().Add(s.cfg.StockSettle + 10*time.Second)
-	for time.Now().Before(deadline) {
+	deadline := wall().Add(s.cfg.StockSettle + 10*time.Second)
+	for wall().Before(deadline) {
 		if _, ok, err := s.stock.Remaining(ctx, t.ID, t.SubStockCount); err == nil && ok {
 			return nil
 		}

@@ -1,6 +1,7 @@
 package participant_test
 
 import (
+	"fmt"
 	"testing"
 	"time"
 
@@ -314,4 +315,26 @@ func TestFastReads(t *testing.T) {
 	wantError(t, "get another user's coupon by id", err, participant.ENOTFOUND, participant.ReasonCouponNotFound)
 	_, err = e.svc.GetCoupon(t.Context(), 7, "not-a-code", 0)
 	wantError(t, "get a malformed code", err, participant.EINVALID, participant.ReasonInvalidArgument)
+}
+
+// TestFastClaimRetryPastMarkerTTL: a retry that comes after Redis has
+// forgotten its request ID is answered with the first coupon when the
+// write finds the ID taken or the per-user limit reached — the durable
+// record answers, not the marker — and its unit of stock goes back.
+func TestFastClaimRetryPastMarkerTTL(t *testing.T) {
+	for _, limit := range []int32{0, 1} {
+		t.Run(fmt.Sprintf("per-user limit %d", limit), func(t *testing.T) {
+			e := newFast(t)
+			tpl := e.template(func(t *participant.Template) { t.PerUserLimit = limit })
+			first := e.claim(tpl.ID, 7, "r1")
+			e.clock.Advance(participant.DefaultConfig().RequestDoneTTL + time.Hour)
+			again := e.claim(tpl.ID, 7, "r1")
+			if again.ID != first.ID || again.Code != first.Code {
+				t.Fatalf("retry got coupon %d %s, want the first, %d %s", again.ID, again.Code, first.ID, first.Code)
+			}
+			if got := e.remaining(tpl); got != tpl.TotalStock-1 {
+				t.Fatalf("remaining stock = %d, want %d: the retry's unit must go back", got, tpl.TotalStock-1)
+			}
+		})
+	}
 }

@@ -73,6 +73,9 @@ func phoneFingerprint(p Phone, templateID int64) string {
 // the phone; once the phone is bound the claim is made for its user. Stock
 // comes from the same counters as Claim's, and the request ID is idempotent
 // in the same namespace: reusing one of Claim's IDs here is a conflict.
+// Unlike Claim, every attempt looks for its coupon before it issues, so a
+// retry whose marker Redis has forgotten (past RequestDoneTTL) still gets
+// its coupon when the template has closed or sold out since.
 func (s *Service) ClaimByPhone(ctx context.Context, r PhoneClaimRequest) (*Coupon, error) {
 	p, err := r.validate()
 	if err != nil {
@@ -81,7 +84,7 @@ func (s *Service) ClaimByPhone(ctx context.Context, r PhoneClaimRequest) (*Coupo
 	if err := s.phonesReady(); err != nil {
 		return nil, err
 	}
-	return s.idempotent(ctx, r.RequestID, phoneFingerprint(p, r.TemplateID), r.TemplateID,
+	return s.idempotent(ctx, r.RequestID, phoneFingerprint(p, r.TemplateID), r.TemplateID, true,
 		func() (*Coupon, error) { return s.replayPhone(ctx, p, r) },
 		func() (*Coupon, error) { return s.claimPhone(ctx, p, r) })
 }
@@ -117,9 +120,6 @@ func (s *Service) replayPhone(ctx context.Context, p Phone, r PhoneClaimRequest)
 }
 
 func (s *Service) claimPhone(ctx context.Context, p Phone, r PhoneClaimRequest) (*Coupon, error) {
-	if c, err := s.replayPhone(ctx, p, r); c != nil || err != nil {
-		return c, err
-	}
 	owner, err := s.phones.PhoneOwner(ctx, p)
 	if err != nil {
 		return nil, err
@@ -152,10 +152,7 @@ func (s *Service) claimPhone(ctx context.Context, p Phone, r PhoneClaimRequest) 
 	case err == nil:
 		return c, nil
 	case errors.Is(err, ErrDuplicateRequest):
-		if c, rerr := s.replayPhone(ctx, p, r); c != nil || rerr != nil {
-			return c, rerr
-		}
-		return nil, requestConflict(r.RequestID)
+		return nil, &issuedBefore{otherwise: requestConflict(r.RequestID)}
 	case errors.Is(err, ErrPhoneBound):
 		// Bound while we claimed: the claim is the user's now.
 		owner, err := s.phones.PhoneOwner(ctx, p)

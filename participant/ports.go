@@ -138,6 +138,8 @@ type Marker struct {
 // Markers live in buckets; each bucket remembers since when it has held
 // markers, so a caller can tell whether a request ID seen fresh could have
 // been marked before and lost (Redis lost its data) within the TTL.
+// Markers' Started and buckets' births are stamped on the service's clock
+// (Deps.Now), the one the service compares them with.
 type Requests interface {
 	// Begin marks requestID for the claim fp for ttl. When it is already
 	// marked it returns the holder with started=false. since is when the

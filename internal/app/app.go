@@ -239,6 +239,9 @@ func Open(ctx context.Context, cfg Config, log *slog.Logger) (a *App, err error)
 		return nil, err
 	}
 	a.redis = couponredis.New(a.rdb, cfg.Redis.Prefix)
+	if cfg.Now != nil {
+		a.redis.Requests.UseClock(cfg.Now)
+	}
 	closers = append(closers, func() error { a.redis.Close(); return nil })
 	r := a.redis
 	a.svc, err = participant.NewService(participant.Deps{

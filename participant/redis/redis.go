@@ -37,7 +37,7 @@ type Adapter struct {
 // prefix (e.g. "coupon:"). The service's client carries a Breaker.
 func New(rdb goredis.UniversalClient, prefix string) *Adapter {
 	c := &conn{rdb: rdb, prefix: prefix, pipe: newPipe(rdb)}
-	return &Adapter{Stock: &Stock{c}, Requests: &Requests{c}, Leases: &Leases{c}, Blobs: &Blobs{c}, pipe: c.pipe}
+	return &Adapter{Stock: &Stock{c}, Requests: &Requests{conn: c}, Leases: &Leases{c}, Blobs: &Blobs{c}, pipe: c.pipe}
 }
 
 // Close answers the calls queued so far and stops the pipeline workers; a

@@ -20,7 +20,21 @@ import (
 // key says since when (ms) the bucket has held markers: if Redis lost its
 // data the bucket is born again, and a request marked before the loss may
 // have lost its marker.
-type Requests struct{ *conn }
+type Requests struct {
+	*conn
+	clock func() time.Time // nil: time.Now
+}
+
+// UseClock stamps markers and bucket births with now, the service's clock
+// (participant.Deps.Now), which is what the service compares them with.
+func (r *Requests) UseClock(now func() time.Time) { r.clock = now }
+
+func (r *Requests) nowMS() int64 {
+	if r.clock != nil {
+		return r.clock().UnixMilli()
+	}
+	return time.Now().UnixMilli()
+}
 
 var _ participant.Requests = (*Requests)(nil)
 
@@ -44,7 +58,7 @@ func (r *Requests) bucket(b uint32) string { return fmt.Sprintf("%sreq:{%d}", r.
 // lost, since its born key lives in its slot and is lost with them. SET NX
 // applies once, however often it is sent.
 func (r *Requests) Touch(ctx context.Context) error {
-	now := strconv.FormatInt(nowMS(), 10)
+	now := strconv.FormatInt(r.nowMS(), 10)
 	_, err := r.rdb.Pipelined(ctx, func(pl goredis.Pipeliner) error {
 		for b := range uint32(requestBuckets) {
 			pl.SetNX(ctx, r.bucket(b)+":born", now, 0)
@@ -71,8 +85,6 @@ end
 if v == ARGV[1] then return {'', born} end
 return {v, born}
 `)
-
-func nowMS() int64 { return time.Now().UnixMilli() }
 
 // maybeIssuedFlag is the fourth field of the marker of a call that ended
 // with the request maybe issued.
@@ -112,7 +124,7 @@ func bornAt(v any) time.Time {
 
 // Begin marks a request, or reports who holds it.
 func (r *Requests) Begin(ctx context.Context, requestID, fp string, ttl time.Duration) (string, bool, participant.Marker, time.Time, error) {
-	tok, now := token(), nowMS()
+	tok, now := token(), r.nowMS()
 	res, err := r.script(ctx, beginScript, r.keys(requestID), marker(fp, tok, now), ttl.Milliseconds(), now).Slice()
 	if err != nil {
 		return "", false, participant.Marker{}, time.Time{}, wrap("begin request "+requestID, err)
@@ -136,7 +148,7 @@ func (r *Requests) Peek(ctx context.Context, requestID string) (*participant.Mar
 	if err != nil {
 		return nil, time.Time{}, wrap("peek request "+requestID, err)
 	}
-	since := time.Now()
+	since := time.UnixMilli(r.nowMS())
 	if b, _ := res[1].(string); b != "" {
 		since = bornAt(b)
 	}
@@ -157,7 +169,7 @@ return 1
 // request maybe issued.
 func (r *Requests) TakeOver(ctx context.Context, requestID string, held participant.Marker, fp string, ttl time.Duration) (string, bool, error) {
 	tok := token()
-	n, err := r.script(ctx, takeOverScript, r.keys(requestID)[:1], markerOf(held), marker(fp, tok, nowMS()), ttl.Milliseconds()).Int()
+	n, err := r.script(ctx, takeOverScript, r.keys(requestID)[:1], markerOf(held), marker(fp, tok, r.nowMS()), ttl.Milliseconds()).Int()
 	if err != nil {
 		return "", false, wrap("take over request "+requestID, err)
 	}

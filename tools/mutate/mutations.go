@@ -135,13 +135,18 @@ var mutations = []mutation{
 		Pkg: "./participant", Run: "TestClaimRetryAfter",
 	},
 	{
+		ID: "write-conflict-not-replayed", Bug: "a claim whose write finds its request ID taken answers REQUEST_ID_CONFLICT without looking for the coupon an earlier attempt wrote",
+		File: "participant/claim.go", Find: "\tif errors.As(err, &before) {\n\t\tif c, rerr := replay();", Replace: "\tif errors.As(err, &before) {\n\t\tif c, rerr := (*Coupon)(nil), error(nil);",
+		Pkg: "./participant", Run: "TestFastClaimRetryPastMarkerTTL",
+	},
+	{
 		ID: "claim-forgets-unknown-commit", Bug: "a claim whose commit outcome is unknown drops its request marker",
 		File: "participant/claim.go", Find: "	case EREFUSED, EINVALID, ENOTFOUND:\n		return true", Replace: "	case EREFUSED, EINVALID, ENOTFOUND, EUNAVAILABLE, EINTERNAL:\n		return true",
 		Pkg: "./participant", Run: "TestClaimRetryAfter",
 	},
 	{
 		ID: "takeover-not-maybe-issued", Bug: "a claim that takes over a dead claim's marker does not look for that claim's coupon",
-		File: "participant/claim.go", Find: "return mark{tok: tok, maybeIssued: true}, nil, nil", Replace: "return mark{tok: tok}, nil, nil",
+		File: "participant/claim.go", Find: "return mark{tok: tok, maybeIssued: true}, nil\n", Replace: "return mark{tok: tok}, nil\n",
 		Pkg: "./participant", Run: "TestClaimRetryAfterTakeover",
 	},
 	{
