@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"sync/atomic"
 	"time"
+
+	"github.com/opencoupon/coupon/internal/jobs"
 )
 
 // AuditStats counts what an Auditor has done since it was made.
@@ -53,7 +55,7 @@ const (
 // flight.
 type Auditor struct {
 	svc *Service
-	job job
+	job *jobs.Job
 
 	// drift holds, per template, the under-credit seen unchanged since
 	// when. Only rounds touch it, and job runs one at a time.
@@ -77,26 +79,22 @@ type driftSeen struct {
 func NewAuditor(svc *Service) *Auditor {
 	a := &Auditor{svc: svc, drift: map[int64]driftSeen{}}
 	longest := 30*time.Second + (maxRebuilds+1)*svc.cfg.StockSettle
-	a.job = job{
-		name: "stock audit", every: svc.cfg.AuditInterval, log: svc.log,
-		lease: lease{leases: svc.leases, name: "job:audit", ttl: leaseTTL(svc.cfg.AuditInterval, longest)},
-		round: a.round,
-	}
+	a.job = svc.job("stock audit", "job:audit", svc.cfg.AuditInterval, longest, a.round)
 	return a
 }
 
 // Run audits every interval until ctx is done, then gives up the lease.
-func (a *Auditor) Run(ctx context.Context) { a.job.run(ctx) }
+func (a *Auditor) Run(ctx context.Context) { a.job.Run(ctx) }
 
 // RunOnce runs one audit if this Auditor holds, or can take, the lease;
 // ran is false when another replica holds it.
-func (a *Auditor) RunOnce(ctx context.Context) (ran bool, err error) { return a.job.runOnce(ctx) }
+func (a *Auditor) RunOnce(ctx context.Context) (ran bool, err error) { return a.job.RunOnce(ctx) }
 
 // Stats returns the counters so far.
 func (a *Auditor) Stats() AuditStats {
 	return AuditStats{
 		Rounds: a.rounds.Load(), Checked: a.checked.Load(),
-		OverCredit: a.over.Load(), UnderCredit: a.under.Load(), Failed: a.failed.Load(), LastRound: a.job.last.get(),
+		OverCredit: a.over.Load(), UnderCredit: a.under.Load(), Failed: a.failed.Load(), LastRound: a.job.LastRound(),
 	}
 }
 

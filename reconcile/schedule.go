@@ -6,20 +6,22 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"strings"
 	"sync"
 	"time"
 
-	"github.com/go-co-op/gocron/v2"
 	"github.com/go-sql-driver/mysql"
+
+	"github.com/opencoupon/coupon/internal/jobs"
+	"github.com/opencoupon/coupon/internal/jobs/mysqllock"
 )
 
 // Scheduler runs the reconciliation of the previous day on a cron
 // schedule, on every replica, so that exactly one replica runs each day:
-// a MySQL named lock (GET_LOCK, held for the run by gocron's distributed
-// locker) keeps replicas from running at once, and a durable claim of the
-// day in reconcile_claim keeps a finished day from running again and lets
-// another replica take over a day whose runner died (its lease expired).
+// a MySQL named lock (GET_LOCK, held for the run by the job runner of
+// internal/jobs) keeps replicas from running at once, and a durable claim
+// of the day in reconcile_claim keeps a finished day from running again
+// and lets another replica take over a day whose runner died (its lease
+// expired).
 type Scheduler struct {
 	// DB is the state database (locks and claims).
 	DB *sql.DB
@@ -46,47 +48,37 @@ const (
 	ClaimFailed  = "failed"
 )
 
-// ErrLocked is returned by the locker when another replica holds the lock.
-var ErrLocked = errors.New("reconcile: another replica holds the lock")
-
-// Start schedules the job and blocks until ctx is done.
+// Start runs the job on its schedule until ctx is done. A replica that
+// starts after the day's tick (a deploy, a crash) catches up at once: the
+// claim keeps a finished day from running again.
 func (s *Scheduler) Start(ctx context.Context) error {
 	s, err := s.withDefaults()
 	if err != nil {
 		return err
 	}
-	fields := len(strings.Fields(s.Cron))
-	if fields != 5 && fields != 6 {
-		return fmt.Errorf("schedule %q: want a cron expression of 5 fields (6 with seconds)", s.Cron)
-	}
-	sched, err := gocron.NewScheduler(
-		gocron.WithLocation(s.Zone),
-		gocron.WithDistributedLocker(&mysqlLocker{db: s.DB}),
-	)
+	cron, err := jobs.ParseCron(s.Cron, s.Zone)
 	if err != nil {
-		return fmt.Errorf("scheduler: %w", err)
+		return err
 	}
-	_, err = sched.NewJob(gocron.CronJob(s.Cron, fields == 6),
-		gocron.NewTask(func(ctx context.Context) {
+	name := "reconcile:" + s.SourceKey
+	j := &jobs.Job{
+		Name: name, Schedule: cron, Log: s.Log,
+		// The named lock lives with its connection, so it needs no TTL and
+		// a run is not cut short; it is given up between runs rather than
+		// holding a connection for a day.
+		Locker: &mysqllock.Locker{DB: s.DB}, Lease: lockName(name), ReleaseAfterRound: true,
+		Round: func(ctx context.Context) error {
+			// A failed day is logged as an error here, once: it wants a
+			// look, and the next tick retries it (its claim is failed).
 			if _, err := s.RunDue(ctx); err != nil {
 				s.Log.ErrorContext(ctx, "scheduled reconciliation", "err", err)
 			}
-		}),
-		gocron.WithName("reconcile:"+s.SourceKey),
-		gocron.WithSingletonMode(gocron.LimitModeReschedule),
-		gocron.WithContext(ctx),
-		// A replica that starts after the day's tick (a deploy, a crash)
-		// catches up: the claim keeps a finished day from running again.
-		gocron.WithStartAt(gocron.WithStartImmediately()),
-	)
-	if err != nil {
-		_ = sched.Shutdown()
-		return fmt.Errorf("schedule %q: %w", s.Cron, err)
+			return nil
+		},
 	}
-	sched.Start()
 	s.Log.InfoContext(ctx, "reconcile scheduled", "cron", s.Cron, "zone", s.Zone.String(), "owner", s.Owner)
-	<-ctx.Done()
-	return sched.Shutdown()
+	j.Run(ctx)
+	return nil
 }
 
 // withDefaults returns a copy with the defaults filled in (the original
@@ -229,39 +221,9 @@ func (s *Scheduler) renew(ctx context.Context, date string, cancel func()) {
 	}
 }
 
-// mysqlLocker is gocron's distributed locker over MySQL named locks: the
-// lock lives with one connection, so a replica that dies releases it.
-type mysqlLocker struct{ db *sql.DB }
-
+// lockName is the MySQL named lock (jobs/mysqllock) that keeps replicas
+// from running the job named key at once.
 func lockName(key string) string {
 	// MySQL caps lock names at 64 characters.
-	return truncate("coupon-reconcile:"+key, 64)
-}
-
-func (l *mysqlLocker) Lock(ctx context.Context, key string) (gocron.Lock, error) {
-	conn, err := l.db.Conn(ctx)
-	if err != nil {
-		return nil, fmt.Errorf("reconcile lock: %w", err)
-	}
-	var got sql.NullInt64
-	if err := conn.QueryRowContext(ctx, `SELECT GET_LOCK(?, 0)`, lockName(key)).Scan(&got); err != nil {
-		_ = conn.Close()
-		return nil, fmt.Errorf("reconcile lock: %w", err)
-	}
-	if got.Int64 != 1 {
-		_ = conn.Close()
-		return nil, ErrLocked
-	}
-	return &mysqlLock{conn: conn, name: lockName(key)}, nil
-}
-
-type mysqlLock struct {
-	conn *sql.Conn
-	name string
-}
-
-func (l *mysqlLock) Unlock(ctx context.Context) error {
-	_, err := l.conn.ExecContext(ctx, `DO RELEASE_LOCK(?)`, l.name)
-	// Closing the connection releases the lock in any case.
-	return errors.Join(err, l.conn.Close())
+	return truncate("coupon-reconcile:"+key, mysqllock.MaxName)
 }

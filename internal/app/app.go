@@ -27,6 +27,7 @@ import (
 
 	"github.com/opencoupon/coupon/internal/auth"
 	"github.com/opencoupon/coupon/internal/gateway"
+	"github.com/opencoupon/coupon/internal/jobs"
 	"github.com/opencoupon/coupon/internal/metrics"
 	"github.com/opencoupon/coupon/internal/tracing"
 	"github.com/opencoupon/coupon/participant"
@@ -164,8 +165,8 @@ type App struct {
 	svc     *participant.Service
 	sweeper *participant.Sweeper
 	auditor *participant.Auditor
-	janitor *participant.LeasedJob // nil when off
-	runs    *reconcileRuns         // the console's view of reconcile's runs
+	janitor *jobs.Job      // nil when off
+	runs    *reconcileRuns // the console's view of reconcile's runs
 	grpc    *grpc.Server
 	authn   *auth.Authenticator
 	forward *gateway.Forwarding // the HTTP gateway's calls name their client
@@ -482,13 +483,13 @@ func (a *App) ServeListeners(ctx context.Context, lis, ops net.Listener) error {
 	}()
 	// The background jobs run on every replica; a lease keeps one of each active.
 	jctx, stopJobs := context.WithCancel(ctx)
-	var jobs sync.WaitGroup
-	jobs.Go(func() { a.sweeper.Run(jctx) })
-	jobs.Go(func() { a.auditor.Run(jctx) })
+	var background sync.WaitGroup
+	background.Go(func() { a.sweeper.Run(jctx) })
+	background.Go(func() { a.auditor.Run(jctx) })
 	if a.janitor != nil {
-		jobs.Go(func() { a.janitor.Run(jctx) })
+		background.Go(func() { a.janitor.Run(jctx) })
 	}
-	jobs.Go(func() { a.watchReadiness(jctx) })
+	background.Go(func() { a.watchReadiness(jctx) })
 	a.log.Info("coupon service serving", "grpc", lis.Addr().String(), "ops", addrOf(ops), "pprof", addrOf(a.pprofLis),
 		"auth", a.cfg.Auth.Enabled, "tls", a.cfg.TLS.Enabled(), "callers", len(a.cfg.Auth.Callers))
 	var err error
@@ -517,7 +518,7 @@ func (a *App) ServeListeners(ctx context.Context, lis, ops net.Listener) error {
 		<-stopped
 	}
 	stopJobs()
-	jobs.Wait()
+	background.Wait()
 	if a.opsHTTP != nil {
 		sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		defer cancel()

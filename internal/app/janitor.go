@@ -5,12 +5,12 @@ import (
 	"time"
 
 	"github.com/opencoupon/coupon/internal/janitor"
-	"github.com/opencoupon/coupon/participant"
+	"github.com/opencoupon/coupon/internal/jobs"
 )
 
 // barrierJanitor builds the job that cleans the shards' barrier tables
-// under a Redis lease, or nil when it is off.
-func (a *App) barrierJanitor() (*participant.LeasedJob, error) {
+// on one replica at a time under a Redis lease, or nil when it is off.
+func (a *App) barrierJanitor() (*jobs.Job, error) {
 	c := a.cfg.Barrier
 	if c.Interval <= 0 {
 		return nil, nil
@@ -35,8 +35,11 @@ func (a *App) barrierJanitor() (*participant.LeasedJob, error) {
 		}
 		return err
 	}
-	return participant.NewLeasedJob(a.svc, "barrier-janitor", c.Interval, 10*time.Minute, round), nil
+	return &jobs.Job{
+		Name: "barrier-janitor", Schedule: jobs.Every(c.Interval), Locker: a.redis.Leases, Lease: "job:barrier-janitor",
+		TTL: jobs.LeaseTTL(c.Interval, 10*time.Minute), Round: round, Log: a.log,
+	}, nil
 }
 
 // BarrierJanitor is the barrier janitor's job, nil when it is off.
-func (a *App) BarrierJanitor() *participant.LeasedJob { return a.janitor }
+func (a *App) BarrierJanitor() *jobs.Job { return a.janitor }

@@ -6,13 +6,17 @@ import (
 
 	goredis "github.com/redis/go-redis/v9"
 
+	"github.com/opencoupon/coupon/internal/jobs"
 	"github.com/opencoupon/coupon/participant"
 )
 
 // Leases are named, expiring locks shared by replicas (participant.Leases).
 type Leases struct{ *conn }
 
-var _ participant.Leases = (*Leases)(nil)
+var (
+	_ participant.Leases = (*Leases)(nil)
+	_ jobs.Locker        = (*Leases)(nil)
+)
 
 // lockScript takes the lease for the token, or renews it when the token
 // already holds it (a re-sent call), so a retry never locks its own caller
