@@ -16,6 +16,9 @@ var _ jobs.Locker = (*mysqllock.Locker)(nil)
 
 // TestLocker: one holder at a time, and the lock frees on unlock.
 func TestLocker(t *testing.T) {
+	if testing.Short() {
+		t.Skip("needs MariaDB")
+	}
 	ctx := context.Background()
 	db, err := sql.Open("mysql", testenv.MustDatabase(t, testenv.Unique(t)+"_lock"))
 	if err != nil {
