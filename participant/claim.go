@@ -222,7 +222,7 @@ func (s *Service) mayHaveLost(since time.Time, templateID int64) bool {
 	if s.now().Sub(since) >= s.cfg.RequestDoneTTL {
 		return false
 	}
-	t := s.templates.cached(templateID)
+	t := s.templates.Cached(templateID)
 	return t == nil || !t.CreatedAt.After(since.Add(bornSkew))
 }
 

@@ -16,6 +16,7 @@ import (
 	"github.com/opencoupon/coupon/participant"
 	couponmysql "github.com/opencoupon/coupon/participant/mysql"
 	couponredis "github.com/opencoupon/coupon/participant/redis"
+	"github.com/opencoupon/coupon/participant/tplcache"
 	couponv1 "github.com/opencoupon/coupon/proto/coupon/v1"
 )
 
@@ -420,16 +421,26 @@ func (e *env) service(t *testing.T, node int64, mod func(*participant.Deps, *par
 	}
 	d := participant.Deps{
 		Catalog: e.store.Catalog, Coupons: e.store.Coupons, Branches: e.store.Branches, Stock: e.stock, Requests: e.redis.Requests,
-		Leases: e.redis.Leases, Blobs: e.redis.Blobs, IDs: ids, Now: e.clk.Now,
+		Leases: e.redis.Leases, IDs: ids, Now: e.clk.Now,
 	}
 	if mod != nil {
 		mod(&d, &cfg)
+	}
+	if d.Templates == nil {
+		d.Templates = templateCache(d, e.redis.Blobs, cfg)
 	}
 	svc, err := participant.NewService(d, cfg)
 	if err != nil {
 		t.Fatalf("NewService: %v", err)
 	}
 	return svc
+}
+
+// templateCache is a replica's own template cache, as the server wires it,
+// over d's catalog and leases and over blobs.
+func templateCache(d participant.Deps, blobs participant.Blobs, cfg participant.Config) participant.Templates {
+	return tplcache.New(tplcache.Deps{Catalog: d.Catalog, Blobs: blobs, Leases: d.Leases, Log: d.Log, Now: d.Now},
+		tplcache.Config{Refresh: cfg.TemplateRefresh, RedisTTL: cfg.TemplateRedisTTL})
 }
 
 // watched tells when rounds of two sweepers overlap: every round starts

@@ -273,6 +273,32 @@ type Expirer interface {
 	EndTemplates(ctx context.Context, now time.Time) ([]int64, error)
 }
 
+// Templates serves templates and their campaigns to the claim, TCC and
+// user-side read paths without a catalog read per call (the template cache,
+// participant/tplcache). A read may be stale, by at most a bound the
+// implementation documents (about a second by default): an admin change
+// reaches every replica within it. Invalidate ends the staleness of this
+// replica at once. Templates and campaigns returned are shared and must not
+// be modified; a reload replaces them with new ones, so the same pointer
+// means the same version.
+type Templates interface {
+	// Get returns the template and its campaign; ENOTFOUND when either is
+	// not in the catalog.
+	Get(ctx context.Context, id int64) (*Template, *Campaign, error)
+	// Cached is the template this replica holds, if any, without loading
+	// it or counting a read; nil when it holds none.
+	Cached(id int64) *Template
+	// Invalidate drops the templates, after a change, so that the next Get
+	// here loads them afresh and other replicas do on their next refresh.
+	// This replica forgets them whatever the error; an error means the
+	// other replicas may serve the old version until their shared copy
+	// expires.
+	Invalidate(ctx context.Context, ids ...int64) error
+	// Counts returns the Gets served from memory (hits) and loaded
+	// (misses) so far, for metrics.
+	Counts() (hits, misses int64)
+}
+
 // Blobs is a shared cache of opaque values (Redis), the second level of the
 // template cache. Each value has a stamp that every invalidation renews; a
 // value is stored only under the stamp its reader saw before reading the

@@ -155,7 +155,10 @@ func TestTemplateChangeRacingReload(t *testing.T) {
 			tpl := e.template(t, 10, 0, 48*time.Hour, 0)
 			cat := &holdingCatalog{Catalog: e.store.Catalog}
 			blobs := &countingBlobs{Blobs: e.redis.Blobs}
-			replica := e.service(t, 2, func(d *participant.Deps, _ *participant.Config) { d.Catalog, d.Blobs = cat, blobs })
+			replica := e.service(t, 2, func(d *participant.Deps, cfg *participant.Config) {
+				d.Catalog = cat
+				d.Templates = templateCache(*d, blobs, *cfg)
+			})
 			if _, err := replica.PublicTemplate(ctxT(t), tpl.Id); err != nil {
 				t.Fatal(err)
 			}

@@ -31,8 +31,11 @@ type Config struct {
 	SoldOutRecheck time.Duration
 	// TemplateRefresh bounds how stale a replica's in-memory template may
 	// be: admin changes reach every replica within about this long.
-	TemplateRefresh time.Duration
 	// TemplateRedisTTL bounds staleness when invalidating Redis failed.
+	// Both tune the template cache (participant/tplcache), which the server
+	// builds with them; they stay here, beside the other documented keys'
+	// defaults, and the Service does not read them.
+	TemplateRefresh  time.Duration
 	TemplateRedisTTL time.Duration
 	// MaxDailyUses is the risk rule: coupons one user may use per UTC day
 	// across all templates; negative disables it.
@@ -120,7 +123,7 @@ type Service struct {
 	phones Phones
 	rules  *rules.Cache
 	// templates caches templates for the claim and TCC paths.
-	templates *templateCache
+	templates templateCache
 	ids       *IDGen
 	cfg       Config
 	counts    counters
@@ -137,8 +140,9 @@ type Deps struct {
 	Requests Requests
 	Leases   Leases
 	Branches Branches
-	// Blobs is the shared second level of the template cache.
-	Blobs Blobs
+	// Templates serves templates to the claim and TCC paths; the server
+	// wires participant/tplcache over Catalog.
+	Templates Templates
 	// Phones is optional: without it claims by phone are refused.
 	Phones Phones
 	IDs    *IDGen
@@ -154,8 +158,8 @@ func NewService(d Deps, cfg Config) (*Service, error) {
 		return nil, err
 	}
 	if d.Catalog == nil || d.Coupons == nil || d.Stock == nil || d.Requests == nil || d.Leases == nil ||
-		d.Branches == nil || d.Blobs == nil || d.IDs == nil {
-		return nil, errors.New("participant: catalog, coupons, stock, requests, leases, branches, blobs and ids are required")
+		d.Branches == nil || d.Templates == nil || d.IDs == nil {
+		return nil, errors.New("participant: catalog, coupons, stock, requests, leases, branches, templates and ids are required")
 	}
 	if d.Log == nil {
 		d.Log = slog.New(slog.DiscardHandler)
@@ -165,12 +169,8 @@ func NewService(d Deps, cfg Config) (*Service, error) {
 	}
 	s := &Service{
 		catalog: d.Catalog, coupons: d.Coupons, stock: d.Stock, requests: d.Requests, leases: d.Leases,
-		branches: d.Branches, phones: d.Phones, rules: rules.NewCache(4096),
-		ids: d.IDs, cfg: cfg, log: d.Log, now: d.Now,
+		branches: d.Branches, phones: d.Phones, rules: rules.NewCache(4096), ids: d.IDs, cfg: cfg, log: d.Log, now: d.Now,
 	}
-	s.templates = &templateCache{
-		catalog: d.Catalog, blobs: d.Blobs, leases: d.Leases, log: d.Log, now: d.Now,
-		refresh: cfg.TemplateRefresh, redisTTL: cfg.TemplateRedisTTL, m: map[int64]*cached{}, epochs: map[int64]uint64{},
-	}
+	s.templates = templateCache{Templates: d.Templates, log: d.Log}
 	return s, nil
 }

@@ -22,9 +22,10 @@ type counters struct {
 
 // Stats returns the counters so far.
 func (s *Service) Stats() Stats {
+	hits, misses := s.templates.Counts()
 	return Stats{
 		Locks: s.counts.locks.Load(), Consumes: s.counts.consumes.Load(), Releases: s.counts.releases.Load(),
 		ConfirmWithoutLock: s.counts.confirmWithoutLock.Load(),
-		CacheHits:          s.templates.hits.Load(), CacheMisses: s.templates.misses.Load(),
+		CacheHits:          hits, CacheMisses: misses,
 	}
 }

@@ -34,6 +34,7 @@ import (
 	couponmysql "github.com/opencoupon/coupon/participant/mysql"
 	couponredis "github.com/opencoupon/coupon/participant/redis"
 	"github.com/opencoupon/coupon/participant/rpc"
+	"github.com/opencoupon/coupon/participant/tplcache"
 	couponv1 "github.com/opencoupon/coupon/proto/coupon/v1"
 )
 
@@ -245,9 +246,11 @@ func Open(ctx context.Context, cfg Config, log *slog.Logger) (a *App, err error)
 	}
 	closers = append(closers, func() error { a.redis.Close(); return nil })
 	r := a.redis
+	templates := tplcache.New(tplcache.Deps{Catalog: a.store.Catalog, Blobs: r.Blobs, Leases: r.Leases, Log: log, Now: cfg.Now},
+		tplcache.Config{Refresh: cfg.Service.TemplateRefresh, RedisTTL: cfg.Service.TemplateRedisTTL})
 	a.svc, err = participant.NewService(participant.Deps{
 		Catalog: a.store.Catalog, Coupons: a.store.Coupons, Branches: a.store.Branches, Phones: a.store.Phones,
-		Stock: r.Stock, Requests: r.Requests, Leases: r.Leases, Blobs: r.Blobs, IDs: ids, Log: log, Now: cfg.Now,
+		Stock: r.Stock, Requests: r.Requests, Leases: r.Leases, Templates: templates, IDs: ids, Log: log, Now: cfg.Now,
 	}, cfg.Service)
 	if err != nil {
 		return nil, err

@@ -29,6 +29,7 @@ import (
 	couponmysql "github.com/opencoupon/coupon/participant/mysql"
 	couponredis "github.com/opencoupon/coupon/participant/redis"
 	"github.com/opencoupon/coupon/participant/rpc"
+	"github.com/opencoupon/coupon/participant/tplcache"
 	couponv1 "github.com/opencoupon/coupon/proto/coupon/v1"
 	"github.com/opencoupon/coupon/reconcile"
 )
@@ -143,10 +144,13 @@ func newWorld(t *testing.T) *world {
 	}
 	// The domain service the schedules drive: the real MySQL store and
 	// Redis, its log discarded (every refused branch logs a warning).
+	cfg := srv.Config.Service
+	templates := tplcache.New(tplcache.Deps{Catalog: store.Catalog, Blobs: r.Blobs, Leases: r.Leases},
+		tplcache.Config{Refresh: cfg.TemplateRefresh, RedisTTL: cfg.TemplateRedisTTL})
 	svc, err := participant.NewService(participant.Deps{
 		Catalog: store.Catalog, Coupons: store.Coupons, Branches: store.Branches, Stock: r.Stock, Requests: r.Requests,
-		Leases: r.Leases, Blobs: r.Blobs, IDs: ids,
-	}, srv.Config.Service)
+		Leases: r.Leases, Templates: templates, IDs: ids,
+	}, cfg)
 	if err != nil {
 		t.Fatalf("NewService: %v", err)
 	}

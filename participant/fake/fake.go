@@ -20,6 +20,7 @@ import (
 	"time"
 
 	"github.com/opencoupon/coupon/participant"
+	"github.com/opencoupon/coupon/participant/tplcache"
 )
 
 // Clock is a settable clock for the fakes and the service under test.
@@ -77,11 +78,15 @@ func New(clock *Clock) *Ports {
 }
 
 // Deps are the service's dependencies over the fakes, with ids for the
-// coupon IDs and the fakes' clock as the service's.
+// coupon IDs and the fakes' clock as the service's. Each call makes a new
+// template cache (participant/tplcache, the real one, over the fake
+// catalog, blobs and leases, with the default refresh), as each replica
+// has its own.
 func (p *Ports) Deps(ids *participant.IDGen) participant.Deps {
+	templates := tplcache.New(tplcache.Deps{Catalog: p.Catalog, Blobs: p.Blobs, Leases: p.Leases, Now: p.Clock.Now}, tplcache.Config{})
 	return participant.Deps{
 		Catalog: p.Catalog, Coupons: p.Coupons, Stock: p.Stock, Requests: p.Requests, Leases: p.Leases,
-		Branches: p.Branches, Blobs: p.Blobs, Phones: p.Phones, IDs: ids, Now: p.Clock.Now,
+		Branches: p.Branches, Templates: templates, Phones: p.Phones, IDs: ids, Now: p.Clock.Now,
 	}
 }
 

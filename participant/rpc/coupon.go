@@ -16,8 +16,12 @@ type Coupons struct {
 	couponv1.UnimplementedCouponServiceServer
 	svc *participant.Service
 	log *slog.Logger
-	// templates caches GetTemplate's messages: template ID → *templateMessage.
-	templates sync.Map
+	// encoded holds GetTemplate's message for each template version the
+	// service's cache served: template ID → *templateMessage. It is not a
+	// second template cache: an entry answers only while the service hands
+	// back the very same *Template, so it is never staler than the service,
+	// and it saves building a message on every read of a hot template.
+	encoded sync.Map
 }
 
 var _ couponv1.CouponServiceServer = (*Coupons)(nil)
@@ -43,11 +47,11 @@ func (c *Coupons) GetTemplate(ctx context.Context, r *couponv1.GetTemplateReques
 	if err != nil {
 		return nil, err
 	}
-	if e, ok := c.templates.Load(t.ID); ok && e.(*templateMessage).of == t {
+	if e, ok := c.encoded.Load(t.ID); ok && e.(*templateMessage).of == t {
 		return e.(*templateMessage).pb, nil
 	}
 	pb := templatePB(t)
-	c.templates.Store(t.ID, &templateMessage{of: t, pb: pb})
+	c.encoded.Store(t.ID, &templateMessage{of: t, pb: pb})
 	return pb, nil
 }
 
