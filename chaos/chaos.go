@@ -289,6 +289,7 @@ func (s *Stack) runScenario(ctx context.Context, sc *Scenario, index int, o Opti
 		return fail("wait", err)
 	}
 	pre := map[int64]stockReading{}
+	readAt := time.Now()
 	for _, id := range r.tpls {
 		rd, err := s.readStock(ctx, id)
 		if err != nil {
@@ -328,7 +329,7 @@ func (s *Stack) runScenario(ctx context.Context, sc *Scenario, index int, o Opti
 	}
 	windows := faultWindows(faults, proxyRedis, "redis", "coupon")
 	for _, id := range r.tpls {
-		a := accountStock(ctx, s, r, id, pre[id], evs, windows)
+		a := accountStock(ctx, s, r, id, pre[id], readAt, evs, windows)
 		tname := fmt.Sprintf("template %d", id)
 		if a.deficit > a.allowed {
 			v.fail(5, tname, "%d units taken by claims and not given back, %d explained (%s)", a.deficit, a.allowed, strings.Join(a.why, "; "))

@@ -442,12 +442,13 @@ type stockAccount struct {
 	why              []string
 }
 
-// accountStock reads a template's stock right after the load (before the
-// audit can repair it), adds what audit repairs during the run took care of,
+// accountStock takes a template's stock as read right after the load, at
+// readAt, adds what audit repairs before readAt took care of (a repair
+// after it mends what the reading already counts, so it is not added),
 // and counts what may legitimately be missing: claims whose commit outcome
 // was unknown (the service logs them) or whose give-back failed, and claims
 // whose answer was lost while Redis or the coupon service was faulted.
-func accountStock(ctx context.Context, s *Stack, r *run, tpl int64, pre stockReading, evs []logEvent, faultWindows [][2]time.Time) stockAccount {
+func accountStock(ctx context.Context, s *Stack, r *run, tpl int64, pre stockReading, readAt time.Time, evs []logEvent, faultWindows [][2]time.Time) stockAccount {
 	var a stockAccount
 	if !pre.Missing {
 		d := pre.Total - pre.Issued - pre.Remaining
@@ -462,11 +463,13 @@ func accountStock(ctx context.Context, s *Stack, r *run, tpl int64, pre stockRea
 		if e.TemplateID != tpl {
 			continue
 		}
+		// With the counters missing at the reading, every repair counts.
+		repairedBefore := pre.Missing || e.Time.Before(readAt)
 		switch {
-		case e.Msg == msgUnderRepair:
+		case e.Msg == msgUnderRepair && repairedBefore:
 			a.deficit += e.Total - e.Issued - e.Before
 			a.why = append(a.why, fmt.Sprintf("audit repaired %d", e.Total-e.Issued-e.Before))
-		case strings.HasPrefix(e.Msg, msgOverPrefix):
+		case strings.HasPrefix(e.Msg, msgOverPrefix) && repairedBefore:
 			a.surplus += e.Before - (e.Total - e.Issued)
 		case e.Msg == msgCommitUnknown:
 			unknownReq[e.RequestID] = true

@@ -3,6 +3,7 @@ package chaos
 import (
 	"slices"
 	"testing"
+	"time"
 )
 
 // snap builds a snapshot from coupons, ledger rows, orders and payments.
@@ -88,5 +89,38 @@ func TestSummarizeFaults(t *testing.T) {
 	got := summarizeFaults([]string{"down@dtm-coupon 0.0s", "kill coupon 1.2s", "down@dtm-coupon 0.1s", "down@dtm-coupon 0.0s"})
 	if want := "down@dtm-coupon ×3; kill coupon 1.2s"; got != want {
 		t.Fatalf("summarizeFaults = %q; want %q", got, want)
+	}
+}
+
+// TestAccountStockRepairAfterReading: a unit a commit of unknown outcome
+// left taken is in the reading; the audit's repair of it after the reading
+// must not count it a second time (the seed-2026 soak's mysql-reset false
+// alarm), while a repair before the reading, gone from it, still counts.
+func TestAccountStockRepairAfterReading(t *testing.T) {
+	readAt := time.Date(2026, 12, 7, 14, 8, 30, 0, time.UTC)
+	unknown := logEvent{Time: readAt.Add(-time.Minute), Msg: msgCommitUnknown, TemplateID: 16, RequestID: "s05-c3492"}
+	repair := func(at time.Time) logEvent {
+		return logEvent{Time: at, Msg: msgUnderRepair, TemplateID: 16, Total: 31000, Issued: 2851, Before: 28148}
+	}
+	tests := []struct {
+		name          string
+		pre           stockReading
+		repairAt      time.Time
+		wantDeficit   int64
+		wantViolation bool
+	}{
+		{"repaired after the reading", stockReading{Total: 31000, Issued: 2851, Remaining: 28148}, readAt.Add(time.Minute), 1, false},
+		{"repaired before the reading", stockReading{Total: 31000, Issued: 2851, Remaining: 28149}, readAt.Add(-30 * time.Second), 1, false},
+		{"counters missing at the reading", stockReading{Total: 31000, Issued: 2851, Missing: true}, readAt.Add(time.Minute), 1, false},
+		{"a second unit missing", stockReading{Total: 31000, Issued: 2851, Remaining: 28147}, readAt.Add(time.Minute), 2, true},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			r := &run{rec: newRecords()}
+			a := accountStock(t.Context(), nil, r, 16, tc.pre, readAt, []logEvent{unknown, repair(tc.repairAt)}, nil)
+			if a.deficit != tc.wantDeficit || (a.deficit > a.allowed) != tc.wantViolation {
+				t.Fatalf("deficit %d, allowed %d (%v); want deficit %d, violation %v", a.deficit, a.allowed, a.why, tc.wantDeficit, tc.wantViolation)
+			}
+		})
 	}
 }

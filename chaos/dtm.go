@@ -39,45 +39,69 @@ var httpClient = &http.Client{Timeout: 3 * time.Second}
 // queryStatus asks a coordinator that answers (A, then B) for a gid's status
 // over DTM's HTTP query API; the gRPC API has none.
 func (s *Stack) queryStatus(ctx context.Context, gid string) (string, error) {
+	t, err := s.queryTransaction(ctx, gid)
+	return t.Status, err
+}
+
+// queryTransaction asks the coordinators in turn; a gid none of them knows
+// is statusUnknown.
+func (s *Stack) queryTransaction(ctx context.Context, gid string) (dtmquery.Transaction, error) {
 	var last error
 	for _, h := range s.coordHTTP {
-		st, known, err := dtmquery.Client{Addr: h, HTTP: httpClient}.Status(ctx, gid)
+		t, known, err := dtmquery.Client{Addr: h, HTTP: httpClient}.Transaction(ctx, gid)
 		if err != nil {
 			last = err
 			continue
 		}
 		if !known {
-			return statusUnknown, nil
+			return dtmquery.Transaction{Status: statusUnknown}, nil
 		}
-		return st, nil
+		return t, nil
 	}
-	return "", fmt.Errorf("no coordinator answered the query of %s: %w", gid, last)
+	return dtmquery.Transaction{}, fmt.Errorf("no coordinator answered the query of %s: %w", gid, last)
 }
 
+// retryGrace bounds how far past its deadline waitFinished waits for the
+// coordinator's own next attempt at an unfinished transaction.
+const retryGrace = 10 * time.Minute
+
 // waitFinished polls every gid until DTM reports it finished or the deadline
-// passes; it returns the last status of each.
+// passes; it returns the last status of each. DTM retries a failed branch
+// call after a wait that doubles each time, without a cap, so a transaction
+// whose Confirm kept failing under a fault that lasted minutes is next tried
+// minutes after the fault healed: while the coordinator has such a retry
+// scheduled, the deadline moves to just after it, up to retryGrace past the
+// original. What is unfinished then is reported as such by the caller.
 func (s *Stack) waitFinished(ctx context.Context, gids []string, deadline time.Time) (map[string]string, error) {
 	out := make(map[string]string, len(gids))
 	pending := append([]string(nil), gids...)
+	limit := deadline.Add(retryGrace)
 	for {
 		var still []string
+		var nextTry time.Time // the latest retry the coordinator has scheduled
 		for _, g := range pending {
-			st, err := s.queryStatus(ctx, g)
+			t, err := s.queryTransaction(ctx, g)
 			if err != nil {
 				still = append(still, g)
 				continue
 			}
-			out[g] = st
-			if !finished(st) {
+			out[g] = t.Status
+			if !finished(t.Status) {
 				still = append(still, g)
+				if t.NextCronTime.After(nextTry) {
+					nextTry = t.NextCronTime
+				}
 			}
 		}
 		pending = still
 		if len(pending) == 0 {
 			return out, nil
 		}
-		if time.Now().After(deadline) {
-			return out, nil // the caller reports what did not finish
+		if now := time.Now(); now.After(deadline) {
+			if !nextTry.After(now) || !nextTry.Before(limit) {
+				return out, nil // the caller reports what did not finish
+			}
+			deadline = nextTry.Add(15 * time.Second)
 		}
 		select {
 		case <-ctx.Done():
