@@ -21,6 +21,8 @@ import (
 	"time"
 
 	"github.com/dtm-labs/logger"
+
+	"github.com/opencoupon/coupon/internal/ctxtime"
 )
 
 // Options configure a run.
@@ -285,7 +287,7 @@ func (s *Stack) runScenario(ctx context.Context, sc *Scenario, index int, o Opti
 
 	// Stock as the claims left it, before the audit repairs anything: claims
 	// in flight on the server have ended once the write timeout passed.
-	if err := sleep(ctx, 1500*time.Millisecond); err != nil {
+	if err := ctxtime.Sleep(ctx, 1500*time.Millisecond); err != nil {
 		return fail("wait", err)
 	}
 	pre := map[int64]stockReading{}
@@ -454,7 +456,7 @@ func (s *Stack) quiesce(ctx context.Context, r *run, timeout time.Duration) ([]t
 		if n == 0 || time.Now().After(deadline) {
 			break
 		}
-		if err := sleep(ctx, 250*time.Millisecond); err != nil {
+		if err := ctxtime.Sleep(ctx, 250*time.Millisecond); err != nil {
 			return nil, err
 		}
 	}
@@ -520,7 +522,7 @@ func (s *Stack) awaitAudit(ctx context.Context, v *verdict, r *run, deadline tim
 		if len(left) == 0 || time.Now().After(deadline) {
 			break
 		}
-		if err := sleep(ctx, 500*time.Millisecond); err != nil {
+		if err := ctxtime.Sleep(ctx, 500*time.Millisecond); err != nil {
 			return err
 		}
 	}

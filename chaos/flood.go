@@ -17,6 +17,7 @@ import (
 	"google.golang.org/grpc/backoff"
 	"google.golang.org/grpc/credentials/insecure"
 
+	"github.com/opencoupon/coupon/internal/ctxtime"
 	couponv1 "github.com/opencoupon/coupon/proto/coupon/v1"
 )
 
@@ -155,7 +156,7 @@ func connectionFlood(ctx context.Context, r *run) error {
 		newcomer <- answer{err, time.Since(began)}
 	}()
 
-	holdErr := sleep(ctx, floodHold)
+	holdErr := ctxtime.Sleep(ctx, floodHold)
 	na := <-newcomer
 	open := map[string]int{}
 	for i := range targets {
@@ -241,7 +242,7 @@ func (c *floodClaimer) warm(ctx context.Context) error {
 		if time.Now().After(deadline) || ctx.Err() != nil {
 			return fmt.Errorf("the connected caller's first claim: %s %s", cr.Outcome, cr.Reason)
 		}
-		if err := sleep(ctx, 100*time.Millisecond); err != nil {
+		if err := ctxtime.Sleep(ctx, 100*time.Millisecond); err != nil {
 			return err
 		}
 	}
@@ -423,7 +424,7 @@ func (s *Stack) listenerMetrics(ctx context.Context) string {
 		if m, err := s.scrapeListeners(ctx); err == nil {
 			return m
 		}
-		if time.Now().After(deadline) || sleep(ctx, 200*time.Millisecond) != nil {
+		if time.Now().After(deadline) || ctxtime.Sleep(ctx, 200*time.Millisecond) != nil {
 			return ""
 		}
 	}

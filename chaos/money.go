@@ -13,6 +13,7 @@ import (
 	"google.golang.org/protobuf/types/known/emptypb"
 
 	shopv1 "github.com/opencoupon/coupon/examples/shop/proto/shop/v1"
+	"github.com/opencoupon/coupon/internal/ctxtime"
 )
 
 // The money-safety scenarios: a Submit resent over every coordinator route,
@@ -98,7 +99,7 @@ func (s *Stack) awaitStatus(ctx context.Context, gid, want string, timeout time.
 		if err == nil && st == want || time.Now().After(deadline) {
 			return st, nil
 		}
-		if err := sleep(ctx, 100*time.Millisecond); err != nil {
+		if err := ctxtime.Sleep(ctx, 100*time.Millisecond); err != nil {
 			return st, err
 		}
 	}
@@ -343,7 +344,7 @@ func (s *Stack) awaitBarrierGone(ctx context.Context, gid string, timeout time.D
 		if time.Now().After(deadline) {
 			return false, nil
 		}
-		if err := sleep(ctx, 100*time.Millisecond); err != nil {
+		if err := ctxtime.Sleep(ctx, 100*time.Millisecond); err != nil {
 			return false, err
 		}
 	}
@@ -448,7 +449,7 @@ func (s *Stack) awaitOrder(ctx context.Context, orderNo, want string, timeout ti
 		if time.Now().After(deadline) {
 			return fmt.Errorf("order %s is %s, not %s, %s after its Submit (err %v)", orderNo, st, want, timeout, err)
 		}
-		if err := sleep(ctx, 100*time.Millisecond); err != nil {
+		if err := ctxtime.Sleep(ctx, 100*time.Millisecond); err != nil {
 			return err
 		}
 	}

@@ -15,6 +15,7 @@ import (
 
 	"github.com/opencoupon/coupon/client/coupontcc"
 	shopv1 "github.com/opencoupon/coupon/examples/shop/proto/shop/v1"
+	"github.com/opencoupon/coupon/internal/ctxtime"
 	couponv1 "github.com/opencoupon/coupon/proto/coupon/v1"
 )
 
@@ -95,7 +96,7 @@ func scenarioByName(name string) *Scenario {
 
 // at waits until frac of the workload has passed.
 func (r *run) at(ctx context.Context, frac float64) error {
-	return sleep(ctx, time.Until(r.started.Add(time.Duration(frac*float64(r.duration)))))
+	return ctxtime.Sleep(ctx, time.Until(r.started.Add(time.Duration(frac*float64(r.duration)))))
 }
 
 // hold is how long a fault lasts: at least min, longer in long runs.
@@ -135,7 +136,7 @@ func (r *run) fault(ctx context.Context, frac float64, d time.Duration, kind str
 			return err
 		}
 	}
-	_ = sleep(ctx, r.hold(d))
+	_ = ctxtime.Sleep(ctx, r.hold(d))
 	return r.s.faults.heal(context.WithoutCancel(ctx))
 }
 
@@ -143,7 +144,7 @@ func (r *run) fault(ctx context.Context, frac float64, d time.Duration, kind str
 func (r *run) killCoupon(ctx context.Context, why string, down time.Duration) error {
 	r.s.faults.record(Fault{Target: "coupon", Kind: "SIGKILL " + why})
 	r.s.coupon.kill()
-	_ = sleep(ctx, down)
+	_ = ctxtime.Sleep(ctx, down)
 	rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), time.Minute)
 	defer cancel()
 	if err := r.s.restartCoupon(rctx); err != nil {
@@ -162,7 +163,7 @@ func killCouponDuringTry(ctx context.Context, r *run) error {
 			return err
 		}
 	}
-	_ = sleep(ctx, 700*time.Millisecond)
+	_ = ctxtime.Sleep(ctx, 700*time.Millisecond)
 	return r.killCoupon(ctx, "during Try", time.Second)
 }
 
@@ -172,7 +173,7 @@ func killCoordinator(ctx context.Context, r *run) error {
 	}
 	r.s.faults.record(Fault{Target: "coordinator-0", Kind: "SIGKILL mid-transaction"})
 	r.s.coords[0].kill()
-	_ = sleep(ctx, r.hold(2*time.Second))
+	_ = ctxtime.Sleep(ctx, r.hold(2*time.Second))
 	rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), time.Minute)
 	defer cancel()
 	if err := r.s.startCoordinator(rctx, 0); err != nil {
@@ -203,11 +204,11 @@ func redisFlaps(ctx context.Context, r *run) error {
 		if err := r.s.faults.down(proxyRedis); err != nil {
 			return err
 		}
-		_ = sleep(ctx, 400*time.Millisecond)
+		_ = ctxtime.Sleep(ctx, 400*time.Millisecond)
 		if err := r.s.faults.heal(context.WithoutCancel(ctx)); err != nil {
 			return err
 		}
-		_ = sleep(ctx, 800*time.Millisecond)
+		_ = ctxtime.Sleep(ctx, 800*time.Millisecond)
 	}
 	return nil
 }
@@ -298,7 +299,7 @@ func finish(ctx context.Context, t *tcc, commit bool) error {
 		if o, _ := classify(err); o != unknown {
 			return err
 		}
-		_ = sleep(ctx, 300*time.Millisecond)
+		_ = ctxtime.Sleep(ctx, 300*time.Millisecond)
 	}
 	return err
 }
@@ -406,7 +407,7 @@ func killCouponDuringConfirm(ctx context.Context, r *run) error {
 	for _, p := range ps {
 		wg.Go(func() { _ = finish(ctx, p.t, true) })
 	}
-	_ = sleep(ctx, 300*time.Millisecond)
+	_ = ctxtime.Sleep(ctx, 300*time.Millisecond)
 	err := r.killCoupon(ctx, "during Confirm", time.Second)
 	wg.Wait()
 	return err

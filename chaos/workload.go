@@ -18,6 +18,7 @@ import (
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	shopv1 "github.com/opencoupon/coupon/examples/shop/proto/shop/v1"
+	"github.com/opencoupon/coupon/internal/ctxtime"
 	couponv1 "github.com/opencoupon/coupon/proto/coupon/v1"
 )
 
@@ -404,7 +405,7 @@ func (r *run) load(ctx context.Context, l load, until time.Time) {
 				if faulted {
 					// A client backs off a little after a failure, as real
 					// ones do, instead of spinning on a dead dependency.
-					if sleep(ctx, faultBackoff+time.Duration(rng.Int64N(int64(faultBackoff)))) != nil {
+					if ctxtime.Sleep(ctx, faultBackoff+time.Duration(rng.Int64N(int64(faultBackoff)))) != nil {
 						return
 					}
 					faulted = false
@@ -440,18 +441,6 @@ func (r *run) load(ctx context.Context, l load, until time.Time) {
 		})
 	}
 	wg.Wait()
-}
-
-// sleep waits d or until ctx ends.
-func sleep(ctx context.Context, d time.Duration) error {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-ctx.Done():
-		return ctx.Err()
-	case <-t.C:
-		return nil
-	}
 }
 
 var errNoCoupon = errors.New("no coupon to use")

@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"time"
+
+	"github.com/opencoupon/coupon/internal/ctxtime"
 )
 
 // ClaimRequest asks for one coupon of a template for a user.
@@ -80,7 +82,7 @@ func (s *Service) idempotent(ctx context.Context, requestID, fp string, template
 		}
 		c, err := answer(m, templateID, lookFirst, replay, issue)
 		if errors.Is(err, errInFlight) {
-			if err := pause(ctx, 5*time.Millisecond); err != nil {
+			if err := ctxtime.Sleep(ctx, 5*time.Millisecond); err != nil {
 				return nil, Unavailable("wait for the same request in flight", err)
 			}
 			continue
@@ -253,17 +255,6 @@ func (s *Service) replay(ctx context.Context, r ClaimRequest) (*Coupon, error) {
 // take after its stock was taken, how long to retry or wait.
 func wall() time.Time { return time.Now() }
 
-func pause(ctx context.Context, d time.Duration) error {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-ctx.Done():
-		return ctx.Err()
-	case <-t.C:
-		return nil
-	}
-}
-
 // issue checks the template and campaign, takes a unit of stock and writes
 // the coupon. A request ID written before surfaces at the insert as
 // ErrDuplicateRequest, and — since the per-user limit counts that coupon
@@ -336,7 +327,7 @@ func (s *Service) giveBack(ctx context.Context, t Ticket) {
 	go func() {
 		deadline := wall().Add(30 * time.Second)
 		for wait := 50 * time.Millisecond; ; wait = min(2*wait, 2*time.Second) {
-			if pause(ctx, wait) != nil {
+			if ctxtime.Sleep(ctx, wait) != nil {
 				return
 			}
 			err := s.stock.Give(ctx, t)
@@ -425,7 +416,7 @@ func (s *Service) rebuildStock(ctx context.Context, templateID int64) error {
 	if err := s.stock.Reset(ctx, t.ID, t.SubStockCount); err != nil {
 		return Unavailable("reset stock", err)
 	}
-	if err := pause(ctx, s.cfg.StockSettle); err != nil {
+	if err := ctxtime.Sleep(ctx, s.cfg.StockSettle); err != nil {
 		return Unavailable("settle before stock rebuild", err)
 	}
 	// Re-read: stock may have been added while we waited.
@@ -450,7 +441,7 @@ func (s *Service) awaitStock(ctx context.Context, t *Template) error {
 		if _, ok, err := s.stock.Remaining(ctx, t.ID, t.SubStockCount); err == nil && ok {
 			return nil
 		}
-		if err := pause(ctx, 20*time.Millisecond+rand.N(10*time.Millisecond)); err != nil {
+		if err := ctxtime.Sleep(ctx, 20*time.Millisecond+rand.N(10*time.Millisecond)); err != nil {
 			return Unavailable("wait for stock rebuild", err)
 		}
 	}

@@ -13,6 +13,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/opencoupon/coupon/internal/ctxtime"
 	"github.com/opencoupon/coupon/participant"
 )
 
@@ -195,7 +196,7 @@ func (c *Cache) load(ctx context.Context, id int64) (*entry, error) {
 	if err == nil && !leased {
 		// Another replica is filling Redis: wait for it a little.
 		for range 10 {
-			if pause(ctx, 10*time.Millisecond) != nil {
+			if ctxtime.Sleep(ctx, 10*time.Millisecond) != nil {
 				break
 			}
 			if e, ok := c.fromRedis(ctx, id); ok {
@@ -260,16 +261,4 @@ func (c *Cache) Invalidate(ctx context.Context, ids ...int64) error {
 		return nil
 	}
 	return c.blobs.DelBlobs(ctx, keys...)
-}
-
-// pause waits for d or until ctx is done.
-func pause(ctx context.Context, d time.Duration) error {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-ctx.Done():
-		return ctx.Err()
-	case <-t.C:
-		return nil
-	}
 }

@@ -9,6 +9,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/opencoupon/coupon/internal/ctxtime"
 	couponv1 "github.com/opencoupon/coupon/proto/coupon/v1"
 )
 
@@ -132,7 +133,7 @@ func (b *bench) checkStock(ctx context.Context, scenario string, ids []int64, ro
 			}
 			return nil
 		}
-		if err := sleep(ctx, 250*time.Millisecond); err != nil {
+		if err := ctxtime.Sleep(ctx, 250*time.Millisecond); err != nil {
 			return err
 		}
 	}
@@ -274,15 +275,4 @@ func args(ids []int64) []any {
 		out[i] = id
 	}
 	return out
-}
-
-func sleep(ctx context.Context, d time.Duration) error {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-ctx.Done():
-		return ctx.Err()
-	case <-t.C:
-		return nil
-	}
 }
