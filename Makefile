@@ -43,6 +43,7 @@ generate:
 		--openapiv2_out=openapi \
 		--openapiv2_opt=allow_merge=true,merge_file_name=coupon,openapi_naming_strategy=simple,disable_default_errors=false \
 		coupon/v1/*.proto
+	cd proto && protoc -I . $(PROTOC_GEN) --go_out=. --go_opt=paths=source_relative coupon/events/v1/*.proto
 	@if [ -d examples/shop/proto ]; then \
 		protoc -I examples/shop/proto $(PROTOC_GEN) \
 		--go_out=examples/shop/proto --go_opt=paths=source_relative \

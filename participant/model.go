@@ -207,6 +207,9 @@ type Coupon struct {
 	LockGID    string
 	LockBranch string
 	LockedAt   time.Time
+	// EventSeq is the sequence number of the coupon's latest lifecycle
+	// event (1: claimed); see events.go.
+	EventSeq int64
 	// Phone is set on a coupon claimed by a phone number not yet bound to
 	// a user (UserID 0); it formats masked.
 	Phone Phone

@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Ensures MariaDB answers on 127.0.0.1:3306 (root, no password, over TCP) and
 # Redis on 127.0.0.1:6379, installing them with apt and starting them when
-# needed. With --protoc, also ensures protoc and the well-known .proto files.
+# needed, and that nats-server is installed (the local stack and the tests
+# start their own, on ports of their own). With --protoc, also ensures protoc
+# and the well-known .proto files.
 # Idempotent: when everything already answers it returns at once.
 set -euo pipefail
 # shellcheck source-path=SCRIPTDIR source=lib.sh
@@ -21,6 +23,10 @@ mariadb_ok() {
 
 redis_ok() {
 	[ "$(timeout 3 redis-cli -h 127.0.0.1 -p 6379 ping 2>/dev/null)" = PONG ]
+}
+
+nats_ok() {
+	command -v nats-server >/dev/null 2>&1 || [ -x /usr/sbin/nats-server ]
 }
 
 protoc_ok() {
@@ -117,13 +123,14 @@ root_sql() {
 		die "cannot reach MariaDB as root over its unix socket to allow root over TCP"
 }
 
-if mariadb_ok && redis_ok && { ! $want_protoc || protoc_ok; }; then
+if mariadb_ok && redis_ok && nats_ok && { ! $want_protoc || protoc_ok; }; then
 	exit 0
 fi
 
 missing=()
 { [ -x /usr/sbin/mariadbd ] && command -v mariadb >/dev/null 2>&1; } || missing+=(mariadb-server)
 { command -v redis-server && command -v redis-cli; } >/dev/null 2>&1 || missing+=(redis-server)
+nats_ok || missing+=(nats-server)
 if $want_protoc && ! protoc_ok; then
 	missing+=(protobuf-compiler libprotobuf-dev)
 fi

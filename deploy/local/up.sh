@@ -10,8 +10,13 @@ set -euo pipefail
 . "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 cd "$ROOT"
 
+# The stack's own NATS with JetStream (the coupon service publishes its
+# events there), on ports of its own with its store under .run/.
+nats_bin=$(command -v nats-server || echo /usr/sbin/nats-server)
+
 # NAME|COMMAND|HEALTH URL, started in this order, each once the one before answers.
 services=(
+	"nats|$nats_bin -a 127.0.0.1 -p 4223 -m 8223 -js -sd $RUN/nats|http://127.0.0.1:8223/healthz"
 	"coordinator|bin/coordinator --config deploy/local/coordinator.yaml|http://127.0.0.1:36789/api/dtmsvr/newGid"
 	"coupon|bin/coupon serve --config deploy/local/coupon.yaml|http://127.0.0.1:9091/healthz"
 )

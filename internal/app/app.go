@@ -29,6 +29,7 @@ import (
 	"github.com/opencoupon/coupon/internal/gateway"
 	"github.com/opencoupon/coupon/internal/jobs"
 	"github.com/opencoupon/coupon/internal/metrics"
+	"github.com/opencoupon/coupon/internal/relay"
 	"github.com/opencoupon/coupon/internal/tracing"
 	"github.com/opencoupon/coupon/participant"
 	couponmysql "github.com/opencoupon/coupon/participant/mysql"
@@ -71,6 +72,10 @@ type Config struct {
 	HTTP gateway.Config
 	// Barrier is the janitor of the shards' DTM barrier tables.
 	Barrier BarrierJanitor
+	// Events publishes lifecycle events to NATS JetStream: with a URL set
+	// the stores write the outbox and this replica runs a relay; without
+	// one, events are off.
+	Events relay.Config
 
 	// Conns caps each listener's open connections.
 	Conns Connections
@@ -167,6 +172,7 @@ type App struct {
 	sweeper *participant.Sweeper
 	auditor *participant.Auditor
 	janitor *jobs.Job      // nil when off
+	relay   *relay.Relay   // nil when events are off
 	runs    *reconcileRuns // the console's view of reconcile's runs
 	grpc    *grpc.Server
 	authn   *auth.Authenticator
@@ -224,6 +230,7 @@ func Open(ctx context.Context, cfg Config, log *slog.Logger) (a *App, err error)
 			observe(n)
 		}
 	}
+	cfg.MySQL.Events = cfg.Events.URL != ""
 	if a.store, err = couponmysql.Open(ctx, cfg.MySQL); err != nil {
 		return nil, err
 	}
@@ -260,6 +267,12 @@ func Open(ctx context.Context, cfg Config, log *slog.Logger) (a *App, err error)
 	a.auditor = participant.NewAuditor(a.svc)
 	if a.janitor, err = a.barrierJanitor(); err != nil {
 		return nil, err
+	}
+	if cfg.Events.URL != "" {
+		if a.relay, err = relay.New(cfg.Events, a.store.Outbox, r.Leases, log, a.metrics.Registry); err != nil {
+			return nil, err
+		}
+		closers = append(closers, func() error { a.relay.Close(); return nil })
 	}
 
 	lim := newLimiter(cfg.RateLimit)
@@ -355,6 +368,9 @@ func (a *App) Store() *couponmysql.Stores { return a.store }
 // Redis is the Redis client.
 func (a *App) Redis() goredis.UniversalClient { return a.rdb }
 
+// Relay is the event relay, nil when events are off.
+func (a *App) Relay() *relay.Relay { return a.relay }
+
 // Metrics is the service's Prometheus registry and collectors.
 func (a *App) Metrics() *metrics.Metrics { return a.metrics }
 
@@ -362,6 +378,9 @@ func (a *App) Metrics() *metrics.Metrics { return a.metrics }
 // still queued are written first, then the pools close.
 func (a *App) Close() error {
 	a.awaitDetached(orDefault(a.cfg.Shutdown.Timeout, DefaultShutdownTimeout))
+	if a.relay != nil {
+		a.relay.Close()
+	}
 	err := a.store.Close() // drains the claim batches first
 	a.redis.Close()
 	_ = a.runs.Close()
@@ -491,6 +510,9 @@ func (a *App) ServeListeners(ctx context.Context, lis, ops net.Listener) error {
 	background.Go(func() { a.auditor.Run(jctx) })
 	if a.janitor != nil {
 		background.Go(func() { a.janitor.Run(jctx) })
+	}
+	if a.relay != nil {
+		background.Go(func() { a.relay.Run(jctx) })
 	}
 	background.Go(func() { a.watchReadiness(jctx) })
 	a.log.Info("coupon service serving", "grpc", lis.Addr().String(), "ops", addrOf(ops), "pprof", addrOf(a.pprofLis),

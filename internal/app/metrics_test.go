@@ -20,6 +20,8 @@ import (
 	"github.com/opencoupon/coupon/internal/app"
 	"github.com/opencoupon/coupon/internal/coupontest"
 	"github.com/opencoupon/coupon/internal/dtmtest"
+	"github.com/opencoupon/coupon/internal/natstest"
+	"github.com/opencoupon/coupon/internal/relay"
 	"github.com/opencoupon/coupon/internal/testenv"
 	couponv1 "github.com/opencoupon/coupon/proto/coupon/v1"
 )
@@ -252,15 +254,16 @@ func alertExprs(t *testing.T) []string {
 // TestDashboardMetricsExported checks that every metric the Grafana
 // dashboard and the alert rules query is on a running service's /metrics.
 func TestDashboardMetricsExported(t *testing.T) {
-	srv := coupontest.Start(t)
+	ns := natstest.Start(t)
+	srv := coupontest.Start(t, func(c *app.Config) { c.Events = relay.Config{URL: ns.URL, Poll: 10 * time.Millisecond} })
 	tpl := template(t, srv, 10)
 	claim(t, srv, tpl.Id, 1)
 	var page map[string]bool
-	testenv.Eventually(t, 10*time.Second, "readiness on /metrics", func() bool {
+	testenv.Eventually(t, 10*time.Second, "readiness and the event relay on /metrics", func() bool {
 		s := samples(srv.Metrics(t))
 		v, ok := value(s, "coupon_ready")
 		page = names(s)
-		return ok && v == 1
+		return ok && v == 1 && page["coupon_events_relay_lag_seconds"]
 	})
 	for what, exprs := range map[string][]string{"deploy/grafana/coupon.json": dashboardExprs(t), "deploy/prometheus/alerts.yml": alertExprs(t)} {
 		refs := referenced(exprs)

@@ -249,7 +249,7 @@ func (s *Coupons) tryBatch(ctx context.Context, db *sql.DB, jobs []*claimJob) ([
 		var insertSQL []string
 		var insertArgs []any
 		for _, p := range plans {
-			if q, args := p.insertStatement(jobs, accepted, results); q != "" {
+			if q, args := p.insertStatement(jobs, accepted, results, s.events); q != "" {
 				insertSQL = append(insertSQL, q)
 				insertArgs = append(insertArgs, args...)
 			}
@@ -344,9 +344,11 @@ func (p *tablePlan) countStatement(jobs []*claimJob) (string, []any) {
 }
 
 // insertStatement writes the accepted claims of each key (the first ones
-// to arrive) and marks the rest USER_LIMIT_REACHED.
-func (p *tablePlan) insertStatement(jobs []*claimJob, accepted map[countKey]int32, results []error) (string, []any) {
+// to arrive), with their coupon.claimed events when events are on, and
+// marks the rest USER_LIMIT_REACHED.
+func (p *tablePlan) insertStatement(jobs []*claimJob, accepted map[countKey]int32, results []error, events bool) (string, []any) {
 	var ins []any
+	var evs []OutboxEvent
 	n := 0
 	for _, k := range p.keys {
 		for pos, i := range p.claims[k] {
@@ -359,12 +361,20 @@ func (p *tablePlan) insertStatement(jobs []*claimJob, accepted map[countKey]int3
 			ins = append(ins, c.ID, c.Code, c.TemplateID, c.CampaignID, c.UserID, c.RequestID, c.Status,
 				c.ClaimedAt.UTC(), c.ExpireAt.UTC(), c.ClaimedAt.UTC())
 			n++
+			if events {
+				evs = append(evs, claimedEvent(c))
+			}
 		}
 	}
 	if n == 0 {
 		return "", nil
 	}
-	return `INSERT INTO coupon_` + p.suffix + ` (` + couponInsertCols + `) VALUES ` + placeholders("(?,?,?,?,?,?,?,?,?,?)", n), ins
+	q := `INSERT INTO coupon_` + p.suffix + ` (` + couponInsertCols + `) VALUES ` + placeholders("(?,?,?,?,?,?,?,?,?,?)", n)
+	if eq, eargs := eventInsert(evs); eq != "" {
+		q += ";\n" + eq
+		ins = append(ins, eargs...)
+	}
+	return q, ins
 }
 
 // couponInsertCols are the columns a new coupon row is written with, by a

@@ -190,6 +190,9 @@ func (s *Catalog) CreateTemplate(ctx context.Context, t *participant.Template, a
 		if t.ID, err = res.LastInsertId(); err != nil {
 			return err
 		}
+		if err := s.writeEvents(ctx, tx, templateChanged(t.ID, t.Version, t.CreatedAt)); err != nil {
+			return err
+		}
 		return writeAudit(ctx, tx, actor, participant.EntityTemplate, t.ID, nil, t, t.CreatedAt)
 	})
 	if _, dup := isDuplicate(err); dup && t.RequestID != "" {
@@ -248,6 +251,9 @@ func (s *Catalog) UpdateTemplate(ctx context.Context, id int64, fn func(*partici
 			return err
 		}
 		if err := writeTemplate(ctx, tx, t); err != nil {
+			return err
+		}
+		if err := s.writeEvents(ctx, tx, templateChanged(t.ID, t.Version, t.UpdatedAt)); err != nil {
 			return err
 		}
 		return writeAudit(ctx, tx, actor, participant.EntityTemplate, id, &before, t, t.UpdatedAt)
@@ -334,6 +340,11 @@ func (s *Catalog) AddStock(ctx context.Context, op participant.StockOp, decide f
 			return err
 		}
 		if err := writeTemplate(ctx, tx, t); err != nil {
+			return err
+		}
+		if err := s.writeEvents(ctx, tx, OutboxEvent{EventID: fmt.Sprintf("stock-%d.%s", t.ID, op.RequestID),
+			Type: participant.EventStockAdded, TemplateID: t.ID, TemplateVersion: t.Version, StockAdded: op.Amount,
+			RequestID: op.RequestID, OccurredAt: t.UpdatedAt}); err != nil {
 			return err
 		}
 		after := stockState{TotalStock: t.TotalStock, SubStockCount: t.SubStockCount, RequestID: op.RequestID, Added: op.Amount}

@@ -32,7 +32,7 @@ type Coupons struct {
 var _ participant.Coupons = (*Coupons)(nil)
 
 const couponCols = `id, code, template_id, campaign_id, user_id, request_id, status, claimed_at, expire_at,
- order_no, discount_amount, used_at, lock_gid, lock_branch, locked_at`
+ order_no, discount_amount, used_at, lock_gid, lock_branch, locked_at, event_seq`
 
 func scanCoupon(r scanner) (*participant.Coupon, error) { return scanCouponAnd(r) }
 
@@ -41,7 +41,7 @@ func scanCouponAnd(r scanner, extra ...any) (*participant.Coupon, error) {
 	var c participant.Coupon
 	var used, locked sql.NullTime
 	dest := append([]any{&c.ID, &c.Code, &c.TemplateID, &c.CampaignID, &c.UserID, &c.RequestID, &c.Status,
-		&c.ClaimedAt, &c.ExpireAt, &c.OrderNo, &c.DiscountAmount, &used, &c.LockGID, &c.LockBranch, &locked}, extra...)
+		&c.ClaimedAt, &c.ExpireAt, &c.OrderNo, &c.DiscountAmount, &used, &c.LockGID, &c.LockBranch, &locked, &c.EventSeq}, extra...)
 	err := r.Scan(dest...)
 	c.UsedAt, c.LockedAt = used.Time, locked.Time
 	return &c, err

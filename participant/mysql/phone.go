@@ -97,7 +97,12 @@ func (s *Phones) InsertPending(ctx context.Context, pc participant.PendingClaim)
 		if key, dup := isDuplicate(err); dup && strings.Contains(key, "uk_request") {
 			return participant.ErrDuplicateRequest
 		}
-		return err
+		if err != nil {
+			return err
+		}
+		// The coupon has no user until its phone is bound; its later
+		// events carry the user.
+		return s.writeEvents(ctx, tx, claimedEvent(c))
 	})
 	switch {
 	case err == nil, errors.Is(err, participant.ErrDuplicateRequest), errors.Is(err, participant.ErrCommitUnknown),

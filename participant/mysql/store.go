@@ -43,6 +43,10 @@ type Config struct {
 	// Pool sizes per database; MariaDB's default max_connections is 151.
 	MaxOpenConns int
 	MaxIdleConns int
+	// Events turns the transactional outbox on: every change writes its
+	// lifecycle events (coupon_event) in its own transaction, for the
+	// relay to publish. Off, nothing is written there.
+	Events bool
 	// ObserveBatch, if set, is told the size of every claim batch written
 	// (for metrics). It must be quick and safe for concurrent use.
 	ObserveBatch func(size int)
@@ -57,6 +61,7 @@ type Stores struct {
 	Phones   *Phones
 	Expiry   *Expiry
 	ShardMap *ShardMap
+	Outbox   *Outbox
 
 	shards *shards
 }
@@ -68,6 +73,7 @@ type shards struct {
 	dbs      []*sql.DB
 	perShard int
 	smap     shardMap
+	events   bool // write the outbox (Config.Events)
 }
 
 // Open connects to every database, checks that each answers and reads the
@@ -89,7 +95,7 @@ func Open(ctx context.Context, cfg Config) (*Stores, error) {
 	if err != nil {
 		return nil, err
 	}
-	sh := &shards{perShard: cfg.TablesPerShard, smap: smap}
+	sh := &shards{perShard: cfg.TablesPerShard, smap: smap, events: cfg.Events}
 	open := func(dsn string) (*sql.DB, error) {
 		c, err := mysql.ParseDSN(dsn)
 		if err != nil {
@@ -143,6 +149,7 @@ func Open(ctx context.Context, cfg Config) (*Stores, error) {
 		Phones:   &Phones{sh},
 		Expiry:   &Expiry{sh},
 		ShardMap: &ShardMap{sh},
+		Outbox:   &Outbox{sh},
 		shards:   sh,
 	}
 	s.Coupons.startBatchers()

@@ -47,7 +47,7 @@ func (s *Branches) Apply(ctx context.Context, br participant.Branch, userID int6
 		out participant.Outcome
 	)
 	for attempt := 0; attempt < 5; attempt++ {
-		out, err = applyOnce(ctx, sh, br, userID, id, code, decide)
+		out, err = applyOnce(ctx, sh, br, userID, id, code, decide, s.events)
 		if !isRetryable(err) {
 			break
 		}
@@ -74,7 +74,7 @@ var originOp = map[string]string{
 // barrierID numbers the first (only) barrier of a branch call, as dtmcli does.
 const barrierID = "01"
 
-func applyOnce(ctx context.Context, sh shard, br participant.Branch, userID, id int64, code string, decide participant.Decide) (out participant.Outcome, err error) {
+func applyOnce(ctx context.Context, sh shard, br participant.Branch, userID, id int64, code string, decide participant.Decide, events bool) (out participant.Outcome, err error) {
 	// The transaction is two round trips on a connection of its own: the
 	// first opens it, writes the barrier rows and locks the coupon; the
 	// second writes the change and commits. database/sql's Tx would add a
@@ -180,7 +180,7 @@ func applyOnce(ctx context.Context, sh shard, br participant.Branch, userID, id 
 		}
 		return participant.Outcome{Coupon: c}, nil
 	}
-	stmts, wargs := changeStatements(sh, br, c, ch)
+	stmts, wargs := changeStatements(sh, br, c, ch, events)
 	if err := writeError(commit(stmts, wargs), ch); err != nil {
 		return participant.Outcome{}, err
 	}
@@ -203,6 +203,7 @@ func changed(c *participant.Coupon, ch *participant.Change) *participant.Coupon 
 	n := *c
 	n.Status, n.OrderNo, n.DiscountAmount = ch.Status, ch.OrderNo, ch.Discount
 	n.LockGID, n.LockBranch, n.LockedAt, n.UsedAt = ch.GID, ch.BranchID, ch.LockedAt, ch.UsedAt
+	n.EventSeq += int64(len(ch.Events()))
 	return &n
 }
 
@@ -210,11 +211,13 @@ func nullTime(t time.Time) sql.NullTime {
 	return sql.NullTime{Time: t.UTC(), Valid: !t.IsZero()}
 }
 
-// changeStatements are the daily-use counts, the coupon update and the
-// ledger rows of a change, sent with the COMMIT in the branch
-// transaction's second round trip; a count past its cap fails the CHECK on
-// daily_use (error 4025) and refuses the change.
-func changeStatements(sh shard, br participant.Branch, c *participant.Coupon, ch *participant.Change) ([]string, []any) {
+// changeStatements are the daily-use counts, the coupon update, the
+// ledger rows and (events on) the events of a change, sent with the COMMIT
+// in the branch transaction's second round trip; a count past its cap
+// fails the CHECK on daily_use (error 4025) and refuses the change. The
+// coupon's event count moves on whether events are on or not, so that
+// sequence numbers never depend on the setting.
+func changeStatements(sh shard, br participant.Branch, c *participant.Coupon, ch *participant.Change, events bool) ([]string, []any) {
 	at := ch.At.UTC()
 	var stmts []string
 	var args []any
@@ -226,8 +229,9 @@ func changeStatements(sh shard, br participant.Branch, c *participant.Coupon, ch
 		}
 	}
 	stmts = append(stmts, `UPDATE coupon_`+sh.suffix()+` SET status = ?, order_no = ?, discount_amount = ?,
- lock_gid = ?, lock_branch = ?, locked_at = ?, used_at = ?, updated_at = ? WHERE id = ?`)
-	args = append(args, ch.Status, ch.OrderNo, ch.Discount, ch.GID, ch.BranchID, nullTime(ch.LockedAt), nullTime(ch.UsedAt), at, c.ID)
+ lock_gid = ?, lock_branch = ?, locked_at = ?, used_at = ?, updated_at = ?, event_seq = event_seq + ? WHERE id = ?`)
+	evs := changeEvents(br, c, ch)
+	args = append(args, ch.Status, ch.OrderNo, ch.Discount, ch.GID, ch.BranchID, nullTime(ch.LockedAt), nullTime(ch.UsedAt), at, len(evs), c.ID)
 	if ch.GiveBackUse && !c.LockedAt.IsZero() {
 		// Exactly what the Try counted: the template's and the
 		// all-templates count of the day it locked.
@@ -244,6 +248,10 @@ func changeStatements(sh shard, br participant.Branch, c *participant.Coupon, ch
 		for _, e := range ch.Ledger {
 			args = append(args, e.Op, e.OrderNo, br.GID, br.BranchID, c.ID, c.Code, c.UserID, c.TemplateID, e.Discount, at)
 		}
+	}
+	if q, eargs := eventInsert(evs); events && q != "" {
+		stmts = append(stmts, q)
+		args = append(args, eargs...)
 	}
 	return stmts, args
 }

@@ -1,0 +1,389 @@
+// Package relay publishes the coupon service's lifecycle events from the
+// transactional outbox (participant/mysql's coupon_event tables, one per
+// database) to NATS JetStream, at least once and in order per coupon, and
+// deletes what JetStream has stored.
+//
+// Every replica runs a relay; each outbox is drained by the replica that
+// holds its lease (jobs.Job), so the outboxes are divided among the
+// replicas and one that dies hands its outboxes over within the lease's
+// TTL. A relay killed at any point loses nothing: a row is deleted only
+// after JetStream acknowledged storing it. It may publish a row again (a
+// kill between the acknowledgement and the delete, or two holders during a
+// handover); the event ID is the message ID, so JetStream drops a resend
+// within its duplicate window and consumers deduplicate by event ID after
+// it.
+//
+// Order per coupon: rows are read in row order, which for one coupon is
+// the order of its events (each change writes them under the coupon's row
+// lock). Publishing is asynchronous but in waves — the first pending event
+// of every coupon, then the second, ... — and a wave with a failure ends
+// the batch, so a later event of a coupon is never stored before an
+// earlier one that failed.
+package relay
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/prometheus/client_golang/prometheus"
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/timestamppb"
+
+	"github.com/opencoupon/coupon/internal/jobs"
+	"github.com/opencoupon/coupon/participant/mysql"
+	couponeventsv1 "github.com/opencoupon/coupon/proto/coupon/events/v1"
+)
+
+// Outbox is where events wait: numbered sources (databases), each read in
+// row order.
+type Outbox interface {
+	Sources() []string
+	Pending(ctx context.Context, src, limit int) ([]mysql.OutboxEvent, error)
+	Delete(ctx context.Context, src int, rows []int64) error
+	Backlog(ctx context.Context, src int) (n int64, oldest time.Time, err error)
+}
+
+// Config configures a relay; zero fields take the defaults below.
+type Config struct {
+	// URL of NATS, e.g. nats://127.0.0.1:4222.
+	URL string
+	// Stream is the JetStream stream, created (or updated) with subjects
+	// SubjectPrefix + ">" when missing.
+	Stream        string
+	SubjectPrefix string
+	// Batch is the most rows read and published at once.
+	Batch int
+	// Poll is how often an idle outbox is looked at.
+	Poll time.Duration
+	// DuplicateWindow is the stream's duplicate window: resends within it
+	// are dropped by JetStream.
+	DuplicateWindow time.Duration
+	// MaxAge is how long the stream keeps events.
+	MaxAge time.Duration
+	// LeaseTTL: a dead holder's outboxes are taken over within it.
+	LeaseTTL time.Duration
+	// AckTimeout bounds the wait for JetStream's acknowledgements.
+	AckTimeout time.Duration
+}
+
+// Defaults.
+const (
+	DefaultStream        = "COUPON_EVENTS"
+	DefaultSubjectPrefix = "coupon.events."
+)
+
+func (c *Config) defaults() {
+	if c.Stream == "" {
+		c.Stream = DefaultStream
+	}
+	if c.SubjectPrefix == "" {
+		c.SubjectPrefix = DefaultSubjectPrefix
+	}
+	if c.Batch <= 0 {
+		c.Batch = 1000
+	}
+	if c.Poll <= 0 {
+		c.Poll = 50 * time.Millisecond
+	}
+	if c.DuplicateWindow <= 0 {
+		c.DuplicateWindow = 10 * time.Minute
+	}
+	if c.MaxAge <= 0 {
+		c.MaxAge = 7 * 24 * time.Hour
+	}
+	if c.LeaseTTL <= 0 {
+		c.LeaseTTL = 10 * time.Second
+	}
+	if c.AckTimeout <= 0 {
+		c.AckTimeout = 5 * time.Second
+	}
+}
+
+// Relay drains outboxes into JetStream.
+type Relay struct {
+	cfg    Config
+	outbox Outbox
+	locker jobs.Locker
+	log    *slog.Logger
+	nc     *nats.Conn
+	js     jetstream.JetStream
+	m      *metrics
+
+	streamMu sync.Mutex
+	streamOK bool
+}
+
+// New connects to NATS (in the background: a NATS that is down delays
+// events, never the service) and returns a relay; Run runs it.
+func New(cfg Config, outbox Outbox, locker jobs.Locker, log *slog.Logger, reg prometheus.Registerer) (*Relay, error) {
+	cfg.defaults()
+	if cfg.URL == "" {
+		return nil, errors.New("relay: no NATS URL")
+	}
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	// No reconnect buffer: a publish while disconnected fails at once and
+	// its row stays in the outbox, rather than waiting in memory.
+	nc, err := nats.Connect(cfg.URL, nats.Name("coupon-relay"), nats.RetryOnFailedConnect(true),
+		nats.MaxReconnects(-1), nats.ReconnectWait(500*time.Millisecond), nats.Timeout(2*time.Second),
+		nats.ReconnectBufSize(-1))
+	if err != nil {
+		return nil, fmt.Errorf("relay: connect %s: %w", cfg.URL, err)
+	}
+	js, err := jetstream.New(nc, jetstream.WithPublishAsyncMaxPending(4*cfg.Batch))
+	if err != nil {
+		nc.Close()
+		return nil, fmt.Errorf("relay: %w", err)
+	}
+	return &Relay{cfg: cfg, outbox: outbox, locker: locker, log: log, nc: nc, js: js, m: newMetrics(reg)}, nil
+}
+
+// Close closes the NATS connection.
+func (r *Relay) Close() { r.nc.Close() }
+
+// Run drains every outbox whose lease this replica holds, until ctx ends.
+func (r *Relay) Run(ctx context.Context) {
+	var wg sync.WaitGroup
+	for src, name := range r.outbox.Sources() {
+		r.m.published.WithLabelValues(name)
+		r.m.errors.WithLabelValues(name)
+		b := &backoff{}
+		j := &jobs.Job{
+			Name: "event relay " + name, Schedule: jobs.Every(r.cfg.Poll), Locker: r.locker,
+			Lease: "job:event-relay:" + name, TTL: r.cfg.LeaseTTL, Log: r.log,
+			Round: func(ctx context.Context) error {
+				if time.Now().Before(b.until) {
+					return nil
+				}
+				_, err := r.Drain(ctx, src)
+				if err != nil && ctx.Err() == nil {
+					b.fail()
+					if b.streak == 1 || b.streak%20 == 0 {
+						r.log.WarnContext(ctx, "event relay cannot publish; events wait in the outbox", "outbox", name,
+							"failures", b.streak, "retry_in", b.delay.String(), "err", err)
+					}
+				} else if err == nil && b.streak > 0 {
+					r.log.InfoContext(ctx, "event relay publishing again", "outbox", name, "after_failures", b.streak)
+					*b = backoff{}
+				}
+				return nil
+			},
+		}
+		wg.Go(func() { j.Run(ctx) })
+	}
+	wg.Wait()
+}
+
+// backoff spaces a failing outbox's retries: 100 ms doubling to 5 s.
+type backoff struct {
+	streak int
+	delay  time.Duration
+	until  time.Time
+}
+
+func (b *backoff) fail() {
+	b.streak++
+	b.delay = min(max(2*b.delay, 100*time.Millisecond), 5*time.Second)
+	b.until = time.Now().Add(b.delay)
+}
+
+// Drain publishes outbox src until it is empty (or a publish fails) and
+// returns how many events it published.
+func (r *Relay) Drain(ctx context.Context, src int) (int, error) {
+	name := r.outbox.Sources()[src]
+	defer r.measure(ctx, src, name)
+	if err := r.ensureStream(ctx); err != nil {
+		r.m.errors.WithLabelValues(name).Inc()
+		return 0, err
+	}
+	total := 0
+	for ctx.Err() == nil {
+		evs, err := r.outbox.Pending(ctx, src, r.cfg.Batch)
+		if err != nil {
+			return total, err
+		}
+		if len(evs) == 0 {
+			return total, nil
+		}
+		done, perr := r.publish(ctx, evs)
+		if perr != nil {
+			r.forgetStream() // it may have been deleted: make it again next time
+		}
+		if err := r.outbox.Delete(ctx, src, done); err != nil {
+			return total, err
+		}
+		total += len(done)
+		r.m.published.WithLabelValues(name).Add(float64(len(done)))
+		if perr != nil {
+			r.m.errors.WithLabelValues(name).Inc()
+			return total, perr
+		}
+		if len(evs) < r.cfg.Batch {
+			return total, nil
+		}
+	}
+	return total, ctx.Err()
+}
+
+// publish sends evs in waves and returns the rows JetStream acknowledged
+// (stored, or dropped as a duplicate of what it stored).
+func (r *Relay) publish(ctx context.Context, evs []mysql.OutboxEvent) ([]int64, error) {
+	done := make([]int64, 0, len(evs))
+	futures := make([]jetstream.PubAckFuture, 0, len(evs))
+	for _, wave := range waves(evs) {
+		futures = futures[:0]
+		var err error
+		for _, i := range wave {
+			var f jetstream.PubAckFuture
+			f, err = r.js.PublishMsgAsync(r.message(evs[i]), jetstream.WithMsgID(evs[i].EventID))
+			if err != nil {
+				break
+			}
+			futures = append(futures, f)
+		}
+		if err := r.await(ctx, evs, wave, futures, &done); err != nil {
+			return done, err
+		}
+		if err != nil {
+			return done, err
+		}
+	}
+	return done, nil
+}
+
+// await waits for the acknowledgements of one wave, adding the rows
+// acknowledged to done.
+func (r *Relay) await(ctx context.Context, evs []mysql.OutboxEvent, wave []int, futures []jetstream.PubAckFuture, done *[]int64) error {
+	timeout := time.NewTimer(r.cfg.AckTimeout)
+	defer timeout.Stop()
+	var err error
+	for n, f := range futures {
+		select {
+		case <-f.Ok():
+			*done = append(*done, evs[wave[n]].Row)
+		case ferr := <-f.Err():
+			err = errors.Join(err, fmt.Errorf("publish %s: %w", evs[wave[n]].EventID, ferr))
+		case <-timeout.C:
+			return errors.Join(err, fmt.Errorf("publish: no acknowledgement within %s", r.cfg.AckTimeout))
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+	return err
+}
+
+// waves splits evs (in row order) into waves to publish one after the
+// other: wave k holds the k-th event of every coupon (and template), so
+// that no event is sent before its predecessor was acknowledged.
+func waves(evs []mysql.OutboxEvent) [][]int {
+	var out [][]int
+	seen := make(map[string]int, len(evs))
+	for i, e := range evs {
+		k := orderKey(e)
+		w := seen[k]
+		seen[k] = w + 1
+		if w == len(out) {
+			out = append(out, nil)
+		}
+		out[w] = append(out[w], i)
+	}
+	return out
+}
+
+// orderKey groups the events whose order must hold: a coupon's, a
+// template's.
+func orderKey(e mysql.OutboxEvent) string {
+	if e.CouponID != 0 {
+		return fmt.Sprintf("c%d", e.CouponID)
+	}
+	return fmt.Sprintf("t%d", e.TemplateID)
+}
+
+// message is the JetStream message of e: the protobuf Event on subject
+// SubjectPrefix + type.
+func (r *Relay) message(e mysql.OutboxEvent) *nats.Msg {
+	b, _ := proto.Marshal(Event(e)) // marshalling a well-formed message cannot fail
+	return &nats.Msg{Subject: r.cfg.SubjectPrefix + e.Type, Data: b, Header: nats.Header{}}
+}
+
+// Event is the published form of an outbox row.
+func Event(e mysql.OutboxEvent) *couponeventsv1.Event {
+	return &couponeventsv1.Event{
+		Id: e.EventID, Type: e.Type, SchemaVersion: 1, OccurredAt: timestamppb.New(e.OccurredAt),
+		CouponCode: e.CouponCode, CouponId: e.CouponID, UserId: e.UserID, TemplateId: e.TemplateID, Sequence: e.Seq,
+		OrderNo: e.OrderNo, Gid: e.GID, BranchId: e.BranchID, DiscountAmount: e.DiscountAmount, RequestId: e.RequestID,
+		TemplateVersion: e.TemplateVersion, StockAdded: e.StockAdded,
+	}
+}
+
+// ensureStream creates the stream, or updates it to this configuration,
+// once per relay.
+func (r *Relay) ensureStream(ctx context.Context) error {
+	r.streamMu.Lock()
+	defer r.streamMu.Unlock()
+	if r.streamOK {
+		return nil
+	}
+	_, err := r.js.CreateOrUpdateStream(ctx, jetstream.StreamConfig{
+		Name: r.cfg.Stream, Subjects: []string{r.cfg.SubjectPrefix + ">"}, Storage: jetstream.FileStorage,
+		Duplicates: r.cfg.DuplicateWindow, MaxAge: r.cfg.MaxAge,
+	})
+	if err != nil {
+		return fmt.Errorf("relay: stream %s: %w", r.cfg.Stream, err)
+	}
+	r.streamOK = true
+	return nil
+}
+
+func (r *Relay) forgetStream() {
+	r.streamMu.Lock()
+	r.streamOK = false
+	r.streamMu.Unlock()
+}
+
+// measure updates the backlog gauges of src.
+func (r *Relay) measure(ctx context.Context, src int, name string) {
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 2*time.Second)
+	defer cancel()
+	n, oldest, err := r.outbox.Backlog(ctx, src)
+	if err != nil {
+		return
+	}
+	r.m.backlog.WithLabelValues(name).Set(float64(n))
+	lag := 0.0
+	if !oldest.IsZero() {
+		lag = max(0, time.Since(oldest).Seconds())
+	}
+	r.m.lag.WithLabelValues(name).Set(lag)
+}
+
+type metrics struct {
+	published *prometheus.CounterVec
+	errors    *prometheus.CounterVec
+	backlog   *prometheus.GaugeVec
+	lag       *prometheus.GaugeVec
+}
+
+func newMetrics(reg prometheus.Registerer) *metrics {
+	m := &metrics{
+		published: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "coupon_events_published_total",
+			Help: "Events the relay published to JetStream (acknowledged), by outbox."}, []string{"outbox"}),
+		errors: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "coupon_events_relay_errors_total",
+			Help: "Relay rounds that stopped on an error (NATS down, no acknowledgement), by outbox."}, []string{"outbox"}),
+		backlog: prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "coupon_events_outbox_rows",
+			Help: "Events waiting in the outbox, as the relay holding it last measured, by outbox."}, []string{"outbox"}),
+		lag: prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "coupon_events_relay_lag_seconds",
+			Help: "Age of the oldest unpublished event, as the relay holding the outbox last measured, by outbox."}, []string{"outbox"}),
+	}
+	if reg != nil {
+		reg.MustRegister(m.published, m.errors, m.backlog, m.lag)
+	}
+	return m
+}
