@@ -9,6 +9,7 @@ import (
 	"strings"
 
 	"github.com/opencoupon/coupon/internal/bench/claimbench"
+	"github.com/opencoupon/coupon/internal/bench/eventbench"
 	"github.com/opencoupon/coupon/internal/bench/reconcilebench"
 	"github.com/opencoupon/coupon/internal/bench/tccbench"
 	"github.com/opencoupon/coupon/internal/cli"
@@ -17,6 +18,7 @@ import (
 // benches maps a benchmark's name to its entry point.
 var benches = map[string]func(ctx context.Context, args []string, out io.Writer) error{
 	"claim":     claimbench.Main,
+	"events":    eventbench.Main,
 	"reconcile": reconcilebench.Main,
 	"tcc":       tccbench.Main,
 }

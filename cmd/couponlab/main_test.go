@@ -20,8 +20,8 @@ func TestUsageErrors(t *testing.T) {
 		want     int
 		wantText string
 	}{
-		{"bench without a name", "bench", nil, 2, "usage: couponlab bench <claim|reconcile|tcc>"},
-		{"unknown benchmark", "bench", []string{"nope"}, 2, `unknown benchmark "nope" (one of claim, reconcile, tcc)`},
+		{"bench without a name", "bench", nil, 2, "usage: couponlab bench <claim|events|reconcile|tcc>"},
+		{"unknown benchmark", "bench", []string{"nope"}, 2, `unknown benchmark "nope" (one of claim, events, reconcile, tcc)`},
 		{"chaos without run", "chaos", nil, 2, ""},
 		{"chaos unknown flag", "chaos", []string{"run", "--nope"}, 2, "nope"},
 		{"demo unknown flag", "demo", []string{"--nope"}, 1, "nope"},

@@ -11,6 +11,8 @@
 #   COUPON_BENCH_BIN       where couponlab and coordinator are, default bin
 #   COUPON_BENCH_CLAIM     0 skips the claim benchmark
 #   COUPON_BENCH_CLAIM_ARGS extra flags for `couponlab bench claim`
+#   COUPON_BENCH_EVENTS    0 skips the events benchmark
+#   COUPON_BENCH_EVENTS_ARGS extra flags for `couponlab bench events`
 #   COUPON_BENCH_RECONCILE 0 skips the reconcile benchmark
 #   COUPON_BENCH_RECONCILE_ARGS flags for `couponlab bench reconcile`, default
 #                          "--orders 10000000" (CSV; add "--source mysql" for MySQL)
@@ -196,6 +198,17 @@ bench_reconcile() {
 	echo
 }
 
+# bench_events: claims with events on against off, the relay draining a
+# backlog, and claim-to-subscriber latency; starts its own nats-server and
+# coupon services in-process, needs no running stack.
+bench_events() {
+	local args=()
+	read -ra args <<<"${COUPON_BENCH_EVENTS_ARGS:-}"
+	echo "== couponlab bench events ${args[*]}"
+	"$BIN/couponlab" bench events --mysql "root@tcp($MYSQL_HOST:$MYSQL_PORT)/" --redis 127.0.0.1:6379 "${args[@]}"
+	echo
+}
+
 quiet
 for store in $STORES; do
 	case $store in
@@ -206,6 +219,9 @@ for store in $STORES; do
 done
 if [ "${COUPON_BENCH_CLAIM:-1}" != 0 ]; then
 	bench_claim
+fi
+if [ "${COUPON_BENCH_EVENTS:-1}" != 0 ]; then
+	bench_events
 fi
 if [ "${COUPON_BENCH_RECONCILE:-1}" != 0 ]; then
 	bench_reconcile

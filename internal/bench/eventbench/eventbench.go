@@ -1,0 +1,482 @@
+// Package eventbench measures what lifecycle events cost and how fast they
+// travel, in one run on one machine: claims per second with events on
+// against events off (two coupon services in this process, the same
+// databases' shape, rounds alternating); the relay's throughput draining a
+// backlog to NATS JetStream; and the latency from a claim to a subscriber
+// at a steady event rate.
+//
+// Claims are made through the service's domain API (participant.Service,
+// no gRPC), so the on/off ratio is the stricter one: gRPC's cost, the same
+// with and without events, would only bring it closer to 1. The bench
+// starts its own nats-server (Debian's) on a free loopback port with its
+// store in a temporary directory, and its own databases and Redis prefix,
+// removed at the end. `couponlab bench events` runs it.
+package eventbench
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"math/rand/v2"
+	"net"
+	"os"
+	"os/exec"
+	"slices"
+	"sort"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/timestamppb"
+
+	"github.com/opencoupon/coupon/internal/app"
+	"github.com/opencoupon/coupon/internal/auth"
+	"github.com/opencoupon/coupon/internal/freeport"
+	"github.com/opencoupon/coupon/internal/relay"
+	"github.com/opencoupon/coupon/participant"
+	couponmysql "github.com/opencoupon/coupon/participant/mysql"
+	couponeventsv1 "github.com/opencoupon/coupon/proto/coupon/events/v1"
+	couponv1 "github.com/opencoupon/coupon/proto/coupon/v1"
+)
+
+type options struct {
+	mysql, redis, prefix string
+	duration             time.Duration
+	rounds, callers      int
+	backlog              int
+	rate                 int
+	latencyFor           time.Duration
+}
+
+func parse(args []string, out io.Writer) (options, error) {
+	var o options
+	fs := flag.NewFlagSet("couponlab bench events", flag.ContinueOnError)
+	fs.SetOutput(out)
+	fs.StringVar(&o.mysql, "mysql", "root@tcp(127.0.0.1:3306)/", "MariaDB server (the bench creates and drops its own databases)")
+	fs.StringVar(&o.redis, "redis", "127.0.0.1:6379", "Redis address")
+	fs.StringVar(&o.prefix, "prefix", "evbench", "prefix of the bench's databases and Redis keys")
+	fs.DurationVar(&o.duration, "duration", 10*time.Second, "length of each claim round")
+	fs.IntVar(&o.rounds, "rounds", 3, "claim rounds with events on and with events off, alternating")
+	fs.IntVar(&o.callers, "callers", 64, "concurrent claimers")
+	fs.IntVar(&o.backlog, "backlog", 200000, "events in the backlog the relay drains")
+	fs.IntVar(&o.rate, "rate", 5000, "claims (events) per second for the latency phase")
+	fs.DurationVar(&o.latencyFor, "latency-duration", 10*time.Second, "length of the latency phase")
+	if err := fs.Parse(args); err != nil {
+		return o, err
+	}
+	if o.rounds < 1 || o.callers < 1 || o.backlog < 1 || o.rate < 1 {
+		return o, errors.New("rounds, callers, backlog and rate must be positive")
+	}
+	return o, nil
+}
+
+// Main runs the benchmark and prints its lines to out.
+func Main(ctx context.Context, args []string, out io.Writer) error {
+	o, err := parse(args, out)
+	if err != nil {
+		return err
+	}
+	b := &bench{o: o, out: out, log: slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))}
+	defer b.stop()
+	if err := b.startNATS(); err != nil {
+		return err
+	}
+	on, err := b.startService(ctx, "on", true)
+	if err != nil {
+		return err
+	}
+	off, err := b.startService(ctx, "off", false)
+	if err != nil {
+		return err
+	}
+	if err := b.claims(ctx, on, off); err != nil {
+		return err
+	}
+	if err := b.relayThroughput(ctx, on); err != nil {
+		return err
+	}
+	return b.latency(ctx, on)
+}
+
+type bench struct {
+	o     options
+	out   io.Writer
+	log   *slog.Logger
+	nats  string
+	stops []func()
+}
+
+func (b *bench) stop() {
+	for i := len(b.stops) - 1; i >= 0; i-- {
+		b.stops[i]()
+	}
+}
+
+// service is one coupon service of the bench.
+type service struct {
+	name     string
+	app      *app.App
+	template int64
+	dbs      []*sql.DB // main, shard 0, shard 1
+	users    atomic.Int64
+}
+
+func (b *bench) startNATS() error {
+	bin, err := exec.LookPath("nats-server")
+	if err != nil {
+		bin = "/usr/sbin/nats-server"
+	}
+	port, err := freeport.Port()
+	if err != nil {
+		return err
+	}
+	dir, err := os.MkdirTemp("", "evbench-nats")
+	if err != nil {
+		return err
+	}
+	cmd := exec.Command(bin, "-a", "127.0.0.1", "-p", strconv.Itoa(port), "-js", "-sd", dir)
+	if err := cmd.Start(); err != nil {
+		return fmt.Errorf("start nats-server (deploy/local/deps.sh installs it): %w", err)
+	}
+	b.stops = append(b.stops, func() { _ = cmd.Process.Kill(); _ = cmd.Wait(); _ = os.RemoveAll(dir) })
+	b.nats = fmt.Sprintf("nats://127.0.0.1:%d", port)
+	for deadline := time.Now().Add(20 * time.Second); ; {
+		c, err := net.DialTimeout("tcp", fmt.Sprintf("127.0.0.1:%d", port), time.Second)
+		if err == nil {
+			c.Close()
+			return nil
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("nats-server on port %d: %w", port, err)
+		}
+		time.Sleep(20 * time.Millisecond) // polling the port until nats-server accepts
+	}
+}
+
+func (b *bench) dsn(db string) string { return b.o.mysql + db }
+
+func (b *bench) startService(ctx context.Context, name string, events bool) (*service, error) {
+	dbName := func(role string) string { return fmt.Sprintf("%s_%s_%s", b.o.prefix, name, role) }
+	root, err := sql.Open("mysql", b.o.mysql)
+	if err != nil {
+		return nil, err
+	}
+	defer root.Close()
+	for _, role := range []string{"main", "s0", "s1"} {
+		if _, err := root.ExecContext(ctx, "DROP DATABASE IF EXISTS `"+dbName(role)+"`"); err != nil {
+			return nil, err
+		}
+	}
+	b.stops = append(b.stops, func() {
+		db, err := sql.Open("mysql", b.o.mysql)
+		if err != nil {
+			return
+		}
+		defer db.Close()
+		for _, role := range []string{"main", "s0", "s1"} {
+			_, _ = db.Exec("DROP DATABASE IF EXISTS `" + dbName(role) + "`")
+		}
+	})
+	cfg := app.Config{
+		GRPCAddr: "127.0.0.1:0",
+		NodeID:   map[bool]int64{true: 1, false: 2}[events],
+		Auth:     auth.Config{Enabled: true, Callers: auth.DevCallers()},
+		MySQL: couponmysql.Config{
+			MainDSN: b.dsn(dbName("main")), ShardDSNs: []string{b.dsn(dbName("s0")), b.dsn(dbName("s1"))},
+			TablesPerShard: 8, MaxOpenConns: 16, MaxIdleConns: 16,
+		},
+		Redis:   app.RedisConfig{Addrs: []string{b.o.redis}, Prefix: fmt.Sprintf("%s:%s:", b.o.prefix, name), PoolSize: 64},
+		Service: participant.DefaultConfig(),
+	}
+	if events {
+		cfg.Events = relay.Config{URL: b.nats}
+	}
+	if err := app.Migrate(ctx, cfg.MySQL); err != nil {
+		return nil, fmt.Errorf("migrate %s: %w", name, err)
+	}
+	a, err := app.Open(ctx, cfg, b.log)
+	if err != nil {
+		return nil, fmt.Errorf("open %s: %w", name, err)
+	}
+	lis, err := net.Listen("tcp", cfg.GRPCAddr)
+	if err != nil {
+		a.Close()
+		return nil, err
+	}
+	sctx, stop := context.WithCancel(context.WithoutCancel(ctx))
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		if err := a.ServeListeners(sctx, lis, nil); err != nil {
+			b.log.Error("coupon service stopped", "err", err)
+		}
+	}()
+	s := &service{name: name, app: a}
+	b.stops = append(b.stops, func() {
+		stop()
+		<-done
+		a.Close()
+		for _, db := range s.dbs {
+			db.Close()
+		}
+	})
+	for _, role := range []string{"main", "s0", "s1"} {
+		db, err := sql.Open("mysql", b.dsn(dbName(role))+"?parseTime=true")
+		if err != nil {
+			return nil, err
+		}
+		s.dbs = append(s.dbs, db)
+	}
+	conn, err := grpc.NewClient(lis.Addr().String(), grpc.WithTransportCredentials(insecure.NewCredentials()),
+		grpc.WithUnaryInterceptor(auth.DevTokens().Interceptor()))
+	if err != nil {
+		return nil, err
+	}
+	defer conn.Close()
+	admin := couponv1.NewAdminServiceClient(conn)
+	now := time.Now()
+	camp, err := admin.CreateCampaign(ctx, &couponv1.CreateCampaignRequest{
+		Name: "events bench", CampaignType: "PROMOTION", CreatedBy: "alice",
+		StartTime: timestamppb.New(now.Add(-time.Hour)), EndTime: timestamppb.New(now.Add(30 * 24 * time.Hour)),
+	})
+	if err != nil {
+		return nil, fmt.Errorf("create campaign: %w", err)
+	}
+	tpl, err := admin.CreateTemplate(ctx, &couponv1.CreateTemplateRequest{
+		CampaignId: camp.Id, Name: "events bench", CouponType: couponv1.CouponTemplate_FIXED_AMOUNT,
+		DiscountAmount: 500, MinOrderAmount: 5000, TotalStock: 100_000_000, PerUserLimit: 0,
+		ValidFrom: timestamppb.New(now.Add(-time.Hour)), ValidUntil: timestamppb.New(now.Add(30 * 24 * time.Hour)),
+		CreatedBy: "alice",
+	})
+	if err != nil {
+		return nil, fmt.Errorf("create template: %w", err)
+	}
+	if _, err := admin.ApproveTemplate(auth.AsToken(ctx, auth.DevTokenBob), &couponv1.ApproveTemplateRequest{TemplateId: tpl.Id, Version: tpl.GetVersion(), ApprovedBy: "bob"}); err != nil {
+		return nil, fmt.Errorf("approve template: %w", err)
+	}
+	s.template = tpl.Id
+	return s, nil
+}
+
+// claim makes one claim for a fresh user; occurred is when it was asked.
+func (s *service) claim(ctx context.Context) (*participant.Coupon, error) {
+	u := s.users.Add(1)
+	return s.app.Service().Claim(ctx, participant.ClaimRequest{
+		RequestID: fmt.Sprintf("%s-%d-%d", s.name, u, rand.Uint32()), UserID: u, TemplateID: s.template})
+}
+
+// round claims with callers callers for d and returns claims per second.
+func (b *bench) round(ctx context.Context, s *service, d time.Duration) (float64, error) {
+	rctx, cancel := context.WithTimeout(ctx, d)
+	defer cancel()
+	var n atomic.Int64
+	var firstErr atomic.Value
+	var wg sync.WaitGroup
+	start := time.Now()
+	for range b.o.callers {
+		wg.Go(func() {
+			for rctx.Err() == nil {
+				if _, err := s.claim(context.WithoutCancel(rctx)); err != nil {
+					firstErr.CompareAndSwap(nil, err)
+					return
+				}
+				n.Add(1)
+			}
+		})
+	}
+	wg.Wait()
+	if err, _ := firstErr.Load().(error); err != nil {
+		return 0, fmt.Errorf("claim (events %s): %w", s.name, err)
+	}
+	return float64(n.Load()) / time.Since(start).Seconds(), nil
+}
+
+func (b *bench) claims(ctx context.Context, on, off *service) error {
+	// A warm-up round each, not counted.
+	for _, s := range []*service{on, off} {
+		if _, err := b.round(ctx, s, 2*time.Second); err != nil {
+			return err
+		}
+	}
+	var rOn, rOff []float64
+	for i := range b.o.rounds {
+		order := []*service{on, off}
+		if i%2 == 1 {
+			order = []*service{off, on}
+		}
+		for _, s := range order {
+			r, err := b.round(ctx, s, b.o.duration)
+			if err != nil {
+				return err
+			}
+			if s == on {
+				rOn = append(rOn, r)
+			} else {
+				rOff = append(rOff, r)
+			}
+		}
+	}
+	mOn, mOff := median(rOn), median(rOff)
+	fmt.Fprintf(b.out, "events: claims/s, %d callers, %d rounds of %s: events off %.0f %v, on %.0f %v; on/off %.2f×\n",
+		b.o.callers, b.o.rounds, b.o.duration, mOff, rounded(rOff), mOn, rounded(rOn), mOn/mOff)
+	// Every claim of the on service has its event by now or soon: the
+	// check that the relay kept up is that the outbox empties.
+	return b.drained(ctx, on, time.Minute)
+}
+
+// backlog counts the events waiting in s's outboxes.
+func (s *service) backlog(ctx context.Context) (int64, error) {
+	var total int64
+	for _, db := range s.dbs {
+		var n int64
+		if err := db.QueryRowContext(ctx, `SELECT COUNT(*) FROM coupon_event`).Scan(&n); err != nil {
+			return 0, err
+		}
+		total += n
+	}
+	return total, nil
+}
+
+func (b *bench) drained(ctx context.Context, s *service, within time.Duration) error {
+	deadline := time.Now().Add(within)
+	for {
+		n, err := s.backlog(ctx)
+		if err != nil || n == 0 {
+			return err
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("the outbox still holds %d events after %s", n, within)
+		}
+		time.Sleep(10 * time.Millisecond) // polling the outbox until the relay empties it
+	}
+}
+
+// relayThroughput commits a backlog of events into the shard outboxes at
+// once (one transaction each) and times the service's relay draining it.
+func (b *bench) relayThroughput(ctx context.Context, s *service) error {
+	per := b.o.backlog / 2
+	start := time.Now()
+	var wg sync.WaitGroup
+	errs := make([]error, 2)
+	for i, db := range s.dbs[1:] {
+		wg.Go(func() {
+			_, errs[i] = db.ExecContext(ctx, `INSERT INTO coupon_event (event_id, type, coupon_id, coupon_code, user_id,
+ template_id, seq, occurred_at) SELECT CONCAT('bench-`+strconv.Itoa(i)+`-', seq), 'coupon.claimed', seq, CONCAT('B', seq), seq, ?, 1, UTC_TIMESTAMP(6)
+ FROM seq_1_to_`+strconv.Itoa(per), s.template)
+		})
+	}
+	wg.Wait()
+	if err := errors.Join(errs...); err != nil {
+		return fmt.Errorf("fill the outbox: %w", err)
+	}
+	filled := time.Now()
+	if err := b.drained(ctx, s, 5*time.Minute); err != nil {
+		return err
+	}
+	took := time.Since(filled)
+	fmt.Fprintf(b.out, "events: relay drained %d events (2 outboxes, committed in %s) in %s: %.0f events/s\n",
+		2*per, filled.Sub(start).Round(time.Millisecond), took.Round(time.Millisecond), float64(2*per)/took.Seconds())
+	return nil
+}
+
+// latency claims at a steady rate and measures, at a subscriber, the time
+// from each claim's timestamp to the event's arrival.
+func (b *bench) latency(ctx context.Context, s *service) error {
+	nc, err := nats.Connect(b.nats)
+	if err != nil {
+		return err
+	}
+	defer nc.Close()
+	js, err := jetstream.New(nc)
+	if err != nil {
+		return err
+	}
+	cons, err := js.OrderedConsumer(ctx, relay.DefaultStream, jetstream.OrderedConsumerConfig{
+		FilterSubjects: []string{relay.DefaultSubjectPrefix + participant.EventClaimed}, DeliverPolicy: jetstream.DeliverNewPolicy})
+	if err != nil {
+		return err
+	}
+	var mu sync.Mutex
+	var lat []time.Duration
+	cc, err := cons.Consume(func(m jetstream.Msg) {
+		at := time.Now()
+		var e couponeventsv1.Event
+		if proto.Unmarshal(m.Data(), &e) != nil {
+			return
+		}
+		mu.Lock()
+		lat = append(lat, at.Sub(e.GetOccurredAt().AsTime()))
+		mu.Unlock()
+	})
+	if err != nil {
+		return err
+	}
+	defer cc.Stop()
+	// Claims are started in ticks of 10 ms, rate/100 each, every claim in
+	// its own goroutine so a slow one does not hold the pace back.
+	per := max(1, b.o.rate/100)
+	tick := time.NewTicker(10 * time.Millisecond)
+	defer tick.Stop()
+	end := time.Now().Add(b.o.latencyFor)
+	var wg sync.WaitGroup
+	var sent, failed atomic.Int64
+	start := time.Now()
+	for time.Now().Before(end) {
+		<-tick.C
+		for range per {
+			wg.Go(func() {
+				if _, err := s.claim(ctx); err != nil {
+					failed.Add(1)
+					return
+				}
+				sent.Add(1)
+			})
+		}
+	}
+	wg.Wait()
+	rate := float64(sent.Load()) / time.Since(start).Seconds()
+	deadline := time.Now().Add(time.Minute)
+	for {
+		mu.Lock()
+		got := len(lat)
+		mu.Unlock()
+		if int64(got) >= sent.Load() {
+			break
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("the subscriber got %d of %d events", got, sent.Load())
+		}
+		time.Sleep(10 * time.Millisecond) // polling until the subscriber has every event
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	sort.Slice(lat, func(i, j int) bool { return lat[i] < lat[j] })
+	q := func(p float64) time.Duration { return lat[min(len(lat)-1, int(p*float64(len(lat))))] }
+	fmt.Fprintf(b.out, "events: claim to subscriber at %.0f events/s (asked %d, %d claims, %d failed): p50 %s, p99 %s, max %s\n",
+		rate, b.o.rate, sent.Load(), failed.Load(), q(0.5).Round(100*time.Microsecond), q(0.99).Round(100*time.Microsecond), lat[len(lat)-1].Round(100*time.Microsecond))
+	return nil
+}
+
+func median(xs []float64) float64 {
+	s := slices.Clone(xs)
+	slices.Sort(s)
+	return s[len(s)/2]
+}
+
+func rounded(xs []float64) []int {
+	out := make([]int, len(xs))
+	for i, x := range xs {
+		out[i] = int(x + 0.5)
+	}
+	return out
+}
