@@ -9,14 +9,19 @@ import (
 	"text/tabwriter"
 	"time"
 
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
 	"google.golang.org/genproto/googleapis/rpc/errdetails"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	shopv1 "github.com/opencoupon/coupon/examples/shop/proto/shop/v1"
 	"github.com/opencoupon/coupon/internal/auth"
+	"github.com/opencoupon/coupon/internal/relay"
+	couponeventsv1 "github.com/opencoupon/coupon/proto/coupon/events/v1"
 	couponv1 "github.com/opencoupon/coupon/proto/coupon/v1"
 )
 
@@ -26,6 +31,7 @@ func demo(ctx context.Context, args []string) error {
 	fs := flag.NewFlagSet("demo", flag.ContinueOnError)
 	addr := fs.String("addr", "127.0.0.1:9090", "coupon gRPC address")
 	shop := fs.String("shop", "127.0.0.1:9190", "sample shop gRPC address (empty skips the orders)")
+	events := fs.String("events", "nats://127.0.0.1:4223", "NATS of the service's lifecycle events, to show this run's (empty skips them)")
 	tokens := auth.DevTokens()
 	fs.StringVar(&tokens.Admin, "admin-token", tokens.Admin, "bearer token of alice, the admin who creates")
 	approver := fs.String("approver-token", auth.DevTokenBob, "bearer token of bob, the admin who approves")
@@ -108,10 +114,15 @@ func demo(ctx context.Context, args []string) error {
 	if st.Issued != st.TotalStock-st.RemainingStock {
 		return fmt.Errorf("stats do not add up: issued %d != total %d - remaining %d", st.Issued, st.TotalStock, st.RemainingStock)
 	}
-	if *shop == "" {
+	if *shop != "" {
+		if err := demoOrders(ctx, *shop, coupons, run, codes); err != nil {
+			return err
+		}
+	}
+	if *events == "" {
 		return nil
 	}
-	return demoOrders(ctx, *shop, coupons, run, codes)
+	return demoEvents(ctx, *events, tpl.Id)
 }
 
 // demoPermissions shows the service refusing callers without a credential
@@ -228,4 +239,61 @@ func describe(err error) string {
 		}
 	}
 	return fmt.Sprintf("%s %s", st.Code(), st.Message())
+}
+
+// demoEvents prints the lifecycle events of the demo's template as a
+// subscriber of the COUPON_EVENTS stream sees them (examples/events is a
+// complete consumer).
+func demoEvents(ctx context.Context, url string, template int64) error {
+	nc, err := nats.Connect(url, nats.Timeout(2*time.Second))
+	if err != nil {
+		fmt.Printf("\nevents: NATS at %s not reachable (%s): skipping them\n", url, err)
+		return nil
+	}
+	defer nc.Close()
+	js, err := jetstream.New(nc)
+	if err != nil {
+		return err
+	}
+	cons, err := js.OrderedConsumer(ctx, relay.DefaultStream, jetstream.OrderedConsumerConfig{})
+	if err != nil {
+		fmt.Printf("\nevents: no %s stream at %s (%s): is events.url set?\n", relay.DefaultStream, url, err)
+		return nil
+	}
+	fmt.Printf("\nLifecycle events of this run's template, from NATS JetStream %s (docs/events.md)\n", relay.DefaultStream)
+	w := tabwriter.NewWriter(os.Stdout, 2, 4, 2, ' ', 0)
+	fmt.Fprintln(w, "TYPE\tCOUPON\tSEQ\tUSER\tORDER\tDISCOUNT")
+	// The relay publishes within its poll interval; stop once a second
+	// passes with nothing new.
+	seen, quiet := 0, 0
+	for quiet < 2 && ctx.Err() == nil {
+		batch, err := cons.Fetch(500, jetstream.FetchMaxWait(500*time.Millisecond))
+		if err != nil {
+			return err
+		}
+		got := 0
+		for m := range batch.Messages() {
+			got++
+			var e couponeventsv1.Event
+			if proto.Unmarshal(m.Data(), &e) != nil || e.GetTemplateId() != template {
+				continue
+			}
+			seen++
+			code, seq := e.GetCouponCode(), fmt.Sprint(e.GetSequence())
+			if code == "" {
+				code, seq = fmt.Sprintf("template v%d", e.GetTemplateVersion()), "-"
+			}
+			fmt.Fprintf(w, "%s\t%s\t%s\t%d\t%s\t%d\n", e.GetType(), code, seq, e.GetUserId(), e.GetOrderNo(), e.GetDiscountAmount())
+		}
+		if got == 0 {
+			quiet++
+		} else {
+			quiet = 0
+		}
+	}
+	if err := w.Flush(); err != nil {
+		return err
+	}
+	fmt.Printf("%d events\n", seen)
+	return nil
 }

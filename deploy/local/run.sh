@@ -19,6 +19,7 @@ echo "The stack is up: coupon gRPC 127.0.0.1:9090 (ops http://127.0.0.1:9091), s
 echo "DTM coordinator 127.0.0.1:36790 (http 36789). Try: grpcurl -plaintext 127.0.0.1:9090 list"
 echo "HTTP/JSON API and the operator console: http://127.0.0.1:9092/console (sign in with local-admin-alice)"
 echo "Calls need a development token, e.g. grpcurl -plaintext -H 'authorization: Bearer local-admin-alice' 127.0.0.1:9090 coupon.v1.AdminService/ListCampaigns"
+echo "Lifecycle events on NATS 127.0.0.1:4223, stream COUPON_EVENTS: go run ./examples/events (docs/events.md)"
 echo "Metrics: curl 127.0.0.1:9091/metrics (dashboard deploy/grafana/coupon.json, alerts deploy/prometheus/alerts.yml)"
 if [ -t 0 ] && [ -z "${CI:-}" ]; then
 	echo "Following the service logs; Ctrl-C stops the stack."
