@@ -240,6 +240,11 @@ func (s *Stack) runScenario(ctx context.Context, sc *Scenario, index int, o Opti
 			}
 		}()
 	}
+	// Where the events stream stands: invariant 7 reads what came after.
+	streamStart, err := s.streamLastSeq(ctx)
+	if err != nil {
+		return fail("read the events stream", err)
+	}
 	if err := r.fixture(ctx); err != nil {
 		return fail("fixture", err)
 	}
@@ -353,6 +358,9 @@ func (s *Stack) runScenario(ctx context.Context, sc *Scenario, index int, o Opti
 	if err := s.awaitAudit(ctx, v, r, auditBy); err != nil {
 		return fail("stock audit", err)
 	}
+	if err := s.checkEventStream(ctx, v, r, streamStart, eventsWait); err != nil {
+		return fail("events", err)
+	}
 	v.skip(6, "checked once over the whole run, after the last scenario")
 	return res
 }
@@ -363,6 +371,11 @@ func runStep(ctx context.Context, fn func(context.Context, *run) error, r *run) 
 	}
 	return fn(ctx, r)
 }
+
+// eventsWait bounds the wait for the relay to empty the outboxes after
+// quiescence: a SIGKILLed service's successor takes its outboxes over
+// within the lease (2s) and retries NATS within 5s.
+const eventsWait = time.Minute
 
 // maxDailyUses is the coupon config's risk.max_daily_uses.
 const maxDailyUses = 20
@@ -389,6 +402,9 @@ func (s *Stack) healAll(ctx context.Context) error {
 	err := s.faults.heal(ctx)
 	if !s.redis.running() {
 		err = errors.Join(err, s.redis.start(ctx, dialReady(addr(s.redisPort))))
+	}
+	if !s.nats.running() {
+		err = errors.Join(err, s.restartNATS(ctx))
 	}
 	for i, c := range s.coords {
 		if !c.running() {

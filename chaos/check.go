@@ -16,12 +16,13 @@ var invariantNames = map[int]string{
 	4: "no negative stock or balance; limits and request_ids hold",
 	5: "acknowledged claims exist; failed claims gave stock back",
 	6: "reconcile finds no discrepancy, twice",
+	7: "every committed change has exactly one event",
 }
 
 // edgeInvariant is checked only by the scenarios that flood the service's
-// listeners (Scenario.edge); the others report the six above.
+// listeners (Scenario.edge); the others report the seven above.
 const (
-	edgeInvariant     = 7
+	edgeInvariant     = 8
 	edgeInvariantName = "under a connection flood: connected callers keep working, a new caller gets in, no EMFILE"
 )
 

@@ -18,6 +18,7 @@ import (
 const (
 	proxyShardPrefix = "coupon-mysql-shard-" // + shard number: coupon → one shard database
 	proxyRedis       = "coupon-redis"        // coupon → Redis
+	proxyNATS        = "coupon-nats"         // coupon's event relay → nats-server
 	proxyDTMCoupon   = "dtm-coupon"          // coordinators → coupon (Confirm/Cancel of direct transactions)
 	proxyClientDTM   = "client-dtm"          // order service → coordinator A (Prepare/Submit)
 )

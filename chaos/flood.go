@@ -87,7 +87,7 @@ func (s *Stack) floodEnv() []string {
 // connectionFlood: a caller connects and claims; then the flood opens
 // idle connections on the gRPC, HTTP and ops ports, more than the
 // service's descriptor limit, holds them, and closes them. It checks
-// (invariant 7) that the connected caller's claims kept succeeding, that a
+// (invariant 8) that the connected caller's claims kept succeeding, that a
 // caller connecting during the flood got a call through before the flood
 // was let go, and that the service never ran out of descriptors.
 func connectionFlood(ctx context.Context, r *run) error {
@@ -203,7 +203,7 @@ func connectionFlood(ctx context.Context, r *run) error {
 	return nil
 }
 
-// edgeFail records a violation of invariant 7.
+// edgeFail records a violation of invariant 8.
 func (r *run) edgeFail(id, detail string) {
 	r.rec.mu.Lock()
 	r.rec.edge = append(r.rec.edge, edgeFinding{id: id, detail: detail})

@@ -12,10 +12,10 @@ import (
 // TestConnectionFlood runs connection-flood twice. With the scenario's
 // connection caps, the coupon service, under an RLIMIT_NOFILE of 512,
 // rides out 680 idle connections on its three ports: every invariant
-// holds, including 7 (the connected caller's claims, a new caller within
+// holds, including 8 (the connected caller's claims, a new caller within
 // the flood, no "too many open files"). With the caps turned off (0 = no
 // cap, set by the stack's environment, which wins over the scenario's),
-// the same flood exhausts its descriptors and invariant 7 must be
+// the same flood exhausts its descriptors and invariant 8 must be
 // violated: proof that the check can fail.
 func TestConnectionFlood(t *testing.T) {
 	if testing.Short() {
@@ -32,8 +32,8 @@ func TestConnectionFlood(t *testing.T) {
 			t.Fatalf("run: %v", err)
 		}
 		s := rep.Scenarios[0]
-		if len(s.Invariants) != 7 || s.Invariants[6].ID != 7 {
-			t.Fatalf("got invariants %+v, want 7 with the flood's last", s.Invariants)
+		if len(s.Invariants) != 8 || s.Invariants[7].ID != 8 {
+			t.Fatalf("got invariants %+v, want 8 with the flood's last", s.Invariants)
 		}
 		return s
 	}
@@ -49,9 +49,9 @@ func TestConnectionFlood(t *testing.T) {
 	})
 	t.Run("uncapped", func(t *testing.T) {
 		s := run(t, []string{"COUPON_GRPC_MAX_CONNECTIONS=0", "COUPON_HTTP_MAX_CONNECTIONS=0", "COUPON_OPS_MAX_CONNECTIONS=0"})
-		inv := s.Invariants[6]
+		inv := s.Invariants[7]
 		if inv.Status != "violated" {
-			t.Fatalf("invariant 7 without caps: got %s, want violated (notes: %v)", inv.Status, s.Notes)
+			t.Fatalf("invariant 8 without caps: got %s, want violated (notes: %v)", inv.Status, s.Notes)
 		}
 		t.Logf("without caps: %v; notes: %v", inv.Details, s.Notes)
 	})

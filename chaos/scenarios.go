@@ -35,7 +35,7 @@ type Scenario struct {
 	// noFile, if set with couponEnv, is the coupon service's
 	// RLIMIT_NOFILE while the scenario runs.
 	noFile uint64
-	// edge: the scenario checks invariant 7 (connection-flood).
+	// edge: the scenario checks invariant 8 (connection-flood).
 	edge bool
 }
 
@@ -71,6 +71,9 @@ func Scenarios() []*Scenario {
 		{Name: "janitor-during-retry", About: "the barrier janitor runs with a 1s max_age while a Cancel is held back by the proxy", load: light, drive: janitorDuringRetry,
 			couponEnv: (*Stack).janitorEnv},
 		{Name: "refund-before-confirm", About: "the shop refunds a PAID order while the proxy holds back its coupon's Confirm", load: light, drive: refundBeforeConfirm},
+		{Name: "nats-down", About: "nats-server SIGKILLed during the workload, kept down a few seconds, restarted; the relay catches up", load: mixed, inject: natsDown},
+		{Name: "relay-kill", About: "the coupon service SIGKILLed, again and again, while its relay drains a backlog built by stopping nats-server", load: mixed, inject: relayKill,
+			couponEnv: (*Stack).relayKillEnv},
 		{Name: "connection-flood", About: "idle connections beyond the coupon service's descriptor limit on its gRPC, HTTP and ops ports while a caller connected before claims",
 			load: light, drive: connectionFlood, couponEnv: (*Stack).floodEnv, noFile: floodNoFile, edge: true},
 	}

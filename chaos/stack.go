@@ -51,9 +51,10 @@ const (
 )
 
 // Stack is the system under test, all on loopback ports of its own: one
-// MariaDB and one Redis process with data under the run directory, two
-// coordinators sharing a MySQL store, the coupon service and the sample shop,
-// with fault proxies between them. Close stops every process it started.
+// MariaDB, one Redis and one nats-server (JetStream) process with data under
+// the run directory, two coordinators sharing a MySQL store, the coupon
+// service (events on) and the sample shop, with fault proxies between them.
+// Close stops every process it started.
 type Stack struct {
 	Dir string
 	log *slog.Logger
@@ -62,10 +63,12 @@ type Stack struct {
 	couponEnv []string
 
 	mariadb, redis   *process
+	nats             *process
 	coords           [2]*process
 	coupon, shop     *process
 	mysqlPort        int
 	redisPort        int
+	natsPort         int
 	coordHTTP        [2]string
 	coordGRPC        [2]string
 	couponGRPC       string
@@ -147,6 +150,7 @@ func StartStack(ctx context.Context, o StackOptions) (s *Stack, err error) {
 	}{
 		{"mariadb", s.startMariaDB},
 		{"redis", s.startRedis},
+		{"nats-server", s.startNATS},
 		{"proxies", s.startProxies},
 		{"coordinators", s.startCoordinators},
 		{"coupon service", s.startCoupon},
@@ -328,6 +332,9 @@ func (s *Stack) startProxies(ctx context.Context) error {
 	if s.proxyAddr[proxyRedis], err = s.faults.add(proxyRedis, addr(s.redisPort)); err != nil {
 		return err
 	}
+	if s.proxyAddr[proxyNATS], err = s.faults.add(proxyNATS, addr(s.natsPort)); err != nil {
+		return err
+	}
 	// The coupon service's and coordinator A's ports are fixed now so that
 	// the proxies towards them can start before they do.
 	for i := range 2 {
@@ -452,6 +459,12 @@ cache:
   template_refresh: 200ms
 risk:
   max_daily_uses: 20
+# Lifecycle events (docs/events.md) through the coupon-nats proxy to the
+# stack's nats-server. A short lease: a SIGKILLed service's outboxes are
+# relayed again by its successor within 2s.
+events:
+  url: nats://%s
+  lease_ttl: 2s
 # Asked whether a Saga is aborting before its compensation is served on a
 # branch credential (and by the barrier janitor); both coordinators share
 # one store.
@@ -476,7 +489,7 @@ auth:
         - id: %s
           secret: %s
 `, s.couponGRPC, s.couponOps, s.mysqlPort, dbMain, dsns.String(), tables, s.proxyAddr[proxyRedis], keyPrefix,
-		s.coordHTTP[0], tokenHash(tokenAlice), tokenHash(tokenBob), tokenHash(tokenApp), tokenHash(tokenShop), shopBranchKey.ID, shopBranchKey.Secret)
+		s.proxyAddr[proxyNATS], s.coordHTTP[0], tokenHash(tokenAlice), tokenHash(tokenBob), tokenHash(tokenApp), tokenHash(tokenShop), shopBranchKey.ID, shopBranchKey.Secret)
 	s.couponConfigFile = filepath.Join(s.Dir, "coupon.yaml")
 	if err := os.WriteFile(s.couponConfigFile, []byte(cfg), 0o644); err != nil {
 		return err
@@ -577,7 +590,7 @@ func (s *Stack) Close() {
 	if s.db != nil {
 		s.db.Close()
 	}
-	for _, p := range []*process{s.redis, s.mariadb} {
+	for _, p := range []*process{s.nats, s.redis, s.mariadb} {
 		if p != nil {
 			p.stop(10 * time.Second)
 		}

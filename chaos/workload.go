@@ -139,11 +139,11 @@ type records struct {
 	refusedTries map[string]int
 	// notes are the scenario's lines for the report.
 	notes []string
-	// edge are the connection flood's findings (invariant 7).
+	// edge are the connection flood's findings (invariant 8).
 	edge []edgeFinding
 }
 
-// edgeFinding is one violation of invariant 7: what, and why.
+// edgeFinding is one violation of invariant 8: what, and why.
 type edgeFinding struct{ id, detail string }
 
 // tried records the answer of one of the scenario's own coupon Tries.

@@ -204,4 +204,19 @@ var mutations = []mutation{
 		File: "reconcile/match.go", Find: "			if c := &cs[i]; c.consumed {\n				f := base(ClassRefundCouponNotReturned", Replace: "			if c := &cs[i]; false && c.consumed {\n				f := base(ClassRefundCouponNotReturned",
 		Pkg: "./reconcile", Run: "TestRefundedCouponNotReturnedIsReported|TestMatchRules",
 	},
+	{
+		ID: "relay-deletes-unacknowledged", Bug: "the event relay deletes every outbox row it read, whether JetStream stored it or not",
+		File: "internal/relay/relay.go", Find: "\tdone := make([]int64, 0, len(evs))\n", Replace: "\tdone := make([]int64, 0, len(evs))\n\tfor _, e := range evs {\n\t\tdone = append(done, e.Row)\n\t}\n",
+		Pkg: "./internal/relay", Run: "TestEventsEveryChangeOnceInOrder",
+	},
+	{
+		ID: "release-without-event", Bug: "a branch that leaves the coupon AVAILABLE (Cancel, compensation, return) writes no event",
+		File: "participant/mysql/tcc.go", Find: "events && q != \"\" {", Replace: "events && q != \"\" && ch.Status != participant.CouponAvailable {",
+		Pkg: "./internal/relay", Run: "TestEventsEveryChangeOnceInOrder",
+	},
+	{
+		ID: "relay-ignores-order", Bug: "the event relay publishes a coupon's events in one wave, so a later one can be stored before an earlier one that failed",
+		File: "internal/relay/relay.go", Find: "return fmt.Sprintf(\"c%d\", e.CouponID)", Replace: "return fmt.Sprintf(\"c%d-%d\", e.CouponID, e.Seq)",
+		Pkg: "./internal/relay", Run: "TestWaves",
+	},
 }
