@@ -18,6 +18,9 @@ const (
 	EntityCampaign = "campaign"
 	EntityTemplate = "template"
 	EntityStock    = "stock"
+	// EntityWebhook is a webhook endpoint (internal/webhook): its creation,
+	// enabling, disabling, deletion and the redeliveries asked for it.
+	EntityWebhook = "webhook_endpoint"
 )
 
 // AuditEntry is one admin change.
@@ -40,13 +43,20 @@ type AuditFilter struct {
 	Since, Until time.Time
 }
 
-// principal resolves who makes an admin change. With an authenticated
+// principal resolves who makes an admin change: Principal.
+func (s *Service) principal(ctx context.Context, field, given, op string) (string, Actor, error) {
+	return Principal(ctx, field, given, op)
+}
+
+// Principal resolves who makes an admin change. With an authenticated
 // caller the named field (created_by, approved_by, updated_by, operator)
 // must be empty or name the caller, and is the caller's identity; naming
 // someone else is IDENTITY_MISMATCH, so nobody can approve a template by
 // typing another name. Without a caller (authentication off) the field
-// stands as given. op names the change when the transport did not.
-func (s *Service) principal(ctx context.Context, field, given, op string) (string, Actor, error) {
+// stands as given. op names the change when the transport did not. Changes
+// kept outside the Catalog (webhook endpoints) resolve their actor with it
+// too.
+func Principal(ctx context.Context, field, given, op string) (string, Actor, error) {
 	c, ok := CallerFrom(ctx)
 	method := op
 	if ok && c.Method != "" {
@@ -65,8 +75,10 @@ func (s *Service) principal(ctx context.Context, field, given, op string) (strin
 
 // ListAuditLog reads the audit log, newest first.
 func (s *Service) ListAuditLog(ctx context.Context, f AuditFilter, p Page) ([]AuditEntry, string, error) {
-	if f.EntityType != "" && f.EntityType != EntityCampaign && f.EntityType != EntityTemplate && f.EntityType != EntityStock {
-		return nil, "", Invalid("entity_type", "must be campaign, template or stock")
+	switch f.EntityType {
+	case "", EntityCampaign, EntityTemplate, EntityStock, EntityWebhook:
+	default:
+		return nil, "", Invalid("entity_type", "must be campaign, template, stock or webhook_endpoint")
 	}
 	if f.EntityID < 0 {
 		return nil, "", Invalid("entity_id", "must not be negative")

@@ -58,6 +58,10 @@ const (
 	ReasonCouponLockedPendingConfirm = "COUPON_LOCKED_PENDING_CONFIRM"
 	// ReasonPhoneBoundToOtherUser refuses binding a phone that another user holds.
 	ReasonPhoneBoundToOtherUser = "PHONE_BOUND_TO_OTHER_USER"
+	// ReasonWebhooksOff refuses the webhook calls of a service that runs
+	// without webhooks (events off, or webhooks disabled). EREFUSED. The
+	// other webhook reasons are internal/webhook's.
+	ReasonWebhooksOff = "WEBHOOKS_OFF"
 )
 
 // Error is the one error type of the domain: a code for the transport, a

@@ -76,6 +76,9 @@ type Config struct {
 	// the stores write the outbox and this replica runs a relay; without
 	// one, events are off.
 	Events relay.Config
+	// Webhooks delivers the events to admin-registered endpoints; only
+	// with events on.
+	Webhooks Webhooks
 
 	// Conns caps each listener's open connections.
 	Conns Connections
@@ -173,6 +176,7 @@ type App struct {
 	auditor *participant.Auditor
 	janitor *jobs.Job      // nil when off
 	relay   *relay.Relay   // nil when events are off
+	hooks   *webhooks      // nil when webhooks are off
 	runs    *reconcileRuns // the console's view of reconcile's runs
 	grpc    *grpc.Server
 	authn   *auth.Authenticator
@@ -273,6 +277,17 @@ func Open(ctx context.Context, cfg Config, log *slog.Logger) (a *App, err error)
 			return nil, err
 		}
 		closers = append(closers, func() error { a.relay.Close(); return nil })
+		if cfg.Webhooks.Enabled {
+			if a.hooks, err = openWebhooks(ctx, cfg, log, a.metrics.Registry); err != nil {
+				return nil, err
+			}
+			closers = append(closers, a.hooks.Close)
+			a.cfg.Deadlines = redeliverDeadline(cfg.Deadlines, cfg.Webhooks.Timeout)
+		}
+	}
+	var hooks rpc.Webhooks // a nil *webhooks would be a non-nil interface
+	if a.hooks != nil {
+		hooks = a.hooks
 	}
 
 	lim := newLimiter(cfg.RateLimit)
@@ -309,7 +324,7 @@ func Open(ctx context.Context, cfg Config, log *slog.Logger) (a *App, err error)
 		opts = append(opts, grpc.MaxConcurrentStreams(cfg.Limits.MaxConcurrentStreams))
 	}
 	a.grpc = grpc.NewServer(opts...)
-	couponv1.RegisterAdminServiceServer(a.grpc, rpc.NewAdmin(a.svc, log))
+	couponv1.RegisterAdminServiceServer(a.grpc, rpc.NewAdmin(a.svc, hooks, log))
 	couponv1.RegisterCouponServiceServer(a.grpc, rpc.NewCoupons(a.svc, log))
 	healthpb.RegisterHealthServer(a.grpc, a.health)
 	reflection.Register(a.grpc)
@@ -356,6 +371,9 @@ func (a *App) poolSizes() int {
 	} else {
 		n += 10 * runtime.GOMAXPROCS(0) * max(1, len(a.cfg.Redis.Addrs))
 	}
+	if a.hooks != nil {
+		n += webhookPoolSize
+	}
 	return n
 }
 
@@ -380,6 +398,9 @@ func (a *App) Close() error {
 	a.awaitDetached(orDefault(a.cfg.Shutdown.Timeout, DefaultShutdownTimeout))
 	if a.relay != nil {
 		a.relay.Close()
+	}
+	if a.hooks != nil {
+		_ = a.hooks.Close()
 	}
 	err := a.store.Close() // drains the claim batches first
 	a.redis.Close()
@@ -513,6 +534,9 @@ func (a *App) ServeListeners(ctx context.Context, lis, ops net.Listener) error {
 	}
 	if a.relay != nil {
 		background.Go(func() { a.relay.Run(jctx) })
+	}
+	if a.hooks != nil {
+		background.Go(func() { a.hooks.Run(jctx) })
 	}
 	background.Go(func() { a.watchReadiness(jctx) })
 	a.log.Info("coupon service serving", "grpc", lis.Addr().String(), "ops", addrOf(ops), "pprof", addrOf(a.pprofLis),

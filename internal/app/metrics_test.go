@@ -255,15 +255,18 @@ func alertExprs(t *testing.T) []string {
 // dashboard and the alert rules query is on a running service's /metrics.
 func TestDashboardMetricsExported(t *testing.T) {
 	ns := natstest.Start(t)
-	srv := coupontest.Start(t, func(c *app.Config) { c.Events = relay.Config{URL: ns.URL, Poll: 10 * time.Millisecond} })
+	srv := coupontest.Start(t, func(c *app.Config) {
+		c.Events = relay.Config{URL: ns.URL, Poll: 10 * time.Millisecond}
+		c.Webhooks.Enabled = true
+	})
 	tpl := template(t, srv, 10)
 	claim(t, srv, tpl.Id, 1)
 	var page map[string]bool
-	testenv.Eventually(t, 10*time.Second, "readiness and the event relay on /metrics", func() bool {
+	testenv.Eventually(t, 10*time.Second, "readiness, the event relay and the webhook dispatcher on /metrics", func() bool {
 		s := samples(srv.Metrics(t))
 		v, ok := value(s, "coupon_ready")
 		page = names(s)
-		return ok && v == 1 && page["coupon_events_relay_lag_seconds"]
+		return ok && v == 1 && page["coupon_events_relay_lag_seconds"] && page["coupon_webhook_endpoints_disabled_total"]
 	})
 	for what, exprs := range map[string][]string{"deploy/grafana/coupon.json": dashboardExprs(t), "deploy/prometheus/alerts.yml": alertExprs(t)} {
 		refs := referenced(exprs)

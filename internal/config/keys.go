@@ -8,6 +8,7 @@ import (
 	"github.com/opencoupon/coupon/internal/console"
 	"github.com/opencoupon/coupon/internal/janitor"
 	"github.com/opencoupon/coupon/internal/relay"
+	"github.com/opencoupon/coupon/internal/webhook"
 	"github.com/opencoupon/coupon/participant"
 )
 
@@ -140,13 +141,22 @@ func keys(c *Config) []Key {
 		// barrier
 		{"events.url", "", to(&a.Events.URL), "NATS with JetStream (`nats://127.0.0.1:4222`): every change writes its lifecycle events to the outbox in its own transaction and a relay publishes them (docs/events.md); empty: events off, nothing written"},
 		{"events.stream", relay.DefaultStream, to(&a.Events.Stream), "the JetStream stream, created or updated at start with subjects `events.subject_prefix` + `>`"},
-		{"events.subject_prefix", relay.DefaultSubjectPrefix, to(&a.Events.SubjectPrefix), "an event's subject is this and its type (`coupon.events.coupon.claimed`)"},
+		{"events.subject_prefix", relay.DefaultSubjectPrefix, to(&a.Events.SubjectPrefix), "an event's subject is this and its type (`coupon.events.coupon.claimed`); webhooks need the default"},
 		{"events.batch", 1000, to(&a.Events.Batch), "outbox rows the relay reads and publishes at once"},
 		{"events.poll", 50 * time.Millisecond, to(&a.Events.Poll), "how often the relay looks at an idle outbox (the floor of an event's latency)"},
 		{"events.duplicate_window", 10 * time.Minute, to(&a.Events.DuplicateWindow), "the stream's duplicate window: a resend of an event within it is dropped by JetStream"},
 		{"events.max_age", 7 * 24 * time.Hour, to(&a.Events.MaxAge), "how long the stream keeps events"},
 		{"events.lease_ttl", 10 * time.Second, to(&a.Events.LeaseTTL), "each outbox is relayed by one replica under a Redis lease; a dead holder's outboxes move within this"},
 		{"events.ack_timeout", 5 * time.Second, to(&a.Events.AckTimeout), "the relay's wait for JetStream's acknowledgements before it retries"},
+
+		// webhooks
+		{"webhooks.enabled", true, to(&a.Webhooks.Enabled), "with `events.url` set, deliver the events to the HTTPS endpoints admins register (docs/webhooks.md); off, or with events off, the webhook calls answer `WEBHOOKS_OFF`"},
+		{"webhooks.allow_http", false, to(&a.Webhooks.AllowHTTP), "accept plain `http` endpoint URLs to any host (development, private networks); `http` to a loopback host is always accepted"},
+		{"webhooks.timeout", webhook.DefaultTimeout, to(&a.Webhooks.Timeout), "bounds one delivery attempt, from dialing to the response status"},
+		{"webhooks.horizon", webhook.DefaultHorizon, to(&a.Webhooks.Horizon), "an event is retried this long from its first attempt at an endpoint, then given up"},
+		{"webhooks.disable_after", webhook.DefaultDisableAfter, to(&a.Webhooks.DisableAfter), "consecutive failed attempts that disable an endpoint (alert `CouponWebhookEndpointDisabled`); so does every attempt failing for 24h"},
+		{"webhooks.max_backoff", webhook.DefaultMaxBackoff, to(&a.Webhooks.MaxBackoff), "the longest wait between attempts at an event (from 1s, doubling)"},
+		{"webhooks.refresh", webhook.DefaultRefreshInterval, to(&a.Webhooks.Refresh), "how often each replica reads the endpoint table again; a change made through a replica applies on it at once"},
 		{"barrier.interval", 10 * time.Minute, to(&a.Barrier.Interval), "barrier janitor period (one replica at a time, under a Redis lease); 0 turns it off"},
 		{"barrier.retention", janitor.DefaultRetention, to(&a.Barrier.Retention), "barrier rows of finished transactions older than this are deleted"},
 		{"barrier.max_age", janitor.DefaultMaxAge, to(&a.Barrier.MaxAge), "barrier rows older than this are deleted unless the coordinator reports their transaction unfinished (those stay, counted in `coupon_barrier_rows_kept_unfinished`, alert `CouponBarrierRowsOfUnfinishedTransactions`)"},

@@ -156,6 +156,11 @@ func (c *Console) routes() http.Handler {
 
 	mux.HandleFunc("GET /console/coupons", c.authed(c.coupons))
 	mux.HandleFunc("GET /console/audit", c.authed(c.audit))
+	mux.HandleFunc("GET /console/webhooks", c.authed(c.webhooks))
+	mux.HandleFunc("POST /console/webhooks", c.authed(c.createWebhook))
+	mux.HandleFunc("POST /console/webhooks/{id}/status", c.authed(c.webhookStatus))
+	mux.HandleFunc("POST /console/webhooks/{id}/delete", c.authed(c.deleteWebhook))
+	mux.HandleFunc("POST /console/webhooks/{id}/redeliver", c.authed(c.redeliverWebhook))
 	mux.HandleFunc("GET /console/reconcile", c.authed(c.reconcile))
 	mux.HandleFunc("GET /console/reconcile/{date}/report", c.authed(c.reconcileReport))
 	return mux

@@ -29,6 +29,9 @@ type session struct {
 	expires  time.Time
 	// flash is shown once on the next page, e.g. after a redirect.
 	flash string
+	// created is the webhook endpoint just created, with its secret, shown
+	// once on the next webhooks page.
+	created *createdEndpoint
 }
 
 // sessions keeps the signed-in operators in memory: a restart signs
@@ -102,6 +105,20 @@ func (s *sessions) takeFlash(ss *session) string {
 	f := ss.flash
 	ss.flash = ""
 	return f
+}
+
+func (s *sessions) setCreated(ss *session, e *createdEndpoint) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	ss.created = e
+}
+
+func (s *sessions) takeCreated(ss *session) *createdEndpoint {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	e := ss.created
+	ss.created = nil
+	return e
 }
 
 // cookie builds a console cookie: HttpOnly, SameSite=Strict, scoped to the

@@ -11,14 +11,18 @@ import (
 // Admin serves coupon.v1.AdminService.
 type Admin struct {
 	couponv1.UnimplementedAdminServiceServer
-	svc *participant.Service
-	log *slog.Logger
+	svc   *participant.Service
+	hooks Webhooks // nil: webhooks are off
+	log   *slog.Logger
 }
 
 var _ couponv1.AdminServiceServer = (*Admin)(nil)
 
-// NewAdmin returns the admin server.
-func NewAdmin(svc *participant.Service, log *slog.Logger) *Admin { return &Admin{svc: svc, log: log} }
+// NewAdmin returns the admin server. hooks is nil when the service runs
+// without webhooks: their calls then answer WEBHOOKS_OFF.
+func NewAdmin(svc *participant.Service, hooks Webhooks, log *slog.Logger) *Admin {
+	return &Admin{svc: svc, hooks: hooks, log: log}
+}
 
 // CreateCampaign creates an ACTIVE campaign.
 func (a *Admin) CreateCampaign(ctx context.Context, r *couponv1.CreateCampaignRequest) (*couponv1.Campaign, error) {

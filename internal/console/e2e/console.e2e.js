@@ -6,6 +6,9 @@
 //   LOOKUP, AUDIT  "unimplemented" when the service does not implement
 //                LookupCoupons / ListAuditLog yet: the page must then show
 //                that refusal in words instead of results
+//   WEBHOOK_URL  a receiver on loopback for the webhook endpoint bob adds
+//   WEBHOOK_SECRET_FILE  where the endpoint's secret, read off the page, is
+//                written for e2e_test.go to verify the deliveries with
 // Each step logs one line; the first failed assertion ends the run with
 // exit status 1.
 'use strict';
@@ -63,7 +66,7 @@ async function main() {
   });
   const now = new Date();
   const campaignName = `E2E spring ${run}`;
-  let alice, bob, templateURL, templateID, couponCode;
+  let alice, bob, templateURL, templateID, couponCode, endpointID;
   try {
     await step('a wrong token is refused at sign-in', async () => {
       const { ctx, page } = await signIn(browser, 'not-a-token');
@@ -195,6 +198,28 @@ async function main() {
       assert.match(await p.textContent('.flash'), /applied before; nothing changed now \(total 15/);
     });
 
+    await step('bob adds a webhook endpoint and sees its secret once', async () => {
+      const p = bob.page;
+      await p.goto(`${base}/console/webhooks`);
+      await p.fill('[data-testid=new-webhook] input[name=url]', 'http://example.com/hook');
+      await p.click('[data-testid=new-webhook] button[type=submit]');
+      assert.equal(await problemReason(p), 'INSECURE_WEBHOOK_URL', 'plain http to another host is refused');
+      await p.fill('[data-testid=new-webhook] input[name=url]', process.env.WEBHOOK_URL);
+      await p.check('[data-testid=new-webhook] input[value="coupon.claimed"]');
+      await p.click('[data-testid=new-webhook] button[type=submit]');
+      await p.waitForURL(/\/console\/webhooks$/);
+      assert.match(await p.textContent('.flash'), /created for/);
+      const secret = await p.textContent('[data-testid=secret]');
+      assert.match(secret, /^whsec_[A-Za-z0-9_-]{43}$/);
+      fs.writeFileSync(process.env.WEBHOOK_SECRET_FILE, secret);
+      const card = p.locator('section.endpoint', { has: p.locator(`[data-testid=webhook-url]:text-is("${process.env.WEBHOOK_URL}")`) });
+      endpointID = await card.getAttribute('data-endpoint');
+      assert.equal(await card.locator('[data-testid=webhook-status]').textContent(), 'ENABLED');
+      await shot(p, '08a-webhook-secret');
+      await p.reload();
+      assert.equal(await p.locator('[data-testid=secret]').count(), 0, 'the secret is shown only once');
+    });
+
     await step('a claim through the HTTP API shows in the stats', async () => {
       const claim = () => fetch(`${base}/v1/users/4242/coupons`, {
         method: 'POST',
@@ -213,6 +238,27 @@ async function main() {
       assert.equal(await p.textContent('[data-stat=remaining]'), '14');
       assert.equal(await p.locator('svg.chart rect.bar-issued').count(), 1, 'the chart is drawn');
       await shot(p, '08-template-stats');
+    });
+
+    await step("the claim's webhook delivery is listed and sent again", async () => {
+      const p = bob.page;
+      const row = p.locator(`section.endpoint[data-endpoint="${endpointID}"] tr[data-event="${couponCode}.1"]`);
+      for (let i = 0; i < 100 && (await row.count()) === 0; i++) {
+        await p.waitForTimeout(200);
+        await p.goto(`${base}/console/webhooks`);
+      }
+      assert.equal(await row.count(), 1, 'the coupon.claimed delivery is listed');
+      assert.match(await row.locator('[data-testid=delivery-status]').textContent(), /204 delivered/);
+      await shot(p, '08b-webhook-deliveries');
+      await row.locator('button:text-is("Redeliver")').click();
+      assert.match(await p.textContent('.flash'), new RegExp(`${couponCode}\\.1 sent again to endpoint ${endpointID}: delivered \\(HTTP 204`));
+      const card = p.locator(`section.endpoint[data-endpoint="${endpointID}"]`);
+      await card.locator('input[name=reason]').fill('receiver maintenance');
+      await card.locator('button:text-is("Disable")').click();
+      assert.equal(await card.locator('[data-testid=webhook-status]').textContent(), 'DISABLED');
+      assert.equal(await card.locator('[data-testid=webhook-disabled-reason]').textContent(), 'receiver maintenance');
+      await card.locator('button:text-is("Enable")').click();
+      assert.equal(await card.locator('[data-testid=webhook-status]').textContent(), 'ENABLED');
     });
 
     await step('bob edits, pauses and resumes the campaign', async () => {

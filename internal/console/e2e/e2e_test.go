@@ -1,24 +1,33 @@
 // Package e2e_test runs the console's browser test (console.e2e.js):
 // Debian's chromium, driven by playwright-core, against a real coupon
-// service on MariaDB and Redis with its HTTP listener.
+// service on MariaDB, Redis and NATS with its HTTP listener, and a webhook
+// receiver on loopback.
 package e2e_test
 
 import (
 	"context"
 	"errors"
+	"io"
 	"log/slog"
+	"net/http"
+	"net/http/httptest"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"sync"
 	"testing"
 	"time"
 
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
+	"github.com/opencoupon/coupon/internal/app"
 	"github.com/opencoupon/coupon/internal/console"
 	"github.com/opencoupon/coupon/internal/coupontest"
 	"github.com/opencoupon/coupon/internal/gateway"
+	"github.com/opencoupon/coupon/internal/natstest"
+	"github.com/opencoupon/coupon/internal/relay"
+	"github.com/opencoupon/coupon/internal/webhook"
 	couponv1 "github.com/opencoupon/coupon/proto/coupon/v1"
 )
 
@@ -88,7 +97,15 @@ func TestConsoleInBrowser(t *testing.T) {
 	prerequisite(t, err == nil, "node is not on PATH (apt-get install -y nodejs)")
 	prerequisite(t, exists("node_modules/playwright-core/package.json"), "playwright-core is not installed: run `npm ci` in internal/console/e2e")
 
-	srv := coupontest.Start(t)
+	// Events on, so that the Webhooks page has a dispatcher behind it, and
+	// a receiver on loopback for the endpoint the browser registers.
+	ns := natstest.Start(t)
+	srv := coupontest.Start(t, func(c *app.Config) {
+		c.Events = relay.Config{URL: ns.URL, Poll: 10 * time.Millisecond}
+		c.Webhooks = app.Webhooks{Enabled: true, Refresh: 200 * time.Millisecond}
+	})
+	hooks := newReceiver(t)
+	secretFile := filepath.Join(t.TempDir(), "webhook-secret")
 	report := filepath.Join(t.TempDir(), "report.html")
 	if err := os.WriteFile(report, []byte("<!doctype html><title>report</title><p>reconcile report fixture</p>"), 0o644); err != nil {
 		t.Fatal(err)
@@ -119,10 +136,61 @@ func TestConsoleInBrowser(t *testing.T) {
 	cmd.Env = append(os.Environ(),
 		"BASE_URL=http://"+web.Addr(), "SCREENSHOTS="+shots,
 		"LOOKUP="+unimplemented(lookupErr), "AUDIT="+unimplemented(auditErr),
+		"WEBHOOK_URL="+hooks.URL+"/coupon-events", "WEBHOOK_SECRET_FILE="+secretFile,
 	)
 	out, err := cmd.CombinedOutput()
 	t.Logf("console.e2e.js:\n%s", out)
 	if err != nil {
 		t.Fatalf("browser test failed: %v (screenshots in %s)", err, shots)
 	}
+
+	// The browser read the endpoint's secret off the page: every request
+	// the receiver got (the claim's event, and its redelivery) is signed
+	// with it.
+	secret, err := os.ReadFile(secretFile)
+	if err != nil {
+		t.Fatalf("the browser test wrote no webhook secret: %v", err)
+	}
+	got := hooks.got()
+	if len(got) < 2 {
+		t.Fatalf("the webhook receiver got %d requests, want the claim's event and its redelivery", len(got))
+	}
+	for _, r := range got {
+		if err := webhook.Verify(string(secret), r.sig, r.body, time.Now(), 5*time.Minute); err != nil {
+			t.Errorf("request for %s: Verify with the secret the page showed = %v", r.id, err)
+		}
+	}
+}
+
+// receiver is the webhook endpoint the browser registers: it keeps each
+// request and answers 204.
+type receiver struct {
+	*httptest.Server
+	mu   sync.Mutex
+	reqs []request
+}
+
+type request struct {
+	id, sig string
+	body    []byte
+}
+
+func newReceiver(t *testing.T) *receiver {
+	t.Helper()
+	rc := &receiver{}
+	rc.Server = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		body, _ := io.ReadAll(r.Body)
+		rc.mu.Lock()
+		rc.reqs = append(rc.reqs, request{id: r.Header.Get(webhook.HeaderEventID), sig: r.Header.Get(webhook.HeaderSignature), body: body})
+		rc.mu.Unlock()
+		w.WriteHeader(http.StatusNoContent)
+	}))
+	t.Cleanup(rc.Close)
+	return rc
+}
+
+func (rc *receiver) got() []request {
+	rc.mu.Lock()
+	defer rc.mu.Unlock()
+	return append([]request(nil), rc.reqs...)
 }

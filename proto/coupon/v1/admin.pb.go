@@ -10,6 +10,7 @@ import (
 	_ "google.golang.org/genproto/googleapis/api/annotations"
 	protoreflect "google.golang.org/protobuf/reflect/protoreflect"
 	protoimpl "google.golang.org/protobuf/runtime/protoimpl"
+	emptypb "google.golang.org/protobuf/types/known/emptypb"
 	timestamppb "google.golang.org/protobuf/types/known/timestamppb"
 	reflect "reflect"
 	sync "sync"
@@ -1821,11 +1822,590 @@ func (x *ListAuditLogResponse) GetNextPageToken() string {
 	return ""
 }
 
+type CreateWebhookEndpointRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// An https URL; http only to a loopback host unless webhooks.allow_http is set.
+	Url string `protobuf:"bytes,1,opt,name=url,proto3" json:"url,omitempty"`
+	// The event types to deliver (coupon.claimed, …, stock.added); empty means every type.
+	EventTypes    []string `protobuf:"bytes,2,rep,name=event_types,json=eventTypes,proto3" json:"event_types,omitempty"`
+	CreatedBy     string   `protobuf:"bytes,3,opt,name=created_by,json=createdBy,proto3" json:"created_by,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CreateWebhookEndpointRequest) Reset() {
+	*x = CreateWebhookEndpointRequest{}
+	mi := &file_coupon_v1_admin_proto_msgTypes[23]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CreateWebhookEndpointRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CreateWebhookEndpointRequest) ProtoMessage() {}
+
+func (x *CreateWebhookEndpointRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_coupon_v1_admin_proto_msgTypes[23]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CreateWebhookEndpointRequest.ProtoReflect.Descriptor instead.
+func (*CreateWebhookEndpointRequest) Descriptor() ([]byte, []int) {
+	return file_coupon_v1_admin_proto_rawDescGZIP(), []int{23}
+}
+
+func (x *CreateWebhookEndpointRequest) GetUrl() string {
+	if x != nil {
+		return x.Url
+	}
+	return ""
+}
+
+func (x *CreateWebhookEndpointRequest) GetEventTypes() []string {
+	if x != nil {
+		return x.EventTypes
+	}
+	return nil
+}
+
+func (x *CreateWebhookEndpointRequest) GetCreatedBy() string {
+	if x != nil {
+		return x.CreatedBy
+	}
+	return ""
+}
+
+type CreateWebhookEndpointResponse struct {
+	state    protoimpl.MessageState `protogen:"open.v1"`
+	Endpoint *WebhookEndpoint       `protobuf:"bytes,1,opt,name=endpoint,proto3" json:"endpoint,omitempty"`
+	// The signing secret (whsec_…): shown only here. Keep it in the receiver's secret store; a
+	// lost secret is replaced by deleting the endpoint and creating it again.
+	Secret        string `protobuf:"bytes,2,opt,name=secret,proto3" json:"secret,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CreateWebhookEndpointResponse) Reset() {
+	*x = CreateWebhookEndpointResponse{}
+	mi := &file_coupon_v1_admin_proto_msgTypes[24]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CreateWebhookEndpointResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CreateWebhookEndpointResponse) ProtoMessage() {}
+
+func (x *CreateWebhookEndpointResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_coupon_v1_admin_proto_msgTypes[24]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CreateWebhookEndpointResponse.ProtoReflect.Descriptor instead.
+func (*CreateWebhookEndpointResponse) Descriptor() ([]byte, []int) {
+	return file_coupon_v1_admin_proto_rawDescGZIP(), []int{24}
+}
+
+func (x *CreateWebhookEndpointResponse) GetEndpoint() *WebhookEndpoint {
+	if x != nil {
+		return x.Endpoint
+	}
+	return nil
+}
+
+func (x *CreateWebhookEndpointResponse) GetSecret() string {
+	if x != nil {
+		return x.Secret
+	}
+	return ""
+}
+
+type ListWebhookEndpointsRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListWebhookEndpointsRequest) Reset() {
+	*x = ListWebhookEndpointsRequest{}
+	mi := &file_coupon_v1_admin_proto_msgTypes[25]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListWebhookEndpointsRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListWebhookEndpointsRequest) ProtoMessage() {}
+
+func (x *ListWebhookEndpointsRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_coupon_v1_admin_proto_msgTypes[25]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListWebhookEndpointsRequest.ProtoReflect.Descriptor instead.
+func (*ListWebhookEndpointsRequest) Descriptor() ([]byte, []int) {
+	return file_coupon_v1_admin_proto_rawDescGZIP(), []int{25}
+}
+
+type ListWebhookEndpointsResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Endpoints     []*WebhookEndpoint     `protobuf:"bytes,1,rep,name=endpoints,proto3" json:"endpoints,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListWebhookEndpointsResponse) Reset() {
+	*x = ListWebhookEndpointsResponse{}
+	mi := &file_coupon_v1_admin_proto_msgTypes[26]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListWebhookEndpointsResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListWebhookEndpointsResponse) ProtoMessage() {}
+
+func (x *ListWebhookEndpointsResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_coupon_v1_admin_proto_msgTypes[26]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListWebhookEndpointsResponse.ProtoReflect.Descriptor instead.
+func (*ListWebhookEndpointsResponse) Descriptor() ([]byte, []int) {
+	return file_coupon_v1_admin_proto_rawDescGZIP(), []int{26}
+}
+
+func (x *ListWebhookEndpointsResponse) GetEndpoints() []*WebhookEndpoint {
+	if x != nil {
+		return x.Endpoints
+	}
+	return nil
+}
+
+type GetWebhookEndpointRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	EndpointId    int64                  `protobuf:"varint,1,opt,name=endpoint_id,json=endpointId,proto3" json:"endpoint_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GetWebhookEndpointRequest) Reset() {
+	*x = GetWebhookEndpointRequest{}
+	mi := &file_coupon_v1_admin_proto_msgTypes[27]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetWebhookEndpointRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetWebhookEndpointRequest) ProtoMessage() {}
+
+func (x *GetWebhookEndpointRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_coupon_v1_admin_proto_msgTypes[27]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetWebhookEndpointRequest.ProtoReflect.Descriptor instead.
+func (*GetWebhookEndpointRequest) Descriptor() ([]byte, []int) {
+	return file_coupon_v1_admin_proto_rawDescGZIP(), []int{27}
+}
+
+func (x *GetWebhookEndpointRequest) GetEndpointId() int64 {
+	if x != nil {
+		return x.EndpointId
+	}
+	return 0
+}
+
+type EnableWebhookEndpointRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	EndpointId    int64                  `protobuf:"varint,1,opt,name=endpoint_id,json=endpointId,proto3" json:"endpoint_id,omitempty"`
+	UpdatedBy     string                 `protobuf:"bytes,2,opt,name=updated_by,json=updatedBy,proto3" json:"updated_by,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *EnableWebhookEndpointRequest) Reset() {
+	*x = EnableWebhookEndpointRequest{}
+	mi := &file_coupon_v1_admin_proto_msgTypes[28]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *EnableWebhookEndpointRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*EnableWebhookEndpointRequest) ProtoMessage() {}
+
+func (x *EnableWebhookEndpointRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_coupon_v1_admin_proto_msgTypes[28]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use EnableWebhookEndpointRequest.ProtoReflect.Descriptor instead.
+func (*EnableWebhookEndpointRequest) Descriptor() ([]byte, []int) {
+	return file_coupon_v1_admin_proto_rawDescGZIP(), []int{28}
+}
+
+func (x *EnableWebhookEndpointRequest) GetEndpointId() int64 {
+	if x != nil {
+		return x.EndpointId
+	}
+	return 0
+}
+
+func (x *EnableWebhookEndpointRequest) GetUpdatedBy() string {
+	if x != nil {
+		return x.UpdatedBy
+	}
+	return ""
+}
+
+type DisableWebhookEndpointRequest struct {
+	state      protoimpl.MessageState `protogen:"open.v1"`
+	EndpointId int64                  `protobuf:"varint,1,opt,name=endpoint_id,json=endpointId,proto3" json:"endpoint_id,omitempty"`
+	// Why, kept as the endpoint's disabled_reason; empty records who disabled it.
+	Reason        string `protobuf:"bytes,2,opt,name=reason,proto3" json:"reason,omitempty"`
+	UpdatedBy     string `protobuf:"bytes,3,opt,name=updated_by,json=updatedBy,proto3" json:"updated_by,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DisableWebhookEndpointRequest) Reset() {
+	*x = DisableWebhookEndpointRequest{}
+	mi := &file_coupon_v1_admin_proto_msgTypes[29]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DisableWebhookEndpointRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DisableWebhookEndpointRequest) ProtoMessage() {}
+
+func (x *DisableWebhookEndpointRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_coupon_v1_admin_proto_msgTypes[29]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DisableWebhookEndpointRequest.ProtoReflect.Descriptor instead.
+func (*DisableWebhookEndpointRequest) Descriptor() ([]byte, []int) {
+	return file_coupon_v1_admin_proto_rawDescGZIP(), []int{29}
+}
+
+func (x *DisableWebhookEndpointRequest) GetEndpointId() int64 {
+	if x != nil {
+		return x.EndpointId
+	}
+	return 0
+}
+
+func (x *DisableWebhookEndpointRequest) GetReason() string {
+	if x != nil {
+		return x.Reason
+	}
+	return ""
+}
+
+func (x *DisableWebhookEndpointRequest) GetUpdatedBy() string {
+	if x != nil {
+		return x.UpdatedBy
+	}
+	return ""
+}
+
+type DeleteWebhookEndpointRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	EndpointId    int64                  `protobuf:"varint,1,opt,name=endpoint_id,json=endpointId,proto3" json:"endpoint_id,omitempty"`
+	UpdatedBy     string                 `protobuf:"bytes,2,opt,name=updated_by,json=updatedBy,proto3" json:"updated_by,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DeleteWebhookEndpointRequest) Reset() {
+	*x = DeleteWebhookEndpointRequest{}
+	mi := &file_coupon_v1_admin_proto_msgTypes[30]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DeleteWebhookEndpointRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DeleteWebhookEndpointRequest) ProtoMessage() {}
+
+func (x *DeleteWebhookEndpointRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_coupon_v1_admin_proto_msgTypes[30]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DeleteWebhookEndpointRequest.ProtoReflect.Descriptor instead.
+func (*DeleteWebhookEndpointRequest) Descriptor() ([]byte, []int) {
+	return file_coupon_v1_admin_proto_rawDescGZIP(), []int{30}
+}
+
+func (x *DeleteWebhookEndpointRequest) GetEndpointId() int64 {
+	if x != nil {
+		return x.EndpointId
+	}
+	return 0
+}
+
+func (x *DeleteWebhookEndpointRequest) GetUpdatedBy() string {
+	if x != nil {
+		return x.UpdatedBy
+	}
+	return ""
+}
+
+type ListWebhookDeliveriesRequest struct {
+	state      protoimpl.MessageState `protogen:"open.v1"`
+	EndpointId int64                  `protobuf:"varint,1,opt,name=endpoint_id,json=endpointId,proto3" json:"endpoint_id,omitempty"`
+	// 50 when 0, at most 500.
+	PageSize      int32  `protobuf:"varint,2,opt,name=page_size,json=pageSize,proto3" json:"page_size,omitempty"`
+	PageToken     string `protobuf:"bytes,3,opt,name=page_token,json=pageToken,proto3" json:"page_token,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListWebhookDeliveriesRequest) Reset() {
+	*x = ListWebhookDeliveriesRequest{}
+	mi := &file_coupon_v1_admin_proto_msgTypes[31]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListWebhookDeliveriesRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListWebhookDeliveriesRequest) ProtoMessage() {}
+
+func (x *ListWebhookDeliveriesRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_coupon_v1_admin_proto_msgTypes[31]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListWebhookDeliveriesRequest.ProtoReflect.Descriptor instead.
+func (*ListWebhookDeliveriesRequest) Descriptor() ([]byte, []int) {
+	return file_coupon_v1_admin_proto_rawDescGZIP(), []int{31}
+}
+
+func (x *ListWebhookDeliveriesRequest) GetEndpointId() int64 {
+	if x != nil {
+		return x.EndpointId
+	}
+	return 0
+}
+
+func (x *ListWebhookDeliveriesRequest) GetPageSize() int32 {
+	if x != nil {
+		return x.PageSize
+	}
+	return 0
+}
+
+func (x *ListWebhookDeliveriesRequest) GetPageToken() string {
+	if x != nil {
+		return x.PageToken
+	}
+	return ""
+}
+
+type ListWebhookDeliveriesResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Deliveries    []*WebhookDelivery     `protobuf:"bytes,1,rep,name=deliveries,proto3" json:"deliveries,omitempty"`
+	NextPageToken string                 `protobuf:"bytes,2,opt,name=next_page_token,json=nextPageToken,proto3" json:"next_page_token,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListWebhookDeliveriesResponse) Reset() {
+	*x = ListWebhookDeliveriesResponse{}
+	mi := &file_coupon_v1_admin_proto_msgTypes[32]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListWebhookDeliveriesResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListWebhookDeliveriesResponse) ProtoMessage() {}
+
+func (x *ListWebhookDeliveriesResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_coupon_v1_admin_proto_msgTypes[32]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListWebhookDeliveriesResponse.ProtoReflect.Descriptor instead.
+func (*ListWebhookDeliveriesResponse) Descriptor() ([]byte, []int) {
+	return file_coupon_v1_admin_proto_rawDescGZIP(), []int{32}
+}
+
+func (x *ListWebhookDeliveriesResponse) GetDeliveries() []*WebhookDelivery {
+	if x != nil {
+		return x.Deliveries
+	}
+	return nil
+}
+
+func (x *ListWebhookDeliveriesResponse) GetNextPageToken() string {
+	if x != nil {
+		return x.NextPageToken
+	}
+	return ""
+}
+
+type RedeliverWebhookEventRequest struct {
+	state      protoimpl.MessageState `protogen:"open.v1"`
+	EndpointId int64                  `protobuf:"varint,1,opt,name=endpoint_id,json=endpointId,proto3" json:"endpoint_id,omitempty"`
+	// The event's id (Coupon-Event-Id), as a delivery of it lists it.
+	EventId       string `protobuf:"bytes,2,opt,name=event_id,json=eventId,proto3" json:"event_id,omitempty"`
+	Operator      string `protobuf:"bytes,3,opt,name=operator,proto3" json:"operator,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RedeliverWebhookEventRequest) Reset() {
+	*x = RedeliverWebhookEventRequest{}
+	mi := &file_coupon_v1_admin_proto_msgTypes[33]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RedeliverWebhookEventRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RedeliverWebhookEventRequest) ProtoMessage() {}
+
+func (x *RedeliverWebhookEventRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_coupon_v1_admin_proto_msgTypes[33]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RedeliverWebhookEventRequest.ProtoReflect.Descriptor instead.
+func (*RedeliverWebhookEventRequest) Descriptor() ([]byte, []int) {
+	return file_coupon_v1_admin_proto_rawDescGZIP(), []int{33}
+}
+
+func (x *RedeliverWebhookEventRequest) GetEndpointId() int64 {
+	if x != nil {
+		return x.EndpointId
+	}
+	return 0
+}
+
+func (x *RedeliverWebhookEventRequest) GetEventId() string {
+	if x != nil {
+		return x.EventId
+	}
+	return ""
+}
+
+func (x *RedeliverWebhookEventRequest) GetOperator() string {
+	if x != nil {
+		return x.Operator
+	}
+	return ""
+}
+
 var File_coupon_v1_admin_proto protoreflect.FileDescriptor
 
 const file_coupon_v1_admin_proto_rawDesc = "" +
 	"\n" +
-	"\x15coupon/v1/admin.proto\x12\tcoupon.v1\x1a\x15coupon/v1/types.proto\x1a\x1cgoogle/api/annotations.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xa2\x02\n" +
+	"\x15coupon/v1/admin.proto\x12\tcoupon.v1\x1a\x15coupon/v1/types.proto\x1a\x1cgoogle/api/annotations.proto\x1a\x1bgoogle/protobuf/empty.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xa2\x02\n" +
 	"\x15CreateCampaignRequest\x12\x1d\n" +
 	"\n" +
 	"request_id\x18\x01 \x01(\tR\trequestId\x12\x12\n" +
@@ -2035,7 +2615,54 @@ const file_coupon_v1_admin_proto_rawDesc = "" +
 	"created_at\x18\b \x01(\v2\x1a.google.protobuf.TimestampR\tcreatedAt\"o\n" +
 	"\x14ListAuditLogResponse\x12/\n" +
 	"\aentries\x18\x01 \x03(\v2\x15.coupon.v1.AuditEntryR\aentries\x12&\n" +
-	"\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken2\xc9\r\n" +
+	"\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken\"p\n" +
+	"\x1cCreateWebhookEndpointRequest\x12\x10\n" +
+	"\x03url\x18\x01 \x01(\tR\x03url\x12\x1f\n" +
+	"\vevent_types\x18\x02 \x03(\tR\n" +
+	"eventTypes\x12\x1d\n" +
+	"\n" +
+	"created_by\x18\x03 \x01(\tR\tcreatedBy\"o\n" +
+	"\x1dCreateWebhookEndpointResponse\x126\n" +
+	"\bendpoint\x18\x01 \x01(\v2\x1a.coupon.v1.WebhookEndpointR\bendpoint\x12\x16\n" +
+	"\x06secret\x18\x02 \x01(\tR\x06secret\"\x1d\n" +
+	"\x1bListWebhookEndpointsRequest\"X\n" +
+	"\x1cListWebhookEndpointsResponse\x128\n" +
+	"\tendpoints\x18\x01 \x03(\v2\x1a.coupon.v1.WebhookEndpointR\tendpoints\"<\n" +
+	"\x19GetWebhookEndpointRequest\x12\x1f\n" +
+	"\vendpoint_id\x18\x01 \x01(\x03R\n" +
+	"endpointId\"^\n" +
+	"\x1cEnableWebhookEndpointRequest\x12\x1f\n" +
+	"\vendpoint_id\x18\x01 \x01(\x03R\n" +
+	"endpointId\x12\x1d\n" +
+	"\n" +
+	"updated_by\x18\x02 \x01(\tR\tupdatedBy\"w\n" +
+	"\x1dDisableWebhookEndpointRequest\x12\x1f\n" +
+	"\vendpoint_id\x18\x01 \x01(\x03R\n" +
+	"endpointId\x12\x16\n" +
+	"\x06reason\x18\x02 \x01(\tR\x06reason\x12\x1d\n" +
+	"\n" +
+	"updated_by\x18\x03 \x01(\tR\tupdatedBy\"^\n" +
+	"\x1cDeleteWebhookEndpointRequest\x12\x1f\n" +
+	"\vendpoint_id\x18\x01 \x01(\x03R\n" +
+	"endpointId\x12\x1d\n" +
+	"\n" +
+	"updated_by\x18\x02 \x01(\tR\tupdatedBy\"{\n" +
+	"\x1cListWebhookDeliveriesRequest\x12\x1f\n" +
+	"\vendpoint_id\x18\x01 \x01(\x03R\n" +
+	"endpointId\x12\x1b\n" +
+	"\tpage_size\x18\x02 \x01(\x05R\bpageSize\x12\x1d\n" +
+	"\n" +
+	"page_token\x18\x03 \x01(\tR\tpageToken\"\x83\x01\n" +
+	"\x1dListWebhookDeliveriesResponse\x12:\n" +
+	"\n" +
+	"deliveries\x18\x01 \x03(\v2\x1a.coupon.v1.WebhookDeliveryR\n" +
+	"deliveries\x12&\n" +
+	"\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken\"v\n" +
+	"\x1cRedeliverWebhookEventRequest\x12\x1f\n" +
+	"\vendpoint_id\x18\x01 \x01(\x03R\n" +
+	"endpointId\x12\x19\n" +
+	"\bevent_id\x18\x02 \x01(\tR\aeventId\x12\x1a\n" +
+	"\boperator\x18\x03 \x01(\tR\boperator2\xc4\x16\n" +
 	"\fAdminService\x12g\n" +
 	"\x0eCreateCampaign\x12 .coupon.v1.CreateCampaignRequest\x1a\x13.coupon.v1.Campaign\"\x1e\x82\xd3\xe4\x93\x02\x18:\x01*\"\x13/v1/admin/campaigns\x12u\n" +
 	"\x0eUpdateCampaign\x12 .coupon.v1.UpdateCampaignRequest\x1a\x13.coupon.v1.Campaign\",\x82\xd3\xe4\x93\x02&:\x01*2!/v1/admin/campaigns/{campaign_id}\x12l\n" +
@@ -2050,7 +2677,15 @@ const file_coupon_v1_admin_proto_rawDesc = "" +
 	"\x10GetTemplateStats\x12\".coupon.v1.GetTemplateStatsRequest\x1a\x18.coupon.v1.TemplateStats\"/\x82\xd3\xe4\x93\x02)\x12'/v1/admin/templates/{template_id}/stats\x12\x7f\n" +
 	"\vListCoupons\x12\x1d.coupon.v1.ListCouponsRequest\x1a\x1e.coupon.v1.ListCouponsResponse\"1\x82\xd3\xe4\x93\x02+\x12)/v1/admin/templates/{template_id}/coupons\x12m\n" +
 	"\rLookupCoupons\x12\x1f.coupon.v1.LookupCouponsRequest\x1a .coupon.v1.LookupCouponsResponse\"\x19\x82\xd3\xe4\x93\x02\x13\x12\x11/v1/admin/coupons\x12h\n" +
-	"\fListAuditLog\x12\x1e.coupon.v1.ListAuditLogRequest\x1a\x1f.coupon.v1.ListAuditLogResponse\"\x17\x82\xd3\xe4\x93\x02\x11\x12\x0f/v1/admin/auditB7Z5github.com/opencoupon/coupon/proto/coupon/v1;couponv1b\x06proto3"
+	"\fListAuditLog\x12\x1e.coupon.v1.ListAuditLogRequest\x1a\x1f.coupon.v1.ListAuditLogResponse\"\x17\x82\xd3\xe4\x93\x02\x11\x12\x0f/v1/admin/audit\x12\x89\x01\n" +
+	"\x15CreateWebhookEndpoint\x12'.coupon.v1.CreateWebhookEndpointRequest\x1a(.coupon.v1.CreateWebhookEndpointResponse\"\x1d\x82\xd3\xe4\x93\x02\x17:\x01*\"\x12/v1/admin/webhooks\x12\x83\x01\n" +
+	"\x14ListWebhookEndpoints\x12&.coupon.v1.ListWebhookEndpointsRequest\x1a'.coupon.v1.ListWebhookEndpointsResponse\"\x1a\x82\xd3\xe4\x93\x02\x14\x12\x12/v1/admin/webhooks\x12\x80\x01\n" +
+	"\x12GetWebhookEndpoint\x12$.coupon.v1.GetWebhookEndpointRequest\x1a\x1a.coupon.v1.WebhookEndpoint\"(\x82\xd3\xe4\x93\x02\"\x12 /v1/admin/webhooks/{endpoint_id}\x12\x90\x01\n" +
+	"\x15EnableWebhookEndpoint\x12'.coupon.v1.EnableWebhookEndpointRequest\x1a\x1a.coupon.v1.WebhookEndpoint\"2\x82\xd3\xe4\x93\x02,:\x01*\"'/v1/admin/webhooks/{endpoint_id}:enable\x12\x93\x01\n" +
+	"\x16DisableWebhookEndpoint\x12(.coupon.v1.DisableWebhookEndpointRequest\x1a\x1a.coupon.v1.WebhookEndpoint\"3\x82\xd3\xe4\x93\x02-:\x01*\"(/v1/admin/webhooks/{endpoint_id}:disable\x12\x82\x01\n" +
+	"\x15DeleteWebhookEndpoint\x12'.coupon.v1.DeleteWebhookEndpointRequest\x1a\x16.google.protobuf.Empty\"(\x82\xd3\xe4\x93\x02\"* /v1/admin/webhooks/{endpoint_id}\x12\x9f\x01\n" +
+	"\x15ListWebhookDeliveries\x12'.coupon.v1.ListWebhookDeliveriesRequest\x1a(.coupon.v1.ListWebhookDeliveriesResponse\"3\x82\xd3\xe4\x93\x02-\x12+/v1/admin/webhooks/{endpoint_id}/deliveries\x12\x93\x01\n" +
+	"\x15RedeliverWebhookEvent\x12'.coupon.v1.RedeliverWebhookEventRequest\x1a\x1a.coupon.v1.WebhookDelivery\"5\x82\xd3\xe4\x93\x02/:\x01*\"*/v1/admin/webhooks/{endpoint_id}:redeliverB7Z5github.com/opencoupon/coupon/proto/coupon/v1;couponv1b\x06proto3"
 
 var (
 	file_coupon_v1_admin_proto_rawDescOnce sync.Once
@@ -2064,99 +2699,132 @@ func file_coupon_v1_admin_proto_rawDescGZIP() []byte {
 	return file_coupon_v1_admin_proto_rawDescData
 }
 
-var file_coupon_v1_admin_proto_msgTypes = make([]protoimpl.MessageInfo, 23)
+var file_coupon_v1_admin_proto_msgTypes = make([]protoimpl.MessageInfo, 34)
 var file_coupon_v1_admin_proto_goTypes = []any{
-	(*CreateCampaignRequest)(nil),   // 0: coupon.v1.CreateCampaignRequest
-	(*UpdateCampaignRequest)(nil),   // 1: coupon.v1.UpdateCampaignRequest
-	(*GetCampaignRequest)(nil),      // 2: coupon.v1.GetCampaignRequest
-	(*ListCampaignsRequest)(nil),    // 3: coupon.v1.ListCampaignsRequest
-	(*ListCampaignsResponse)(nil),   // 4: coupon.v1.ListCampaignsResponse
-	(*CreateTemplateRequest)(nil),   // 5: coupon.v1.CreateTemplateRequest
-	(*UpdateTemplateRequest)(nil),   // 6: coupon.v1.UpdateTemplateRequest
-	(*ApproveTemplateRequest)(nil),  // 7: coupon.v1.ApproveTemplateRequest
-	(*GetTemplateRequest)(nil),      // 8: coupon.v1.GetTemplateRequest
-	(*ListTemplatesRequest)(nil),    // 9: coupon.v1.ListTemplatesRequest
-	(*ListTemplatesResponse)(nil),   // 10: coupon.v1.ListTemplatesResponse
-	(*AddStockRequest)(nil),         // 11: coupon.v1.AddStockRequest
-	(*AddStockResponse)(nil),        // 12: coupon.v1.AddStockResponse
-	(*GetTemplateStatsRequest)(nil), // 13: coupon.v1.GetTemplateStatsRequest
-	(*ListCouponsRequest)(nil),      // 14: coupon.v1.ListCouponsRequest
-	(*ListCouponsResponse)(nil),     // 15: coupon.v1.ListCouponsResponse
-	(*LookupCouponsRequest)(nil),    // 16: coupon.v1.LookupCouponsRequest
-	(*LedgerEntry)(nil),             // 17: coupon.v1.LedgerEntry
-	(*CouponRecord)(nil),            // 18: coupon.v1.CouponRecord
-	(*LookupCouponsResponse)(nil),   // 19: coupon.v1.LookupCouponsResponse
-	(*ListAuditLogRequest)(nil),     // 20: coupon.v1.ListAuditLogRequest
-	(*AuditEntry)(nil),              // 21: coupon.v1.AuditEntry
-	(*ListAuditLogResponse)(nil),    // 22: coupon.v1.ListAuditLogResponse
-	(*timestamppb.Timestamp)(nil),   // 23: google.protobuf.Timestamp
-	(Campaign_Status)(0),            // 24: coupon.v1.Campaign.Status
-	(*Campaign)(nil),                // 25: coupon.v1.Campaign
-	(CouponTemplate_CouponType)(0),  // 26: coupon.v1.CouponTemplate.CouponType
-	(CouponTemplate_Status)(0),      // 27: coupon.v1.CouponTemplate.Status
-	(*CouponTemplate)(nil),          // 28: coupon.v1.CouponTemplate
-	(Coupon_Status)(0),              // 29: coupon.v1.Coupon.Status
-	(*Coupon)(nil),                  // 30: coupon.v1.Coupon
-	(*TemplateStats)(nil),           // 31: coupon.v1.TemplateStats
+	(*CreateCampaignRequest)(nil),         // 0: coupon.v1.CreateCampaignRequest
+	(*UpdateCampaignRequest)(nil),         // 1: coupon.v1.UpdateCampaignRequest
+	(*GetCampaignRequest)(nil),            // 2: coupon.v1.GetCampaignRequest
+	(*ListCampaignsRequest)(nil),          // 3: coupon.v1.ListCampaignsRequest
+	(*ListCampaignsResponse)(nil),         // 4: coupon.v1.ListCampaignsResponse
+	(*CreateTemplateRequest)(nil),         // 5: coupon.v1.CreateTemplateRequest
+	(*UpdateTemplateRequest)(nil),         // 6: coupon.v1.UpdateTemplateRequest
+	(*ApproveTemplateRequest)(nil),        // 7: coupon.v1.ApproveTemplateRequest
+	(*GetTemplateRequest)(nil),            // 8: coupon.v1.GetTemplateRequest
+	(*ListTemplatesRequest)(nil),          // 9: coupon.v1.ListTemplatesRequest
+	(*ListTemplatesResponse)(nil),         // 10: coupon.v1.ListTemplatesResponse
+	(*AddStockRequest)(nil),               // 11: coupon.v1.AddStockRequest
+	(*AddStockResponse)(nil),              // 12: coupon.v1.AddStockResponse
+	(*GetTemplateStatsRequest)(nil),       // 13: coupon.v1.GetTemplateStatsRequest
+	(*ListCouponsRequest)(nil),            // 14: coupon.v1.ListCouponsRequest
+	(*ListCouponsResponse)(nil),           // 15: coupon.v1.ListCouponsResponse
+	(*LookupCouponsRequest)(nil),          // 16: coupon.v1.LookupCouponsRequest
+	(*LedgerEntry)(nil),                   // 17: coupon.v1.LedgerEntry
+	(*CouponRecord)(nil),                  // 18: coupon.v1.CouponRecord
+	(*LookupCouponsResponse)(nil),         // 19: coupon.v1.LookupCouponsResponse
+	(*ListAuditLogRequest)(nil),           // 20: coupon.v1.ListAuditLogRequest
+	(*AuditEntry)(nil),                    // 21: coupon.v1.AuditEntry
+	(*ListAuditLogResponse)(nil),          // 22: coupon.v1.ListAuditLogResponse
+	(*CreateWebhookEndpointRequest)(nil),  // 23: coupon.v1.CreateWebhookEndpointRequest
+	(*CreateWebhookEndpointResponse)(nil), // 24: coupon.v1.CreateWebhookEndpointResponse
+	(*ListWebhookEndpointsRequest)(nil),   // 25: coupon.v1.ListWebhookEndpointsRequest
+	(*ListWebhookEndpointsResponse)(nil),  // 26: coupon.v1.ListWebhookEndpointsResponse
+	(*GetWebhookEndpointRequest)(nil),     // 27: coupon.v1.GetWebhookEndpointRequest
+	(*EnableWebhookEndpointRequest)(nil),  // 28: coupon.v1.EnableWebhookEndpointRequest
+	(*DisableWebhookEndpointRequest)(nil), // 29: coupon.v1.DisableWebhookEndpointRequest
+	(*DeleteWebhookEndpointRequest)(nil),  // 30: coupon.v1.DeleteWebhookEndpointRequest
+	(*ListWebhookDeliveriesRequest)(nil),  // 31: coupon.v1.ListWebhookDeliveriesRequest
+	(*ListWebhookDeliveriesResponse)(nil), // 32: coupon.v1.ListWebhookDeliveriesResponse
+	(*RedeliverWebhookEventRequest)(nil),  // 33: coupon.v1.RedeliverWebhookEventRequest
+	(*timestamppb.Timestamp)(nil),         // 34: google.protobuf.Timestamp
+	(Campaign_Status)(0),                  // 35: coupon.v1.Campaign.Status
+	(*Campaign)(nil),                      // 36: coupon.v1.Campaign
+	(CouponTemplate_CouponType)(0),        // 37: coupon.v1.CouponTemplate.CouponType
+	(CouponTemplate_Status)(0),            // 38: coupon.v1.CouponTemplate.Status
+	(*CouponTemplate)(nil),                // 39: coupon.v1.CouponTemplate
+	(Coupon_Status)(0),                    // 40: coupon.v1.Coupon.Status
+	(*Coupon)(nil),                        // 41: coupon.v1.Coupon
+	(*WebhookEndpoint)(nil),               // 42: coupon.v1.WebhookEndpoint
+	(*WebhookDelivery)(nil),               // 43: coupon.v1.WebhookDelivery
+	(*TemplateStats)(nil),                 // 44: coupon.v1.TemplateStats
+	(*emptypb.Empty)(nil),                 // 45: google.protobuf.Empty
 }
 var file_coupon_v1_admin_proto_depIdxs = []int32{
-	23, // 0: coupon.v1.CreateCampaignRequest.start_time:type_name -> google.protobuf.Timestamp
-	23, // 1: coupon.v1.CreateCampaignRequest.end_time:type_name -> google.protobuf.Timestamp
-	24, // 2: coupon.v1.UpdateCampaignRequest.status:type_name -> coupon.v1.Campaign.Status
-	23, // 3: coupon.v1.UpdateCampaignRequest.start_time:type_name -> google.protobuf.Timestamp
-	23, // 4: coupon.v1.UpdateCampaignRequest.end_time:type_name -> google.protobuf.Timestamp
-	24, // 5: coupon.v1.ListCampaignsRequest.status:type_name -> coupon.v1.Campaign.Status
-	25, // 6: coupon.v1.ListCampaignsResponse.campaigns:type_name -> coupon.v1.Campaign
-	26, // 7: coupon.v1.CreateTemplateRequest.coupon_type:type_name -> coupon.v1.CouponTemplate.CouponType
-	23, // 8: coupon.v1.CreateTemplateRequest.valid_from:type_name -> google.protobuf.Timestamp
-	23, // 9: coupon.v1.CreateTemplateRequest.valid_until:type_name -> google.protobuf.Timestamp
-	27, // 10: coupon.v1.UpdateTemplateRequest.status:type_name -> coupon.v1.CouponTemplate.Status
-	23, // 11: coupon.v1.UpdateTemplateRequest.valid_until:type_name -> google.protobuf.Timestamp
-	27, // 12: coupon.v1.ListTemplatesRequest.status:type_name -> coupon.v1.CouponTemplate.Status
-	28, // 13: coupon.v1.ListTemplatesResponse.templates:type_name -> coupon.v1.CouponTemplate
-	29, // 14: coupon.v1.ListCouponsRequest.status:type_name -> coupon.v1.Coupon.Status
-	30, // 15: coupon.v1.ListCouponsResponse.coupons:type_name -> coupon.v1.Coupon
-	23, // 16: coupon.v1.LedgerEntry.created_at:type_name -> google.protobuf.Timestamp
-	30, // 17: coupon.v1.CouponRecord.coupon:type_name -> coupon.v1.Coupon
+	34, // 0: coupon.v1.CreateCampaignRequest.start_time:type_name -> google.protobuf.Timestamp
+	34, // 1: coupon.v1.CreateCampaignRequest.end_time:type_name -> google.protobuf.Timestamp
+	35, // 2: coupon.v1.UpdateCampaignRequest.status:type_name -> coupon.v1.Campaign.Status
+	34, // 3: coupon.v1.UpdateCampaignRequest.start_time:type_name -> google.protobuf.Timestamp
+	34, // 4: coupon.v1.UpdateCampaignRequest.end_time:type_name -> google.protobuf.Timestamp
+	35, // 5: coupon.v1.ListCampaignsRequest.status:type_name -> coupon.v1.Campaign.Status
+	36, // 6: coupon.v1.ListCampaignsResponse.campaigns:type_name -> coupon.v1.Campaign
+	37, // 7: coupon.v1.CreateTemplateRequest.coupon_type:type_name -> coupon.v1.CouponTemplate.CouponType
+	34, // 8: coupon.v1.CreateTemplateRequest.valid_from:type_name -> google.protobuf.Timestamp
+	34, // 9: coupon.v1.CreateTemplateRequest.valid_until:type_name -> google.protobuf.Timestamp
+	38, // 10: coupon.v1.UpdateTemplateRequest.status:type_name -> coupon.v1.CouponTemplate.Status
+	34, // 11: coupon.v1.UpdateTemplateRequest.valid_until:type_name -> google.protobuf.Timestamp
+	38, // 12: coupon.v1.ListTemplatesRequest.status:type_name -> coupon.v1.CouponTemplate.Status
+	39, // 13: coupon.v1.ListTemplatesResponse.templates:type_name -> coupon.v1.CouponTemplate
+	40, // 14: coupon.v1.ListCouponsRequest.status:type_name -> coupon.v1.Coupon.Status
+	41, // 15: coupon.v1.ListCouponsResponse.coupons:type_name -> coupon.v1.Coupon
+	34, // 16: coupon.v1.LedgerEntry.created_at:type_name -> google.protobuf.Timestamp
+	41, // 17: coupon.v1.CouponRecord.coupon:type_name -> coupon.v1.Coupon
 	17, // 18: coupon.v1.CouponRecord.ledger:type_name -> coupon.v1.LedgerEntry
 	18, // 19: coupon.v1.LookupCouponsResponse.records:type_name -> coupon.v1.CouponRecord
-	23, // 20: coupon.v1.ListAuditLogRequest.since:type_name -> google.protobuf.Timestamp
-	23, // 21: coupon.v1.ListAuditLogRequest.until:type_name -> google.protobuf.Timestamp
-	23, // 22: coupon.v1.AuditEntry.created_at:type_name -> google.protobuf.Timestamp
+	34, // 20: coupon.v1.ListAuditLogRequest.since:type_name -> google.protobuf.Timestamp
+	34, // 21: coupon.v1.ListAuditLogRequest.until:type_name -> google.protobuf.Timestamp
+	34, // 22: coupon.v1.AuditEntry.created_at:type_name -> google.protobuf.Timestamp
 	21, // 23: coupon.v1.ListAuditLogResponse.entries:type_name -> coupon.v1.AuditEntry
-	0,  // 24: coupon.v1.AdminService.CreateCampaign:input_type -> coupon.v1.CreateCampaignRequest
-	1,  // 25: coupon.v1.AdminService.UpdateCampaign:input_type -> coupon.v1.UpdateCampaignRequest
-	2,  // 26: coupon.v1.AdminService.GetCampaign:input_type -> coupon.v1.GetCampaignRequest
-	3,  // 27: coupon.v1.AdminService.ListCampaigns:input_type -> coupon.v1.ListCampaignsRequest
-	5,  // 28: coupon.v1.AdminService.CreateTemplate:input_type -> coupon.v1.CreateTemplateRequest
-	6,  // 29: coupon.v1.AdminService.UpdateTemplate:input_type -> coupon.v1.UpdateTemplateRequest
-	7,  // 30: coupon.v1.AdminService.ApproveTemplate:input_type -> coupon.v1.ApproveTemplateRequest
-	8,  // 31: coupon.v1.AdminService.GetTemplate:input_type -> coupon.v1.GetTemplateRequest
-	9,  // 32: coupon.v1.AdminService.ListTemplates:input_type -> coupon.v1.ListTemplatesRequest
-	11, // 33: coupon.v1.AdminService.AddStock:input_type -> coupon.v1.AddStockRequest
-	13, // 34: coupon.v1.AdminService.GetTemplateStats:input_type -> coupon.v1.GetTemplateStatsRequest
-	14, // 35: coupon.v1.AdminService.ListCoupons:input_type -> coupon.v1.ListCouponsRequest
-	16, // 36: coupon.v1.AdminService.LookupCoupons:input_type -> coupon.v1.LookupCouponsRequest
-	20, // 37: coupon.v1.AdminService.ListAuditLog:input_type -> coupon.v1.ListAuditLogRequest
-	25, // 38: coupon.v1.AdminService.CreateCampaign:output_type -> coupon.v1.Campaign
-	25, // 39: coupon.v1.AdminService.UpdateCampaign:output_type -> coupon.v1.Campaign
-	25, // 40: coupon.v1.AdminService.GetCampaign:output_type -> coupon.v1.Campaign
-	4,  // 41: coupon.v1.AdminService.ListCampaigns:output_type -> coupon.v1.ListCampaignsResponse
-	28, // 42: coupon.v1.AdminService.CreateTemplate:output_type -> coupon.v1.CouponTemplate
-	28, // 43: coupon.v1.AdminService.UpdateTemplate:output_type -> coupon.v1.CouponTemplate
-	28, // 44: coupon.v1.AdminService.ApproveTemplate:output_type -> coupon.v1.CouponTemplate
-	28, // 45: coupon.v1.AdminService.GetTemplate:output_type -> coupon.v1.CouponTemplate
-	10, // 46: coupon.v1.AdminService.ListTemplates:output_type -> coupon.v1.ListTemplatesResponse
-	12, // 47: coupon.v1.AdminService.AddStock:output_type -> coupon.v1.AddStockResponse
-	31, // 48: coupon.v1.AdminService.GetTemplateStats:output_type -> coupon.v1.TemplateStats
-	15, // 49: coupon.v1.AdminService.ListCoupons:output_type -> coupon.v1.ListCouponsResponse
-	19, // 50: coupon.v1.AdminService.LookupCoupons:output_type -> coupon.v1.LookupCouponsResponse
-	22, // 51: coupon.v1.AdminService.ListAuditLog:output_type -> coupon.v1.ListAuditLogResponse
-	38, // [38:52] is the sub-list for method output_type
-	24, // [24:38] is the sub-list for method input_type
-	24, // [24:24] is the sub-list for extension type_name
-	24, // [24:24] is the sub-list for extension extendee
-	0,  // [0:24] is the sub-list for field type_name
+	42, // 24: coupon.v1.CreateWebhookEndpointResponse.endpoint:type_name -> coupon.v1.WebhookEndpoint
+	42, // 25: coupon.v1.ListWebhookEndpointsResponse.endpoints:type_name -> coupon.v1.WebhookEndpoint
+	43, // 26: coupon.v1.ListWebhookDeliveriesResponse.deliveries:type_name -> coupon.v1.WebhookDelivery
+	0,  // 27: coupon.v1.AdminService.CreateCampaign:input_type -> coupon.v1.CreateCampaignRequest
+	1,  // 28: coupon.v1.AdminService.UpdateCampaign:input_type -> coupon.v1.UpdateCampaignRequest
+	2,  // 29: coupon.v1.AdminService.GetCampaign:input_type -> coupon.v1.GetCampaignRequest
+	3,  // 30: coupon.v1.AdminService.ListCampaigns:input_type -> coupon.v1.ListCampaignsRequest
+	5,  // 31: coupon.v1.AdminService.CreateTemplate:input_type -> coupon.v1.CreateTemplateRequest
+	6,  // 32: coupon.v1.AdminService.UpdateTemplate:input_type -> coupon.v1.UpdateTemplateRequest
+	7,  // 33: coupon.v1.AdminService.ApproveTemplate:input_type -> coupon.v1.ApproveTemplateRequest
+	8,  // 34: coupon.v1.AdminService.GetTemplate:input_type -> coupon.v1.GetTemplateRequest
+	9,  // 35: coupon.v1.AdminService.ListTemplates:input_type -> coupon.v1.ListTemplatesRequest
+	11, // 36: coupon.v1.AdminService.AddStock:input_type -> coupon.v1.AddStockRequest
+	13, // 37: coupon.v1.AdminService.GetTemplateStats:input_type -> coupon.v1.GetTemplateStatsRequest
+	14, // 38: coupon.v1.AdminService.ListCoupons:input_type -> coupon.v1.ListCouponsRequest
+	16, // 39: coupon.v1.AdminService.LookupCoupons:input_type -> coupon.v1.LookupCouponsRequest
+	20, // 40: coupon.v1.AdminService.ListAuditLog:input_type -> coupon.v1.ListAuditLogRequest
+	23, // 41: coupon.v1.AdminService.CreateWebhookEndpoint:input_type -> coupon.v1.CreateWebhookEndpointRequest
+	25, // 42: coupon.v1.AdminService.ListWebhookEndpoints:input_type -> coupon.v1.ListWebhookEndpointsRequest
+	27, // 43: coupon.v1.AdminService.GetWebhookEndpoint:input_type -> coupon.v1.GetWebhookEndpointRequest
+	28, // 44: coupon.v1.AdminService.EnableWebhookEndpoint:input_type -> coupon.v1.EnableWebhookEndpointRequest
+	29, // 45: coupon.v1.AdminService.DisableWebhookEndpoint:input_type -> coupon.v1.DisableWebhookEndpointRequest
+	30, // 46: coupon.v1.AdminService.DeleteWebhookEndpoint:input_type -> coupon.v1.DeleteWebhookEndpointRequest
+	31, // 47: coupon.v1.AdminService.ListWebhookDeliveries:input_type -> coupon.v1.ListWebhookDeliveriesRequest
+	33, // 48: coupon.v1.AdminService.RedeliverWebhookEvent:input_type -> coupon.v1.RedeliverWebhookEventRequest
+	36, // 49: coupon.v1.AdminService.CreateCampaign:output_type -> coupon.v1.Campaign
+	36, // 50: coupon.v1.AdminService.UpdateCampaign:output_type -> coupon.v1.Campaign
+	36, // 51: coupon.v1.AdminService.GetCampaign:output_type -> coupon.v1.Campaign
+	4,  // 52: coupon.v1.AdminService.ListCampaigns:output_type -> coupon.v1.ListCampaignsResponse
+	39, // 53: coupon.v1.AdminService.CreateTemplate:output_type -> coupon.v1.CouponTemplate
+	39, // 54: coupon.v1.AdminService.UpdateTemplate:output_type -> coupon.v1.CouponTemplate
+	39, // 55: coupon.v1.AdminService.ApproveTemplate:output_type -> coupon.v1.CouponTemplate
+	39, // 56: coupon.v1.AdminService.GetTemplate:output_type -> coupon.v1.CouponTemplate
+	10, // 57: coupon.v1.AdminService.ListTemplates:output_type -> coupon.v1.ListTemplatesResponse
+	12, // 58: coupon.v1.AdminService.AddStock:output_type -> coupon.v1.AddStockResponse
+	44, // 59: coupon.v1.AdminService.GetTemplateStats:output_type -> coupon.v1.TemplateStats
+	15, // 60: coupon.v1.AdminService.ListCoupons:output_type -> coupon.v1.ListCouponsResponse
+	19, // 61: coupon.v1.AdminService.LookupCoupons:output_type -> coupon.v1.LookupCouponsResponse
+	22, // 62: coupon.v1.AdminService.ListAuditLog:output_type -> coupon.v1.ListAuditLogResponse
+	24, // 63: coupon.v1.AdminService.CreateWebhookEndpoint:output_type -> coupon.v1.CreateWebhookEndpointResponse
+	26, // 64: coupon.v1.AdminService.ListWebhookEndpoints:output_type -> coupon.v1.ListWebhookEndpointsResponse
+	42, // 65: coupon.v1.AdminService.GetWebhookEndpoint:output_type -> coupon.v1.WebhookEndpoint
+	42, // 66: coupon.v1.AdminService.EnableWebhookEndpoint:output_type -> coupon.v1.WebhookEndpoint
+	42, // 67: coupon.v1.AdminService.DisableWebhookEndpoint:output_type -> coupon.v1.WebhookEndpoint
+	45, // 68: coupon.v1.AdminService.DeleteWebhookEndpoint:output_type -> google.protobuf.Empty
+	32, // 69: coupon.v1.AdminService.ListWebhookDeliveries:output_type -> coupon.v1.ListWebhookDeliveriesResponse
+	43, // 70: coupon.v1.AdminService.RedeliverWebhookEvent:output_type -> coupon.v1.WebhookDelivery
+	49, // [49:71] is the sub-list for method output_type
+	27, // [27:49] is the sub-list for method input_type
+	27, // [27:27] is the sub-list for extension type_name
+	27, // [27:27] is the sub-list for extension extendee
+	0,  // [0:27] is the sub-list for field type_name
 }
 
 func init() { file_coupon_v1_admin_proto_init() }
@@ -2174,7 +2842,7 @@ func file_coupon_v1_admin_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_coupon_v1_admin_proto_rawDesc), len(file_coupon_v1_admin_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   23,
+			NumMessages:   34,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

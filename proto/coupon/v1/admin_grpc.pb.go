@@ -11,6 +11,7 @@ import (
 	grpc "google.golang.org/grpc"
 	codes "google.golang.org/grpc/codes"
 	status "google.golang.org/grpc/status"
+	emptypb "google.golang.org/protobuf/types/known/emptypb"
 )
 
 // This is a compile-time assertion to ensure that this generated file
@@ -19,27 +20,35 @@ import (
 const _ = grpc.SupportPackageIsVersion9
 
 const (
-	AdminService_CreateCampaign_FullMethodName   = "/coupon.v1.AdminService/CreateCampaign"
-	AdminService_UpdateCampaign_FullMethodName   = "/coupon.v1.AdminService/UpdateCampaign"
-	AdminService_GetCampaign_FullMethodName      = "/coupon.v1.AdminService/GetCampaign"
-	AdminService_ListCampaigns_FullMethodName    = "/coupon.v1.AdminService/ListCampaigns"
-	AdminService_CreateTemplate_FullMethodName   = "/coupon.v1.AdminService/CreateTemplate"
-	AdminService_UpdateTemplate_FullMethodName   = "/coupon.v1.AdminService/UpdateTemplate"
-	AdminService_ApproveTemplate_FullMethodName  = "/coupon.v1.AdminService/ApproveTemplate"
-	AdminService_GetTemplate_FullMethodName      = "/coupon.v1.AdminService/GetTemplate"
-	AdminService_ListTemplates_FullMethodName    = "/coupon.v1.AdminService/ListTemplates"
-	AdminService_AddStock_FullMethodName         = "/coupon.v1.AdminService/AddStock"
-	AdminService_GetTemplateStats_FullMethodName = "/coupon.v1.AdminService/GetTemplateStats"
-	AdminService_ListCoupons_FullMethodName      = "/coupon.v1.AdminService/ListCoupons"
-	AdminService_LookupCoupons_FullMethodName    = "/coupon.v1.AdminService/LookupCoupons"
-	AdminService_ListAuditLog_FullMethodName     = "/coupon.v1.AdminService/ListAuditLog"
+	AdminService_CreateCampaign_FullMethodName         = "/coupon.v1.AdminService/CreateCampaign"
+	AdminService_UpdateCampaign_FullMethodName         = "/coupon.v1.AdminService/UpdateCampaign"
+	AdminService_GetCampaign_FullMethodName            = "/coupon.v1.AdminService/GetCampaign"
+	AdminService_ListCampaigns_FullMethodName          = "/coupon.v1.AdminService/ListCampaigns"
+	AdminService_CreateTemplate_FullMethodName         = "/coupon.v1.AdminService/CreateTemplate"
+	AdminService_UpdateTemplate_FullMethodName         = "/coupon.v1.AdminService/UpdateTemplate"
+	AdminService_ApproveTemplate_FullMethodName        = "/coupon.v1.AdminService/ApproveTemplate"
+	AdminService_GetTemplate_FullMethodName            = "/coupon.v1.AdminService/GetTemplate"
+	AdminService_ListTemplates_FullMethodName          = "/coupon.v1.AdminService/ListTemplates"
+	AdminService_AddStock_FullMethodName               = "/coupon.v1.AdminService/AddStock"
+	AdminService_GetTemplateStats_FullMethodName       = "/coupon.v1.AdminService/GetTemplateStats"
+	AdminService_ListCoupons_FullMethodName            = "/coupon.v1.AdminService/ListCoupons"
+	AdminService_LookupCoupons_FullMethodName          = "/coupon.v1.AdminService/LookupCoupons"
+	AdminService_ListAuditLog_FullMethodName           = "/coupon.v1.AdminService/ListAuditLog"
+	AdminService_CreateWebhookEndpoint_FullMethodName  = "/coupon.v1.AdminService/CreateWebhookEndpoint"
+	AdminService_ListWebhookEndpoints_FullMethodName   = "/coupon.v1.AdminService/ListWebhookEndpoints"
+	AdminService_GetWebhookEndpoint_FullMethodName     = "/coupon.v1.AdminService/GetWebhookEndpoint"
+	AdminService_EnableWebhookEndpoint_FullMethodName  = "/coupon.v1.AdminService/EnableWebhookEndpoint"
+	AdminService_DisableWebhookEndpoint_FullMethodName = "/coupon.v1.AdminService/DisableWebhookEndpoint"
+	AdminService_DeleteWebhookEndpoint_FullMethodName  = "/coupon.v1.AdminService/DeleteWebhookEndpoint"
+	AdminService_ListWebhookDeliveries_FullMethodName  = "/coupon.v1.AdminService/ListWebhookDeliveries"
+	AdminService_RedeliverWebhookEvent_FullMethodName  = "/coupon.v1.AdminService/RedeliverWebhookEvent"
 )
 
 // AdminServiceClient is the client API for AdminService service.
 //
 // For semantics around ctx use and closing/ending streaming RPCs, please refer to https://pkg.go.dev/google.golang.org/grpc/?tab=doc#ClientConn.NewStream.
 //
-// AdminService is the operator side: campaigns, templates, stock and statistics.
+// AdminService is the operator side: campaigns, templates, stock, statistics and webhooks.
 type AdminServiceClient interface {
 	CreateCampaign(ctx context.Context, in *CreateCampaignRequest, opts ...grpc.CallOption) (*Campaign, error)
 	UpdateCampaign(ctx context.Context, in *UpdateCampaignRequest, opts ...grpc.CallOption) (*Campaign, error)
@@ -62,6 +71,26 @@ type AdminServiceClient interface {
 	LookupCoupons(ctx context.Context, in *LookupCouponsRequest, opts ...grpc.CallOption) (*LookupCouponsResponse, error)
 	// ListAuditLog reads the audit log of admin changes, newest first.
 	ListAuditLog(ctx context.Context, in *ListAuditLogRequest, opts ...grpc.CallOption) (*ListAuditLogResponse, error)
+	// CreateWebhookEndpoint registers an ENABLED endpoint. The response carries its signing
+	// secret: the only time the service shows it.
+	CreateWebhookEndpoint(ctx context.Context, in *CreateWebhookEndpointRequest, opts ...grpc.CallOption) (*CreateWebhookEndpointResponse, error)
+	// ListWebhookEndpoints lists every endpoint, oldest first.
+	ListWebhookEndpoints(ctx context.Context, in *ListWebhookEndpointsRequest, opts ...grpc.CallOption) (*ListWebhookEndpointsResponse, error)
+	GetWebhookEndpoint(ctx context.Context, in *GetWebhookEndpointRequest, opts ...grpc.CallOption) (*WebhookEndpoint, error)
+	// EnableWebhookEndpoint enables an endpoint and clears its run of failures: it resumes
+	// with the events published while it was disabled, as far as the stream still holds them.
+	EnableWebhookEndpoint(ctx context.Context, in *EnableWebhookEndpointRequest, opts ...grpc.CallOption) (*WebhookEndpoint, error)
+	// DisableWebhookEndpoint stops deliveries to an endpoint until it is enabled again.
+	DisableWebhookEndpoint(ctx context.Context, in *DisableWebhookEndpointRequest, opts ...grpc.CallOption) (*WebhookEndpoint, error)
+	// DeleteWebhookEndpoint removes an endpoint; its delivery history stays.
+	DeleteWebhookEndpoint(ctx context.Context, in *DeleteWebhookEndpointRequest, opts ...grpc.CallOption) (*emptypb.Empty, error)
+	// ListWebhookDeliveries pages through an endpoint's delivery attempts, newest first.
+	ListWebhookDeliveries(ctx context.Context, in *ListWebhookDeliveriesRequest, opts ...grpc.CallOption) (*ListWebhookDeliveriesResponse, error)
+	// RedeliverWebhookEvent sends an event that was attempted before (at any endpoint) to the
+	// endpoint once more, whatever its status, and answers with the attempt: a failed attempt
+	// is an answer, not an error. WEBHOOK_EVENT_NOT_FOUND: never attempted, or no longer in the
+	// stream; WEBHOOK_EVENT_NOT_SUBSCRIBED: the endpoint does not take events of its type.
+	RedeliverWebhookEvent(ctx context.Context, in *RedeliverWebhookEventRequest, opts ...grpc.CallOption) (*WebhookDelivery, error)
 }
 
 type adminServiceClient struct {
@@ -212,11 +241,91 @@ func (c *adminServiceClient) ListAuditLog(ctx context.Context, in *ListAuditLogR
 	return out, nil
 }
 
+func (c *adminServiceClient) CreateWebhookEndpoint(ctx context.Context, in *CreateWebhookEndpointRequest, opts ...grpc.CallOption) (*CreateWebhookEndpointResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(CreateWebhookEndpointResponse)
+	err := c.cc.Invoke(ctx, AdminService_CreateWebhookEndpoint_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *adminServiceClient) ListWebhookEndpoints(ctx context.Context, in *ListWebhookEndpointsRequest, opts ...grpc.CallOption) (*ListWebhookEndpointsResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ListWebhookEndpointsResponse)
+	err := c.cc.Invoke(ctx, AdminService_ListWebhookEndpoints_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *adminServiceClient) GetWebhookEndpoint(ctx context.Context, in *GetWebhookEndpointRequest, opts ...grpc.CallOption) (*WebhookEndpoint, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(WebhookEndpoint)
+	err := c.cc.Invoke(ctx, AdminService_GetWebhookEndpoint_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *adminServiceClient) EnableWebhookEndpoint(ctx context.Context, in *EnableWebhookEndpointRequest, opts ...grpc.CallOption) (*WebhookEndpoint, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(WebhookEndpoint)
+	err := c.cc.Invoke(ctx, AdminService_EnableWebhookEndpoint_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *adminServiceClient) DisableWebhookEndpoint(ctx context.Context, in *DisableWebhookEndpointRequest, opts ...grpc.CallOption) (*WebhookEndpoint, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(WebhookEndpoint)
+	err := c.cc.Invoke(ctx, AdminService_DisableWebhookEndpoint_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *adminServiceClient) DeleteWebhookEndpoint(ctx context.Context, in *DeleteWebhookEndpointRequest, opts ...grpc.CallOption) (*emptypb.Empty, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(emptypb.Empty)
+	err := c.cc.Invoke(ctx, AdminService_DeleteWebhookEndpoint_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *adminServiceClient) ListWebhookDeliveries(ctx context.Context, in *ListWebhookDeliveriesRequest, opts ...grpc.CallOption) (*ListWebhookDeliveriesResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ListWebhookDeliveriesResponse)
+	err := c.cc.Invoke(ctx, AdminService_ListWebhookDeliveries_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *adminServiceClient) RedeliverWebhookEvent(ctx context.Context, in *RedeliverWebhookEventRequest, opts ...grpc.CallOption) (*WebhookDelivery, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(WebhookDelivery)
+	err := c.cc.Invoke(ctx, AdminService_RedeliverWebhookEvent_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // AdminServiceServer is the server API for AdminService service.
 // All implementations must embed UnimplementedAdminServiceServer
 // for forward compatibility.
 //
-// AdminService is the operator side: campaigns, templates, stock and statistics.
+// AdminService is the operator side: campaigns, templates, stock, statistics and webhooks.
 type AdminServiceServer interface {
 	CreateCampaign(context.Context, *CreateCampaignRequest) (*Campaign, error)
 	UpdateCampaign(context.Context, *UpdateCampaignRequest) (*Campaign, error)
@@ -239,6 +348,26 @@ type AdminServiceServer interface {
 	LookupCoupons(context.Context, *LookupCouponsRequest) (*LookupCouponsResponse, error)
 	// ListAuditLog reads the audit log of admin changes, newest first.
 	ListAuditLog(context.Context, *ListAuditLogRequest) (*ListAuditLogResponse, error)
+	// CreateWebhookEndpoint registers an ENABLED endpoint. The response carries its signing
+	// secret: the only time the service shows it.
+	CreateWebhookEndpoint(context.Context, *CreateWebhookEndpointRequest) (*CreateWebhookEndpointResponse, error)
+	// ListWebhookEndpoints lists every endpoint, oldest first.
+	ListWebhookEndpoints(context.Context, *ListWebhookEndpointsRequest) (*ListWebhookEndpointsResponse, error)
+	GetWebhookEndpoint(context.Context, *GetWebhookEndpointRequest) (*WebhookEndpoint, error)
+	// EnableWebhookEndpoint enables an endpoint and clears its run of failures: it resumes
+	// with the events published while it was disabled, as far as the stream still holds them.
+	EnableWebhookEndpoint(context.Context, *EnableWebhookEndpointRequest) (*WebhookEndpoint, error)
+	// DisableWebhookEndpoint stops deliveries to an endpoint until it is enabled again.
+	DisableWebhookEndpoint(context.Context, *DisableWebhookEndpointRequest) (*WebhookEndpoint, error)
+	// DeleteWebhookEndpoint removes an endpoint; its delivery history stays.
+	DeleteWebhookEndpoint(context.Context, *DeleteWebhookEndpointRequest) (*emptypb.Empty, error)
+	// ListWebhookDeliveries pages through an endpoint's delivery attempts, newest first.
+	ListWebhookDeliveries(context.Context, *ListWebhookDeliveriesRequest) (*ListWebhookDeliveriesResponse, error)
+	// RedeliverWebhookEvent sends an event that was attempted before (at any endpoint) to the
+	// endpoint once more, whatever its status, and answers with the attempt: a failed attempt
+	// is an answer, not an error. WEBHOOK_EVENT_NOT_FOUND: never attempted, or no longer in the
+	// stream; WEBHOOK_EVENT_NOT_SUBSCRIBED: the endpoint does not take events of its type.
+	RedeliverWebhookEvent(context.Context, *RedeliverWebhookEventRequest) (*WebhookDelivery, error)
 	mustEmbedUnimplementedAdminServiceServer()
 }
 
@@ -290,6 +419,30 @@ func (UnimplementedAdminServiceServer) LookupCoupons(context.Context, *LookupCou
 }
 func (UnimplementedAdminServiceServer) ListAuditLog(context.Context, *ListAuditLogRequest) (*ListAuditLogResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method ListAuditLog not implemented")
+}
+func (UnimplementedAdminServiceServer) CreateWebhookEndpoint(context.Context, *CreateWebhookEndpointRequest) (*CreateWebhookEndpointResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method CreateWebhookEndpoint not implemented")
+}
+func (UnimplementedAdminServiceServer) ListWebhookEndpoints(context.Context, *ListWebhookEndpointsRequest) (*ListWebhookEndpointsResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method ListWebhookEndpoints not implemented")
+}
+func (UnimplementedAdminServiceServer) GetWebhookEndpoint(context.Context, *GetWebhookEndpointRequest) (*WebhookEndpoint, error) {
+	return nil, status.Error(codes.Unimplemented, "method GetWebhookEndpoint not implemented")
+}
+func (UnimplementedAdminServiceServer) EnableWebhookEndpoint(context.Context, *EnableWebhookEndpointRequest) (*WebhookEndpoint, error) {
+	return nil, status.Error(codes.Unimplemented, "method EnableWebhookEndpoint not implemented")
+}
+func (UnimplementedAdminServiceServer) DisableWebhookEndpoint(context.Context, *DisableWebhookEndpointRequest) (*WebhookEndpoint, error) {
+	return nil, status.Error(codes.Unimplemented, "method DisableWebhookEndpoint not implemented")
+}
+func (UnimplementedAdminServiceServer) DeleteWebhookEndpoint(context.Context, *DeleteWebhookEndpointRequest) (*emptypb.Empty, error) {
+	return nil, status.Error(codes.Unimplemented, "method DeleteWebhookEndpoint not implemented")
+}
+func (UnimplementedAdminServiceServer) ListWebhookDeliveries(context.Context, *ListWebhookDeliveriesRequest) (*ListWebhookDeliveriesResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method ListWebhookDeliveries not implemented")
+}
+func (UnimplementedAdminServiceServer) RedeliverWebhookEvent(context.Context, *RedeliverWebhookEventRequest) (*WebhookDelivery, error) {
+	return nil, status.Error(codes.Unimplemented, "method RedeliverWebhookEvent not implemented")
 }
 func (UnimplementedAdminServiceServer) mustEmbedUnimplementedAdminServiceServer() {}
 func (UnimplementedAdminServiceServer) testEmbeddedByValue()                      {}
@@ -564,6 +717,150 @@ func _AdminService_ListAuditLog_Handler(srv interface{}, ctx context.Context, de
 	return interceptor(ctx, in, info, handler)
 }
 
+func _AdminService_CreateWebhookEndpoint_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(CreateWebhookEndpointRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AdminServiceServer).CreateWebhookEndpoint(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: AdminService_CreateWebhookEndpoint_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AdminServiceServer).CreateWebhookEndpoint(ctx, req.(*CreateWebhookEndpointRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _AdminService_ListWebhookEndpoints_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ListWebhookEndpointsRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AdminServiceServer).ListWebhookEndpoints(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: AdminService_ListWebhookEndpoints_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AdminServiceServer).ListWebhookEndpoints(ctx, req.(*ListWebhookEndpointsRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _AdminService_GetWebhookEndpoint_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(GetWebhookEndpointRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AdminServiceServer).GetWebhookEndpoint(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: AdminService_GetWebhookEndpoint_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AdminServiceServer).GetWebhookEndpoint(ctx, req.(*GetWebhookEndpointRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _AdminService_EnableWebhookEndpoint_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(EnableWebhookEndpointRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AdminServiceServer).EnableWebhookEndpoint(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: AdminService_EnableWebhookEndpoint_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AdminServiceServer).EnableWebhookEndpoint(ctx, req.(*EnableWebhookEndpointRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _AdminService_DisableWebhookEndpoint_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(DisableWebhookEndpointRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AdminServiceServer).DisableWebhookEndpoint(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: AdminService_DisableWebhookEndpoint_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AdminServiceServer).DisableWebhookEndpoint(ctx, req.(*DisableWebhookEndpointRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _AdminService_DeleteWebhookEndpoint_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(DeleteWebhookEndpointRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AdminServiceServer).DeleteWebhookEndpoint(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: AdminService_DeleteWebhookEndpoint_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AdminServiceServer).DeleteWebhookEndpoint(ctx, req.(*DeleteWebhookEndpointRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _AdminService_ListWebhookDeliveries_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ListWebhookDeliveriesRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AdminServiceServer).ListWebhookDeliveries(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: AdminService_ListWebhookDeliveries_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AdminServiceServer).ListWebhookDeliveries(ctx, req.(*ListWebhookDeliveriesRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _AdminService_RedeliverWebhookEvent_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(RedeliverWebhookEventRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AdminServiceServer).RedeliverWebhookEvent(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: AdminService_RedeliverWebhookEvent_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AdminServiceServer).RedeliverWebhookEvent(ctx, req.(*RedeliverWebhookEventRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // AdminService_ServiceDesc is the grpc.ServiceDesc for AdminService service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -626,6 +923,38 @@ var AdminService_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "ListAuditLog",
 			Handler:    _AdminService_ListAuditLog_Handler,
+		},
+		{
+			MethodName: "CreateWebhookEndpoint",
+			Handler:    _AdminService_CreateWebhookEndpoint_Handler,
+		},
+		{
+			MethodName: "ListWebhookEndpoints",
+			Handler:    _AdminService_ListWebhookEndpoints_Handler,
+		},
+		{
+			MethodName: "GetWebhookEndpoint",
+			Handler:    _AdminService_GetWebhookEndpoint_Handler,
+		},
+		{
+			MethodName: "EnableWebhookEndpoint",
+			Handler:    _AdminService_EnableWebhookEndpoint_Handler,
+		},
+		{
+			MethodName: "DisableWebhookEndpoint",
+			Handler:    _AdminService_DisableWebhookEndpoint_Handler,
+		},
+		{
+			MethodName: "DeleteWebhookEndpoint",
+			Handler:    _AdminService_DeleteWebhookEndpoint_Handler,
+		},
+		{
+			MethodName: "ListWebhookDeliveries",
+			Handler:    _AdminService_ListWebhookDeliveries_Handler,
+		},
+		{
+			MethodName: "RedeliverWebhookEvent",
+			Handler:    _AdminService_RedeliverWebhookEvent_Handler,
 		},
 	},
 	Streams:  []grpc.StreamDesc{},

@@ -61,6 +61,18 @@ const (
 	// The user holds no coupon with that code (none exists, or another user holds it).
 	ErrorReason_COUPON_NOT_FOUND              ErrorReason = 28
 	ErrorReason_COUPON_LOCKED_PENDING_CONFIRM ErrorReason = 29
+	// A webhook call while webhooks are off (no events.url, or webhooks.enabled false).
+	ErrorReason_WEBHOOKS_OFF        ErrorReason = 30
+	ErrorReason_INVALID_WEBHOOK_URL ErrorReason = 31
+	// A plain http URL to a host that is not loopback (webhooks.allow_http is off).
+	ErrorReason_INSECURE_WEBHOOK_URL       ErrorReason = 32
+	ErrorReason_UNKNOWN_EVENT_TYPE         ErrorReason = 33
+	ErrorReason_WEBHOOK_ENDPOINT_NOT_FOUND ErrorReason = 34
+	// The event was never attempted, so its place in the stream is unknown, or the stream no
+	// longer holds it.
+	ErrorReason_WEBHOOK_EVENT_NOT_FOUND ErrorReason = 35
+	// The endpoint does not subscribe to the event's type.
+	ErrorReason_WEBHOOK_EVENT_NOT_SUBSCRIBED ErrorReason = 36
 )
 
 // Enum value maps for ErrorReason.
@@ -96,6 +108,13 @@ var (
 		27: "TEMPLATE_CHANGED",
 		28: "COUPON_NOT_FOUND",
 		29: "COUPON_LOCKED_PENDING_CONFIRM",
+		30: "WEBHOOKS_OFF",
+		31: "INVALID_WEBHOOK_URL",
+		32: "INSECURE_WEBHOOK_URL",
+		33: "UNKNOWN_EVENT_TYPE",
+		34: "WEBHOOK_ENDPOINT_NOT_FOUND",
+		35: "WEBHOOK_EVENT_NOT_FOUND",
+		36: "WEBHOOK_EVENT_NOT_SUBSCRIBED",
 	}
 	ErrorReason_value = map[string]int32{
 		"ERROR_REASON_UNSPECIFIED":      0,
@@ -128,6 +147,13 @@ var (
 		"TEMPLATE_CHANGED":              27,
 		"COUPON_NOT_FOUND":              28,
 		"COUPON_LOCKED_PENDING_CONFIRM": 29,
+		"WEBHOOKS_OFF":                  30,
+		"INVALID_WEBHOOK_URL":           31,
+		"INSECURE_WEBHOOK_URL":          32,
+		"UNKNOWN_EVENT_TYPE":            33,
+		"WEBHOOK_ENDPOINT_NOT_FOUND":    34,
+		"WEBHOOK_EVENT_NOT_FOUND":       35,
+		"WEBHOOK_EVENT_NOT_SUBSCRIBED":  36,
 	}
 )
 
@@ -369,6 +395,57 @@ func (x Coupon_Status) Number() protoreflect.EnumNumber {
 // Deprecated: Use Coupon_Status.Descriptor instead.
 func (Coupon_Status) EnumDescriptor() ([]byte, []int) {
 	return file_coupon_v1_types_proto_rawDescGZIP(), []int{2, 0}
+}
+
+type WebhookEndpoint_Status int32
+
+const (
+	WebhookEndpoint_STATUS_UNSPECIFIED WebhookEndpoint_Status = 0
+	// Delivered to.
+	WebhookEndpoint_ENABLED WebhookEndpoint_Status = 1
+	// Not delivered to: disabled by an admin, or by the service after too many failures.
+	WebhookEndpoint_DISABLED WebhookEndpoint_Status = 2
+)
+
+// Enum value maps for WebhookEndpoint_Status.
+var (
+	WebhookEndpoint_Status_name = map[int32]string{
+		0: "STATUS_UNSPECIFIED",
+		1: "ENABLED",
+		2: "DISABLED",
+	}
+	WebhookEndpoint_Status_value = map[string]int32{
+		"STATUS_UNSPECIFIED": 0,
+		"ENABLED":            1,
+		"DISABLED":           2,
+	}
+)
+
+func (x WebhookEndpoint_Status) Enum() *WebhookEndpoint_Status {
+	p := new(WebhookEndpoint_Status)
+	*p = x
+	return p
+}
+
+func (x WebhookEndpoint_Status) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (WebhookEndpoint_Status) Descriptor() protoreflect.EnumDescriptor {
+	return file_coupon_v1_types_proto_enumTypes[5].Descriptor()
+}
+
+func (WebhookEndpoint_Status) Type() protoreflect.EnumType {
+	return &file_coupon_v1_types_proto_enumTypes[5]
+}
+
+func (x WebhookEndpoint_Status) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use WebhookEndpoint_Status.Descriptor instead.
+func (WebhookEndpoint_Status) EnumDescriptor() ([]byte, []int) {
+	return file_coupon_v1_types_proto_rawDescGZIP(), []int{6, 0}
 }
 
 // Campaign groups coupon templates under one marketing event.
@@ -1161,6 +1238,275 @@ func (x *TemplateStats) GetExpired() int64 {
 	return 0
 }
 
+// WebhookEndpoint is an HTTPS endpoint that receives the lifecycle events (docs/webhooks.md).
+// Its signing secret is not part of it: CreateWebhookEndpoint shows it once.
+type WebhookEndpoint struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Id    int64                  `protobuf:"varint,1,opt,name=id,proto3" json:"id,omitempty"`
+	Url   string                 `protobuf:"bytes,2,opt,name=url,proto3" json:"url,omitempty"`
+	// The event types delivered, sorted; empty means every type.
+	EventTypes []string               `protobuf:"bytes,3,rep,name=event_types,json=eventTypes,proto3" json:"event_types,omitempty"`
+	Status     WebhookEndpoint_Status `protobuf:"varint,4,opt,name=status,proto3,enum=coupon.v1.WebhookEndpoint_Status" json:"status,omitempty"`
+	// Failed attempts since the last delivered one, and when that run began (unset when the
+	// last attempt was delivered).
+	ConsecutiveFailures int32                  `protobuf:"varint,5,opt,name=consecutive_failures,json=consecutiveFailures,proto3" json:"consecutive_failures,omitempty"`
+	FailingSince        *timestamppb.Timestamp `protobuf:"bytes,6,opt,name=failing_since,json=failingSince,proto3" json:"failing_since,omitempty"`
+	// Why a DISABLED endpoint was disabled.
+	DisabledReason string                 `protobuf:"bytes,7,opt,name=disabled_reason,json=disabledReason,proto3" json:"disabled_reason,omitempty"`
+	CreatedBy      string                 `protobuf:"bytes,8,opt,name=created_by,json=createdBy,proto3" json:"created_by,omitempty"`
+	CreatedAt      *timestamppb.Timestamp `protobuf:"bytes,9,opt,name=created_at,json=createdAt,proto3" json:"created_at,omitempty"`
+	UpdatedAt      *timestamppb.Timestamp `protobuf:"bytes,10,opt,name=updated_at,json=updatedAt,proto3" json:"updated_at,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
+}
+
+func (x *WebhookEndpoint) Reset() {
+	*x = WebhookEndpoint{}
+	mi := &file_coupon_v1_types_proto_msgTypes[6]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *WebhookEndpoint) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*WebhookEndpoint) ProtoMessage() {}
+
+func (x *WebhookEndpoint) ProtoReflect() protoreflect.Message {
+	mi := &file_coupon_v1_types_proto_msgTypes[6]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use WebhookEndpoint.ProtoReflect.Descriptor instead.
+func (*WebhookEndpoint) Descriptor() ([]byte, []int) {
+	return file_coupon_v1_types_proto_rawDescGZIP(), []int{6}
+}
+
+func (x *WebhookEndpoint) GetId() int64 {
+	if x != nil {
+		return x.Id
+	}
+	return 0
+}
+
+func (x *WebhookEndpoint) GetUrl() string {
+	if x != nil {
+		return x.Url
+	}
+	return ""
+}
+
+func (x *WebhookEndpoint) GetEventTypes() []string {
+	if x != nil {
+		return x.EventTypes
+	}
+	return nil
+}
+
+func (x *WebhookEndpoint) GetStatus() WebhookEndpoint_Status {
+	if x != nil {
+		return x.Status
+	}
+	return WebhookEndpoint_STATUS_UNSPECIFIED
+}
+
+func (x *WebhookEndpoint) GetConsecutiveFailures() int32 {
+	if x != nil {
+		return x.ConsecutiveFailures
+	}
+	return 0
+}
+
+func (x *WebhookEndpoint) GetFailingSince() *timestamppb.Timestamp {
+	if x != nil {
+		return x.FailingSince
+	}
+	return nil
+}
+
+func (x *WebhookEndpoint) GetDisabledReason() string {
+	if x != nil {
+		return x.DisabledReason
+	}
+	return ""
+}
+
+func (x *WebhookEndpoint) GetCreatedBy() string {
+	if x != nil {
+		return x.CreatedBy
+	}
+	return ""
+}
+
+func (x *WebhookEndpoint) GetCreatedAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.CreatedAt
+	}
+	return nil
+}
+
+func (x *WebhookEndpoint) GetUpdatedAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.UpdatedAt
+	}
+	return nil
+}
+
+// WebhookDelivery is one attempt to deliver one event to one endpoint.
+type WebhookDelivery struct {
+	state      protoimpl.MessageState `protogen:"open.v1"`
+	Id         int64                  `protobuf:"varint,1,opt,name=id,proto3" json:"id,omitempty"`
+	EndpointId int64                  `protobuf:"varint,2,opt,name=endpoint_id,json=endpointId,proto3" json:"endpoint_id,omitempty"`
+	EventId    string                 `protobuf:"bytes,3,opt,name=event_id,json=eventId,proto3" json:"event_id,omitempty"`
+	EventType  string                 `protobuf:"bytes,4,opt,name=event_type,json=eventType,proto3" json:"event_type,omitempty"`
+	// The event's sequence in the events stream.
+	StreamSeq uint64 `protobuf:"varint,5,opt,name=stream_seq,json=streamSeq,proto3" json:"stream_seq,omitempty"`
+	// Numbers the automatic attempts at the event from 1; a manual one (RedeliverWebhookEvent)
+	// carries the number of attempts before it plus one.
+	Attempt int32 `protobuf:"varint,6,opt,name=attempt,proto3" json:"attempt,omitempty"`
+	Manual  bool  `protobuf:"varint,7,opt,name=manual,proto3" json:"manual,omitempty"`
+	// The receiver's HTTP status; 0 when there was no response (refused, timed out).
+	StatusCode int32 `protobuf:"varint,8,opt,name=status_code,json=statusCode,proto3" json:"status_code,omitempty"`
+	LatencyMs  int64 `protobuf:"varint,9,opt,name=latency_ms,json=latencyMs,proto3" json:"latency_ms,omitempty"`
+	// Why the attempt failed: the transport error, or the status and the start of the body.
+	Error     string `protobuf:"bytes,10,opt,name=error,proto3" json:"error,omitempty"`
+	Delivered bool   `protobuf:"varint,11,opt,name=delivered,proto3" json:"delivered,omitempty"`
+	// The last attempt at an event whose retry horizon passed: it is not retried.
+	GaveUp        bool                   `protobuf:"varint,12,opt,name=gave_up,json=gaveUp,proto3" json:"gave_up,omitempty"`
+	CreatedAt     *timestamppb.Timestamp `protobuf:"bytes,13,opt,name=created_at,json=createdAt,proto3" json:"created_at,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *WebhookDelivery) Reset() {
+	*x = WebhookDelivery{}
+	mi := &file_coupon_v1_types_proto_msgTypes[7]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *WebhookDelivery) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*WebhookDelivery) ProtoMessage() {}
+
+func (x *WebhookDelivery) ProtoReflect() protoreflect.Message {
+	mi := &file_coupon_v1_types_proto_msgTypes[7]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use WebhookDelivery.ProtoReflect.Descriptor instead.
+func (*WebhookDelivery) Descriptor() ([]byte, []int) {
+	return file_coupon_v1_types_proto_rawDescGZIP(), []int{7}
+}
+
+func (x *WebhookDelivery) GetId() int64 {
+	if x != nil {
+		return x.Id
+	}
+	return 0
+}
+
+func (x *WebhookDelivery) GetEndpointId() int64 {
+	if x != nil {
+		return x.EndpointId
+	}
+	return 0
+}
+
+func (x *WebhookDelivery) GetEventId() string {
+	if x != nil {
+		return x.EventId
+	}
+	return ""
+}
+
+func (x *WebhookDelivery) GetEventType() string {
+	if x != nil {
+		return x.EventType
+	}
+	return ""
+}
+
+func (x *WebhookDelivery) GetStreamSeq() uint64 {
+	if x != nil {
+		return x.StreamSeq
+	}
+	return 0
+}
+
+func (x *WebhookDelivery) GetAttempt() int32 {
+	if x != nil {
+		return x.Attempt
+	}
+	return 0
+}
+
+func (x *WebhookDelivery) GetManual() bool {
+	if x != nil {
+		return x.Manual
+	}
+	return false
+}
+
+func (x *WebhookDelivery) GetStatusCode() int32 {
+	if x != nil {
+		return x.StatusCode
+	}
+	return 0
+}
+
+func (x *WebhookDelivery) GetLatencyMs() int64 {
+	if x != nil {
+		return x.LatencyMs
+	}
+	return 0
+}
+
+func (x *WebhookDelivery) GetError() string {
+	if x != nil {
+		return x.Error
+	}
+	return ""
+}
+
+func (x *WebhookDelivery) GetDelivered() bool {
+	if x != nil {
+		return x.Delivered
+	}
+	return false
+}
+
+func (x *WebhookDelivery) GetGaveUp() bool {
+	if x != nil {
+		return x.GaveUp
+	}
+	return false
+}
+
+func (x *WebhookDelivery) GetCreatedAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.CreatedAt
+	}
+	return nil
+}
+
 var File_coupon_v1_types_proto protoreflect.FileDescriptor
 
 const file_coupon_v1_types_proto_rawDesc = "" +
@@ -1294,7 +1640,48 @@ const file_coupon_v1_types_proto_rawDesc = "" +
 	"\tavailable\x18\x05 \x01(\x03R\tavailable\x12\x16\n" +
 	"\x06locked\x18\x06 \x01(\x03R\x06locked\x12\x12\n" +
 	"\x04used\x18\a \x01(\x03R\x04used\x12\x18\n" +
-	"\aexpired\x18\b \x01(\x03R\aexpired*\xc1\x05\n" +
+	"\aexpired\x18\b \x01(\x03R\aexpired\"\xfe\x03\n" +
+	"\x0fWebhookEndpoint\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\x03R\x02id\x12\x10\n" +
+	"\x03url\x18\x02 \x01(\tR\x03url\x12\x1f\n" +
+	"\vevent_types\x18\x03 \x03(\tR\n" +
+	"eventTypes\x129\n" +
+	"\x06status\x18\x04 \x01(\x0e2!.coupon.v1.WebhookEndpoint.StatusR\x06status\x121\n" +
+	"\x14consecutive_failures\x18\x05 \x01(\x05R\x13consecutiveFailures\x12?\n" +
+	"\rfailing_since\x18\x06 \x01(\v2\x1a.google.protobuf.TimestampR\ffailingSince\x12'\n" +
+	"\x0fdisabled_reason\x18\a \x01(\tR\x0edisabledReason\x12\x1d\n" +
+	"\n" +
+	"created_by\x18\b \x01(\tR\tcreatedBy\x129\n" +
+	"\n" +
+	"created_at\x18\t \x01(\v2\x1a.google.protobuf.TimestampR\tcreatedAt\x129\n" +
+	"\n" +
+	"updated_at\x18\n" +
+	" \x01(\v2\x1a.google.protobuf.TimestampR\tupdatedAt\";\n" +
+	"\x06Status\x12\x16\n" +
+	"\x12STATUS_UNSPECIFIED\x10\x00\x12\v\n" +
+	"\aENABLED\x10\x01\x12\f\n" +
+	"\bDISABLED\x10\x02\"\x95\x03\n" +
+	"\x0fWebhookDelivery\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\x03R\x02id\x12\x1f\n" +
+	"\vendpoint_id\x18\x02 \x01(\x03R\n" +
+	"endpointId\x12\x19\n" +
+	"\bevent_id\x18\x03 \x01(\tR\aeventId\x12\x1d\n" +
+	"\n" +
+	"event_type\x18\x04 \x01(\tR\teventType\x12\x1d\n" +
+	"\n" +
+	"stream_seq\x18\x05 \x01(\x04R\tstreamSeq\x12\x18\n" +
+	"\aattempt\x18\x06 \x01(\x05R\aattempt\x12\x16\n" +
+	"\x06manual\x18\a \x01(\bR\x06manual\x12\x1f\n" +
+	"\vstatus_code\x18\b \x01(\x05R\n" +
+	"statusCode\x12\x1d\n" +
+	"\n" +
+	"latency_ms\x18\t \x01(\x03R\tlatencyMs\x12\x14\n" +
+	"\x05error\x18\n" +
+	" \x01(\tR\x05error\x12\x1c\n" +
+	"\tdelivered\x18\v \x01(\bR\tdelivered\x12\x17\n" +
+	"\agave_up\x18\f \x01(\bR\x06gaveUp\x129\n" +
+	"\n" +
+	"created_at\x18\r \x01(\v2\x1a.google.protobuf.TimestampR\tcreatedAt*\xfd\x06\n" +
 	"\vErrorReason\x12\x1c\n" +
 	"\x18ERROR_REASON_UNSPECIFIED\x10\x00\x12\x14\n" +
 	"\x10INVALID_ARGUMENT\x10\x01\x12\r\n" +
@@ -1326,7 +1713,14 @@ const file_coupon_v1_types_proto_rawDesc = "" +
 	"\x14APPROVER_EDITED_RULE\x10\x1a\x12\x14\n" +
 	"\x10TEMPLATE_CHANGED\x10\x1b\x12\x14\n" +
 	"\x10COUPON_NOT_FOUND\x10\x1c\x12!\n" +
-	"\x1dCOUPON_LOCKED_PENDING_CONFIRM\x10\x1dB7Z5github.com/opencoupon/coupon/proto/coupon/v1;couponv1b\x06proto3"
+	"\x1dCOUPON_LOCKED_PENDING_CONFIRM\x10\x1d\x12\x10\n" +
+	"\fWEBHOOKS_OFF\x10\x1e\x12\x17\n" +
+	"\x13INVALID_WEBHOOK_URL\x10\x1f\x12\x18\n" +
+	"\x14INSECURE_WEBHOOK_URL\x10 \x12\x16\n" +
+	"\x12UNKNOWN_EVENT_TYPE\x10!\x12\x1e\n" +
+	"\x1aWEBHOOK_ENDPOINT_NOT_FOUND\x10\"\x12\x1b\n" +
+	"\x17WEBHOOK_EVENT_NOT_FOUND\x10#\x12 \n" +
+	"\x1cWEBHOOK_EVENT_NOT_SUBSCRIBED\x10$B7Z5github.com/opencoupon/coupon/proto/coupon/v1;couponv1b\x06proto3"
 
 var (
 	file_coupon_v1_types_proto_rawDescOnce sync.Once
@@ -1340,44 +1734,52 @@ func file_coupon_v1_types_proto_rawDescGZIP() []byte {
 	return file_coupon_v1_types_proto_rawDescData
 }
 
-var file_coupon_v1_types_proto_enumTypes = make([]protoimpl.EnumInfo, 5)
-var file_coupon_v1_types_proto_msgTypes = make([]protoimpl.MessageInfo, 6)
+var file_coupon_v1_types_proto_enumTypes = make([]protoimpl.EnumInfo, 6)
+var file_coupon_v1_types_proto_msgTypes = make([]protoimpl.MessageInfo, 8)
 var file_coupon_v1_types_proto_goTypes = []any{
 	(ErrorReason)(0),               // 0: coupon.v1.ErrorReason
 	(Campaign_Status)(0),           // 1: coupon.v1.Campaign.Status
 	(CouponTemplate_CouponType)(0), // 2: coupon.v1.CouponTemplate.CouponType
 	(CouponTemplate_Status)(0),     // 3: coupon.v1.CouponTemplate.Status
 	(Coupon_Status)(0),             // 4: coupon.v1.Coupon.Status
-	(*Campaign)(nil),               // 5: coupon.v1.Campaign
-	(*CouponTemplate)(nil),         // 6: coupon.v1.CouponTemplate
-	(*Coupon)(nil),                 // 7: coupon.v1.Coupon
-	(*OrderItem)(nil),              // 8: coupon.v1.OrderItem
-	(*Order)(nil),                  // 9: coupon.v1.Order
-	(*TemplateStats)(nil),          // 10: coupon.v1.TemplateStats
-	(*timestamppb.Timestamp)(nil),  // 11: google.protobuf.Timestamp
+	(WebhookEndpoint_Status)(0),    // 5: coupon.v1.WebhookEndpoint.Status
+	(*Campaign)(nil),               // 6: coupon.v1.Campaign
+	(*CouponTemplate)(nil),         // 7: coupon.v1.CouponTemplate
+	(*Coupon)(nil),                 // 8: coupon.v1.Coupon
+	(*OrderItem)(nil),              // 9: coupon.v1.OrderItem
+	(*Order)(nil),                  // 10: coupon.v1.Order
+	(*TemplateStats)(nil),          // 11: coupon.v1.TemplateStats
+	(*WebhookEndpoint)(nil),        // 12: coupon.v1.WebhookEndpoint
+	(*WebhookDelivery)(nil),        // 13: coupon.v1.WebhookDelivery
+	(*timestamppb.Timestamp)(nil),  // 14: google.protobuf.Timestamp
 }
 var file_coupon_v1_types_proto_depIdxs = []int32{
 	1,  // 0: coupon.v1.Campaign.status:type_name -> coupon.v1.Campaign.Status
-	11, // 1: coupon.v1.Campaign.start_time:type_name -> google.protobuf.Timestamp
-	11, // 2: coupon.v1.Campaign.end_time:type_name -> google.protobuf.Timestamp
-	11, // 3: coupon.v1.Campaign.created_at:type_name -> google.protobuf.Timestamp
-	11, // 4: coupon.v1.Campaign.updated_at:type_name -> google.protobuf.Timestamp
+	14, // 1: coupon.v1.Campaign.start_time:type_name -> google.protobuf.Timestamp
+	14, // 2: coupon.v1.Campaign.end_time:type_name -> google.protobuf.Timestamp
+	14, // 3: coupon.v1.Campaign.created_at:type_name -> google.protobuf.Timestamp
+	14, // 4: coupon.v1.Campaign.updated_at:type_name -> google.protobuf.Timestamp
 	2,  // 5: coupon.v1.CouponTemplate.coupon_type:type_name -> coupon.v1.CouponTemplate.CouponType
-	11, // 6: coupon.v1.CouponTemplate.valid_from:type_name -> google.protobuf.Timestamp
-	11, // 7: coupon.v1.CouponTemplate.valid_until:type_name -> google.protobuf.Timestamp
+	14, // 6: coupon.v1.CouponTemplate.valid_from:type_name -> google.protobuf.Timestamp
+	14, // 7: coupon.v1.CouponTemplate.valid_until:type_name -> google.protobuf.Timestamp
 	3,  // 8: coupon.v1.CouponTemplate.status:type_name -> coupon.v1.CouponTemplate.Status
-	11, // 9: coupon.v1.CouponTemplate.created_at:type_name -> google.protobuf.Timestamp
-	11, // 10: coupon.v1.CouponTemplate.updated_at:type_name -> google.protobuf.Timestamp
+	14, // 9: coupon.v1.CouponTemplate.created_at:type_name -> google.protobuf.Timestamp
+	14, // 10: coupon.v1.CouponTemplate.updated_at:type_name -> google.protobuf.Timestamp
 	4,  // 11: coupon.v1.Coupon.status:type_name -> coupon.v1.Coupon.Status
-	11, // 12: coupon.v1.Coupon.claimed_at:type_name -> google.protobuf.Timestamp
-	11, // 13: coupon.v1.Coupon.expire_at:type_name -> google.protobuf.Timestamp
-	11, // 14: coupon.v1.Coupon.used_at:type_name -> google.protobuf.Timestamp
-	8,  // 15: coupon.v1.Order.items:type_name -> coupon.v1.OrderItem
-	16, // [16:16] is the sub-list for method output_type
-	16, // [16:16] is the sub-list for method input_type
-	16, // [16:16] is the sub-list for extension type_name
-	16, // [16:16] is the sub-list for extension extendee
-	0,  // [0:16] is the sub-list for field type_name
+	14, // 12: coupon.v1.Coupon.claimed_at:type_name -> google.protobuf.Timestamp
+	14, // 13: coupon.v1.Coupon.expire_at:type_name -> google.protobuf.Timestamp
+	14, // 14: coupon.v1.Coupon.used_at:type_name -> google.protobuf.Timestamp
+	9,  // 15: coupon.v1.Order.items:type_name -> coupon.v1.OrderItem
+	5,  // 16: coupon.v1.WebhookEndpoint.status:type_name -> coupon.v1.WebhookEndpoint.Status
+	14, // 17: coupon.v1.WebhookEndpoint.failing_since:type_name -> google.protobuf.Timestamp
+	14, // 18: coupon.v1.WebhookEndpoint.created_at:type_name -> google.protobuf.Timestamp
+	14, // 19: coupon.v1.WebhookEndpoint.updated_at:type_name -> google.protobuf.Timestamp
+	14, // 20: coupon.v1.WebhookDelivery.created_at:type_name -> google.protobuf.Timestamp
+	21, // [21:21] is the sub-list for method output_type
+	21, // [21:21] is the sub-list for method input_type
+	21, // [21:21] is the sub-list for extension type_name
+	21, // [21:21] is the sub-list for extension extendee
+	0,  // [0:21] is the sub-list for field type_name
 }
 
 func init() { file_coupon_v1_types_proto_init() }
@@ -1390,8 +1792,8 @@ func file_coupon_v1_types_proto_init() {
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_coupon_v1_types_proto_rawDesc), len(file_coupon_v1_types_proto_rawDesc)),
-			NumEnums:      5,
-			NumMessages:   6,
+			NumEnums:      6,
+			NumMessages:   8,
 			NumExtensions: 0,
 			NumServices:   0,
 		},
