@@ -47,12 +47,30 @@ func eventInsert(evs []OutboxEvent) (string, []any) {
 	if len(evs) == 0 {
 		return "", nil
 	}
+	if claimsOnly(evs) {
+		// The claim batch's events: only the columns a claim sets.
+		args := make([]any, 0, 8*len(evs))
+		for _, e := range evs {
+			args = append(args, e.EventID, e.Type, e.CouponID, e.CouponCode, e.UserID, e.TemplateID, e.RequestID, e.OccurredAt.UTC())
+		}
+		return `INSERT INTO coupon_event (event_id, type, coupon_id, coupon_code, user_id, template_id, request_id, occurred_at, seq) VALUES ` +
+			placeholders("(?,?,?,?,?,?,?,?,1)", len(evs)), args
+	}
 	args := make([]any, 0, 15*len(evs))
 	for _, e := range evs {
 		args = append(args, e.EventID, e.Type, e.CouponID, e.CouponCode, e.UserID, e.TemplateID, e.Seq, e.OrderNo,
 			e.GID, e.BranchID, e.DiscountAmount, e.RequestID, e.TemplateVersion, e.StockAdded, e.OccurredAt.UTC())
 	}
 	return `INSERT INTO coupon_event (` + eventCols + `) VALUES ` + placeholders("(?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)", len(evs)), args
+}
+
+func claimsOnly(evs []OutboxEvent) bool {
+	for _, e := range evs {
+		if e.Type != participant.EventClaimed || e.Seq != 1 {
+			return false
+		}
+	}
+	return true
 }
 
 // claimedEvent is a new coupon's first event.
