@@ -13,6 +13,7 @@ import (
 	"github.com/opencoupon/coupon/internal/config"
 	"github.com/opencoupon/coupon/internal/console"
 	"github.com/opencoupon/coupon/internal/gateway"
+	"github.com/opencoupon/coupon/internal/relay"
 	"github.com/opencoupon/coupon/internal/tracing"
 	"github.com/opencoupon/coupon/participant"
 	couponmysql "github.com/opencoupon/coupon/participant/mysql"
@@ -83,6 +84,15 @@ func TestDefaultsUnchanged(t *testing.T) {
 		Barrier: app.BarrierJanitor{
 			Interval: 10 * time.Minute, Retention: 168 * time.Hour, MaxAge: 720 * time.Hour, Batch: 500,
 			Coordinator: "127.0.0.1:36789",
+		},
+		// Events are off (no URL); the rest applies once one is set.
+		Events: relay.Config{
+			Stream: "COUPON_EVENTS", SubjectPrefix: "coupon.events.", Batch: 1000, Poll: 50 * time.Millisecond,
+			DuplicateWindow: 10 * time.Minute, MaxAge: 168 * time.Hour, LeaseTTL: 10 * time.Second, AckTimeout: 5 * time.Second,
+		},
+		Webhooks: app.Webhooks{
+			Enabled: true, Timeout: 10 * time.Second, Horizon: 24 * time.Hour, MaxBackoff: time.Hour,
+			DisableAfter: 20, Refresh: 5 * time.Second,
 		},
 		Conns: app.Connections{GRPC: 2048, HTTP: 1024, Ops: 32},
 		Keepalive: app.Keepalive{
