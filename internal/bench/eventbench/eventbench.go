@@ -34,6 +34,7 @@ import (
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+	goredis "github.com/redis/go-redis/v9"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/protobuf/proto"
@@ -41,6 +42,7 @@ import (
 
 	"github.com/opencoupon/coupon/internal/app"
 	"github.com/opencoupon/coupon/internal/auth"
+	"github.com/opencoupon/coupon/internal/bench/rediskeys"
 	"github.com/opencoupon/coupon/internal/freeport"
 	"github.com/opencoupon/coupon/internal/relay"
 	"github.com/opencoupon/coupon/participant"
@@ -204,6 +206,13 @@ func (b *bench) startService(ctx context.Context, name string, events bool) (*se
 	if err := app.Migrate(ctx, cfg.MySQL); err != nil {
 		return nil, fmt.Errorf("migrate %s: %w", name, err)
 	}
+	// What a run killed before its end left behind.
+	rdb := goredis.NewClient(&goredis.Options{Addr: b.o.redis})
+	err = rediskeys.Delete(ctx, rdb, cfg.Redis.Prefix)
+	rdb.Close()
+	if err != nil {
+		return nil, fmt.Errorf("delete redis keys %s*: %w", cfg.Redis.Prefix, err)
+	}
 	a, err := app.Open(ctx, cfg, b.log)
 	if err != nil {
 		return nil, fmt.Errorf("open %s: %w", name, err)
@@ -228,6 +237,14 @@ func (b *bench) startService(ctx context.Context, name string, events bool) (*se
 		a.Close()
 		for _, db := range s.dbs {
 			db.Close()
+		}
+		// Each claim leaves a request marker for a day: millions of keys.
+		rdb := goredis.NewClient(&goredis.Options{Addr: b.o.redis})
+		defer rdb.Close()
+		dctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+		defer cancel()
+		if err := rediskeys.Delete(dctx, rdb, cfg.Redis.Prefix); err != nil {
+			b.log.Error("delete the bench's redis keys", "prefix", cfg.Redis.Prefix, "err", err)
 		}
 	})
 	for _, role := range []string{"main", "s0", "s1"} {

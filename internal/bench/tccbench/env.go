@@ -24,6 +24,7 @@ import (
 	shopv1 "github.com/opencoupon/coupon/examples/shop/proto/shop/v1"
 	"github.com/opencoupon/coupon/internal/app"
 	"github.com/opencoupon/coupon/internal/auth"
+	"github.com/opencoupon/coupon/internal/bench/rediskeys"
 	"github.com/opencoupon/coupon/participant"
 	couponmysql "github.com/opencoupon/coupon/participant/mysql"
 )
@@ -189,36 +190,10 @@ func (b *bench) dropAll(ctx context.Context) error {
 	}
 	rdb := goredis.NewClient(&goredis.Options{Addr: b.o.redis})
 	defer rdb.Close()
-	if err := deleteKeys(ctx, rdb, b.redisPrefix()); err != nil {
+	if err := rediskeys.Delete(ctx, rdb, b.redisPrefix()); err != nil {
 		errs = append(errs, fmt.Errorf("delete redis keys %s*: %w", b.redisPrefix(), err))
 	}
 	return errors.Join(errs...)
-}
-
-// deleteKeys removes the keys under prefix, never anything else: the Redis
-// is shared.
-func deleteKeys(ctx context.Context, rdb *goredis.Client, prefix string) error {
-	iter := rdb.Scan(ctx, 0, prefix+"*", 1000).Iterator()
-	var batch []string
-	flush := func() error {
-		if len(batch) == 0 {
-			return nil
-		}
-		err := rdb.Unlink(ctx, batch...).Err()
-		batch = batch[:0]
-		return err
-	}
-	for iter.Next(ctx) {
-		if batch = append(batch, iter.Val()); len(batch) == 500 {
-			if err := flush(); err != nil {
-				return err
-			}
-		}
-	}
-	if err := iter.Err(); err != nil {
-		return err
-	}
-	return flush()
 }
 
 // createDatabase creates the database of role, empty.
