@@ -56,7 +56,8 @@ const (
 	// floodDialers bounds the flood's concurrent dials.
 	floodDialers = 32
 	// minConnectedOK is the share of the connected caller's claims during
-	// the flood that must succeed.
+	// the flood that must be answered (issued, or refused for a business
+	// reason such as SOLD_OUT): a transport failure is what it counts.
 	minConnectedOK = 0.99
 )
 
@@ -180,10 +181,10 @@ func connectionFlood(ctx context.Context, r *run) error {
 	if ok, n := claimer.tally(); n == 0 {
 		r.edgeFail("connected caller", "made no claim during the flood")
 	} else if float64(ok) < minConnectedOK*float64(n) {
-		r.edgeFail("connected caller", fmt.Sprintf("%d of %d claims during the flood succeeded, want ≥ %.0f%% (failures: %s)",
+		r.edgeFail("connected caller", fmt.Sprintf("%d of %d claims during the flood were answered, want ≥ %.0f%% (failures: %s)",
 			ok, n, minConnectedOK*100, counts(claimer.failures())))
 	} else {
-		r.note(fmt.Sprintf("connection-flood: the connected caller's claims during the flood: %d of %d succeeded", ok, n))
+		r.note(fmt.Sprintf("connection-flood: the connected caller's claims during the flood: %d of %d answered (issued or refused)", ok, n))
 	}
 	if na.err != nil {
 		r.edgeFail("new caller", fmt.Sprintf("no call through in the %s it connected during the flood: %v", floodHold, na.err))
@@ -263,7 +264,10 @@ func (c *floodClaimer) loop(ctx context.Context) {
 		}
 		c.mu.Lock()
 		c.n++
-		if cr.Outcome == acked {
+		// A business refusal (the template sold out in a short run, the
+		// per-user limit) is an answer: the connection worked, which is
+		// what this caller is here to show.
+		if cr.Outcome == acked || cr.Outcome == refused {
 			c.ok++
 		} else {
 			if c.failed == nil {
