@@ -115,6 +115,9 @@ type Relay struct {
 	js     jetstream.JetStream
 	m      *metrics
 
+	measuredMu sync.Mutex
+	measured   map[int]time.Time // when each outbox's backlog was last measured
+
 	streamMu sync.Mutex
 	streamOK bool
 }
@@ -348,8 +351,22 @@ func (r *Relay) forgetStream() {
 	r.streamMu.Unlock()
 }
 
-// measure updates the backlog gauges of src.
+// measureEvery bounds how often an outbox's backlog is measured: a round
+// runs every poll interval, and the gauges need not.
+const measureEvery = time.Second
+
+// measure updates the backlog gauges of src, at most once a measureEvery.
 func (r *Relay) measure(ctx context.Context, src int, name string) {
+	r.measuredMu.Lock()
+	if r.measured == nil {
+		r.measured = map[int]time.Time{}
+	}
+	if time.Since(r.measured[src]) < measureEvery {
+		r.measuredMu.Unlock()
+		return
+	}
+	r.measured[src] = time.Now()
+	r.measuredMu.Unlock()
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 2*time.Second)
 	defer cancel()
 	n, oldest, err := r.outbox.Backlog(ctx, src)
