@@ -164,7 +164,7 @@ func (s *Stack) outboxRows(ctx context.Context) (map[string]int64, error) {
 	out := map[string]int64{}
 	for name, db := range dbs {
 		var n int64
-		if err := s.db.QueryRowContext(ctx, `SELECT COUNT(*) FROM `+db+`.coupon_event`).Scan(&n); err != nil {
+		if err := s.db.QueryRowContext(ctx, `SELECT COALESCE(SUM(n), 0) FROM `+db+`.coupon_outbox`).Scan(&n); err != nil {
 			return nil, fmt.Errorf("count outbox %s: %w", name, err)
 		}
 		out[name] = n

@@ -1,5 +1,5 @@
 // Package relay publishes the coupon service's lifecycle events from the
-// transactional outbox (participant/mysql's coupon_event tables, one per
+// transactional outbox (participant/mysql's coupon_outbox tables, one per
 // database) to NATS JetStream, at least once and in order per coupon, and
 // deletes what JetStream has stored.
 //
@@ -32,12 +32,9 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus"
-	"google.golang.org/protobuf/proto"
-	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/opencoupon/coupon/internal/jobs"
 	"github.com/opencoupon/coupon/participant/mysql"
-	couponeventsv1 "github.com/opencoupon/coupon/proto/coupon/events/v1"
 )
 
 // Outbox is where events wait: numbered sources (databases), each read in
@@ -92,7 +89,7 @@ func (c *Config) defaults() {
 		c.Poll = 50 * time.Millisecond
 	}
 	if c.DuplicateWindow <= 0 {
-		c.DuplicateWindow = 10 * time.Minute
+		c.DuplicateWindow = 2 * time.Minute
 	}
 	if c.MaxAge <= 0 {
 		c.MaxAge = 7 * 24 * time.Hour
@@ -111,9 +108,12 @@ type Relay struct {
 	outbox Outbox
 	locker jobs.Locker
 	log    *slog.Logger
+	m      *metrics
+
+	connMu sync.Mutex
 	nc     *nats.Conn
 	js     jetstream.JetStream
-	m      *metrics
+	closed bool
 
 	measuredMu sync.Mutex
 	measured   map[int]time.Time // when each outbox's backlog was last measured
@@ -122,8 +122,9 @@ type Relay struct {
 	streamOK bool
 }
 
-// New connects to NATS (in the background: a NATS that is down delays
-// events, never the service) and returns a relay; Run runs it.
+// New returns a relay; Run runs it. It connects to NATS on its first
+// round, and again on any round after a connection attempt failed: a NATS
+// that is down delays events, never the service.
 func New(cfg Config, outbox Outbox, locker jobs.Locker, log *slog.Logger, reg prometheus.Registerer) (*Relay, error) {
 	cfg.defaults()
 	if cfg.URL == "" {
@@ -132,24 +133,53 @@ func New(cfg Config, outbox Outbox, locker jobs.Locker, log *slog.Logger, reg pr
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
+	return &Relay{cfg: cfg, outbox: outbox, locker: locker, log: log, m: newMetrics(reg)}, nil
+}
+
+// jetStream returns the relay's JetStream context, connecting first if no
+// connection is open. Connecting is synchronous (bounded by a 2 s
+// timeout); once connected, nats.go reconnects by itself forever. (Its
+// own retry of a failed first connection, RetryOnFailedConnect, was seen
+// to stop retrying after one failure and leave the connection
+// reconnecting for good, so the relay does not use it.)
+func (r *Relay) jetStream() (jetstream.JetStream, error) {
+	r.connMu.Lock()
+	defer r.connMu.Unlock()
+	if r.closed {
+		return nil, nats.ErrConnectionClosed
+	}
+	if r.js != nil {
+		return r.js, nil
+	}
+	log := r.log
 	// No reconnect buffer: a publish while disconnected fails at once and
 	// its row stays in the outbox, rather than waiting in memory.
-	nc, err := nats.Connect(cfg.URL, nats.Name("coupon-relay"), nats.RetryOnFailedConnect(true),
+	nc, err := nats.Connect(r.cfg.URL, nats.Name("coupon-relay"),
 		nats.MaxReconnects(-1), nats.ReconnectWait(500*time.Millisecond), nats.Timeout(2*time.Second),
-		nats.ReconnectBufSize(-1))
+		nats.ReconnectBufSize(-1),
+		nats.DisconnectErrHandler(func(_ *nats.Conn, err error) { log.Warn("event relay: NATS disconnected", "err", err) }),
+		nats.ReconnectHandler(func(*nats.Conn) { log.Info("event relay: NATS reconnected") }))
 	if err != nil {
-		return nil, fmt.Errorf("relay: connect %s: %w", cfg.URL, err)
+		return nil, fmt.Errorf("relay: connect %s: %w", r.cfg.URL, err)
 	}
-	js, err := jetstream.New(nc, jetstream.WithPublishAsyncMaxPending(4*cfg.Batch))
+	js, err := jetstream.New(nc, jetstream.WithPublishAsyncMaxPending(4*r.cfg.Batch))
 	if err != nil {
 		nc.Close()
 		return nil, fmt.Errorf("relay: %w", err)
 	}
-	return &Relay{cfg: cfg, outbox: outbox, locker: locker, log: log, nc: nc, js: js, m: newMetrics(reg)}, nil
+	r.nc, r.js = nc, js
+	return js, nil
 }
 
 // Close closes the NATS connection.
-func (r *Relay) Close() { r.nc.Close() }
+func (r *Relay) Close() {
+	r.connMu.Lock()
+	defer r.connMu.Unlock()
+	r.closed = true
+	if r.nc != nil {
+		r.nc.Close()
+	}
+}
 
 // Run drains every outbox whose lease this replica holds, until ctx ends.
 func (r *Relay) Run(ctx context.Context) {
@@ -202,7 +232,12 @@ func (b *backoff) fail() {
 func (r *Relay) Drain(ctx context.Context, src int) (int, error) {
 	name := r.outbox.Sources()[src]
 	defer r.measure(ctx, src, name)
-	if err := r.ensureStream(ctx); err != nil {
+	js, err := r.jetStream()
+	if err != nil {
+		r.m.errors.WithLabelValues(name).Inc()
+		return 0, err
+	}
+	if err := r.ensureStream(ctx, js); err != nil {
 		r.m.errors.WithLabelValues(name).Inc()
 		return 0, err
 	}
@@ -215,15 +250,15 @@ func (r *Relay) Drain(ctx context.Context, src int) (int, error) {
 		if len(evs) == 0 {
 			return total, nil
 		}
-		done, perr := r.publish(ctx, evs)
+		done, n, perr := r.publish(ctx, js, evs)
 		if perr != nil {
 			r.forgetStream() // it may have been deleted: make it again next time
 		}
 		if err := r.outbox.Delete(ctx, src, done); err != nil {
 			return total, err
 		}
-		total += len(done)
-		r.m.published.WithLabelValues(name).Add(float64(len(done)))
+		total += n
+		r.m.published.WithLabelValues(name).Add(float64(n))
 		if perr != nil {
 			r.m.errors.WithLabelValues(name).Inc()
 			return total, perr
@@ -235,51 +270,72 @@ func (r *Relay) Drain(ctx context.Context, src int) (int, error) {
 	return total, ctx.Err()
 }
 
-// publish sends evs in waves and returns the rows JetStream acknowledged
-// (stored, or dropped as a duplicate of what it stored).
-func (r *Relay) publish(ctx context.Context, evs []mysql.OutboxEvent) ([]int64, error) {
-	done := make([]int64, 0, len(evs))
+// publish sends evs in waves and returns the rows whose events JetStream
+// all acknowledged (stored, or dropped as duplicates of what it stored),
+// and how many events it acknowledged.
+func (r *Relay) publish(ctx context.Context, js jetstream.JetStream, evs []mysql.OutboxEvent) ([]int64, int, error) {
+	acked := make([]bool, len(evs))
+	n, err := r.publishWaves(ctx, js, evs, acked)
+	var done []int64
+	for i := 0; i < len(evs); {
+		row, all := evs[i].Row, true
+		for ; i < len(evs) && evs[i].Row == row; i++ {
+			all = all && acked[i]
+		}
+		if all {
+			done = append(done, row)
+		}
+	}
+	return done, n, err
+}
+
+func (r *Relay) publishWaves(ctx context.Context, js jetstream.JetStream, evs []mysql.OutboxEvent, acked []bool) (int, error) {
+	n := 0
 	futures := make([]jetstream.PubAckFuture, 0, len(evs))
 	for _, wave := range waves(evs) {
 		futures = futures[:0]
 		var err error
 		for _, i := range wave {
 			var f jetstream.PubAckFuture
-			f, err = r.js.PublishMsgAsync(r.message(evs[i]), jetstream.WithMsgID(evs[i].EventID))
+			f, err = js.PublishMsgAsync(r.message(evs[i]), jetstream.WithMsgID(evs[i].EventID))
 			if err != nil {
 				break
 			}
 			futures = append(futures, f)
 		}
-		if err := r.await(ctx, evs, wave, futures, &done); err != nil {
-			return done, err
+		k, aerr := r.await(ctx, evs, wave, futures, acked)
+		n += k
+		if aerr != nil {
+			return n, aerr
 		}
 		if err != nil {
-			return done, err
+			return n, err
 		}
 	}
-	return done, nil
+	return n, nil
 }
 
-// await waits for the acknowledgements of one wave, adding the rows
-// acknowledged to done.
-func (r *Relay) await(ctx context.Context, evs []mysql.OutboxEvent, wave []int, futures []jetstream.PubAckFuture, done *[]int64) error {
+// await waits for the acknowledgements of one wave, marking the events
+// acknowledged, and returns how many were.
+func (r *Relay) await(ctx context.Context, evs []mysql.OutboxEvent, wave []int, futures []jetstream.PubAckFuture, acked []bool) (int, error) {
 	timeout := time.NewTimer(r.cfg.AckTimeout)
 	defer timeout.Stop()
 	var err error
-	for n, f := range futures {
+	n := 0
+	for k, f := range futures {
 		select {
 		case <-f.Ok():
-			*done = append(*done, evs[wave[n]].Row)
+			acked[wave[k]] = true
+			n++
 		case ferr := <-f.Err():
-			err = errors.Join(err, fmt.Errorf("publish %s: %w", evs[wave[n]].EventID, ferr))
+			err = errors.Join(err, fmt.Errorf("publish %s: %w", evs[wave[k]].EventID, ferr))
 		case <-timeout.C:
-			return errors.Join(err, fmt.Errorf("publish: no acknowledgement within %s", r.cfg.AckTimeout))
+			return n, errors.Join(err, fmt.Errorf("publish: no acknowledgement within %s", r.cfg.AckTimeout))
 		case <-ctx.Done():
-			return ctx.Err()
+			return n, ctx.Err()
 		}
 	}
-	return err
+	return n, err
 }
 
 // waves splits evs (in row order) into waves to publish one after the
@@ -309,32 +365,21 @@ func orderKey(e mysql.OutboxEvent) string {
 	return fmt.Sprintf("t%d", e.TemplateID)
 }
 
-// message is the JetStream message of e: the protobuf Event on subject
-// SubjectPrefix + type.
+// message is the JetStream message of e: its published form (as the
+// outbox keeps it) on subject SubjectPrefix + type.
 func (r *Relay) message(e mysql.OutboxEvent) *nats.Msg {
-	b, _ := proto.Marshal(Event(e)) // marshalling a well-formed message cannot fail
-	return &nats.Msg{Subject: r.cfg.SubjectPrefix + e.Type, Data: b, Header: nats.Header{}}
-}
-
-// Event is the published form of an outbox row.
-func Event(e mysql.OutboxEvent) *couponeventsv1.Event {
-	return &couponeventsv1.Event{
-		Id: e.EventID, Type: e.Type, SchemaVersion: 1, OccurredAt: timestamppb.New(e.OccurredAt),
-		CouponCode: e.CouponCode, CouponId: e.CouponID, UserId: e.UserID, TemplateId: e.TemplateID, Sequence: e.Seq,
-		OrderNo: e.OrderNo, Gid: e.GID, BranchId: e.BranchID, DiscountAmount: e.DiscountAmount, RequestId: e.RequestID,
-		TemplateVersion: e.TemplateVersion, StockAdded: e.StockAdded,
-	}
+	return &nats.Msg{Subject: r.cfg.SubjectPrefix + e.Type, Data: e.Data, Header: nats.Header{}}
 }
 
 // ensureStream creates the stream, or updates it to this configuration,
 // once per relay.
-func (r *Relay) ensureStream(ctx context.Context) error {
+func (r *Relay) ensureStream(ctx context.Context, js jetstream.JetStream) error {
 	r.streamMu.Lock()
 	defer r.streamMu.Unlock()
 	if r.streamOK {
 		return nil
 	}
-	_, err := r.js.CreateOrUpdateStream(ctx, jetstream.StreamConfig{
+	_, err := js.CreateOrUpdateStream(ctx, jetstream.StreamConfig{
 		Name: r.cfg.Stream, Subjects: []string{r.cfg.SubjectPrefix + ">"}, Storage: jetstream.FileStorage,
 		Duplicates: r.cfg.DuplicateWindow, MaxAge: r.cfg.MaxAge,
 	})
@@ -395,7 +440,7 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 		errors: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "coupon_events_relay_errors_total",
 			Help: "Relay rounds that stopped on an error (NATS down, no acknowledgement), by outbox."}, []string{"outbox"}),
 		backlog: prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "coupon_events_outbox_rows",
-			Help: "Events waiting in the outbox, as the relay holding it last measured, by outbox."}, []string{"outbox"}),
+			Help: "Rows waiting in the outbox (a row holds one transaction's events), as the relay holding it last measured, by outbox."}, []string{"outbox"}),
 		lag: prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "coupon_events_relay_lag_seconds",
 			Help: "Age of the oldest unpublished event, as the relay holding the outbox last measured, by outbox."}, []string{"outbox"}),
 	}

@@ -1,11 +1,15 @@
 package relay_test
 
 import (
+	"bufio"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"os"
+	"os/exec"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -298,7 +302,8 @@ func (f *fixture) check(t *testing.T, events []*couponeventsv1.Event, cs []*part
 
 // TestEventsEveryChangeOnceInOrder: claims and TCC, Saga and return flows,
 // with every call retried and some Tries refused, while nats-server is
-// killed and restarted and a second relay with a flaky delete runs beside
+// killed and restarted, a relay in a process of its own is SIGKILLed
+// twice while it publishes, and a relay with a flaky delete runs beside
 // the service's: after draining, each change has exactly one event, in
 // order per coupon, agreeing with the coupon tables; a refused Try or a
 // repeated branch emits none.
@@ -331,11 +336,18 @@ func TestEventsEveryChangeOnceInOrder(t *testing.T) {
 			t.Fatalf("claim %d retried: coupon %s, first %s", i, c.Code, cs[i].Code)
 		}
 	}
+	// A third relay, in a process of its own, SIGKILLed twice while it
+	// publishes.
+	p := f.startRelayProcess(t)
 	f.lifecycle(t, cs[:500])
+	p.killWhilePublishing(t)
 	f.ns.Kill() // events wait in the outbox meanwhile; claims go on
 	more := f.claim(t, 500, users, 16, "b")
 	f.lifecycle(t, more[:100])
+	p = f.startRelayProcess(t)
 	f.ns.Restart()
+	p.killWhilePublishing(t)
+	p = f.startRelayProcess(t)
 	cs = append(cs, more...)
 	// The expiry sweep, two days on: every coupon still AVAILABLE expires.
 	expired := 0
@@ -356,6 +368,7 @@ func TestEventsEveryChangeOnceInOrder(t *testing.T) {
 	f.drained(t)
 	stop()
 	wg.Wait()
+	p.kill()
 
 	events := collect(t, f.ns.URL)
 	types := f.check(t, events, cs)
@@ -379,6 +392,103 @@ func TestEventsEveryChangeOnceInOrder(t *testing.T) {
 	}
 	if flaky.failed.Load() == 0 {
 		t.Errorf("the flaky relay never failed a delete: the resend path was not exercised")
+	}
+}
+
+// relayProcessEnv carries a relay process's configuration.
+const relayProcessEnv = "COUPON_TEST_RELAY_PROCESS"
+
+type relayProcessConfig struct {
+	NATS           string
+	MainDSN        string
+	ShardDSNs      []string
+	TablesPerShard int
+}
+
+// relayProcess is a relay running in a child process (this test binary,
+// in TestRelayProcess), which prints a line per batch it publishes.
+type relayProcess struct {
+	cmd       *exec.Cmd
+	published chan int
+}
+
+func (f *fixture) startRelayProcess(t *testing.T) *relayProcess {
+	t.Helper()
+	cfg, _ := json.Marshal(relayProcessConfig{NATS: f.ns.URL, MainDSN: f.srv.Config.MySQL.MainDSN,
+		ShardDSNs: f.srv.Config.MySQL.ShardDSNs, TablesPerShard: f.srv.Config.MySQL.TablesPerShard})
+	cmd := exec.Command(os.Args[0], "-test.run=^TestRelayProcess$", "-test.count=1")
+	cmd.Env = append(os.Environ(), relayProcessEnv+"="+string(cfg))
+	cmd.Stderr = os.Stderr
+	out, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	p := &relayProcess{cmd: cmd, published: make(chan int, 1)}
+	t.Cleanup(p.kill)
+	go func() {
+		sc := bufio.NewScanner(out)
+		for sc.Scan() {
+			if n, ok := strings.CutPrefix(sc.Text(), "published "); ok {
+				k, _ := strconv.Atoi(n)
+				select {
+				case p.published <- k:
+				default:
+				}
+			}
+		}
+	}()
+	return p
+}
+
+// killWhilePublishing SIGKILLs the process once it has published a batch
+// and is on to the next.
+func (p *relayProcess) killWhilePublishing(t *testing.T) {
+	t.Helper()
+	select {
+	case <-p.published:
+	case <-time.After(time.Minute):
+		t.Fatal("the relay process published nothing within a minute")
+	}
+	p.kill()
+}
+
+func (p *relayProcess) kill() {
+	_ = p.cmd.Process.Kill() // SIGKILL
+	_ = p.cmd.Wait()
+}
+
+// TestRelayProcess is the relay process of startRelayProcess; run
+// directly, it does nothing.
+func TestRelayProcess(t *testing.T) {
+	raw := os.Getenv(relayProcessEnv)
+	if raw == "" {
+		t.Skip("the relay process of TestEventsEveryChangeOnceInOrder")
+	}
+	var cfg relayProcessConfig
+	if err := json.Unmarshal([]byte(raw), &cfg); err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	st, err := couponmysql.Open(ctx, couponmysql.Config{MainDSN: cfg.MainDSN, ShardDSNs: cfg.ShardDSNs,
+		TablesPerShard: cfg.TablesPerShard, MaxOpenConns: 4})
+	if err != nil {
+		t.Fatal(err)
+	}
+	r, err := relay.New(relay.Config{URL: cfg.NATS, Batch: 20, AckTimeout: 2 * time.Second}, st.Outbox, grantAll{}, nil, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for { // until SIGKILLed
+		for src := range st.Outbox.Sources() {
+			// An error (NATS down or restarting) is retried next round.
+			if n, _ := r.Drain(ctx, src); n > 0 {
+				fmt.Printf("published %d\n", n)
+			}
+		}
+		time.Sleep(time.Millisecond) // an idle relay's poll
 	}
 }
 

@@ -248,14 +248,23 @@ func (s *Coupons) tryBatch(ctx context.Context, db *sql.DB, jobs []*claimJob) ([
 		}
 		var insertSQL []string
 		var insertArgs []any
+		var evs []OutboxEvent
 		for _, p := range plans {
-			if q, args := p.insertStatement(jobs, accepted, results, s.events); q != "" {
+			if q, args := p.insertStatement(jobs, accepted, results); q != "" {
 				insertSQL = append(insertSQL, q)
 				insertArgs = append(insertArgs, args...)
+			}
+			if s.events {
+				evs = p.claimedEvents(jobs, accepted, evs)
 			}
 		}
 		if len(insertSQL) == 0 {
 			return nil
+		}
+		// The batch's coupon.claimed events, all in one outbox row.
+		if q, args := eventInsert(evs); q != "" {
+			insertSQL = append(insertSQL, q)
+			insertArgs = append(insertArgs, args...)
 		}
 		// A request ID written before (a retry whose Redis marker is gone)
 		// fails its insert on the unique key; the batch is then retried
@@ -344,11 +353,9 @@ func (p *tablePlan) countStatement(jobs []*claimJob) (string, []any) {
 }
 
 // insertStatement writes the accepted claims of each key (the first ones
-// to arrive), with their coupon.claimed events when events are on, and
-// marks the rest USER_LIMIT_REACHED.
-func (p *tablePlan) insertStatement(jobs []*claimJob, accepted map[countKey]int32, results []error, events bool) (string, []any) {
+// to arrive) and marks the rest USER_LIMIT_REACHED.
+func (p *tablePlan) insertStatement(jobs []*claimJob, accepted map[countKey]int32, results []error) (string, []any) {
 	var ins []any
-	var evs []OutboxEvent
 	n := 0
 	for _, k := range p.keys {
 		for pos, i := range p.claims[k] {
@@ -361,20 +368,25 @@ func (p *tablePlan) insertStatement(jobs []*claimJob, accepted map[countKey]int3
 			ins = append(ins, c.ID, c.Code, c.TemplateID, c.CampaignID, c.UserID, c.RequestID, c.Status,
 				c.ClaimedAt.UTC(), c.ExpireAt.UTC(), c.ClaimedAt.UTC())
 			n++
-			if events {
-				evs = append(evs, claimedEvent(c))
-			}
 		}
 	}
 	if n == 0 {
 		return "", nil
 	}
-	q := `INSERT INTO coupon_` + p.suffix + ` (` + couponInsertCols + `) VALUES ` + placeholders("(?,?,?,?,?,?,?,?,?,?)", n)
-	if eq, eargs := eventInsert(evs); eq != "" {
-		q += ";\n" + eq
-		ins = append(ins, eargs...)
+	return `INSERT INTO coupon_` + p.suffix + ` (` + couponInsertCols + `) VALUES ` + placeholders("(?,?,?,?,?,?,?,?,?,?)", n), ins
+}
+
+// claimedEvents appends the coupon.claimed events of the claims
+// insertStatement accepts.
+func (p *tablePlan) claimedEvents(jobs []*claimJob, accepted map[countKey]int32, evs []OutboxEvent) []OutboxEvent {
+	for _, k := range p.keys {
+		for pos, i := range p.claims[k] {
+			if int32(pos) < accepted[k] {
+				evs = append(evs, claimedEvent(jobs[i].claim.Coupon))
+			}
+		}
 	}
-	return q, ins
+	return evs
 }
 
 // couponInsertCols are the columns a new coupon row is written with, by a

@@ -44,7 +44,7 @@ type Config struct {
 	MaxOpenConns int
 	MaxIdleConns int
 	// Events turns the transactional outbox on: every change writes its
-	// lifecycle events (coupon_event) in its own transaction, for the
+	// lifecycle events (coupon_outbox) in its own transaction, for the
 	// relay to publish. Off, nothing is written there.
 	Events bool
 	// ObserveBatch, if set, is told the size of every claim batch written

@@ -54,14 +54,35 @@ func TestWebhooksOffAnswersFailedPrecondition(t *testing.T) {
 	a := rpc.NewAdmin(nil, nil, slog.New(slog.DiscardHandler))
 	ctx := context.Background()
 	calls := map[string]func() error{
-		"Create":     func() error { _, err := a.CreateWebhookEndpoint(ctx, &couponv1.CreateWebhookEndpointRequest{}); return err },
-		"List":       func() error { _, err := a.ListWebhookEndpoints(ctx, &couponv1.ListWebhookEndpointsRequest{}); return err },
-		"Get":        func() error { _, err := a.GetWebhookEndpoint(ctx, &couponv1.GetWebhookEndpointRequest{}); return err },
-		"Enable":     func() error { _, err := a.EnableWebhookEndpoint(ctx, &couponv1.EnableWebhookEndpointRequest{}); return err },
-		"Disable":    func() error { _, err := a.DisableWebhookEndpoint(ctx, &couponv1.DisableWebhookEndpointRequest{}); return err },
-		"Delete":     func() error { _, err := a.DeleteWebhookEndpoint(ctx, &couponv1.DeleteWebhookEndpointRequest{}); return err },
-		"Deliveries": func() error { _, err := a.ListWebhookDeliveries(ctx, &couponv1.ListWebhookDeliveriesRequest{}); return err },
-		"Redeliver":  func() error { _, err := a.RedeliverWebhookEvent(ctx, &couponv1.RedeliverWebhookEventRequest{}); return err },
+		"Create": func() error {
+			_, err := a.CreateWebhookEndpoint(ctx, &couponv1.CreateWebhookEndpointRequest{})
+			return err
+		},
+		"List": func() error {
+			_, err := a.ListWebhookEndpoints(ctx, &couponv1.ListWebhookEndpointsRequest{})
+			return err
+		},
+		"Get": func() error { _, err := a.GetWebhookEndpoint(ctx, &couponv1.GetWebhookEndpointRequest{}); return err },
+		"Enable": func() error {
+			_, err := a.EnableWebhookEndpoint(ctx, &couponv1.EnableWebhookEndpointRequest{})
+			return err
+		},
+		"Disable": func() error {
+			_, err := a.DisableWebhookEndpoint(ctx, &couponv1.DisableWebhookEndpointRequest{})
+			return err
+		},
+		"Delete": func() error {
+			_, err := a.DeleteWebhookEndpoint(ctx, &couponv1.DeleteWebhookEndpointRequest{})
+			return err
+		},
+		"Deliveries": func() error {
+			_, err := a.ListWebhookDeliveries(ctx, &couponv1.ListWebhookDeliveriesRequest{})
+			return err
+		},
+		"Redeliver": func() error {
+			_, err := a.RedeliverWebhookEvent(ctx, &couponv1.RedeliverWebhookEventRequest{})
+			return err
+		},
 	}
 	for name, call := range calls {
 		if c, reason := code(call()); c != codes.FailedPrecondition || reason != participant.ReasonWebhooksOff {

@@ -206,7 +206,7 @@ var mutations = []mutation{
 	},
 	{
 		ID: "relay-deletes-unacknowledged", Bug: "the event relay deletes every outbox row it read, whether JetStream stored it or not",
-		File: "internal/relay/relay.go", Find: "\tdone := make([]int64, 0, len(evs))\n", Replace: "\tdone := make([]int64, 0, len(evs))\n\tfor _, e := range evs {\n\t\tdone = append(done, e.Row)\n\t}\n",
+		File: "internal/relay/relay.go", Find: "\t\tif all {\n", Replace: "\t\tif all || len(done) >= 0 {\n",
 		Pkg: "./internal/relay", Run: "TestEventsEveryChangeOnceInOrder",
 	},
 	{

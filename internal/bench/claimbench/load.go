@@ -16,6 +16,8 @@ import (
 	"github.com/go-sql-driver/mysql"
 	"google.golang.org/genproto/googleapis/rpc/errdetails"
 	"google.golang.org/grpc/status"
+
+	"github.com/opencoupon/coupon/internal/bench/proccpu"
 )
 
 // Result is what one scenario measured.
@@ -88,7 +90,7 @@ func (ph phase) run(ctx context.Context, newUnit func(i int) unit) (*Result, err
 			case <-ctx.Done():
 			}
 		}
-		cpuFrom = [2]float64{cpuSeconds(ph.pid), cpuSeconds(ph.mariadb)}
+		cpuFrom = [2]float64{proccpu.Seconds(ph.pid), proccpu.Seconds(ph.mariadb)}
 	}()
 	recs := make([]*recorder, ph.clients)
 	var wg sync.WaitGroup
@@ -111,7 +113,7 @@ func (ph phase) run(ctx context.Context, newUnit func(i int) unit) (*Result, err
 	}
 	wg.Wait()
 	elapsed := time.Since(from)
-	cpuTo := [2]float64{cpuSeconds(ph.pid), cpuSeconds(ph.mariadb)}
+	cpuTo := [2]float64{proccpu.Seconds(ph.pid), proccpu.Seconds(ph.mariadb)}
 	<-cpuTaken
 	peak := rss()
 	if err := ctx.Err(); err != nil {

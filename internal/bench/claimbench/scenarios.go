@@ -22,6 +22,7 @@ import (
 
 	"github.com/opencoupon/coupon/internal/app"
 	"github.com/opencoupon/coupon/internal/auth"
+	"github.com/opencoupon/coupon/internal/bench/proccpu"
 	couponmysql "github.com/opencoupon/coupon/participant/mysql"
 	couponredis "github.com/opencoupon/coupon/participant/redis"
 	couponv1 "github.com/opencoupon/coupon/proto/coupon/v1"
@@ -60,7 +61,7 @@ type bench struct {
 }
 
 func open(ctx context.Context, o options) (_ *bench, err error) {
-	b := &bench{o: o, runID: "cb" + token(), userBase: rand.Int64N(1<<31) << 31, mariadb: pidOf("mariadbd")}
+	b := &bench{o: o, runID: "cb" + token(), userBase: rand.Int64N(1<<31) << 31, mariadb: proccpu.PidOf("mariadbd")}
 	defer func() {
 		if err != nil {
 			b.close()

@@ -25,9 +25,11 @@ import (
 	"net"
 	"os"
 	"os/exec"
+	"runtime/pprof"
 	"slices"
 	"sort"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -42,6 +44,7 @@ import (
 
 	"github.com/opencoupon/coupon/internal/app"
 	"github.com/opencoupon/coupon/internal/auth"
+	"github.com/opencoupon/coupon/internal/bench/proccpu"
 	"github.com/opencoupon/coupon/internal/bench/rediskeys"
 	"github.com/opencoupon/coupon/internal/freeport"
 	"github.com/opencoupon/coupon/internal/relay"
@@ -58,6 +61,7 @@ type options struct {
 	backlog              int
 	rate                 int
 	latencyFor           time.Duration
+	cpuProfile           string
 }
 
 func parse(args []string, out io.Writer) (options, error) {
@@ -68,11 +72,12 @@ func parse(args []string, out io.Writer) (options, error) {
 	fs.StringVar(&o.redis, "redis", "127.0.0.1:6379", "Redis address")
 	fs.StringVar(&o.prefix, "prefix", "evbench", "prefix of the bench's databases and Redis keys")
 	fs.DurationVar(&o.duration, "duration", 10*time.Second, "length of each claim round")
-	fs.IntVar(&o.rounds, "rounds", 3, "claim rounds with events on and with events off, alternating")
+	fs.IntVar(&o.rounds, "rounds", 5, "claim rounds with events on and with events off, alternating")
 	fs.IntVar(&o.callers, "callers", 64, "concurrent claimers")
 	fs.IntVar(&o.backlog, "backlog", 200000, "events in the backlog the relay drains")
 	fs.IntVar(&o.rate, "rate", 5000, "claims (events) per second for the latency phase")
 	fs.DurationVar(&o.latencyFor, "latency-duration", 10*time.Second, "length of the latency phase")
+	fs.StringVar(&o.cpuProfile, "cpuprofile", "", "write a CPU profile of each claim round to FILE.on.N and FILE.off.N")
 	if err := fs.Parse(args); err != nil {
 		return o, err
 	}
@@ -111,11 +116,22 @@ func Main(ctx context.Context, args []string, out io.Writer) error {
 }
 
 type bench struct {
-	o     options
-	out   io.Writer
-	log   *slog.Logger
-	nats  string
-	stops []func()
+	o       options
+	out     io.Writer
+	log     *slog.Logger
+	nats    string
+	natsPID int
+	stops   []func()
+}
+
+// cpu is CPU seconds of the processes a claim costs: this one (the
+// service, and the relay when events are on), MariaDB, nats-server and
+// Redis.
+type cpu [4]float64
+
+func (b *bench) cpuNow() cpu {
+	return cpu{proccpu.Seconds(os.Getpid()), proccpu.Seconds(proccpu.PidOf("mariadbd")),
+		proccpu.Seconds(b.natsPID), proccpu.Seconds(proccpu.PidOf("redis-server"))}
 }
 
 func (b *bench) stop() {
@@ -150,6 +166,7 @@ func (b *bench) startNATS() error {
 	if err := cmd.Start(); err != nil {
 		return fmt.Errorf("start nats-server (deploy/local/deps.sh installs it): %w", err)
 	}
+	b.natsPID = cmd.Process.Pid
 	b.stops = append(b.stops, func() { _ = cmd.Process.Kill(); _ = cmd.Wait(); _ = os.RemoveAll(dir) })
 	b.nats = fmt.Sprintf("nats://127.0.0.1:%d", port)
 	for deadline := time.Now().Add(20 * time.Second); ; {
@@ -292,8 +309,10 @@ func (s *service) claim(ctx context.Context) (*participant.Coupon, error) {
 		RequestID: fmt.Sprintf("%s-%d-%d", s.name, u, rand.Uint32()), UserID: u, TemplateID: s.template})
 }
 
-// round claims with callers callers for d and returns claims per second.
-func (b *bench) round(ctx context.Context, s *service, d time.Duration) (float64, error) {
+// round claims with callers callers for d and returns claims per second,
+// the claims, and the CPU they took.
+func (b *bench) round(ctx context.Context, s *service, d time.Duration) (float64, int64, cpu, error) {
+	cpuFrom := b.cpuNow()
 	rctx, cancel := context.WithTimeout(ctx, d)
 	defer cancel()
 	var n atomic.Int64
@@ -313,28 +332,44 @@ func (b *bench) round(ctx context.Context, s *service, d time.Duration) (float64
 	}
 	wg.Wait()
 	if err, _ := firstErr.Load().(error); err != nil {
-		return 0, fmt.Errorf("claim (events %s): %w", s.name, err)
+		return 0, 0, cpu{}, fmt.Errorf("claim (events %s): %w", s.name, err)
 	}
-	return float64(n.Load()) / time.Since(start).Seconds(), nil
+	took := time.Since(start)
+	used := b.cpuNow()
+	for i := range used {
+		used[i] -= cpuFrom[i]
+	}
+	return float64(n.Load()) / took.Seconds(), n.Load(), used, nil
 }
 
 func (b *bench) claims(ctx context.Context, on, off *service) error {
 	// A warm-up round each, not counted.
 	for _, s := range []*service{on, off} {
-		if _, err := b.round(ctx, s, 2*time.Second); err != nil {
+		if _, _, _, err := b.round(ctx, s, 2*time.Second); err != nil {
 			return err
 		}
 	}
 	var rOn, rOff []float64
+	claims := map[bool]int64{}
+	spent := map[bool]*cpu{true: {}, false: {}}
 	for i := range b.o.rounds {
 		order := []*service{on, off}
 		if i%2 == 1 {
 			order = []*service{off, on}
 		}
 		for _, s := range order {
-			r, err := b.round(ctx, s, b.o.duration)
+			stop, err := b.profile(fmt.Sprintf("%s.%s.%d", b.o.cpuProfile, s.name, i+1))
 			if err != nil {
 				return err
+			}
+			r, n, used, err := b.round(ctx, s, b.o.duration)
+			stop()
+			if err != nil {
+				return err
+			}
+			claims[s == on] += n
+			for k := range used {
+				spent[s == on][k] += used[k]
 			}
 			if s == on {
 				rOn = append(rOn, r)
@@ -346,9 +381,30 @@ func (b *bench) claims(ctx context.Context, on, off *service) error {
 	mOn, mOff := median(rOn), median(rOff)
 	fmt.Fprintf(b.out, "events: claims/s, %d callers, %d rounds of %s: events off %.0f %v, on %.0f %v; on/off %.2f×\n",
 		b.o.callers, b.o.rounds, b.o.duration, mOff, rounded(rOff), mOn, rounded(rOn), mOn/mOff)
+	perClaim := func(on bool, k int) float64 { return spent[on][k] / float64(max(1, claims[on])) * 1e6 }
+	fmt.Fprintf(b.out, "events: CPU per claim (µs), events off / on: service %.0f / %.0f, MariaDB %.0f / %.0f, Redis %.0f / %.0f, nats-server %.0f / %.0f\n",
+		perClaim(false, 0), perClaim(true, 0), perClaim(false, 1), perClaim(true, 1), perClaim(false, 3), perClaim(true, 3),
+		perClaim(false, 2), perClaim(true, 2))
 	// Every claim of the on service has its event by now or soon: the
 	// check that the relay kept up is that the outbox empties.
 	return b.drained(ctx, on, time.Minute)
+}
+
+// profile starts a CPU profile into file (when profiles were asked for)
+// and returns what stops it.
+func (b *bench) profile(file string) (func(), error) {
+	if b.o.cpuProfile == "" {
+		return func() {}, nil
+	}
+	f, err := os.Create(file)
+	if err != nil {
+		return nil, err
+	}
+	if err := pprof.StartCPUProfile(f); err != nil {
+		f.Close()
+		return nil, err
+	}
+	return func() { pprof.StopCPUProfile(); f.Close() }, nil
 }
 
 // backlog counts the events waiting in s's outboxes.
@@ -356,7 +412,7 @@ func (s *service) backlog(ctx context.Context) (int64, error) {
 	var total int64
 	for _, db := range s.dbs {
 		var n int64
-		if err := db.QueryRowContext(ctx, `SELECT COUNT(*) FROM coupon_event`).Scan(&n); err != nil {
+		if err := db.QueryRowContext(ctx, `SELECT COALESCE(SUM(n), 0) FROM coupon_outbox`).Scan(&n); err != nil {
 			return 0, err
 		}
 		total += n
@@ -379,31 +435,65 @@ func (b *bench) drained(ctx context.Context, s *service, within time.Duration) e
 }
 
 // relayThroughput commits a backlog of events into the shard outboxes at
-// once (one transaction each) and times the service's relay draining it.
+// once (rows of 64 events, as claim batches under load write them) and
+// times the service's relay draining it.
 func (b *bench) relayThroughput(ctx context.Context, s *service) error {
+	const perRow = 64
 	per := b.o.backlog / 2
 	start := time.Now()
 	var wg sync.WaitGroup
 	errs := make([]error, 2)
 	for i, db := range s.dbs[1:] {
-		wg.Go(func() {
-			_, errs[i] = db.ExecContext(ctx, `INSERT INTO coupon_event (event_id, type, coupon_id, coupon_code, user_id,
- template_id, seq, occurred_at) SELECT CONCAT('bench-`+strconv.Itoa(i)+`-', seq), 'coupon.claimed', seq, CONCAT('B', seq), seq, ?, 1, UTC_TIMESTAMP(6)
- FROM seq_1_to_`+strconv.Itoa(per), s.template)
-		})
+		wg.Go(func() { errs[i] = fillOutbox(ctx, db, i, per, perRow, s.template) })
 	}
 	wg.Wait()
 	if err := errors.Join(errs...); err != nil {
 		return fmt.Errorf("fill the outbox: %w", err)
 	}
 	filled := time.Now()
+	cpuFrom := b.cpuNow()
 	if err := b.drained(ctx, s, 5*time.Minute); err != nil {
 		return err
 	}
 	took := time.Since(filled)
-	fmt.Fprintf(b.out, "events: relay drained %d events (2 outboxes, committed in %s) in %s: %.0f events/s\n",
-		2*per, filled.Sub(start).Round(time.Millisecond), took.Round(time.Millisecond), float64(2*per)/took.Seconds())
+	used := b.cpuNow()
+	perEvent := func(k int) float64 { return (used[k] - cpuFrom[k]) / float64(2*per) * 1e6 }
+	fmt.Fprintf(b.out, "events: relay drained %d events (2 outboxes, rows of %d, committed in %s) in %s: %.0f events/s; CPU per event (µs): service %.1f, MariaDB %.1f, nats-server %.1f\n",
+		2*per, perRow, filled.Sub(start).Round(time.Millisecond), took.Round(time.Millisecond), float64(2*per)/took.Seconds(),
+		perEvent(0), perEvent(1), perEvent(2))
 	return nil
+}
+
+// fillOutbox commits n coupon.claimed events into db's outbox in one
+// transaction, perRow to a row.
+func fillOutbox(ctx context.Context, db *sql.DB, shard, n, perRow int, template int64) error {
+	tx, err := db.BeginTx(ctx, nil)
+	if err != nil {
+		return err
+	}
+	defer tx.Rollback() //nolint:errcheck // after Commit, a no-op
+	now := time.Now()
+	for done := 0; done < n; {
+		var args []any
+		rows := 0
+		for ; rows < 100 && done < n; rows++ {
+			k := min(perRow, n-done)
+			evs := make([]couponmysql.OutboxEvent, k)
+			for j := range evs {
+				id := int64(done + j + 1)
+				code := fmt.Sprintf("B%d-%d", shard, id)
+				evs[j] = couponmysql.OutboxEvent{EventID: participant.EventID(code, 1), Type: participant.EventClaimed, CouponID: id,
+					CouponCode: code, UserID: id, TemplateID: template, Seq: 1, OccurredAt: now}
+			}
+			args = append(args, couponmysql.EncodeEvents(evs), k, now.UTC())
+			done += k
+		}
+		if _, err := tx.ExecContext(ctx, `INSERT INTO coupon_outbox (events, n, occurred_at) VALUES `+
+			strings.TrimSuffix(strings.Repeat("(?,?,?),", rows), ","), args...); err != nil {
+			return err
+		}
+	}
+	return tx.Commit()
 }
 
 // latency claims at a steady rate and measures, at a subscriber, the time

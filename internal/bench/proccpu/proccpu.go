@@ -1,4 +1,6 @@
-package claimbench
+// Package proccpu reads the CPU time of processes from /proc, for the
+// benchmarks' CPU-per-call figures (Linux only: elsewhere it reads 0).
+package proccpu
 
 import (
 	"os"
@@ -11,8 +13,8 @@ import (
 // (100 on every Linux this runs on).
 const clockTicks = 100
 
-// cpuSeconds reads a process's user+system CPU time; 0 when it cannot.
-func cpuSeconds(pid int) float64 {
+// Seconds reads a process's user+system CPU time; 0 when it cannot.
+func Seconds(pid int) float64 {
 	if pid <= 0 {
 		return 0
 	}
@@ -35,8 +37,8 @@ func cpuSeconds(pid int) float64 {
 	return (utime + stime) / clockTicks
 }
 
-// pidOf finds a process by its command name (e.g. "mariadbd"); 0 when none.
-func pidOf(comm string) int {
+// PidOf finds a process by its command name (e.g. "mariadbd"); 0 when none.
+func PidOf(comm string) int {
 	dirs, _ := filepath.Glob("/proc/[0-9]*/comm")
 	for _, d := range dirs {
 		b, err := os.ReadFile(d)

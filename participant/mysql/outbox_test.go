@@ -1,0 +1,46 @@
+package mysql
+
+import (
+	"testing"
+	"time"
+
+	"github.com/google/go-cmp/cmp"
+	"google.golang.org/protobuf/proto"
+
+	"github.com/opencoupon/coupon/participant"
+	couponeventsv1 "github.com/opencoupon/coupon/proto/coupon/events/v1"
+)
+
+// TestOutboxRowRoundTrip: a row's events read back as written, in order,
+// each with its published form.
+func TestOutboxRowRoundTrip(t *testing.T) {
+	at := time.Date(2026, 12, 7, 10, 0, 0, 123456000, time.UTC)
+	evs := []OutboxEvent{
+		{EventID: "A1.1", Type: participant.EventClaimed, CouponID: 1, CouponCode: "A1", UserID: 7, TemplateID: 3, Seq: 1, RequestID: "r-1", OccurredAt: at},
+		{EventID: "A1.2", Type: participant.EventLocked, CouponID: 1, CouponCode: "A1", UserID: 7, TemplateID: 3, Seq: 2,
+			OrderNo: "o-1", GID: "g-1", BranchID: "01", DiscountAmount: 500, OccurredAt: at.Add(time.Second)},
+		{EventID: "template-3.v2", Type: participant.EventTemplateChanged, TemplateID: 3, TemplateVersion: 2, OccurredAt: at},
+		{EventID: "stock-3.r-9", Type: participant.EventStockAdded, TemplateID: 3, StockAdded: 100, RequestID: "r-9", OccurredAt: at},
+	}
+	got, err := decodeEvents(42, EncodeEvents(evs), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range evs {
+		evs[i].Row = 42
+		var m couponeventsv1.Event
+		if err := proto.Unmarshal(got[i].Data, &m); err != nil {
+			t.Fatalf("event %d: published form: %v", i, err)
+		}
+		if !proto.Equal(&m, evs[i].Event()) {
+			t.Errorf("event %d: published form %v, want %v", i, &m, evs[i].Event())
+		}
+		got[i].Data = nil
+	}
+	if diff := cmp.Diff(evs, got); diff != "" {
+		t.Errorf("read back (-written +read):\n%s", diff)
+	}
+	if _, err := decodeEvents(1, []byte{0x0a, 0x05, 0x01}, nil); err == nil {
+		t.Error("a truncated row: want an error")
+	}
+}
