@@ -177,7 +177,9 @@ func TestRunOnceErrors(t *testing.T) {
 	l := newLocker()
 	boom := errors.New("boom")
 	var fail atomic.Bool
+	now := time.Now()
 	j := &jobs.Job{Name: "e", Schedule: jobs.Every(time.Hour), Locker: l, Lease: "job:e", TTL: time.Minute,
+		Now: func() time.Time { return now },
 		Round: func(context.Context) error {
 			if fail.Load() {
 				return boom
@@ -204,8 +206,48 @@ func TestRunOnceErrors(t *testing.T) {
 	l.mu.Lock()
 	l.err = errors.New("locker down")
 	l.mu.Unlock()
+	// The lease taken moments ago still stands: the round runs on it.
+	fail.Store(false)
+	if ran, err := j.RunOnce(context.Background()); !ran || err != nil {
+		t.Errorf("RunOnce = %v, %v with the locker down and the lease fresh; want the round", ran, err)
+	}
+	// A third of the TTL on, the lease must be taken again, and cannot be.
+	now = now.Add(time.Minute / 3)
 	if ran, err := j.RunOnce(context.Background()); ran || err == nil {
 		t.Errorf("RunOnce = %v, %v with the locker down; want an error and no round", ran, err)
+	}
+}
+
+// TestLeaseRenewedEveryThirdOfTTL: rounds more frequent than a third of
+// the TTL run on the lease as taken; it is taken again once a third of the
+// TTL has passed, and each round ends by nine tenths of the TTL after the
+// lease was taken.
+func TestLeaseRenewedEveryThirdOfTTL(t *testing.T) {
+	l := newLocker()
+	now := time.Now()
+	var left []time.Duration // from each round's start to its deadline
+	j := &jobs.Job{Name: "often", Schedule: jobs.Every(time.Hour), Locker: l, Lease: "job:often", TTL: 30 * time.Second,
+		Now: func() time.Time { return now },
+		Round: func(ctx context.Context) error {
+			d, _ := ctx.Deadline()
+			left = append(left, time.Until(d))
+			return nil
+		}}
+	for range 25 { // a round a second for 25 s
+		if ran, err := j.RunOnce(context.Background()); !ran || err != nil {
+			t.Fatalf("RunOnce = %v, %v", ran, err)
+		}
+		now = now.Add(time.Second)
+	}
+	if len(l.ttls) != 3 { // at 0 s, 10 s and 20 s
+		t.Errorf("lease taken %d times in 25 rounds a second apart with a 30 s TTL; want 3", len(l.ttls))
+	}
+	for i, d := range left {
+		// Taken at 0, 10 and 20 s; round i starts at i s.
+		want := time.Duration(i/10)*10*time.Second + 27*time.Second - time.Duration(i)*time.Second
+		if d > want || d < want-time.Second {
+			t.Errorf("round %d: %v left to its deadline; want %v", i, d, want)
+		}
 	}
 }
 

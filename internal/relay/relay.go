@@ -41,7 +41,8 @@ import (
 // row order.
 type Outbox interface {
 	Sources() []string
-	Pending(ctx context.Context, src, limit int) ([]mysql.OutboxEvent, error)
+	// Pending reads the events of the oldest rows, at most rows of them.
+	Pending(ctx context.Context, src, rows int) ([]mysql.OutboxEvent, error)
 	Delete(ctx context.Context, src int, rows []int64) error
 	Backlog(ctx context.Context, src int) (n int64, oldest time.Time, err error)
 }
@@ -54,7 +55,9 @@ type Config struct {
 	// SubjectPrefix + ">" when missing.
 	Stream        string
 	SubjectPrefix string
-	// Batch is the most rows read and published at once.
+	// Batch is about the most events read and published at once: whole
+	// rows, as many as Batch events fill at the size of the rows read
+	// last.
 	Batch int
 	// Poll is how often an idle outbox is looked at.
 	Poll time.Duration
@@ -115,6 +118,9 @@ type Relay struct {
 	js     jetstream.JetStream
 	closed bool
 
+	sizeMu  sync.Mutex
+	rowSize map[int]float64 // events per row in each outbox's last read
+
 	measuredMu sync.Mutex
 	measured   map[int]time.Time // when each outbox's backlog was last measured
 
@@ -162,7 +168,8 @@ func (r *Relay) jetStream() (jetstream.JetStream, error) {
 	if err != nil {
 		return nil, fmt.Errorf("relay: connect %s: %w", r.cfg.URL, err)
 	}
-	js, err := jetstream.New(nc, jetstream.WithPublishAsyncMaxPending(4*r.cfg.Batch))
+	// A batch may overshoot Batch by a row (up to a claim batch's events).
+	js, err := jetstream.New(nc, jetstream.WithPublishAsyncMaxPending(2*r.cfg.Batch+1024))
 	if err != nil {
 		nc.Close()
 		return nil, fmt.Errorf("relay: %w", err)
@@ -243,13 +250,16 @@ func (r *Relay) Drain(ctx context.Context, src int) (int, error) {
 	}
 	total := 0
 	for ctx.Err() == nil {
-		evs, err := r.outbox.Pending(ctx, src, r.cfg.Batch)
+		rows := r.rowsToRead(src)
+		evs, err := r.outbox.Pending(ctx, src, rows)
 		if err != nil {
 			return total, err
 		}
 		if len(evs) == 0 {
 			return total, nil
 		}
+		read := r.sawRows(src, evs)
+		evs = wholeRowsUpTo(evs, r.cfg.Batch)
 		done, n, perr := r.publish(ctx, js, evs)
 		if perr != nil {
 			r.forgetStream() // it may have been deleted: make it again next time
@@ -263,11 +273,53 @@ func (r *Relay) Drain(ctx context.Context, src int) (int, error) {
 			r.m.errors.WithLabelValues(name).Inc()
 			return total, perr
 		}
-		if len(evs) < r.cfg.Batch {
+		if read < rows {
 			return total, nil
 		}
 	}
 	return total, ctx.Err()
+}
+
+// rowsToRead is how many rows of outbox src make about Batch events, at
+// the size of the rows read last.
+func (r *Relay) rowsToRead(src int) int {
+	r.sizeMu.Lock()
+	defer r.sizeMu.Unlock()
+	per := r.rowSize[src]
+	if per < 1 {
+		per = 1
+	}
+	return min(max(1, int(float64(r.cfg.Batch)/per)), max(1, r.cfg.Batch/8))
+}
+
+// wholeRowsUpTo keeps the rows of evs (in order) until they hold limit
+// events, so that rows larger than the last read's do not overfill a
+// batch; the rest are read again next time.
+func wholeRowsUpTo(evs []mysql.OutboxEvent, limit int) []mysql.OutboxEvent {
+	for i := 1; i < len(evs); i++ {
+		if i >= limit && evs[i].Row != evs[i-1].Row {
+			return evs[:i]
+		}
+	}
+	return evs
+}
+
+// sawRows notes the size of the rows evs came from and returns how many
+// there were.
+func (r *Relay) sawRows(src int, evs []mysql.OutboxEvent) int {
+	rows := 1
+	for i := 1; i < len(evs); i++ {
+		if evs[i].Row != evs[i-1].Row {
+			rows++
+		}
+	}
+	r.sizeMu.Lock()
+	defer r.sizeMu.Unlock()
+	if r.rowSize == nil {
+		r.rowSize = map[int]float64{}
+	}
+	r.rowSize[src] = float64(len(evs)) / float64(rows)
+	return rows
 }
 
 // publish sends evs in waves and returns the rows whose events JetStream
@@ -297,7 +349,7 @@ func (r *Relay) publishWaves(ctx context.Context, js jetstream.JetStream, evs []
 		var err error
 		for _, i := range wave {
 			var f jetstream.PubAckFuture
-			f, err = js.PublishMsgAsync(r.message(evs[i]), jetstream.WithMsgID(evs[i].EventID))
+			f, err = js.PublishMsgAsync(r.message(evs[i]))
 			if err != nil {
 				break
 			}
@@ -343,9 +395,9 @@ func (r *Relay) await(ctx context.Context, evs []mysql.OutboxEvent, wave []int, 
 // that no event is sent before its predecessor was acknowledged.
 func waves(evs []mysql.OutboxEvent) [][]int {
 	var out [][]int
-	seen := make(map[string]int, len(evs))
+	seen := make(map[orderKey]int, len(evs))
 	for i, e := range evs {
-		k := orderKey(e)
+		k := keyOf(e)
 		w := seen[k]
 		seen[k] = w + 1
 		if w == len(out) {
@@ -356,19 +408,22 @@ func waves(evs []mysql.OutboxEvent) [][]int {
 	return out
 }
 
-// orderKey groups the events whose order must hold: a coupon's, a
-// template's.
-func orderKey(e mysql.OutboxEvent) string {
+// orderKey groups the events whose order must hold: a coupon's (coupon
+// set), a template's (coupon 0).
+type orderKey struct{ coupon, template int64 }
+
+func keyOf(e mysql.OutboxEvent) orderKey {
 	if e.CouponID != 0 {
-		return fmt.Sprintf("c%d", e.CouponID)
+		return orderKey{coupon: e.CouponID}
 	}
-	return fmt.Sprintf("t%d", e.TemplateID)
+	return orderKey{template: e.TemplateID}
 }
 
 // message is the JetStream message of e: its published form (as the
-// outbox keeps it) on subject SubjectPrefix + type.
+// outbox keeps it) on subject SubjectPrefix + type, its ID the message ID.
 func (r *Relay) message(e mysql.OutboxEvent) *nats.Msg {
-	return &nats.Msg{Subject: r.cfg.SubjectPrefix + e.Type, Data: e.Data, Header: nats.Header{}}
+	return &nats.Msg{Subject: r.cfg.SubjectPrefix + e.Type, Data: e.Data,
+		Header: nats.Header{jetstream.MsgIDHeader: []string{e.EventID}}}
 }
 
 // ensureStream creates the stream, or updates it to this configuration,

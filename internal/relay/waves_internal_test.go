@@ -33,3 +33,31 @@ func TestWaves(t *testing.T) {
 		})
 	}
 }
+
+func TestWholeRowsUpTo(t *testing.T) {
+	rows := func(ns ...int64) []mysql.OutboxEvent {
+		var out []mysql.OutboxEvent
+		for _, r := range ns {
+			out = append(out, mysql.OutboxEvent{Row: r})
+		}
+		return out
+	}
+	tests := []struct {
+		name  string
+		evs   []mysql.OutboxEvent
+		limit int
+		want  int
+	}{
+		{"under the limit", rows(1, 2, 2), 5, 3},
+		{"a row across the limit is kept whole", rows(1, 1, 2, 2, 2, 3), 3, 5},
+		{"cut at a row's start", rows(1, 1, 2, 3), 2, 2},
+		{"one row larger than the limit", rows(1, 1, 1, 1), 2, 4},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if got := len(wholeRowsUpTo(tt.evs, tt.limit)); got != tt.want {
+				t.Errorf("kept %d events, want %d", got, tt.want)
+			}
+		})
+	}
+}

@@ -9,7 +9,6 @@ import (
 	"time"
 
 	"google.golang.org/protobuf/encoding/protowire"
-	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/opencoupon/coupon/participant"
@@ -60,15 +59,84 @@ func (e OutboxEvent) Event() *couponeventsv1.Event {
 // EncodeEvents is the outbox row form of evs: each event's published form
 // (couponeventsv1.Event), in order, as the repeated field 1 of a protobuf
 // message, so that a row is a valid protobuf and each event is kept
-// byte for byte as it will be published.
+// byte for byte as it will be published. The messages are written field
+// by field (appendEvent) rather than through proto.Marshal: a claim batch
+// encodes one per coupon, on the claim path.
 func EncodeEvents(evs []OutboxEvent) []byte {
-	var b []byte
+	b := make([]byte, 0, 128*len(evs))
+	var m []byte
 	for _, e := range evs {
-		m := e.Event()
+		m = appendEvent(m[:0], e)
 		b = protowire.AppendTag(b, 1, protowire.BytesType)
-		b = protowire.AppendVarint(b, uint64(proto.Size(m)))
-		b, _ = proto.MarshalOptions{}.MarshalAppend(b, m) // a well-formed message cannot fail
+		b = protowire.AppendBytes(b, m)
 	}
+	return b
+}
+
+// The field numbers of couponeventsv1.Event and of its timestamp.
+const (
+	fID = iota + 1
+	fType
+	fSchemaVersion
+	fOccurredAt
+	fCouponCode
+	fCouponID
+	fUserID
+	fTemplateID
+	fSequence
+	fOrderNo
+	fGID
+	fBranchID
+	fDiscountAmount
+	fRequestID
+	fTemplateVersion
+	fStockAdded
+
+	fSeconds = 1
+	fNanos   = 2
+)
+
+// appendEvent appends e's couponeventsv1.Event encoding: proto3's, each
+// field in number order and left out when zero.
+func appendEvent(b []byte, e OutboxEvent) []byte {
+	str := func(num protowire.Number, v string) {
+		if v != "" {
+			b = protowire.AppendTag(b, num, protowire.BytesType)
+			b = protowire.AppendString(b, v)
+		}
+	}
+	i64 := func(num protowire.Number, v int64) {
+		if v != 0 {
+			b = protowire.AppendTag(b, num, protowire.VarintType)
+			b = protowire.AppendVarint(b, uint64(v))
+		}
+	}
+	str(fID, e.EventID)
+	str(fType, e.Type)
+	i64(fSchemaVersion, 1)
+	var ts []byte
+	if sec := e.OccurredAt.Unix(); sec != 0 {
+		ts = protowire.AppendTag(ts, fSeconds, protowire.VarintType)
+		ts = protowire.AppendVarint(ts, uint64(sec))
+	}
+	if ns := e.OccurredAt.Nanosecond(); ns != 0 {
+		ts = protowire.AppendTag(ts, fNanos, protowire.VarintType)
+		ts = protowire.AppendVarint(ts, uint64(ns))
+	}
+	b = protowire.AppendTag(b, fOccurredAt, protowire.BytesType)
+	b = protowire.AppendBytes(b, ts)
+	str(fCouponCode, e.CouponCode)
+	i64(fCouponID, e.CouponID)
+	i64(fUserID, e.UserID)
+	i64(fTemplateID, e.TemplateID)
+	i64(fSequence, e.Seq)
+	str(fOrderNo, e.OrderNo)
+	str(fGID, e.GID)
+	str(fBranchID, e.BranchID)
+	i64(fDiscountAmount, e.DiscountAmount)
+	str(fRequestID, e.RequestID)
+	i64(fTemplateVersion, e.TemplateVersion)
+	i64(fStockAdded, e.StockAdded)
 	return b
 }
 
@@ -85,17 +153,117 @@ func decodeEvents(row int64, b []byte, out []OutboxEvent) ([]OutboxEvent, error)
 			return out, fmt.Errorf("outbox row %d: truncated", row)
 		}
 		b = b[n:]
-		var m couponeventsv1.Event
-		if err := proto.Unmarshal(data, &m); err != nil {
+		e, err := decodeEvent(data)
+		if err != nil {
 			return out, fmt.Errorf("outbox row %d: %w", row, err)
 		}
-		out = append(out, OutboxEvent{Row: row, EventID: m.GetId(), Type: m.GetType(), CouponID: m.GetCouponId(),
-			CouponCode: m.GetCouponCode(), UserID: m.GetUserId(), TemplateID: m.GetTemplateId(), Seq: m.GetSequence(),
-			OrderNo: m.GetOrderNo(), GID: m.GetGid(), BranchID: m.GetBranchId(), DiscountAmount: m.GetDiscountAmount(),
-			RequestID: m.GetRequestId(), TemplateVersion: m.GetTemplateVersion(), StockAdded: m.GetStockAdded(),
-			OccurredAt: m.GetOccurredAt().AsTime(), Data: data})
+		e.Row, e.Data = row, data
+		out = append(out, e)
 	}
 	return out, nil
+}
+
+// decodeEvent reads one couponeventsv1.Event; fields it does not know are
+// skipped, as protobuf readers do.
+func decodeEvent(b []byte) (OutboxEvent, error) {
+	var e OutboxEvent
+	var sec, nanos int64
+	for len(b) > 0 {
+		num, typ, n := protowire.ConsumeTag(b)
+		if n < 0 {
+			return e, errors.New("bad event")
+		}
+		b = b[n:]
+		switch typ {
+		case protowire.VarintType:
+			v, n := protowire.ConsumeVarint(b)
+			if n < 0 {
+				return e, errors.New("bad event")
+			}
+			b = b[n:]
+			switch num {
+			case fCouponID:
+				e.CouponID = int64(v)
+			case fUserID:
+				e.UserID = int64(v)
+			case fTemplateID:
+				e.TemplateID = int64(v)
+			case fSequence:
+				e.Seq = int64(v)
+			case fDiscountAmount:
+				e.DiscountAmount = int64(v)
+			case fTemplateVersion:
+				e.TemplateVersion = int64(v)
+			case fStockAdded:
+				e.StockAdded = int64(v)
+			}
+		case protowire.BytesType:
+			v, n := protowire.ConsumeBytes(b)
+			if n < 0 {
+				return e, errors.New("bad event")
+			}
+			b = b[n:]
+			switch num {
+			case fID:
+				e.EventID = string(v)
+			case fType:
+				e.Type = string(v)
+			case fOccurredAt:
+				var err error
+				if sec, nanos, err = decodeTimestamp(v); err != nil {
+					return e, err
+				}
+			case fCouponCode:
+				e.CouponCode = string(v)
+			case fOrderNo:
+				e.OrderNo = string(v)
+			case fGID:
+				e.GID = string(v)
+			case fBranchID:
+				e.BranchID = string(v)
+			case fRequestID:
+				e.RequestID = string(v)
+			}
+		default:
+			n := protowire.ConsumeFieldValue(num, typ, b)
+			if n < 0 {
+				return e, errors.New("bad event")
+			}
+			b = b[n:]
+		}
+	}
+	e.OccurredAt = time.Unix(sec, nanos).UTC()
+	return e, nil
+}
+
+func decodeTimestamp(b []byte) (sec, nanos int64, err error) {
+	for len(b) > 0 {
+		num, typ, n := protowire.ConsumeTag(b)
+		if n < 0 {
+			return 0, 0, errors.New("bad timestamp")
+		}
+		b = b[n:]
+		if typ != protowire.VarintType {
+			n = protowire.ConsumeFieldValue(num, typ, b)
+			if n < 0 {
+				return 0, 0, errors.New("bad timestamp")
+			}
+			b = b[n:]
+			continue
+		}
+		v, n := protowire.ConsumeVarint(b)
+		if n < 0 {
+			return 0, 0, errors.New("bad timestamp")
+		}
+		b = b[n:]
+		switch num {
+		case fSeconds:
+			sec = int64(v)
+		case fNanos:
+			nanos = int64(int32(v))
+		}
+	}
+	return sec, nanos, nil
 }
 
 // eventInsert is the statement writing evs, with its arguments; "" when
@@ -175,54 +343,30 @@ func (s *Outbox) db(src int) (*sql.DB, error) {
 	return s.dbs[src-1], nil
 }
 
-// Pending reads the oldest events of outbox src: whole rows, at least
-// one, and no more rows once limit events are read.
-func (s *Outbox) Pending(ctx context.Context, src, limit int) ([]OutboxEvent, error) {
+// Pending reads the events of the oldest rows (at most rows of them) of
+// outbox src, in order.
+func (s *Outbox) Pending(ctx context.Context, src, rows int) ([]OutboxEvent, error) {
 	db, err := s.db(src)
 	if err != nil {
 		return nil, err
 	}
-	// First the rows' sizes, to pick the span of rows holding about limit
-	// events; then those rows.
-	rows, err := db.QueryContext(ctx, `SELECT id, n FROM coupon_outbox ORDER BY id LIMIT ?`, max(1, limit))
+	rs, err := db.QueryContext(ctx, `SELECT id, events FROM coupon_outbox ORDER BY id LIMIT ?`, max(1, rows))
 	if err != nil {
 		return nil, wrap("read outbox", err)
 	}
-	var first, last int64
-	total := 0
-	for rows.Next() && total < limit {
-		var id int64
-		var n int
-		if err := rows.Scan(&id, &n); err != nil {
-			rows.Close()
-			return nil, wrap("read outbox", err)
-		}
-		if total == 0 {
-			first = id
-		}
-		last, total = id, total+n
-	}
-	rows.Close()
-	if err := rows.Err(); err != nil || total == 0 {
-		return nil, wrap("read outbox", err)
-	}
-	rows, err = db.QueryContext(ctx, `SELECT id, events FROM coupon_outbox WHERE id BETWEEN ? AND ? ORDER BY id`, first, last)
-	if err != nil {
-		return nil, wrap("read outbox", err)
-	}
-	defer rows.Close()
-	out := make([]OutboxEvent, 0, total)
-	for rows.Next() {
+	defer rs.Close()
+	var out []OutboxEvent
+	for rs.Next() {
 		var id int64
 		var b []byte
-		if err := rows.Scan(&id, &b); err != nil {
+		if err := rs.Scan(&id, &b); err != nil {
 			return nil, wrap("read outbox", err)
 		}
 		if out, err = decodeEvents(id, b, out); err != nil {
 			return nil, err
 		}
 	}
-	return out, wrap("read outbox", rows.Err())
+	return out, wrap("read outbox", rs.Err())
 }
 
 // Delete deletes rows of outbox src.

@@ -36,6 +36,19 @@ func TestOutboxRowRoundTrip(t *testing.T) {
 			t.Errorf("event %d: published form %v, want %v", i, &m, evs[i].Event())
 		}
 		got[i].Data = nil
+		// What proto.Marshal writes reads back the same.
+		b, err := proto.Marshal(evs[i].Event())
+		if err != nil {
+			t.Fatal(err)
+		}
+		d, err := decodeEvent(b)
+		if err != nil {
+			t.Fatal(err)
+		}
+		d.Row = 42
+		if diff := cmp.Diff(evs[i], d); diff != "" {
+			t.Errorf("event %d from proto.Marshal (-written +read):\n%s", i, diff)
+		}
 	}
 	if diff := cmp.Diff(evs, got); diff != "" {
 		t.Errorf("read back (-written +read):\n%s", diff)

@@ -216,7 +216,7 @@ var mutations = []mutation{
 	},
 	{
 		ID: "relay-ignores-order", Bug: "the event relay publishes a coupon's events in one wave, so a later one can be stored before an earlier one that failed",
-		File: "internal/relay/relay.go", Find: "return fmt.Sprintf(\"c%d\", e.CouponID)", Replace: "return fmt.Sprintf(\"c%d-%d\", e.CouponID, e.Seq)",
+		File: "internal/relay/relay.go", Find: "return orderKey{coupon: e.CouponID}", Replace: "return orderKey{coupon: e.CouponID, template: e.Seq}",
 		Pkg: "./internal/relay", Run: "TestWaves",
 	},
 }
