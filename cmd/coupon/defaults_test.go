@@ -88,7 +88,7 @@ func TestDefaultsUnchanged(t *testing.T) {
 		// Events are off (no URL); the rest applies once one is set.
 		Events: relay.Config{
 			Stream: "COUPON_EVENTS", SubjectPrefix: "coupon.events.", Batch: 1000, Poll: 50 * time.Millisecond,
-			DuplicateWindow: 10 * time.Minute, MaxAge: 168 * time.Hour, LeaseTTL: 10 * time.Second, AckTimeout: 5 * time.Second,
+			DuplicateWindow: 2 * time.Minute, MaxAge: 168 * time.Hour, LeaseTTL: 10 * time.Second, AckTimeout: 5 * time.Second,
 		},
 		Webhooks: app.Webhooks{
 			Enabled: true, Timeout: 10 * time.Second, Horizon: 24 * time.Hour, MaxBackoff: time.Hour,
