@@ -37,9 +37,10 @@ type Job struct {
 	Locker Locker
 	Lease  string
 	// TTL is how long the lease lasts unless renewed. A round is cut at
-	// TTL*9/10 after the lease was taken, so that it ends before the lease
-	// can lapse and no other replica runs one alongside it. Zero: the lease does not lapse (it
-	// lives with its holder) and rounds are not cut.
+	// TTL*9/10 after the lease was taken, so that it ends before the
+	// lease can lapse and no other replica runs one alongside it. Zero:
+	// the lease does not lapse (it lives with its holder) and rounds are
+	// not cut.
 	TTL time.Duration
 	// ReleaseAfterRound gives the lease up when a round ends, for leases
 	// that should not be held while idle (a MySQL named lock ties up a
@@ -135,11 +136,11 @@ func (j *Job) LastRound() time.Time {
 
 // take re-takes the lease at the start of a round (gives it up and takes
 // it again at once), so that the holder keeps it while it runs and another
-// replica takes over within the TTL when the holder dies. A lease that
-// lapses, taken less than a third of its TTL ago, is kept as it is: a job
-// with rounds every 50 ms would otherwise spend two Redis calls a round on
-// it. Its rounds are cut at nine tenths of the TTL after it was taken
-// (RunOnce), so none outlives it.
+// replica takes over within the TTL when the holder dies. A lapsing lease
+// taken less than a third of its TTL ago is kept as it is (a job with
+// rounds every 50 ms would otherwise spend two Redis calls a round on it);
+// RunOnce cuts each round at nine tenths of the TTL after the lease was
+// taken, so no round outlives it.
 func (j *Job) take(ctx context.Context) (bool, error) {
 	if j.release != nil && j.TTL > 0 && !j.ReleaseAfterRound && j.now().Sub(j.taken) < j.TTL/3 {
 		return true, nil

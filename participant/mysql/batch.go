@@ -250,13 +250,12 @@ func (s *Coupons) tryBatch(ctx context.Context, db *sql.DB, jobs []*claimJob) ([
 		var insertArgs []any
 		var evs []OutboxEvent
 		for _, p := range plans {
-			if q, args := p.insertStatement(jobs, accepted, results); q != "" {
+			q, args, claimed := p.insertStatement(jobs, accepted, results, s.events)
+			if q != "" {
 				insertSQL = append(insertSQL, q)
 				insertArgs = append(insertArgs, args...)
 			}
-			if s.events {
-				evs = p.claimedEvents(jobs, accepted, evs)
-			}
+			evs = append(evs, claimed...)
 		}
 		if len(insertSQL) == 0 {
 			return nil
@@ -353,9 +352,12 @@ func (p *tablePlan) countStatement(jobs []*claimJob) (string, []any) {
 }
 
 // insertStatement writes the accepted claims of each key (the first ones
-// to arrive) and marks the rest USER_LIMIT_REACHED.
-func (p *tablePlan) insertStatement(jobs []*claimJob, accepted map[countKey]int32, results []error) (string, []any) {
+// to arrive) and marks the rest USER_LIMIT_REACHED; with events on it also
+// returns their coupon.claimed events (written by the caller, one outbox
+// row for the whole batch).
+func (p *tablePlan) insertStatement(jobs []*claimJob, accepted map[countKey]int32, results []error, events bool) (string, []any, []OutboxEvent) {
 	var ins []any
+	var evs []OutboxEvent
 	n := 0
 	for _, k := range p.keys {
 		for pos, i := range p.claims[k] {
@@ -368,25 +370,15 @@ func (p *tablePlan) insertStatement(jobs []*claimJob, accepted map[countKey]int3
 			ins = append(ins, c.ID, c.Code, c.TemplateID, c.CampaignID, c.UserID, c.RequestID, c.Status,
 				c.ClaimedAt.UTC(), c.ExpireAt.UTC(), c.ClaimedAt.UTC())
 			n++
-		}
-	}
-	if n == 0 {
-		return "", nil
-	}
-	return `INSERT INTO coupon_` + p.suffix + ` (` + couponInsertCols + `) VALUES ` + placeholders("(?,?,?,?,?,?,?,?,?,?)", n), ins
-}
-
-// claimedEvents appends the coupon.claimed events of the claims
-// insertStatement accepts.
-func (p *tablePlan) claimedEvents(jobs []*claimJob, accepted map[countKey]int32, evs []OutboxEvent) []OutboxEvent {
-	for _, k := range p.keys {
-		for pos, i := range p.claims[k] {
-			if int32(pos) < accepted[k] {
-				evs = append(evs, claimedEvent(jobs[i].claim.Coupon))
+			if events {
+				evs = append(evs, claimedEvent(c))
 			}
 		}
 	}
-	return evs
+	if n == 0 {
+		return "", nil, nil
+	}
+	return `INSERT INTO coupon_` + p.suffix + ` (` + couponInsertCols + `) VALUES ` + placeholders("(?,?,?,?,?,?,?,?,?,?)", n), ins, evs
 }
 
 // couponInsertCols are the columns a new coupon row is written with, by a

@@ -6,10 +6,22 @@ import (
 
 	"github.com/google/go-cmp/cmp"
 	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/opencoupon/coupon/participant"
 	couponeventsv1 "github.com/opencoupon/coupon/proto/coupon/events/v1"
 )
+
+// published is e as the generated message, field by field: what
+// appendEvent must encode.
+func published(e OutboxEvent) *couponeventsv1.Event {
+	return &couponeventsv1.Event{
+		Id: e.EventID, Type: e.Type, SchemaVersion: 1, OccurredAt: timestamppb.New(e.OccurredAt),
+		CouponCode: e.CouponCode, CouponId: e.CouponID, UserId: e.UserID, TemplateId: e.TemplateID, Sequence: e.Seq,
+		OrderNo: e.OrderNo, Gid: e.GID, BranchId: e.BranchID, DiscountAmount: e.DiscountAmount, RequestId: e.RequestID,
+		TemplateVersion: e.TemplateVersion, StockAdded: e.StockAdded,
+	}
+}
 
 // TestOutboxRowRoundTrip: a row's events read back as written, in order,
 // each with its published form.
@@ -32,12 +44,12 @@ func TestOutboxRowRoundTrip(t *testing.T) {
 		if err := proto.Unmarshal(got[i].Data, &m); err != nil {
 			t.Fatalf("event %d: published form: %v", i, err)
 		}
-		if !proto.Equal(&m, evs[i].Event()) {
-			t.Errorf("event %d: published form %v, want %v", i, &m, evs[i].Event())
+		if !proto.Equal(&m, published(evs[i])) {
+			t.Errorf("event %d: published form %v, want %v", i, &m, published(evs[i]))
 		}
 		got[i].Data = nil
 		// What proto.Marshal writes reads back the same.
-		b, err := proto.Marshal(evs[i].Event())
+		b, err := proto.Marshal(published(evs[i]))
 		if err != nil {
 			t.Fatal(err)
 		}
