@@ -26,6 +26,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"strconv"
 	"sync"
 	"time"
 
@@ -114,8 +115,7 @@ type Relay struct {
 	m      *metrics
 
 	connMu sync.Mutex
-	nc     *nats.Conn
-	js     jetstream.JetStream
+	conn   *conn
 	closed bool
 
 	sizeMu  sync.Mutex
@@ -142,20 +142,27 @@ func New(cfg Config, outbox Outbox, locker jobs.Locker, log *slog.Logger, reg pr
 	return &Relay{cfg: cfg, outbox: outbox, locker: locker, log: log, m: newMetrics(reg)}, nil
 }
 
-// jetStream returns the relay's JetStream context, connecting first if no
-// connection is open. Connecting is synchronous (bounded by a 2 s
-// timeout); once connected, nats.go reconnects by itself forever. (Its
-// own retry of a failed first connection, RetryOnFailedConnect, was seen
-// to stop retrying after one failure and leave the connection
-// reconnecting for good, so the relay does not use it.)
-func (r *Relay) jetStream() (jetstream.JetStream, error) {
+// conn is the relay's connection to NATS.
+type conn struct {
+	nc   *nats.Conn
+	js   jetstream.JetStream // for the stream's configuration
+	acks *acks
+}
+
+// connect returns the relay's connection, connecting first if none is
+// open. Connecting is synchronous (bounded by a 2 s timeout); once
+// connected, nats.go reconnects by itself forever. (Its own retry of a
+// failed first connection, RetryOnFailedConnect, was seen to stop
+// retrying after one failure and leave the connection reconnecting for
+// good, so the relay does not use it.)
+func (r *Relay) connect() (*conn, error) {
 	r.connMu.Lock()
 	defer r.connMu.Unlock()
 	if r.closed {
 		return nil, nats.ErrConnectionClosed
 	}
-	if r.js != nil {
-		return r.js, nil
+	if r.conn != nil {
+		return r.conn, nil
 	}
 	log := r.log
 	// No reconnect buffer: a publish while disconnected fails at once and
@@ -168,14 +175,18 @@ func (r *Relay) jetStream() (jetstream.JetStream, error) {
 	if err != nil {
 		return nil, fmt.Errorf("relay: connect %s: %w", r.cfg.URL, err)
 	}
-	// A batch may overshoot Batch by a row (up to a claim batch's events).
-	js, err := jetstream.New(nc, jetstream.WithPublishAsyncMaxPending(2*r.cfg.Batch+1024))
+	js, err := jetstream.New(nc)
 	if err != nil {
 		nc.Close()
 		return nil, fmt.Errorf("relay: %w", err)
 	}
-	r.nc, r.js = nc, js
-	return js, nil
+	a, err := newAcks(nc)
+	if err != nil {
+		nc.Close()
+		return nil, err
+	}
+	r.conn = &conn{nc: nc, js: js, acks: a}
+	return r.conn, nil
 }
 
 // Close closes the NATS connection.
@@ -183,8 +194,8 @@ func (r *Relay) Close() {
 	r.connMu.Lock()
 	defer r.connMu.Unlock()
 	r.closed = true
-	if r.nc != nil {
-		r.nc.Close()
+	if r.conn != nil {
+		r.conn.nc.Close()
 	}
 }
 
@@ -239,12 +250,12 @@ func (b *backoff) fail() {
 func (r *Relay) Drain(ctx context.Context, src int) (int, error) {
 	name := r.outbox.Sources()[src]
 	defer r.measure(ctx, src, name)
-	js, err := r.jetStream()
+	c, err := r.connect()
 	if err != nil {
 		r.m.errors.WithLabelValues(name).Inc()
 		return 0, err
 	}
-	if err := r.ensureStream(ctx, js); err != nil {
+	if err := r.ensureStream(ctx, c.js); err != nil {
 		r.m.errors.WithLabelValues(name).Inc()
 		return 0, err
 	}
@@ -260,7 +271,7 @@ func (r *Relay) Drain(ctx context.Context, src int) (int, error) {
 		}
 		read := r.sawRows(src, evs)
 		evs = wholeRowsUpTo(evs, r.cfg.Batch)
-		done, n, perr := r.publish(ctx, js, evs)
+		done, n, perr := r.publish(ctx, c, evs)
 		if perr != nil {
 			r.forgetStream() // it may have been deleted: make it again next time
 		}
@@ -325,9 +336,9 @@ func (r *Relay) sawRows(src int, evs []mysql.OutboxEvent) int {
 // publish sends evs in waves and returns the rows whose events JetStream
 // all acknowledged (stored, or dropped as duplicates of what it stored),
 // and how many events it acknowledged.
-func (r *Relay) publish(ctx context.Context, js jetstream.JetStream, evs []mysql.OutboxEvent) ([]int64, int, error) {
+func (r *Relay) publish(ctx context.Context, c *conn, evs []mysql.OutboxEvent) ([]int64, int, error) {
 	acked := make([]bool, len(evs))
-	n, err := r.publishWaves(ctx, js, evs, acked)
+	n, err := r.publishWaves(ctx, c.nc, c.acks, evs, acked)
 	var done []int64
 	for i := 0; i < len(evs); {
 		row, all := evs[i].Row, true
@@ -341,53 +352,38 @@ func (r *Relay) publish(ctx context.Context, js jetstream.JetStream, evs []mysql
 	return done, n, err
 }
 
-func (r *Relay) publishWaves(ctx context.Context, js jetstream.JetStream, evs []mysql.OutboxEvent, acked []bool) (int, error) {
+func (r *Relay) publishWaves(ctx context.Context, nc *nats.Conn, a *acks, evs []mysql.OutboxEvent, acked []bool) (int, error) {
 	n := 0
-	futures := make([]jetstream.PubAckFuture, 0, len(evs))
-	for _, wave := range waves(evs) {
-		futures = futures[:0]
+	for _, wv := range waves(evs) {
+		w := a.start(len(wv))
+		sent := 0
 		var err error
-		for _, i := range wave {
-			var f jetstream.PubAckFuture
-			f, err = js.PublishMsgAsync(r.message(evs[i]))
-			if err != nil {
+		for k, i := range wv {
+			if err = nc.PublishMsg(r.message(evs[i], w.prefix+strconv.Itoa(k))); err != nil {
+				err = fmt.Errorf("publish %s: %w", evs[i].EventID, err)
 				break
 			}
-			futures = append(futures, f)
+			sent++
 		}
-		k, aerr := r.await(ctx, evs, wave, futures, acked)
-		n += k
-		if aerr != nil {
-			return n, aerr
+		a.sent(w, sent)
+		var werr error
+		if err == nil {
+			// After a failed publish (the connection is down) what was
+			// answered counts and the rest is published again later.
+			werr = a.wait(ctx, w, r.cfg.AckTimeout)
 		}
-		if err != nil {
+		ok, aerr := a.end(w)
+		for k, yes := range ok {
+			if yes {
+				acked[wv[k]] = true
+				n++
+			}
+		}
+		if err = errors.Join(err, werr, aerr); err != nil {
 			return n, err
 		}
 	}
 	return n, nil
-}
-
-// await waits for the acknowledgements of one wave, marking the events
-// acknowledged, and returns how many were.
-func (r *Relay) await(ctx context.Context, evs []mysql.OutboxEvent, wave []int, futures []jetstream.PubAckFuture, acked []bool) (int, error) {
-	timeout := time.NewTimer(r.cfg.AckTimeout)
-	defer timeout.Stop()
-	var err error
-	n := 0
-	for k, f := range futures {
-		select {
-		case <-f.Ok():
-			acked[wave[k]] = true
-			n++
-		case ferr := <-f.Err():
-			err = errors.Join(err, fmt.Errorf("publish %s: %w", evs[wave[k]].EventID, ferr))
-		case <-timeout.C:
-			return n, errors.Join(err, fmt.Errorf("publish: no acknowledgement within %s", r.cfg.AckTimeout))
-		case <-ctx.Done():
-			return n, ctx.Err()
-		}
-	}
-	return n, err
 }
 
 // waves splits evs (in row order) into waves to publish one after the
@@ -421,8 +417,8 @@ func keyOf(e mysql.OutboxEvent) orderKey {
 
 // message is the JetStream message of e: its published form (as the
 // outbox keeps it) on subject SubjectPrefix + type, its ID the message ID.
-func (r *Relay) message(e mysql.OutboxEvent) *nats.Msg {
-	return &nats.Msg{Subject: r.cfg.SubjectPrefix + e.Type, Data: e.Data,
+func (r *Relay) message(e mysql.OutboxEvent, reply string) *nats.Msg {
+	return &nats.Msg{Subject: r.cfg.SubjectPrefix + e.Type, Reply: reply, Data: e.Data,
 		Header: nats.Header{jetstream.MsgIDHeader: []string{e.EventID}}}
 }
 
