@@ -4,9 +4,11 @@ import (
 	"context"
 	"database/sql"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"log/slog"
 	"maps"
+	"sync"
 	"time"
 
 	"github.com/go-sql-driver/mysql"
@@ -59,19 +61,25 @@ const ackWaitMargin = 20 * time.Second
 // logged, not undone.
 type webhooks struct {
 	db     *sql.DB
-	nc     *nats.Conn
-	js     jetstream.JetStream
+	url    string
 	stream string
 	store  *webhook.Store
-	disp   *webhook.Dispatcher
+	dcfg   webhook.Config
+	reg    prometheus.Registerer
 	log    *slog.Logger
 	now    func() time.Time
+
+	mu     sync.Mutex // guards what connect sets
+	nc     *nats.Conn
+	disp   *webhook.Dispatcher // nil until Run connected
+	closed bool
 }
 
 var _ rpc.Webhooks = (*webhooks)(nil)
 
-// openWebhooks opens the pool and the NATS connection and builds the
-// dispatcher, whose metrics go to reg. Run runs it; Close closes both.
+// openWebhooks opens the pool and checks the dispatcher's configuration.
+// Run connects to NATS and runs the dispatcher, whose metrics go to reg;
+// Close closes the connection and the pool.
 func openWebhooks(ctx context.Context, cfg Config, log *slog.Logger, reg prometheus.Registerer) (w *webhooks, err error) {
 	if p := cfg.Events.SubjectPrefix; p != "" && p != webhook.SubjectPrefix {
 		return nil, fmt.Errorf("webhooks need events.subject_prefix %q, not %q (or webhooks.enabled: false)", webhook.SubjectPrefix, p)
@@ -89,18 +97,7 @@ func openWebhooks(ctx context.Context, cfg Config, log *slog.Logger, reg prometh
 	if w.db, err = openPool(ctx, cfg.MySQL.MainDSN, webhookPoolSize); err != nil {
 		return nil, fmt.Errorf("webhooks: %w", err)
 	}
-	// The relay's options: connect in the background and reconnect for
-	// ever, so that a NATS that is down delays deliveries, never the
-	// service; no reconnect buffer, so an acknowledgement made while
-	// disconnected fails at once and JetStream hands the event out again.
-	if w.nc, err = nats.Connect(cfg.Events.URL, nats.Name("coupon-webhooks"), nats.RetryOnFailedConnect(true),
-		nats.MaxReconnects(-1), nats.ReconnectWait(500*time.Millisecond), nats.Timeout(2*time.Second),
-		nats.ReconnectBufSize(-1)); err != nil {
-		return nil, fmt.Errorf("webhooks: connect %s: %w", cfg.Events.URL, err)
-	}
-	if w.js, err = jetstream.New(w.nc); err != nil {
-		return nil, fmt.Errorf("webhooks: %w", err)
-	}
+	w.url = cfg.Events.URL
 	w.store = webhook.NewStore(w.db, webhook.StoreConfig{AllowHTTP: cfg.Webhooks.AllowHTTP, Now: cfg.Now})
 	dc := webhook.Config{
 		Stream: cfg.Events.Stream, Timeout: cfg.Webhooks.Timeout, Horizon: cfg.Webhooks.Horizon,
@@ -113,10 +110,52 @@ func openWebhooks(ctx context.Context, cfg Config, log *slog.Logger, reg prometh
 	if dc.Timeout+ackWaitMargin > 30*time.Second {
 		dc.AckWait = dc.Timeout + ackWaitMargin
 	}
-	if w.disp, err = webhook.New(w.js, w.store, log, reg, dc); err != nil {
+	if err := dc.Check(); err != nil {
 		return nil, err
 	}
+	w.dcfg, w.reg = dc, reg
 	return w, nil
+}
+
+// connect connects to NATS and builds the dispatcher. Run calls it until
+// it succeeds: connecting is synchronous (bounded by a 2 s timeout), as
+// the relay's is, because nats.go's own retry of a failed first
+// connection (RetryOnFailedConnect) was seen to leave a connection
+// reconnecting for good. Once connected, nats.go reconnects by itself
+// forever; with no reconnect buffer an acknowledgement made while
+// disconnected fails at once and JetStream hands the event out again.
+func (w *webhooks) connect() (*webhook.Dispatcher, jetstream.JetStream, error) {
+	nc, err := nats.Connect(w.url, nats.Name("coupon-webhooks"),
+		nats.MaxReconnects(-1), nats.ReconnectWait(500*time.Millisecond), nats.Timeout(2*time.Second),
+		nats.ReconnectBufSize(-1))
+	if err != nil {
+		return nil, nil, fmt.Errorf("webhooks: connect %s: %w", w.url, err)
+	}
+	js, err := jetstream.New(nc)
+	if err != nil {
+		nc.Close()
+		return nil, nil, fmt.Errorf("webhooks: %w", err)
+	}
+	disp, err := webhook.New(js, w.store, w.log, w.reg, w.dcfg)
+	if err != nil {
+		nc.Close()
+		return nil, nil, err
+	}
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if w.closed {
+		nc.Close()
+		return nil, nil, nats.ErrConnectionClosed
+	}
+	w.nc, w.disp = nc, disp
+	return disp, js, nil
+}
+
+// dispatcher is the dispatcher once Run has connected, else nil.
+func (w *webhooks) dispatcher() *webhook.Dispatcher {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.disp
 }
 
 // redeliverDeadline gives RedeliverWebhookEvent, which waits for the
@@ -169,15 +208,29 @@ func openPool(ctx context.Context, dsn string, n int) (*sql.DB, error) {
 // streamPoll is how often Run looks for the events stream before it starts.
 const streamPoll = 500 * time.Millisecond
 
-// Run delivers until ctx is done. It starts the dispatcher once the events
-// stream exists: the relay creates it at its first round, and until then
-// the dispatcher would only warn of its absence at every refresh.
+// Run delivers until ctx is done. It connects to NATS (again every
+// streamPoll while NATS is down: a NATS that is down delays deliveries,
+// never the service) and starts the dispatcher once the events stream
+// exists: the relay creates it at its first round, and until then the
+// dispatcher would only warn of its absence at every refresh.
 func (w *webhooks) Run(ctx context.Context) {
 	tick := time.NewTicker(streamPoll)
 	defer tick.Stop()
-	for {
-		if _, err := w.js.Stream(ctx, w.stream); err == nil {
-			break
+	var disp *webhook.Dispatcher
+	var js jetstream.JetStream
+	for failures := 0; ; {
+		if disp == nil {
+			var err error
+			if disp, js, err = w.connect(); err != nil {
+				if failures++; failures == 1 || failures%120 == 0 {
+					w.log.WarnContext(ctx, "webhooks cannot reach NATS; deliveries wait", "failures", failures, "err", err)
+				}
+			}
+		}
+		if disp != nil {
+			if _, err := js.Stream(ctx, w.stream); err == nil {
+				break
+			}
 		}
 		select {
 		case <-ctx.Done():
@@ -185,16 +238,19 @@ func (w *webhooks) Run(ctx context.Context) {
 		case <-tick.C:
 		}
 	}
-	if err := w.disp.Run(ctx); err != nil {
+	if err := disp.Run(ctx); err != nil {
 		w.log.Error("webhook dispatcher stopped", "err", err)
 	}
 }
 
 // Close closes the NATS connection and the pool, after Run returned.
 func (w *webhooks) Close() error {
+	w.mu.Lock()
+	w.closed = true
 	if w.nc != nil {
 		w.nc.Close()
 	}
+	w.mu.Unlock()
 	if w.db != nil {
 		return w.db.Close()
 	}
@@ -212,7 +268,11 @@ const refreshTimeout = 5 * time.Second
 func (w *webhooks) refresh(ctx context.Context) {
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), refreshTimeout)
 	defer cancel()
-	if err := w.disp.Refresh(ctx); err != nil {
+	disp := w.dispatcher()
+	if disp == nil {
+		return // Run reads the table when it starts the dispatcher
+	}
+	if err := disp.Refresh(ctx); err != nil {
 		w.log.DebugContext(ctx, "webhook refresh after a change", "err", err)
 	}
 }
@@ -276,7 +336,11 @@ type redelivery struct {
 }
 
 func (w *webhooks) Redeliver(ctx context.Context, endpointID int64, eventID string, actor participant.Actor) (webhook.Delivery, error) {
-	d, err := w.disp.Redeliver(ctx, endpointID, eventID)
+	disp := w.dispatcher()
+	if disp == nil {
+		return webhook.Delivery{}, participant.Unavailable("redeliver", errors.New("not connected to NATS yet"))
+	}
+	d, err := disp.Redeliver(ctx, endpointID, eventID)
 	if err != nil && d.EventID == "" {
 		return webhook.Delivery{}, err // nothing was sent
 	}

@@ -199,3 +199,28 @@ func TestWebhooksOff(t *testing.T) {
 	_, err = srv.Admin.RedeliverWebhookEvent(ctx, &couponv1.RedeliverWebhookEventRequest{EndpointId: 1, EventId: "C1.1"})
 	wantRefused(t, "RedeliverWebhookEvent with events off", err, codes.FailedPrecondition, "WEBHOOKS_OFF")
 }
+
+// TestWebhooksStartBeforeNATS: a service started while NATS is down
+// serves the endpoint calls at once, answers a redelivery with
+// UNAVAILABLE, and delivers what was claimed meanwhile once NATS is up.
+func TestWebhooksStartBeforeNATS(t *testing.T) {
+	ns := natstest.Start(t)
+	ns.Kill()
+	srv := coupontest.Start(t, func(c *app.Config) {
+		c.Events = relay.Config{URL: ns.URL, Poll: 10 * time.Millisecond}
+		c.Webhooks = app.Webhooks{Enabled: true, Refresh: 200 * time.Millisecond}
+	})
+	rc := newReceiver(t)
+	ctx := ctxT(t)
+	created, err := srv.Admin.CreateWebhookEndpoint(ctx, &couponv1.CreateWebhookEndpointRequest{Url: rc.URL + "/hook"})
+	if err != nil {
+		t.Fatalf("CreateWebhookEndpoint while NATS is down: %v", err)
+	}
+	_, err = srv.Admin.RedeliverWebhookEvent(ctx, &couponv1.RedeliverWebhookEventRequest{EndpointId: created.Endpoint.Id, EventId: "C1.1"})
+	wantRefused(t, "RedeliverWebhookEvent while NATS is down", err, codes.Unavailable, "UNAVAILABLE")
+	c := claim(t, srv, template(t, srv, 10).Id, 7)
+	ns.Restart()
+	testenv.Eventually(t, time.Minute, "the coupon.claimed event at the receiver once NATS is up", func() bool {
+		return len(rc.of(c.Code+".1")) > 0
+	})
+}

@@ -90,6 +90,13 @@ const (
 	DefaultRefreshInterval = 5 * time.Second
 )
 
+// Check says whether New would accept c, so that a configuration mistake
+// stops a service at its start even when the dispatcher is built later.
+func (c Config) Check() error {
+	_, err := c.withDefaults()
+	return err
+}
+
 func (c Config) withDefaults() (Config, error) {
 	for name, v := range map[string]time.Duration{
 		"timeout": c.Timeout, "ack wait": c.AckWait, "initial backoff": c.InitialBackoff,
