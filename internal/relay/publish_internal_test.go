@@ -54,11 +54,11 @@ func TestAcksMatchAnswersToTheirWave(t *testing.T) {
 	a.receive(answer(w.prefix+"0", ok, nil)) // before sent
 	a.receive(answer(w.prefix+"0", `{"error":{"code":500,"description":"late copy"}}`, nil))
 	a.receive(answer(w.prefix+"2", `{"error":{"code":500,"description":"disk"}}`, nil))
-	a.receive(answer(w.prefix+"9", ok, nil))        // no such message
-	a.receive(answer(old.prefix+"1", ok, nil))      // another wave
-	a.receive(answer("_INBOX.tx.1.1", ok, nil))     // another inbox
-	a.receive(answer(a.inbox+".nope.1", ok, nil))   // not ours
-	a.sent(w, 3)                                    // message 3 was never sent
+	a.receive(answer(w.prefix+"9", ok, nil))      // no such message
+	a.receive(answer(old.prefix+"1", ok, nil))    // another wave
+	a.receive(answer("_INBOX.tx.1.1", ok, nil))   // another inbox
+	a.receive(answer(a.inbox+".nope.1", ok, nil)) // not ours
+	a.sent(w, 3)                                  // message 3 was never sent
 	ctx := context.Background()
 	if err := a.wait(ctx, w, 50*time.Millisecond); err == nil {
 		t.Fatal("wave done with message 1 unanswered")
