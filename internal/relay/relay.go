@@ -43,8 +43,12 @@ import (
 type Outbox interface {
 	Sources() []string
 	// Pending reads the events of the oldest rows, at most rows of them.
+	// A row it cannot read ends them with a *mysql.BadRowError.
 	Pending(ctx context.Context, src, rows int) ([]mysql.OutboxEvent, error)
 	Delete(ctx context.Context, src int, rows []int64) error
+	// SetAside moves a row that cannot be read out of the outbox, kept
+	// for an operator.
+	SetAside(ctx context.Context, src int, row int64, reason string) error
 	Backlog(ctx context.Context, src int) (n int64, oldest time.Time, err error)
 }
 
@@ -205,6 +209,7 @@ func (r *Relay) Run(ctx context.Context) {
 	for src, name := range r.outbox.Sources() {
 		r.m.published.WithLabelValues(name)
 		r.m.errors.WithLabelValues(name)
+		r.m.setAside.WithLabelValues(name)
 		b := &backoff{}
 		j := &jobs.Job{
 			Name: "event relay " + name, Schedule: jobs.Every(r.cfg.Poll), Locker: r.locker,
@@ -263,10 +268,18 @@ func (r *Relay) Drain(ctx context.Context, src int) (int, error) {
 	for ctx.Err() == nil {
 		rows := r.rowsToRead(src)
 		evs, err := r.outbox.Pending(ctx, src, rows)
-		if err != nil {
+		var bad *mysql.BadRowError
+		switch {
+		case errors.As(err, &bad) && len(evs) == 0:
+			if err := r.setAside(ctx, src, name, bad); err != nil {
+				return total, err
+			}
+			continue
+		case bad != nil:
+			// The rows before it first; it is the first row next time.
+		case err != nil:
 			return total, err
-		}
-		if len(evs) == 0 {
+		case len(evs) == 0:
 			return total, nil
 		}
 		read := r.sawRows(src, evs)
@@ -289,6 +302,22 @@ func (r *Relay) Drain(ctx context.Context, src int) (int, error) {
 		}
 	}
 	return total, ctx.Err()
+}
+
+// setAside moves a row that cannot be read out of the outbox: one row
+// written corrupted (or by hand) must not hold back every event after it
+// for good. Its events are lost to the stream; the row is kept in
+// coupon_outbox_set_aside, logged and counted (alert
+// CouponEventRowSetAside), and the events of its coupons after it may
+// reach consumers with a gap in their sequence numbers.
+func (r *Relay) setAside(ctx context.Context, src int, name string, bad *mysql.BadRowError) error {
+	if err := r.outbox.SetAside(ctx, src, bad.Row, bad.Err.Error()); err != nil {
+		return err
+	}
+	r.m.setAside.WithLabelValues(name).Inc()
+	r.log.ErrorContext(ctx, "event relay set aside an outbox row it cannot read; its events are not published",
+		"outbox", name, "row", bad.Row, "err", bad.Err)
+	return nil
 }
 
 // rowsToRead is how many rows of outbox src make about Batch events, at
@@ -480,6 +509,7 @@ func (r *Relay) measure(ctx context.Context, src int, name string) {
 type metrics struct {
 	published *prometheus.CounterVec
 	errors    *prometheus.CounterVec
+	setAside  *prometheus.CounterVec
 	backlog   *prometheus.GaugeVec
 	lag       *prometheus.GaugeVec
 }
@@ -490,13 +520,15 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 			Help: "Events the relay published to JetStream (acknowledged), by outbox."}, []string{"outbox"}),
 		errors: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "coupon_events_relay_errors_total",
 			Help: "Relay rounds that stopped on an error (NATS down, no acknowledgement), by outbox."}, []string{"outbox"}),
+		setAside: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "coupon_events_set_aside_total",
+			Help: "Outbox rows the relay could not read as events and moved to coupon_outbox_set_aside, unpublished, by outbox."}, []string{"outbox"}),
 		backlog: prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "coupon_events_outbox_rows",
 			Help: "Rows waiting in the outbox (a row holds one transaction's events), as the relay holding it last measured, by outbox."}, []string{"outbox"}),
 		lag: prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "coupon_events_relay_lag_seconds",
 			Help: "Age of the oldest unpublished event, as the relay holding the outbox last measured, by outbox."}, []string{"outbox"}),
 	}
 	if reg != nil {
-		reg.MustRegister(m.published, m.errors, m.backlog, m.lag)
+		reg.MustRegister(m.published, m.errors, m.setAside, m.backlog, m.lag)
 	}
 	return m
 }

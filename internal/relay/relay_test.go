@@ -3,6 +3,7 @@ package relay_test
 import (
 	"bufio"
 	"context"
+	"database/sql"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -514,3 +515,60 @@ func (grantAll) Lock(context.Context, string, time.Duration) (func(), bool, erro
 }
 
 var _ relay.Outbox = (*couponmysql.Outbox)(nil)
+
+// TestRelaySetsAsideUnreadableRow: a row that is not an event list (here
+// written by hand between two good ones, in one transaction) is moved to
+// coupon_outbox_set_aside, with its reason, and counted; the rows around
+// it are published, so one bad row does not stall its outbox for good.
+func TestRelaySetsAsideUnreadableRow(t *testing.T) {
+	f := start(t)
+	db, err := sql.Open("mysql", f.srv.Config.MySQL.ShardDSNs[0])
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	row := func(code string) []byte {
+		return couponmysql.EncodeEvents([]couponmysql.OutboxEvent{{EventID: code + ".1", Type: participant.EventClaimed,
+			CouponID: 1, CouponCode: code, UserID: 1, TemplateID: f.template, Seq: 1, OccurredAt: time.Now()}})
+	}
+	ctx := context.Background()
+	tx, err := db.BeginTx(ctx, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var bad int64
+	for _, b := range [][]byte{row("SETASIDE0"), {0xff, 0x01, 0x02}, row("SETASIDE2")} {
+		res, err := tx.ExecContext(ctx, `INSERT INTO coupon_outbox (events, n, occurred_at) VALUES (?, 1, ?)`, b, time.Now().UTC())
+		if err != nil {
+			t.Fatal(err)
+		}
+		if b[0] == 0xff {
+			if bad, err = res.LastInsertId(); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	if err := tx.Commit(); err != nil {
+		t.Fatal(err)
+	}
+	f.drained(t)
+
+	published := map[string]bool{}
+	for _, e := range collect(t, f.ns.URL) {
+		published[e.GetId()] = true
+	}
+	if !published["SETASIDE0.1"] || !published["SETASIDE2.1"] {
+		t.Errorf("published %v; want the events of the rows before and after the bad one", published)
+	}
+	var id int64
+	var reason string
+	if err := db.QueryRowContext(ctx, `SELECT id, reason FROM coupon_outbox_set_aside`).Scan(&id, &reason); err != nil {
+		t.Fatalf("the row set aside: %v", err)
+	}
+	if id != bad || !strings.Contains(reason, "not an event list") {
+		t.Errorf("set aside row %d (%q); want row %d, not an event list", id, reason, bad)
+	}
+	if m := f.srv.Metrics(t); !strings.Contains(m, `coupon_events_set_aside_total{outbox="shard_0"} 1`) {
+		t.Errorf("/metrics lacks coupon_events_set_aside_total{outbox=\"shard_0\"} 1")
+	}
+}

@@ -352,11 +352,44 @@ func (s *Outbox) Pending(ctx context.Context, src, rows int) ([]OutboxEvent, err
 		if err := rs.Scan(&id, &b); err != nil {
 			return nil, wrap("read outbox", err)
 		}
+		n := len(out)
 		if out, err = decodeEvents(id, b, out); err != nil {
-			return nil, err
+			return out[:n], &BadRowError{Row: id, Err: err}
 		}
 	}
 	return out, wrap("read outbox", rs.Err())
+}
+
+// BadRowError is Pending's answer when a row cannot be read as events
+// (written corrupted, or by hand): the events before it come with it, and
+// SetAside moves the row out of the way.
+type BadRowError struct {
+	Row int64
+	Err error // names the row
+}
+
+func (e *BadRowError) Error() string { return e.Err.Error() }
+func (e *BadRowError) Unwrap() error { return e.Err }
+
+// SetAside moves row of outbox src into coupon_outbox_set_aside, with
+// reason, in one transaction: the row is kept for an operator and no
+// longer holds back the rows after it.
+func (s *Outbox) SetAside(ctx context.Context, src int, row int64, reason string) error {
+	db, err := s.db(src)
+	if err != nil {
+		return err
+	}
+	if len(reason) > 255 {
+		reason = reason[:255]
+	}
+	return wrap("set an outbox row aside", s.inTx(ctx, db, func(tx *sql.Tx) error {
+		if _, err := tx.ExecContext(ctx, `INSERT INTO coupon_outbox_set_aside (id, events, n, occurred_at, reason, set_aside_at)
+ SELECT id, events, n, occurred_at, ?, ? FROM coupon_outbox WHERE id = ?`, reason, time.Now().UTC(), row); err != nil {
+			return err
+		}
+		_, err := tx.ExecContext(ctx, `DELETE FROM coupon_outbox WHERE id = ?`, row)
+		return err
+	}))
 }
 
 // Delete deletes rows of outbox src.
