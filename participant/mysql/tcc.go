@@ -249,7 +249,10 @@ func changeStatements(sh shard, br participant.Branch, c *participant.Coupon, ch
 			args = append(args, e.Op, e.OrderNo, br.GID, br.BranchID, c.ID, c.Code, c.UserID, c.TemplateID, e.Discount, at)
 		}
 	}
-	if q, eargs := eventInsert(evs); events && q != "" {
+	if !events {
+		return stmts, args // the events are only counted (event_seq), not encoded
+	}
+	if q, eargs := eventInsert(evs); q != "" {
 		stmts = append(stmts, q)
 		args = append(args, eargs...)
 	}
