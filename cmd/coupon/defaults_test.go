@@ -92,7 +92,7 @@ func TestDefaultsUnchanged(t *testing.T) {
 		},
 		Webhooks: app.Webhooks{
 			Enabled: true, Timeout: 10 * time.Second, Horizon: 24 * time.Hour, MaxBackoff: time.Hour,
-			DisableAfter: 20, Refresh: 5 * time.Second,
+			DisableAfter: 20, Refresh: 5 * time.Second, Retention: 30 * 24 * time.Hour,
 		},
 		Conns: app.Connections{GRPC: 2048, HTTP: 1024, Ops: 32},
 		Keepalive: app.Keepalive{

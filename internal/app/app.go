@@ -278,7 +278,7 @@ func Open(ctx context.Context, cfg Config, log *slog.Logger) (a *App, err error)
 		}
 		closers = append(closers, func() error { a.relay.Close(); return nil })
 		if cfg.Webhooks.Enabled {
-			if a.hooks, err = openWebhooks(ctx, cfg, log, a.metrics.Registry); err != nil {
+			if a.hooks, err = openWebhooks(ctx, cfg, r.Leases, log, a.metrics.Registry); err != nil {
 				return nil, err
 			}
 			closers = append(closers, a.hooks.Close)

@@ -16,6 +16,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/opencoupon/coupon/internal/jobs"
 	"github.com/opencoupon/coupon/internal/relay"
 	"github.com/opencoupon/coupon/internal/webhook"
 	"github.com/opencoupon/coupon/participant"
@@ -42,7 +43,14 @@ type Webhooks struct {
 	MaxBackoff   time.Duration
 	DisableAfter int
 	Refresh      time.Duration
+	// Retention is how long delivery attempts are kept; it must exceed
+	// Horizon, since retries read them.
+	Retention time.Duration
 }
+
+// pruneInterval is how often one replica deletes the delivery attempts
+// past webhooks.retention.
+const pruneInterval = time.Hour
 
 // webhookPoolSize is the main-database pool of the webhook store: the
 // endpoint table, one delivery record per attempt, the admin calls.
@@ -66,6 +74,7 @@ type webhooks struct {
 	store  *webhook.Store
 	dcfg   webhook.Config
 	reg    prometheus.Registerer
+	prune  *jobs.Job // deletes attempts past the retention
 	log    *slog.Logger
 	now    func() time.Time
 
@@ -80,7 +89,7 @@ var _ rpc.Webhooks = (*webhooks)(nil)
 // openWebhooks opens the pool and checks the dispatcher's configuration.
 // Run connects to NATS and runs the dispatcher, whose metrics go to reg;
 // Close closes the connection and the pool.
-func openWebhooks(ctx context.Context, cfg Config, log *slog.Logger, reg prometheus.Registerer) (w *webhooks, err error) {
+func openWebhooks(ctx context.Context, cfg Config, locker jobs.Locker, log *slog.Logger, reg prometheus.Registerer) (w *webhooks, err error) {
 	if p := cfg.Events.SubjectPrefix; p != "" && p != webhook.SubjectPrefix {
 		return nil, fmt.Errorf("webhooks need events.subject_prefix %q, not %q (or webhooks.enabled: false)", webhook.SubjectPrefix, p)
 	}
@@ -114,6 +123,28 @@ func openWebhooks(ctx context.Context, cfg Config, log *slog.Logger, reg prometh
 		return nil, err
 	}
 	w.dcfg, w.reg = dc, reg
+	retention := cfg.Webhooks.Retention
+	if retention <= 0 {
+		retention = webhook.DefaultRetention
+	}
+	horizon := cfg.Webhooks.Horizon
+	if horizon <= 0 {
+		horizon = webhook.DefaultHorizon
+	}
+	if retention <= horizon {
+		return nil, fmt.Errorf("webhooks.retention %s must exceed webhooks.horizon %s: retries read the attempts", retention, horizon)
+	}
+	w.prune = &jobs.Job{
+		Name: "webhook-prune", Schedule: jobs.Every(pruneInterval), Locker: locker, Lease: "job:webhook-prune",
+		TTL: jobs.LeaseTTL(pruneInterval, 10*time.Minute), Log: log,
+		Round: func(ctx context.Context) error {
+			n, err := w.store.PruneDeliveries(ctx, now().Add(-retention), 1000)
+			if n > 0 {
+				log.InfoContext(ctx, "webhook delivery attempts deleted", "deleted", n, "older_than", retention.String())
+			}
+			return err
+		},
+	}
 	return w, nil
 }
 
@@ -214,6 +245,9 @@ const streamPoll = 500 * time.Millisecond
 // exists: the relay creates it at its first round, and until then the
 // dispatcher would only warn of its absence at every refresh.
 func (w *webhooks) Run(ctx context.Context) {
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	wg.Go(func() { w.prune.Run(ctx) })
 	tick := time.NewTicker(streamPoll)
 	defer tick.Stop()
 	var disp *webhook.Dispatcher

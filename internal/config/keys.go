@@ -157,6 +157,7 @@ func keys(c *Config) []Key {
 		{"webhooks.disable_after", webhook.DefaultDisableAfter, to(&a.Webhooks.DisableAfter), "consecutive failed attempts that disable an endpoint (alert `CouponWebhookEndpointDisabled`); so does every attempt failing for 24h"},
 		{"webhooks.max_backoff", webhook.DefaultMaxBackoff, to(&a.Webhooks.MaxBackoff), "the longest wait between attempts at an event (from 1s, doubling)"},
 		{"webhooks.refresh", webhook.DefaultRefreshInterval, to(&a.Webhooks.Refresh), "how often each replica reads the endpoint table again; a change made through a replica applies on it at once"},
+		{"webhooks.retention", webhook.DefaultRetention, to(&a.Webhooks.Retention), "delivery attempts older than this are deleted (hourly, one replica at a time under a Redis lease); must exceed `webhooks.horizon`, whose retries read them"},
 		{"barrier.interval", 10 * time.Minute, to(&a.Barrier.Interval), "barrier janitor period (one replica at a time, under a Redis lease); 0 turns it off"},
 		{"barrier.retention", janitor.DefaultRetention, to(&a.Barrier.Retention), "barrier rows of finished transactions older than this are deleted"},
 		{"barrier.max_age", janitor.DefaultMaxAge, to(&a.Barrier.MaxAge), "barrier rows older than this are deleted unless the coordinator reports their transaction unfinished (those stay, counted in `coupon_barrier_rows_kept_unfinished`, alert `CouponBarrierRowsOfUnfinishedTransactions`)"},

@@ -88,6 +88,9 @@ const (
 	DefaultHorizon         = 24 * time.Hour
 	DefaultDisableAfter    = 20
 	DefaultRefreshInterval = 5 * time.Second
+	// DefaultRetention is how long delivery attempts are kept (the
+	// console's history, redelivery's stream sequence).
+	DefaultRetention = 30 * 24 * time.Hour
 )
 
 // Check says whether New would accept c, so that a configuration mistake

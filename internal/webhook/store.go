@@ -380,3 +380,41 @@ func truncate(s string, n int) string {
 	}
 	return s[:n]
 }
+
+// PruneDeliveries deletes the attempts recorded before before, from the
+// oldest, at most batch at a time, and returns how many it deleted. It
+// reads and deletes by primary key only: the oldest batch ids, and of them
+// those older than before. Attempts are recorded in id order, near enough
+// (replicas' clocks differ a little), so it stops at the first batch that
+// holds nothing old: a young row among old ones waits for a later round.
+// The retry horizon and the attempt numbers read these records, so before
+// must lie past the horizon (Config.Check's caller sees to it).
+func (s *Store) PruneDeliveries(ctx context.Context, before time.Time, batch int) (int64, error) {
+	if batch <= 0 {
+		batch = 1000
+	}
+	var total int64
+	for ctx.Err() == nil {
+		var first sql.NullInt64
+		if err := s.db.QueryRowContext(ctx, `SELECT MIN(id) FROM webhook_delivery`).Scan(&first); err != nil {
+			return total, wrap("prune webhook deliveries", err)
+		}
+		if !first.Valid {
+			return total, nil
+		}
+		res, err := s.db.ExecContext(ctx, `DELETE FROM webhook_delivery WHERE id >= ? AND id < ? AND created_at < ?`,
+			first.Int64, first.Int64+int64(batch), before.UTC())
+		if err != nil {
+			return total, wrap("prune webhook deliveries", err)
+		}
+		n, err := res.RowsAffected()
+		if err != nil {
+			return total, wrap("prune webhook deliveries", err)
+		}
+		total += n
+		if n == 0 {
+			return total, nil
+		}
+	}
+	return total, ctx.Err()
+}

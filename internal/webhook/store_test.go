@@ -3,6 +3,8 @@ package webhook_test
 import (
 	"context"
 	"encoding/base64"
+	"fmt"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -217,5 +219,47 @@ func TestRecordDeliveryAndPaging(t *testing.T) {
 	}
 	if _, err := store.ListDeliveries(ctx, ep.ID, webhook.Page{Limit: 501}); participant.ErrorCode(err) != participant.EINVALID {
 		t.Errorf("ListDeliveries(limit 501) = %v; want invalid", err)
+	}
+}
+
+// TestPruneDeliveries deletes the attempts older than the cut, in
+// batches, oldest first, and keeps the rest, including a young attempt
+// recorded between old ones (a replica's clock behind) until a later round.
+func TestPruneDeliveries(t *testing.T) {
+	ctx := context.Background()
+	now := time.Date(2026, 12, 8, 10, 0, 0, 0, time.UTC)
+	store := mustStore(t, webhook.StoreConfig{Now: func() time.Time { return now }})
+	ep, _ := mustEndpoint(t, store, "https://a.example.com/hook")
+	record := func(at time.Time, event string) {
+		t.Helper()
+		if _, err := store.RecordDelivery(ctx, webhook.Delivery{EndpointID: ep.ID, EventID: event, EventType: "coupon.claimed",
+			StreamSeq: 1, Attempt: 1, StatusCode: 204, Delivered: true, CreatedAt: at}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	cut := now.Add(-30 * 24 * time.Hour)
+	for i := range 25 {
+		record(cut.Add(-time.Duration(25-i)*time.Minute), fmt.Sprintf("OLD%d.1", i))
+	}
+	record(cut.Add(time.Minute), "YOUNG0.1")
+	record(cut.Add(-time.Minute), "OLD25.1") // after a young one
+	for i := range 5 {
+		record(now.Add(-time.Duration(i)*time.Hour), fmt.Sprintf("YOUNG%d.1", i+1))
+	}
+
+	n, err := store.PruneDeliveries(ctx, cut, 10)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var left []string
+	for _, d := range mustDeliveries(t, store, ep.ID) {
+		left = append(left, strings.TrimSuffix(d.EventID, ".1"))
+	}
+	slices.Sort(left)
+	if want := []string{"YOUNG0", "YOUNG1", "YOUNG2", "YOUNG3", "YOUNG4", "YOUNG5"}; n != 26 || !slices.Equal(left, want) {
+		t.Errorf("PruneDeliveries = %d, left %v; want 26 deleted, %v left", n, left, want)
+	}
+	if n, err := store.PruneDeliveries(ctx, cut, 10); n != 0 || err != nil {
+		t.Errorf("PruneDeliveries again = %d, %v; want 0", n, err)
 	}
 }
