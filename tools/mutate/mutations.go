@@ -211,12 +211,22 @@ var mutations = []mutation{
 	},
 	{
 		ID: "release-without-event", Bug: "a branch that leaves the coupon AVAILABLE (Cancel, compensation, return) writes no event",
-		File: "participant/mysql/tcc.go", Find: "events && q != \"\" {", Replace: "events && q != \"\" && ch.Status != participant.CouponAvailable {",
+		File: "participant/mysql/tcc.go", Find: "eventInsert(evs); q != \"\" {", Replace: "eventInsert(evs); q != \"\" && ch.Status != participant.CouponAvailable {",
 		Pkg: "./internal/relay", Run: "TestEventsEveryChangeOnceInOrder",
 	},
 	{
 		ID: "relay-ignores-order", Bug: "the event relay publishes a coupon's events in one wave, so a later one can be stored before an earlier one that failed",
 		File: "internal/relay/relay.go", Find: "return orderKey{coupon: e.CouponID}", Replace: "return orderKey{coupon: e.CouponID, template: e.Seq}",
 		Pkg: "./internal/relay", Run: "TestWaves",
+	},
+	{
+		ID: "relay-counts-refusals", Bug: "the relay counts JetStream's refusal of an event as its acknowledgement and deletes its row",
+		File: "internal/relay/publish.go", Find: "if perr == nil {", Replace: "if perr == nil || true {",
+		Pkg: "./internal/relay", Run: "TestAcksMatchAnswersToTheirWave",
+	},
+	{
+		ID: "relay-stalls-on-bad-row", Bug: "an outbox row that cannot be read holds back every event after it",
+		File: "internal/relay/relay.go", Find: "if err := r.setAside(ctx, src, name, bad); err != nil {", Replace: "if err := error(bad); err != nil {",
+		Pkg: "./internal/relay", Run: "TestRelaySetsAsideUnreadableRow",
 	},
 }
