@@ -176,7 +176,7 @@ func TestReconcileDefaultsUnchanged(t *testing.T) {
 	want := config.Reconcile{
 		Source: "mysql", OrdersDSN: "root@tcp(127.0.0.1:3306)/shop_order", PaymentsDSN: "root@tcp(127.0.0.1:3306)/shop_payment",
 		StateDSN: "", Zone: "UTC", Grace: 10 * time.Minute, PendingDays: 3, OutDir: "reconcile-reports", SpillDir: "",
-		MemoryLimit: 0, DTMHTTP: "127.0.0.1:36789", DTMGRPC: "127.0.0.1:36790",
+		MemoryLimit: 200 << 20, DTMHTTP: "127.0.0.1:36789", DTMGRPC: "127.0.0.1:36790",
 		DTMTimeoutToFail: 35 * time.Second, DTMRetryBudget: 5 * time.Minute,
 		CouponAddr: "127.0.0.1:9090", CouponToken: "", Schedule: "30 0 * * *", ScheduleRepair: "dry-run", Lease: 10 * time.Minute,
 	}

@@ -8,6 +8,8 @@ package config
 import (
 	"encoding/json"
 	"fmt"
+	"math"
+	"strconv"
 	"strings"
 	"time"
 
@@ -188,9 +190,46 @@ func both(ls ...loader) loader {
 // size binds a size such as "200MiB" with viper's reading of sizes.
 func size(p *uint) loader {
 	return func(v *viper.Viper, k string) error {
-		*p = v.GetSizeInBytes(k)
+		n, err := parseSize(v.GetString(k))
+		if err != nil {
+			return fmt.Errorf("%s: %w", k, err)
+		}
+		*p = n
 		return nil
 	}
+}
+
+// sizeUnits are the units parseSize reads, longest first: binary, with
+// KB, MB, GB and K, M, G read as the same powers of 1024.
+var sizeUnits = []struct {
+	suffix string
+	mult   uint64
+}{
+	{"kib", 1 << 10}, {"mib", 1 << 20}, {"gib", 1 << 30},
+	{"kb", 1 << 10}, {"mb", 1 << 20}, {"gb", 1 << 30},
+	{"k", 1 << 10}, {"m", 1 << 20}, {"g", 1 << 30}, {"b", 1},
+}
+
+// parseSize reads a byte count: a whole number with an optional unit
+// (case-insensitive); "" is 0. Anything else is refused rather than read
+// as 0, which viper's GetSizeInBytes did with "200MiB".
+func parseSize(s string) (uint, error) {
+	t := strings.ToLower(strings.TrimSpace(s))
+	if t == "" {
+		return 0, nil
+	}
+	mult := uint64(1)
+	for _, u := range sizeUnits {
+		if rest, ok := strings.CutSuffix(t, u.suffix); ok {
+			t, mult = strings.TrimSpace(rest), u.mult
+			break
+		}
+	}
+	n, err := strconv.ParseUint(t, 10, 64)
+	if err != nil || n > math.MaxUint64/mult || n*mult > uint64(^uint(0)) {
+		return 0, fmt.Errorf("size %q: want a whole number of bytes with an optional unit (KiB, MiB, GiB)", s)
+	}
+	return uint(n * mult), nil
 }
 
 // list reads a list of strings; an element may itself be comma-separated,

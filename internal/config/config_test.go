@@ -86,6 +86,8 @@ func TestLoadErrors(t *testing.T) {
 		{"COUPON_AUTH_CALLERS", "{not json", "auth.callers: not a JSON list"},
 		{"COUPON_RATELIMIT_LIMITS", "[1]", "ratelimit.limits: not a JSON list"},
 		{"COUPON_DEADLINE_METHODS", `{"CouponService/GetCoupon":"soon"}`, "deadline.methods.CouponService/GetCoupon"},
+		{"COUPON_RECONCILE_MEMORY_LIMIT", "200 apples", "reconcile.memory_limit: size"},
+		{"COUPON_RECONCILE_MEMORY_LIMIT", "-1MiB", "reconcile.memory_limit: size"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.env, func(t *testing.T) {
@@ -98,5 +100,23 @@ func TestLoadErrors(t *testing.T) {
 	}
 	if _, err := config.Load("testdata/missing.yaml"); err == nil || !strings.Contains(err.Error(), "read config testdata/missing.yaml") {
 		t.Errorf("a missing file: error %v", err)
+	}
+}
+
+// TestMemoryLimitSizes: the reconcile memory limit takes binary units
+// (its default, 200MiB, was once read as 0, no limit).
+func TestMemoryLimitSizes(t *testing.T) {
+	for value, want := range map[string]uint{
+		"": 200 << 20, "200MiB": 200 << 20, "1gib": 1 << 30, "512 KB": 512 << 10, "3m": 3 << 20, "4096": 4096, "10B": 10, "0": 0,
+	} {
+		t.Run(value, func(t *testing.T) {
+			if value != "" {
+				t.Setenv("COUPON_RECONCILE_MEMORY_LIMIT", value)
+			}
+			c, err := config.Load("")
+			if err != nil || c.Reconcile.MemoryLimit != want {
+				t.Errorf("memory_limit %q: %d, %v; want %d", value, c.Reconcile.MemoryLimit, err, want)
+			}
+		})
 	}
 }
