@@ -111,6 +111,7 @@ func openWebhooks(ctx context.Context, cfg Config, locker jobs.Locker, log *slog
 	dc := webhook.Config{
 		Stream: cfg.Events.Stream, Timeout: cfg.Webhooks.Timeout, Horizon: cfg.Webhooks.Horizon,
 		MaxBackoff: cfg.Webhooks.MaxBackoff, DisableAfter: cfg.Webhooks.DisableAfter, RefreshInterval: cfg.Webhooks.Refresh,
+		Retention: cfg.Webhooks.Retention,
 	}
 	if dc.Stream == "" {
 		dc.Stream = relay.DefaultStream
@@ -119,21 +120,12 @@ func openWebhooks(ctx context.Context, cfg Config, locker jobs.Locker, log *slog
 	if dc.Timeout+ackWaitMargin > 30*time.Second {
 		dc.AckWait = dc.Timeout + ackWaitMargin
 	}
-	if err := dc.Check(); err != nil {
+	resolved, err := dc.WithDefaults()
+	if err != nil {
 		return nil, err
 	}
 	w.dcfg, w.reg = dc, reg
-	retention := cfg.Webhooks.Retention
-	if retention <= 0 {
-		retention = webhook.DefaultRetention
-	}
-	horizon := cfg.Webhooks.Horizon
-	if horizon <= 0 {
-		horizon = webhook.DefaultHorizon
-	}
-	if retention <= horizon {
-		return nil, fmt.Errorf("webhooks.retention %s must exceed webhooks.horizon %s: retries read the attempts", retention, horizon)
-	}
+	retention := resolved.Retention
 	w.prune = &jobs.Job{
 		Name: "webhook-prune", Schedule: jobs.Every(pruneInterval), Locker: locker, Lease: "job:webhook-prune",
 		TTL: jobs.LeaseTTL(pruneInterval, 10*time.Minute), Log: log,
@@ -148,19 +140,14 @@ func openWebhooks(ctx context.Context, cfg Config, locker jobs.Locker, log *slog
 	return w, nil
 }
 
-// connect connects to NATS and builds the dispatcher. Run calls it until
-// it succeeds: connecting is synchronous (bounded by a 2 s timeout), as
-// the relay's is, because nats.go's own retry of a failed first
-// connection (RetryOnFailedConnect) was seen to leave a connection
-// reconnecting for good. Once connected, nats.go reconnects by itself
-// forever; with no reconnect buffer an acknowledgement made while
-// disconnected fails at once and JetStream hands the event out again.
+// connect connects to NATS (relay.Dial) and builds the dispatcher; Run
+// calls it until it succeeds. With no reconnect buffer an acknowledgement
+// made while disconnected fails at once and JetStream hands the event out
+// again.
 func (w *webhooks) connect() (*webhook.Dispatcher, jetstream.JetStream, error) {
-	nc, err := nats.Connect(w.url, nats.Name("coupon-webhooks"),
-		nats.MaxReconnects(-1), nats.ReconnectWait(500*time.Millisecond), nats.Timeout(2*time.Second),
-		nats.ReconnectBufSize(-1))
+	nc, err := relay.Dial(w.url, "coupon-webhooks", w.log)
 	if err != nil {
-		return nil, nil, fmt.Errorf("webhooks: connect %s: %w", w.url, err)
+		return nil, nil, fmt.Errorf("webhooks: %w", err)
 	}
 	js, err := jetstream.New(nc)
 	if err != nil {

@@ -153,12 +153,8 @@ type conn struct {
 	acks *acks
 }
 
-// connect returns the relay's connection, connecting first if none is
-// open. Connecting is synchronous (bounded by a 2 s timeout); once
-// connected, nats.go reconnects by itself forever. (Its own retry of a
-// failed first connection, RetryOnFailedConnect, was seen to stop
-// retrying after one failure and leave the connection reconnecting for
-// good, so the relay does not use it.)
+// connect returns the relay's connection, connecting first (Dial) if
+// none is open.
 func (r *Relay) connect() (*conn, error) {
 	r.connMu.Lock()
 	defer r.connMu.Unlock()
@@ -168,16 +164,11 @@ func (r *Relay) connect() (*conn, error) {
 	if r.conn != nil {
 		return r.conn, nil
 	}
-	log := r.log
-	// No reconnect buffer: a publish while disconnected fails at once and
-	// its row stays in the outbox, rather than waiting in memory.
-	nc, err := nats.Connect(r.cfg.URL, nats.Name("coupon-relay"),
-		nats.MaxReconnects(-1), nats.ReconnectWait(500*time.Millisecond), nats.Timeout(2*time.Second),
-		nats.ReconnectBufSize(-1),
-		nats.DisconnectErrHandler(func(_ *nats.Conn, err error) { log.Warn("event relay: NATS disconnected", "err", err) }),
-		nats.ReconnectHandler(func(*nats.Conn) { log.Info("event relay: NATS reconnected") }))
+	// No reconnect buffer (Dial): a publish while disconnected fails at
+	// once and its row stays in the outbox, rather than waiting in memory.
+	nc, err := Dial(r.cfg.URL, "coupon-relay", r.log)
 	if err != nil {
-		return nil, fmt.Errorf("relay: connect %s: %w", r.cfg.URL, err)
+		return nil, fmt.Errorf("relay: %w", err)
 	}
 	js, err := jetstream.New(nc)
 	if err != nil {
@@ -191,6 +182,26 @@ func (r *Relay) connect() (*conn, error) {
 	}
 	r.conn = &conn{nc: nc, js: js, acks: a}
 	return r.conn, nil
+}
+
+// Dial connects to NATS as the service's connections do (the relay's and
+// the webhook dispatcher's): synchronously, bounded by a 2 s timeout, for
+// the caller to call again later when NATS is down; once connected,
+// nats.go reconnects by itself forever. Its own retry of a failed first
+// connection (RetryOnFailedConnect) was seen to stop retrying after one
+// failure and leave the connection reconnecting for good, so it is not
+// used. There is no reconnect buffer: what is sent while disconnected
+// fails at once instead of waiting in memory.
+func Dial(url, name string, log *slog.Logger) (*nats.Conn, error) {
+	nc, err := nats.Connect(url, nats.Name(name),
+		nats.MaxReconnects(-1), nats.ReconnectWait(500*time.Millisecond), nats.Timeout(2*time.Second),
+		nats.ReconnectBufSize(-1),
+		nats.DisconnectErrHandler(func(_ *nats.Conn, err error) { log.Warn("NATS disconnected", "connection", name, "err", err) }),
+		nats.ReconnectHandler(func(*nats.Conn) { log.Info("NATS reconnected", "connection", name) }))
+	if err != nil {
+		return nil, fmt.Errorf("connect %s: %w", url, err)
+	}
+	return nc, nil
 }
 
 // Close closes the NATS connection.

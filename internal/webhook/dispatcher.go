@@ -78,6 +78,10 @@ type Config struct {
 	// RefreshInterval is how often the endpoint table is read again to
 	// start and stop consumers. 5s.
 	RefreshInterval time.Duration
+	// Retention is how long delivery attempts are kept (Store.
+	// PruneDeliveries); it must exceed Horizon, whose retries read them.
+	// 30 days.
+	Retention time.Duration
 }
 
 // Defaults of the Config fields an operator sets (the coupon command's
@@ -93,18 +97,16 @@ const (
 	DefaultRetention = 30 * 24 * time.Hour
 )
 
-// Check says whether New would accept c, so that a configuration mistake
-// stops a service at its start even when the dispatcher is built later.
-func (c Config) Check() error {
-	_, err := c.withDefaults()
-	return err
-}
+// WithDefaults is c with its zero fields set to the defaults, or why New
+// would refuse it: a configuration mistake then stops a service at its
+// start even when the dispatcher is built later.
+func (c Config) WithDefaults() (Config, error) { return c.withDefaults() }
 
 func (c Config) withDefaults() (Config, error) {
 	for name, v := range map[string]time.Duration{
 		"timeout": c.Timeout, "ack wait": c.AckWait, "initial backoff": c.InitialBackoff,
 		"max backoff": c.MaxBackoff, "horizon": c.Horizon, "failing for": c.FailingFor,
-		"refresh interval": c.RefreshInterval,
+		"refresh interval": c.RefreshInterval, "retention": c.Retention,
 	} {
 		if v < 0 {
 			return c, fmt.Errorf("webhook config: %s %s is negative", name, v)
@@ -128,6 +130,7 @@ func (c Config) withDefaults() (Config, error) {
 	def(&c.Horizon, DefaultHorizon)
 	def(&c.FailingFor, 24*time.Hour)
 	def(&c.RefreshInterval, DefaultRefreshInterval)
+	def(&c.Retention, DefaultRetention)
 	if c.MaxInFlight == 0 {
 		c.MaxInFlight = 1
 	}
@@ -139,6 +142,9 @@ func (c Config) withDefaults() (Config, error) {
 	}
 	if c.MaxBackoff < c.InitialBackoff {
 		return c, fmt.Errorf("webhook config: max backoff %s is below the initial backoff %s", c.MaxBackoff, c.InitialBackoff)
+	}
+	if c.Retention <= c.Horizon {
+		return c, fmt.Errorf("webhook config: retention %s must exceed the horizon %s: retries read the attempts", c.Retention, c.Horizon)
 	}
 	return c, nil
 }

@@ -37,6 +37,8 @@ func TestNewRefusesBadConfig(t *testing.T) {
 		{"negative horizon", webhook.Config{Horizon: -time.Hour}, "negative"},
 		{"negative disable after", webhook.Config{DisableAfter: -1}, "negative"},
 		{"max backoff below initial", webhook.Config{InitialBackoff: time.Minute, MaxBackoff: time.Second}, "max backoff"},
+		{"retention within the horizon", webhook.Config{Horizon: 48 * time.Hour, Retention: 24 * time.Hour}, "retention"},
+		{"retention equal to the default horizon", webhook.Config{Retention: webhook.DefaultHorizon}, "retention"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
